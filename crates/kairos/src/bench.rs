@@ -1,0 +1,332 @@
+//! `kairos bench …`: load generators whose figures go into BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, TimestampMicrosecondArray};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use clap::{Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use kairos_store::{FeatureStore, InsertOptions};
+use kairos_types::{Column, FeatureGroupSpec, FeatureType, Format, Value};
+use rand::Rng;
+use reqwest::Method;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::remote::Remote;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Mode {
+    /// Over HTTP against a running server (`--url`).
+    Http,
+    /// Calls into the store in this process, no HTTP.
+    InProcess,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Closed-loop online reads: p50/p99/p99.9 latency and throughput.
+    Online {
+        #[arg(long, value_enum, default_value = "http")]
+        mode: Mode,
+        /// Server URL for --mode http.
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        url: String,
+        /// Feature group to read (created and filled first unless --no-setup).
+        #[arg(long, default_value = "bench_online")]
+        group: String,
+        /// Entities in the group.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Keys per request.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Requests in flight (HTTP mode).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds to measure, after one second of warm-up.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Use the group as it is.
+        #[arg(long)]
+        no_setup: bool,
+    },
+    /// Bulk insert of a 10-feature group from Parquet into both stores.
+    Insert {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
+}
+
+/// A group of an int64 key, an event time and ten float64 features.
+fn bench_spec(name: &str) -> FeatureGroupSpec {
+    let mut columns = vec![Column::new("id", FeatureType::Int64), Column::new("ts", FeatureType::Timestamp)];
+    columns.extend((0..10).map(|i| Column::new(format!("f{i}"), FeatureType::Float64)));
+    FeatureGroupSpec {
+        name: name.into(),
+        description: "benchmark group: 10 float64 features per id".into(),
+        columns,
+        primary_key: vec!["id".into()],
+        event_time: "ts".into(),
+        online: true,
+        ttl_seconds: None,
+    }
+}
+
+fn bench_batch(spec: &FeatureGroupSpec, ids: std::ops::Range<usize>) -> RecordBatch {
+    let n = ids.len();
+    let base = 1_700_000_000_000_000i64;
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(ids.clone().map(|i| i as i64))),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(ids.clone().map(|i| base + i as i64 * 1_000)).with_timezone("UTC")),
+    ];
+    for f in 0..10 {
+        columns.push(Arc::new(Float64Array::from_iter_values(ids.clone().map(|i| (i * (f + 1)) as f64 * 0.5))));
+    }
+    debug_assert_eq!(columns.len(), spec.columns.len());
+    let _ = n;
+    RecordBatch::try_new(spec.arrow_schema(), columns).expect("bench batch matches its schema")
+}
+
+fn ipc_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
+    let mut buf = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(Bytes::from(buf))
+}
+
+fn parquet_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None)?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyReport {
+    mode: &'static str,
+    batch: usize,
+    concurrency: usize,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    throughput_rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Online { mode: Mode::Http, url, group, keys, batch, concurrency, seconds, no_setup } => {
+            let remote = Remote::new(&url);
+            if !no_setup {
+                setup_http(&remote, &group, keys).await?;
+            }
+            let report = http_loop(&remote, &group, keys, batch, concurrency, seconds).await?;
+            print_report(&report)
+        }
+        BenchCommand::Online { mode: Mode::InProcess, group, keys, batch, seconds, no_setup, .. } => {
+            let store = FeatureStore::open(config.store.clone()).await?;
+            if !no_setup {
+                setup_local(&store, &group, keys).await?;
+            }
+            let report = in_process_loop(&store, &group, keys, batch, seconds).await;
+            store.close().await;
+            print_report(&report?)
+        }
+        BenchCommand::Insert { rows } => {
+            let store = FeatureStore::open(config.store.clone()).await?;
+            let result = bulk_insert(&store, rows).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+fn print_report(report: &LatencyReport) -> anyhow::Result<()> {
+    eprintln!(
+        "{} batch={} concurrency={}: {:.0} req/s, p50 {} µs, p99 {} µs, p99.9 {} µs ({} requests, {} errors)",
+        report.mode,
+        report.batch,
+        report.concurrency,
+        report.throughput_rps,
+        report.p50_us,
+        report.p99_us,
+        report.p999_us,
+        report.requests,
+        report.errors
+    );
+    println!("{}", serde_json::to_string(report)?);
+    Ok(())
+}
+
+async fn setup_http(remote: &Remote, group: &str, keys: usize) -> anyhow::Result<()> {
+    let spec = bench_spec(group);
+    remote.json(remote.request(Method::POST, "/v1/feature-groups").json(&spec)).await?;
+    for start in (0..keys).step_by(100_000) {
+        let batch = bench_batch(&spec, start..(start + 100_000).min(keys));
+        let request = remote
+            .request(Method::POST, &format!("/v1/feature-groups/{group}/rows?wait=online"))
+            .header("content-type", Format::ArrowIpc.content_type())
+            .body(ipc_bytes(&batch)?);
+        remote.json(request).await?;
+    }
+    Ok(())
+}
+
+async fn setup_local(store: &FeatureStore, group: &str, keys: usize) -> anyhow::Result<()> {
+    let spec = bench_spec(group);
+    store.create_group(spec.clone()).await?;
+    for start in (0..keys).step_by(100_000) {
+        let batch = bench_batch(&spec, start..(start + 100_000).min(keys));
+        store.insert_batch(group, None, &batch, InsertOptions { wait_online: true }).await?;
+    }
+    Ok(())
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn report(mode: &'static str, batch: usize, concurrency: usize, h: &Histogram<u64>, errors: u64, elapsed: Duration) -> LatencyReport {
+    LatencyReport {
+        mode,
+        batch,
+        concurrency,
+        requests: h.len(),
+        errors,
+        seconds: elapsed.as_secs_f64(),
+        throughput_rps: h.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: h.value_at_quantile(0.50),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    }
+}
+
+async fn http_loop(
+    remote: &Remote,
+    group: &str,
+    keys: usize,
+    batch: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<LatencyReport> {
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let stop_at = warm_until + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let remote = remote.clone();
+            let group = group.to_string();
+            tokio::spawn(async move {
+                let mut h = histogram();
+                let mut errors = 0u64;
+                let single_path = format!("/v1/feature-groups/{group}/online");
+                loop {
+                    let now = Instant::now();
+                    if now >= stop_at {
+                        break;
+                    }
+                    let request = {
+                        let mut rng = rand::rng();
+                        if batch == 1 {
+                            remote.request(Method::GET, &single_path).query(&[("id", rng.random_range(0..keys))])
+                        } else {
+                            let entries: Vec<usize> = (0..batch).map(|_| rng.random_range(0..keys)).collect();
+                            remote.request(Method::POST, &single_path).json(&serde_json::json!({ "entries": entries }))
+                        }
+                    };
+                    let start = Instant::now();
+                    let ok = match request.send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if start >= warm_until {
+                        if ok {
+                            h.record(start.elapsed().as_micros().max(1) as u64).expect("in bounds");
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                (h, errors)
+            })
+        })
+        .collect();
+    let mut total = histogram();
+    let mut errors = 0;
+    for worker in workers {
+        let (h, e) = worker.await?;
+        total.add(&h).expect("same bounds");
+        errors += e;
+    }
+    Ok(report("http", batch, concurrency, &total, errors, Duration::from_secs(seconds)))
+}
+
+async fn in_process_loop(store: &FeatureStore, group: &str, keys: usize, batch: usize, seconds: u64) -> anyhow::Result<LatencyReport> {
+    let mut rng = rand::rng();
+    let mut h = histogram();
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let stop_at = warm_until + Duration::from_secs(seconds);
+    let mut h_ns = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+    loop {
+        let entries: Vec<Vec<Value>> = (0..batch).map(|_| vec![Value::Int64(rng.random_range(0..keys as i64))]).collect();
+        let start = Instant::now();
+        if start >= stop_at {
+            break;
+        }
+        let found = store.get_online(group, None, &entries).await?;
+        let took = start.elapsed();
+        if found.len() != batch {
+            bail!("expected {batch} results, got {}", found.len());
+        }
+        if start >= warm_until {
+            h_ns.record(took.as_nanos().max(1) as u64).context("latency out of range")?;
+            h.record(took.as_micros().max(1) as u64).context("latency out of range")?;
+        }
+    }
+    eprintln!(
+        "in-process detail: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs",
+        h_ns.value_at_quantile(0.5) as f64 / 1e3,
+        h_ns.value_at_quantile(0.99) as f64 / 1e3,
+        h_ns.value_at_quantile(0.999) as f64 / 1e3
+    );
+    Ok(report("in-process", batch, 1, &h, 0, Duration::from_secs(seconds)))
+}
+
+async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
+    let name = format!("bench_insert_{}", chrono::Utc::now().timestamp_millis());
+    let spec = bench_spec(&name);
+    store.create_group(spec.clone()).await?;
+    let parquet = parquet_bytes(&bench_batch(&spec, 0..rows))?;
+    let size = parquet.len();
+    let start = Instant::now();
+    let ack = store.insert(&name, None, Format::Parquet, parquet, InsertOptions::default()).await?;
+    let acked = start.elapsed();
+    store.wait_materialised(&name, None).await?;
+    let both = start.elapsed();
+    let report = serde_json::json!({
+        "rows": ack.rows,
+        "parquet_bytes": size,
+        "ack_seconds": acked.as_secs_f64(),
+        "both_stores_seconds": both.as_secs_f64(),
+        "rows_per_second_acked": rows as f64 / acked.as_secs_f64(),
+        "rows_per_second_both_stores": rows as f64 / both.as_secs_f64(),
+    });
+    eprintln!(
+        "bulk insert of {rows} rows: acknowledged in {:.2}s, in both stores after {:.2}s = {:.0} rows/s",
+        acked.as_secs_f64(),
+        both.as_secs_f64(),
+        rows as f64 / both.as_secs_f64()
+    );
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The configuration tree, layered: defaults < `kairos.toml` < `KAIROS_…` environment < flags,
+//! and validated before anything starts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use kairos_store::{OnlineConfig, StoreConfig};
+use serde::{Deserialize, Serialize};
+
+/// Settings of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:7070".into() }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+}
+
+/// What flags can override.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub online_backend: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers. `file` is the `--config` path; without it `./kairos.toml` is read if
+    /// present.
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>, flags: Overrides) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => read_file(path)?,
+            None if Path::new("kairos.toml").exists() => read_file(Path::new("kairos.toml"))?,
+            None => Config::default(),
+        };
+        let env_overrides = Overrides {
+            data_dir: env("KAIROS_DATA_DIR").map(PathBuf::from),
+            listen: env("KAIROS_LISTEN"),
+            online_backend: env("KAIROS_ONLINE_BACKEND"),
+            redis_url: env("KAIROS_REDIS_URL"),
+        };
+        config.apply(env_overrides)?;
+        if let Some(v) = env("KAIROS_LOG_RETENTION_SECS") {
+            config.store.log_retention_secs = v.parse().context("KAIROS_LOG_RETENTION_SECS: expected seconds")?;
+        }
+        if let Some(v) = env("KAIROS_MAX_BATCH_BYTES") {
+            config.store.max_batch_bytes = v.parse().context("KAIROS_MAX_BATCH_BYTES: expected bytes")?;
+        }
+        config.apply(flags)?;
+        config.store.validate().map_err(|e| anyhow::anyhow!("invalid configuration: store.{e}"))?;
+        config
+            .server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("invalid configuration: server.listen '{}' is not host:port", config.server.listen))?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: Overrides) -> anyhow::Result<()> {
+        if let Some(dir) = o.data_dir {
+            self.store.data_dir = dir;
+        }
+        if let Some(listen) = o.listen {
+            self.server.listen = listen;
+        }
+        let backend = o.online_backend.as_deref();
+        match (backend, o.redis_url) {
+            (Some("redb"), _) => self.store.online = OnlineConfig::Redb,
+            (Some("redis"), url) | (None, url @ Some(_)) => {
+                let url = url
+                    .or_else(|| match &self.store.online {
+                        OnlineConfig::Redis { url, .. } => Some(url.clone()),
+                        OnlineConfig::Redb => None,
+                    })
+                    .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+                let prefix = match &self.store.online {
+                    OnlineConfig::Redis { prefix, .. } => prefix.clone(),
+                    OnlineConfig::Redb => "kairos:".into(),
+                };
+                self.store.online = OnlineConfig::Redis { url, prefix };
+            }
+            (Some(other), _) => bail!("online backend: expected 'redb' or 'redis', got '{other}'"),
+            (None, None) => {}
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kairos.toml");
+        std::fs::write(&file, "[store]\ndata_dir = \"from-file\"\n[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let env = |k: &str| (k == "KAIROS_LISTEN").then(|| "127.0.0.1:2".to_string());
+        let config = Config::load(Some(&file), env, Overrides::default()).unwrap();
+        assert_eq!(config.store.data_dir, PathBuf::from("from-file"));
+        assert_eq!(config.server.listen, "127.0.0.1:2");
+
+        let flags = Overrides { data_dir: Some("from-flag".into()), ..Default::default() };
+        let config = Config::load(Some(&file), env, flags).unwrap();
+        assert_eq!(config.store.data_dir, PathBuf::from("from-flag"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_start() {
+        let env = |k: &str| (k == "KAIROS_LISTEN").then(|| "nowhere".to_string());
+        let err = Config::load(None, env, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("server.listen"), "{err}");
+        let flags = Overrides { online_backend: Some("memcached".into()), ..Default::default() };
+        assert!(Config::load(None, |_| None, flags).is_err());
+    }
+}

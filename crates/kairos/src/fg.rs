@@ -1,0 +1,336 @@
+//! `kairos fg …`: feature-group commands, in process on the data dir or against `--url`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use kairos_store::{FeatureStore, InsertOptions, OfflineFilter};
+use kairos_types::export::BatchEncoder;
+use kairos_types::ingest::parse_timestamp;
+use kairos_types::value::format_timestamp;
+use kairos_types::{FeatureGroupSpec, Format, Value};
+use reqwest::Method;
+
+use crate::config::Config;
+use crate::remote::Remote;
+
+#[derive(Debug, Subcommand)]
+pub enum FgCommand {
+    /// Create a feature group (or its next version) from a definition file (TOML or JSON).
+    Create { file: PathBuf },
+    /// List every version of every feature group.
+    List,
+    /// Show a feature group's definition and where its log and materialisers stand.
+    Describe {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Insert a file of rows (CSV with header, JSON lines, Parquet or Arrow IPC), validated whole.
+    Insert {
+        name: String,
+        file: PathBuf,
+        #[arg(long)]
+        version: Option<u32>,
+        /// The file's format, when its extension does not say: csv, jsonl, parquet, arrow.
+        #[arg(long)]
+        format: Option<String>,
+        /// Return only once the online store shows the rows.
+        #[arg(long)]
+        wait_online: bool,
+    },
+    /// Read the latest rows of keys from the online store. Each ENTRY is `col=value[,col=value]`,
+    /// or a bare value for single-column keys.
+    Get {
+        name: String,
+        #[arg(required = true)]
+        entries: Vec<String>,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Read rows from the offline store, optionally by event time or as known at a time.
+    Read {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+        /// Event time at or after (RFC 3339 or epoch seconds/ms).
+        #[arg(long)]
+        start: Option<String>,
+        /// Event time before.
+        #[arg(long)]
+        end: Option<String>,
+        /// Only rows ingested at or before this time.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// jsonl (default), csv, arrow or parquet.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Compare the online store with the latest row per key of the offline store.
+    Check {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Delete one version of a feature group and all its data.
+    Delete {
+        name: String,
+        #[arg(long)]
+        version: u32,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Compact the offline Delta table's small files.
+    Compact {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn read_spec(file: &Path) -> anyhow::Result<FeatureGroupSpec> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let spec = if file.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("invalid definition in {}", file.display()))?
+    } else {
+        toml::from_str(&text).with_context(|| format!("invalid definition in {}", file.display()))?
+    };
+    Ok(spec)
+}
+
+fn version_query(version: Option<u32>) -> String {
+    version.map(|v| format!("?version={v}")).unwrap_or_default()
+}
+
+fn spinner(message: String) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// Parses `col=value,col=value` (or a bare value) into a JSON entry.
+fn parse_entry(entry: &str) -> serde_json::Value {
+    if !entry.contains('=') {
+        return serde_json::Value::String(entry.to_string());
+    }
+    let map = entry
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), serde_json::Value::String(v.trim().to_string())))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+pub async fn run(command: FgCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
+    if let FgCommand::Delete { name, version, yes: false } = &command
+        && !confirm(&format!("Delete feature group '{name}' version {version} and all its data?"))?
+    {
+        bail!("not deleted");
+    }
+    match url {
+        Some(url) => run_remote(command, &Remote::new(url)).await,
+        None => {
+            let store = FeatureStore::open(config.store.clone()).await?;
+            let result = run_local(command, &store).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<()> {
+    match command {
+        FgCommand::Create { file } => print_json(&store.create_group(read_spec(&file)?).await?),
+        FgCommand::List => print_json(&store.list_groups()?),
+        FgCommand::Describe { name, version } => print_json(&store.describe(&name, version)?),
+        FgCommand::Insert { name, file, version, format, wait_online } => {
+            let format = file_format(&file, format.as_deref())?;
+            let bytes = Bytes::from(std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?);
+            let bar = spinner(format!("inserting {} ({} bytes)", file.display(), bytes.len()));
+            // In process the command is the only writer: wait for the stores so it leaves them whole.
+            let ack = store.insert(&name, version, format, bytes, InsertOptions { wait_online }).await;
+            let ack = match ack {
+                Ok(ack) => {
+                    bar.set_message("materialising");
+                    store.wait_materialised(&name, version).await?;
+                    ack
+                }
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return Err(e.into());
+                }
+            };
+            bar.finish_and_clear();
+            print_json(&ack)
+        }
+        FgCommand::Get { name, entries, version } => {
+            let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
+            let keys = store.parse_keys(&name, version, &entries)?;
+            let lookups = store.get_online(&name, version, &keys).await?;
+            let columns = store.columns(&name, version)?;
+            let results: Vec<_> = lookups
+                .into_iter()
+                .map(|l| {
+                    serde_json::json!({
+                        "status": l.status,
+                        "event_time": l.event_time.map(format_timestamp),
+                        "values": l.values.map(|vs| vs.iter().map(Value::to_json).collect::<Vec<_>>()),
+                    })
+                })
+                .collect();
+            print_json(&serde_json::json!({ "columns": columns, "results": results }))
+        }
+        FgCommand::Read { name, version, start, end, as_of, format, output } => {
+            let format = Format::from_name(&format).with_context(|| format!("unknown format '{format}'"))?;
+            let time = |name: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+                v.as_deref()
+                    .map(|v| parse_timestamp(v).map_err(|e| anyhow::anyhow!("--{name}: {e}, got '{v}'")))
+                    .transpose()
+            };
+            let filter = OfflineFilter { start: time("start", &start)?, end: time("end", &end)?, as_of: time("as-of", &as_of)? };
+            let mut stream = store.read_offline(&name, version, filter).await?;
+            let mut encoder = BatchEncoder::new(format, &stream.schema())?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let bar = spinner("reading".into());
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows();
+                bar.set_message(format!("read {rows} rows"));
+                out.write_all(&encoder.encode(&batch)?)?;
+            }
+            out.write_all(&encoder.finish()?)?;
+            out.flush()?;
+            bar.finish_and_clear();
+            if output.is_some() {
+                eprintln!("wrote {rows} rows");
+            }
+            Ok(())
+        }
+        FgCommand::Check { name, version } => {
+            let report = store.check(&name, version).await?;
+            print_json(&report)?;
+            if !report.clean {
+                bail!("online and offline stores differ");
+            }
+            Ok(())
+        }
+        FgCommand::Delete { name, version, .. } => {
+            store.delete_group(&name, version).await?;
+            eprintln!("deleted {name} version {version}");
+            Ok(())
+        }
+        FgCommand::Compact { name, version } => print_json(&store.compact(&name, version).await?),
+    }
+}
+
+fn file_format(file: &Path, format: Option<&str>) -> anyhow::Result<Format> {
+    match format {
+        Some(f) => Format::from_name(f).with_context(|| format!("unknown format '{f}'")),
+        None => Format::from_name(&file.to_string_lossy())
+            .with_context(|| format!("cannot tell the format of {} from its extension; pass --format", file.display())),
+    }
+}
+
+async fn run_remote(command: FgCommand, remote: &Remote) -> anyhow::Result<()> {
+    match command {
+        FgCommand::Create { file } => {
+            let spec = read_spec(&file)?;
+            print_json(&remote.json(remote.request(Method::POST, "/v1/feature-groups").json(&spec)).await?)
+        }
+        FgCommand::List => print_json(&remote.json(remote.request(Method::GET, "/v1/feature-groups")).await?),
+        FgCommand::Describe { name, version } => {
+            let path = format!("/v1/feature-groups/{name}{}", version_query(version));
+            print_json(&remote.json(remote.request(Method::GET, &path)).await?)
+        }
+        FgCommand::Insert { name, file, version, format, wait_online } => {
+            let format = file_format(&file, format.as_deref())?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut query = vec![];
+            if let Some(v) = version {
+                query.push(("version", v.to_string()));
+            }
+            if wait_online {
+                query.push(("wait", "online".to_string()));
+            }
+            let bar = spinner(format!("inserting {} ({} bytes)", file.display(), bytes.len()));
+            let request = remote
+                .request(Method::POST, &format!("/v1/feature-groups/{name}/rows"))
+                .query(&query)
+                .header("content-type", format.content_type())
+                .body(bytes);
+            let result = remote.json(request).await;
+            bar.finish_and_clear();
+            print_json(&result?)
+        }
+        FgCommand::Get { name, entries, version } => {
+            let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
+            let path = format!("/v1/feature-groups/{name}/online{}", version_query(version));
+            let request = remote.request(Method::POST, &path).json(&serde_json::json!({ "entries": entries }));
+            print_json(&remote.json(request).await?)
+        }
+        FgCommand::Read { name, version, start, end, as_of, format, output } => {
+            let mut query = vec![("format", format)];
+            for (k, v) in [("start", start), ("end", end), ("as_of", as_of)] {
+                if let Some(v) = v {
+                    query.push((k, v));
+                }
+            }
+            if let Some(v) = version {
+                query.push(("version", v.to_string()));
+            }
+            let request = remote.request(Method::GET, &format!("/v1/feature-groups/{name}/offline")).query(&query);
+            let bytes = remote.bytes(request).await?;
+            match output {
+                Some(path) => std::fs::write(&path, &bytes)?,
+                None => std::io::stdout().write_all(&bytes)?,
+            }
+            Ok(())
+        }
+        FgCommand::Check { name, version } => {
+            let path = format!("/v1/feature-groups/{name}/check{}", version_query(version));
+            let report = remote.json(remote.request(Method::GET, &path)).await?;
+            print_json(&report)?;
+            if report["clean"] != serde_json::Value::Bool(true) {
+                bail!("online and offline stores differ");
+            }
+            Ok(())
+        }
+        FgCommand::Delete { name, version, .. } => {
+            let path = format!("/v1/feature-groups/{name}?version={version}");
+            remote.send(remote.request(Method::DELETE, &path)).await?;
+            eprintln!("deleted {name} version {version}");
+            Ok(())
+        }
+        FgCommand::Compact { name, version } => {
+            let path = format!("/v1/feature-groups/{name}/compact{}", version_query(version));
+            print_json(&remote.json(remote.request(Method::POST, &path)).await?)
+        }
+    }
+}

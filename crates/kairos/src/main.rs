@@ -1,0 +1,98 @@
+//! `kairos`: the command line. It parses arguments, loads the configuration and wires the
+//! library crates together; the work itself lives in those crates.
+
+mod bench;
+mod config;
+mod fg;
+mod remote;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, Overrides};
+
+/// Kairos: a real-time machine-learning platform. Feature groups are written through one durable
+/// log into an online store (latest row per key) and a Delta Lake offline store (full history).
+#[derive(Debug, Parser)]
+#[command(name = "kairos", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (default: ./kairos.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where the embedded stores keep their data (default ./kairos-data).
+    #[arg(long, global = true, env = "KAIROS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Talk to a running `kairos serve` at this URL instead of opening the data dir.
+    #[arg(long, global = true, env = "KAIROS_URL")]
+    url: Option<String>,
+    /// Online store backend: redb (embedded, default) or redis.
+    #[arg(long, global = true)]
+    online_backend: Option<String>,
+    /// Redis URL for the redis backend, e.g. redis://127.0.0.1:6379.
+    #[arg(long, global = true)]
+    redis_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the REST server (feature groups, inserts, online and offline reads, /metrics).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:7070).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Feature groups: create, list, describe, insert, get, read, check, delete, compact.
+    #[command(subcommand)]
+    Fg(fg::FgCommand),
+    /// Benchmarks: online reads over HTTP or in process, bulk inserts.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("KAIROS_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen,
+        online_backend: cli.online_backend.clone(),
+        redis_url: cli.redis_url.clone(),
+    };
+    let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok(), overrides)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { .. } => serve(config).await,
+            Command::Fg(command) => fg::run(command, &config, cli.url.as_deref()).await,
+            Command::Bench(command) => bench::run(command, &config).await,
+        }
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = kairos_store::FeatureStore::open(config.store.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    // Tests and scripts read the bound address from this line (useful with port 0).
+    println!("kairos listening on http://{}", listener.local_addr()?);
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    };
+    kairos_serve::serve(store, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! The CLI's client for a running server (`--url`): the same operations as in process, over
+//! the REST API.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder, Response};
+
+/// A REST client for one server.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends and turns an error response into an error with the server's message.
+    pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
+        let response = request.send().await.with_context(|| format!("cannot reach kairos at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["error"]["message"].as_str().unwrap_or("no message").to_string();
+        bail!("{status}: {message}")
+    }
+
+    pub async fn json(&self, request: RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        Ok(self.send(request).await?.json().await?)
+    }
+
+    pub async fn bytes(&self, request: RequestBuilder) -> anyhow::Result<Bytes> {
+        Ok(self.send(request).await?.bytes().await?)
+    }
+}

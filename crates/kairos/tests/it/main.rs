@@ -1,0 +1,5 @@
+//! End-to-end tests of the real `kairos` binary: the REST walkthrough, bad input, and crashes.
+
+mod crash;
+mod e2e;
+mod server;

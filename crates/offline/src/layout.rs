@@ -1,0 +1,98 @@
+//! The offline row layout, as pure functions over Arrow batches.
+//!
+//! Offline rows are the group's columns plus `_event_date` (the partition column), `_ingested_at`
+//! and `_offset`. Embeddings are stored as `list<float>`, since Delta has no fixed-size list
+//! type, and come back as fixed-size lists on read.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Date32Array, Int64Array, TimestampMicrosecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use kairos_types::{FeatureGroupSpec, FeatureType};
+
+pub const EVENT_DATE: &str = "_event_date";
+pub const INGESTED_AT: &str = "_ingested_at";
+pub const OFFSET: &str = "_offset";
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+fn offline_type(ty: FeatureType) -> DataType {
+    match ty {
+        FeatureType::Embedding { .. } => DataType::List(Arc::new(Field::new("element", DataType::Float32, true))),
+        other => other.arrow_type(),
+    }
+}
+
+fn timestamp_type() -> DataType {
+    FeatureType::Timestamp.arrow_type()
+}
+
+/// The schema of an offline table.
+pub fn offline_schema(spec: &FeatureGroupSpec) -> SchemaRef {
+    let mut fields: Vec<Field> = spec
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, offline_type(c.ty), spec.is_nullable(c)))
+        .collect();
+    fields.push(Field::new(EVENT_DATE, DataType::Date32, false));
+    fields.push(Field::new(INGESTED_AT, timestamp_type(), false));
+    fields.push(Field::new(OFFSET, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// The schema offline reads return: the group's columns, then `_ingested_at` and `_offset`.
+pub fn output_schema(spec: &FeatureGroupSpec) -> SchemaRef {
+    let canonical = spec.arrow_schema();
+    let mut fields: Vec<Field> = canonical.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(INGESTED_AT, timestamp_type(), false));
+    fields.push(Field::new(OFFSET, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Turns a batch in the group's canonical schema, taken from the log record that starts at
+/// `first_offset`, into the offline layout.
+pub fn to_offline(
+    spec: &FeatureGroupSpec,
+    batch: &RecordBatch,
+    first_offset: u64,
+    ingested_at: i64,
+) -> Result<RecordBatch, ArrowError> {
+    let rows = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 3);
+    for (col, array) in spec.columns.iter().zip(batch.columns()) {
+        columns.push(match col.ty {
+            FeatureType::Embedding { .. } => cast(array, &offline_type(col.ty))?,
+            _ => array.clone(),
+        });
+    }
+    let event_times = batch
+        .column(spec.event_time_index())
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| ArrowError::SchemaError("event time is not a timestamp".into()))?;
+    let dates: Date32Array = event_times.values().iter().map(|t| Some(t.div_euclid(MICROS_PER_DAY) as i32)).collect();
+    columns.push(Arc::new(dates));
+    columns.push(Arc::new(TimestampMicrosecondArray::from(vec![ingested_at; rows]).with_timezone("UTC")));
+    columns.push(Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| first_offset as i64 + i))));
+    RecordBatch::try_new(offline_schema(spec), columns)
+}
+
+/// Turns a batch read from an offline table (with at least the output columns) into the
+/// output schema.
+pub fn from_offline(spec: &FeatureGroupSpec, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = output_schema(spec);
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let array = batch.column_by_name(field.name()).ok_or_else(|| {
+                ArrowError::SchemaError(format!("offline table lacks column '{}'", field.name()))
+            })?;
+            if array.data_type() == field.data_type() { Ok(array.clone()) } else { cast(array, field.data_type()) }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
+}

@@ -1,0 +1,234 @@
+//! The offline store: every row ever written to a feature group, as a Delta Lake table.
+//!
+//! One table per feature-group version under `<root>/<name>/v<version>`, partitioned by
+//! `_event_date`, each row carrying `_ingested_at` (when the log took it) and `_offset` (its log
+//! offset). The materialiser appends in batches, and each commit carries a Delta application
+//! transaction (`txn` action) whose version is the log offset written through, so the table
+//! itself remembers how far it got: after a crash the materialiser resumes exactly there
+//! (DESIGN invariant 1). The tables are plain Delta: DuckDB, Spark or Polars can read them.
+
+mod layout;
+
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+use deltalake::datafusion::execution::SendableRecordBatchStream;
+use deltalake::datafusion::prelude::{Expr, SessionContext, ident, lit};
+use deltalake::datafusion::scalar::ScalarValue;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use kairos_types::{FeatureGroupSpec, TableId};
+
+pub use layout::{EVENT_DATE, INGESTED_AT, OFFSET, from_offline, offline_schema, output_schema, to_offline};
+
+/// The Delta application-transaction id under which the materialiser records its offset.
+const MATERIALISER_APP_ID: &str = "kairos-offline-materialiser";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("offline store (delta): {0}")]
+    Delta(#[from] DeltaTableError),
+    #[error("offline store query: {0}")]
+    Query(#[from] deltalake::datafusion::error::DataFusionError),
+    #[error("offline store arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("offline store I/O at {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+pub type Result<T, E = OfflineError> = std::result::Result<T, E>;
+
+/// Which rows an offline read returns. Times are microseconds since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadFilter {
+    /// Event time at or after this.
+    pub start: Option<i64>,
+    /// Event time before this.
+    pub end: Option<i64>,
+    /// Only rows ingested at or before this: the table as it was known then.
+    pub as_of: Option<i64>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CompactReport {
+    pub files_removed: u64,
+    pub files_added: u64,
+}
+
+/// Delta Lake tables under one root folder.
+#[derive(Debug, Clone)]
+pub struct DeltaOfflineStore {
+    root: PathBuf,
+}
+
+impl DeltaOfflineStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The folder of one feature-group version's table.
+    pub fn table_path(&self, table: &TableId) -> PathBuf {
+        self.root.join(&table.name).join(format!("v{}", table.version))
+    }
+
+    async fn open(&self, table: &TableId) -> Result<DeltaTable> {
+        let path = self.table_path(table);
+        std::fs::create_dir_all(&path).map_err(|source| OfflineError::Io { path: path.display().to_string(), source })?;
+        let url = deltalake::ensure_table_uri(path.to_string_lossy())?;
+        Ok(DeltaTable::try_from_url(url).await?)
+    }
+
+    /// A writer for one table; the materialiser holds it so the table is not reloaded per commit.
+    pub async fn writer(&self, table: &TableId, spec: &FeatureGroupSpec) -> Result<OfflineWriter> {
+        Ok(OfflineWriter { table: Some(self.open(table).await?), spec: spec.clone() })
+    }
+
+    /// Streams the rows matching `filter`, in log-offset order, in the output schema
+    /// ([`output_schema`]): the group's columns, then `_ingested_at` and `_offset`.
+    pub async fn scan(&self, table: &TableId, spec: &FeatureGroupSpec, filter: ReadFilter) -> Result<OfflineStream> {
+        let delta = self.open(table).await?;
+        if delta.version().is_none() {
+            return Ok(OfflineStream { inner: None, spec: spec.clone() });
+        }
+        let ctx = SessionContext::new();
+        let provider = delta.table_provider().await?;
+        let mut df = ctx.read_table(provider)?;
+        let ts = |micros: i64| lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())));
+        let date = |micros: i64| lit(ScalarValue::Date32(Some(micros.div_euclid(86_400_000_000) as i32)));
+        let et = || ident(&spec.event_time);
+        let mut filters: Vec<Expr> = Vec::new();
+        if let Some(start) = filter.start {
+            filters.push(et().gt_eq(ts(start)));
+            filters.push(ident(EVENT_DATE).gt_eq(date(start)));
+        }
+        if let Some(end) = filter.end {
+            filters.push(et().lt(ts(end)));
+            filters.push(ident(EVENT_DATE).lt_eq(date(end)));
+        }
+        if let Some(as_of) = filter.as_of {
+            filters.push(ident(INGESTED_AT).lt_eq(ts(as_of)));
+        }
+        for f in filters {
+            df = df.filter(f)?;
+        }
+        let columns: Vec<Expr> = spec
+            .columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .chain([ident(INGESTED_AT), ident(OFFSET)])
+            .collect();
+        let df = df.select(columns)?.sort(vec![ident(OFFSET).sort(true, false)])?;
+        Ok(OfflineStream { inner: Some(df.execute_stream().await?), spec: spec.clone() })
+    }
+
+    /// Rewrites small files into large ones (Delta `OPTIMIZE`).
+    pub async fn compact(&self, table: &TableId) -> Result<CompactReport> {
+        let delta = self.open(table).await?;
+        if delta.version().is_none() {
+            return Ok(CompactReport { files_removed: 0, files_added: 0 });
+        }
+        let (_, metrics) = delta.optimize().await?;
+        Ok(CompactReport { files_removed: metrics.num_files_removed, files_added: metrics.num_files_added })
+    }
+
+    /// Deletes the table and its files.
+    pub async fn drop_table(&self, table: &TableId) -> Result<()> {
+        let path = self.table_path(table);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(OfflineError::Io { path: path.display().to_string(), source }),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// The rows of an offline read, batch by batch, in the output schema.
+pub struct OfflineStream {
+    inner: Option<SendableRecordBatchStream>,
+    spec: FeatureGroupSpec,
+}
+
+impl std::fmt::Debug for OfflineStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfflineStream").field("group", &self.spec.name).finish()
+    }
+}
+
+impl OfflineStream {
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        output_schema(&self.spec)
+    }
+
+    pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        let inner = self.inner.as_mut()?;
+        let batch = inner.next().await?;
+        Some(batch.map_err(OfflineError::from).and_then(|b| Ok(from_offline(&self.spec, &b)?)))
+    }
+
+    /// Reads the whole stream.
+    pub async fn collect(mut self) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        while let Some(batch) = self.next().await {
+            batches.push(batch?);
+        }
+        Ok(batches)
+    }
+}
+
+/// Appends to one table, one Delta commit per call, each commit recording the offset.
+#[derive(Debug)]
+pub struct OfflineWriter {
+    table: Option<DeltaTable>,
+    spec: FeatureGroupSpec,
+}
+
+impl OfflineWriter {
+    /// The log offset the table holds everything before, if it has been written at all.
+    pub async fn committed_offset(&self) -> Result<Option<u64>> {
+        let table = self.table.as_ref().expect("writer holds its table");
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        let version = table.snapshot()?.transaction_version(table.log_store().as_ref(), MATERIALISER_APP_ID).await?;
+        Ok(version.map(|v| v as u64))
+    }
+
+    /// Appends `batches` (already in the offline layout, see [`to_offline`]) and records that
+    /// the table now holds every row before `offset`, in one commit.
+    pub async fn append(&mut self, batches: Vec<RecordBatch>, offset: u64) -> Result<()> {
+        let table = self.table.take().expect("writer holds its table");
+        let commit = CommitProperties::default()
+            .with_application_transaction(Transaction::new(MATERIALISER_APP_ID, offset as i64));
+        let written = table
+            .write(batches)
+            .with_partition_columns([EVENT_DATE])
+            .with_commit_properties(commit)
+            .with_table_name(self.spec.name.clone())
+            .await;
+        match written {
+            Ok(table) => {
+                self.table = Some(table);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reloads the table after a failed append, so the next attempt starts from its true state.
+    pub async fn reload(&mut self, store: &DeltaOfflineStore, table: &TableId) -> Result<()> {
+        self.table = Some(store.open(table).await?);
+        Ok(())
+    }
+
+    pub fn spec(&self) -> &FeatureGroupSpec {
+        &self.spec
+    }
+}
+

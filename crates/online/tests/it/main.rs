@@ -1,0 +1,172 @@
+//! One test suite, run against both online-store backends: redb always, Redis when
+//! `KAIROS_TEST_REDIS_URL` names a server (`.ci/run` starts one).
+
+use std::collections::BTreeMap;
+
+use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
+use kairos_types::value::encode_key;
+use kairos_types::{OnlineRow, TableId, Value};
+use proptest::prelude::*;
+
+struct Fixture {
+    store: OnlineBackend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn redb() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("online.redb")).unwrap();
+    Fixture { store: OnlineBackend::Redb(store), _dir: Some(dir) }
+}
+
+/// A Redis-backed store under a fresh key prefix, or `None` when no server is configured.
+async fn redis() -> Option<Fixture> {
+    let url = std::env::var("KAIROS_TEST_REDIS_URL").ok()?;
+    let prefix = format!("kairos-test-{}-{}:", std::process::id(), rand::random::<u64>());
+    let store = RedisStore::connect(&url, &prefix).await.expect("KAIROS_TEST_REDIS_URL is set but unreachable");
+    Some(Fixture { store: OnlineBackend::Redis(store), _dir: None })
+}
+
+fn key(id: i64) -> Vec<u8> {
+    encode_key(&[Value::Int64(id)])
+}
+
+fn row(event_time: i64, offset: u64, amount: f64) -> OnlineRow {
+    OnlineRow { event_time, offset, ingested_at: offset as i64, values: vec![Value::Float64(amount)] }
+}
+
+fn table() -> TableId {
+    TableId::new("cards", 1)
+}
+
+async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend) {
+    let t = table();
+    assert_eq!(store.offset(&t).await.unwrap(), None);
+    store.apply(&t, vec![(key(1), row(100, 0, 1.0)), (key(2), row(50, 1, 2.0))], 2).await.unwrap();
+    // A late event for key 1 (older event time) and a same-time rewrite for key 2.
+    store.apply(&t, vec![(key(1), row(90, 2, 9.0)), (key(2), row(50, 3, 3.0))], 4).await.unwrap();
+    let got = store.get_many(&t, &[key(1), key(2), key(3)]).await.unwrap();
+    assert_eq!(got[0], Some(row(100, 0, 1.0)));
+    assert_eq!(got[1], Some(row(50, 3, 3.0)));
+    assert_eq!(got[2], None);
+    assert_eq!(store.offset(&t).await.unwrap(), Some(4));
+
+    let mut scanned = store.scan(&t).await.unwrap();
+    scanned.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(scanned.len(), 2);
+
+    store.drop_table(&t).await.unwrap();
+    assert_eq!(store.get_many(&t, &[key(1)]).await.unwrap(), vec![None]);
+    assert_eq!(store.offset(&t).await.unwrap(), None);
+    assert!(store.scan(&t).await.unwrap().is_empty());
+}
+
+async fn reapplying_a_batch_changes_nothing(store: &OnlineBackend) {
+    let t = table();
+    let batch = vec![(key(1), row(10, 5, 1.0)), (key(1), row(20, 6, 2.0)), (key(1), row(15, 7, 3.0))];
+    store.apply(&t, batch.clone(), 8).await.unwrap();
+    store.apply(&t, batch, 8).await.unwrap();
+    assert_eq!(store.get_many(&t, &[key(1)]).await.unwrap(), vec![Some(row(20, 6, 2.0))]);
+    store.drop_table(&t).await.unwrap();
+}
+
+#[tokio::test]
+async fn redb_latest_row_wins() {
+    latest_row_wins_and_late_events_do_not_overwrite(&redb().store).await;
+}
+
+#[tokio::test]
+async fn redis_latest_row_wins() {
+    if let Some(f) = redis().await {
+        latest_row_wins_and_late_events_do_not_overwrite(&f.store).await;
+    }
+}
+
+#[tokio::test]
+async fn redb_reapply_is_idempotent() {
+    reapplying_a_batch_changes_nothing(&redb().store).await;
+}
+
+#[tokio::test]
+async fn redis_reapply_is_idempotent() {
+    if let Some(f) = redis().await {
+        reapplying_a_batch_changes_nothing(&f.store).await;
+    }
+}
+
+#[tokio::test]
+async fn redb_keeps_rows_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("online.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.apply(&table(), vec![(key(7), row(1, 0, 7.0))], 1).await.unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.get_many(&table(), &[key(7)]).await.unwrap(), vec![Some(row(1, 0, 7.0))]);
+    assert_eq!(store.offset(&table()).await.unwrap(), Some(1));
+}
+
+/// The differential test: any sequence of writes, cut into any batches, leaves each backend
+/// equal to a map of latest-by-(event time, offset).
+async fn differential(store: &OnlineBackend, writes: &[(i64, i64)], cuts: &[usize]) {
+    {
+        let t = table();
+        store.drop_table(&t).await.unwrap();
+        let mut model: BTreeMap<i64, OnlineRow> = BTreeMap::new();
+        let rows: Vec<(i64, OnlineRow)> = writes
+            .iter()
+            .enumerate()
+            .map(|(offset, &(id, event_time))| (id, row(event_time, offset as u64, offset as f64)))
+            .collect();
+        for (id, r) in &rows {
+            let replace = model.get(id).is_none_or(|cur| (r.event_time, r.offset) > (cur.event_time, cur.offset));
+            if replace {
+                model.insert(*id, r.clone());
+            }
+        }
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&rows.len())) {
+            let end = cut.clamp(start, rows.len());
+            let batch = rows[start..end].iter().map(|(id, r)| (key(*id), r.clone())).collect();
+            store.apply(&t, batch, end as u64).await.unwrap();
+            start = end;
+        }
+        let ids: Vec<i64> = (0..8).collect();
+        let got = store.get_many(&t, &ids.iter().map(|id| key(*id)).collect::<Vec<_>>()).await.unwrap();
+        for (id, got) in ids.iter().zip(got) {
+            assert_eq!(got.as_ref(), model.get(id), "key {id}");
+        }
+        assert_eq!(store.offset(&t).await.unwrap(), Some(rows.len() as u64));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn redb_matches_the_model(
+        writes in proptest::collection::vec((0i64..8, 0i64..20), 1..80),
+        mut cuts in proptest::collection::vec(0usize..80, 0..6),
+    ) {
+        cuts.sort_unstable();
+        runtime().block_on(differential(&redb().store, &writes, &cuts));
+    }
+
+    #[test]
+    fn redis_matches_the_model(
+        writes in proptest::collection::vec((0i64..8, 0i64..20), 1..80),
+        mut cuts in proptest::collection::vec(0usize..80, 0..6),
+    ) {
+        cuts.sort_unstable();
+        runtime().block_on(async {
+            if let Some(f) = redis().await {
+                differential(&f.store, &writes, &cuts).await;
+            }
+        });
+    }
+}

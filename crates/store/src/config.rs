@@ -1,0 +1,83 @@
+//! The store's part of the configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which online store backs the feature groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum OnlineConfig {
+    /// redb, in `<data_dir>/online.redb`: the embedded default.
+    #[default]
+    Redb,
+    /// A Redis server; every key starts with `prefix`.
+    Redis {
+        url: String,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+    },
+}
+
+fn default_prefix() -> String {
+    "kairos:".into()
+}
+
+/// Settings of the feature store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub online: OnlineConfig,
+    /// A log segment is closed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Segments both materialisers have passed are deleted once this many seconds old.
+    pub log_retention_secs: u64,
+    /// The largest insert accepted, in bytes.
+    pub max_batch_bytes: usize,
+    /// How much log one materialiser step takes at most.
+    pub materialise_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("kairos-data"),
+            online: OnlineConfig::Redb,
+            segment_bytes: 64 << 20,
+            log_retention_secs: 3600,
+            max_batch_bytes: 256 << 20,
+            materialise_bytes: 32 << 20,
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), ..Self::default() }
+    }
+
+    pub fn log_retention(&self) -> Duration {
+        Duration::from_secs(self.log_retention_secs)
+    }
+
+    /// Checks the settings before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir: must not be empty".into());
+        }
+        if self.segment_bytes < 4096 {
+            return Err(format!("segment_bytes: {} is below the minimum of 4096", self.segment_bytes));
+        }
+        if self.max_batch_bytes == 0 || self.materialise_bytes == 0 {
+            return Err("max_batch_bytes and materialise_bytes must be positive".into());
+        }
+        if let OnlineConfig::Redis { url, .. } = &self.online
+            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+        {
+            return Err(format!("online.url: '{url}' is not a redis:// URL"));
+        }
+        Ok(())
+    }
+}

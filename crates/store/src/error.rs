@@ -1,0 +1,64 @@
+//! The store's errors, classified by whose fault they are. The HTTP layer maps each class to a
+//! status in one place.
+
+use kairos_types::{IngestError, SpecError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The caller named something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller's definition is invalid.
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    /// The caller's batch was refused; nothing of it was written.
+    #[error("batch refused: {0}")]
+    BadBatch(#[from] IngestError),
+    /// Any other mistake of the caller's.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request conflicts with the state of the store.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store could not finish in time; retrying may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The system's fault. The message is for logs, not for clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+impl From<kairos_catalog::CatalogError> for StoreError {
+    fn from(e: kairos_catalog::CatalogError) -> Self {
+        StoreError::internal(e)
+    }
+}
+
+impl From<kairos_log::LogError> for StoreError {
+    fn from(e: kairos_log::LogError) -> Self {
+        match e {
+            kairos_log::LogError::TooLarge(..) => StoreError::BadRequest(e.to_string()),
+            e => StoreError::internal(e),
+        }
+    }
+}
+
+impl From<kairos_online::OnlineError> for StoreError {
+    fn from(e: kairos_online::OnlineError) -> Self {
+        StoreError::internal(e)
+    }
+}
+
+impl From<kairos_offline::OfflineError> for StoreError {
+    fn from(e: kairos_offline::OfflineError) -> Self {
+        StoreError::internal(e)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

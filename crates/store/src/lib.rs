@@ -1,0 +1,495 @@
+//! The Kairos feature store: the one write path, its two materialisers, and the reads.
+//!
+//! [`FeatureStore`] is the service layer every transport (REST, CLI, later gRPC and Python)
+//! calls. An insert is validated whole ([`kairos_types::ingest`]), appended to the group's log
+//! ([`kairos_log`]) and acknowledged with its offset range once durable; the online and offline
+//! materialisers ([`materialise`]) follow the log into [`kairos_online`] and [`kairos_offline`].
+//! [`FeatureStore::check`] proves the two stores agree.
+
+mod check;
+pub mod config;
+pub mod error;
+mod materialise;
+pub mod telemetry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use kairos_catalog::{Catalog, SqliteCatalog};
+use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
+use kairos_offline::{CompactReport, DeltaOfflineStore, OfflineStream, ReadFilter};
+use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
+use kairos_types::value::encode_key;
+use kairos_types::{Clock, FeatureGroup, FeatureGroupSpec, Format, SystemClock, TableId, Value, ingest};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use check::CheckReport;
+pub use config::{OnlineConfig, StoreConfig};
+pub use error::{Result, StoreError};
+pub use kairos_offline::ReadFilter as OfflineFilter;
+
+/// How long a read-your-writes insert or a check waits for the materialisers.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The acknowledgement of an accepted insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct InsertAck {
+    /// Rows written.
+    pub rows: u64,
+    /// Log offset of the first row.
+    pub first_offset: u64,
+    /// One past the log offset of the last row.
+    pub end_offset: u64,
+    /// Whether the online store already shows the rows (asked for with `wait_online`).
+    pub online_visible: bool,
+}
+
+/// Options of an insert.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InsertOptions {
+    /// Return only once the online store shows the rows (read-your-writes).
+    pub wait_online: bool,
+}
+
+/// What an online lookup found for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Present,
+    NotFound,
+    /// A row exists, but its event time is older than the group's TTL.
+    Expired,
+}
+
+/// One key's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    pub status: KeyStatus,
+    /// Event time of the row, microseconds.
+    pub event_time: Option<i64>,
+    /// The features in schema order.
+    pub values: Option<Vec<Value>>,
+}
+
+/// A feature group and where its log and materialisers stand.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GroupStatus {
+    #[serde(flatten)]
+    pub group: FeatureGroup,
+    pub log_end_offset: u64,
+    pub online_offset: Option<u64>,
+    pub offline_offset: u64,
+    pub log_segments: usize,
+}
+
+/// A running feature group: its log, materialiser positions and tasks.
+#[derive(Debug)]
+pub(crate) struct GroupRuntime {
+    pub(crate) group: FeatureGroup,
+    pub(crate) log: Arc<SegmentLog>,
+    pub(crate) online_applied: watch::Sender<u64>,
+    pub(crate) offline_applied: watch::Sender<u64>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl GroupRuntime {
+    /// The log offset every store has passed.
+    pub(crate) fn materialised_through(&self) -> u64 {
+        let offline = *self.offline_applied.borrow();
+        if self.group.spec.online { offline.min(*self.online_applied.borrow()) } else { offline }
+    }
+
+    async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().expect("lock"));
+        for task in tasks {
+            let _ = task.await;
+        }
+        let log = self.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}
+
+struct Inner {
+    config: StoreConfig,
+    catalog: Box<dyn Catalog>,
+    online: OnlineBackend,
+    offline: DeltaOfflineStore,
+    clock: Arc<dyn Clock>,
+    /// Running groups by name, then version.
+    groups: RwLock<HashMap<String, BTreeMap<u32, Arc<GroupRuntime>>>>,
+}
+
+/// The feature store service. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct FeatureStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FeatureStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureStore").field("data_dir", &self.inner.config.data_dir).finish()
+    }
+}
+
+impl FeatureStore {
+    /// Opens the store in `config.data_dir` and starts the materialisers of every group.
+    pub async fn open(config: StoreConfig) -> Result<FeatureStore> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn open_with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<FeatureStore> {
+        config.validate().map_err(StoreError::BadRequest)?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Internal(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let catalog = SqliteCatalog::open(&dir.join("catalog.db"))?;
+        let online = match &config.online {
+            OnlineConfig::Redb => OnlineBackend::Redb(RedbStore::open(&dir.join("online.redb")).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot open the online store in {} (is another kairos process using this data dir? \
+                     then talk to it with --url): {e}",
+                    dir.display()
+                ))
+            })?),
+            OnlineConfig::Redis { url, prefix } => OnlineBackend::Redis(
+                RedisStore::connect(url, prefix)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("cannot reach Redis at {url}: {e}")))?,
+            ),
+        };
+        let offline = DeltaOfflineStore::new(dir.join("offline"));
+        let store = FeatureStore {
+            inner: Arc::new(Inner {
+                config,
+                catalog: Box::new(catalog),
+                online,
+                offline,
+                clock,
+                groups: RwLock::new(HashMap::new()),
+            }),
+        };
+        for group in store.inner.catalog.list_feature_groups()? {
+            store.start(group)?;
+        }
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The online backend's name (`redb` or `redis`).
+    pub fn online_backend(&self) -> &'static str {
+        self.inner.online.name()
+    }
+
+    fn log_dir(&self, table: &TableId) -> PathBuf {
+        self.inner.config.data_dir.join("logs").join(&table.name).join(format!("v{}", table.version))
+    }
+
+    fn start(&self, group: FeatureGroup) -> Result<Arc<GroupRuntime>> {
+        let table = group.id();
+        let options = SegmentLogOptions { segment_bytes: self.inner.config.segment_bytes, ..Default::default() };
+        let log = SegmentLog::open(self.log_dir(&table), options, self.inner.clock.clone())?;
+        let runtime = Arc::new(GroupRuntime {
+            online_applied: watch::channel(0).0,
+            offline_applied: watch::channel(0).0,
+            shutdown: watch::channel(false).0,
+            log: Arc::new(log),
+            group,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let max_bytes = self.inner.config.materialise_bytes;
+        let mut tasks = vec![
+            tokio::spawn(materialise::run_offline(self.inner.offline.clone(), runtime.clone(), max_bytes)),
+            tokio::spawn(materialise::run_retention(
+                runtime.clone(),
+                self.inner.config.log_retention(),
+                self.inner.clock.clone(),
+            )),
+        ];
+        if runtime.group.spec.online {
+            tasks.push(tokio::spawn(materialise::run_online(self.inner.online.clone(), runtime.clone(), max_bytes)));
+        }
+        *runtime.tasks.lock().expect("lock") = tasks;
+        self.inner
+            .groups
+            .write()
+            .expect("lock")
+            .entry(table.name.clone())
+            .or_default()
+            .insert(table.version, runtime.clone());
+        Ok(runtime)
+    }
+
+    fn runtime(&self, name: &str, version: Option<u32>) -> Result<Arc<GroupRuntime>> {
+        let groups = self.inner.groups.read().expect("lock");
+        let versions = groups.get(name).ok_or_else(|| StoreError::NotFound(format!("feature group '{name}' not found")))?;
+        let found = match version {
+            Some(v) => versions.get(&v),
+            None => versions.values().next_back(),
+        };
+        found.cloned().ok_or_else(|| match version {
+            Some(v) => StoreError::NotFound(format!("feature group '{name}' has no version {v}")),
+            None => StoreError::NotFound(format!("feature group '{name}' not found")),
+        })
+    }
+
+    /// Creates a feature group, or the next version of an existing name.
+    pub async fn create_group(&self, spec: FeatureGroupSpec) -> Result<FeatureGroup> {
+        spec.validate()?;
+        let group = self.inner.catalog.create_feature_group(&spec)?;
+        self.start(group.clone())?;
+        Ok(group)
+    }
+
+    /// Every version of every group.
+    pub fn list_groups(&self) -> Result<Vec<FeatureGroup>> {
+        Ok(self.inner.catalog.list_feature_groups()?)
+    }
+
+    /// A group (latest version unless one is given) and its log and materialiser positions.
+    pub fn describe(&self, name: &str, version: Option<u32>) -> Result<GroupStatus> {
+        let rt = self.runtime(name, version)?;
+        Ok(GroupStatus {
+            group: rt.group.clone(),
+            log_end_offset: rt.log.end_offset(),
+            online_offset: rt.group.spec.online.then(|| *rt.online_applied.borrow()),
+            offline_offset: *rt.offline_applied.borrow(),
+            log_segments: rt.log.segment_count(),
+        })
+    }
+
+    /// Deletes one version of a group with its log, online rows and offline table.
+    pub async fn delete_group(&self, name: &str, version: u32) -> Result<()> {
+        let rt = {
+            let mut groups = self.inner.groups.write().expect("lock");
+            let versions = groups
+                .get_mut(name)
+                .ok_or_else(|| StoreError::NotFound(format!("feature group '{name}' not found")))?;
+            let rt = versions
+                .remove(&version)
+                .ok_or_else(|| StoreError::NotFound(format!("feature group '{name}' has no version {version}")))?;
+            if versions.is_empty() {
+                groups.remove(name);
+            }
+            rt
+        };
+        rt.stop().await;
+        let table = rt.group.id();
+        self.inner.catalog.delete_feature_group(name, version)?;
+        self.inner.online.drop_table(&table).await?;
+        self.inner.offline.drop_table(&table).await?;
+        let log_dir = self.log_dir(&table);
+        if log_dir.exists() {
+            std::fs::remove_dir_all(&log_dir)
+                .map_err(|e| StoreError::Internal(format!("cannot remove {}: {e}", log_dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Validates a batch in `format` and appends it to the group's log: the one write path.
+    pub async fn insert(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        format: Format,
+        body: Bytes,
+        options: InsertOptions,
+    ) -> Result<InsertAck> {
+        let rt = self.runtime(name, version)?;
+        if body.len() > self.inner.config.max_batch_bytes {
+            return Err(StoreError::BadRequest(format!(
+                "batch of {} bytes is over the limit of {} bytes",
+                body.len(),
+                self.inner.config.max_batch_bytes
+            )));
+        }
+        let spec = rt.group.spec.clone();
+        let parsed = tokio::task::spawn_blocking(move || ingest::parse_batch(&spec, format, body))
+            .await
+            .map_err(StoreError::internal)?;
+        let batch = parsed.inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
+        self.append(&rt, batch, options).await
+    }
+
+    /// Inserts a batch already in memory (the Rust API). Validated like any other insert.
+    pub async fn insert_batch(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        batch: &RecordBatch,
+        options: InsertOptions,
+    ) -> Result<InsertAck> {
+        let rt = self.runtime(name, version)?;
+        let batch = ingest::conform(&rt.group.spec, batch).inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
+        self.append(&rt, batch, options).await
+    }
+
+    async fn append(&self, rt: &Arc<GroupRuntime>, batch: RecordBatch, options: InsertOptions) -> Result<InsertAck> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Err(StoreError::BadRequest("empty batch: no rows to insert".into()));
+        }
+        let rows32 = u32::try_from(rows)
+            .map_err(|_| StoreError::BadRequest(format!("batch of {rows} rows is over the limit of {} rows", u32::MAX)))?;
+        let payload = encode_ipc(&batch)?;
+        let ack = rt.log.append(rows32, payload)?.wait().await?;
+        telemetry::rows_ingested(&rt.group.id(), rows as u64);
+        let mut online_visible = false;
+        if options.wait_online && rt.group.spec.online {
+            wait_until(&rt.online_applied, ack.end_offset, "the online store").await?;
+            online_visible = true;
+        }
+        Ok(InsertAck { rows: rows as u64, first_offset: ack.first_offset, end_offset: ack.end_offset, online_visible })
+    }
+
+    /// Parses keys given as JSON: per entry an object of key columns, an array in key order, or
+    /// (for single-column keys) a bare value.
+    pub fn parse_keys(&self, name: &str, version: Option<u32>, entries: &[serde_json::Value]) -> Result<Vec<Vec<Value>>> {
+        let rt = self.runtime(name, version)?;
+        entries.iter().enumerate().map(|(i, entry)| parse_key(&rt.group.spec, i, entry)).collect()
+    }
+
+    /// The latest row of each key, one multi-get for all of them.
+    pub async fn get_online(&self, name: &str, version: Option<u32>, keys: &[Vec<Value>]) -> Result<Vec<Lookup>> {
+        let rt = self.runtime(name, version)?;
+        let spec = &rt.group.spec;
+        if !spec.online {
+            return Err(StoreError::BadRequest(format!("feature group '{name}' is not online-enabled")));
+        }
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
+        let rows = self.inner.online.get_many(&rt.group.id(), &encoded).await?;
+        let expired_before = spec.ttl_seconds.map(|ttl| self.inner.clock.now_micros() - (ttl as i64) * 1_000_000);
+        Ok(rows
+            .into_iter()
+            .map(|row| match row {
+                None => Lookup { status: KeyStatus::NotFound, event_time: None, values: None },
+                Some(row) if expired_before.is_some_and(|limit| row.event_time < limit) => {
+                    Lookup { status: KeyStatus::Expired, event_time: Some(row.event_time), values: None }
+                }
+                Some(row) => Lookup { status: KeyStatus::Present, event_time: Some(row.event_time), values: Some(row.values) },
+            })
+            .collect())
+    }
+
+    /// The group's column names, in the order online values and offline columns come in.
+    pub fn columns(&self, name: &str, version: Option<u32>) -> Result<Vec<String>> {
+        Ok(self.runtime(name, version)?.group.spec.columns.iter().map(|c| c.name.clone()).collect())
+    }
+
+    /// The group's definition (latest version unless one is given).
+    pub fn group(&self, name: &str, version: Option<u32>) -> Result<FeatureGroup> {
+        Ok(self.runtime(name, version)?.group.clone())
+    }
+
+    /// Streams offline rows matching `filter`, in log order.
+    pub async fn read_offline(&self, name: &str, version: Option<u32>, filter: ReadFilter) -> Result<OfflineStream> {
+        let rt = self.runtime(name, version)?;
+        Ok(self.inner.offline.scan(&rt.group.id(), &rt.group.spec, filter).await?)
+    }
+
+    /// Waits until both materialisers have applied everything the log held when called.
+    pub async fn wait_materialised(&self, name: &str, version: Option<u32>) -> Result<u64> {
+        let rt = self.runtime(name, version)?;
+        let end = rt.log.end_offset();
+        wait_until(&rt.offline_applied, end, "the offline store").await?;
+        if rt.group.spec.online {
+            wait_until(&rt.online_applied, end, "the online store").await?;
+        }
+        Ok(end)
+    }
+
+    /// Compares the online store to the latest row per key of the offline store.
+    pub async fn check(&self, name: &str, version: Option<u32>) -> Result<CheckReport> {
+        let rt = self.runtime(name, version)?;
+        let log_end = self.wait_materialised(name, version).await?;
+        check::run(&self.inner.online, &self.inner.offline, &rt.group, log_end).await
+    }
+
+    /// Rewrites the offline table's small files into large ones.
+    pub async fn compact(&self, name: &str, version: Option<u32>) -> Result<CompactReport> {
+        let rt = self.runtime(name, version)?;
+        Ok(self.inner.offline.compact(&rt.group.id()).await?)
+    }
+
+    /// Where the group's offline Delta table lives.
+    pub fn offline_table_path(&self, name: &str, version: Option<u32>) -> Result<PathBuf> {
+        let rt = self.runtime(name, version)?;
+        Ok(self.inner.offline.table_path(&rt.group.id()))
+    }
+
+    /// Stops every materialiser and closes the logs; acknowledged writes are already durable.
+    pub async fn close(&self) {
+        let runtimes: Vec<Arc<GroupRuntime>> = {
+            let mut groups = self.inner.groups.write().expect("lock");
+            groups.drain().flat_map(|(_, versions)| versions.into_values()).collect()
+        };
+        for rt in runtimes {
+            rt.stop().await;
+        }
+    }
+}
+
+async fn wait_until(position: &watch::Sender<u64>, offset: u64, what: &str) -> Result<()> {
+    let mut rx = position.subscribe();
+    match tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|applied| *applied >= offset)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(StoreError::Unavailable(format!("{what} stopped before reaching offset {offset}"))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "{what} did not reach offset {offset} within {}s",
+            CATCH_UP_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut writer = StreamWriter::try_new(&mut buf, &batch.schema()).map_err(StoreError::internal)?;
+    writer.write(batch).map_err(StoreError::internal)?;
+    writer.finish().map_err(StoreError::internal)?;
+    drop(writer);
+    Ok(Bytes::from(buf))
+}
+
+fn parse_key(spec: &FeatureGroupSpec, index: usize, entry: &serde_json::Value) -> Result<Vec<Value>> {
+    let bad = |m: String| StoreError::BadRequest(format!("entry {index}: {m}"));
+    let key_columns: Vec<_> = spec.primary_key.iter().map(|k| spec.column(k).expect("validated key")).collect();
+    let raw: Vec<&serde_json::Value> = match entry {
+        serde_json::Value::Object(map) => {
+            if let Some(extra) = map.keys().find(|k| !spec.primary_key.contains(k)) {
+                return Err(bad(format!("'{extra}' is not a primary-key column; the key is ({})", spec.primary_key.join(", "))));
+            }
+            key_columns
+                .iter()
+                .map(|c| map.get(&c.name).ok_or_else(|| bad(format!("missing key column '{}'", c.name))))
+                .collect::<Result<_>>()?
+        }
+        serde_json::Value::Array(items) => {
+            if items.len() != key_columns.len() {
+                return Err(bad(format!("expected {} key values ({}), got {}", key_columns.len(), spec.primary_key.join(", "), items.len())));
+            }
+            items.iter().collect()
+        }
+        scalar if key_columns.len() == 1 => vec![scalar],
+        _ => return Err(bad(format!("expected an object with key columns ({})", spec.primary_key.join(", ")))),
+    };
+    key_columns
+        .iter()
+        .zip(raw)
+        .map(|(col, json)| match Value::from_json(json, col.ty) {
+            Ok(Value::Null) => Err(bad(format!("key column '{}' must not be null", col.name))),
+            Ok(v) => Ok(v),
+            Err(e) => Err(bad(format!("key column '{}': {e}", col.name))),
+        })
+        .collect()
+}

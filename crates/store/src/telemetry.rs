@@ -1,0 +1,53 @@
+//! Every metric the store emits, named in one place.
+
+use kairos_types::TableId;
+
+/// Which materialiser a figure is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Sink {
+    Online,
+    Offline,
+}
+
+impl Sink {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sink::Online => "online",
+            Sink::Offline => "offline",
+        }
+    }
+}
+
+/// Rows appended to the log but not yet in a store.
+pub fn materialiser_lag(table: &TableId, sink: Sink, rows: u64) {
+    metrics::gauge!(
+        "kairos_materialiser_lag_rows",
+        "group" => table.name.clone(),
+        "version" => table.version.to_string(),
+        "store" => sink.as_str()
+    )
+    .set(rows as f64);
+}
+
+/// A materialiser write that failed and will be retried.
+pub fn materialiser_error(table: &TableId, sink: Sink) {
+    metrics::counter!(
+        "kairos_materialiser_errors_total",
+        "group" => table.name.clone(),
+        "version" => table.version.to_string(),
+        "store" => sink.as_str()
+    )
+    .increment(1);
+}
+
+/// Rows accepted into a group's log.
+pub fn rows_ingested(table: &TableId, rows: u64) {
+    metrics::counter!("kairos_rows_ingested_total", "group" => table.name.clone(), "version" => table.version.to_string())
+        .increment(rows);
+}
+
+/// Batches refused for bad input.
+pub fn batch_refused(table: &TableId) {
+    metrics::counter!("kairos_batches_refused_total", "group" => table.name.clone(), "version" => table.version.to_string())
+        .increment(1);
+}
