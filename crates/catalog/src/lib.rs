@@ -14,7 +14,11 @@ pub enum CatalogError {
     #[error("catalog storage error: {0}")]
     Storage(#[from] rusqlite::Error),
     #[error("catalog holds an unreadable definition for {name} v{version}: {reason}")]
-    Corrupt { name: String, version: u32, reason: String },
+    Corrupt {
+        name: String,
+        version: u32,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -65,14 +69,29 @@ impl SqliteCatalog {
                  last_version INTEGER NOT NULL
              );",
         )?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 }
 
-fn row_to_group(name: String, version: u32, spec: String, created_at: String) -> Result<FeatureGroup> {
-    let spec: FeatureGroupSpec = serde_json::from_str(&spec)
-        .map_err(|e| CatalogError::Corrupt { name: name.clone(), version, reason: e.to_string() })?;
-    Ok(FeatureGroup { spec, version, created_at })
+fn row_to_group(
+    name: String,
+    version: u32,
+    spec: String,
+    created_at: String,
+) -> Result<FeatureGroup> {
+    let spec: FeatureGroupSpec =
+        serde_json::from_str(&spec).map_err(|e| CatalogError::Corrupt {
+            name: name.clone(),
+            version,
+            reason: e.to_string(),
+        })?;
+    Ok(FeatureGroup {
+        spec,
+        version,
+        created_at,
+    })
 }
 
 impl Catalog for SqliteCatalog {
@@ -81,7 +100,11 @@ impl Catalog for SqliteCatalog {
         let tx = conn.transaction()?;
         // Versions are never reused, even after a delete, so old data cannot be confused with new.
         let latest: Option<u32> = tx
-            .query_row("SELECT last_version FROM name_versions WHERE name = ?1", params![spec.name], |r| r.get(0))
+            .query_row(
+                "SELECT last_version FROM name_versions WHERE name = ?1",
+                params![spec.name],
+                |r| r.get(0),
+            )
             .optional()?;
         let version = latest.unwrap_or(0) + 1;
         tx.execute(
@@ -96,7 +119,11 @@ impl Catalog for SqliteCatalog {
             params![spec.name, version, json, created_at],
         )?;
         tx.commit()?;
-        Ok(FeatureGroup { spec: spec.clone(), version, created_at })
+        Ok(FeatureGroup {
+            spec: spec.clone(),
+            version,
+            created_at,
+        })
     }
 
     fn get_feature_group(&self, name: &str, version: Option<u32>) -> Result<Option<FeatureGroup>> {
@@ -123,7 +150,9 @@ impl Catalog for SqliteCatalog {
 
     fn list_feature_groups(&self) -> Result<Vec<FeatureGroup>> {
         let conn = self.conn.lock().expect("catalog lock");
-        let mut stmt = conn.prepare("SELECT name, version, spec, created_at FROM feature_groups ORDER BY name, version")?;
+        let mut stmt = conn.prepare(
+            "SELECT name, version, spec, created_at FROM feature_groups ORDER BY name, version",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         rows.map(|row| {
             let (n, v, s, c) = row?;
@@ -134,7 +163,10 @@ impl Catalog for SqliteCatalog {
 
     fn delete_feature_group(&self, name: &str, version: u32) -> Result<bool> {
         let conn = self.conn.lock().expect("catalog lock");
-        let n = conn.execute("DELETE FROM feature_groups WHERE name = ?1 AND version = ?2", params![name, version])?;
+        let n = conn.execute(
+            "DELETE FROM feature_groups WHERE name = ?1 AND version = ?2",
+            params![name, version],
+        )?;
         Ok(n > 0)
     }
 }
@@ -148,7 +180,10 @@ mod tests {
         FeatureGroupSpec {
             name: name.into(),
             description: "test".into(),
-            columns: vec![Column::new("id", FeatureType::Int64), Column::new("ts", FeatureType::Timestamp)],
+            columns: vec![
+                Column::new("id", FeatureType::Int64),
+                Column::new("ts", FeatureType::Timestamp),
+            ],
             primary_key: vec!["id".into()],
             event_time: "ts".into(),
             online: true,
@@ -167,14 +202,35 @@ mod tests {
             assert_eq!(catalog.create_feature_group(&spec("b")).unwrap().version, 1);
         }
         let catalog = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(catalog.get_feature_group("a", None).unwrap().unwrap().version, 2);
-        assert_eq!(catalog.get_feature_group("a", Some(1)).unwrap().unwrap().spec, spec("a"));
+        assert_eq!(
+            catalog
+                .get_feature_group("a", None)
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
+        assert_eq!(
+            catalog
+                .get_feature_group("a", Some(1))
+                .unwrap()
+                .unwrap()
+                .spec,
+            spec("a")
+        );
         assert!(catalog.get_feature_group("c", None).unwrap().is_none());
         assert_eq!(catalog.list_feature_groups().unwrap().len(), 3);
 
         assert!(catalog.delete_feature_group("a", 2).unwrap());
         assert!(!catalog.delete_feature_group("a", 2).unwrap());
-        assert_eq!(catalog.get_feature_group("a", None).unwrap().unwrap().version, 1);
+        assert_eq!(
+            catalog
+                .get_feature_group("a", None)
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
         // A deleted version's number is not handed out again.
         catalog.delete_feature_group("a", 1).unwrap();
         assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 3);

@@ -63,7 +63,10 @@ pub enum BenchCommand {
 
 /// A group of an int64 key, an event time and ten float64 features.
 fn bench_spec(name: &str) -> FeatureGroupSpec {
-    let mut columns = vec![Column::new("id", FeatureType::Int64), Column::new("ts", FeatureType::Timestamp)];
+    let mut columns = vec![
+        Column::new("id", FeatureType::Int64),
+        Column::new("ts", FeatureType::Timestamp),
+    ];
     columns.extend((0..10).map(|i| Column::new(format!("f{i}"), FeatureType::Float64)));
     FeatureGroupSpec {
         name: name.into(),
@@ -77,17 +80,21 @@ fn bench_spec(name: &str) -> FeatureGroupSpec {
 }
 
 fn bench_batch(spec: &FeatureGroupSpec, ids: std::ops::Range<usize>) -> RecordBatch {
-    let n = ids.len();
     let base = 1_700_000_000_000_000i64;
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(ids.clone().map(|i| i as i64))),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(ids.clone().map(|i| base + i as i64 * 1_000)).with_timezone("UTC")),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                ids.clone().map(|i| base + i as i64 * 1_000),
+            )
+            .with_timezone("UTC"),
+        ),
     ];
     for f in 0..10 {
-        columns.push(Arc::new(Float64Array::from_iter_values(ids.clone().map(|i| (i * (f + 1)) as f64 * 0.5))));
+        columns.push(Arc::new(Float64Array::from_iter_values(
+            ids.clone().map(|i| (i * (f + 1)) as f64 * 0.5),
+        )));
     }
-    debug_assert_eq!(columns.len(), spec.columns.len());
-    let _ = n;
     RecordBatch::try_new(spec.arrow_schema(), columns).expect("bench batch matches its schema")
 }
 
@@ -125,7 +132,16 @@ struct LatencyReport {
 
 pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Online { mode: Mode::Http, url, group, keys, batch, concurrency, seconds, no_setup } => {
+        BenchCommand::Online {
+            mode: Mode::Http,
+            url,
+            group,
+            keys,
+            batch,
+            concurrency,
+            seconds,
+            no_setup,
+        } => {
             let remote = Remote::new(&url);
             if !no_setup {
                 setup_http(&remote, &group, keys).await?;
@@ -133,7 +149,15 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
             let report = http_loop(&remote, &group, keys, batch, concurrency, seconds).await?;
             print_report(&report)
         }
-        BenchCommand::Online { mode: Mode::InProcess, group, keys, batch, seconds, no_setup, .. } => {
+        BenchCommand::Online {
+            mode: Mode::InProcess,
+            group,
+            keys,
+            batch,
+            seconds,
+            no_setup,
+            ..
+        } => {
             let store = FeatureStore::open(config.store.clone()).await?;
             if !no_setup {
                 setup_local(&store, &group, keys).await?;
@@ -170,11 +194,20 @@ fn print_report(report: &LatencyReport) -> anyhow::Result<()> {
 
 async fn setup_http(remote: &Remote, group: &str, keys: usize) -> anyhow::Result<()> {
     let spec = bench_spec(group);
-    remote.json(remote.request(Method::POST, "/v1/feature-groups").json(&spec)).await?;
+    remote
+        .json(
+            remote
+                .request(Method::POST, "/v1/feature-groups")
+                .json(&spec),
+        )
+        .await?;
     for start in (0..keys).step_by(100_000) {
         let batch = bench_batch(&spec, start..(start + 100_000).min(keys));
         let request = remote
-            .request(Method::POST, &format!("/v1/feature-groups/{group}/rows?wait=online"))
+            .request(
+                Method::POST,
+                &format!("/v1/feature-groups/{group}/rows?wait=online"),
+            )
             .header("content-type", Format::ArrowIpc.content_type())
             .body(ipc_bytes(&batch)?);
         remote.json(request).await?;
@@ -187,7 +220,9 @@ async fn setup_local(store: &FeatureStore, group: &str, keys: usize) -> anyhow::
     store.create_group(spec.clone()).await?;
     for start in (0..keys).step_by(100_000) {
         let batch = bench_batch(&spec, start..(start + 100_000).min(keys));
-        store.insert_batch(group, None, &batch, InsertOptions { wait_online: true }).await?;
+        store
+            .insert_batch(group, None, &batch, InsertOptions { wait_online: true })
+            .await?;
     }
     Ok(())
 }
@@ -196,7 +231,14 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
-fn report(mode: &'static str, batch: usize, concurrency: usize, h: &Histogram<u64>, errors: u64, elapsed: Duration) -> LatencyReport {
+fn report(
+    mode: &'static str,
+    batch: usize,
+    concurrency: usize,
+    h: &Histogram<u64>,
+    errors: u64,
+    elapsed: Duration,
+) -> LatencyReport {
     LatencyReport {
         mode,
         batch,
@@ -238,10 +280,15 @@ async fn http_loop(
                     let request = {
                         let mut rng = rand::rng();
                         if batch == 1 {
-                            remote.request(Method::GET, &single_path).query(&[("id", rng.random_range(0..keys))])
+                            remote
+                                .request(Method::GET, &single_path)
+                                .query(&[("id", rng.random_range(0..keys))])
                         } else {
-                            let entries: Vec<usize> = (0..batch).map(|_| rng.random_range(0..keys)).collect();
-                            remote.request(Method::POST, &single_path).json(&serde_json::json!({ "entries": entries }))
+                            let entries: Vec<usize> =
+                                (0..batch).map(|_| rng.random_range(0..keys)).collect();
+                            remote
+                                .request(Method::POST, &single_path)
+                                .json(&serde_json::json!({ "entries": entries }))
                         }
                     };
                     let start = Instant::now();
@@ -251,7 +298,8 @@ async fn http_loop(
                     };
                     if start >= warm_until {
                         if ok {
-                            h.record(start.elapsed().as_micros().max(1) as u64).expect("in bounds");
+                            h.record(start.elapsed().as_micros().max(1) as u64)
+                                .expect("in bounds");
                         } else {
                             errors += 1;
                         }
@@ -268,17 +316,32 @@ async fn http_loop(
         total.add(&h).expect("same bounds");
         errors += e;
     }
-    Ok(report("http", batch, concurrency, &total, errors, Duration::from_secs(seconds)))
+    Ok(report(
+        "http",
+        batch,
+        concurrency,
+        &total,
+        errors,
+        Duration::from_secs(seconds),
+    ))
 }
 
-async fn in_process_loop(store: &FeatureStore, group: &str, keys: usize, batch: usize, seconds: u64) -> anyhow::Result<LatencyReport> {
+async fn in_process_loop(
+    store: &FeatureStore,
+    group: &str,
+    keys: usize,
+    batch: usize,
+    seconds: u64,
+) -> anyhow::Result<LatencyReport> {
     let mut rng = rand::rng();
     let mut h = histogram();
     let warm_until = Instant::now() + Duration::from_secs(1);
     let stop_at = warm_until + Duration::from_secs(seconds);
     let mut h_ns = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
     loop {
-        let entries: Vec<Vec<Value>> = (0..batch).map(|_| vec![Value::Int64(rng.random_range(0..keys as i64))]).collect();
+        let entries: Vec<Vec<Value>> = (0..batch)
+            .map(|_| vec![Value::Int64(rng.random_range(0..keys as i64))])
+            .collect();
         let start = Instant::now();
         if start >= stop_at {
             break;
@@ -289,8 +352,10 @@ async fn in_process_loop(store: &FeatureStore, group: &str, keys: usize, batch: 
             bail!("expected {batch} results, got {}", found.len());
         }
         if start >= warm_until {
-            h_ns.record(took.as_nanos().max(1) as u64).context("latency out of range")?;
-            h.record(took.as_micros().max(1) as u64).context("latency out of range")?;
+            h_ns.record(took.as_nanos().max(1) as u64)
+                .context("latency out of range")?;
+            h.record(took.as_micros().max(1) as u64)
+                .context("latency out of range")?;
         }
     }
     eprintln!(
@@ -299,7 +364,14 @@ async fn in_process_loop(store: &FeatureStore, group: &str, keys: usize, batch: 
         h_ns.value_at_quantile(0.99) as f64 / 1e3,
         h_ns.value_at_quantile(0.999) as f64 / 1e3
     );
-    Ok(report("in-process", batch, 1, &h, 0, Duration::from_secs(seconds)))
+    Ok(report(
+        "in-process",
+        batch,
+        1,
+        &h,
+        0,
+        Duration::from_secs(seconds),
+    ))
 }
 
 async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
@@ -309,7 +381,15 @@ async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
     let parquet = parquet_bytes(&bench_batch(&spec, 0..rows))?;
     let size = parquet.len();
     let start = Instant::now();
-    let ack = store.insert(&name, None, Format::Parquet, parquet, InsertOptions::default()).await?;
+    let ack = store
+        .insert(
+            &name,
+            None,
+            Format::Parquet,
+            parquet,
+            InsertOptions::default(),
+        )
+        .await?;
     let acked = start.elapsed();
     store.wait_materialised(&name, None).await?;
     let both = start.elapsed();

@@ -17,7 +17,9 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7070".into() }
+        Self {
+            listen: "127.0.0.1:7070".into(),
+        }
     }
 }
 
@@ -41,7 +43,11 @@ pub struct Overrides {
 impl Config {
     /// Loads the layers. `file` is the `--config` path; without it `./kairos.toml` is read if
     /// present.
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>, flags: Overrides) -> anyhow::Result<Config> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: Overrides,
+    ) -> anyhow::Result<Config> {
         let mut config = match file {
             Some(path) => read_file(path)?,
             None if Path::new("kairos.toml").exists() => read_file(Path::new("kairos.toml"))?,
@@ -55,18 +61,30 @@ impl Config {
         };
         config.apply(env_overrides)?;
         if let Some(v) = env("KAIROS_LOG_RETENTION_SECS") {
-            config.store.log_retention_secs = v.parse().context("KAIROS_LOG_RETENTION_SECS: expected seconds")?;
+            config.store.log_retention_secs = v
+                .parse()
+                .context("KAIROS_LOG_RETENTION_SECS: expected seconds")?;
         }
         if let Some(v) = env("KAIROS_MAX_BATCH_BYTES") {
-            config.store.max_batch_bytes = v.parse().context("KAIROS_MAX_BATCH_BYTES: expected bytes")?;
+            config.store.max_batch_bytes = v
+                .parse()
+                .context("KAIROS_MAX_BATCH_BYTES: expected bytes")?;
         }
         config.apply(flags)?;
-        config.store.validate().map_err(|e| anyhow::anyhow!("invalid configuration: store.{e}"))?;
+        config
+            .store
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: store.{e}"))?;
         config
             .server
             .listen
             .parse::<std::net::SocketAddr>()
-            .with_context(|| format!("invalid configuration: server.listen '{}' is not host:port", config.server.listen))?;
+            .with_context(|| {
+                format!(
+                    "invalid configuration: server.listen '{}' is not host:port",
+                    config.server.listen
+                )
+            })?;
         Ok(config)
     }
 
@@ -101,7 +119,8 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
@@ -113,13 +132,20 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kairos.toml");
-        std::fs::write(&file, "[store]\ndata_dir = \"from-file\"\n[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[store]\ndata_dir = \"from-file\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
         let env = |k: &str| (k == "KAIROS_LISTEN").then(|| "127.0.0.1:2".to_string());
         let config = Config::load(Some(&file), env, Overrides::default()).unwrap();
         assert_eq!(config.store.data_dir, PathBuf::from("from-file"));
         assert_eq!(config.server.listen, "127.0.0.1:2");
 
-        let flags = Overrides { data_dir: Some("from-flag".into()), ..Default::default() };
+        let flags = Overrides {
+            data_dir: Some("from-flag".into()),
+            ..Default::default()
+        };
         let config = Config::load(Some(&file), env, flags).unwrap();
         assert_eq!(config.store.data_dir, PathBuf::from("from-flag"));
     }
@@ -129,7 +155,10 @@ mod tests {
         let env = |k: &str| (k == "KAIROS_LISTEN").then(|| "nowhere".to_string());
         let err = Config::load(None, env, Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("server.listen"), "{err}");
-        let flags = Overrides { online_backend: Some("memcached".into()), ..Default::default() };
+        let flags = Overrides {
+            online_backend: Some("memcached".into()),
+            ..Default::default()
+        };
         assert!(Config::load(None, |_| None, flags).is_err());
     }
 }

@@ -102,11 +102,14 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn read_spec(file: &Path) -> anyhow::Result<FeatureGroupSpec> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let spec = if file.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).with_context(|| format!("invalid definition in {}", file.display()))?
+        serde_json::from_str(&text)
+            .with_context(|| format!("invalid definition in {}", file.display()))?
     } else {
-        toml::from_str(&text).with_context(|| format!("invalid definition in {}", file.display()))?
+        toml::from_str(&text)
+            .with_context(|| format!("invalid definition in {}", file.display()))?
     };
     Ok(spec)
 }
@@ -116,7 +119,11 @@ fn version_query(version: Option<u32>) -> String {
 }
 
 fn spinner(message: String) -> ProgressBar {
-    let bar = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
     bar.set_message(message);
     bar.enable_steady_tick(Duration::from_millis(100));
@@ -131,7 +138,12 @@ fn parse_entry(entry: &str) -> serde_json::Value {
     let map = entry
         .split(',')
         .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), serde_json::Value::String(v.trim().to_string())))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                serde_json::Value::String(v.trim().to_string()),
+            )
+        })
         .collect();
     serde_json::Value::Object(map)
 }
@@ -145,8 +157,14 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 }
 
 pub async fn run(command: FgCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
-    if let FgCommand::Delete { name, version, yes: false } = &command
-        && !confirm(&format!("Delete feature group '{name}' version {version} and all its data?"))?
+    if let FgCommand::Delete {
+        name,
+        version,
+        yes: false,
+    } = &command
+        && !confirm(&format!(
+            "Delete feature group '{name}' version {version} and all its data?"
+        ))?
     {
         bail!("not deleted");
     }
@@ -166,12 +184,26 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
         FgCommand::Create { file } => print_json(&store.create_group(read_spec(&file)?).await?),
         FgCommand::List => print_json(&store.list_groups()?),
         FgCommand::Describe { name, version } => print_json(&store.describe(&name, version)?),
-        FgCommand::Insert { name, file, version, format, wait_online } => {
+        FgCommand::Insert {
+            name,
+            file,
+            version,
+            format,
+            wait_online,
+        } => {
             let format = file_format(&file, format.as_deref())?;
-            let bytes = Bytes::from(std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?);
-            let bar = spinner(format!("inserting {} ({} bytes)", file.display(), bytes.len()));
+            let bytes = Bytes::from(
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
+            );
+            let bar = spinner(format!(
+                "inserting {} ({} bytes)",
+                file.display(),
+                bytes.len()
+            ));
             // In process the command is the only writer: wait for the stores so it leaves them whole.
-            let ack = store.insert(&name, version, format, bytes, InsertOptions { wait_online }).await;
+            let ack = store
+                .insert(&name, version, format, bytes, InsertOptions { wait_online })
+                .await;
             let ack = match ack {
                 Ok(ack) => {
                     bar.set_message("materialising");
@@ -186,7 +218,11 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
             bar.finish_and_clear();
             print_json(&ack)
         }
-        FgCommand::Get { name, entries, version } => {
+        FgCommand::Get {
+            name,
+            entries,
+            version,
+        } => {
             let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
             let keys = store.parse_keys(&name, version, &entries)?;
             let lookups = store.get_online(&name, version, &keys).await?;
@@ -203,14 +239,29 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
                 .collect();
             print_json(&serde_json::json!({ "columns": columns, "results": results }))
         }
-        FgCommand::Read { name, version, start, end, as_of, format, output } => {
-            let format = Format::from_name(&format).with_context(|| format!("unknown format '{format}'"))?;
+        FgCommand::Read {
+            name,
+            version,
+            start,
+            end,
+            as_of,
+            format,
+            output,
+        } => {
+            let format =
+                Format::from_name(&format).with_context(|| format!("unknown format '{format}'"))?;
             let time = |name: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
                 v.as_deref()
-                    .map(|v| parse_timestamp(v).map_err(|e| anyhow::anyhow!("--{name}: {e}, got '{v}'")))
+                    .map(|v| {
+                        parse_timestamp(v).map_err(|e| anyhow::anyhow!("--{name}: {e}, got '{v}'"))
+                    })
                     .transpose()
             };
-            let filter = OfflineFilter { start: time("start", &start)?, end: time("end", &end)?, as_of: time("as-of", &as_of)? };
+            let filter = OfflineFilter {
+                start: time("start", &start)?,
+                end: time("end", &end)?,
+                as_of: time("as-of", &as_of)?,
+            };
             let mut stream = store.read_offline(&name, version, filter).await?;
             let mut encoder = BatchEncoder::new(format, &stream.schema())?;
             let mut out: Box<dyn Write> = match &output {
@@ -253,8 +304,12 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
 fn file_format(file: &Path, format: Option<&str>) -> anyhow::Result<Format> {
     match format {
         Some(f) => Format::from_name(f).with_context(|| format!("unknown format '{f}'")),
-        None => Format::from_name(&file.to_string_lossy())
-            .with_context(|| format!("cannot tell the format of {} from its extension; pass --format", file.display())),
+        None => Format::from_name(&file.to_string_lossy()).with_context(|| {
+            format!(
+                "cannot tell the format of {} from its extension; pass --format",
+                file.display()
+            )
+        }),
     }
 }
 
@@ -262,16 +317,35 @@ async fn run_remote(command: FgCommand, remote: &Remote) -> anyhow::Result<()> {
     match command {
         FgCommand::Create { file } => {
             let spec = read_spec(&file)?;
-            print_json(&remote.json(remote.request(Method::POST, "/v1/feature-groups").json(&spec)).await?)
+            print_json(
+                &remote
+                    .json(
+                        remote
+                            .request(Method::POST, "/v1/feature-groups")
+                            .json(&spec),
+                    )
+                    .await?,
+            )
         }
-        FgCommand::List => print_json(&remote.json(remote.request(Method::GET, "/v1/feature-groups")).await?),
+        FgCommand::List => print_json(
+            &remote
+                .json(remote.request(Method::GET, "/v1/feature-groups"))
+                .await?,
+        ),
         FgCommand::Describe { name, version } => {
             let path = format!("/v1/feature-groups/{name}{}", version_query(version));
             print_json(&remote.json(remote.request(Method::GET, &path)).await?)
         }
-        FgCommand::Insert { name, file, version, format, wait_online } => {
+        FgCommand::Insert {
+            name,
+            file,
+            version,
+            format,
+            wait_online,
+        } => {
             let format = file_format(&file, format.as_deref())?;
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let mut query = vec![];
             if let Some(v) = version {
                 query.push(("version", v.to_string()));
@@ -279,7 +353,11 @@ async fn run_remote(command: FgCommand, remote: &Remote) -> anyhow::Result<()> {
             if wait_online {
                 query.push(("wait", "online".to_string()));
             }
-            let bar = spinner(format!("inserting {} ({} bytes)", file.display(), bytes.len()));
+            let bar = spinner(format!(
+                "inserting {} ({} bytes)",
+                file.display(),
+                bytes.len()
+            ));
             let request = remote
                 .request(Method::POST, &format!("/v1/feature-groups/{name}/rows"))
                 .query(&query)
@@ -289,13 +367,27 @@ async fn run_remote(command: FgCommand, remote: &Remote) -> anyhow::Result<()> {
             bar.finish_and_clear();
             print_json(&result?)
         }
-        FgCommand::Get { name, entries, version } => {
+        FgCommand::Get {
+            name,
+            entries,
+            version,
+        } => {
             let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
             let path = format!("/v1/feature-groups/{name}/online{}", version_query(version));
-            let request = remote.request(Method::POST, &path).json(&serde_json::json!({ "entries": entries }));
+            let request = remote
+                .request(Method::POST, &path)
+                .json(&serde_json::json!({ "entries": entries }));
             print_json(&remote.json(request).await?)
         }
-        FgCommand::Read { name, version, start, end, as_of, format, output } => {
+        FgCommand::Read {
+            name,
+            version,
+            start,
+            end,
+            as_of,
+            format,
+            output,
+        } => {
             let mut query = vec![("format", format)];
             for (k, v) in [("start", start), ("end", end), ("as_of", as_of)] {
                 if let Some(v) = v {
@@ -305,7 +397,9 @@ async fn run_remote(command: FgCommand, remote: &Remote) -> anyhow::Result<()> {
             if let Some(v) = version {
                 query.push(("version", v.to_string()));
             }
-            let request = remote.request(Method::GET, &format!("/v1/feature-groups/{name}/offline")).query(&query);
+            let request = remote
+                .request(Method::GET, &format!("/v1/feature-groups/{name}/offline"))
+                .query(&query);
             let bytes = remote.bytes(request).await?;
             match output {
                 Some(path) => std::fs::write(&path, &bytes)?,
@@ -329,7 +423,10 @@ async fn run_remote(command: FgCommand, remote: &Remote) -> anyhow::Result<()> {
             Ok(())
         }
         FgCommand::Compact { name, version } => {
-            let path = format!("/v1/feature-groups/{name}/compact{}", version_query(version));
+            let path = format!(
+                "/v1/feature-groups/{name}/compact{}",
+                version_query(version)
+            );
             print_json(&remote.json(remote.request(Method::POST, &path)).await?)
         }
     }

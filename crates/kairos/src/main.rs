@@ -56,7 +56,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("KAIROS_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("KAIROS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let listen = match &cli.command {
@@ -70,7 +72,9 @@ fn main() -> anyhow::Result<()> {
         redis_url: cli.redis_url.clone(),
     };
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok(), overrides)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { .. } => serve(config).await,
@@ -87,7 +91,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("kairos listening on http://{}", listener.local_addr()?);
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -14,7 +14,10 @@ pub struct Remote {
 
 impl Remote {
     pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -23,13 +26,19 @@ impl Remote {
 
     /// Sends and turns an error response into an error with the server's message.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
-        let response = request.send().await.with_context(|| format!("cannot reach kairos at {}", self.base))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach kairos at {}", self.base))?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let message = body["error"]["message"].as_str().unwrap_or("no message").to_string();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .to_string();
         bail!("{status}: {message}")
     }
 

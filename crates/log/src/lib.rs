@@ -24,9 +24,16 @@ use bytes::Bytes;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("log I/O error at {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("log corrupt at {path}, byte {position}: {reason}")]
-    Corrupt { path: String, position: u64, reason: String },
+    Corrupt {
+        path: String,
+        position: u64,
+        reason: String,
+    },
     #[error("log record of {0} bytes is over the limit of {1} bytes")]
     TooLarge(usize, usize),
     #[error("log write failed: {0}")]

@@ -21,7 +21,13 @@ impl LogRecord {
     }
 }
 
-pub(crate) fn encode(first_offset: u64, rows: u32, ingested_at: i64, payload: &[u8], out: &mut BytesMut) {
+pub(crate) fn encode(
+    first_offset: u64,
+    rows: u32,
+    ingested_at: i64,
+    payload: &[u8],
+    out: &mut BytesMut,
+) {
     let body_len = HEADER_LEN - 8 + payload.len();
     out.reserve(HEADER_LEN + payload.len());
     out.put_u32_le(u32::try_from(body_len).expect("record size checked by the writer"));
@@ -69,7 +75,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(LogRecord, usize), DecodeError> {
     let rows = b.get_u32_le();
     let ingested_at = b.get_i64_le();
     let payload = Bytes::copy_from_slice(b);
-    Ok((LogRecord { first_offset, rows, ingested_at, payload }, total))
+    Ok((
+        LogRecord {
+            first_offset,
+            rows,
+            ingested_at,
+            payload,
+        },
+        total,
+    ))
 }
 
 #[cfg(test)]
@@ -82,7 +96,15 @@ mod tests {
         encode(7, 3, 1234, b"hello", &mut buf);
         let (record, len) = decode(&buf).unwrap();
         assert_eq!(len, buf.len());
-        assert_eq!(record, LogRecord { first_offset: 7, rows: 3, ingested_at: 1234, payload: Bytes::from_static(b"hello") });
+        assert_eq!(
+            record,
+            LogRecord {
+                first_offset: 7,
+                rows: 3,
+                ingested_at: 1234,
+                payload: Bytes::from_static(b"hello")
+            }
+        );
         assert_eq!(record.end_offset(), 10);
 
         assert_eq!(decode(&buf[..buf.len() - 1]), Err(DecodeError::Truncated));

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use kairos_types::Clock;
 use tokio::sync::{oneshot, watch};
 
-use crate::record::{self, DecodeError, HEADER_LEN};
+use crate::record::{self, HEADER_LEN};
 use crate::{AppendAck, FeatureLog, LogError, LogRecord, Result};
 
 /// Settings of a [`SegmentLog`].
@@ -27,7 +27,10 @@ pub struct SegmentLogOptions {
 
 impl Default for SegmentLogOptions {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20, max_record_bytes: 512 << 20 }
+        Self {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 512 << 20,
+        }
     }
 }
 
@@ -37,12 +40,18 @@ pub struct AppendTicket(oneshot::Receiver<Result<AppendAck, String>>);
 
 impl AppendTicket {
     pub async fn wait(self) -> Result<AppendAck> {
-        self.0.await.map_err(|_| LogError::Closed)?.map_err(LogError::Write)
+        self.0
+            .await
+            .map_err(|_| LogError::Closed)?
+            .map_err(LogError::Write)
     }
 
     /// For callers outside an async runtime.
     pub fn wait_blocking(self) -> Result<AppendAck> {
-        self.0.blocking_recv().map_err(|_| LogError::Closed)?.map_err(LogError::Write)
+        self.0
+            .blocking_recv()
+            .map_err(|_| LogError::Closed)?
+            .map_err(LogError::Write)
     }
 }
 
@@ -55,7 +64,6 @@ struct Request {
 /// Where one record lies.
 #[derive(Debug, Clone, Copy)]
 struct RecordPos {
-    first_offset: u64,
     end_offset: u64,
     segment: u64,
     position: u64,
@@ -97,7 +105,10 @@ pub struct SegmentLog {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |source| LogError::Io { path: path.display().to_string(), source }
+    move |source| LogError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn segment_path(dir: &Path, first_offset: u64) -> PathBuf {
@@ -106,7 +117,11 @@ fn segment_path(dir: &Path, first_offset: u64) -> PathBuf {
 
 impl SegmentLog {
     /// Opens the log in `dir`, creating it if absent, and cuts off a torn tail.
-    pub fn open(dir: impl Into<PathBuf>, options: SegmentLogOptions, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        options: SegmentLogOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let mut firsts: Vec<u64> = fs::read_dir(&dir)
@@ -140,11 +155,13 @@ impl SegmentLog {
                             return Err(LogError::Corrupt {
                                 path: path.display().to_string(),
                                 position: position as u64,
-                                reason: format!("record at offset {}, expected {next}", rec.first_offset),
+                                reason: format!(
+                                    "record at offset {}, expected {next}",
+                                    rec.first_offset
+                                ),
                             });
                         }
                         index.records.push(RecordPos {
-                            first_offset: rec.first_offset,
                             end_offset: rec.end_offset(),
                             segment: first,
                             position: position as u64,
@@ -157,7 +174,10 @@ impl SegmentLog {
                     Err(reason) if is_last => {
                         // A crash mid-append leaves a torn record that was never acknowledged.
                         tracing::warn!(path = %path.display(), position, ?reason, "cutting torn tail off the log");
-                        let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(io_err(&path))?;
                         file.set_len(position as u64).map_err(io_err(&path))?;
                         file.sync_all().map_err(io_err(&path))?;
                         break;
@@ -171,24 +191,50 @@ impl SegmentLog {
                     }
                 }
             }
-            let file = OpenOptions::new().read(true).append(true).open(&path).map_err(io_err(&path))?;
-            index.segments.insert(first, Segment { path, file: Arc::new(file), len: position as u64, end_offset: next });
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            index.segments.insert(
+                first,
+                Segment {
+                    path,
+                    file: Arc::new(file),
+                    len: position as u64,
+                    end_offset: next,
+                },
+            );
             expected = Some(next);
         }
         if index.segments.is_empty() {
             let segment = create_segment(&dir, 0)?;
             index.segments.insert(0, segment);
         }
-        let end = index.segments.values().next_back().map_or(0, |s| s.end_offset);
+        let end = index
+            .segments
+            .values()
+            .next_back()
+            .map_or(0, |s| s.end_offset);
         let (end_tx, _) = watch::channel(end);
-        let shared = Arc::new(Shared { dir, options, clock, index: RwLock::new(index), end: end_tx });
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            clock,
+            index: RwLock::new(index),
+            end: end_tx,
+        });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("kairos-log-writer".into())
             .spawn(move || write_loop(&writer_shared, &rx))
             .map_err(io_err(&shared.dir))?;
-        Ok(Self { shared, requests: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)) })
+        Ok(Self {
+            shared,
+            requests: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
     }
 
     /// Stops the writer after the queued appends are durable.
@@ -218,10 +264,22 @@ impl Drop for SegmentLog {
 
 fn create_segment(dir: &Path, first_offset: u64) -> Result<Segment> {
     let path = segment_path(dir, first_offset);
-    let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err(&path))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     // The new name must survive a crash too.
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    Ok(Segment { path, file: Arc::new(file), len: 0, end_offset: first_offset })
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    Ok(Segment {
+        path,
+        file: Arc::new(file),
+        len: 0,
+        end_offset: first_offset,
+    })
 }
 
 /// The group-commit loop: take every queued request, write them, one `fsync`, acknowledge all.
@@ -262,7 +320,11 @@ fn write_group(shared: &Shared, group: &[Request]) -> Result<Vec<AppendAck>> {
     let mut buf = BytesMut::new();
     let mut pending: Vec<RecordPos> = Vec::new();
     let (mut active_first, mut next) = {
-        let (first, seg) = index.segments.iter().next_back().expect("at least one segment");
+        let (first, seg) = index
+            .segments
+            .iter()
+            .next_back()
+            .expect("at least one segment");
         (*first, seg.end_offset)
     };
     let mut active_len = index.segments[&active_first].len;
@@ -272,7 +334,7 @@ fn write_group(shared: &Shared, group: &[Request]) -> Result<Vec<AppendAck>> {
         if active_len + buf.len() as u64 > 0
             && active_len + buf.len() as u64 + record_len > shared.options.segment_bytes
         {
-            flush(shared, &mut index, active_first, &mut buf, &mut pending, next)?;
+            flush(&mut index, active_first, &mut buf, &mut pending, next)?;
             let segment = create_segment(&shared.dir, next)?;
             index.segments.insert(next, segment);
             active_first = next;
@@ -282,16 +344,19 @@ fn write_group(shared: &Shared, group: &[Request]) -> Result<Vec<AppendAck>> {
         record::encode(next, request.rows, now, &request.payload, &mut buf);
         let end = next + u64::from(request.rows);
         pending.push(RecordPos {
-            first_offset: next,
             end_offset: end,
             segment: active_first,
             position,
             len: record_len as u32,
         });
-        acks.push(AppendAck { first_offset: next, end_offset: end, ingested_at: now });
+        acks.push(AppendAck {
+            first_offset: next,
+            end_offset: end,
+            ingested_at: now,
+        });
         next = end;
     }
-    flush(shared, &mut index, active_first, &mut buf, &mut pending, next)?;
+    flush(&mut index, active_first, &mut buf, &mut pending, next)?;
     index.last_ingested_at = now;
     drop(index);
     shared.end.send_replace(next);
@@ -301,7 +366,6 @@ fn write_group(shared: &Shared, group: &[Request]) -> Result<Vec<AppendAck>> {
 /// Writes `buf` to the active segment and makes it durable; on failure the segment is cut back
 /// so no half-written group stays behind.
 fn flush(
-    shared: &Shared,
     index: &mut Index,
     segment_first: u64,
     buf: &mut BytesMut,
@@ -311,12 +375,20 @@ fn flush(
     if buf.is_empty() {
         return Ok(());
     }
-    let segment = index.segments.get_mut(&segment_first).expect("active segment");
+    let segment = index
+        .segments
+        .get_mut(&segment_first)
+        .expect("active segment");
     let path = segment.path.clone();
-    let written = (&*segment.file).write_all(buf).and_then(|()| segment.file.sync_data());
+    let written = (&*segment.file)
+        .write_all(buf)
+        .and_then(|()| segment.file.sync_data());
     if let Err(e) = written {
         let _ = segment.file.set_len(segment.len);
-        return Err(LogError::Io { path: path.display().to_string(), source: e });
+        return Err(LogError::Io {
+            path: path.display().to_string(),
+            source: e,
+        });
     }
     segment.len += buf.len() as u64;
     segment.end_offset = pending.last().map_or(end_offset, |p| p.end_offset);
@@ -328,12 +400,21 @@ fn flush(
 impl FeatureLog for SegmentLog {
     fn append(&self, rows: u32, payload: Bytes) -> Result<AppendTicket> {
         if payload.len() > self.shared.options.max_record_bytes {
-            return Err(LogError::TooLarge(payload.len(), self.shared.options.max_record_bytes));
+            return Err(LogError::TooLarge(
+                payload.len(),
+                self.shared.options.max_record_bytes,
+            ));
         }
         let (reply, ticket) = oneshot::channel();
         let requests = self.requests.lock().expect("lock");
         let sender = requests.as_ref().ok_or(LogError::Closed)?;
-        sender.send(Request { rows, payload, reply }).map_err(|_| LogError::Closed)?;
+        sender
+            .send(Request {
+                rows,
+                payload,
+                reply,
+            })
+            .map_err(|_| LogError::Closed)?;
         Ok(AppendTicket(ticket))
     }
 
@@ -356,7 +437,8 @@ impl FeatureLog for SegmentLog {
         let mut records = Vec::with_capacity(wanted.len());
         for (pos, file, path) in wanted {
             let mut bytes = vec![0u8; pos.len as usize];
-            file.read_exact_at(&mut bytes, pos.position).map_err(io_err(&path))?;
+            file.read_exact_at(&mut bytes, pos.position)
+                .map_err(io_err(&path))?;
             let (rec, _) = record::decode(&bytes).map_err(|reason| LogError::Corrupt {
                 path: path.display().to_string(),
                 position: pos.position,
@@ -377,7 +459,11 @@ impl FeatureLog for SegmentLog {
 
     fn remove_before(&self, offset: u64, older_than_micros: i64) -> Result<usize> {
         let mut index = self.shared.index.write().expect("lock");
-        let active = *index.segments.keys().next_back().expect("at least one segment");
+        let active = *index
+            .segments
+            .keys()
+            .next_back()
+            .expect("at least one segment");
         let doomed: Vec<u64> = index
             .segments
             .iter()

@@ -21,7 +21,9 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 fn offline_type(ty: FeatureType) -> DataType {
     match ty {
-        FeatureType::Embedding { .. } => DataType::List(Arc::new(Field::new("element", DataType::Float32, true))),
+        FeatureType::Embedding { .. } => {
+            DataType::List(Arc::new(Field::new("element", DataType::Float32, true)))
+        }
         other => other.arrow_type(),
     }
 }
@@ -46,7 +48,11 @@ pub fn offline_schema(spec: &FeatureGroupSpec) -> SchemaRef {
 /// The schema offline reads return: the group's columns, then `_ingested_at` and `_offset`.
 pub fn output_schema(spec: &FeatureGroupSpec) -> SchemaRef {
     let canonical = spec.arrow_schema();
-    let mut fields: Vec<Field> = canonical.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = canonical
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(INGESTED_AT, timestamp_type(), false));
     fields.push(Field::new(OFFSET, DataType::Int64, false));
     Arc::new(Schema::new(fields))
@@ -73,16 +79,27 @@ pub fn to_offline(
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
         .ok_or_else(|| ArrowError::SchemaError("event time is not a timestamp".into()))?;
-    let dates: Date32Array = event_times.values().iter().map(|t| Some(t.div_euclid(MICROS_PER_DAY) as i32)).collect();
+    let dates: Date32Array = event_times
+        .values()
+        .iter()
+        .map(|t| Some(t.div_euclid(MICROS_PER_DAY) as i32))
+        .collect();
     columns.push(Arc::new(dates));
-    columns.push(Arc::new(TimestampMicrosecondArray::from(vec![ingested_at; rows]).with_timezone("UTC")));
-    columns.push(Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| first_offset as i64 + i))));
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![ingested_at; rows]).with_timezone("UTC"),
+    ));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        (0..rows as i64).map(|i| first_offset as i64 + i),
+    )));
     RecordBatch::try_new(offline_schema(spec), columns)
 }
 
 /// Turns a batch read from an offline table (with at least the output columns) into the
 /// output schema.
-pub fn from_offline(spec: &FeatureGroupSpec, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+pub fn from_offline(
+    spec: &FeatureGroupSpec,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, ArrowError> {
     let schema = output_schema(spec);
     let columns = schema
         .fields()
@@ -91,7 +108,11 @@ pub fn from_offline(spec: &FeatureGroupSpec, batch: &RecordBatch) -> Result<Reco
             let array = batch.column_by_name(field.name()).ok_or_else(|| {
                 ArrowError::SchemaError(format!("offline table lacks column '{}'", field.name()))
             })?;
-            if array.data_type() == field.data_type() { Ok(array.clone()) } else { cast(array, field.data_type()) }
+            if array.data_type() == field.data_type() {
+                Ok(array.clone())
+            } else {
+                cast(array, field.data_type())
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema, columns)

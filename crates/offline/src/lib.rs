@@ -21,7 +21,9 @@ use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use kairos_types::{FeatureGroupSpec, TableId};
 
-pub use layout::{EVENT_DATE, INGESTED_AT, OFFSET, from_offline, offline_schema, output_schema, to_offline};
+pub use layout::{
+    EVENT_DATE, INGESTED_AT, OFFSET, from_offline, offline_schema, output_schema, to_offline,
+};
 
 /// The Delta application-transaction id under which the materialiser records its offset.
 const MATERIALISER_APP_ID: &str = "kairos-offline-materialiser";
@@ -35,7 +37,10 @@ pub enum OfflineError {
     #[error("offline store arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("offline store I/O at {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = OfflineError> = std::result::Result<T, E>;
@@ -71,33 +76,64 @@ impl DeltaOfflineStore {
 
     /// The folder of one feature-group version's table.
     pub fn table_path(&self, table: &TableId) -> PathBuf {
-        self.root.join(&table.name).join(format!("v{}", table.version))
+        self.root
+            .join(&table.name)
+            .join(format!("v{}", table.version))
     }
 
+    /// Opens the table; one that was never written comes back unloaded (`version()` is `None`)
+    /// and is created by its first write.
     async fn open(&self, table: &TableId) -> Result<DeltaTable> {
         let path = self.table_path(table);
-        std::fs::create_dir_all(&path).map_err(|source| OfflineError::Io { path: path.display().to_string(), source })?;
+        std::fs::create_dir_all(&path).map_err(|source| OfflineError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let url = deltalake::ensure_table_uri(path.to_string_lossy())?;
-        Ok(DeltaTable::try_from_url(url).await?)
+        let mut delta = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
+        if path.join("_delta_log").exists() {
+            delta.load().await?;
+        }
+        Ok(delta)
     }
 
     /// A writer for one table; the materialiser holds it so the table is not reloaded per commit.
     pub async fn writer(&self, table: &TableId, spec: &FeatureGroupSpec) -> Result<OfflineWriter> {
-        Ok(OfflineWriter { table: Some(self.open(table).await?), spec: spec.clone() })
+        Ok(OfflineWriter {
+            table: Some(self.open(table).await?),
+            spec: spec.clone(),
+        })
     }
 
     /// Streams the rows matching `filter`, in log-offset order, in the output schema
     /// ([`output_schema`]): the group's columns, then `_ingested_at` and `_offset`.
-    pub async fn scan(&self, table: &TableId, spec: &FeatureGroupSpec, filter: ReadFilter) -> Result<OfflineStream> {
+    pub async fn scan(
+        &self,
+        table: &TableId,
+        spec: &FeatureGroupSpec,
+        filter: ReadFilter,
+    ) -> Result<OfflineStream> {
         let delta = self.open(table).await?;
         if delta.version().is_none() {
-            return Ok(OfflineStream { inner: None, spec: spec.clone() });
+            return Ok(OfflineStream {
+                inner: None,
+                spec: spec.clone(),
+            });
         }
         let ctx = SessionContext::new();
         let provider = delta.table_provider().await?;
         let mut df = ctx.read_table(provider)?;
-        let ts = |micros: i64| lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())));
-        let date = |micros: i64| lit(ScalarValue::Date32(Some(micros.div_euclid(86_400_000_000) as i32)));
+        let ts = |micros: i64| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(micros),
+                Some("UTC".into()),
+            ))
+        };
+        let date = |micros: i64| {
+            lit(ScalarValue::Date32(Some(
+                micros.div_euclid(86_400_000_000) as i32
+            )))
+        };
         let et = || ident(&spec.event_time);
         let mut filters: Vec<Expr> = Vec::new();
         if let Some(start) = filter.start {
@@ -120,18 +156,29 @@ impl DeltaOfflineStore {
             .map(|c| ident(&c.name))
             .chain([ident(INGESTED_AT), ident(OFFSET)])
             .collect();
-        let df = df.select(columns)?.sort(vec![ident(OFFSET).sort(true, false)])?;
-        Ok(OfflineStream { inner: Some(df.execute_stream().await?), spec: spec.clone() })
+        let df = df
+            .select(columns)?
+            .sort(vec![ident(OFFSET).sort(true, false)])?;
+        Ok(OfflineStream {
+            inner: Some(df.execute_stream().await?),
+            spec: spec.clone(),
+        })
     }
 
     /// Rewrites small files into large ones (Delta `OPTIMIZE`).
     pub async fn compact(&self, table: &TableId) -> Result<CompactReport> {
         let delta = self.open(table).await?;
         if delta.version().is_none() {
-            return Ok(CompactReport { files_removed: 0, files_added: 0 });
+            return Ok(CompactReport {
+                files_removed: 0,
+                files_added: 0,
+            });
         }
         let (_, metrics) = delta.optimize().await?;
-        Ok(CompactReport { files_removed: metrics.num_files_removed, files_added: metrics.num_files_added })
+        Ok(CompactReport {
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+        })
     }
 
     /// Deletes the table and its files.
@@ -140,7 +187,10 @@ impl DeltaOfflineStore {
         match std::fs::remove_dir_all(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(OfflineError::Io { path: path.display().to_string(), source }),
+            Err(source) => Err(OfflineError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
         }
     }
 
@@ -157,7 +207,9 @@ pub struct OfflineStream {
 
 impl std::fmt::Debug for OfflineStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OfflineStream").field("group", &self.spec.name).finish()
+        f.debug_struct("OfflineStream")
+            .field("group", &self.spec.name)
+            .finish()
     }
 }
 
@@ -169,7 +221,11 @@ impl OfflineStream {
     pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
         let inner = self.inner.as_mut()?;
         let batch = inner.next().await?;
-        Some(batch.map_err(OfflineError::from).and_then(|b| Ok(from_offline(&self.spec, &b)?)))
+        Some(
+            batch
+                .map_err(OfflineError::from)
+                .and_then(|b| Ok(from_offline(&self.spec, &b)?)),
+        )
     }
 
     /// Reads the whole stream.
@@ -196,7 +252,10 @@ impl OfflineWriter {
         if table.version().is_none() {
             return Ok(None);
         }
-        let version = table.snapshot()?.transaction_version(table.log_store().as_ref(), MATERIALISER_APP_ID).await?;
+        let version = table
+            .snapshot()?
+            .transaction_version(table.log_store().as_ref(), MATERIALISER_APP_ID)
+            .await?;
         Ok(version.map(|v| v as u64))
     }
 
@@ -231,4 +290,3 @@ impl OfflineWriter {
         &self.spec
     }
 }
-

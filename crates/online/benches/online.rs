@@ -21,7 +21,13 @@ fn key(id: i64) -> Vec<u8> {
 
 fn row(id: i64) -> Vec<u8> {
     let values = (0..10).map(|f| Value::Float64((id * f) as f64)).collect();
-    OnlineRow { event_time: id, offset: id as u64, ingested_at: id, values }.encode()
+    OnlineRow {
+        event_time: id,
+        offset: id as u64,
+        ingested_at: id,
+        values,
+    }
+    .encode()
 }
 
 fn random_keys(n: usize) -> Vec<Vec<u8>> {
@@ -41,7 +47,9 @@ fn kv_choice(c: &mut Criterion) {
     }
     txn.commit().unwrap();
     let fjall = FjallDb::builder(dir.path().join("fjall")).open().unwrap();
-    let rows = fjall.keyspace("rows", KeyspaceCreateOptions::default).unwrap();
+    let rows = fjall
+        .keyspace("rows", KeyspaceCreateOptions::default)
+        .unwrap();
     let mut batch = fjall.batch();
     for id in 0..KEYS {
         batch.insert(&rows, key(id), row(id));
@@ -57,7 +65,9 @@ fn kv_choice(c: &mut Criterion) {
                 |keys| {
                     let txn = redb.begin_read().unwrap();
                     let t = txn.open_table(TABLE).unwrap();
-                    keys.iter().filter(|k| t.get(k.as_slice()).unwrap().is_some()).count()
+                    keys.iter()
+                        .filter(|k| t.get(k.as_slice()).unwrap().is_some())
+                        .count()
                 },
                 criterion::BatchSize::SmallInput,
             )
@@ -65,7 +75,11 @@ fn kv_choice(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("fjall", n), &n, |b, &n| {
             b.iter_batched(
                 || random_keys(n),
-                |keys| keys.iter().filter(|k| rows.get(k.as_slice()).unwrap().is_some()).count(),
+                |keys| {
+                    keys.iter()
+                        .filter(|k| rows.get(k.as_slice()).unwrap().is_some())
+                        .count()
+                },
                 criterion::BatchSize::SmallInput,
             )
         });
@@ -110,8 +124,13 @@ fn online_store_get(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("online.redb")).unwrap();
     let table = TableId::new("bench", 1);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let rows: Vec<_> = (0..KEYS).map(|id| (key(id), OnlineRow::decode(&row(id)).unwrap())).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows: Vec<_> = (0..KEYS)
+        .map(|id| (key(id), OnlineRow::decode(&row(id)).unwrap()))
+        .collect();
     rt.block_on(store.apply(&table, rows, KEYS as u64)).unwrap();
     let mut group = c.benchmark_group("online_store_get_redb");
     for n in [1usize, 100] {

@@ -39,10 +39,19 @@ pub type KeyedRow = (Vec<u8>, OnlineRow);
 pub trait OnlineStore: Send + Sync {
     /// Merges `rows` (in log order) into `table`, keeping per key the superseding row, and
     /// records `offset` as the log position applied, all in one atomic write.
-    fn apply(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> impl Future<Output = Result<()>> + Send;
+    fn apply(
+        &self,
+        table: &TableId,
+        rows: Vec<KeyedRow>,
+        offset: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// The rows for `keys`, in the same order; one round trip for all of them.
-    fn get_many(&self, table: &TableId, keys: &[Vec<u8>]) -> impl Future<Output = Result<Vec<Option<OnlineRow>>>> + Send;
+    fn get_many(
+        &self,
+        table: &TableId,
+        keys: &[Vec<u8>],
+    ) -> impl Future<Output = Result<Vec<Option<OnlineRow>>>> + Send;
 
     /// The log offset applied so far, if any.
     fn offset(&self, table: &TableId) -> impl Future<Output = Result<Option<u64>>> + Send;

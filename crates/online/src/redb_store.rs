@@ -32,7 +32,11 @@ impl RedbStore {
     }
 
     /// The read path without an executor hop: redb reads are a few microseconds.
-    pub fn get_many_blocking(&self, table: &TableId, keys: &[Vec<u8>]) -> Result<Vec<Option<OnlineRow>>> {
+    pub fn get_many_blocking(
+        &self,
+        table: &TableId,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<OnlineRow>>> {
         let name = table_name(table);
         let txn = self.db.begin_read().map_err(err)?;
         let rows = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
@@ -42,7 +46,9 @@ impl RedbStore {
         };
         keys.iter()
             .map(|key| match rows.get(key.as_slice()).map_err(err)? {
-                Some(bytes) => OnlineRow::decode(bytes.value()).map(Some).map_err(OnlineError::Corrupt),
+                Some(bytes) => OnlineRow::decode(bytes.value())
+                    .map(Some)
+                    .map_err(OnlineError::Corrupt),
                 None => Ok(None),
             })
             .collect()
@@ -53,17 +59,22 @@ impl RedbStore {
         let latest = latest_per_key(rows);
         let txn = self.db.begin_write().map_err(err)?;
         {
-            let mut stored = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+            let mut stored = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .map_err(err)?;
             for (key, row) in latest {
                 let keep_current = match stored.get(key.as_slice()).map_err(err)? {
                     Some(current) => {
-                        let current = OnlineRow::decode(current.value()).map_err(OnlineError::Corrupt)?;
+                        let current =
+                            OnlineRow::decode(current.value()).map_err(OnlineError::Corrupt)?;
                         !row.supersedes(&current)
                     }
                     None => false,
                 };
                 if !keep_current {
-                    stored.insert(key.as_slice(), row.encode().as_slice()).map_err(err)?;
+                    stored
+                        .insert(key.as_slice(), row.encode().as_slice())
+                        .map_err(err)?;
                 }
             }
             let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
@@ -79,7 +90,10 @@ impl RedbStore {
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(err(e)),
         };
-        Ok(offsets.get(table_name(table).as_str()).map_err(err)?.map(|v| v.value()))
+        Ok(offsets
+            .get(table_name(table).as_str())
+            .map_err(err)?
+            .map(|v| v.value()))
     }
 
     fn scan_blocking(&self, table: &TableId) -> Result<Vec<KeyedRow>> {
@@ -103,7 +117,8 @@ impl RedbStore {
     fn drop_blocking(&self, table: &TableId) -> Result<()> {
         let name = table_name(table);
         let txn = self.db.begin_write().map_err(err)?;
-        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+            .map_err(err)?;
         {
             let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
             offsets.remove(name.as_str()).map_err(err)?;
@@ -111,16 +126,22 @@ impl RedbStore {
         txn.commit().map_err(err)
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(RedbStore) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(RedbStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || f(store)).await.map_err(err)?
+        tokio::task::spawn_blocking(move || f(store))
+            .await
+            .map_err(err)?
     }
 }
 
 impl OnlineStore for RedbStore {
     async fn apply(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> Result<()> {
         let table = table.clone();
-        self.blocking(move |s| s.apply_blocking(&table, rows, offset)).await
+        self.blocking(move |s| s.apply_blocking(&table, rows, offset))
+            .await
     }
 
     async fn get_many(&self, table: &TableId, keys: &[Vec<u8>]) -> Result<Vec<Option<OnlineRow>>> {

@@ -18,7 +18,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -28,7 +30,10 @@ impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
         let conn = client.get_multiplexed_async_connection().await?;
-        Ok(Self { conn, prefix: prefix.to_string() })
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+        })
     }
 
     fn table_prefix(&self, table: &TableId) -> String {
@@ -47,7 +52,8 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(CHUNK) {
-            let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
+            let values: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
             out.extend(values);
         }
         Ok(out)
@@ -76,14 +82,19 @@ impl RedisStore {
 }
 
 fn decode(bytes: Option<Vec<u8>>) -> Result<Option<OnlineRow>> {
-    bytes.map(|b| OnlineRow::decode(&b).map_err(OnlineError::Corrupt)).transpose()
+    bytes
+        .map(|b| OnlineRow::decode(&b).map_err(OnlineError::Corrupt))
+        .transpose()
 }
 
 impl OnlineStore for RedisStore {
     async fn apply(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> Result<()> {
         let prefix = self.table_prefix(table);
         let latest: Vec<KeyedRow> = latest_per_key(rows).into_iter().collect();
-        let keys: Vec<Vec<u8>> = latest.iter().map(|(k, _)| Self::row_key(&prefix, k)).collect();
+        let keys: Vec<Vec<u8>> = latest
+            .iter()
+            .map(|(k, _)| Self::row_key(&prefix, k))
+            .collect();
         // One materialiser writes a table, so reading then writing cannot race another writer.
         let current = self.mget(&keys).await?;
         let mut pipe = redis::pipe();
@@ -111,8 +122,10 @@ impl OnlineStore for RedisStore {
 
     async fn offset(&self, table: &TableId) -> Result<Option<u64>> {
         let mut conn = self.conn.clone();
-        let offset: Option<u64> =
-            redis::cmd("GET").arg(format!("{}offset", self.table_prefix(table))).query_async(&mut conn).await?;
+        let offset: Option<u64> = redis::cmd("GET")
+            .arg(format!("{}offset", self.table_prefix(table)))
+            .query_async(&mut conn)
+            .await?;
         Ok(offset)
     }
 
@@ -137,7 +150,10 @@ impl OnlineStore for RedisStore {
         keys.push(format!("{prefix}offset").into_bytes());
         let mut conn = self.conn.clone();
         for chunk in keys.chunks(CHUNK) {
-            redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn).await?;
+            redis::cmd("DEL")
+                .arg(chunk)
+                .query_async::<()>(&mut conn)
+                .await?;
         }
         Ok(())
     }

@@ -9,7 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kairos_store::{CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, KeyStatus, Lookup, OfflineFilter};
+use kairos_store::{
+    CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, KeyStatus, Lookup,
+    OfflineFilter,
+};
 use kairos_types::export::BatchEncoder;
 use kairos_types::ingest::parse_timestamp;
 use kairos_types::value::format_timestamp;
@@ -27,12 +30,30 @@ type ApiResult<T> = Result<T, ApiError>;
 #[openapi(
     info(title = "Kairos", description = "Kairos feature store REST API"),
     paths(
-        create_group, list_groups, describe_group, delete_group, insert_rows, get_online_one,
-        get_online_many, read_offline, check_group, compact_group, healthz
+        create_group,
+        list_groups,
+        describe_group,
+        delete_group,
+        insert_rows,
+        get_online_one,
+        get_online_many,
+        read_offline,
+        check_group,
+        compact_group,
+        healthz
     ),
     components(schemas(
-        FeatureGroupSpec, FeatureGroup, GroupStatus, InsertAck, KeyStatus, OnlineResponse, OnlineResult,
-        OnlineRequest, CheckReport, ErrorBody, CompactResponse
+        FeatureGroupSpec,
+        FeatureGroup,
+        GroupStatus,
+        InsertAck,
+        KeyStatus,
+        OnlineResponse,
+        OnlineResult,
+        OnlineRequest,
+        CheckReport,
+        ErrorBody,
+        CompactResponse
     ))
 )]
 pub struct ApiDoc;
@@ -46,9 +67,15 @@ pub fn router(store: FeatureStore) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/feature-groups", post(create_group).get(list_groups))
-        .route("/v1/feature-groups/{name}", get(describe_group).delete(delete_group))
+        .route(
+            "/v1/feature-groups/{name}",
+            get(describe_group).delete(delete_group),
+        )
         .route("/v1/feature-groups/{name}/rows", post(insert_rows))
-        .route("/v1/feature-groups/{name}/online", get(get_online_one).post(get_online_many))
+        .route(
+            "/v1/feature-groups/{name}/online",
+            get(get_online_one).post(get_online_many),
+        )
         .route("/v1/feature-groups/{name}/offline", get(read_offline))
         .route("/v1/feature-groups/{name}/check", get(check_group))
         .route("/v1/feature-groups/{name}/compact", post(compact_group))
@@ -59,7 +86,11 @@ pub fn router(store: FeatureStore) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /openapi.json")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /openapi.json",
+    )
 }
 
 /// Liveness.
@@ -69,7 +100,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::prometheus().render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::prometheus().render(),
+    )
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -84,13 +118,17 @@ struct VersionQuery {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Create a feature group, or the next version of an existing name.
 #[utoipa::path(post, path = "/v1/feature-groups", request_body = FeatureGroupSpec,
     responses((status = 201, body = FeatureGroup), (status = 400, body = ErrorBody)))]
-async fn create_group(State(store): State<FeatureStore>, body: Bytes) -> ApiResult<(StatusCode, Json<FeatureGroup>)> {
+async fn create_group(
+    State(store): State<FeatureStore>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<FeatureGroup>)> {
     let spec: FeatureGroupSpec = parse_json(&body)?;
     Ok((StatusCode::CREATED, Json(store.create_group(spec).await?)))
 }
@@ -127,7 +165,9 @@ async fn delete_group(
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
-    let version = q.version.ok_or_else(|| ApiError::bad_request("the query parameter 'version' is required to delete"))?;
+    let version = q.version.ok_or_else(|| {
+        ApiError::bad_request("the query parameter 'version' is required to delete")
+    })?;
     store.delete_group(&name, version).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -157,9 +197,13 @@ async fn insert_rows(
     body: Body,
 ) -> ApiResult<Json<InsertAck>> {
     let format = match &q.format {
-        Some(f) => Format::from_name(f).ok_or_else(|| ApiError::bad_request(format!("unknown format '{f}'")))?,
+        Some(f) => Format::from_name(f)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown format '{f}'")))?,
         None => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             Format::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -175,7 +219,11 @@ async fn insert_rows(
     let wait_online = match q.wait.as_deref() {
         None => false,
         Some("online") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("wait: expected 'online', got '{other}'"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "wait: expected 'online', got '{other}'"
+            )));
+        }
     };
     let limit = store.config().max_batch_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -185,7 +233,15 @@ async fn insert_rows(
             format!("the body is over the limit of {limit} bytes; split the batch"),
         )
     })?;
-    let ack = store.insert(&name, q.version, format, bytes, InsertOptions { wait_online }).await?;
+    let ack = store
+        .insert(
+            &name,
+            q.version,
+            format,
+            bytes,
+            InsertOptions { wait_online },
+        )
+        .await?;
     Ok(Json(ack))
 }
 
@@ -229,13 +285,22 @@ async fn get_online_one(
     Query(mut q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<OnlineResponse>> {
     let version = match q.remove("version") {
-        Some(v) => Some(v.parse::<u32>().map_err(|_| ApiError::bad_request(format!("version: expected an integer, got '{v}'")))?),
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            ApiError::bad_request(format!("version: expected an integer, got '{v}'"))
+        })?),
         None => None,
     };
-    let entry = serde_json::Value::Object(q.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect());
+    let entry = serde_json::Value::Object(
+        q.into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    );
     let keys = store.parse_keys(&name, version, &[entry])?;
     let lookups = store.get_online(&name, version, &keys).await?;
-    Ok(Json(online_response(store.columns(&name, version)?, lookups)))
+    Ok(Json(online_response(
+        store.columns(&name, version)?,
+        lookups,
+    )))
 }
 
 /// A batch online read.
@@ -260,7 +325,10 @@ async fn get_online_many(
     let request: OnlineRequest = parse_json(&body)?;
     let keys = store.parse_keys(&name, q.version, &request.entries)?;
     let lookups = store.get_online(&name, q.version, &keys).await?;
-    Ok(Json(online_response(store.columns(&name, q.version)?, lookups)))
+    Ok(Json(online_response(
+        store.columns(&name, q.version)?,
+        lookups,
+    )))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -280,7 +348,9 @@ struct OfflineQuery {
 fn time_param(name: &str, value: &Option<String>) -> ApiResult<Option<i64>> {
     value
         .as_deref()
-        .map(|v| parse_timestamp(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}, got '{v}'"))))
+        .map(|v| {
+            parse_timestamp(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}, got '{v}'")))
+        })
         .transpose()
 }
 
@@ -294,26 +364,37 @@ async fn read_offline(
     Query(q): Query<OfflineQuery>,
 ) -> ApiResult<Response> {
     let format = match &q.format {
-        Some(f) => Format::from_name(f).ok_or_else(|| ApiError::bad_request(format!("unknown format '{f}'")))?,
+        Some(f) => Format::from_name(f)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown format '{f}'")))?,
         None => Format::JsonLines,
     };
-    let filter =
-        OfflineFilter { start: time_param("start", &q.start)?, end: time_param("end", &q.end)?, as_of: time_param("as_of", &q.as_of)? };
+    let filter = OfflineFilter {
+        start: time_param("start", &q.start)?,
+        end: time_param("end", &q.end)?,
+        as_of: time_param("as_of", &q.as_of)?,
+    };
     let mut stream = store.read_offline(&name, q.version, filter).await?;
-    let mut encoder = BatchEncoder::new(format, &stream.schema()).map_err(|e| ApiError::from(kairos_store::StoreError::internal(e)))?;
+    let mut encoder = BatchEncoder::new(format, &stream.schema())
+        .map_err(|e| ApiError::from(kairos_store::StoreError::internal(e)))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let io = |e: String| std::io::Error::other(e);
         while let Some(batch) = stream.next().await {
-            let chunk = batch.map_err(|e| io(e.to_string())).and_then(|b| encoder.encode(&b).map_err(|e| io(e.to_string())));
+            let chunk = batch
+                .map_err(|e| io(e.to_string()))
+                .and_then(|b| encoder.encode(&b).map_err(|e| io(e.to_string())));
             let failed = chunk.is_err();
             if tx.send(chunk).await.is_err() || failed {
                 return;
             }
         }
-        let _ = tx.send(encoder.finish().map_err(|e| io(e.to_string()))).await;
+        let _ = tx
+            .send(encoder.finish().map_err(|e| io(e.to_string())))
+            .await;
     });
-    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
@@ -344,5 +425,8 @@ async fn compact_group(
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<Json<CompactResponse>> {
     let report = store.compact(&name, q.version).await?;
-    Ok(Json(CompactResponse { files_removed: report.files_removed, files_added: report.files_added }))
+    Ok(Json(CompactResponse {
+        files_removed: report.files_removed,
+        files_added: report.files_added,
+    }))
 }

@@ -34,7 +34,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: serde_json::Value::Null }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -46,7 +51,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
-            StoreError::InvalidSpec(e) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string()),
+            StoreError::InvalidSpec(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string())
+            }
             StoreError::BadBatch(e) => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code: "bad_batch",
@@ -55,11 +62,17 @@ impl From<StoreError> for ApiError {
             },
             StoreError::BadRequest(m) => ApiError::bad_request(m),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            StoreError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
             StoreError::Internal(cause) => {
                 // The cause is for operators; clients get no internals.
                 tracing::error!(%cause, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
             }
         }
     }
@@ -67,7 +80,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, details: self.details } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                details: self.details,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -24,7 +24,9 @@ pub async fn serve(
     let app = router(store.clone());
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, online = store.online_backend(), "kairos serving");
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     store.close().await;
     result
 }

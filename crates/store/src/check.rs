@@ -58,7 +58,10 @@ pub(crate) async fn run(
     let table = group.id();
     let keys = spec.key_indices();
     let event_time = spec.event_time_index();
-    let mut report = CheckReport { log_end_offset: log_end, ..Default::default() };
+    let mut report = CheckReport {
+        log_end_offset: log_end,
+        ..Default::default()
+    };
 
     let mut latest: HashMap<Vec<u8>, OnlineRow> = HashMap::new();
     let mut seen_offsets: HashSet<i64> = HashSet::new();
@@ -75,7 +78,9 @@ pub(crate) async fn run(
             if !seen_offsets.insert(offset) {
                 report.duplicate_offsets += 1;
                 if report.differences.len() < LISTED {
-                    report.differences.push(format!("offset {offset} is in the offline table more than once"));
+                    report.differences.push(format!(
+                        "offset {offset} is in the offline table more than once"
+                    ));
                 }
             }
             let values: Vec<Value> = spec
@@ -88,7 +93,12 @@ pub(crate) async fn run(
             let Value::Timestamp(et) = values[event_time] else {
                 return Err(StoreError::internal("offline row without an event time"));
             };
-            let candidate = OnlineRow { event_time: et, offset: offset as u64, ingested_at: 0, values };
+            let candidate = OnlineRow {
+                event_time: et,
+                offset: offset as u64,
+                ingested_at: 0,
+                values,
+            };
             match latest.get(&key) {
                 Some(current) if !candidate.supersedes(current) => {}
                 _ => {
@@ -97,26 +107,36 @@ pub(crate) async fn run(
             }
         }
     }
-    report.missing_offsets = (0..log_end as i64).filter(|o| !seen_offsets.contains(o)).count() as u64;
+    report.missing_offsets = (0..log_end as i64)
+        .filter(|o| !seen_offsets.contains(o))
+        .count() as u64;
     if report.missing_offsets > 0 && report.differences.len() < LISTED {
-        report.differences.push(format!("{} log offsets are missing from the offline table", report.missing_offsets));
+        report.differences.push(format!(
+            "{} log offsets are missing from the offline table",
+            report.missing_offsets
+        ));
     }
     report.offline_keys = latest.len() as u64;
 
     if spec.online {
-        let online_rows: HashMap<Vec<u8>, OnlineRow> = online.scan(&table).await?.into_iter().collect();
+        let online_rows: HashMap<Vec<u8>, OnlineRow> =
+            online.scan(&table).await?.into_iter().collect();
         report.online_keys = Some(online_rows.len() as u64);
         for (key, expected) in &latest {
             match online_rows.get(key) {
                 None => {
                     report.missing_online += 1;
                     if report.differences.len() < LISTED {
-                        report.differences.push(format!("key {} is offline but not online", describe_key(key)));
+                        report.differences.push(format!(
+                            "key {} is offline but not online",
+                            describe_key(key)
+                        ));
                     }
                 }
-                Some(actual) if actual.event_time != expected.event_time
-                    || actual.offset != expected.offset
-                    || actual.values != expected.values =>
+                Some(actual)
+                    if actual.event_time != expected.event_time
+                        || actual.offset != expected.offset
+                        || actual.values != expected.values =>
                 {
                     report.mismatched += 1;
                     if report.differences.len() < LISTED {
@@ -136,7 +156,10 @@ pub(crate) async fn run(
         for key in online_rows.keys().filter(|k| !latest.contains_key(*k)) {
             report.extra_online += 1;
             if report.differences.len() < LISTED {
-                report.differences.push(format!("key {} is online but not offline", describe_key(key)));
+                report.differences.push(format!(
+                    "key {} is online but not offline",
+                    describe_key(key)
+                ));
             }
         }
     }

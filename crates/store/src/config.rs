@@ -55,7 +55,10 @@ impl Default for StoreConfig {
 
 impl StoreConfig {
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), ..Self::default() }
+        Self {
+            data_dir: data_dir.into(),
+            ..Self::default()
+        }
     }
 
     pub fn log_retention(&self) -> Duration {
@@ -68,13 +71,18 @@ impl StoreConfig {
             return Err("data_dir: must not be empty".into());
         }
         if self.segment_bytes < 4096 {
-            return Err(format!("segment_bytes: {} is below the minimum of 4096", self.segment_bytes));
+            return Err(format!(
+                "segment_bytes: {} is below the minimum of 4096",
+                self.segment_bytes
+            ));
         }
         if self.max_batch_bytes == 0 || self.materialise_bytes == 0 {
             return Err("max_batch_bytes and materialise_bytes must be positive".into());
         }
         if let OnlineConfig::Redis { url, .. } = &self.online
-            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
         {
             return Err(format!("online.url: '{url}' is not a redis:// URL"));
         }

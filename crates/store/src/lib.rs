@@ -25,7 +25,9 @@ use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
 use kairos_offline::{CompactReport, DeltaOfflineStore, OfflineStream, ReadFilter};
 use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
 use kairos_types::value::encode_key;
-use kairos_types::{Clock, FeatureGroup, FeatureGroupSpec, Format, SystemClock, TableId, Value, ingest};
+use kairos_types::{
+    Clock, FeatureGroup, FeatureGroupSpec, Format, SystemClock, TableId, Value, ingest,
+};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -104,7 +106,11 @@ impl GroupRuntime {
     /// The log offset every store has passed.
     pub(crate) fn materialised_through(&self) -> u64 {
         let offline = *self.offline_applied.borrow();
-        if self.group.spec.online { offline.min(*self.online_applied.borrow()) } else { offline }
+        if self.group.spec.online {
+            offline.min(*self.online_applied.borrow())
+        } else {
+            offline
+        }
     }
 
     async fn stop(&self) {
@@ -136,7 +142,9 @@ pub struct FeatureStore {
 
 impl std::fmt::Debug for FeatureStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeatureStore").field("data_dir", &self.inner.config.data_dir).finish()
+        f.debug_struct("FeatureStore")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
     }
 }
 
@@ -146,11 +154,15 @@ impl FeatureStore {
         Self::open_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    pub async fn open_with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<FeatureStore> {
+    pub async fn open_with_clock(
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<FeatureStore> {
         config.validate().map_err(StoreError::BadRequest)?;
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Internal(format!("cannot create data dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Internal(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
         let catalog = SqliteCatalog::open(&dir.join("catalog.db"))?;
         let online = match &config.online {
             OnlineConfig::Redb => OnlineBackend::Redb(RedbStore::open(&dir.join("online.redb")).map_err(|e| {
@@ -193,12 +205,20 @@ impl FeatureStore {
     }
 
     fn log_dir(&self, table: &TableId) -> PathBuf {
-        self.inner.config.data_dir.join("logs").join(&table.name).join(format!("v{}", table.version))
+        self.inner
+            .config
+            .data_dir
+            .join("logs")
+            .join(&table.name)
+            .join(format!("v{}", table.version))
     }
 
     fn start(&self, group: FeatureGroup) -> Result<Arc<GroupRuntime>> {
         let table = group.id();
-        let options = SegmentLogOptions { segment_bytes: self.inner.config.segment_bytes, ..Default::default() };
+        let options = SegmentLogOptions {
+            segment_bytes: self.inner.config.segment_bytes,
+            ..Default::default()
+        };
         let log = SegmentLog::open(self.log_dir(&table), options, self.inner.clock.clone())?;
         let runtime = Arc::new(GroupRuntime {
             online_applied: watch::channel(0).0,
@@ -210,7 +230,11 @@ impl FeatureStore {
         });
         let max_bytes = self.inner.config.materialise_bytes;
         let mut tasks = vec![
-            tokio::spawn(materialise::run_offline(self.inner.offline.clone(), runtime.clone(), max_bytes)),
+            tokio::spawn(materialise::run_offline(
+                self.inner.offline.clone(),
+                runtime.clone(),
+                max_bytes,
+            )),
             tokio::spawn(materialise::run_retention(
                 runtime.clone(),
                 self.inner.config.log_retention(),
@@ -218,7 +242,11 @@ impl FeatureStore {
             )),
         ];
         if runtime.group.spec.online {
-            tasks.push(tokio::spawn(materialise::run_online(self.inner.online.clone(), runtime.clone(), max_bytes)));
+            tasks.push(tokio::spawn(materialise::run_online(
+                self.inner.online.clone(),
+                runtime.clone(),
+                max_bytes,
+            )));
         }
         *runtime.tasks.lock().expect("lock") = tasks;
         self.inner
@@ -233,7 +261,9 @@ impl FeatureStore {
 
     fn runtime(&self, name: &str, version: Option<u32>) -> Result<Arc<GroupRuntime>> {
         let groups = self.inner.groups.read().expect("lock");
-        let versions = groups.get(name).ok_or_else(|| StoreError::NotFound(format!("feature group '{name}' not found")))?;
+        let versions = groups
+            .get(name)
+            .ok_or_else(|| StoreError::NotFound(format!("feature group '{name}' not found")))?;
         let found = match version {
             Some(v) => versions.get(&v),
             None => versions.values().next_back(),
@@ -276,9 +306,9 @@ impl FeatureStore {
             let versions = groups
                 .get_mut(name)
                 .ok_or_else(|| StoreError::NotFound(format!("feature group '{name}' not found")))?;
-            let rt = versions
-                .remove(&version)
-                .ok_or_else(|| StoreError::NotFound(format!("feature group '{name}' has no version {version}")))?;
+            let rt = versions.remove(&version).ok_or_else(|| {
+                StoreError::NotFound(format!("feature group '{name}' has no version {version}"))
+            })?;
             if versions.is_empty() {
                 groups.remove(name);
             }
@@ -291,8 +321,9 @@ impl FeatureStore {
         self.inner.offline.drop_table(&table).await?;
         let log_dir = self.log_dir(&table);
         if log_dir.exists() {
-            std::fs::remove_dir_all(&log_dir)
-                .map_err(|e| StoreError::Internal(format!("cannot remove {}: {e}", log_dir.display())))?;
+            std::fs::remove_dir_all(&log_dir).map_err(|e| {
+                StoreError::Internal(format!("cannot remove {}: {e}", log_dir.display()))
+            })?;
         }
         Ok(())
     }
@@ -331,17 +362,29 @@ impl FeatureStore {
         options: InsertOptions,
     ) -> Result<InsertAck> {
         let rt = self.runtime(name, version)?;
-        let batch = ingest::conform(&rt.group.spec, batch).inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
+        let batch = ingest::conform(&rt.group.spec, batch)
+            .inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
         self.append(&rt, batch, options).await
     }
 
-    async fn append(&self, rt: &Arc<GroupRuntime>, batch: RecordBatch, options: InsertOptions) -> Result<InsertAck> {
+    async fn append(
+        &self,
+        rt: &Arc<GroupRuntime>,
+        batch: RecordBatch,
+        options: InsertOptions,
+    ) -> Result<InsertAck> {
         let rows = batch.num_rows();
         if rows == 0 {
-            return Err(StoreError::BadRequest("empty batch: no rows to insert".into()));
+            return Err(StoreError::BadRequest(
+                "empty batch: no rows to insert".into(),
+            ));
         }
-        let rows32 = u32::try_from(rows)
-            .map_err(|_| StoreError::BadRequest(format!("batch of {rows} rows is over the limit of {} rows", u32::MAX)))?;
+        let rows32 = u32::try_from(rows).map_err(|_| {
+            StoreError::BadRequest(format!(
+                "batch of {rows} rows is over the limit of {} rows",
+                u32::MAX
+            ))
+        })?;
         let payload = encode_ipc(&batch)?;
         let ack = rt.log.append(rows32, payload)?.wait().await?;
         telemetry::rows_ingested(&rt.group.id(), rows as u64);
@@ -350,41 +393,81 @@ impl FeatureStore {
             wait_until(&rt.online_applied, ack.end_offset, "the online store").await?;
             online_visible = true;
         }
-        Ok(InsertAck { rows: rows as u64, first_offset: ack.first_offset, end_offset: ack.end_offset, online_visible })
+        Ok(InsertAck {
+            rows: rows as u64,
+            first_offset: ack.first_offset,
+            end_offset: ack.end_offset,
+            online_visible,
+        })
     }
 
     /// Parses keys given as JSON: per entry an object of key columns, an array in key order, or
     /// (for single-column keys) a bare value.
-    pub fn parse_keys(&self, name: &str, version: Option<u32>, entries: &[serde_json::Value]) -> Result<Vec<Vec<Value>>> {
+    pub fn parse_keys(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        entries: &[serde_json::Value],
+    ) -> Result<Vec<Vec<Value>>> {
         let rt = self.runtime(name, version)?;
-        entries.iter().enumerate().map(|(i, entry)| parse_key(&rt.group.spec, i, entry)).collect()
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| parse_key(&rt.group.spec, i, entry))
+            .collect()
     }
 
     /// The latest row of each key, one multi-get for all of them.
-    pub async fn get_online(&self, name: &str, version: Option<u32>, keys: &[Vec<Value>]) -> Result<Vec<Lookup>> {
+    pub async fn get_online(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Lookup>> {
         let rt = self.runtime(name, version)?;
         let spec = &rt.group.spec;
         if !spec.online {
-            return Err(StoreError::BadRequest(format!("feature group '{name}' is not online-enabled")));
+            return Err(StoreError::BadRequest(format!(
+                "feature group '{name}' is not online-enabled"
+            )));
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
         let rows = self.inner.online.get_many(&rt.group.id(), &encoded).await?;
-        let expired_before = spec.ttl_seconds.map(|ttl| self.inner.clock.now_micros() - (ttl as i64) * 1_000_000);
+        let expired_before = spec
+            .ttl_seconds
+            .map(|ttl| self.inner.clock.now_micros() - (ttl as i64) * 1_000_000);
         Ok(rows
             .into_iter()
             .map(|row| match row {
-                None => Lookup { status: KeyStatus::NotFound, event_time: None, values: None },
-                Some(row) if expired_before.is_some_and(|limit| row.event_time < limit) => {
-                    Lookup { status: KeyStatus::Expired, event_time: Some(row.event_time), values: None }
-                }
-                Some(row) => Lookup { status: KeyStatus::Present, event_time: Some(row.event_time), values: Some(row.values) },
+                None => Lookup {
+                    status: KeyStatus::NotFound,
+                    event_time: None,
+                    values: None,
+                },
+                Some(row) if expired_before.is_some_and(|limit| row.event_time < limit) => Lookup {
+                    status: KeyStatus::Expired,
+                    event_time: Some(row.event_time),
+                    values: None,
+                },
+                Some(row) => Lookup {
+                    status: KeyStatus::Present,
+                    event_time: Some(row.event_time),
+                    values: Some(row.values),
+                },
             })
             .collect())
     }
 
     /// The group's column names, in the order online values and offline columns come in.
     pub fn columns(&self, name: &str, version: Option<u32>) -> Result<Vec<String>> {
-        Ok(self.runtime(name, version)?.group.spec.columns.iter().map(|c| c.name.clone()).collect())
+        Ok(self
+            .runtime(name, version)?
+            .group
+            .spec
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect())
     }
 
     /// The group's definition (latest version unless one is given).
@@ -393,9 +476,18 @@ impl FeatureStore {
     }
 
     /// Streams offline rows matching `filter`, in log order.
-    pub async fn read_offline(&self, name: &str, version: Option<u32>, filter: ReadFilter) -> Result<OfflineStream> {
+    pub async fn read_offline(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        filter: ReadFilter,
+    ) -> Result<OfflineStream> {
         let rt = self.runtime(name, version)?;
-        Ok(self.inner.offline.scan(&rt.group.id(), &rt.group.spec, filter).await?)
+        Ok(self
+            .inner
+            .offline
+            .scan(&rt.group.id(), &rt.group.spec, filter)
+            .await?)
     }
 
     /// Waits until both materialisers have applied everything the log held when called.
@@ -432,7 +524,10 @@ impl FeatureStore {
     pub async fn close(&self) {
         let runtimes: Vec<Arc<GroupRuntime>> = {
             let mut groups = self.inner.groups.write().expect("lock");
-            groups.drain().flat_map(|(_, versions)| versions.into_values()).collect()
+            groups
+                .drain()
+                .flat_map(|(_, versions)| versions.into_values())
+                .collect()
         };
         for rt in runtimes {
             rt.stop().await;
@@ -444,7 +539,9 @@ async fn wait_until(position: &watch::Sender<u64>, offset: u64, what: &str) -> R
     let mut rx = position.subscribe();
     match tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|applied| *applied >= offset)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(_)) => Err(StoreError::Unavailable(format!("{what} stopped before reaching offset {offset}"))),
+        Ok(Err(_)) => Err(StoreError::Unavailable(format!(
+            "{what} stopped before reaching offset {offset}"
+        ))),
         Err(_) => Err(StoreError::Unavailable(format!(
             "{what} did not reach offset {offset} within {}s",
             CATCH_UP_TIMEOUT.as_secs()
@@ -454,34 +551,59 @@ async fn wait_until(position: &watch::Sender<u64>, offset: u64, what: &str) -> R
 
 fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    let mut writer = StreamWriter::try_new(&mut buf, &batch.schema()).map_err(StoreError::internal)?;
+    let mut writer =
+        StreamWriter::try_new(&mut buf, &batch.schema()).map_err(StoreError::internal)?;
     writer.write(batch).map_err(StoreError::internal)?;
     writer.finish().map_err(StoreError::internal)?;
     drop(writer);
     Ok(Bytes::from(buf))
 }
 
-fn parse_key(spec: &FeatureGroupSpec, index: usize, entry: &serde_json::Value) -> Result<Vec<Value>> {
+fn parse_key(
+    spec: &FeatureGroupSpec,
+    index: usize,
+    entry: &serde_json::Value,
+) -> Result<Vec<Value>> {
     let bad = |m: String| StoreError::BadRequest(format!("entry {index}: {m}"));
-    let key_columns: Vec<_> = spec.primary_key.iter().map(|k| spec.column(k).expect("validated key")).collect();
+    let key_columns: Vec<_> = spec
+        .primary_key
+        .iter()
+        .map(|k| spec.column(k).expect("validated key"))
+        .collect();
     let raw: Vec<&serde_json::Value> = match entry {
         serde_json::Value::Object(map) => {
             if let Some(extra) = map.keys().find(|k| !spec.primary_key.contains(k)) {
-                return Err(bad(format!("'{extra}' is not a primary-key column; the key is ({})", spec.primary_key.join(", "))));
+                return Err(bad(format!(
+                    "'{extra}' is not a primary-key column; the key is ({})",
+                    spec.primary_key.join(", ")
+                )));
             }
             key_columns
                 .iter()
-                .map(|c| map.get(&c.name).ok_or_else(|| bad(format!("missing key column '{}'", c.name))))
+                .map(|c| {
+                    map.get(&c.name)
+                        .ok_or_else(|| bad(format!("missing key column '{}'", c.name)))
+                })
                 .collect::<Result<_>>()?
         }
         serde_json::Value::Array(items) => {
             if items.len() != key_columns.len() {
-                return Err(bad(format!("expected {} key values ({}), got {}", key_columns.len(), spec.primary_key.join(", "), items.len())));
+                return Err(bad(format!(
+                    "expected {} key values ({}), got {}",
+                    key_columns.len(),
+                    spec.primary_key.join(", "),
+                    items.len()
+                )));
             }
             items.iter().collect()
         }
         scalar if key_columns.len() == 1 => vec![scalar],
-        _ => return Err(bad(format!("expected an object with key columns ({})", spec.primary_key.join(", ")))),
+        _ => {
+            return Err(bad(format!(
+                "expected an object with key columns ({})",
+                spec.primary_key.join(", ")
+            )));
+        }
     };
     key_columns
         .iter()

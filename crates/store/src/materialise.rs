@@ -15,17 +15,20 @@ use kairos_types::value::encode_key;
 use kairos_types::{FeatureGroupSpec, OnlineRow, Value};
 use tokio::sync::watch;
 
+use crate::GroupRuntime;
 use crate::error::{Result, StoreError};
 use crate::telemetry::{self, Sink};
-use crate::GroupRuntime;
 
 /// How long a failing materialiser waits before it tries again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Decodes a log record's payload (an Arrow IPC stream in the group's canonical schema).
 pub(crate) fn decode_record(record: &LogRecord) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(Cursor::new(record.payload.clone()), None).map_err(StoreError::internal)?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(StoreError::internal)
+    let reader = StreamReader::try_new(Cursor::new(record.payload.clone()), None)
+        .map_err(StoreError::internal)?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::internal)
 }
 
 /// The online rows of a record: per row its key bytes and the row, offsets counting from the
@@ -47,7 +50,15 @@ pub(crate) fn online_rows(spec: &FeatureGroupSpec, record: &LogRecord) -> Result
             let Value::Timestamp(event_time) = values[event_time] else {
                 return Err(StoreError::internal("log row without an event time"));
             };
-            rows.push((encode_key(&key), OnlineRow { event_time, offset, ingested_at: record.ingested_at, values }));
+            rows.push((
+                encode_key(&key),
+                OnlineRow {
+                    event_time,
+                    offset,
+                    ingested_at: record.ingested_at,
+                    values,
+                },
+            ));
             offset += 1;
         }
     }
@@ -55,7 +66,11 @@ pub(crate) fn online_rows(spec: &FeatureGroupSpec, record: &LogRecord) -> Result
 }
 
 /// Waits for the log to move past `applied`, or for shutdown. Returns false on shutdown.
-async fn wait_for_more(end: &mut watch::Receiver<u64>, shutdown: &mut watch::Receiver<bool>, applied: u64) -> bool {
+async fn wait_for_more(
+    end: &mut watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+    applied: u64,
+) -> bool {
     loop {
         if *shutdown.borrow_and_update() {
             return false;
@@ -70,10 +85,12 @@ async fn wait_for_more(end: &mut watch::Receiver<u64>, shutdown: &mut watch::Rec
     }
 }
 
+/// Sleeps before a retry. Returns false on shutdown. `wait_for` sees a shutdown that was
+/// signalled before this task first ran, which `changed` would miss.
 async fn sleep_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(RETRY_AFTER) => true,
-        _ = shutdown.changed() => !*shutdown.borrow(),
+        _ = shutdown.wait_for(|stop| *stop) => false,
     }
 }
 
@@ -94,7 +111,11 @@ pub(crate) async fn run_online(online: OnlineBackend, group: Arc<GroupRuntime>, 
     };
     group.online_applied.send_replace(applied);
     loop {
-        telemetry::materialiser_lag(&table, Sink::Online, group.log.end_offset().saturating_sub(applied));
+        telemetry::materialiser_lag(
+            &table,
+            Sink::Online,
+            group.log.end_offset().saturating_sub(applied),
+        );
         if !wait_for_more(&mut end, &mut shutdown, applied).await {
             return;
         }
@@ -103,7 +124,9 @@ pub(crate) async fn run_online(online: OnlineBackend, group: Arc<GroupRuntime>, 
             let records = tokio::task::spawn_blocking(move || log.read_from(applied, max_bytes))
                 .await
                 .map_err(StoreError::internal)??;
-            let Some(last) = records.last() else { return Ok(applied) };
+            let Some(last) = records.last() else {
+                return Ok(applied);
+            };
             let through = last.end_offset();
             let mut rows = Vec::new();
             for record in &records {
@@ -128,7 +151,11 @@ pub(crate) async fn run_online(online: OnlineBackend, group: Arc<GroupRuntime>, 
     }
 }
 
-pub(crate) async fn run_offline(offline: DeltaOfflineStore, group: Arc<GroupRuntime>, max_bytes: usize) {
+pub(crate) async fn run_offline(
+    offline: DeltaOfflineStore,
+    group: Arc<GroupRuntime>,
+    max_bytes: usize,
+) {
     let table = group.group.id();
     let spec = group.group.spec.clone();
     let mut shutdown = group.shutdown.subscribe();
@@ -151,7 +178,11 @@ pub(crate) async fn run_offline(offline: DeltaOfflineStore, group: Arc<GroupRunt
     };
     group.offline_applied.send_replace(applied);
     loop {
-        telemetry::materialiser_lag(&table, Sink::Offline, group.log.end_offset().saturating_sub(applied));
+        telemetry::materialiser_lag(
+            &table,
+            Sink::Offline,
+            group.log.end_offset().saturating_sub(applied),
+        );
         if !wait_for_more(&mut end, &mut shutdown, applied).await {
             return;
         }
@@ -160,13 +191,18 @@ pub(crate) async fn run_offline(offline: DeltaOfflineStore, group: Arc<GroupRunt
             let records = tokio::task::spawn_blocking(move || log.read_from(applied, max_bytes))
                 .await
                 .map_err(StoreError::internal)??;
-            let Some(last) = records.last() else { return Ok(applied) };
+            let Some(last) = records.last() else {
+                return Ok(applied);
+            };
             let through = last.end_offset();
             let mut batches = Vec::new();
             for record in &records {
                 let mut first = record.first_offset;
                 for batch in decode_record(record)? {
-                    batches.push(to_offline(&spec, &batch, first, record.ingested_at).map_err(StoreError::internal)?);
+                    batches.push(
+                        to_offline(&spec, &batch, first, record.ingested_at)
+                            .map_err(StoreError::internal)?,
+                    );
                     first += batch.num_rows() as u64;
                 }
             }
@@ -197,21 +233,31 @@ pub(crate) async fn run_offline(offline: DeltaOfflineStore, group: Arc<GroupRunt
 }
 
 /// Deletes log segments both materialisers have passed, once older than the retention.
-pub(crate) async fn run_retention(group: Arc<GroupRuntime>, retention: Duration, clock: Arc<dyn kairos_types::Clock>) {
+pub(crate) async fn run_retention(
+    group: Arc<GroupRuntime>,
+    retention: Duration,
+    clock: Arc<dyn kairos_types::Clock>,
+) {
     let mut shutdown = group.shutdown.subscribe();
-    let period = retention.min(Duration::from_secs(60)).max(Duration::from_millis(100));
+    let period = retention
+        .min(Duration::from_secs(60))
+        .max(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let passed = group.materialised_through();
         let older_than = clock.now_micros() - retention.as_micros() as i64;
         let log = group.log.clone();
         match tokio::task::spawn_blocking(move || log.remove_before(passed, older_than)).await {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(group = %group.group.id(), segments = n, "removed log segments past retention"),
-            Ok(Err(e)) => tracing::warn!(group = %group.group.id(), error = %e, "log retention failed"),
+            Ok(Ok(n)) => {
+                tracing::info!(group = %group.group.id(), segments = n, "removed log segments past retention")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(group = %group.group.id(), error = %e, "log retention failed")
+            }
             Err(e) => tracing::warn!(error = %e, "log retention task failed"),
         }
     }

@@ -32,7 +32,9 @@ impl std::fmt::Debug for BatchEncoder {
 impl BatchEncoder {
     pub fn new(format: Format, schema: &SchemaRef) -> Result<Self, ArrowError> {
         let inner = match format {
-            Format::Csv => Inner::Csv { wrote_header: false },
+            Format::Csv => Inner::Csv {
+                wrote_header: false,
+            },
             Format::JsonLines => Inner::JsonLines,
             Format::ArrowIpc => Inner::Arrow(StreamWriter::try_new(Vec::new(), schema)?),
             Format::Parquet => Inner::Parquet(
@@ -48,7 +50,9 @@ impl BatchEncoder {
         match &mut self.inner {
             Inner::Csv { wrote_header } => {
                 let mut out = Vec::new();
-                let mut writer = arrow::csv::WriterBuilder::new().with_header(!*wrote_header).build(&mut out);
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(!*wrote_header)
+                    .build(&mut out);
                 writer.write(batch)?;
                 drop::<CsvWriter<_>>(writer);
                 *wrote_header = true;
@@ -67,7 +71,9 @@ impl BatchEncoder {
                 Ok(Bytes::from(std::mem::take(writer.get_mut())))
             }
             Inner::Parquet(writer) => {
-                writer.write(batch).map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                writer
+                    .write(batch)
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
                 Ok(Bytes::new())
             }
         }
@@ -82,7 +88,9 @@ impl BatchEncoder {
                 Ok(Bytes::from(writer.into_inner()?))
             }
             Inner::Parquet(writer) => {
-                let out = writer.into_inner().map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                let out = writer
+                    .into_inner()
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
                 Ok(Bytes::from(out))
             }
         }

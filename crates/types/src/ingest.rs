@@ -35,14 +35,24 @@ pub enum Format {
 impl Format {
     /// Picks the format from an HTTP `Content-Type`.
     pub fn from_content_type(content_type: &str) -> Option<Format> {
-        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         Some(match mime.as_str() {
-            "application/vnd.apache.arrow.stream" | "application/vnd.apache.arrow.file" => Format::ArrowIpc,
-            "application/vnd.apache.parquet" | "application/x-parquet" | "application/parquet" => Format::Parquet,
-            "text/csv" => Format::Csv,
-            "application/x-ndjson" | "application/jsonl" | "application/json-lines" | "application/json" => {
-                Format::JsonLines
+            "application/vnd.apache.arrow.stream" | "application/vnd.apache.arrow.file" => {
+                Format::ArrowIpc
             }
+            "application/vnd.apache.parquet" | "application/x-parquet" | "application/parquet" => {
+                Format::Parquet
+            }
+            "text/csv" => Format::Csv,
+            "application/x-ndjson"
+            | "application/jsonl"
+            | "application/json-lines"
+            | "application/json" => Format::JsonLines,
             _ => return None,
         })
     }
@@ -92,11 +102,21 @@ pub struct IngestError {
 
 impl IngestError {
     fn batch(message: impl Into<String>) -> Self {
-        Self { column: None, row: None, expected: None, message: message.into() }
+        Self {
+            column: None,
+            row: None,
+            expected: None,
+            message: message.into(),
+        }
     }
 
     fn column(column: &str, message: impl Into<String>) -> Self {
-        Self { column: Some(column.to_string()), row: None, expected: None, message: message.into() }
+        Self {
+            column: Some(column.to_string()),
+            row: None,
+            expected: None,
+            message: message.into(),
+        }
     }
 
     fn cell(column: &str, row_index: usize, expected: String, message: impl Into<String>) -> Self {
@@ -127,7 +147,11 @@ impl fmt::Display for IngestError {
 /// Decodes `bytes` in `format` and validates the rows against `spec`.
 ///
 /// Returns the rows in the canonical schema ([`FeatureGroupSpec::arrow_schema`]).
-pub fn parse_batch(spec: &FeatureGroupSpec, format: Format, bytes: Bytes) -> Result<RecordBatch, IngestError> {
+pub fn parse_batch(
+    spec: &FeatureGroupSpec,
+    format: Format,
+    bytes: Bytes,
+) -> Result<RecordBatch, IngestError> {
     let source = decode(spec, format, bytes)?;
     conform(spec, &source)
 }
@@ -141,7 +165,11 @@ pub fn conform(spec: &FeatureGroupSpec, source: &RecordBatch) -> Result<RecordBa
                 field.name(),
                 format!(
                     "unknown column; the feature group's columns are: {}",
-                    spec.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    spec.columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -183,11 +211,18 @@ pub fn conform(spec: &FeatureGroupSpec, source: &RecordBatch) -> Result<RecordBa
     RecordBatch::try_new(spec.arrow_schema(), arrays).map_err(|e| IngestError::batch(e.to_string()))
 }
 
-fn decode(spec: &FeatureGroupSpec, format: Format, bytes: Bytes) -> Result<RecordBatch, IngestError> {
+fn decode(
+    spec: &FeatureGroupSpec,
+    format: Format,
+    bytes: Bytes,
+) -> Result<RecordBatch, IngestError> {
     match format {
         Format::ArrowIpc => {
-            let bad = |e: arrow::error::ArrowError| IngestError::batch(format!("invalid Arrow IPC stream: {e}"));
-            let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(bad)?;
+            let bad = |e: arrow::error::ArrowError| {
+                IngestError::batch(format!("invalid Arrow IPC stream: {e}"))
+            };
+            let reader =
+                arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(bad)?;
             let schema = reader.schema();
             let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
             concat_batches(&schema, &batches).map_err(bad)
@@ -195,10 +230,16 @@ fn decode(spec: &FeatureGroupSpec, format: Format, bytes: Bytes) -> Result<Recor
         Format::Parquet => {
             use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
             let bad = |e: String| IngestError::batch(format!("invalid Parquet file: {e}"));
-            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?;
             let schema = builder.schema().clone();
-            let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| bad(e.to_string()))?;
-            let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.to_string()))?;
+            let reader = builder
+                .with_batch_size(64 * 1024)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            let batches = reader
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
             concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))
         }
         Format::Csv => decode_csv(bytes),
@@ -211,12 +252,18 @@ fn decode(spec: &FeatureGroupSpec, format: Format, bytes: Bytes) -> Result<Recor
 fn decode_csv(bytes: Bytes) -> Result<RecordBatch, IngestError> {
     let bad = |e: arrow::error::ArrowError| IngestError::batch(format!("invalid CSV: {e}"));
     let format = arrow::csv::reader::Format::default().with_header(true);
-    let (inferred, _) = format.infer_schema(Cursor::new(&bytes), Some(0)).map_err(bad)?;
+    let (inferred, _) = format
+        .infer_schema(Cursor::new(&bytes), Some(0))
+        .map_err(bad)?;
     if inferred.fields().is_empty() {
         return Err(IngestError::batch("invalid CSV: no header row"));
     }
     let text_schema: SchemaRef = Arc::new(Schema::new(
-        inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
+        inferred
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
     ));
     let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
         .with_format(format)
@@ -230,19 +277,21 @@ fn decode_csv(bytes: Bytes) -> Result<RecordBatch, IngestError> {
 /// JSON lines become text columns (strings as they are, everything else as its JSON text) and
 /// go through the same per-type parsing as CSV.
 fn decode_json_lines(spec: &FeatureGroupSpec, bytes: &[u8]) -> Result<RecordBatch, IngestError> {
-    let mut columns: Vec<StringBuilder> = spec.columns.iter().map(|_| StringBuilder::new()).collect();
+    let mut columns: Vec<StringBuilder> =
+        spec.columns.iter().map(|_| StringBuilder::new()).collect();
     let mut present = vec![false; spec.columns.len()];
     let mut row = 0usize;
     for line in bytes.split(|b| *b == b'\n') {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).map_err(|e| IngestError {
-            column: None,
-            row: Some(row + 1),
-            expected: Some("a JSON object".into()),
-            message: format!("invalid JSON object: {e}"),
-        })?;
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
+            .map_err(|e| IngestError {
+                column: None,
+                row: Some(row + 1),
+                expected: Some("a JSON object".into()),
+                message: format!("invalid JSON object: {e}"),
+            })?;
         for key in object.keys() {
             if spec.column(key).is_none() {
                 return Err(IngestError {
@@ -261,7 +310,12 @@ fn decode_json_lines(spec: &FeatureGroupSpec, bytes: &[u8]) -> Result<RecordBatc
                     columns[i].append_value(s)
                 }
                 Some(serde_json::Value::Object(_)) => {
-                    return Err(IngestError::cell(&col.name, row, col.ty.to_string(), format!("expected {}, got an object", col.ty)));
+                    return Err(IngestError::cell(
+                        &col.name,
+                        row,
+                        col.ty.to_string(),
+                        format!("expected {}, got an object", col.ty),
+                    ));
                 }
                 Some(other) => {
                     present[i] = true;
@@ -274,12 +328,22 @@ fn decode_json_lines(spec: &FeatureGroupSpec, bytes: &[u8]) -> Result<RecordBatc
     if row == 0 {
         return Err(IngestError::batch("empty batch: no JSON lines"));
     }
-    let fields: Vec<Field> = spec.columns.iter().map(|c| Field::new(&c.name, DataType::Utf8, true)).collect();
-    let arrays: Vec<ArrayRef> = columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| IngestError::batch(e.to_string()))?;
+    let fields: Vec<Field> = spec
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, DataType::Utf8, true))
+        .collect();
+    let arrays: Vec<ArrayRef> = columns
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| IngestError::batch(e.to_string()))?;
     // Columns absent from every line count as missing, so required ones are reported as such.
     let keep: Vec<usize> = (0..spec.columns.len()).filter(|&i| present[i]).collect();
-    batch.project(&keep).map_err(|e| IngestError::batch(e.to_string()))
+    batch
+        .project(&keep)
+        .map_err(|e| IngestError::batch(e.to_string()))
 }
 
 /// Converts one source column to its canonical Arrow type, or names the first row that cannot be.
@@ -297,50 +361,87 @@ fn to_canonical(array: &ArrayRef, ty: FeatureType, name: &str) -> Result<ArrayRe
     };
     match (source, ty) {
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _) => {
-            let text = cast_with_options(array, &DataType::Utf8, &CastOptions::default()).map_err(|_| mismatch())?;
+            let text = cast_with_options(array, &DataType::Utf8, &CastOptions::default())
+                .map_err(|_| mismatch())?;
             parse_text_column(text.as_string::<i32>(), ty, name)
         }
-        (DataType::Timestamp(_, _), FeatureType::Timestamp) | (DataType::Date64, FeatureType::Date) => {
+        (DataType::Timestamp(_, _), FeatureType::Timestamp)
+        | (DataType::Date64, FeatureType::Date) => lossless_cast(array, &target, ty, name),
+        (DataType::Date32 | DataType::Date64, FeatureType::Timestamp) => {
             lossless_cast(array, &target, ty, name)
         }
-        (DataType::Date32 | DataType::Date64, FeatureType::Timestamp) => lossless_cast(array, &target, ty, name),
         (
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64,
             FeatureType::Timestamp,
         ) => {
             let ints = lossless_cast(array, &DataType::Int64, FeatureType::Int64, name)?;
             let ints = ints.as_primitive::<arrow::datatypes::Int64Type>();
-            let mut builder = TimestampMicrosecondBuilder::with_capacity(ints.len()).with_timezone(UTC);
+            let mut builder =
+                TimestampMicrosecondBuilder::with_capacity(ints.len()).with_timezone(UTC);
             for v in ints.iter() {
                 builder.append_option(v.map(epoch_to_micros));
             }
             Ok(Arc::new(builder.finish()))
         }
         (
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64,
             FeatureType::Int32 | FeatureType::Int64 | FeatureType::Float32 | FeatureType::Float64,
         )
-        | (DataType::Float16 | DataType::Float32 | DataType::Float64, FeatureType::Float32 | FeatureType::Float64) => {
-            lossless_cast(array, &target, ty, name)
-        }
-        (DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _), FeatureType::Embedding { dim }) => {
-            embedding_from_lists(array, dim, name)
-        }
+        | (
+            DataType::Float16 | DataType::Float32 | DataType::Float64,
+            FeatureType::Float32 | FeatureType::Float64,
+        ) => lossless_cast(array, &target, ty, name),
+        (
+            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _),
+            FeatureType::Embedding { dim },
+        ) => embedding_from_lists(array, dim, name),
         _ => Err(mismatch()),
     }
 }
 
 /// Casts and refuses any value the cast would lose (overflow becomes null under a safe cast; a
 /// value that was present and is now null names the row).
-fn lossless_cast(array: &ArrayRef, target: &DataType, ty: FeatureType, name: &str) -> Result<ArrayRef, IngestError> {
-    let cast = cast_with_options(array, target, &CastOptions { safe: true, ..Default::default() }).map_err(|e| IngestError {
+fn lossless_cast(
+    array: &ArrayRef,
+    target: &DataType,
+    ty: FeatureType,
+    name: &str,
+) -> Result<ArrayRef, IngestError> {
+    let cast = cast_with_options(
+        array,
+        target,
+        &CastOptions {
+            safe: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| IngestError {
         column: Some(name.to_string()),
         row: None,
         expected: Some(ty.to_string()),
-        message: format!("expected {ty}, got values of type {}: {e}", array.data_type()),
+        message: format!(
+            "expected {ty}, got values of type {}: {e}",
+            array.data_type()
+        ),
     })?;
     if cast.null_count() != array.null_count() {
-        let row = (0..array.len()).find(|&r| array.is_valid(r) && cast.is_null(r)).unwrap_or(0);
+        let row = (0..array.len())
+            .find(|&r| array.is_valid(r) && cast.is_null(r))
+            .unwrap_or(0);
         return Err(IngestError::cell(
             name,
             row,
@@ -354,12 +455,16 @@ fn lossless_cast(array: &ArrayRef, target: &DataType, ty: FeatureType, name: &st
 fn embedding_from_lists(array: &ArrayRef, dim: u32, name: &str) -> Result<ArrayRef, IngestError> {
     let ty = FeatureType::Embedding { dim };
     let list_type = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
-    let lists = cast_with_options(array, &list_type, &CastOptions::default()).map_err(|e| IngestError {
-        column: Some(name.to_string()),
-        row: None,
-        expected: Some(ty.to_string()),
-        message: format!("expected {ty}, got values of type {}: {e}", array.data_type()),
-    })?;
+    let lists =
+        cast_with_options(array, &list_type, &CastOptions::default()).map_err(|e| IngestError {
+            column: Some(name.to_string()),
+            row: None,
+            expected: Some(ty.to_string()),
+            message: format!(
+                "expected {ty}, got values of type {}: {e}",
+                array.data_type()
+            ),
+        })?;
     let lists = lists.as_list::<i32>();
     let mut values = Float32Builder::with_capacity(lists.len() * dim as usize);
     for row in 0..lists.len() {
@@ -369,12 +474,25 @@ fn embedding_from_lists(array: &ArrayRef, dim: u32, name: &str) -> Result<ArrayR
         }
         let item = lists.value(row);
         if item.len() != dim as usize {
-            return Err(IngestError::cell(name, row, ty.to_string(), format!("expected {dim} values for {ty}, got {}", item.len())));
+            return Err(IngestError::cell(
+                name,
+                row,
+                ty.to_string(),
+                format!("expected {dim} values for {ty}, got {}", item.len()),
+            ));
         }
         if item.null_count() > 0 {
-            return Err(IngestError::cell(name, row, ty.to_string(), "embedding holds a null value"));
+            return Err(IngestError::cell(
+                name,
+                row,
+                ty.to_string(),
+                "embedding holds a null value",
+            ));
         }
-        values.append_slice(item.as_primitive::<arrow::datatypes::Float32Type>().values());
+        values.append_slice(
+            item.as_primitive::<arrow::datatypes::Float32Type>()
+                .values(),
+        );
     }
     let field = Arc::new(Field::new("item", DataType::Float32, true));
     let values: Float32Array = values.finish();
@@ -385,7 +503,11 @@ fn embedding_from_lists(array: &ArrayRef, dim: u32, name: &str) -> Result<ArrayR
 }
 
 /// Parses a text column as `ty`. Empty cells are nulls for every type but `string`.
-fn parse_text_column(text: &arrow::array::StringArray, ty: FeatureType, name: &str) -> Result<ArrayRef, IngestError> {
+fn parse_text_column(
+    text: &arrow::array::StringArray,
+    ty: FeatureType,
+    name: &str,
+) -> Result<ArrayRef, IngestError> {
     let cell = |row: usize| -> Result<Option<Value>, IngestError> {
         if text.is_null(row) {
             return Ok(None);
@@ -394,63 +516,89 @@ fn parse_text_column(text: &arrow::array::StringArray, ty: FeatureType, name: &s
         if s.is_empty() && ty != FeatureType::String {
             return Ok(None);
         }
-        Value::parse_text(s, ty).map(Some).map_err(|message| IngestError::cell(name, row, ty.to_string(), message))
+        Value::parse_text(s, ty)
+            .map(Some)
+            .map_err(|message| IngestError::cell(name, row, ty.to_string(), message))
     };
     let rows = text.len();
     Ok(match ty {
         FeatureType::Bool => {
             let mut b = BooleanBuilder::with_capacity(rows);
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::Bool(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::Bool(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         FeatureType::Int32 => {
             let mut b = Int32Builder::with_capacity(rows);
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::Int32(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::Int32(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         FeatureType::Int64 => {
             let mut b = Int64Builder::with_capacity(rows);
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::Int64(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::Int64(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         FeatureType::Float32 => {
             let mut b = Float32Builder::with_capacity(rows);
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::Float32(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::Float32(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         FeatureType::Float64 => {
             let mut b = Float64Builder::with_capacity(rows);
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::Float64(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::Float64(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         FeatureType::String => {
             let mut b = StringBuilder::with_capacity(rows, text.value_data().len());
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::String(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::String(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         FeatureType::Timestamp => {
             let mut b = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::Timestamp(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::Timestamp(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
         FeatureType::Date => {
             let mut b = Date32Builder::with_capacity(rows);
             for r in 0..rows {
-                b.append_option(match cell(r)? { Some(Value::Date(v)) => Some(v), _ => None });
+                b.append_option(match cell(r)? {
+                    Some(Value::Date(v)) => Some(v),
+                    _ => None,
+                });
             }
             Arc::new(b.finish())
         }
@@ -471,8 +619,13 @@ fn parse_text_column(text: &arrow::array::StringArray, ty: FeatureType, name: &s
             }
             let field = Arc::new(Field::new("item", DataType::Float32, true));
             Arc::new(
-                FixedSizeListArray::try_new(field, dim as i32, Arc::new(values.finish()), Some(valid.into()))
-                    .map_err(|e| IngestError::column(name, e.to_string()))?,
+                FixedSizeListArray::try_new(
+                    field,
+                    dim as i32,
+                    Arc::new(values.finish()),
+                    Some(valid.into()),
+                )
+                .map_err(|e| IngestError::column(name, e.to_string()))?,
             )
         }
     })
@@ -480,7 +633,11 @@ fn parse_text_column(text: &arrow::array::StringArray, ty: FeatureType, name: &s
 
 /// Epoch numbers below 10^11 are seconds (until the year 5138), larger ones milliseconds.
 pub fn epoch_to_micros(v: i64) -> i64 {
-    if v.unsigned_abs() < 100_000_000_000 { v.saturating_mul(1_000_000) } else { v.saturating_mul(1_000) }
+    if v.unsigned_abs() < 100_000_000_000 {
+        v.saturating_mul(1_000_000)
+    } else {
+        v.saturating_mul(1_000)
+    }
 }
 
 /// Parses a timestamp: RFC 3339 (a `T` or a space between date and time; no zone means UTC), or
@@ -508,7 +665,8 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
 
 /// Parses a `YYYY-MM-DD` date into days since the epoch.
 pub fn parse_date(s: &str) -> Result<i32, String> {
-    let date = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| "expected a date (YYYY-MM-DD)".to_string())?;
+    let date = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| "expected a date (YYYY-MM-DD)".to_string())?;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     Ok((date - epoch).num_days() as i32)
 }
@@ -553,7 +711,9 @@ mod tests {
         .unwrap();
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(batch.schema(), spec().arrow_schema());
-        let ts = batch.column(1).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let ts = batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         assert_eq!(ts.value(0), 1_704_067_200_000_000);
         assert_eq!(ts.value(1), 1_704_067_200_000_000);
         assert_eq!(ts.value(2), 1_704_067_200_000_000);
@@ -563,11 +723,16 @@ mod tests {
 
     #[test]
     fn a_bad_cell_names_column_row_and_type() {
-        let err = csv("cc_num,ts,amount\n1,2024-01-01T00:00:00Z,1.0\n2,2024-01-01T00:00:00Z,abc\n").unwrap_err();
+        let err = csv("cc_num,ts,amount\n1,2024-01-01T00:00:00Z,1.0\n2,2024-01-01T00:00:00Z,abc\n")
+            .unwrap_err();
         assert_eq!(err.column.as_deref(), Some("amount"));
         assert_eq!(err.row, Some(2));
         assert_eq!(err.expected.as_deref(), Some("float64"));
-        assert!(err.to_string().contains("column 'amount', row 2: expected float64"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("column 'amount', row 2: expected float64"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -600,30 +765,50 @@ mod tests {
         let batch = csv("cc_num,ts,amount\n1,2024-01-01T00:00:00Z,1.0\n").unwrap();
         let mut ipc = Vec::new();
         {
-            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema()).unwrap();
+            let mut w =
+                arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema()).unwrap();
             w.write(&batch).unwrap();
             w.finish().unwrap();
         }
         let again = parse_batch(&spec(), Format::ArrowIpc, Bytes::from(ipc.clone())).unwrap();
         assert_eq!(again, batch);
         let truncated = Bytes::from(ipc[..ipc.len() / 2].to_vec());
-        assert!(parse_batch(&spec(), Format::ArrowIpc, truncated).unwrap_err().message.contains("Arrow IPC"));
+        assert!(
+            parse_batch(&spec(), Format::ArrowIpc, truncated)
+                .unwrap_err()
+                .message
+                .contains("Arrow IPC")
+        );
 
         let mut pq = Vec::new();
         {
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut pq, batch.schema(), None).unwrap();
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(&mut pq, batch.schema(), None).unwrap();
             w.write(&batch).unwrap();
             w.close().unwrap();
         }
-        assert_eq!(parse_batch(&spec(), Format::Parquet, Bytes::from(pq.clone())).unwrap(), batch);
+        assert_eq!(
+            parse_batch(&spec(), Format::Parquet, Bytes::from(pq.clone())).unwrap(),
+            batch
+        );
         let truncated = Bytes::from(pq[..pq.len() - 10].to_vec());
-        assert!(parse_batch(&spec(), Format::Parquet, truncated).unwrap_err().message.contains("Parquet"));
+        assert!(
+            parse_batch(&spec(), Format::Parquet, truncated)
+                .unwrap_err()
+                .message
+                .contains("Parquet")
+        );
     }
 
     #[test]
     fn narrower_numbers_widen_and_overflow_is_refused() {
         let small = Arc::new(arrow::array::Int32Array::from(vec![1, 2])) as ArrayRef;
-        assert_eq!(to_canonical(&small, FeatureType::Int64, "x").unwrap().data_type(), &DataType::Int64);
+        assert_eq!(
+            to_canonical(&small, FeatureType::Int64, "x")
+                .unwrap()
+                .data_type(),
+            &DataType::Int64
+        );
         let big = Arc::new(arrow::array::Int64Array::from(vec![1, i64::MAX])) as ArrayRef;
         let err = to_canonical(&big, FeatureType::Int32, "x").unwrap_err();
         assert_eq!(err.row, Some(2));

@@ -144,7 +144,12 @@ fn default_true() -> bool {
 
 impl Column {
     pub fn new(name: impl Into<String>, ty: FeatureType) -> Self {
-        Self { name: name.into(), ty, nullable: true, description: None }
+        Self {
+            name: name.into(),
+            ty,
+            nullable: true,
+            description: None,
+        }
     }
 
     pub fn required(mut self) -> Self {
@@ -193,10 +198,15 @@ impl FeatureGroupSpec {
         let mut seen = HashSet::new();
         for (i, col) in self.columns.iter().enumerate() {
             if !is_identifier(&col.name) {
-                return err(format!("columns[{i}]: name '{}' is not a valid column name", col.name));
+                return err(format!(
+                    "columns[{i}]: name '{}' is not a valid column name",
+                    col.name
+                ));
             }
             if col.name.starts_with('_') {
-                return err(format!("columns[{i}]: names starting with '_' are reserved"));
+                return err(format!(
+                    "columns[{i}]: names starting with '_' are reserved"
+                ));
             }
             if !seen.insert(col.name.as_str()) {
                 return err(format!("columns[{i}]: duplicate column '{}'", col.name));
@@ -211,14 +221,22 @@ impl FeatureGroupSpec {
                 return err(format!("primary_key: column '{key}' is not in columns"));
             };
             if !col.ty.is_key_type() {
-                return err(format!("primary_key: column '{key}' has type {}, which cannot be a key", col.ty));
+                return err(format!(
+                    "primary_key: column '{key}' has type {}, which cannot be a key",
+                    col.ty
+                ));
             }
             if !key_seen.insert(key) {
                 return err(format!("primary_key: column '{key}' is listed twice"));
             }
         }
         match self.column(&self.event_time) {
-            None => return err(format!("event_time: column '{}' is not in columns", self.event_time)),
+            None => {
+                return err(format!(
+                    "event_time: column '{}' is not in columns",
+                    self.event_time
+                ));
+            }
             Some(col) if col.ty != FeatureType::Timestamp => {
                 return err(format!(
                     "event_time: column '{}' has type {}, expected timestamp",
@@ -256,21 +274,32 @@ impl FeatureGroupSpec {
     pub fn key_indices(&self) -> Vec<usize> {
         self.primary_key
             .iter()
-            .map(|k| self.columns.iter().position(|c| &c.name == k).expect("validated key"))
+            .map(|k| {
+                self.columns
+                    .iter()
+                    .position(|c| &c.name == k)
+                    .expect("validated key")
+            })
             .collect()
     }
 
     /// Position of the event-time column in `columns`.
     pub fn event_time_index(&self) -> usize {
-        self.columns.iter().position(|c| c.name == self.event_time).expect("validated event time")
+        self.columns
+            .iter()
+            .position(|c| c.name == self.event_time)
+            .expect("validated event time")
     }
 }
 
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A feature group as the catalog holds it: a definition at a version.
@@ -299,7 +328,10 @@ pub struct TableId {
 
 impl TableId {
     pub fn new(name: &str, version: u32) -> Self {
-        Self { name: name.to_string(), version }
+        Self {
+            name: name.to_string(),
+            version,
+        }
     }
 }
 
@@ -345,7 +377,12 @@ mod tests {
             assert_eq!(t.to_string().parse::<FeatureType>().unwrap(), t);
         }
         assert!("embedding(0)".parse::<FeatureType>().is_err());
-        assert!("decimal".parse::<FeatureType>().unwrap_err().contains("decimal"));
+        assert!(
+            "decimal"
+                .parse::<FeatureType>()
+                .unwrap_err()
+                .contains("decimal")
+        );
     }
 
     #[test]

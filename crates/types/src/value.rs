@@ -34,24 +34,68 @@ impl Value {
             return Value::Null;
         }
         match ty {
-            FeatureType::Bool => Value::Bool(array.as_any().downcast_ref::<BooleanArray>().expect("bool").value(row)),
-            FeatureType::Int32 => Value::Int32(array.as_any().downcast_ref::<Int32Array>().expect("int32").value(row)),
-            FeatureType::Int64 => Value::Int64(array.as_any().downcast_ref::<Int64Array>().expect("int64").value(row)),
-            FeatureType::Float32 => {
-                Value::Float32(array.as_any().downcast_ref::<Float32Array>().expect("float32").value(row))
-            }
-            FeatureType::Float64 => {
-                Value::Float64(array.as_any().downcast_ref::<Float64Array>().expect("float64").value(row))
-            }
-            FeatureType::String => {
-                Value::String(array.as_any().downcast_ref::<StringArray>().expect("utf8").value(row).to_string())
-            }
-            FeatureType::Timestamp => Value::Timestamp(
-                array.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("timestamp").value(row),
+            FeatureType::Bool => Value::Bool(
+                array
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .expect("bool")
+                    .value(row),
             ),
-            FeatureType::Date => Value::Date(array.as_any().downcast_ref::<Date32Array>().expect("date").value(row)),
+            FeatureType::Int32 => Value::Int32(
+                array
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .expect("int32")
+                    .value(row),
+            ),
+            FeatureType::Int64 => Value::Int64(
+                array
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("int64")
+                    .value(row),
+            ),
+            FeatureType::Float32 => Value::Float32(
+                array
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .expect("float32")
+                    .value(row),
+            ),
+            FeatureType::Float64 => Value::Float64(
+                array
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .expect("float64")
+                    .value(row),
+            ),
+            FeatureType::String => Value::String(
+                array
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("utf8")
+                    .value(row)
+                    .to_string(),
+            ),
+            FeatureType::Timestamp => Value::Timestamp(
+                array
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .expect("timestamp")
+                    .value(row),
+            ),
+            FeatureType::Date => Value::Date(
+                array
+                    .as_any()
+                    .downcast_ref::<Date32Array>()
+                    .expect("date")
+                    .value(row),
+            ),
             FeatureType::Embedding { .. } => {
-                let list = array.as_any().downcast_ref::<FixedSizeListArray>().expect("embedding");
+                let list = array
+                    .as_any()
+                    .downcast_ref::<FixedSizeListArray>()
+                    .expect("embedding");
                 let values = list.value(row);
                 let floats = values.as_primitive::<arrow::datatypes::Float32Type>();
                 Value::Embedding(floats.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
@@ -66,22 +110,32 @@ impl Value {
         Ok(match (ty, json) {
             (_, serde_json::Value::Null) => Value::Null,
             (FeatureType::Bool, serde_json::Value::Bool(b)) => Value::Bool(*b),
-            (FeatureType::Int32, serde_json::Value::Number(n)) => {
-                Value::Int32(n.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or_else(expected)?)
+            (FeatureType::Int32, serde_json::Value::Number(n)) => Value::Int32(
+                n.as_i64()
+                    .and_then(|v| i32::try_from(v).ok())
+                    .ok_or_else(expected)?,
+            ),
+            (FeatureType::Int64, serde_json::Value::Number(n)) => {
+                Value::Int64(n.as_i64().ok_or_else(expected)?)
             }
-            (FeatureType::Int64, serde_json::Value::Number(n)) => Value::Int64(n.as_i64().ok_or_else(expected)?),
             (FeatureType::Float32, serde_json::Value::Number(n)) => {
                 Value::Float32(n.as_f64().ok_or_else(expected)? as f32)
             }
-            (FeatureType::Float64, serde_json::Value::Number(n)) => Value::Float64(n.as_f64().ok_or_else(expected)?),
+            (FeatureType::Float64, serde_json::Value::Number(n)) => {
+                Value::Float64(n.as_f64().ok_or_else(expected)?)
+            }
             (FeatureType::Timestamp, serde_json::Value::Number(n)) => {
                 Value::Timestamp(parse_timestamp(&n.to_string()).map_err(|_| expected())?)
             }
             (FeatureType::Embedding { dim }, serde_json::Value::Array(items)) => {
-                let floats: Option<Vec<f32>> = items.iter().map(|v| v.as_f64().map(|f| f as f32)).collect();
+                let floats: Option<Vec<f32>> =
+                    items.iter().map(|v| v.as_f64().map(|f| f as f32)).collect();
                 let floats = floats.ok_or_else(expected)?;
                 if floats.len() != dim as usize {
-                    return Err(format!("expected {dim} values for {ty}, got {}", floats.len()));
+                    return Err(format!(
+                        "expected {dim} values for {ty}, got {}",
+                        floats.len()
+                    ));
                 }
                 Value::Embedding(floats)
             }
@@ -105,12 +159,17 @@ impl Value {
             FeatureType::Float32 => Value::Float32(t.parse().map_err(|_| expected())?),
             FeatureType::Float64 => Value::Float64(t.parse().map_err(|_| expected())?),
             FeatureType::String => Value::String(s.to_string()),
-            FeatureType::Timestamp => Value::Timestamp(parse_timestamp(t).map_err(|e| format!("{e}, got '{s}'"))?),
+            FeatureType::Timestamp => {
+                Value::Timestamp(parse_timestamp(t).map_err(|e| format!("{e}, got '{s}'"))?)
+            }
             FeatureType::Date => Value::Date(parse_date(t).map_err(|e| format!("{e}, got '{s}'"))?),
             FeatureType::Embedding { dim } => {
                 let floats: Vec<f32> = serde_json::from_str(t).map_err(|_| expected())?;
                 if floats.len() != dim as usize {
-                    return Err(format!("expected {dim} values for {ty}, got {}", floats.len()));
+                    return Err(format!(
+                        "expected {dim} values for {ty}, got {}",
+                        floats.len()
+                    ));
                 }
                 Value::Embedding(floats)
             }
@@ -124,14 +183,20 @@ impl Value {
             Value::Bool(b) => (*b).into(),
             Value::Int32(v) => (*v).into(),
             Value::Int64(v) => (*v).into(),
-            Value::Float32(v) => serde_json::Number::from_f64(f64::from(*v)).map_or(serde_json::Value::Null, Into::into),
-            Value::Float64(v) => serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into),
+            Value::Float32(v) => serde_json::Number::from_f64(f64::from(*v))
+                .map_or(serde_json::Value::Null, Into::into),
+            Value::Float64(v) => {
+                serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into)
+            }
             Value::String(s) => s.clone().into(),
             Value::Timestamp(micros) => format_timestamp(*micros).into(),
             Value::Date(days) => format_date(*days).into(),
             Value::Embedding(v) => v
                 .iter()
-                .map(|f| serde_json::Number::from_f64(f64::from(*f)).map_or(serde_json::Value::Null, Into::into))
+                .map(|f| {
+                    serde_json::Number::from_f64(f64::from(*f))
+                        .map_or(serde_json::Value::Null, Into::into)
+                })
                 .collect(),
         }
     }
@@ -198,7 +263,12 @@ mod tests {
     use super::*;
 
     fn row(event_time: i64, offset: u64) -> OnlineRow {
-        OnlineRow { event_time, offset, ingested_at: 0, values: vec![] }
+        OnlineRow {
+            event_time,
+            offset,
+            ingested_at: 0,
+            values: vec![],
+        }
     }
 
     #[test]
@@ -214,12 +284,18 @@ mod tests {
         let from_json = Value::from_json(&serde_json::json!(42), FeatureType::Int64).unwrap();
         let from_text = Value::parse_text("42", FeatureType::Int64).unwrap();
         assert_eq!(encode_key(&[from_json]), encode_key(&[from_text]));
-        assert_eq!(decode_key(&encode_key(&[Value::Int64(42)])), Some(vec![Value::Int64(42)]));
+        assert_eq!(
+            decode_key(&encode_key(&[Value::Int64(42)])),
+            Some(vec![Value::Int64(42)])
+        );
     }
 
     #[test]
     fn json_output_is_readable() {
-        assert_eq!(Value::Timestamp(1_700_000_000_000_000).to_json(), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            Value::Timestamp(1_700_000_000_000_000).to_json(),
+            "2023-11-14T22:13:20Z"
+        );
         assert_eq!(Value::Date(19_000).to_json(), "2022-01-08");
         assert!(Value::from_json(&serde_json::json!(1.5), FeatureType::Int64).is_err());
     }

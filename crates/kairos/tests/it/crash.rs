@@ -33,7 +33,10 @@ fn spec() -> Value {
 
 /// Writes batches until the server goes away; returns the `seq`s of acknowledged rows.
 async fn writer(url: String, seq: Arc<AtomicI64>, seed: u64) -> Vec<i64> {
-    let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut acked = Vec::new();
     loop {
@@ -45,7 +48,10 @@ async fn writer(url: String, seq: Arc<AtomicI64>, seed: u64) -> Vec<i64> {
             // Few ids and scattered event times: many late events.
             let id = rng.random_range(0..50);
             let ts = 1_700_000_000 + rng.random_range(0..10_000);
-            body.push_str(&format!("{{\"id\": {id}, \"ts\": {ts}, \"seq\": {s}, \"amount\": {}}}\n", s as f64 / 2.0));
+            body.push_str(&format!(
+                "{{\"id\": {id}, \"ts\": {ts}, \"seq\": {s}, \"amount\": {}}}\n",
+                s as f64 / 2.0
+            ));
             seqs.push(s);
         }
         let sent = client
@@ -56,15 +62,32 @@ async fn writer(url: String, seq: Arc<AtomicI64>, seed: u64) -> Vec<i64> {
             .await;
         match sent {
             Ok(r) if r.status().is_success() => acked.extend(seqs),
-            Ok(r) => panic!("insert refused: {} {}", r.status(), r.text().await.unwrap_or_default()),
+            Ok(r) => panic!(
+                "insert refused: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ),
             Err(_) => return acked,
         }
     }
 }
 
 async fn offline_seqs(client: &Client, url: &str) -> Vec<i64> {
-    let text = client.get(format!("{url}/v1/feature-groups/crashy/offline")).send().await.unwrap().text().await.unwrap();
-    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_i64().unwrap()).collect()
+    let text = client
+        .get(format!("{url}/v1/feature-groups/crashy/offline"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -76,11 +99,24 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
 
     let mut server = Server::start(dir.path()).await;
-    client.post(format!("{}/v1/feature-groups", server.url)).json(&spec()).send().await.unwrap().error_for_status().unwrap();
+    client
+        .post(format!("{}/v1/feature-groups", server.url))
+        .json(&spec())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
 
     for round in 0..KILLS {
         let writers: Vec<_> = (0..WRITERS)
-            .map(|w| tokio::spawn(writer(server.url.clone(), seq.clone(), (round * WRITERS + w) as u64)))
+            .map(|w| {
+                tokio::spawn(writer(
+                    server.url.clone(),
+                    seq.clone(),
+                    (round * WRITERS + w) as u64,
+                ))
+            })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..600))).await;
         server.kill();
@@ -90,20 +126,39 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         server = Server::start(dir.path()).await;
 
         // After every restart: nothing acknowledged is lost, nothing is there twice.
-        let report: Value =
-            client.get(format!("{}/v1/feature-groups/crashy/check", server.url)).send().await.unwrap().json().await.unwrap();
+        let report: Value = client
+            .get(format!("{}/v1/feature-groups/crashy/check", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(report["clean"], true, "round {round}: {report:#}");
         let seqs = offline_seqs(&client, &server.url).await;
         let mut counts: HashMap<i64, usize> = HashMap::new();
         for s in &seqs {
             *counts.entry(*s).or_default() += 1;
         }
-        assert!(counts.values().all(|&c| c == 1), "round {round}: a row is in the offline store twice");
+        assert!(
+            counts.values().all(|&c| c == 1),
+            "round {round}: a row is in the offline store twice"
+        );
         let acked = acked.lock().await;
-        let lost: Vec<_> = acked.iter().filter(|s| !counts.contains_key(s)).take(5).collect();
-        assert!(lost.is_empty(), "round {round}: acknowledged rows lost, e.g. {lost:?}");
+        let lost: Vec<_> = acked
+            .iter()
+            .filter(|s| !counts.contains_key(s))
+            .take(5)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged rows lost, e.g. {lost:?}"
+        );
     }
     let total = acked.lock().await.len();
-    assert!(total > 100, "the test should have written something: {total} rows acknowledged");
+    assert!(
+        total > 100,
+        "the test should have written something: {total} rows acknowledged"
+    );
     server.stop();
 }

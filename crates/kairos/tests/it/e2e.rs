@@ -5,6 +5,14 @@ use serde_json::{Value, json};
 
 use crate::server::Server;
 
+/// A refused insert: content type, body, expected status, and the cell the error must name.
+type BadCase = (
+    &'static str,
+    Vec<u8>,
+    StatusCode,
+    Option<(&'static str, u64)>,
+);
+
 fn spec() -> Value {
     json!({
         "name": "cards",
@@ -22,7 +30,12 @@ fn spec() -> Value {
     })
 }
 
-async fn insert(client: &Client, url: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+async fn insert(
+    client: &Client,
+    url: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, Value) {
     let response = client
         .post(format!("{url}/v1/feature-groups/cards/rows?wait=online"))
         .header("content-type", content_type)
@@ -35,8 +48,17 @@ async fn insert(client: &Client, url: &str, content_type: &str, body: impl Into<
 }
 
 async fn offline_lines(client: &Client, url: &str, query: &str) -> Vec<Value> {
-    let text = client.get(format!("{url}/v1/feature-groups/cards/offline?{query}")).send().await.unwrap().text().await.unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text = client
+        .get(format!("{url}/v1/feature-groups/cards/offline?{query}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 async fn online(client: &Client, url: &str, entries: Value) -> Value {
@@ -52,7 +74,14 @@ async fn online(client: &Client, url: &str, entries: Value) -> Value {
 }
 
 async fn check_clean(client: &Client, url: &str) -> Value {
-    let report: Value = client.get(format!("{url}/v1/feature-groups/cards/check")).send().await.unwrap().json().await.unwrap();
+    let report: Value = client
+        .get(format!("{url}/v1/feature-groups/cards/check"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(report["clean"], json!(true), "{report:#}");
     report
 }
@@ -65,14 +94,38 @@ async fn rest_walkthrough_bad_input_and_restart() {
     let client = Client::new();
 
     // Create, create again (a new version), delete that version.
-    let created = client.post(format!("{url}/v1/feature-groups")).json(&spec()).send().await.unwrap();
+    let created = client
+        .post(format!("{url}/v1/feature-groups"))
+        .json(&spec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     assert_eq!(created.json::<Value>().await.unwrap()["version"], 1);
-    let again: Value = client.post(format!("{url}/v1/feature-groups")).json(&spec()).send().await.unwrap().json().await.unwrap();
+    let again: Value = client
+        .post(format!("{url}/v1/feature-groups"))
+        .json(&spec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["version"], 2);
-    let deleted = client.delete(format!("{url}/v1/feature-groups/cards?version=2")).send().await.unwrap();
+    let deleted = client
+        .delete(format!("{url}/v1/feature-groups/cards?version=2"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let listed: Value = client.get(format!("{url}/v1/feature-groups")).send().await.unwrap().json().await.unwrap();
+    let listed: Value = client
+        .get(format!("{url}/v1/feature-groups"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
 
     // Inserts in two formats; the second carries a late event for card 1.
@@ -82,7 +135,10 @@ async fn rest_walkthrough_bad_input_and_restart() {
                3,1714561200,30.0,,\n";
     let (status, ack) = insert(&client, &url, "text/csv", csv).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
-    assert_eq!((ack["first_offset"].as_u64(), ack["end_offset"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(
+        (ack["first_offset"].as_u64(), ack["end_offset"].as_u64()),
+        (Some(0), Some(3))
+    );
     assert_eq!(ack["online_visible"], true);
     let before_second = chrono::Utc::now().to_rfc3339();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -93,9 +149,18 @@ async fn rest_walkthrough_bad_input_and_restart() {
     assert_eq!(ack["end_offset"], 5);
 
     // Online: the late event did not overwrite card 1; card 2 moved on; card 9 is not there.
-    let single: Value =
-        client.get(format!("{url}/v1/feature-groups/cards/online?cc_num=1")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(single["columns"], json!(["cc_num", "ts", "avg_amount", "category", "emb"]));
+    let single: Value = client
+        .get(format!("{url}/v1/feature-groups/cards/online?cc_num=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        single["columns"],
+        json!(["cc_num", "ts", "avg_amount", "category", "emb"])
+    );
     assert_eq!(single["results"][0]["status"], "present");
     assert_eq!(single["results"][0]["values"][2], 10.5);
     let many = online(&client, &url, json!([{"cc_num": 2}, 9, [3]])).await;
@@ -103,52 +168,159 @@ async fn rest_walkthrough_bad_input_and_restart() {
     assert_eq!(many["results"][1]["status"], "not_found");
     assert_eq!(many["results"][2]["status"], "present");
 
-    // Offline: all five rows; as known before the second insert, three; by event time, fewer.
+    // Offline (once materialised, which check waits for): all five rows; as known before the
+    // second insert, three; by event time, fewer.
+    check_clean(&client, &url).await;
     assert_eq!(offline_lines(&client, &url, "").await.len(), 5);
-    assert_eq!(offline_lines(&client, &url, &format!("as_of={}", urlencode(&before_second))).await.len(), 3);
-    let may_first = offline_lines(&client, &url, "start=2024-05-01T00:00:00Z&end=2024-05-02T00:00:00Z").await;
+    assert_eq!(
+        offline_lines(
+            &client,
+            &url,
+            &format!("as_of={}", urlencode(&before_second))
+        )
+        .await
+        .len(),
+        3
+    );
+    let may_first = offline_lines(
+        &client,
+        &url,
+        "start=2024-05-01T00:00:00Z&end=2024-05-02T00:00:00Z",
+    )
+    .await;
     assert_eq!(may_first.len(), 3);
     assert!(may_first.iter().all(|r| r["_offset"].as_i64().unwrap() < 3));
     check_clean(&client, &url).await;
 
     // Bad input: each refused with a reason, nothing written.
-    let cases: Vec<(&str, Vec<u8>, StatusCode, Option<(&str, u64)>)> = vec![
-        ("text/csv", b"cc_num,ts,avg_amount\n1,2024-05-01T00:00:00Z,abc\n".to_vec(), StatusCode::BAD_REQUEST, Some(("avg_amount", 1))),
-        ("application/x-ndjson", b"{\"cc_num\": 5, \"ts\": 1}\n{\"ts\": 2}\n".to_vec(), StatusCode::BAD_REQUEST, Some(("cc_num", 2))),
-        ("application/x-ndjson", b"{\"cc_num\": 5, \"ts\": \"not a time\"}\n".to_vec(), StatusCode::BAD_REQUEST, Some(("ts", 1))),
-        ("application/x-ndjson", b"{\"cc_num\": 5, \"ts\": 1, \"nope\": 1}\n".to_vec(), StatusCode::BAD_REQUEST, Some(("nope", 1))),
-        ("application/x-ndjson", b"{\"cc_num\": 5, \"ts\": 1, \"emb\": [1]}\n".to_vec(), StatusCode::BAD_REQUEST, Some(("emb", 1))),
-        ("application/vnd.apache.parquet", b"PAR1 this is not parquet".to_vec(), StatusCode::BAD_REQUEST, None),
-        ("application/vnd.apache.arrow.stream", vec![0xff, 0xff, 0xff, 0xff, 0x10], StatusCode::BAD_REQUEST, None),
-        ("application/x-ndjson", vec![b' '; 9 << 20], StatusCode::PAYLOAD_TOO_LARGE, None),
-        ("image/png", b"x".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
+    let cases: Vec<BadCase> = vec![
+        (
+            "text/csv",
+            b"cc_num,ts,avg_amount\n1,2024-05-01T00:00:00Z,abc\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            Some(("avg_amount", 1)),
+        ),
+        (
+            "application/x-ndjson",
+            b"{\"cc_num\": 5, \"ts\": 1}\n{\"ts\": 2}\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            Some(("cc_num", 2)),
+        ),
+        (
+            "application/x-ndjson",
+            b"{\"cc_num\": 5, \"ts\": \"not a time\"}\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            Some(("ts", 1)),
+        ),
+        (
+            "application/x-ndjson",
+            b"{\"cc_num\": 5, \"ts\": 1, \"nope\": 1}\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            Some(("nope", 1)),
+        ),
+        (
+            "application/x-ndjson",
+            b"{\"cc_num\": 5, \"ts\": 1, \"emb\": [1]}\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            Some(("emb", 1)),
+        ),
+        (
+            "application/vnd.apache.parquet",
+            b"PAR1 this is not parquet".to_vec(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "application/vnd.apache.arrow.stream",
+            vec![0xff, 0xff, 0xff, 0xff, 0x10],
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "application/x-ndjson",
+            vec![b' '; 9 << 20],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+        ),
+        (
+            "image/png",
+            b"x".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+        ),
     ];
     for (content_type, body, expected_status, cell) in cases {
         let (status, error) = insert(&client, &url, content_type, body).await;
         assert_eq!(status, expected_status, "{content_type}: {error}");
-        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
         if let Some((column, row)) = cell {
             assert_eq!(error["error"]["details"]["column"], column, "{error}");
             assert_eq!(error["error"]["details"]["row"], row, "{error}");
         }
     }
-    let missing = client.get(format!("{url}/v1/feature-groups/nope/online?id=1")).send().await.unwrap();
+    let missing = client
+        .get(format!("{url}/v1/feature-groups/nope/online?id=1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert!(missing.json::<Value>().await.unwrap()["error"]["code"] == "not_found");
     let bad_key = online(&client, &url, json!([{"cc_num": "abc"}])).await;
-    assert!(bad_key["error"]["message"].as_str().unwrap().contains("cc_num"), "{bad_key}");
+    assert!(
+        bad_key["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cc_num"),
+        "{bad_key}"
+    );
     assert_eq!(offline_lines(&client, &url, "").await.len(), 5);
-    let described: Value = client.get(format!("{url}/v1/feature-groups/cards")).send().await.unwrap().json().await.unwrap();
+    let described: Value = client
+        .get(format!("{url}/v1/feature-groups/cards"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(described["log_end_offset"], 5);
 
     // The API documents itself and reports metrics.
-    let openapi: Value = client.get(format!("{url}/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let openapi: Value = client
+        .get(format!("{url}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(openapi["paths"]["/v1/feature-groups/{name}/rows"]["post"].is_object());
-    let metrics = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("kairos_http_request_duration_seconds"), "{metrics}");
-    assert!(metrics.contains("kairos_materialiser_lag_rows"), "{metrics}");
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kairos_http_request_duration_seconds"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kairos_materialiser_lag_rows"),
+        "{metrics}"
+    );
 
-    let compacted = client.post(format!("{url}/v1/feature-groups/cards/compact")).send().await.unwrap();
+    let compacted = client
+        .post(format!("{url}/v1/feature-groups/cards/compact"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(compacted.status(), StatusCode::OK);
 
     // A restart keeps everything.
@@ -156,7 +328,14 @@ async fn rest_walkthrough_bad_input_and_restart() {
     let server = Server::start(dir.path()).await;
     let url = server.url.clone();
     let after = online(&client, &url, json!([1, 2, 3])).await;
-    assert!(after["results"].as_array().unwrap().iter().all(|r| r["status"] == "present"), "{after}");
+    assert!(
+        after["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "present"),
+        "{after}"
+    );
     assert_eq!(offline_lines(&client, &url, "").await.len(), 5);
     check_clean(&client, &url).await;
     server.stop();

@@ -25,21 +25,33 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout piped");
         let url = tokio::task::spawn_blocking(move || {
             let mut lines = BufReader::new(stdout).lines();
-            let line = lines.next().expect("kairos prints its address").expect("readable stdout");
+            let line = lines
+                .next()
+                .expect("kairos prints its address")
+                .expect("readable stdout");
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
-            line.strip_prefix("kairos listening on ").expect("address line").to_string()
+            line.strip_prefix("kairos listening on ")
+                .expect("address line")
+                .to_string()
         })
         .await
         .unwrap();
+        // From here on, Drop reaps the child whatever happens.
+        let server = Server { child, url };
         let client = reqwest::Client::new();
         for _ in 0..100 {
-            if client.get(format!("{url}/healthz")).send().await.is_ok() {
-                return Server { child, url };
+            if client
+                .get(format!("{}/healthz", server.url))
+                .send()
+                .await
+                .is_ok()
+            {
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("kairos did not become healthy at {url}");
+        panic!("kairos did not become healthy at {}", server.url);
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -51,7 +63,10 @@ impl Server {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "kairos exited with {status}");
     }

@@ -8,7 +8,15 @@ use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
 use kairos_types::{ManualClock, SystemClock};
 
 fn open(dir: &std::path::Path, segment_bytes: u64) -> SegmentLog {
-    SegmentLog::open(dir, SegmentLogOptions { segment_bytes, ..Default::default() }, Arc::new(SystemClock)).unwrap()
+    SegmentLog::open(
+        dir,
+        SegmentLogOptions {
+            segment_bytes,
+            ..Default::default()
+        },
+        Arc::new(SystemClock),
+    )
+    .unwrap()
 }
 
 fn all(log: &SegmentLog) -> Vec<kairos_log::LogRecord> {
@@ -19,8 +27,16 @@ fn all(log: &SegmentLog) -> Vec<kairos_log::LogRecord> {
 fn appends_are_ordered_durable_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1 << 20);
-    let a = log.append(3, Bytes::from_static(b"aaa")).unwrap().wait_blocking().unwrap();
-    let b = log.append(2, Bytes::from_static(b"bb")).unwrap().wait_blocking().unwrap();
+    let a = log
+        .append(3, Bytes::from_static(b"aaa"))
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
+    let b = log
+        .append(2, Bytes::from_static(b"bb"))
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
     assert_eq!((a.first_offset, a.end_offset), (0, 3));
     assert_eq!((b.first_offset, b.end_offset), (3, 5));
     assert!(b.ingested_at >= a.ingested_at);
@@ -40,7 +56,10 @@ fn appends_are_ordered_durable_and_survive_reopen() {
 fn a_torn_tail_is_cut_off_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1 << 20);
-    log.append(1, Bytes::from_static(b"kept")).unwrap().wait_blocking().unwrap();
+    log.append(1, Bytes::from_static(b"kept"))
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
     drop(log);
     let segment = dir.path().join(format!("{:020}.seg", 0));
     let mut bytes = std::fs::read(&segment).unwrap();
@@ -51,7 +70,11 @@ fn a_torn_tail_is_cut_off_and_appends_continue() {
     let log = open(dir.path(), 1 << 20);
     assert_eq!(std::fs::metadata(&segment).unwrap().len() as usize, whole);
     assert_eq!(log.end_offset(), 1);
-    let ack = log.append(1, Bytes::from_static(b"next")).unwrap().wait_blocking().unwrap();
+    let ack = log
+        .append(1, Bytes::from_static(b"next"))
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
     assert_eq!(ack.first_offset, 1);
     assert_eq!(all(&log).len(), 2);
 }
@@ -67,27 +90,49 @@ fn concurrent_writers_share_commits_and_lose_nothing() {
                 (0..200)
                     .map(|i| {
                         let payload = Bytes::from(format!("{t}:{i}"));
-                        log.append(1, payload).unwrap().wait_blocking().unwrap().first_offset
+                        log.append(1, payload)
+                            .unwrap()
+                            .wait_blocking()
+                            .unwrap()
+                            .first_offset
                     })
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut offsets: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut offsets: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     offsets.sort_unstable();
     assert_eq!(offsets, (0..1600).collect::<Vec<_>>());
     let records = all(&log);
     assert_eq!(records.len(), 1600);
-    assert!(records.windows(2).all(|w| w[0].end_offset() == w[1].first_offset));
+    assert!(
+        records
+            .windows(2)
+            .all(|w| w[0].end_offset() == w[1].first_offset)
+    );
 }
 
 #[test]
 fn segments_roll_and_old_ones_are_removed_after_retention() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(0));
-    let log = SegmentLog::open(dir.path(), SegmentLogOptions { segment_bytes: 100, ..Default::default() }, clock).unwrap();
+    let log = SegmentLog::open(
+        dir.path(),
+        SegmentLogOptions {
+            segment_bytes: 100,
+            ..Default::default()
+        },
+        clock,
+    )
+    .unwrap();
     for _ in 0..10 {
-        log.append(1, Bytes::from(vec![7u8; 60])).unwrap().wait_blocking().unwrap();
+        log.append(1, Bytes::from(vec![7u8; 60]))
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
     }
     assert_eq!(log.segment_count(), 10);
     // Nothing is old enough yet.

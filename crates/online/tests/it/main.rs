@@ -16,15 +16,27 @@ struct Fixture {
 fn redb() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("online.redb")).unwrap();
-    Fixture { store: OnlineBackend::Redb(store), _dir: Some(dir) }
+    Fixture {
+        store: OnlineBackend::Redb(store),
+        _dir: Some(dir),
+    }
 }
 
 /// A Redis-backed store under a fresh key prefix, or `None` when no server is configured.
 async fn redis() -> Option<Fixture> {
     let url = std::env::var("KAIROS_TEST_REDIS_URL").ok()?;
-    let prefix = format!("kairos-test-{}-{}:", std::process::id(), rand::random::<u64>());
-    let store = RedisStore::connect(&url, &prefix).await.expect("KAIROS_TEST_REDIS_URL is set but unreachable");
-    Some(Fixture { store: OnlineBackend::Redis(store), _dir: None })
+    let prefix = format!(
+        "kairos-test-{}-{}:",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let store = RedisStore::connect(&url, &prefix)
+        .await
+        .expect("KAIROS_TEST_REDIS_URL is set but unreachable");
+    Some(Fixture {
+        store: OnlineBackend::Redis(store),
+        _dir: None,
+    })
 }
 
 fn key(id: i64) -> Vec<u8> {
@@ -32,7 +44,12 @@ fn key(id: i64) -> Vec<u8> {
 }
 
 fn row(event_time: i64, offset: u64, amount: f64) -> OnlineRow {
-    OnlineRow { event_time, offset, ingested_at: offset as i64, values: vec![Value::Float64(amount)] }
+    OnlineRow {
+        event_time,
+        offset,
+        ingested_at: offset as i64,
+        values: vec![Value::Float64(amount)],
+    }
 }
 
 fn table() -> TableId {
@@ -42,9 +59,23 @@ fn table() -> TableId {
 async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend) {
     let t = table();
     assert_eq!(store.offset(&t).await.unwrap(), None);
-    store.apply(&t, vec![(key(1), row(100, 0, 1.0)), (key(2), row(50, 1, 2.0))], 2).await.unwrap();
+    store
+        .apply(
+            &t,
+            vec![(key(1), row(100, 0, 1.0)), (key(2), row(50, 1, 2.0))],
+            2,
+        )
+        .await
+        .unwrap();
     // A late event for key 1 (older event time) and a same-time rewrite for key 2.
-    store.apply(&t, vec![(key(1), row(90, 2, 9.0)), (key(2), row(50, 3, 3.0))], 4).await.unwrap();
+    store
+        .apply(
+            &t,
+            vec![(key(1), row(90, 2, 9.0)), (key(2), row(50, 3, 3.0))],
+            4,
+        )
+        .await
+        .unwrap();
     let got = store.get_many(&t, &[key(1), key(2), key(3)]).await.unwrap();
     assert_eq!(got[0], Some(row(100, 0, 1.0)));
     assert_eq!(got[1], Some(row(50, 3, 3.0)));
@@ -63,10 +94,17 @@ async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend)
 
 async fn reapplying_a_batch_changes_nothing(store: &OnlineBackend) {
     let t = table();
-    let batch = vec![(key(1), row(10, 5, 1.0)), (key(1), row(20, 6, 2.0)), (key(1), row(15, 7, 3.0))];
+    let batch = vec![
+        (key(1), row(10, 5, 1.0)),
+        (key(1), row(20, 6, 2.0)),
+        (key(1), row(15, 7, 3.0)),
+    ];
     store.apply(&t, batch.clone(), 8).await.unwrap();
     store.apply(&t, batch, 8).await.unwrap();
-    assert_eq!(store.get_many(&t, &[key(1)]).await.unwrap(), vec![Some(row(20, 6, 2.0))]);
+    assert_eq!(
+        store.get_many(&t, &[key(1)]).await.unwrap(),
+        vec![Some(row(20, 6, 2.0))]
+    );
     store.drop_table(&t).await.unwrap();
 }
 
@@ -100,10 +138,16 @@ async fn redb_keeps_rows_across_reopen() {
     let path = dir.path().join("online.redb");
     {
         let store = RedbStore::open(&path).unwrap();
-        store.apply(&table(), vec![(key(7), row(1, 0, 7.0))], 1).await.unwrap();
+        store
+            .apply(&table(), vec![(key(7), row(1, 0, 7.0))], 1)
+            .await
+            .unwrap();
     }
     let store = RedbStore::open(&path).unwrap();
-    assert_eq!(store.get_many(&table(), &[key(7)]).await.unwrap(), vec![Some(row(1, 0, 7.0))]);
+    assert_eq!(
+        store.get_many(&table(), &[key(7)]).await.unwrap(),
+        vec![Some(row(1, 0, 7.0))]
+    );
     assert_eq!(store.offset(&table()).await.unwrap(), Some(1));
 }
 
@@ -120,7 +164,9 @@ async fn differential(store: &OnlineBackend, writes: &[(i64, i64)], cuts: &[usiz
             .map(|(offset, &(id, event_time))| (id, row(event_time, offset as u64, offset as f64)))
             .collect();
         for (id, r) in &rows {
-            let replace = model.get(id).is_none_or(|cur| (r.event_time, r.offset) > (cur.event_time, cur.offset));
+            let replace = model
+                .get(id)
+                .is_none_or(|cur| (r.event_time, r.offset) > (cur.event_time, cur.offset));
             if replace {
                 model.insert(*id, r.clone());
             }
@@ -128,12 +174,18 @@ async fn differential(store: &OnlineBackend, writes: &[(i64, i64)], cuts: &[usiz
         let mut start = 0;
         for &cut in cuts.iter().chain(std::iter::once(&rows.len())) {
             let end = cut.clamp(start, rows.len());
-            let batch = rows[start..end].iter().map(|(id, r)| (key(*id), r.clone())).collect();
+            let batch = rows[start..end]
+                .iter()
+                .map(|(id, r)| (key(*id), r.clone()))
+                .collect();
             store.apply(&t, batch, end as u64).await.unwrap();
             start = end;
         }
         let ids: Vec<i64> = (0..8).collect();
-        let got = store.get_many(&t, &ids.iter().map(|id| key(*id)).collect::<Vec<_>>()).await.unwrap();
+        let got = store
+            .get_many(&t, &ids.iter().map(|id| key(*id)).collect::<Vec<_>>())
+            .await
+            .unwrap();
         for (id, got) in ids.iter().zip(got) {
             assert_eq!(got.as_ref(), model.get(id), "key {id}");
         }
@@ -142,7 +194,10 @@ async fn differential(store: &OnlineBackend, writes: &[(i64, i64)], cuts: &[usiz
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 proptest! {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{AsArray, Float64Array, Int64Array, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use kairos_store::{FeatureStore, InsertOptions, KeyStatus, OfflineFilter, OnlineConfig, StoreConfig, StoreError};
+use kairos_store::{
+    FeatureStore, InsertOptions, KeyStatus, OfflineFilter, OnlineConfig, StoreConfig, StoreError,
+};
 use kairos_types::{Clock, Column, FeatureGroupSpec, FeatureType, Format, ManualClock, Value};
 
 const T0: i64 = 1_714_521_600_000_000; // 2024-05-01T00:00:00Z
@@ -33,7 +35,10 @@ fn batch(spec: &FeatureGroupSpec, rows: &[(i64, i64, f64)]) -> RecordBatch {
         spec.arrow_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1)).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                    .with_timezone("UTC"),
+            ),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
         ],
     )
@@ -49,14 +54,23 @@ struct Fixture {
 async fn open(online: OnlineConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0 + 10 * HOUR));
-    let config = StoreConfig { online, ..StoreConfig::with_data_dir(dir.path()) };
-    let store = FeatureStore::open_with_clock(config, clock.clone()).await.unwrap();
+    let config = StoreConfig {
+        online,
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    let store = FeatureStore::open_with_clock(config, clock.clone())
+        .await
+        .unwrap();
     Fixture { store, clock, dir }
 }
 
 fn redis_config() -> Option<OnlineConfig> {
     let url = std::env::var("KAIROS_TEST_REDIS_URL").ok()?;
-    let prefix = format!("kairos-store-test-{}-{}:", std::process::id(), rand::random::<u64>());
+    let prefix = format!(
+        "kairos-store-test-{}-{}:",
+        std::process::id(),
+        rand::random::<u64>()
+    );
     Some(OnlineConfig::Redis { url, prefix })
 }
 
@@ -72,18 +86,43 @@ async fn write_read_and_check(f: &Fixture) {
     let s = spec(Some(3600));
     store.create_group(s.clone()).await.unwrap();
     let wait = InsertOptions { wait_online: true };
-    let ack = store.insert_batch("cards", None, &batch(&s, &[(1, T0, 1.0), (2, T0, 2.0)]), wait).await.unwrap();
-    assert_eq!((ack.first_offset, ack.end_offset, ack.online_visible), (0, 2, true));
+    let ack = store
+        .insert_batch(
+            "cards",
+            None,
+            &batch(&s, &[(1, T0, 1.0), (2, T0, 2.0)]),
+            wait,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.first_offset, ack.end_offset, ack.online_visible),
+        (0, 2, true)
+    );
     f.clock.advance(1);
     let as_known_then = f.clock.now_micros();
     f.clock.advance(1);
     // Card 1 gets a newer row, then a late older one; card 2 is rewritten at the same event time.
-    let late = batch(&s, &[(1, T0 + HOUR, 10.0), (1, T0 - HOUR, -1.0), (2, T0, 20.0)]);
-    store.insert_batch("cards", None, &late, wait).await.unwrap();
+    let late = batch(
+        &s,
+        &[(1, T0 + HOUR, 10.0), (1, T0 - HOUR, -1.0), (2, T0, 20.0)],
+    );
+    store
+        .insert_batch("cards", None, &late, wait)
+        .await
+        .unwrap();
     // Card 3 is old enough to have expired under the one-hour TTL.
-    store.insert_batch("cards", None, &batch(&s, &[(3, T0, 3.0)]), wait).await.unwrap();
+    store
+        .insert_batch("cards", None, &batch(&s, &[(3, T0, 3.0)]), wait)
+        .await
+        .unwrap();
 
-    let keys = vec![vec![Value::Int64(1)], vec![Value::Int64(2)], vec![Value::Int64(3)], vec![Value::Int64(4)]];
+    let keys = vec![
+        vec![Value::Int64(1)],
+        vec![Value::Int64(2)],
+        vec![Value::Int64(3)],
+        vec![Value::Int64(4)],
+    ];
     f.clock.set(T0 + HOUR + 60_000_000);
     let got = store.get_online("cards", None, &keys).await.unwrap();
     assert_eq!(got[0].status, KeyStatus::Present);
@@ -93,24 +132,67 @@ async fn write_read_and_check(f: &Fixture) {
     assert_eq!(got[3].status, KeyStatus::NotFound);
     f.clock.set(T0 + 30 * 60_000_000);
     let got = store.get_online("cards", None, &keys).await.unwrap();
-    assert_eq!(amount(&got[1].values), 20.0, "the same event time goes to the later write");
+    assert_eq!(
+        amount(&got[1].values),
+        20.0,
+        "the same event time goes to the later write"
+    );
     assert_eq!(got[2].status, KeyStatus::Present);
 
     store.wait_materialised("cards", None).await.unwrap();
-    let all = store.read_offline("cards", None, OfflineFilter::default()).await.unwrap().collect().await.unwrap();
+    let all = store
+        .read_offline("cards", None, OfflineFilter::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(all.iter().map(RecordBatch::num_rows).sum::<usize>(), 6);
-    let offsets: Vec<i64> = all.iter().flat_map(|b| b.column(4).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec()).collect();
+    let offsets: Vec<i64> = all
+        .iter()
+        .flat_map(|b| {
+            b.column(4)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
     assert_eq!(offsets, (0..6).collect::<Vec<_>>());
-    let then = OfflineFilter { as_of: Some(as_known_then), ..Default::default() };
-    let known = store.read_offline("cards", None, then).await.unwrap().collect().await.unwrap();
+    let then = OfflineFilter {
+        as_of: Some(as_known_then),
+        ..Default::default()
+    };
+    let known = store
+        .read_offline("cards", None, then)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(known.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
-    let window = OfflineFilter { start: Some(T0), end: Some(T0 + HOUR), as_of: None };
-    let in_window = store.read_offline("cards", None, window).await.unwrap().collect().await.unwrap();
-    assert_eq!(in_window.iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
+    let window = OfflineFilter {
+        start: Some(T0),
+        end: Some(T0 + HOUR),
+        as_of: None,
+    };
+    let in_window = store
+        .read_offline("cards", None, window)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        in_window.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        4
+    );
 
     let report = store.check("cards", None).await.unwrap();
     assert!(report.clean, "{report:?}");
-    assert_eq!((report.offline_rows, report.offline_keys, report.online_keys), (6, 3, Some(3)));
+    assert_eq!(
+        (report.offline_rows, report.offline_keys, report.online_keys),
+        (6, 3, Some(3))
+    );
 }
 
 #[tokio::test]
@@ -132,28 +214,59 @@ async fn refused_batches_write_nothing() {
     let f = open(OnlineConfig::Redb).await;
     f.store.create_group(spec(None)).await.unwrap();
     let bad = Bytes::from_static(b"cc_num,ts,amount\n1,2024-01-01T00:00:00Z,1\n2,,2\n");
-    let err = f.store.insert("cards", None, Format::Csv, bad, InsertOptions::default()).await.unwrap_err();
+    let err = f
+        .store
+        .insert("cards", None, Format::Csv, bad, InsertOptions::default())
+        .await
+        .unwrap_err();
     match err {
         StoreError::BadBatch(e) => assert_eq!((e.column.as_deref(), e.row), (Some("ts"), Some(2))),
         other => panic!("expected a refused batch, got {other:?}"),
     }
     assert_eq!(f.store.describe("cards", None).unwrap().log_end_offset, 0);
-    let err = f.store.insert("cards", Some(7), Format::Csv, Bytes::new(), InsertOptions::default()).await.unwrap_err();
+    let err = f
+        .store
+        .insert(
+            "cards",
+            Some(7),
+            Format::Csv,
+            Bytes::new(),
+            InsertOptions::default(),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 #[tokio::test]
 async fn restart_resumes_and_delete_removes_everything() {
-    let f = open(OnlineConfig::Redb).await;
+    let Fixture { store, dir, .. } = open(OnlineConfig::Redb).await;
     let s = spec(None);
-    f.store.create_group(s.clone()).await.unwrap();
-    f.store.insert_batch("cards", None, &batch(&s, &[(1, T0, 1.0)]), InsertOptions::default()).await.unwrap();
-    f.store.wait_materialised("cards", None).await.unwrap();
-    f.store.close().await;
+    store.create_group(s.clone()).await.unwrap();
+    store
+        .insert_batch(
+            "cards",
+            None,
+            &batch(&s, &[(1, T0, 1.0)]),
+            InsertOptions::default(),
+        )
+        .await
+        .unwrap();
+    store.wait_materialised("cards", None).await.unwrap();
+    store.close().await;
+    drop(store);
 
-    let config = StoreConfig::with_data_dir(f.dir.path());
+    let config = StoreConfig::with_data_dir(dir.path());
     let store = FeatureStore::open(config).await.unwrap();
-    store.insert_batch("cards", None, &batch(&s, &[(2, T0, 2.0)]), InsertOptions::default()).await.unwrap();
+    store
+        .insert_batch(
+            "cards",
+            None,
+            &batch(&s, &[(2, T0, 2.0)]),
+            InsertOptions::default(),
+        )
+        .await
+        .unwrap();
     let report = store.check("cards", None).await.unwrap();
     assert!(report.clean && report.offline_rows == 2, "{report:?}");
 
@@ -162,11 +275,17 @@ async fn restart_resumes_and_delete_removes_everything() {
     store.delete_group("cards", 1).await.unwrap();
     assert!(!table.exists());
     assert!(store.list_groups().unwrap().is_empty());
-    assert!(matches!(store.describe("cards", None), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.describe("cards", None),
+        Err(StoreError::NotFound(_))
+    ));
     // The next group of that name is version 2 and starts empty.
     let group = store.create_group(s).await.unwrap();
     assert_eq!(group.version, 2);
-    let got = store.get_online("cards", None, &[vec![Value::Int64(1)]]).await.unwrap();
+    let got = store
+        .get_online("cards", None, &[vec![Value::Int64(1)]])
+        .await
+        .unwrap();
     assert_eq!(got[0].status, KeyStatus::NotFound);
     store.close().await;
 }
@@ -176,9 +295,14 @@ async fn restart_resumes_and_delete_removes_everything() {
 /// `KAIROS_REQUIRE_INTEROP=1` (as in CI).
 #[tokio::test]
 async fn delta_tables_read_back_with_python_deltalake() {
-    let probe = std::process::Command::new("python3").args(["-c", "import deltalake, pyarrow"]).output();
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import deltalake, pyarrow"])
+        .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(std::env::var("KAIROS_REQUIRE_INTEROP").is_err(), "python deltalake is required but missing");
+        assert!(
+            std::env::var("KAIROS_REQUIRE_INTEROP").is_err(),
+            "python deltalake is required but missing"
+        );
         eprintln!("skipped: python3 -c 'import deltalake' failed");
         return;
     }
@@ -186,16 +310,32 @@ async fn delta_tables_read_back_with_python_deltalake() {
     let s = spec(None);
     f.store.create_group(s.clone()).await.unwrap();
     let rows = [(1, T0, 1.5), (2, T0 + HOUR, 2.5), (1, T0 + 30 * HOUR, 3.5)];
-    f.store.insert_batch("cards", None, &batch(&s, &rows), InsertOptions::default()).await.unwrap();
+    f.store
+        .insert_batch("cards", None, &batch(&s, &rows), InsertOptions::default())
+        .await
+        .unwrap();
     f.store.wait_materialised("cards", None).await.unwrap();
     let path = f.store.offline_table_path("cards", None).unwrap();
     let script = "import sys, json, deltalake\n\
                   t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table().sort_by('_offset')\n\
                   d = t.to_pydict()\n\
                   print(json.dumps([[d['cc_num'][i], int(d['ts'][i].timestamp() * 1e6), d['amount'][i], d['_offset'][i]] for i in range(t.num_rows)]))\n";
-    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read: Vec<(i64, i64, f64, i64)> = serde_json::from_slice(&out.stdout).unwrap();
-    let expected: Vec<(i64, i64, f64, i64)> = rows.iter().enumerate().map(|(i, r)| (r.0, r.1, r.2, i as i64)).collect();
+    let expected: Vec<(i64, i64, f64, i64)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.0, r.1, r.2, i as i64))
+        .collect();
     assert_eq!(read, expected);
 }
