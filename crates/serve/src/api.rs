@@ -226,13 +226,24 @@ async fn insert_rows(
         }
     };
     let limit = store.config().max_batch_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the body is over the limit of {limit} bytes; split the batch"),
         )
-    })?;
+    };
+    // Refuse a declared oversize before reading it, so a client that sent `Expect: 100-continue`
+    // never uploads it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let ack = store
         .insert(
             &name,

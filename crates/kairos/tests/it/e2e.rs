@@ -344,3 +344,33 @@ async fn rest_walkthrough_bad_input_and_restart() {
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
+
+/// Announces a body over the server's limit (8 MiB in these tests) and expects a JSON 413 before
+/// sending any of it, as a client using `Expect: 100-continue` (curl, for large bodies) would.
+async fn oversized_upload_is_refused_up_front(url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/feature-groups/cards/rows HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        9 << 20
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        if response.windows(4).any(|w| w == b"}}\r\n" || w == b"\"}}") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    text.contains("payload_too_large")
+}
