@@ -263,6 +263,7 @@ async fn rest_walkthrough_bad_input_and_restart() {
             assert_eq!(error["error"]["details"]["row"], row, "{error}");
         }
     }
+    assert!(oversized_upload_is_refused_up_front(&url).await);
     let missing = client
         .get(format!("{url}/v1/feature-groups/nope/online?id=1"))
         .send()
