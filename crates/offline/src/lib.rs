@@ -279,14 +279,4 @@ impl OfflineWriter {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// Reloads the table after a failed append, so the next attempt starts from its true state.
-    pub async fn reload(&mut self, store: &DeltaOfflineStore, table: &TableId) -> Result<()> {
-        self.table = Some(store.open(table).await?);
-        Ok(())
-    }
-
-    pub fn spec(&self) -> &FeatureGroupSpec {
-        &self.spec
-    }
 }

@@ -2,6 +2,7 @@
 //! position atomically with what it wrote, so a crash anywhere resumes exactly where the store's
 //! own state says (DESIGN invariant 1).
 
+use std::future::Future;
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 use kairos_log::{FeatureLog, LogRecord};
-use kairos_offline::{DeltaOfflineStore, to_offline};
+use kairos_offline::{DeltaOfflineStore, OfflineWriter, to_offline};
 use kairos_online::{KeyedRow, OnlineBackend, OnlineStore};
 use kairos_types::value::encode_key;
 use kairos_types::{FeatureGroupSpec, OnlineRow, Value};
@@ -94,136 +95,182 @@ async fn sleep_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-pub(crate) async fn run_online(online: OnlineBackend, group: Arc<GroupRuntime>, max_bytes: usize) {
-    let table = group.group.id();
-    let mut shutdown = group.shutdown.subscribe();
-    let mut end = group.log.subscribe();
-    let mut applied = loop {
-        match online.offset(&table).await {
-            Ok(offset) => break offset.unwrap_or(0),
-            Err(e) => {
-                tracing::error!(group = %table, error = %e, "online materialiser cannot read its offset");
-                if !sleep_or_shutdown(&mut shutdown).await {
-                    return;
-                }
-            }
+/// One store a log is materialised into. The protocol (where to resume, what to do after a
+/// failure) is in [`follow`]; a sink only knows how to write its store.
+trait Materialiser: Send {
+    const SINK: Sink;
+
+    /// The offset the store says it holds everything before: where to resume.
+    fn position(&mut self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Writes `records` and records `through` as the new position, atomically.
+    fn apply(
+        &mut self,
+        records: &[LogRecord],
+        through: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+struct OnlineSink {
+    store: OnlineBackend,
+    group: Arc<GroupRuntime>,
+}
+
+impl Materialiser for OnlineSink {
+    const SINK: Sink = Sink::Online;
+
+    async fn position(&mut self) -> Result<u64> {
+        Ok(self
+            .store
+            .offset(&self.group.group.id())
+            .await?
+            .unwrap_or(0))
+    }
+
+    async fn apply(&mut self, records: &[LogRecord], through: u64) -> Result<()> {
+        let mut rows = Vec::new();
+        for record in records {
+            rows.extend(online_rows(&self.group.group.spec, record)?);
         }
-    };
-    group.online_applied.send_replace(applied);
-    loop {
-        telemetry::materialiser_lag(
-            &table,
-            Sink::Online,
-            group.log.end_offset().saturating_sub(applied),
-        );
-        if !wait_for_more(&mut end, &mut shutdown, applied).await {
-            return;
-        }
-        let step = async {
-            let log = group.log.clone();
-            let records = tokio::task::spawn_blocking(move || log.read_from(applied, max_bytes))
-                .await
-                .map_err(StoreError::internal)??;
-            let Some(last) = records.last() else {
-                return Ok(applied);
-            };
-            let through = last.end_offset();
-            let mut rows = Vec::new();
-            for record in &records {
-                rows.extend(online_rows(&group.group.spec, record)?);
-            }
-            online.apply(&table, rows, through).await?;
-            Ok::<_, StoreError>(through)
-        };
-        match step.await {
-            Ok(through) => {
-                applied = through;
-                group.online_applied.send_replace(applied);
-            }
-            Err(e) => {
-                telemetry::materialiser_error(&table, Sink::Online);
-                tracing::error!(group = %table, error = %e, "online materialiser step failed; retrying");
-                if !sleep_or_shutdown(&mut shutdown).await {
-                    return;
-                }
-            }
-        }
+        Ok(self
+            .store
+            .apply(&self.group.group.id(), rows, through)
+            .await?)
     }
 }
 
+struct OfflineSink {
+    store: DeltaOfflineStore,
+    group: Arc<GroupRuntime>,
+    writer: Option<OfflineWriter>,
+}
+
+impl Materialiser for OfflineSink {
+    const SINK: Sink = Sink::Offline;
+
+    /// Reloads the table, so after a failed commit the position is what the table says: the
+    /// commit either landed with its offset or not at all.
+    async fn position(&mut self) -> Result<u64> {
+        let group = &self.group.group;
+        let writer = self.store.writer(&group.id(), &group.spec).await?;
+        let offset = writer.committed_offset().await?.unwrap_or(0);
+        self.writer = Some(writer);
+        Ok(offset)
+    }
+
+    async fn apply(&mut self, records: &[LogRecord], through: u64) -> Result<()> {
+        let spec = &self.group.group.spec;
+        let mut batches = Vec::new();
+        for record in records {
+            let mut first = record.first_offset;
+            for batch in decode_record(record)? {
+                batches.push(
+                    to_offline(spec, &batch, first, record.ingested_at)
+                        .map_err(StoreError::internal)?,
+                );
+                first += batch.num_rows() as u64;
+            }
+        }
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| StoreError::internal("offline writer not open"))?;
+        Ok(writer.append(batches, through).await?)
+    }
+}
+
+pub(crate) async fn run_online(store: OnlineBackend, group: Arc<GroupRuntime>, max_bytes: usize) {
+    let applied = group.online_applied.clone();
+    follow(
+        OnlineSink {
+            store,
+            group: group.clone(),
+        },
+        group,
+        &applied,
+        max_bytes,
+    )
+    .await;
+}
+
 pub(crate) async fn run_offline(
-    offline: DeltaOfflineStore,
+    store: DeltaOfflineStore,
     group: Arc<GroupRuntime>,
     max_bytes: usize,
 ) {
+    let applied = group.offline_applied.clone();
+    follow(
+        OfflineSink {
+            store,
+            group: group.clone(),
+            writer: None,
+        },
+        group,
+        &applied,
+        max_bytes,
+    )
+    .await;
+}
+
+/// Follows the group's log into one store until shutdown: resume where the store says, apply
+/// what the log has, publish the new position; after a failure, wait, ask the store again where
+/// it stands, and go on from there.
+async fn follow<M: Materialiser>(
+    mut sink: M,
+    group: Arc<GroupRuntime>,
+    published: &watch::Sender<u64>,
+    max_bytes: usize,
+) {
     let table = group.group.id();
-    let spec = group.group.spec.clone();
     let mut shutdown = group.shutdown.subscribe();
     let mut end = group.log.subscribe();
-    let (mut writer, mut applied) = loop {
-        let opened = async {
-            let writer = offline.writer(&table, &spec).await?;
-            let offset = writer.committed_offset().await?;
-            Ok::<_, StoreError>((writer, offset.unwrap_or(0)))
-        };
-        match opened.await {
-            Ok(state) => break state,
-            Err(e) => {
-                tracing::error!(group = %table, error = %e, "offline materialiser cannot open its table");
-                if !sleep_or_shutdown(&mut shutdown).await {
-                    return;
-                }
-            }
-        }
-    };
-    group.offline_applied.send_replace(applied);
+    let mut applied = None;
     loop {
+        let position = match applied {
+            Some(position) => position,
+            None => match sink.position().await {
+                Ok(position) => {
+                    published.send_replace(position);
+                    position
+                }
+                Err(e) => {
+                    tracing::error!(group = %table, store = M::SINK.as_str(), error = %e, "materialiser cannot find its position");
+                    if !sleep_or_shutdown(&mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
         telemetry::materialiser_lag(
             &table,
-            Sink::Offline,
-            group.log.end_offset().saturating_sub(applied),
+            M::SINK,
+            group.log.end_offset().saturating_sub(position),
         );
-        if !wait_for_more(&mut end, &mut shutdown, applied).await {
+        if !wait_for_more(&mut end, &mut shutdown, position).await {
             return;
         }
         let step = async {
             let log = group.log.clone();
-            let records = tokio::task::spawn_blocking(move || log.read_from(applied, max_bytes))
+            let records = tokio::task::spawn_blocking(move || log.read_from(position, max_bytes))
                 .await
                 .map_err(StoreError::internal)??;
             let Some(last) = records.last() else {
-                return Ok(applied);
+                return Ok(position);
             };
             let through = last.end_offset();
-            let mut batches = Vec::new();
-            for record in &records {
-                let mut first = record.first_offset;
-                for batch in decode_record(record)? {
-                    batches.push(
-                        to_offline(&spec, &batch, first, record.ingested_at)
-                            .map_err(StoreError::internal)?,
-                    );
-                    first += batch.num_rows() as u64;
-                }
-            }
-            writer.append(batches, through).await?;
+            sink.apply(&records, through).await?;
             Ok::<_, StoreError>(through)
         };
         match step.await {
             Ok(through) => {
-                applied = through;
-                group.offline_applied.send_replace(applied);
+                applied = Some(through);
+                published.send_replace(through);
             }
             Err(e) => {
-                telemetry::materialiser_error(&table, Sink::Offline);
-                tracing::error!(group = %table, error = %e, "offline materialiser step failed; retrying");
-                // The commit may or may not have landed: the table's own record says which.
-                if let Err(e) = writer.reload(&offline, &table).await {
-                    tracing::error!(group = %table, error = %e, "offline table reload failed");
-                } else if let Ok(Some(committed)) = writer.committed_offset().await {
-                    applied = committed;
-                    group.offline_applied.send_replace(applied);
-                }
+                telemetry::materialiser_error(&table, M::SINK);
+                tracing::error!(group = %table, store = M::SINK.as_str(), error = %e, "materialiser step failed; retrying");
+                applied = None;
                 if !sleep_or_shutdown(&mut shutdown).await {
                     return;
                 }

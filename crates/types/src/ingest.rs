@@ -521,87 +521,34 @@ fn parse_text_column(
             .map_err(|message| IngestError::cell(name, row, ty.to_string(), message))
     };
     let rows = text.len();
+    // One builder per type; `cell` has already checked that the value is of that type.
+    macro_rules! build {
+        ($builder:expr, $variant:ident) => {{
+            let mut b = $builder;
+            for r in 0..rows {
+                b.append_option(match cell(r)? {
+                    Some(Value::$variant(v)) => Some(v),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
     Ok(match ty {
-        FeatureType::Bool => {
-            let mut b = BooleanBuilder::with_capacity(rows);
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::Bool(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
-        FeatureType::Int32 => {
-            let mut b = Int32Builder::with_capacity(rows);
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::Int32(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
-        FeatureType::Int64 => {
-            let mut b = Int64Builder::with_capacity(rows);
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::Int64(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
-        FeatureType::Float32 => {
-            let mut b = Float32Builder::with_capacity(rows);
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::Float32(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
-        FeatureType::Float64 => {
-            let mut b = Float64Builder::with_capacity(rows);
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::Float64(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
-        FeatureType::String => {
-            let mut b = StringBuilder::with_capacity(rows, text.value_data().len());
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::String(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
-        FeatureType::Timestamp => {
-            let mut b = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::Timestamp(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
-        FeatureType::Date => {
-            let mut b = Date32Builder::with_capacity(rows);
-            for r in 0..rows {
-                b.append_option(match cell(r)? {
-                    Some(Value::Date(v)) => Some(v),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
+        FeatureType::Bool => build!(BooleanBuilder::with_capacity(rows), Bool),
+        FeatureType::Int32 => build!(Int32Builder::with_capacity(rows), Int32),
+        FeatureType::Int64 => build!(Int64Builder::with_capacity(rows), Int64),
+        FeatureType::Float32 => build!(Float32Builder::with_capacity(rows), Float32),
+        FeatureType::Float64 => build!(Float64Builder::with_capacity(rows), Float64),
+        FeatureType::String => build!(
+            StringBuilder::with_capacity(rows, text.value_data().len()),
+            String
+        ),
+        FeatureType::Timestamp => build!(
+            TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC),
+            Timestamp
+        ),
+        FeatureType::Date => build!(Date32Builder::with_capacity(rows), Date),
         FeatureType::Embedding { dim } => {
             let mut values = Float32Builder::with_capacity(rows * dim as usize);
             let mut valid = Vec::with_capacity(rows);
