@@ -196,26 +196,6 @@ async fn insert_rows(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<InsertAck>> {
-    let format = match &q.format {
-        Some(f) => Format::from_name(f)
-            .ok_or_else(|| ApiError::bad_request(format!("unknown format '{f}'")))?,
-        None => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            Format::from_content_type(content_type).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    format!(
-                        "Content-Type '{content_type}' is not a batch format; use text/csv, application/x-ndjson, \
-                         application/vnd.apache.parquet or application/vnd.apache.arrow.stream"
-                    ),
-                )
-            })?
-        }
-    };
     let wait_online = match q.wait.as_deref() {
         None => false,
         Some("online") => true,
@@ -244,6 +224,27 @@ async fn insert_rows(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())?;
+    // The body is read before its format is judged, so the connection stays usable after a 415.
+    let format = match &q.format {
+        Some(f) => Format::from_name(f)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown format '{f}'")))?,
+        None => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            Format::from_content_type(content_type).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "Content-Type '{content_type}' is not a batch format; use text/csv, application/x-ndjson, \
+                         application/vnd.apache.parquet or application/vnd.apache.arrow.stream"
+                    ),
+                )
+            })?
+        }
+    };
     let ack = store
         .insert(
             &name,
