@@ -6,11 +6,12 @@ use std::collections::{HashMap, HashSet};
 use arrow::array::{Array, Int64Array};
 use kairos_offline::{DeltaOfflineStore, OFFSET, ReadFilter};
 use kairos_online::{OnlineBackend, OnlineStore};
-use kairos_types::value::{decode_key, encode_key};
-use kairos_types::{FeatureGroup, OnlineRow, Value};
+use kairos_types::value::decode_key;
+use kairos_types::{FeatureGroup, OnlineRow};
 use serde::Serialize;
 
 use crate::error::{Result, StoreError};
+use crate::materialise::keyed_row;
 
 /// How many differences of each kind a report lists (all are counted).
 const LISTED: usize = 20;
@@ -56,8 +57,6 @@ pub(crate) async fn run(
 ) -> Result<CheckReport> {
     let spec = &group.spec;
     let table = group.id();
-    let keys = spec.key_indices();
-    let event_time = spec.event_time_index();
     let mut report = CheckReport {
         log_end_offset: log_end,
         ..Default::default()
@@ -83,22 +82,7 @@ pub(crate) async fn run(
                     ));
                 }
             }
-            let values: Vec<Value> = spec
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, col)| Value::from_array(batch.column(i), col.ty, row))
-                .collect();
-            let key = encode_key(&keys.iter().map(|&i| values[i].clone()).collect::<Vec<_>>());
-            let Value::Timestamp(et) = values[event_time] else {
-                return Err(StoreError::internal("offline row without an event time"));
-            };
-            let candidate = OnlineRow {
-                event_time: et,
-                offset: offset as u64,
-                ingested_at: 0,
-                values,
-            };
+            let (key, candidate) = keyed_row(spec, &batch, row, offset as u64, 0)?;
             match latest.get(&key) {
                 Some(current) if !candidate.supersedes(current) => {}
                 _ => {

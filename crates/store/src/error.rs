@@ -44,6 +44,10 @@ impl From<kairos_log::LogError> for StoreError {
     fn from(e: kairos_log::LogError) -> Self {
         match e {
             kairos_log::LogError::TooLarge(..) => StoreError::BadRequest(e.to_string()),
+            // The group's log closes when the group is deleted or the server stops.
+            kairos_log::LogError::Closed => StoreError::Conflict(
+                "the feature group is being deleted or the server is stopping".into(),
+            ),
             e => StoreError::internal(e),
         }
     }

@@ -32,34 +32,47 @@ pub(crate) fn decode_record(record: &LogRecord) -> Result<Vec<RecordBatch>> {
         .map_err(StoreError::internal)
 }
 
-/// The online rows of a record: per row its key bytes and the row, offsets counting from the
-/// record's first offset.
+/// Row `row` of a batch in the group's column order as the online store keeps it: its key
+/// bytes and the row. Shared by the online materialiser and `check`, so both see rows alike.
+pub(crate) fn keyed_row(
+    spec: &FeatureGroupSpec,
+    batch: &RecordBatch,
+    row: usize,
+    offset: u64,
+    ingested_at: i64,
+) -> Result<KeyedRow> {
+    let values: Vec<Value> = spec
+        .columns
+        .iter()
+        .zip(batch.columns())
+        .map(|(col, array)| Value::from_array(array, col.ty, row))
+        .collect();
+    let key: Vec<Value> = spec
+        .key_indices()
+        .iter()
+        .map(|&i| values[i].clone())
+        .collect();
+    let Value::Timestamp(event_time) = values[spec.event_time_index()] else {
+        return Err(StoreError::internal("row without an event time"));
+    };
+    Ok((
+        encode_key(&key),
+        OnlineRow {
+            event_time,
+            offset,
+            ingested_at,
+            values,
+        },
+    ))
+}
+
+/// The online rows of a record, offsets counting from the record's first offset.
 pub(crate) fn online_rows(spec: &FeatureGroupSpec, record: &LogRecord) -> Result<Vec<KeyedRow>> {
-    let keys = spec.key_indices();
-    let event_time = spec.event_time_index();
     let mut rows = Vec::with_capacity(record.rows as usize);
     let mut offset = record.first_offset;
     for batch in decode_record(record)? {
         for row in 0..batch.num_rows() {
-            let values: Vec<Value> = spec
-                .columns
-                .iter()
-                .zip(batch.columns())
-                .map(|(col, array)| Value::from_array(array, col.ty, row))
-                .collect();
-            let key: Vec<Value> = keys.iter().map(|&i| values[i].clone()).collect();
-            let Value::Timestamp(event_time) = values[event_time] else {
-                return Err(StoreError::internal("log row without an event time"));
-            };
-            rows.push((
-                encode_key(&key),
-                OnlineRow {
-                    event_time,
-                    offset,
-                    ingested_at: record.ingested_at,
-                    values,
-                },
-            ));
+            rows.push(keyed_row(spec, &batch, row, offset, record.ingested_at)?);
             offset += 1;
         }
     }
