@@ -391,12 +391,26 @@ async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
         )
         .await?;
     let acked = start.elapsed();
+    // Poll the two materialisers so the report says which store took how long.
+    let (mut online_at, mut offline_at) = (None, None);
+    while online_at.is_none() || offline_at.is_none() {
+        let status = store.describe(&name, None)?;
+        if online_at.is_none() && status.online_offset == Some(ack.end_offset) {
+            online_at = Some(start.elapsed());
+        }
+        if offline_at.is_none() && status.offline_offset == ack.end_offset {
+            offline_at = Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     store.wait_materialised(&name, None).await?;
     let both = start.elapsed();
     let report = serde_json::json!({
         "rows": ack.rows,
         "parquet_bytes": size,
         "ack_seconds": acked.as_secs_f64(),
+        "online_seconds": online_at.map(|d| d.as_secs_f64()),
+        "offline_seconds": offline_at.map(|d| d.as_secs_f64()),
         "both_stores_seconds": both.as_secs_f64(),
         "rows_per_second_acked": rows as f64 / acked.as_secs_f64(),
         "rows_per_second_both_stores": rows as f64 / both.as_secs_f64(),

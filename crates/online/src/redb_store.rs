@@ -56,25 +56,28 @@ impl RedbStore {
 
     fn apply_blocking(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> Result<()> {
         let name = table_name(table);
-        let latest = latest_per_key(rows);
+        // Key order makes a bulk upsert walk the B-tree in order rather than at random.
+        let mut latest: Vec<KeyedRow> = latest_per_key(rows).into_iter().collect();
+        latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut stored = txn
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                 .map_err(err)?;
             for (key, row) in latest {
-                let keep_current = match stored.get(key.as_slice()).map_err(err)? {
-                    Some(current) => {
-                        let current =
-                            OnlineRow::decode(current.value()).map_err(OnlineError::Corrupt)?;
-                        !row.supersedes(&current)
+                // Insert first and put the old row back if it was newer: one B-tree walk for
+                // the common case of a fresh or superseded key instead of a get and an insert.
+                let previous = stored
+                    .insert(key.as_slice(), row.encode().as_slice())
+                    .map_err(err)?
+                    .map(|old| old.value().to_vec());
+                if let Some(previous) = previous {
+                    let current = OnlineRow::decode(&previous).map_err(OnlineError::Corrupt)?;
+                    if !row.supersedes(&current) {
+                        stored
+                            .insert(key.as_slice(), previous.as_slice())
+                            .map_err(err)?;
                     }
-                    None => false,
-                };
-                if !keep_current {
-                    stored
-                        .insert(key.as_slice(), row.encode().as_slice())
-                        .map_err(err)?;
                 }
             }
             let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
