@@ -54,4 +54,4 @@ redis-benchmark -p "$REDIS_PORT" -c 32 -n 300000 --precision 3 GET bench:k | gre
 redis-benchmark -p "$REDIS_PORT" -c 8 -n 100000 --precision 3 MGET $KEYS | grep -E "throughput|avg|[0-9]\.[0-9]+ +[0-9]" | tail -3
 
 echo "== embedded KV choice and online-store get (criterion)"
-# cargo bench --workspace --bench online -- --noplot 2>&1 | grep -E "^(kv_|online_)|time:"
+cargo bench --workspace --bench online -- --noplot --warm-up-time 1 --measurement-time 3 2>&1 | grep -E "^(kv_|online_)|time:"
