@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +20,7 @@ use kairos_types::{FeatureGroup, FeatureGroupSpec, Format, Value};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::telemetry;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -145,7 +145,7 @@ async fn list_groups(State(store): State<FeatureStore>) -> ApiResult<Json<Vec<Fe
 async fn describe_group(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> ApiResult<Json<GroupStatus>> {
     Ok(Json(store.describe(&name, q.version)?))
 }
@@ -163,7 +163,7 @@ struct DeleteQuery {
 async fn delete_group(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     let version = q.version.ok_or_else(|| {
         ApiError::bad_request("the query parameter 'version' is required to delete")
@@ -192,7 +192,7 @@ struct InsertQuery {
 async fn insert_rows(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(q): Query<InsertQuery>,
+    ApiQuery(q): ApiQuery<InsertQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<InsertAck>> {
@@ -294,7 +294,7 @@ fn online_response(columns: Vec<String>, lookups: Vec<Lookup>) -> OnlineResponse
 async fn get_online_one(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(mut q): Query<HashMap<String, String>>,
+    ApiQuery(mut q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult<Json<OnlineResponse>> {
     let version = match q.remove("version") {
         Some(v) => Some(v.parse::<u32>().map_err(|_| {
@@ -331,7 +331,7 @@ pub struct OnlineRequest {
 async fn get_online_many(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
     body: Bytes,
 ) -> ApiResult<Json<OnlineResponse>> {
     let request: OnlineRequest = parse_json(&body)?;
@@ -373,7 +373,7 @@ fn time_param(name: &str, value: &Option<String>) -> ApiResult<Option<i64>> {
 async fn read_offline(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(q): Query<OfflineQuery>,
+    ApiQuery(q): ApiQuery<OfflineQuery>,
 ) -> ApiResult<Response> {
     let format = match &q.format {
         Some(f) => Format::from_name(f)
@@ -416,7 +416,7 @@ async fn read_offline(
 async fn check_group(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> ApiResult<Json<CheckReport>> {
     Ok(Json(store.check(&name, q.version).await?))
 }
@@ -434,7 +434,7 @@ pub struct CompactResponse {
 async fn compact_group(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> ApiResult<Json<CompactResponse>> {
     let report = store.compact(&name, q.version).await?;
     Ok(Json(CompactResponse {

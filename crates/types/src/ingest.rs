@@ -370,17 +370,7 @@ fn to_canonical(array: &ArrayRef, ty: FeatureType, name: &str) -> Result<ArrayRe
         (DataType::Date32 | DataType::Date64, FeatureType::Timestamp) => {
             lossless_cast(array, &target, ty, name)
         }
-        (
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64,
-            FeatureType::Timestamp,
-        ) => {
+        (source, FeatureType::Timestamp) if source.is_integer() => {
             let ints = lossless_cast(array, &DataType::Int64, FeatureType::Int64, name)?;
             let ints = ints.as_primitive::<arrow::datatypes::Int64Type>();
             let mut builder =
@@ -391,17 +381,10 @@ fn to_canonical(array: &ArrayRef, ty: FeatureType, name: &str) -> Result<ArrayRe
             Ok(Arc::new(builder.finish()))
         }
         (
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64,
+            source,
             FeatureType::Int32 | FeatureType::Int64 | FeatureType::Float32 | FeatureType::Float64,
-        )
-        | (
+        ) if source.is_integer() => lossless_cast(array, &target, ty, name),
+        (
             DataType::Float16 | DataType::Float32 | DataType::Float64,
             FeatureType::Float32 | FeatureType::Float64,
         ) => lossless_cast(array, &target, ty, name),

@@ -267,6 +267,14 @@ async fn rest_walkthrough_bad_input_and_restart() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert!(missing.json::<Value>().await.unwrap()["error"]["code"] == "not_found");
+    let bad_version = client
+        .get(format!("{url}/v1/feature-groups/cards?version=latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_version.status(), StatusCode::BAD_REQUEST);
+    let bad_version: Value = bad_version.json().await.unwrap();
+    assert_eq!(bad_version["error"]["code"], "bad_request", "{bad_version}");
     let bad_key = online(&client, &url, json!([{"cc_num": "abc"}])).await;
     assert!(
         bad_key["error"]["message"]
