@@ -228,10 +228,9 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
             version,
         } => {
             let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
-            let keys = store.parse_keys(&name, version, &entries)?;
-            let lookups = store.get_online(&name, version, &keys).await?;
-            let columns = store.columns(&name, version)?;
-            let results: Vec<_> = lookups
+            let answer = store.get_online_json(&name, version, &entries).await?;
+            let results: Vec<_> = answer
+                .lookups
                 .into_iter()
                 .map(|l| {
                     serde_json::json!({
@@ -241,7 +240,7 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
                     })
                 })
                 .collect();
-            print_json(&serde_json::json!({ "columns": columns, "results": results }))
+            print_json(&serde_json::json!({ "columns": answer.columns, "results": results }))
         }
         FgCommand::Read {
             name,

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kairos_store::{
-    CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, KeyStatus, Lookup,
-    OfflineFilter,
+    CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, KeyStatus, OfflineFilter,
+    OnlineAnswer,
 };
 use kairos_types::export::BatchEncoder;
 use kairos_types::ingest::parse_timestamp;
@@ -275,7 +275,8 @@ pub struct OnlineResponse {
     pub results: Vec<OnlineResult>,
 }
 
-fn online_response(columns: Vec<String>, lookups: Vec<Lookup>) -> OnlineResponse {
+fn online_response(answer: OnlineAnswer) -> OnlineResponse {
+    let OnlineAnswer { columns, lookups } = answer;
     let results = lookups
         .into_iter()
         .map(|l| OnlineResult {
@@ -307,12 +308,8 @@ async fn get_online_one(
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect(),
     );
-    let keys = store.parse_keys(&name, version, &[entry])?;
-    let lookups = store.get_online(&name, version, &keys).await?;
-    Ok(Json(online_response(
-        store.columns(&name, version)?,
-        lookups,
-    )))
+    let answer = store.get_online_json(&name, version, &[entry]).await?;
+    Ok(Json(online_response(answer)))
 }
 
 /// A batch online read.
@@ -335,12 +332,10 @@ async fn get_online_many(
     body: Bytes,
 ) -> ApiResult<Json<OnlineResponse>> {
     let request: OnlineRequest = parse_json(&body)?;
-    let keys = store.parse_keys(&name, q.version, &request.entries)?;
-    let lookups = store.get_online(&name, q.version, &keys).await?;
-    Ok(Json(online_response(
-        store.columns(&name, q.version)?,
-        lookups,
-    )))
+    let answer = store
+        .get_online_json(&name, q.version, &request.entries)
+        .await?;
+    Ok(Json(online_response(answer)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -80,6 +80,13 @@ pub struct Lookup {
     pub values: Option<Vec<Value>>,
 }
 
+/// An online read as transports answer it: the column names once, then a result per key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineAnswer {
+    pub columns: Vec<String>,
+    pub lookups: Vec<Lookup>,
+}
+
 /// A feature group and where its log and materialisers stand.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GroupStatus {
@@ -401,20 +408,25 @@ impl FeatureStore {
         })
     }
 
-    /// Parses keys given as JSON: per entry an object of key columns, an array in key order, or
-    /// (for single-column keys) a bare value.
-    pub fn parse_keys(
+    /// The latest row of each key given as JSON (per entry an object of key columns, an array
+    /// in key order, or a bare value for single-column keys), with the group's column names:
+    /// what the REST API and the CLI answer. One multi-get for all keys.
+    pub async fn get_online_json(
         &self,
         name: &str,
         version: Option<u32>,
         entries: &[serde_json::Value],
-    ) -> Result<Vec<Vec<Value>>> {
+    ) -> Result<OnlineAnswer> {
         let rt = self.runtime(name, version)?;
-        entries
+        let spec = &rt.group.spec;
+        let keys = entries
             .iter()
             .enumerate()
-            .map(|(i, entry)| parse_key(&rt.group.spec, i, entry))
-            .collect()
+            .map(|(i, entry)| parse_key(spec, i, entry))
+            .collect::<Result<Vec<_>>>()?;
+        let lookups = self.lookup(&rt, &keys).await?;
+        let columns = spec.columns.iter().map(|c| c.name.clone()).collect();
+        Ok(OnlineAnswer { columns, lookups })
     }
 
     /// The latest row of each key, one multi-get for all of them.
@@ -425,10 +437,15 @@ impl FeatureStore {
         keys: &[Vec<Value>],
     ) -> Result<Vec<Lookup>> {
         let rt = self.runtime(name, version)?;
+        self.lookup(&rt, keys).await
+    }
+
+    async fn lookup(&self, rt: &GroupRuntime, keys: &[Vec<Value>]) -> Result<Vec<Lookup>> {
         let spec = &rt.group.spec;
         if !spec.online {
             return Err(StoreError::BadRequest(format!(
-                "feature group '{name}' is not online-enabled"
+                "feature group '{}' is not online-enabled",
+                spec.name
             )));
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
@@ -455,18 +472,6 @@ impl FeatureStore {
                     values: Some(row.values),
                 },
             })
-            .collect())
-    }
-
-    /// The group's column names, in the order online values and offline columns come in.
-    pub fn columns(&self, name: &str, version: Option<u32>) -> Result<Vec<String>> {
-        Ok(self
-            .runtime(name, version)?
-            .group
-            .spec
-            .columns
-            .iter()
-            .map(|c| c.name.clone())
             .collect())
     }
 

@@ -119,6 +119,16 @@ impl IngestError {
         }
     }
 
+    /// A column whose values are of a type that cannot be read as `ty`.
+    fn mismatch(column: &str, ty: FeatureType, source: &DataType, cause: String) -> Self {
+        Self {
+            column: Some(column.to_string()),
+            row: None,
+            expected: Some(ty.to_string()),
+            message: format!("expected {ty}, got values of type {source}{cause}"),
+        }
+    }
+
     fn cell(column: &str, row_index: usize, expected: String, message: impl Into<String>) -> Self {
         Self {
             column: Some(column.to_string()),
@@ -353,12 +363,7 @@ fn to_canonical(array: &ArrayRef, ty: FeatureType, name: &str) -> Result<ArrayRe
     if source == &target {
         return Ok(array.clone());
     }
-    let mismatch = || IngestError {
-        column: Some(name.to_string()),
-        row: None,
-        expected: Some(ty.to_string()),
-        message: format!("expected {ty}, got values of type {source}"),
-    };
+    let mismatch = || IngestError::mismatch(name, ty, source, String::new());
     match (source, ty) {
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _) => {
             let text = cast_with_options(array, &DataType::Utf8, &CastOptions::default())
@@ -412,15 +417,7 @@ fn lossless_cast(
             ..Default::default()
         },
     )
-    .map_err(|e| IngestError {
-        column: Some(name.to_string()),
-        row: None,
-        expected: Some(ty.to_string()),
-        message: format!(
-            "expected {ty}, got values of type {}: {e}",
-            array.data_type()
-        ),
-    })?;
+    .map_err(|e| IngestError::mismatch(name, ty, array.data_type(), format!(": {e}")))?;
     if cast.null_count() != array.null_count() {
         let row = (0..array.len())
             .find(|&r| array.is_valid(r) && cast.is_null(r))
@@ -438,16 +435,8 @@ fn lossless_cast(
 fn embedding_from_lists(array: &ArrayRef, dim: u32, name: &str) -> Result<ArrayRef, IngestError> {
     let ty = FeatureType::Embedding { dim };
     let list_type = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
-    let lists =
-        cast_with_options(array, &list_type, &CastOptions::default()).map_err(|e| IngestError {
-            column: Some(name.to_string()),
-            row: None,
-            expected: Some(ty.to_string()),
-            message: format!(
-                "expected {ty}, got values of type {}: {e}",
-                array.data_type()
-            ),
-        })?;
+    let lists = cast_with_options(array, &list_type, &CastOptions::default())
+        .map_err(|e| IngestError::mismatch(name, ty, array.data_type(), format!(": {e}")))?;
     let lists = lists.as_list::<i32>();
     let mut values = Float32Builder::with_capacity(lists.len() * dim as usize);
     for row in 0..lists.len() {
