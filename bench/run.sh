@@ -34,7 +34,7 @@ serve_and_bench() {
     SERVER=$!
     for _ in $(seq 100); do curl -sf 127.0.0.1:7071/healthz >/dev/null && break; sleep 0.1; done
     echo "== HTTP online read, $label backend"
-    "$KAIROS" bench online --url http://127.0.0.1:7071 --batch 1 --concurrency 32 --seconds "$SECONDS_EACH"
+    for c in 4 32; do "$KAIROS" bench online --url http://127.0.0.1:7071 --batch 1 --concurrency "$c" --seconds "$SECONDS_EACH" $([ "$c" = 32 ] && echo --no-setup); done
     "$KAIROS" bench online --url http://127.0.0.1:7071 --batch 100 --concurrency 8 --seconds "$SECONDS_EACH" --no-setup
     kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
 }
