@@ -284,7 +284,10 @@ impl FeatureStore {
     /// Creates a feature group, or the next version of an existing name.
     pub async fn create_group(&self, spec: FeatureGroupSpec) -> Result<FeatureGroup> {
         spec.validate()?;
-        let group = self.inner.catalog.create_feature_group(&spec)?;
+        let group = self
+            .inner
+            .catalog
+            .create_feature_group(&spec.normalised())?;
         self.start(group.clone())?;
         Ok(group)
     }

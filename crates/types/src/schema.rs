@@ -251,6 +251,23 @@ impl FeatureGroupSpec {
         Ok(())
     }
 
+    /// The definition as stored: key and event-time columns marked non-nullable, as they are
+    /// enforced, so what `describe` shows is what ingestion checks.
+    pub fn normalised(mut self) -> Self {
+        let required: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| !self.is_nullable(c))
+            .map(|c| c.name.clone())
+            .collect();
+        for col in &mut self.columns {
+            if required.contains(&col.name) {
+                col.nullable = false;
+            }
+        }
+        self
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -401,6 +418,9 @@ mod tests {
 
     #[test]
     fn keys_and_event_time_are_never_nullable() {
+        let stored = spec().normalised();
+        let nullable: Vec<bool> = stored.columns.iter().map(|c| c.nullable).collect();
+        assert_eq!(nullable, [false, false, true]);
         let schema = spec().arrow_schema();
         assert!(!schema.field(0).is_nullable());
         assert!(!schema.field(1).is_nullable());
