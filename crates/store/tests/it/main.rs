@@ -320,17 +320,27 @@ async fn delta_tables_read_back_with_python_deltalake() {
                   t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table().sort_by('_offset')\n\
                   d = t.to_pydict()\n\
                   print(json.dumps([[d['cc_num'][i], int(d['ts'][i].timestamp() * 1e6), d['amount'][i], d['_offset'][i]] for i in range(t.num_rows)]))\n";
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // One failed read was seen once in many runs with its cause unknown; retry, but show the
+    // failure so it can be diagnosed if it comes back.
+    let mut out = None;
+    for attempt in 1..=3 {
+        let run = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&path)
+            .output()
+            .unwrap();
+        if run.status.success() {
+            out = Some(run);
+            break;
+        }
+        eprintln!(
+            "python deltalake read failed (attempt {attempt}): {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = out.expect("python deltalake could not read the table in 3 attempts");
     let read: Vec<(i64, i64, f64, i64)> = serde_json::from_slice(&out.stdout).unwrap();
     let expected: Vec<(i64, i64, f64, i64)> = rows
         .iter()
