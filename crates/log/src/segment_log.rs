@@ -245,11 +245,6 @@ impl SegmentLog {
         }
     }
 
-    /// The folder the segments live in.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
     /// How many segment files the log has now.
     pub fn segment_count(&self) -> usize {
         self.shared.index.read().expect("lock").segments.len()

@@ -9,7 +9,7 @@
 
 mod layout;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use arrow::record_batch::RecordBatch;
 use deltalake::datafusion::execution::SendableRecordBatchStream;
@@ -192,10 +192,6 @@ impl DeltaOfflineStore {
                 source,
             }),
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

@@ -478,11 +478,6 @@ impl FeatureStore {
             .collect())
     }
 
-    /// The group's definition (latest version unless one is given).
-    pub fn group(&self, name: &str, version: Option<u32>) -> Result<FeatureGroup> {
-        Ok(self.runtime(name, version)?.group.clone())
-    }
-
     /// Streams offline rows matching `filter`, in log order.
     pub async fn read_offline(
         &self,
