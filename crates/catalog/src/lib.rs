@@ -1,4 +1,5 @@
-//! The Kairos catalog: what feature groups exist, at which versions, with which schemas.
+//! The Kairos catalog: what feature groups, feature views and training datasets exist, at which
+//! versions, with which definitions.
 //!
 //! [`Catalog`] is the seam; [`SqliteCatalog`] is the embedded default (one file under the data
 //! dir), and a PostgreSQL implementation can follow behind the same trait.
@@ -7,7 +8,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
+use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -36,6 +40,37 @@ pub trait Catalog: Send + Sync {
 
     /// Removes one version; returns whether it existed.
     fn delete_feature_group(&self, name: &str, version: u32) -> Result<bool>;
+
+    /// Stores `spec` (its group versions pinned) as the next version of its name.
+    fn create_feature_view(&self, spec: &FeatureViewSpec) -> Result<FeatureView>;
+
+    /// The given version, or the latest one when `version` is `None`.
+    fn get_feature_view(&self, name: &str, version: Option<u32>) -> Result<Option<FeatureView>>;
+
+    /// Every version of every feature view, by name then version.
+    fn list_feature_views(&self) -> Result<Vec<FeatureView>>;
+
+    /// Removes one version of a view and its training datasets' metadata; returns whether it
+    /// existed.
+    fn delete_feature_view(&self, name: &str, version: u32) -> Result<bool>;
+
+    /// Hands out the next training-dataset version of a view version; never reused.
+    fn next_training_dataset_version(&self, view: &str, view_version: u32) -> Result<u32>;
+
+    /// Records a written training dataset.
+    fn save_training_dataset(&self, dataset: &TrainingDataset) -> Result<()>;
+
+    /// One training dataset, or the latest of the view version when `version` is `None`.
+    fn get_training_dataset(
+        &self,
+        view: &str,
+        view_version: u32,
+        version: Option<u32>,
+    ) -> Result<Option<TrainingDataset>>;
+
+    /// The training datasets of a view version, by version.
+    fn list_training_datasets(&self, view: &str, view_version: u32)
+    -> Result<Vec<TrainingDataset>>;
 }
 
 /// The catalog in one SQLite file.
@@ -67,12 +102,123 @@ impl SqliteCatalog {
              CREATE TABLE IF NOT EXISTS name_versions (
                  name         TEXT    PRIMARY KEY,
                  last_version INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS documents (
+                 kind    TEXT    NOT NULL,
+                 name    TEXT    NOT NULL,
+                 version INTEGER NOT NULL,
+                 body    TEXT    NOT NULL,
+                 PRIMARY KEY (kind, name, version)
+             );
+             CREATE TABLE IF NOT EXISTS document_versions (
+                 kind         TEXT    NOT NULL,
+                 name         TEXT    NOT NULL,
+                 last_version INTEGER NOT NULL,
+                 PRIMARY KEY (kind, name)
              );",
         )?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
     }
+}
+
+const FEATURE_VIEW: &str = "feature_view";
+const TRAINING_DATASET: &str = "training_dataset";
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Feature views and training datasets are versioned JSON documents: one table for both, with
+/// versions counted per (kind, name) and never reused.
+impl SqliteCatalog {
+    fn next_version(conn: &Connection, kind: &str, name: &str) -> Result<u32> {
+        let latest: Option<u32> = conn
+            .query_row(
+                "SELECT last_version FROM document_versions WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let version = latest.unwrap_or(0) + 1;
+        conn.execute(
+            "INSERT INTO document_versions (kind, name, last_version) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(kind, name) DO UPDATE SET last_version = excluded.last_version",
+            params![kind, name, version],
+        )?;
+        Ok(version)
+    }
+
+    fn put_document(
+        conn: &Connection,
+        kind: &str,
+        name: &str,
+        version: u32,
+        body: &impl Serialize,
+    ) -> Result<()> {
+        let json = serde_json::to_string(body).expect("documents serialize");
+        conn.execute(
+            "INSERT OR REPLACE INTO documents (kind, name, version, body) VALUES (?1, ?2, ?3, ?4)",
+            params![kind, name, version, json],
+        )?;
+        Ok(())
+    }
+
+    fn get_document<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<T>> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let row: Option<(u32, String)> = conn
+            .query_row(
+                "SELECT version, body FROM documents WHERE kind = ?1 AND name = ?2 \
+                 AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1",
+                params![kind, name, version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(v, body)| parse_document(name, v, &body))
+            .transpose()
+    }
+
+    fn list_documents<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<T>> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let mut stmt = conn.prepare(
+            "SELECT name, version, body FROM documents WHERE kind = ?1 AND (?2 IS NULL OR name = ?2) \
+             ORDER BY name, version",
+        )?;
+        let rows = stmt.query_map(params![kind, name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (n, v, body) = row?;
+            parse_document(&n, v, &body)
+        })
+        .collect()
+    }
+}
+
+fn parse_document<T: DeserializeOwned>(name: &str, version: u32, body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| CatalogError::Corrupt {
+        name: name.to_string(),
+        version,
+        reason: e.to_string(),
+    })
+}
+
+fn dataset_key(view: &str, view_version: u32) -> String {
+    format!("{view}@{view_version}")
 }
 
 fn row_to_group(
@@ -168,6 +314,79 @@ impl Catalog for SqliteCatalog {
             params![name, version],
         )?;
         Ok(n > 0)
+    }
+
+    fn create_feature_view(&self, spec: &FeatureViewSpec) -> Result<FeatureView> {
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let version = Self::next_version(&tx, FEATURE_VIEW, &spec.name)?;
+        let view = FeatureView {
+            spec: spec.clone(),
+            version,
+            created_at: now(),
+        };
+        Self::put_document(&tx, FEATURE_VIEW, &spec.name, version, &view)?;
+        tx.commit()?;
+        Ok(view)
+    }
+
+    fn get_feature_view(&self, name: &str, version: Option<u32>) -> Result<Option<FeatureView>> {
+        self.get_document(FEATURE_VIEW, name, version)
+    }
+
+    fn list_feature_views(&self) -> Result<Vec<FeatureView>> {
+        self.list_documents(FEATURE_VIEW, None)
+    }
+
+    fn delete_feature_view(&self, name: &str, version: u32) -> Result<bool> {
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM documents WHERE kind = ?1 AND name = ?2 AND version = ?3",
+            params![FEATURE_VIEW, name, version],
+        )?;
+        tx.execute(
+            "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
+            params![TRAINING_DATASET, dataset_key(name, version)],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn next_training_dataset_version(&self, view: &str, view_version: u32) -> Result<u32> {
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let version = Self::next_version(&tx, TRAINING_DATASET, &dataset_key(view, view_version))?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    fn save_training_dataset(&self, dataset: &TrainingDataset) -> Result<()> {
+        let conn = self.conn.lock().expect("catalog lock");
+        Self::put_document(
+            &conn,
+            TRAINING_DATASET,
+            &dataset_key(&dataset.view, dataset.view_version),
+            dataset.version,
+            dataset,
+        )
+    }
+
+    fn get_training_dataset(
+        &self,
+        view: &str,
+        view_version: u32,
+        version: Option<u32>,
+    ) -> Result<Option<TrainingDataset>> {
+        self.get_document(TRAINING_DATASET, &dataset_key(view, view_version), version)
+    }
+
+    fn list_training_datasets(
+        &self,
+        view: &str,
+        view_version: u32,
+    ) -> Result<Vec<TrainingDataset>> {
+        self.list_documents(TRAINING_DATASET, Some(&dataset_key(view, view_version)))
     }
 }
 

@@ -309,7 +309,8 @@ impl FeatureGroupSpec {
     }
 }
 
-fn is_identifier(s: &str) -> bool {
+/// Whether `s` is a valid name: 1-128 letters, digits, `_` or `-`, starting with a letter or `_`.
+pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.chars()

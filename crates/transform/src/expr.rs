@@ -1,0 +1,487 @@
+//! A small arithmetic expression language for on-demand features, evaluated over Arrow arrays.
+//!
+//! ```text
+//! expr    := term (('+' | '-') term)*
+//! term    := unary (('*' | '/') unary)*
+//! unary   := '-' unary | primary
+//! primary := number | column | function '(' expr (',' expr)* ')' | '(' expr ')'
+//! ```
+//!
+//! Columns are numeric features (any integer or float type, read as float64). Functions: `abs`,
+//! `sqrt`, `ln`, `log1p`, `exp`, `min`, `max`, `pow`. A null operand gives null, and so does a
+//! result that is not finite (division by zero, `ln(0)`, `sqrt(-1)`): a model is better served
+//! by a missing value than by an infinity, and training and serving agree on it because both run
+//! this code.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
+use arrow::record_batch::RecordBatch;
+
+use crate::{Result, TransformError, definition};
+
+/// A parsed expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Number(f64),
+    Column(String),
+    Neg(Box<Expr>),
+    Binary(Box<Expr>, BinaryOp, Box<Expr>),
+    Call(Function, Vec<Expr>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Abs,
+    Sqrt,
+    Ln,
+    Log1p,
+    Exp,
+    Min,
+    Max,
+    Pow,
+}
+
+impl Function {
+    fn parse(name: &str) -> Option<(Function, usize)> {
+        Some(match name {
+            "abs" => (Function::Abs, 1),
+            "sqrt" => (Function::Sqrt, 1),
+            "ln" => (Function::Ln, 1),
+            "log1p" => (Function::Log1p, 1),
+            "exp" => (Function::Exp, 1),
+            "min" => (Function::Min, 2),
+            "max" => (Function::Max, 2),
+            "pow" => (Function::Pow, 2),
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Function::Abs => "abs",
+            Function::Sqrt => "sqrt",
+            Function::Ln => "ln",
+            Function::Log1p => "log1p",
+            Function::Exp => "exp",
+            Function::Min => "min",
+            Function::Max => "max",
+            Function::Pow => "pow",
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Number(n) => write!(f, "{n}"),
+            Expr::Column(c) => f.write_str(c),
+            Expr::Neg(e) => write!(f, "-({e})"),
+            Expr::Binary(a, op, b) => {
+                let op = match op {
+                    BinaryOp::Add => "+",
+                    BinaryOp::Sub => "-",
+                    BinaryOp::Mul => "*",
+                    BinaryOp::Div => "/",
+                };
+                write!(f, "({a} {op} {b})")
+            }
+            Expr::Call(func, args) => {
+                write!(f, "{}(", func.name())?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl Expr {
+    /// Parses `text`; the error says where and what was expected.
+    pub fn parse(text: &str) -> Result<Expr> {
+        let mut parser = Parser {
+            tokens: tokenize(text)?,
+            pos: 0,
+        };
+        let expr = parser.expr()?;
+        match parser.tokens.get(parser.pos) {
+            None => Ok(expr),
+            Some((at, tok)) => definition(format!(
+                "expression '{text}': unexpected {tok} at character {}",
+                at + 1
+            )),
+        }
+    }
+
+    /// The columns the expression reads, each once, in order of first use.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_columns(&mut out);
+        out
+    }
+
+    fn collect_columns(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Number(_) => {}
+            Expr::Column(c) => {
+                if !out.contains(c) {
+                    out.push(c.clone());
+                }
+            }
+            Expr::Neg(e) => e.collect_columns(out),
+            Expr::Binary(a, _, b) => {
+                a.collect_columns(out);
+                b.collect_columns(out);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.collect_columns(out)),
+        }
+    }
+
+    /// Evaluates over every row of `batch`, vectorised, as float64.
+    pub fn eval(&self, batch: &RecordBatch) -> Result<ArrayRef> {
+        Ok(Arc::new(self.eval_f64(batch)?))
+    }
+
+    fn eval_f64(&self, batch: &RecordBatch) -> Result<Float64Array> {
+        let rows = batch.num_rows();
+        Ok(match self {
+            Expr::Number(n) => Float64Array::from_value(*n, rows),
+            Expr::Column(name) => {
+                let column = batch.column_by_name(name).ok_or_else(|| {
+                    TransformError::Definition(format!("expression reads unknown column '{name}'"))
+                })?;
+                as_f64(name, column)?
+            }
+            Expr::Neg(e) => unary(&e.eval_f64(batch)?, |x| -x),
+            Expr::Binary(a, op, b) => {
+                let (a, b) = (a.eval_f64(batch)?, b.eval_f64(batch)?);
+                match op {
+                    BinaryOp::Add => binary(&a, &b, |x, y| x + y),
+                    BinaryOp::Sub => binary(&a, &b, |x, y| x - y),
+                    BinaryOp::Mul => binary(&a, &b, |x, y| x * y),
+                    BinaryOp::Div => binary(&a, &b, |x, y| x / y),
+                }
+            }
+            Expr::Call(func, args) => {
+                let a = args[0].eval_f64(batch)?;
+                match func {
+                    Function::Abs => unary(&a, f64::abs),
+                    Function::Sqrt => unary(&a, f64::sqrt),
+                    Function::Ln => unary(&a, f64::ln),
+                    Function::Log1p => unary(&a, f64::ln_1p),
+                    Function::Exp => unary(&a, f64::exp),
+                    Function::Min => binary(&a, &args[1].eval_f64(batch)?, f64::min),
+                    Function::Max => binary(&a, &args[1].eval_f64(batch)?, f64::max),
+                    Function::Pow => binary(&a, &args[1].eval_f64(batch)?, f64::powf),
+                }
+            }
+        })
+    }
+}
+
+/// Reads a numeric column as float64; anything else is a definition error.
+pub(crate) fn as_f64(name: &str, column: &ArrayRef) -> Result<Float64Array> {
+    let numeric = matches!(
+        column.data_type(),
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Null
+    );
+    if !numeric {
+        return definition(format!(
+            "column '{name}' has type {}, expected a number",
+            column.data_type()
+        ));
+    }
+    let cast = cast(column, &DataType::Float64).map_err(|e| {
+        TransformError::Definition(format!("column '{name}' cannot be read as float64: {e}"))
+    })?;
+    Ok(cast.as_primitive::<Float64Type>().clone())
+}
+
+/// Non-finite results become null (see the module docs).
+pub(crate) fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+pub(crate) fn unary(a: &Float64Array, f: impl Fn(f64) -> f64) -> Float64Array {
+    a.iter().map(|x| x.and_then(|x| finite(f(x)))).collect()
+}
+
+pub(crate) fn binary(
+    a: &Float64Array,
+    b: &Float64Array,
+    f: impl Fn(f64, f64) -> f64,
+) -> Float64Array {
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) => finite(f(x, y)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Number(f64),
+    Ident(String),
+    Symbol(char),
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Number(n) => write!(f, "number {n}"),
+            Token::Ident(s) => write!(f, "name '{s}'"),
+            Token::Symbol(c) => write!(f, "'{c}'"),
+        }
+    }
+}
+
+fn tokenize(text: &str) -> Result<Vec<(usize, Token)>> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_digit()
+                    || chars[i] == '.'
+                    || chars[i] == 'e'
+                    || chars[i] == 'E'
+                    || ((chars[i] == '-' || chars[i] == '+') && matches!(chars[i - 1], 'e' | 'E')))
+            {
+                i += 1;
+            }
+            let literal: String = chars[start..i].iter().collect();
+            let n = literal.parse::<f64>().map_err(|_| {
+                TransformError::Definition(format!(
+                    "expression '{text}': bad number '{literal}' at character {}",
+                    start + 1
+                ))
+            })?;
+            tokens.push((start, Token::Number(n)));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            tokens.push((start, Token::Ident(chars[start..i].iter().collect())));
+        } else if "+-*/(),".contains(c) {
+            tokens.push((i, Token::Symbol(c)));
+            i += 1;
+        } else {
+            return definition(format!(
+                "expression '{text}': unexpected character '{c}' at character {}",
+                i + 1
+            ));
+        }
+    }
+    Ok(tokens)
+}
+
+struct Parser {
+    tokens: Vec<(usize, Token)>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(_, t)| t)
+    }
+
+    fn eat(&mut self, symbol: char) -> bool {
+        if self.peek() == Some(&Token::Symbol(symbol)) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, symbol: char) -> Result<()> {
+        if self.eat(symbol) {
+            return Ok(());
+        }
+        match self.tokens.get(self.pos) {
+            Some((at, tok)) => definition(format!(
+                "expression: expected '{symbol}' at character {}, found {tok}",
+                at + 1
+            )),
+            None => definition(format!("expression: expected '{symbol}', found the end")),
+        }
+    }
+
+    fn expr(&mut self) -> Result<Expr> {
+        let mut left = self.term()?;
+        loop {
+            let op = if self.eat('+') {
+                BinaryOp::Add
+            } else if self.eat('-') {
+                BinaryOp::Sub
+            } else {
+                return Ok(left);
+            };
+            left = Expr::Binary(Box::new(left), op, Box::new(self.term()?));
+        }
+    }
+
+    fn term(&mut self) -> Result<Expr> {
+        let mut left = self.unary()?;
+        loop {
+            let op = if self.eat('*') {
+                BinaryOp::Mul
+            } else if self.eat('/') {
+                BinaryOp::Div
+            } else {
+                return Ok(left);
+            };
+            left = Expr::Binary(Box::new(left), op, Box::new(self.unary()?));
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr> {
+        if self.eat('-') {
+            return Ok(Expr::Neg(Box::new(self.unary()?)));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr> {
+        let Some((at, token)) = self.tokens.get(self.pos).cloned() else {
+            return definition("expression: expected a value, found the end");
+        };
+        self.pos += 1;
+        match token {
+            Token::Number(n) => Ok(Expr::Number(n)),
+            Token::Symbol('(') => {
+                let inner = self.expr()?;
+                self.expect(')')?;
+                Ok(inner)
+            }
+            Token::Ident(name) if self.peek() == Some(&Token::Symbol('(')) => {
+                let Some((func, arity)) = Function::parse(&name) else {
+                    return definition(format!(
+                        "expression: unknown function '{name}' at character {}; known: abs, sqrt, ln, log1p, exp, min, max, pow",
+                        at + 1
+                    ));
+                };
+                self.pos += 1;
+                let mut args = vec![self.expr()?];
+                while self.eat(',') {
+                    args.push(self.expr()?);
+                }
+                self.expect(')')?;
+                if args.len() != arity {
+                    return definition(format!(
+                        "expression: {name} takes {arity} argument(s), got {}",
+                        args.len()
+                    ));
+                }
+                Ok(Expr::Call(func, args))
+            }
+            Token::Ident(name) => Ok(Expr::Column(name)),
+            other => definition(format!(
+                "expression: expected a value at character {}, found {other}",
+                at + 1
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array};
+    use arrow::datatypes::{Field, Schema};
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("amount", DataType::Float64, true),
+                Field::new("avg", DataType::Float64, true),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(Float64Array::from(vec![
+                    Some(10.0),
+                    Some(3.0),
+                    None,
+                    Some(1.0),
+                ])),
+                Arc::new(Float64Array::from(vec![
+                    Some(4.0),
+                    Some(0.0),
+                    Some(1.0),
+                    Some(2.0),
+                ])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn precedence_and_functions() {
+        let e = Expr::parse("amount / avg + 2 * n - -1").unwrap();
+        let out = e.eval(&batch()).unwrap();
+        let out = out.as_primitive::<Float64Type>();
+        assert_eq!(out.value(0), 10.0 / 4.0 + 2.0 + 1.0);
+        // Division by zero and a null operand are null.
+        assert!(out.is_null(1));
+        assert!(out.is_null(2));
+        assert_eq!(out.value(3), 0.5 + 8.0 + 1.0);
+        let e = Expr::parse("max(log1p(amount), pow(n, 2))").unwrap();
+        let out = e.eval(&batch()).unwrap();
+        assert_eq!(
+            out.as_primitive::<Float64Type>().value(0),
+            10f64.ln_1p().max(1.0)
+        );
+        assert_eq!(e.columns(), ["amount", "n"]);
+        assert_eq!(Expr::parse("1.5e3").unwrap(), Expr::Number(1500.0));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let err = Expr::parse("amount / (avg").unwrap_err().to_string();
+        assert!(err.contains("expected ')'"), "{err}");
+        let err = Expr::parse("amount $ 2").unwrap_err().to_string();
+        assert!(err.contains("character 8"), "{err}");
+        let err = Expr::parse("foo(amount)").unwrap_err().to_string();
+        assert!(err.contains("unknown function 'foo'"), "{err}");
+        let err = Expr::parse("min(amount)").unwrap_err().to_string();
+        assert!(err.contains("takes 2"), "{err}");
+        let err = Expr::parse("nope * 2").unwrap().eval(&batch()).unwrap_err();
+        assert!(err.to_string().contains("unknown column 'nope'"));
+    }
+}

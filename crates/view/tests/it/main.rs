@@ -1,0 +1,3 @@
+//! Differential tests of the point-in-time join against a naive reference.
+
+mod asof;
