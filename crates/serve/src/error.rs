@@ -54,6 +54,9 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidSpec(e) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string())
             }
+            e @ StoreError::InvalidView(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string())
+            }
             StoreError::BadBatch(e) => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code: "bad_batch",

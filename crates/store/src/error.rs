@@ -11,6 +11,9 @@ pub enum StoreError {
     /// The caller's definition is invalid.
     #[error(transparent)]
     InvalidSpec(#[from] SpecError),
+    /// The caller's feature-view definition is invalid; the message names the part.
+    #[error("invalid feature view definition: {0}")]
+    InvalidView(String),
     /// The caller's batch was refused; nothing of it was written.
     #[error("batch refused: {0}")]
     BadBatch(#[from] IngestError),
@@ -56,6 +59,28 @@ impl From<kairos_log::LogError> for StoreError {
 impl From<kairos_online::OnlineError> for StoreError {
     fn from(e: kairos_online::OnlineError) -> Self {
         StoreError::internal(e)
+    }
+}
+
+impl From<kairos_view::ViewError> for StoreError {
+    fn from(e: kairos_view::ViewError) -> Self {
+        use kairos_transform::TransformError;
+        use kairos_view::ViewError;
+        match e {
+            ViewError::Definition(m) | ViewError::Transform(TransformError::Definition(m)) => {
+                StoreError::InvalidView(m)
+            }
+            ViewError::Request(m) | ViewError::Transform(TransformError::Value(m)) => {
+                StoreError::BadRequest(m)
+            }
+            e => StoreError::internal(e),
+        }
+    }
+}
+
+impl From<kairos_transform::TransformError> for StoreError {
+    fn from(e: kairos_transform::TransformError) -> Self {
+        kairos_view::ViewError::from(e).into()
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 mod materialise;
 pub mod telemetry;
+mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ pub use check::CheckReport;
 pub use config::{OnlineConfig, StoreConfig};
 pub use error::{Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
+pub use views::{
+    JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, Vectors, ViewStatus,
+};
 
 /// How long a read-your-writes insert or a check waits for the materialisers.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -139,6 +143,12 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Running groups by name, then version.
     groups: RwLock<HashMap<String, BTreeMap<u32, Arc<GroupRuntime>>>>,
+    /// User functions on-demand features may call.
+    functions: kairos_transform::FunctionRegistry,
+    /// Resolved views by (name, version asked for); cleared whenever a view or function changes.
+    views: RwLock<views::ViewCache>,
+    /// Frozen transforms by (view, view version, training dataset version).
+    transforms: RwLock<HashMap<views::DatasetKey, Arc<kairos_view::TransformSet>>>,
 }
 
 /// The feature store service. Cheap to clone; clones share everything.
@@ -194,6 +204,9 @@ impl FeatureStore {
                 offline,
                 clock,
                 groups: RwLock::new(HashMap::new()),
+                functions: kairos_transform::FunctionRegistry::default(),
+                views: RwLock::new(HashMap::new()),
+                transforms: RwLock::new(HashMap::new()),
             }),
         };
         for group in store.inner.catalog.list_feature_groups()? {

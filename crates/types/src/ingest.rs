@@ -221,7 +221,9 @@ pub fn conform(spec: &FeatureGroupSpec, source: &RecordBatch) -> Result<RecordBa
     RecordBatch::try_new(spec.arrow_schema(), arrays).map_err(|e| IngestError::batch(e.to_string()))
 }
 
-fn decode(
+/// Decodes `bytes` in `format` into a batch of the columns it holds, not yet checked against
+/// `spec` (which [`conform`] does); JSON lines are read with the types of `spec`'s columns.
+pub fn decode(
     spec: &FeatureGroupSpec,
     format: Format,
     bytes: Bytes,

@@ -263,6 +263,11 @@ impl AsofJoin {
         self.output_schema.clone()
     }
 
+    /// The greatest left time pushed so far: right rows after it are never needed.
+    pub fn left_max_time(&self) -> Option<i64> {
+        self.left_max_time
+    }
+
     /// Rows pushed so far: left, then each right input.
     pub fn rows_in(&self) -> &[u64] {
         &self.rows_in
@@ -525,6 +530,9 @@ struct Joiner {
     output_schema: SchemaRef,
 }
 
+/// Per row, its key as an integer; `None` for a key that can match nothing.
+type KeyCodes = Vec<Option<i64>>;
+
 /// One side of a partition as sortable tuples: `(key, time, tie-break, row)`.
 type Tuples = Vec<(i64, i64, i64, u32)>;
 
@@ -667,11 +675,7 @@ impl Joiner {
 
     /// Key codes for the left and right rows: equal keys get equal codes; null keys, and left
     /// keys absent on the right, get none.
-    fn encode_keys(
-        &self,
-        left: &[ArrayRef],
-        right: &[ArrayRef],
-    ) -> Result<(Vec<Option<i64>>, Vec<Option<i64>>)> {
+    fn encode_keys(&self, left: &[ArrayRef], right: &[ArrayRef]) -> Result<(KeyCodes, KeyCodes)> {
         match self.key_mode {
             KeyMode::Integer => Ok((i64_column(&left[0])?, i64_column(&right[0])?)),
             KeyMode::Rows => {

@@ -1,6 +1,8 @@
 //! The feature store through its service API, on both online backends: the write path, reads,
 //! TTL, as-of reads, delete, and the Delta tables read back by another tool.
 
+mod views;
+
 use std::sync::Arc;
 
 use arrow::array::{AsArray, Float64Array, Int64Array, TimestampMicrosecondArray};

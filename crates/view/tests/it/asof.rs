@@ -173,12 +173,12 @@ fn run(case: Case, lefts: &[LeftRow], rights: &[Vec<RightRow>]) -> Vec<Vec<Optio
             .clone();
         for row in 0..batch.num_rows() {
             let id = ids.value(row) as usize;
-            for i in 0..rights.len() {
+            for (i, matched) in out[id].iter_mut().enumerate() {
                 let col = batch
                     .column_by_name(&format!("value_{i}"))
                     .unwrap()
                     .as_primitive::<Int64Type>();
-                out[id][i] = col.is_valid(row).then(|| col.value(row));
+                *matched = col.is_valid(row).then(|| col.value(row));
             }
             seen += 1;
         }

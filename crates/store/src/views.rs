@@ -1,0 +1,809 @@
+//! Feature views on the store: apply and describe definitions, materialise point-in-time
+//! correct training datasets from the offline store, and serve online feature vectors.
+//!
+//! The decisions live in `kairos-view` (the plan, the join, the datasets, the vectors); this
+//! module does the I/O around them: catalog reads, offline scans pushed into the join, online
+//! multi-gets, files under `<data_dir>/training_datasets`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use kairos_offline::{INGESTED_AT, OFFSET, ReadFilter};
+use kairos_transform::{FunctionRegistry, UserFunction};
+use kairos_types::value::format_timestamp;
+use kairos_types::{FeatureGroupSpec, FeatureType, Format, Value, ingest};
+use kairos_view::dataset::read_split;
+use kairos_view::vector::EntryStatus;
+use kairos_view::{
+    AsofJoin, AsofOptions, AsofOutput, AsofStage, DatasetWriter, FeatureView, FeatureViewSpec,
+    RightInput, SplitName, TrainingDataset, TrainingDatasetRequest, TransformSet, ViewPlan,
+};
+use serde::Serialize;
+
+use crate::{FeatureStore, GroupRuntime, KeyStatus, Result, StoreError, parse_key};
+
+/// Resolved views by (name, version asked for; `None` is the latest).
+pub(crate) type ViewCache = HashMap<(String, Option<u32>), Arc<ResolvedView>>;
+
+/// Names a training dataset: (view, view version, dataset version).
+pub(crate) type DatasetKey = (String, u32, u32);
+
+/// A view with its plan, cached so online reads do not resolve the definition each time.
+#[derive(Debug)]
+pub(crate) struct ResolvedView {
+    pub(crate) view: FeatureView,
+    pub(crate) plan: ViewPlan,
+}
+
+/// Online vectors as transports answer them: the column names once, then one result per entry.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct VectorAnswer {
+    pub view: String,
+    pub view_version: u32,
+    /// The training dataset whose frozen transforms were applied, if one was named.
+    pub training_dataset_version: Option<u32>,
+    pub columns: Vec<String>,
+    pub vectors: Vec<VectorResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct VectorResult {
+    pub status: EntryStatus,
+    /// The feature groups that had no row for this entry; their features are null.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub values: Vec<serde_json::Value>,
+}
+
+/// The raw result of an online read: Arrow columns, for in-process callers (serving, tests).
+#[derive(Debug, Clone)]
+pub struct Vectors {
+    pub features: RecordBatch,
+    pub statuses: Vec<EntryStatus>,
+    pub missing: Vec<Vec<String>>,
+}
+
+/// A spine: the rows to build training data for, instead of the root group's rows.
+#[derive(Debug, Clone)]
+pub struct Spine {
+    pub name: String,
+    pub format: Format,
+    pub bytes: Bytes,
+}
+
+/// Tuning of the point-in-time join.
+#[derive(Debug, Clone)]
+pub struct JoinTuning {
+    pub memory_budget: usize,
+}
+
+impl FeatureStore {
+    /// The user functions on-demand features may call.
+    pub fn functions(&self) -> &FunctionRegistry {
+        &self.inner.functions
+    }
+
+    /// Registers a Rust function for on-demand features.
+    pub fn register_function(&self, function: UserFunction) -> Result<()> {
+        self.inner.functions.register(function)?;
+        self.inner.views.write().expect("lock").clear();
+        Ok(())
+    }
+
+    /// Validates a view definition against the catalog and stores it as the next version of its
+    /// name, with every group version pinned.
+    pub async fn apply_view(&self, spec: FeatureViewSpec) -> Result<FeatureView> {
+        let catalog = &self.inner.catalog;
+        let lookup = |name: &str, version: Option<u32>| {
+            catalog.get_feature_group(name, version).ok().flatten()
+        };
+        let plan = ViewPlan::resolve(&spec, &lookup, &self.inner.functions)?;
+        let view = catalog.create_feature_view(&plan.pinned(&spec))?;
+        self.inner.views.write().expect("lock").clear();
+        Ok(view)
+    }
+
+    pub fn list_views(&self) -> Result<Vec<FeatureView>> {
+        Ok(self.inner.catalog.list_feature_views()?)
+    }
+
+    /// A view (the latest version unless one is given) with its training datasets.
+    pub fn describe_view(&self, name: &str, version: Option<u32>) -> Result<ViewStatus> {
+        let resolved = self.resolve_view(name, version)?;
+        let view = resolved.view.clone();
+        let training_datasets = self
+            .inner
+            .catalog
+            .list_training_datasets(name, view.version)?
+            .into_iter()
+            .map(|td| TrainingDatasetSummary {
+                version: td.version,
+                created_at: td.created_at,
+                row_counts: td.row_counts,
+            })
+            .collect();
+        let columns = resolved
+            .plan
+            .features
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_string()))
+            .collect();
+        Ok(ViewStatus {
+            view,
+            columns,
+            labels: resolved.plan.labels.clone(),
+            training_datasets,
+        })
+    }
+
+    /// Deletes one version of a view with its training datasets.
+    pub async fn delete_view(&self, name: &str, version: u32) -> Result<()> {
+        if !self.inner.catalog.delete_feature_view(name, version)? {
+            return Err(StoreError::NotFound(format!(
+                "feature view '{name}' has no version {version}"
+            )));
+        }
+        self.inner.views.write().expect("lock").clear();
+        let dir = self.datasets_dir().join(name).join(format!("v{version}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                StoreError::Internal(format!("cannot remove {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn datasets_dir(&self) -> PathBuf {
+        self.inner.config.data_dir.join("training_datasets")
+    }
+
+    pub(crate) fn resolve_view(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<ResolvedView>> {
+        let key = (name.to_string(), version);
+        if let Some(found) = self.inner.views.read().expect("lock").get(&key) {
+            return Ok(found.clone());
+        }
+        let view = self
+            .inner
+            .catalog
+            .get_feature_view(name, version)?
+            .ok_or_else(|| match version {
+                Some(v) => {
+                    StoreError::NotFound(format!("feature view '{name}' has no version {v}"))
+                }
+                None => StoreError::NotFound(format!("feature view '{name}' not found")),
+            })?;
+        let catalog = &self.inner.catalog;
+        let lookup = |n: &str, v: Option<u32>| catalog.get_feature_group(n, v).ok().flatten();
+        let plan = ViewPlan::resolve(&view.spec, &lookup, &self.inner.functions)?;
+        let resolved = Arc::new(ResolvedView { view, plan });
+        self.inner
+            .views
+            .write()
+            .expect("lock")
+            .insert(key, resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Materialises a point-in-time correct training dataset of a view: Parquet files per split
+    /// under the data dir, statistics of the training split, the transforms fitted on them, and
+    /// the metadata in the catalog.
+    pub async fn create_training_dataset(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        request: TrainingDatasetRequest,
+        spine: Option<Spine>,
+        tuning: Option<JoinTuning>,
+    ) -> Result<TrainingDataset> {
+        request.split.validate()?;
+        let resolved = self.resolve_view(name, version)?;
+        let (view, plan) = (&resolved.view, &resolved.plan);
+        let td_version = self
+            .inner
+            .catalog
+            .next_training_dataset_version(name, view.version)?;
+        let relative = PathBuf::from("training_datasets")
+            .join(name)
+            .join(format!("v{}", view.version))
+            .join(format!("td{td_version}"));
+        let target = self.inner.config.data_dir.join(&relative);
+
+        let root_rt = self.runtime(&plan.root.spec.name, Some(plan.root.version))?;
+        let join_rts = plan
+            .joins
+            .iter()
+            .map(|j| self.runtime(&j.group.spec.name, Some(j.group.version)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut log_offsets = BTreeMap::new();
+        for rt in std::iter::once(&root_rt).chain(&join_rts) {
+            log_offsets.insert(rt.group.id().to_string(), *rt.offline_applied.borrow());
+        }
+
+        let mut options = AsofOptions {
+            strict: request.strict,
+            as_known_at: request.as_known_at,
+            spill_dir: self.inner.config.data_dir.join("tmp"),
+            ..AsofOptions::default()
+        };
+        if let Some(t) = tuning {
+            options.memory_budget = t.memory_budget;
+        }
+        std::fs::create_dir_all(&options.spill_dir).map_err(StoreError::internal)?;
+
+        // The left side: the spine's rows, or the root group's rows in the time range.
+        let root_spec = &plan.root.spec;
+        let mut left: Left = match &spine {
+            Some(spine) => {
+                let batch = parse_spine(plan, spine, &request)?;
+                Left::Batches(batch.schema(), vec![batch])
+            }
+            None => {
+                let filter = ReadFilter {
+                    start: request.start,
+                    end: request.end,
+                    as_of: None,
+                };
+                let table = root_rt.group.id();
+                let batches = self
+                    .inner
+                    .offline
+                    .scan(&table, root_spec, filter)
+                    .await?
+                    .collect()
+                    .await?;
+                Left::Batches(kairos_offline::output_schema(root_spec), batches)
+            }
+        };
+        let first_columns = left.schema();
+        let mut stages: Vec<(AsofStage, Vec<Arc<GroupRuntime>>)> = Vec::new();
+        if spine.is_some() {
+            // The root group joins the spine on its own key, for the root columns the spine lacks.
+            let present = first_columns.clone();
+            let features = plan
+                .root_columns()
+                .into_iter()
+                .filter(|c| present.column_with_name(c).is_none())
+                .map(|c| (c.clone(), c))
+                .collect();
+            stages.push((
+                AsofStage {
+                    left_keys: root_spec.primary_key.clone(),
+                    left_time: root_spec.event_time.clone(),
+                    rights: vec![right_input(root_spec, features, None)],
+                },
+                vec![root_rt.clone()],
+            ));
+        }
+        // Joins on the same root columns run in one stage.
+        for (join, rt) in plan.joins.iter().zip(&join_rts) {
+            let features = join
+                .features
+                .iter()
+                .map(|(s, o, _)| (s.clone(), o.clone()))
+                .collect();
+            let input = right_input(&join.group.spec, features, join.lookback_micros);
+            // The first stage's left side is the spine or the root rows; a join reading a root
+            // column the spine lacks runs after the root group has been joined.
+            let ready_first = join
+                .left
+                .iter()
+                .all(|c| first_columns.column_with_name(c).is_some());
+            let found = stages
+                .iter_mut()
+                .enumerate()
+                .find(|(i, (s, _))| s.left_keys == join.left && (*i > 0 || ready_first))
+                .map(|(_, stage)| stage);
+            match found {
+                Some((stage, rts)) => {
+                    stage.rights.push(input);
+                    rts.push(rt.clone());
+                }
+                None => stages.push((
+                    AsofStage {
+                        left_keys: join.left.clone(),
+                        left_time: root_spec.event_time.clone(),
+                        rights: vec![input],
+                    },
+                    vec![rt.clone()],
+                )),
+            }
+        }
+
+        for (stage, rts) in stages {
+            let right_schemas: Vec<_> = rts
+                .iter()
+                .map(|rt| kairos_offline::output_schema(&rt.group.spec))
+                .collect();
+            let left_schema = left.schema();
+            let mut join = AsofJoin::new(stage, &left_schema, &right_schemas, options.clone())?;
+            join = tokio::task::spawn_blocking(move || -> Result<AsofJoin> {
+                for batch in left.into_batches() {
+                    join.push_left(batch?)?;
+                }
+                Ok(join)
+            })
+            .await
+            .map_err(StoreError::internal)??;
+            let end = join.left_max_time().map(|t| t.saturating_add(1));
+            for (i, rt) in rts.iter().enumerate() {
+                let filter = ReadFilter {
+                    start: None,
+                    end,
+                    as_of: None,
+                };
+                let mut stream = self
+                    .inner
+                    .offline
+                    .scan(&rt.group.id(), &rt.group.spec, filter)
+                    .await?;
+                while let Some(batch) = stream.next().await {
+                    join.push_right(i, batch?)?;
+                }
+            }
+            left = Left::Joined(join.finish()?);
+        }
+
+        let columns = plan.training_columns();
+        let schema = kairos_view::rows::schema_of(&columns, root_spec.primary_key.len() + 1);
+        let stats_columns: Vec<String> = plan
+            .features
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(plan.labels.iter().cloned())
+            .collect();
+        let mut writer = DatasetWriter::new(
+            &target,
+            schema,
+            request.split.clone(),
+            root_spec.primary_key.clone(),
+            root_spec.event_time.clone(),
+            &stats_columns,
+        )?;
+        let resolved_for_rows = resolved.clone();
+        let (row_counts, statistics) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let plan = &resolved_for_rows.plan;
+            let required = plan.root.spec.primary_key.len() + 1;
+            for batch in left.into_batches() {
+                let rows = plan.compute_on_demand(&batch?)?;
+                writer.write(&plan.select(&rows, &columns, required)?)?;
+            }
+            Ok(writer.finish()?)
+        })
+        .await
+        .map_err(StoreError::internal)??;
+        let transforms = match TransformSet::fit(plan, &statistics) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&target);
+                return Err(e.into());
+            }
+        };
+        let dataset = TrainingDataset {
+            view: name.to_string(),
+            view_version: view.version,
+            version: td_version,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            description: request.description.clone(),
+            start: request.start.map(format_timestamp),
+            end: request.end.map(format_timestamp),
+            split: request.split.clone(),
+            strict: request.strict,
+            as_known_at: request.as_known_at,
+            spine: spine.map(|s| s.name),
+            columns: plan
+                .training_columns()
+                .into_iter()
+                .map(|(n, t)| (n, t.to_string()))
+                .collect(),
+            row_counts,
+            log_offsets,
+            statistics,
+            transforms,
+            path: relative.to_string_lossy().to_string(),
+        };
+        self.inner.catalog.save_training_dataset(&dataset)?;
+        Ok(dataset)
+    }
+
+    /// A training dataset's metadata; the latest of the view version when `version` is `None`.
+    pub fn training_dataset(
+        &self,
+        name: &str,
+        view_version: Option<u32>,
+        version: Option<u32>,
+    ) -> Result<TrainingDataset> {
+        let view = self.resolve_view(name, view_version)?.view.version;
+        self.inner
+            .catalog
+            .get_training_dataset(name, view, version)?
+            .ok_or_else(|| match version {
+                Some(v) => StoreError::NotFound(format!(
+                    "feature view '{name}' v{view} has no training dataset {v}"
+                )),
+                None => StoreError::NotFound(format!(
+                    "feature view '{name}' v{view} has no training dataset"
+                )),
+            })
+    }
+
+    /// Reads one split of a training dataset, with its frozen transforms applied when
+    /// `transformed` (what a model trains on) or as stored.
+    pub fn read_training_dataset(
+        &self,
+        dataset: &TrainingDataset,
+        split: SplitName,
+        transformed: bool,
+    ) -> Result<Vec<RecordBatch>> {
+        let dir = self.inner.config.data_dir.join(&dataset.path);
+        let batches = read_split(&dir, split)?;
+        if !transformed {
+            return Ok(batches);
+        }
+        let resolved = self.resolve_view(&dataset.view, Some(dataset.view_version))?;
+        let plan = &resolved.plan;
+        let keys = plan.keys();
+        let mut head = keys.clone();
+        head.push((plan.event_time().to_string(), FeatureType::Timestamp));
+        let labels: Vec<(String, FeatureType)> = plan
+            .labels
+            .iter()
+            .map(|l| (l.clone(), plan.root.spec.column(l).expect("label").ty))
+            .collect();
+        batches
+            .iter()
+            .map(|b| {
+                let features = dataset
+                    .transforms
+                    .apply(&plan.select(b, &plan.features, 0)?)?;
+                let head = plan.select(b, &head, head.len())?;
+                let labels = plan.select(b, &labels, 0)?;
+                let mut fields: Vec<arrow::datatypes::Field> = Vec::new();
+                let mut columns = Vec::new();
+                for part in [&head, &features, &labels] {
+                    fields.extend(part.schema().fields().iter().map(|f| f.as_ref().clone()));
+                    columns.extend(part.columns().iter().cloned());
+                }
+                RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+                    .map_err(StoreError::internal)
+            })
+            .collect()
+    }
+
+    /// Online feature vectors for entries of the view's root key, with request-time values:
+    /// one multi-get per feature group, then the same on-demand features and (when a training
+    /// dataset version is named) the same frozen transforms as its training data.
+    pub async fn feature_vectors(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        entries: &[serde_json::Value],
+        request: &[serde_json::Map<String, serde_json::Value>],
+        training_dataset: Option<u32>,
+    ) -> Result<Vectors> {
+        let resolved = self.resolve_view(name, version)?;
+        let plan = &resolved.plan;
+        let transforms = match training_dataset {
+            None => Arc::new(TransformSet::default()),
+            Some(v) => self.frozen_transforms(&resolved.view, v)?,
+        };
+        if request.len() > 1 && request.len() != entries.len() {
+            return Err(StoreError::BadRequest(format!(
+                "request: give one object for all entries or one per entry ({} entries, {} objects)",
+                entries.len(),
+                request.len()
+            )));
+        }
+        let root_spec = &plan.root.spec;
+        let keys = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| parse_key(root_spec, i, e))
+            .collect::<Result<Vec<_>>>()?;
+        let now = self.inner.clock.now_micros();
+        let mut times = Vec::with_capacity(entries.len());
+        let mut values = Vec::with_capacity(entries.len());
+        for i in 0..entries.len() {
+            let given = request.get(if request.len() == 1 { 0 } else { i });
+            let (t, v) = parse_request(plan, i, given, now)?;
+            times.push(t);
+            values.push(v);
+        }
+
+        let root_rows = if plan.needs_root_lookup() {
+            let rt = self.runtime(&root_spec.name, Some(plan.root.version))?;
+            let found = self.lookup(&rt, &keys).await?;
+            Some(
+                found
+                    .into_iter()
+                    .map(|l| {
+                        (l.status == KeyStatus::Present)
+                            .then_some(l.values)
+                            .flatten()
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        } else {
+            None
+        };
+        let root = plan.root_values(&keys, &times, &values, root_rows.as_deref());
+        let lookups = plan.joins.iter().enumerate().map(|(j, join)| {
+            let keys = plan.join_keys(&root, j);
+            let times = &times;
+            async move {
+                let rt = self.runtime(&join.group.spec.name, Some(join.group.version))?;
+                let wanted: Vec<Vec<Value>> = keys.iter().flatten().cloned().collect();
+                let mut found = self.lookup(&rt, &wanted).await?.into_iter();
+                Ok::<_, StoreError>(
+                    keys.iter()
+                        .enumerate()
+                        .map(|(i, k)| {
+                            k.as_ref()?;
+                            let l = found.next().expect("one lookup per key");
+                            let fresh = match (join.lookback_micros, l.event_time) {
+                                (Some(lb), Some(et)) => et >= times[i].saturating_sub(lb),
+                                _ => true,
+                            };
+                            (l.status == KeyStatus::Present && fresh)
+                                .then_some(l.values)
+                                .flatten()
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            }
+        });
+        let joined = futures::future::try_join_all(lookups).await?;
+        let vectors = plan.assemble(&root, &joined, &transforms)?;
+        Ok(Vectors {
+            features: vectors.features,
+            statuses: vectors.statuses,
+            missing: vectors.missing,
+        })
+    }
+
+    /// [`Self::feature_vectors`] shaped for JSON transports.
+    pub async fn feature_vectors_json(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        entries: &[serde_json::Value],
+        request: &[serde_json::Map<String, serde_json::Value>],
+        training_dataset: Option<u32>,
+    ) -> Result<VectorAnswer> {
+        let resolved = self.resolve_view(name, version)?;
+        let vectors = self
+            .feature_vectors(name, version, entries, request, training_dataset)
+            .await?;
+        let batch = &vectors.features;
+        let schema = batch.schema();
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let types: Vec<Option<FeatureType>> = schema
+            .fields()
+            .iter()
+            .map(|f| feature_type_of(f.data_type()))
+            .collect();
+        let results = (0..batch.num_rows())
+            .map(|row| VectorResult {
+                status: vectors.statuses[row],
+                missing: vectors.missing[row].clone(),
+                values: batch
+                    .columns()
+                    .iter()
+                    .zip(&types)
+                    .map(|(c, ty)| {
+                        ty.map_or(serde_json::Value::Null, |ty| {
+                            Value::from_array(c, ty, row).to_json()
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(VectorAnswer {
+            view: name.to_string(),
+            view_version: resolved.view.version,
+            training_dataset_version: training_dataset,
+            columns,
+            vectors: results,
+        })
+    }
+
+    fn frozen_transforms(&self, view: &FeatureView, td_version: u32) -> Result<Arc<TransformSet>> {
+        let key = (view.spec.name.clone(), view.version, td_version);
+        if let Some(t) = self.inner.transforms.read().expect("lock").get(&key) {
+            return Ok(t.clone());
+        }
+        let td = self
+            .inner
+            .catalog
+            .get_training_dataset(&view.spec.name, view.version, Some(td_version))?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "feature view '{}' v{} has no training dataset {td_version}",
+                    view.spec.name, view.version
+                ))
+            })?;
+        let t = Arc::new(td.transforms);
+        self.inner
+            .transforms
+            .write()
+            .expect("lock")
+            .insert(key, t.clone());
+        Ok(t)
+    }
+}
+
+/// A view, its vector columns and its training datasets.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ViewStatus {
+    #[serde(flatten)]
+    pub view: FeatureView,
+    /// The online vector's columns (before transforms) and their types.
+    pub columns: Vec<(String, String)>,
+    pub labels: Vec<String>,
+    pub training_datasets: Vec<TrainingDatasetSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TrainingDatasetSummary {
+    pub version: u32,
+    pub created_at: String,
+    #[schema(value_type = Object)]
+    pub row_counts: BTreeMap<SplitName, u64>,
+}
+
+fn right_input(
+    spec: &FeatureGroupSpec,
+    features: Vec<(String, String)>,
+    lookback: Option<i64>,
+) -> RightInput {
+    RightInput {
+        keys: spec.primary_key.clone(),
+        time: spec.event_time.clone(),
+        ingested_at: Some(INGESTED_AT.to_string()),
+        tie_break: Some(OFFSET.to_string()),
+        features,
+        lookback,
+    }
+}
+
+/// The left input of a join stage.
+enum Left {
+    Batches(arrow::datatypes::SchemaRef, Vec<RecordBatch>),
+    Joined(AsofOutput),
+}
+
+impl Left {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        match self {
+            Left::Batches(schema, _) => schema.clone(),
+            Left::Joined(out) => out.schema(),
+        }
+    }
+
+    fn into_batches(self) -> Box<dyn Iterator<Item = Result<RecordBatch>> + Send> {
+        match self {
+            Left::Batches(_, b) => Box::new(b.into_iter().map(Ok)),
+            Left::Joined(out) => Box::new(out.map(|r| r.map_err(StoreError::from))),
+        }
+    }
+}
+
+/// Reads a spine: the root's key and event-time columns, and optionally labels and request
+/// columns; anything else is refused by name. Columns the spine leaves out come from the root
+/// group, point-in-time.
+fn parse_spine(
+    plan: &ViewPlan,
+    spine: &Spine,
+    request: &TrainingDatasetRequest,
+) -> Result<RecordBatch> {
+    let root = &plan.root.spec;
+    let decoded = ingest::decode(root, spine.format, spine.bytes.clone())?;
+    let present = decoded.schema();
+    let allowed = |c: &str| {
+        root.primary_key.iter().any(|k| k == c)
+            || c == root.event_time
+            || plan.labels.iter().any(|l| l == c)
+            || plan.request.iter().any(|r| r == c)
+    };
+    if let Some(extra) = present.fields().iter().find(|f| !allowed(f.name())) {
+        return Err(StoreError::BadRequest(format!(
+            "spine {}: column '{}' is not a key, event-time, label or request column of '{}'",
+            spine.name,
+            extra.name(),
+            root.name
+        )));
+    }
+    let sub = FeatureGroupSpec {
+        columns: root
+            .columns
+            .iter()
+            .filter(|c| {
+                present.column_with_name(&c.name).is_some()
+                    || root.primary_key.contains(&c.name)
+                    || c.name == root.event_time
+            })
+            .cloned()
+            .collect(),
+        ..root.clone()
+    };
+    let batch = ingest::conform(&sub, &decoded)
+        .map_err(|e| StoreError::BadRequest(format!("spine {}: {e}", spine.name)))?;
+    // The time range applies to the spine as to root rows.
+    let times = batch.column_by_name(&root.event_time).expect("event time");
+    let times =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::TimestampMicrosecondType>(times);
+    let keep: arrow::array::BooleanArray = times
+        .iter()
+        .map(|t| {
+            Some(t.is_some_and(|t| {
+                request.start.is_none_or(|s| t >= s) && request.end.is_none_or(|e| t < e)
+            }))
+        })
+        .collect();
+    arrow::compute::filter_record_batch(&batch, &keep).map_err(StoreError::internal)
+}
+
+/// One entry's event time (given, or now) and request values, each checked against its column.
+fn parse_request(
+    plan: &ViewPlan,
+    index: usize,
+    given: Option<&serde_json::Map<String, serde_json::Value>>,
+    now: i64,
+) -> Result<(i64, HashMap<String, Value>)> {
+    let root = &plan.root.spec;
+    let bad = |m: String| StoreError::BadRequest(format!("entry {index}: {m}"));
+    let empty = serde_json::Map::new();
+    let given = given.unwrap_or(&empty);
+    let mut time = now;
+    let mut values = HashMap::new();
+    for (name, json) in given {
+        let is_time = *name == root.event_time;
+        if !is_time && !plan.request.contains(name) {
+            return Err(bad(format!(
+                "'{name}' is not a request value of this view; request values are: {}",
+                std::iter::once(root.event_time.as_str())
+                    .chain(plan.request.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let ty = root.column(name).expect("root column").ty;
+        let value =
+            Value::from_json(json, ty).map_err(|e| bad(format!("request value '{name}': {e}")))?;
+        if is_time {
+            match value {
+                Value::Timestamp(t) => time = t,
+                _ => return Err(bad(format!("request value '{name}' must be a timestamp"))),
+            }
+        } else {
+            values.insert(name.clone(), value);
+        }
+    }
+    if let Some(missing) = plan.request.iter().find(|r| !values.contains_key(*r)) {
+        return Err(bad(format!("request value '{missing}' is missing")));
+    }
+    Ok((time, values))
+}
+
+fn feature_type_of(ty: &arrow::datatypes::DataType) -> Option<FeatureType> {
+    use arrow::datatypes::DataType;
+    Some(match ty {
+        DataType::Boolean => FeatureType::Bool,
+        DataType::Int32 => FeatureType::Int32,
+        DataType::Int64 => FeatureType::Int64,
+        DataType::Float32 => FeatureType::Float32,
+        DataType::Float64 => FeatureType::Float64,
+        DataType::Utf8 => FeatureType::String,
+        DataType::Timestamp(_, _) => FeatureType::Timestamp,
+        DataType::Date32 => FeatureType::Date,
+        DataType::FixedSizeList(_, n) => FeatureType::Embedding { dim: *n as u32 },
+        _ => return None,
+    })
+}
