@@ -96,7 +96,7 @@ pub enum FgCommand {
     },
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{}", serde_json::to_string_pretty(value)?) {
         // A closed pipe (`| head`) is the reader's choice, not an error.
@@ -118,11 +118,11 @@ fn read_spec(file: &Path) -> anyhow::Result<FeatureGroupSpec> {
     Ok(spec)
 }
 
-fn version_query(version: Option<u32>) -> String {
+pub(crate) fn version_query(version: Option<u32>) -> String {
     version.map(|v| format!("?version={v}")).unwrap_or_default()
 }
 
-fn spinner(message: String) -> ProgressBar {
+pub(crate) fn spinner(message: String) -> ProgressBar {
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new_spinner()
     } else {
@@ -135,7 +135,7 @@ fn spinner(message: String) -> ProgressBar {
 }
 
 /// Parses `col=value,col=value` (or a bare value) into a JSON entry.
-fn parse_entry(entry: &str) -> serde_json::Value {
+pub(crate) fn parse_entry(entry: &str) -> serde_json::Value {
     if !entry.contains('=') {
         return serde_json::Value::String(entry.to_string());
     }
@@ -152,7 +152,7 @@ fn parse_entry(entry: &str) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
@@ -304,7 +304,7 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
     }
 }
 
-fn file_format(file: &Path, format: Option<&str>) -> anyhow::Result<Format> {
+pub(crate) fn file_format(file: &Path, format: Option<&str>) -> anyhow::Result<Format> {
     match format {
         Some(f) => Format::from_name(f).with_context(|| format!("unknown format '{f}'")),
         None => Format::from_name(&file.to_string_lossy()).with_context(|| {

@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod fg;
+mod fv;
 mod remote;
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ enum Command {
     /// Feature groups: create, list, describe, insert, get, read, check, delete, compact.
     #[command(subcommand)]
     Fg(fg::FgCommand),
+    /// Feature views: apply, list, describe, delete, training-data, read, get (online vectors).
+    #[command(subcommand)]
+    Fv(fv::FvCommand),
     /// Benchmarks: online reads over HTTP or in process, bulk inserts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -79,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve { .. } => serve(config).await,
             Command::Fg(command) => fg::run(command, &config, cli.url.as_deref()).await,
+            Command::Fv(command) => fv::run(command, &config, cli.url.as_deref()).await,
             Command::Bench(command) => bench::run(command, &config).await,
         }
     })

@@ -21,14 +21,19 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::telemetry;
+use crate::{telemetry, views};
+use kairos_store::{VectorAnswer, ViewStatus};
+use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The OpenAPI document of the REST API, generated from the handlers below.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Kairos", description = "Kairos feature store REST API"),
+    info(
+        title = "Kairos",
+        description = "Kairos feature store REST API: feature groups and feature views"
+    ),
     paths(
         create_group,
         list_groups,
@@ -40,7 +45,15 @@ type ApiResult<T> = Result<T, ApiError>;
         read_offline,
         check_group,
         compact_group,
-        healthz
+        healthz,
+        views::apply_view,
+        views::list_views,
+        views::describe_view,
+        views::delete_view,
+        views::create_training_dataset,
+        views::get_training_dataset,
+        views::read_training_dataset,
+        views::get_vectors
     ),
     components(schemas(
         FeatureGroupSpec,
@@ -53,7 +66,16 @@ type ApiResult<T> = Result<T, ApiError>;
         OnlineRequest,
         CheckReport,
         ErrorBody,
-        CompactResponse
+        CompactResponse,
+        FeatureViewSpec,
+        FeatureView,
+        ViewStatus,
+        TrainingDataset,
+        VectorAnswer,
+        views::TrainingDataBody,
+        views::SplitBody,
+        views::SpineBody,
+        views::VectorRequest
     ))
 )]
 pub struct ApiDoc;
@@ -79,6 +101,27 @@ pub fn router(store: FeatureStore) -> Router {
         .route("/v1/feature-groups/{name}/offline", get(read_offline))
         .route("/v1/feature-groups/{name}/check", get(check_group))
         .route("/v1/feature-groups/{name}/compact", post(compact_group))
+        .route(
+            "/v1/feature-views",
+            post(views::apply_view).get(views::list_views),
+        )
+        .route(
+            "/v1/feature-views/{name}",
+            get(views::describe_view).delete(views::delete_view),
+        )
+        .route(
+            "/v1/feature-views/{name}/training-datasets",
+            post(views::create_training_dataset),
+        )
+        .route(
+            "/v1/feature-views/{name}/training-datasets/{td}",
+            get(views::get_training_dataset),
+        )
+        .route(
+            "/v1/feature-views/{name}/training-datasets/{td}/data",
+            get(views::read_training_dataset),
+        )
+        .route("/v1/feature-views/{name}/vectors", post(views::get_vectors))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(telemetry::track_latency))
         .layer(DefaultBodyLimit::max(max_body))
@@ -117,7 +160,7 @@ struct VersionQuery {
     version: Option<u32>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -352,7 +395,7 @@ struct OfflineQuery {
     format: Option<String>,
 }
 
-fn time_param(name: &str, value: &Option<String>) -> ApiResult<Option<i64>> {
+pub(crate) fn time_param(name: &str, value: &Option<String>) -> ApiResult<Option<i64>> {
     value
         .as_deref()
         .map(|v| {

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod error;
 mod telemetry;
+pub mod views;
 
 use std::net::SocketAddr;
 
