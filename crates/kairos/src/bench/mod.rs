@@ -1,5 +1,8 @@
 //! `kairos bench …`: load generators whose figures go into BENCHMARKS.md.
 
+mod pit;
+mod vectors;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +62,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// Writes the point-in-time join benchmark's Parquet files (a spine and feature groups).
+    PitData(pit::DataArgs),
+    /// Point-in-time join of the spine with the feature groups written by `pit-data`.
+    PitJoin(pit::JoinArgs),
+    /// Closed-loop online feature-vector reads over HTTP: a view of 3 joined groups and 2
+    /// on-demand features.
+    Vectors(vectors::Args),
 }
 
 /// A group of an int64 key, an event time and ten float64 features.
@@ -98,7 +108,7 @@ fn bench_batch(spec: &FeatureGroupSpec, ids: std::ops::Range<usize>) -> RecordBa
     RecordBatch::try_new(spec.arrow_schema(), columns).expect("bench batch matches its schema")
 }
 
-fn ipc_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
+pub(crate) fn ipc_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
     let mut buf = Vec::new();
     let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
     w.write(batch)?;
@@ -116,7 +126,7 @@ fn parquet_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
 }
 
 #[derive(Debug, Serialize)]
-struct LatencyReport {
+pub(crate) struct LatencyReport {
     mode: &'static str,
     batch: usize,
     concurrency: usize,
@@ -172,10 +182,13 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
             store.close().await;
             result
         }
+        BenchCommand::PitData(args) => tokio::task::spawn_blocking(move || pit::write_data(&args)).await?,
+        BenchCommand::PitJoin(args) => tokio::task::spawn_blocking(move || pit::join(&args)).await?,
+        BenchCommand::Vectors(args) => vectors::run(&args).await,
     }
 }
 
-fn print_report(report: &LatencyReport) -> anyhow::Result<()> {
+pub(crate) fn print_report(report: &LatencyReport) -> anyhow::Result<()> {
     eprintln!(
         "{} batch={} concurrency={}: {:.0} req/s, p50 {} µs, p99 {} µs, p99.9 {} µs ({} requests, {} errors)",
         report.mode,
@@ -263,35 +276,50 @@ async fn http_loop(
     concurrency: usize,
     seconds: u64,
 ) -> anyhow::Result<LatencyReport> {
+    let path = format!("/v1/feature-groups/{group}/online");
+    let make = move |remote: &Remote| {
+        let mut rng = rand::rng();
+        if batch == 1 {
+            remote
+                .request(Method::GET, &path)
+                .query(&[("id", rng.random_range(0..keys))])
+        } else {
+            let entries: Vec<usize> = (0..batch).map(|_| rng.random_range(0..keys)).collect();
+            remote
+                .request(Method::POST, &path)
+                .json(&serde_json::json!({ "entries": entries }))
+        }
+    };
+    closed_loop(remote, Arc::new(make), batch, concurrency, seconds).await
+}
+
+/// Builds the next request of a closed-loop client.
+pub(crate) type RequestFactory = Arc<dyn Fn(&Remote) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// `concurrency` clients, each sending its next request when the last one answered, for
+/// `seconds` after one second of warm-up.
+pub(crate) async fn closed_loop(
+    remote: &Remote,
+    make: RequestFactory,
+    batch: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<LatencyReport> {
     let warm_until = Instant::now() + Duration::from_secs(1);
     let stop_at = warm_until + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let remote = remote.clone();
-            let group = group.to_string();
+            let make = make.clone();
             tokio::spawn(async move {
                 let mut h = histogram();
                 let mut errors = 0u64;
-                let single_path = format!("/v1/feature-groups/{group}/online");
                 loop {
                     let now = Instant::now();
                     if now >= stop_at {
                         break;
                     }
-                    let request = {
-                        let mut rng = rand::rng();
-                        if batch == 1 {
-                            remote
-                                .request(Method::GET, &single_path)
-                                .query(&[("id", rng.random_range(0..keys))])
-                        } else {
-                            let entries: Vec<usize> =
-                                (0..batch).map(|_| rng.random_range(0..keys)).collect();
-                            remote
-                                .request(Method::POST, &single_path)
-                                .json(&serde_json::json!({ "entries": entries }))
-                        }
-                    };
+                    let request = make(&remote);
                     let start = Instant::now();
                     let ok = match request.send().await {
                         Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
