@@ -50,4 +50,6 @@ for batch in 1 10 100 1000; do
     SETUP=--no-setup
 done
 "$KAIROS" bench vectors --url http://127.0.0.1:7072 --batch 1 --concurrency 1 --seconds "$SECONDS_EACH" --no-setup
-"$KAIROS" bench vectors --url http://127.0.0.1:7072 --batch 100 --concurrency 1 --seconds "$SECONDS_EACH" --no-setup
+for batch in 100 1000; do
+    "$KAIROS" bench vectors --url http://127.0.0.1:7072 --batch "$batch" --concurrency 1 --seconds "$SECONDS_EACH" --no-setup
+done

@@ -54,6 +54,9 @@ pub struct ReadFilter {
     pub end: Option<i64>,
     /// Only rows ingested at or before this: the table as it was known then.
     pub as_of: Option<i64>,
+    /// Only rows of log offsets before this: the table as of a log position, whatever was
+    /// materialised since.
+    pub before_offset: Option<u64>,
 }
 
 /// What a compaction did.
@@ -146,6 +149,9 @@ impl DeltaOfflineStore {
         }
         if let Some(as_of) = filter.as_of {
             filters.push(ident(INGESTED_AT).lt_eq(ts(as_of)));
+        }
+        if let Some(offset) = filter.before_offset {
+            filters.push(ident(OFFSET).lt(lit(offset as i64)));
         }
         for f in filters {
             df = df.filter(f)?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use kairos_log::FeatureLog;
 use kairos_offline::{INGESTED_AT, OFFSET, ReadFilter};
 use kairos_transform::{FunctionRegistry, UserFunction};
 use kairos_types::value::format_timestamp;
@@ -222,10 +223,15 @@ impl FeatureStore {
             .iter()
             .map(|j| self.runtime(&j.group.spec.name, Some(j.group.version)))
             .collect::<Result<Vec<_>>>()?;
+        // The dataset holds every row acknowledged before it was asked for, and nothing later:
+        // each group is read up to the log end it had now, once its offline table is there.
         let mut log_offsets = BTreeMap::new();
         for rt in std::iter::once(&root_rt).chain(&join_rts) {
-            log_offsets.insert(rt.group.id().to_string(), *rt.offline_applied.borrow());
+            let end = rt.log.end_offset();
+            crate::wait_until(&rt.offline_applied, end, "the offline store").await?;
+            log_offsets.insert(rt.group.id().to_string(), end);
         }
+        let before = |rt: &GroupRuntime| log_offsets.get(&rt.group.id().to_string()).copied();
 
         let mut options = AsofOptions {
             strict: request.strict,
@@ -250,16 +256,14 @@ impl FeatureStore {
                     start: request.start,
                     end: request.end,
                     as_of: None,
+                    before_offset: before(&root_rt),
                 };
-                let table = root_rt.group.id();
-                let batches = self
+                let stream = self
                     .inner
                     .offline
-                    .scan(&table, root_spec, filter)
-                    .await?
-                    .collect()
+                    .scan(&root_rt.group.id(), root_spec, filter)
                     .await?;
-                Left::Batches(kairos_offline::output_schema(root_spec), batches)
+                Left::Scan(kairos_offline::output_schema(root_spec), stream)
             }
         };
         let first_columns = left.schema();
@@ -324,20 +328,31 @@ impl FeatureStore {
                 .collect();
             let left_schema = left.schema();
             let mut join = AsofJoin::new(stage, &left_schema, &right_schemas, options.clone())?;
-            join = tokio::task::spawn_blocking(move || -> Result<AsofJoin> {
-                for batch in left.into_batches() {
-                    join.push_left(batch?)?;
+            join = match left {
+                // Root rows stream from the offline store into the join, which spills past
+                // its budget: the root group is never held whole.
+                Left::Scan(_, mut stream) => {
+                    while let Some(batch) = stream.next().await {
+                        join.push_left(batch?)?;
+                    }
+                    join
                 }
-                Ok(join)
-            })
-            .await
-            .map_err(StoreError::internal)??;
+                left => tokio::task::spawn_blocking(move || -> Result<AsofJoin> {
+                    for batch in left.into_batches() {
+                        join.push_left(batch?)?;
+                    }
+                    Ok(join)
+                })
+                .await
+                .map_err(StoreError::internal)??,
+            };
             let end = join.left_max_time().map(|t| t.saturating_add(1));
             for (i, rt) in rts.iter().enumerate() {
                 let filter = ReadFilter {
                     start: None,
                     end,
                     as_of: None,
+                    before_offset: before(rt),
                 };
                 let mut stream = self
                     .inner
@@ -351,6 +366,10 @@ impl FeatureStore {
             left = Left::Joined(join.finish()?);
         }
 
+        if let Left::Scan(schema, stream) = left {
+            // No join at all: the root rows are the training rows.
+            left = Left::Batches(schema, stream.collect().await?);
+        }
         let columns = plan.training_columns();
         let schema = kairos_view::rows::schema_of(&columns, root_spec.primary_key.len() + 1);
         let stats_columns: Vec<String> = plan
@@ -676,13 +695,14 @@ fn right_input(
 /// The left input of a join stage.
 enum Left {
     Batches(arrow::datatypes::SchemaRef, Vec<RecordBatch>),
+    Scan(arrow::datatypes::SchemaRef, kairos_offline::OfflineStream),
     Joined(AsofOutput),
 }
 
 impl Left {
     fn schema(&self) -> arrow::datatypes::SchemaRef {
         match self {
-            Left::Batches(schema, _) => schema.clone(),
+            Left::Batches(schema, _) | Left::Scan(schema, _) => schema.clone(),
             Left::Joined(out) => out.schema(),
         }
     }
@@ -691,6 +711,7 @@ impl Left {
         match self {
             Left::Batches(_, b) => Box::new(b.into_iter().map(Ok)),
             Left::Joined(out) => Box::new(out.map(|r| r.map_err(StoreError::from))),
+            Left::Scan(..) => unreachable!("offline scans are read where they are awaited"),
         }
     }
 }

@@ -21,8 +21,8 @@ use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, concat_batches, filter_record_batch, take, take_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
@@ -530,20 +530,134 @@ struct Joiner {
     output_schema: SchemaRef,
 }
 
-/// Per row, its key as an integer; `None` for a key that can match nothing.
-type KeyCodes = Vec<Option<i64>>;
+/// `(left row, right row)` pairs of one part of a join.
+type Matches = Vec<(u32, u32)>;
 
-/// One side of a partition as sortable tuples: `(key, time, tie-break, row)`.
-type Tuples = Vec<(i64, i64, i64, u32)>;
+/// A row of one side as a sortable tuple: `(key, (time, tie-break, row))`.
+type Tuple = (i64, (i64, i64, u32));
+
+/// Hash buckets for the counting sort of both sides of a join.
+#[derive(Debug, Clone, Copy)]
+struct Buckets {
+    bits: u32,
+}
+
+impl Buckets {
+    /// About 2,048 right rows a bucket: few enough write heads for the scatter to stay in
+    /// cache, and a bucket small enough to sort in cache.
+    fn for_rows(rows: usize) -> Buckets {
+        let bits = (rows / 2048)
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(24);
+        Buckets { bits }
+    }
+
+    fn count(self) -> usize {
+        1 << self.bits
+    }
+
+    fn of(self, key: i64) -> usize {
+        if self.bits == 0 {
+            0
+        } else {
+            (mix(key as u64) >> (64 - self.bits)) as usize
+        }
+    }
+
+    /// The tuples of `rows()` whose bucket is in `range`, in (bucket, tuple) order, and where
+    /// each bucket of the range starts (one more entry than buckets).
+    fn sort(
+        self,
+        range: std::ops::Range<usize>,
+        rows: impl Fn(&mut dyn FnMut(Tuple)),
+    ) -> (Vec<Tuple>, Vec<usize>) {
+        let mut starts = vec![0usize; range.len() + 1];
+        rows(&mut |(key, _)| {
+            let b = self.of(key);
+            if range.contains(&b) {
+                starts[b - range.start + 1] += 1;
+            }
+        });
+        for b in 0..range.len() {
+            starts[b + 1] += starts[b];
+        }
+        let mut sorted = vec![(0, (0, 0, 0)); starts[range.len()]];
+        let mut next = starts.clone();
+        rows(&mut |t| {
+            let b = self.of(t.0);
+            if range.contains(&b) {
+                let b = b - range.start;
+                sorted[next[b]] = t;
+                next[b] += 1;
+            }
+        });
+        for b in 0..range.len() {
+            sorted[starts[b]..starts[b + 1]].sort_unstable();
+        }
+        (sorted, starts)
+    }
+}
+
+/// One right input of a partition, batch by batch, with its keys encoded to match the left's.
+struct RightSide<'a> {
+    input: &'a RightInput,
+    schema: SchemaRef,
+    batches: &'a [RecordBatch],
+    /// Where each batch starts in the input's row numbering, and the total at the end.
+    offsets: Vec<usize>,
+    codes: Vec<Int64Array>,
+    times: Vec<Int64Array>,
+    ties: Option<Vec<Int64Array>>,
+    ingested: Option<Vec<Int64Array>>,
+    /// The left rows' key codes for this input.
+    left_codes: Int64Array,
+}
+
+impl RightSide<'_> {
+    /// Calls `f` with the tuple of every row that can match (key and time not null).
+    fn tuples(&self, f: &mut dyn FnMut(Tuple)) {
+        for b in 0..self.batches.len() {
+            let (codes, times, base) = (&self.codes[b], &self.times[b], self.offsets[b]);
+            let ties = self.ties.as_ref().map(|t| &t[b]);
+            let dense = codes.null_count() == 0
+                && times.null_count() == 0
+                && ties.is_none_or(|t| t.null_count() == 0);
+            if dense {
+                // The common case, without a validity check per value.
+                let (codes, times) = (codes.values(), times.values());
+                for r in 0..codes.len() {
+                    let row = base + r;
+                    let tie = ties.map_or(row as i64, |t| t.values()[r]);
+                    f((codes[r], (times[r], tie, row as u32)));
+                }
+            } else {
+                for r in 0..codes.len() {
+                    let row = base + r;
+                    let tie = match ties {
+                        None => Some(row as i64),
+                        Some(t) => at(t, r),
+                    };
+                    if let (Some(key), Some(time), Some(tie)) = (at(codes, r), at(times, r), tie) {
+                        f((key, (time, tie, row as u32)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// When row `row` (in the input's numbering) was ingested.
+    fn ingested_at(&self, row: usize) -> Option<i64> {
+        let ingested = self.ingested.as_ref()?;
+        let b = self.offsets.partition_point(|o| *o <= row) - 1;
+        at(&ingested[b], row - self.offsets[b])
+    }
+}
 
 impl Joiner {
     fn join(&self, inputs: Vec<Vec<RecordBatch>>) -> Result<RecordBatch> {
-        let tables = inputs
-            .iter()
-            .zip(&self.schemas)
-            .map(|(batches, schema)| Ok(concat_batches(schema, batches)?))
-            .collect::<Result<Vec<RecordBatch>>>()?;
-        let left = &tables[LEFT];
+        let left = concat_batches(&self.schemas[LEFT], &inputs[LEFT])?;
         let left_keys: Vec<ArrayRef> = self
             .stage
             .left_keys
@@ -551,150 +665,197 @@ impl Joiner {
             .map(|k| left.column_by_name(k).expect("checked").clone())
             .collect();
         let left_times = i64_column(left.column_by_name(&self.stage.left_time).expect("checked"))?;
+        let sides = self
+            .stage
+            .rights
+            .iter()
+            .zip(&inputs[1..])
+            .zip(&self.schemas[1..])
+            .map(|((right, batches), schema)| {
+                self.prepare(right, schema.clone(), batches, &left_keys)
+            })
+            .collect::<Result<Vec<_>>>()?;
 
-        let rights: Vec<(usize, &RightInput)> = self.stage.rights.iter().enumerate().collect();
+        // Work is split into (right input, bucket range) tasks taken by a pool of threads, so
+        // every core is busy whatever the number of inputs.
         let threads = self.options.threads.max(1);
-        let mut gathered: Vec<Option<Result<Vec<ArrayRef>>>> =
-            (0..rights.len()).map(|_| None).collect();
-        for chunk in rights.chunks(threads) {
-            let results: Vec<(usize, Result<Vec<ArrayRef>>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|(i, right)| {
-                        let table = &tables[i + 1];
-                        let (left_keys, left_times) = (&left_keys, &left_times);
-                        (
-                            *i,
-                            scope.spawn(move || self.join_one(right, table, left_keys, left_times)),
-                        )
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|(i, h)| {
-                        (
-                            i,
-                            h.join().unwrap_or_else(|_| {
-                                Err(ViewError::Join("join thread panicked".into()))
-                            }),
-                        )
-                    })
-                    .collect()
-            });
-            for (i, r) in results {
-                gathered[i] = Some(r);
+        let parts = if left.num_rows() > 0 { threads } else { 1 };
+        let tasks: Vec<(usize, usize)> = (0..sides.len())
+            .flat_map(|s| (0..parts).map(move |p| (s, p)))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::sync::Mutex<Vec<(usize, Matches)>> = Default::default();
+        std::thread::scope(|scope| {
+            for _ in 0..threads.min(tasks.len()) {
+                scope.spawn(|| {
+                    while let Some(&(s, p)) =
+                        tasks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        let matches = self.join_part(&sides[s], &left_times, p, parts);
+                        done.lock().expect("results lock").push((s, matches));
+                    }
+                });
+            }
+        });
+        let mut matches: Vec<Vec<Option<u32>>> = vec![vec![None; left.num_rows()]; sides.len()];
+        for (s, found) in done.into_inner().expect("results lock") {
+            for (l, r) in found {
+                matches[s][l as usize] = Some(r);
             }
         }
         let mut columns: Vec<ArrayRef> = left.columns().to_vec();
-        for g in gathered {
-            columns.extend(g.expect("every right input joined")?);
+        for (side, matches) in sides.iter().zip(matches) {
+            columns.extend(gather(side, &matches)?);
         }
         Ok(RecordBatch::try_new(self.output_schema.clone(), columns)?)
     }
 
-    /// Matches every left row against one right input; returns the gathered feature columns.
-    fn join_one(
+    /// Reads one right input's join columns and encodes its keys and the left's alike.
+    fn prepare<'a>(
         &self,
-        right: &RightInput,
-        table: &RecordBatch,
+        input: &'a RightInput,
+        schema: SchemaRef,
+        batches: &'a [RecordBatch],
         left_keys: &[ArrayRef],
-        left_times: &[Option<i64>],
-    ) -> Result<Vec<ArrayRef>> {
-        let right_keys: Vec<ArrayRef> = right
-            .keys
-            .iter()
-            .map(|k| table.column_by_name(k).expect("projected").clone())
-            .collect();
-        let (left_codes, right_codes) = self.encode_keys(left_keys, &right_keys)?;
-        let right_times = i64_column(table.column_by_name(&right.time).expect("projected"))?;
-        let tie_breaks = match &right.tie_break {
-            Some(name) => Some(i64_column(table.column_by_name(name).expect("projected"))?),
-            None => None,
+    ) -> Result<RightSide<'a>> {
+        let column =
+            |b: &RecordBatch, name: &str| b.column_by_name(name).expect("projected").clone();
+        let ints = |name: &str| -> Result<Vec<Int64Array>> {
+            batches
+                .iter()
+                .map(|b| i64_column(&column(b, name)))
+                .collect()
         };
-        let ingested = match (&right.ingested_at, self.options.as_known_at) {
-            (Some(name), true) => Some(i64_column(table.column_by_name(name).expect("projected"))?),
-            _ => None,
-        };
-
-        let mut rs: Tuples = (0..table.num_rows())
-            .filter_map(|r| {
-                let key = right_codes[r]?;
-                let time = right_times[r]?;
-                let tie = tie_breaks.as_ref().map_or(Some(r as i64), |t| t[r])?;
-                Some((key, time, tie, r as u32))
-            })
-            .collect();
-        rs.sort_unstable();
-        let mut ls: Vec<(i64, i64, u32)> = (0..left_times.len())
-            .filter_map(|l| Some((left_codes[l]?, left_times[l]?, l as u32)))
-            .collect();
-        ls.sort_unstable();
-
-        let strict = self.options.strict;
-        let mut matches: Vec<Option<u32>> = vec![None; left_times.len()];
-        let mut r = 0;
-        for &(key, t, l) in &ls {
-            while r < rs.len()
-                && (rs[r].0 < key || (rs[r].0 == key && (rs[r].1 < t || (!strict && rs[r].1 == t))))
-            {
-                r += 1;
-            }
-            let oldest = right.lookback.map(|lb| t.saturating_sub(lb));
-            let mut c = r;
-            matches[l as usize] = loop {
-                if c == 0 {
-                    break None;
-                }
-                c -= 1;
-                let (k, time, _, row) = rs[c];
-                if k != key || oldest.is_some_and(|o| time < o) {
-                    break None;
-                }
-                if let Some(ingested) = &ingested
-                    && ingested[row as usize].is_none_or(|at| at > t)
-                {
-                    // Not yet known at t: look at the next older row.
-                    continue;
-                }
-                break Some(row);
-            };
+        let mut offsets = Vec::with_capacity(batches.len() + 1);
+        let mut total = 0;
+        for b in batches {
+            offsets.push(total);
+            total += b.num_rows();
         }
-        let indices = UInt32Array::from(matches);
-        right
-            .features
+        offsets.push(total);
+        let right_keys: Vec<Vec<ArrayRef>> = batches
             .iter()
-            .map(|(source, _)| {
-                Ok(take(
-                    table.column_by_name(source).expect("projected"),
-                    &indices,
-                    None,
-                )?)
-            })
-            .collect()
+            .map(|b| input.keys.iter().map(|k| column(b, k)).collect())
+            .collect();
+        let (left_codes, codes) = self.encode_keys(left_keys, &right_keys)?;
+        Ok(RightSide {
+            input,
+            schema,
+            batches,
+            offsets,
+            codes,
+            times: ints(&input.time)?,
+            ties: input.tie_break.as_deref().map(ints).transpose()?,
+            ingested: match (&input.ingested_at, self.options.as_known_at) {
+                (Some(name), true) => Some(ints(name)?),
+                _ => None,
+            },
+            left_codes,
+        })
     }
 
-    /// Key codes for the left and right rows: equal keys get equal codes; null keys, and left
-    /// keys absent on the right, get none.
-    fn encode_keys(&self, left: &[ArrayRef], right: &[ArrayRef]) -> Result<(KeyCodes, KeyCodes)> {
+    /// Matches the left rows whose key falls in part `part` of `parts` of the buckets; returns
+    /// `(left row, right row)` pairs.
+    fn join_part(
+        &self,
+        side: &RightSide,
+        left_times: &Int64Array,
+        part: usize,
+        parts: usize,
+    ) -> Vec<(u32, u32)> {
+        // Both sides are sorted by (key hash bucket, key, time, …): a counting sort into
+        // buckets, then a small sort per bucket. Equal keys share a bucket, so merging bucket by
+        // bucket is the sort-merge, with cache-sized sorts.
+        let buckets = Buckets::for_rows(*side.offsets.last().expect("offsets"));
+        let range = buckets.count() * part / parts..buckets.count() * (part + 1) / parts;
+        let (rs, r_starts) = buckets.sort(range.clone(), |f| side.tuples(f));
+        let left_codes = &side.left_codes;
+        let (ls, l_starts) = buckets.sort(range.clone(), |f| {
+            for l in 0..left_times.len() {
+                if let (Some(key), Some(t)) = (at(left_codes, l), at(left_times, l)) {
+                    f((key, (t, 0, l as u32)));
+                }
+            }
+        });
+
+        let strict = self.options.strict;
+        let mut matches = Vec::with_capacity(ls.len());
+        for b in 0..range.len() {
+            let rs = &rs[r_starts[b]..r_starts[b + 1]];
+            let mut r = 0;
+            for &(key, (t, _, l)) in &ls[l_starts[b]..l_starts[b + 1]] {
+                while r < rs.len()
+                    && (rs[r].0 < key
+                        || (rs[r].0 == key && (rs[r].1.0 < t || (!strict && rs[r].1.0 == t))))
+                {
+                    r += 1;
+                }
+                let oldest = side.input.lookback.map(|lb| t.saturating_sub(lb));
+                let mut c = r;
+                let found = loop {
+                    if c == 0 {
+                        break None;
+                    }
+                    c -= 1;
+                    let (k, (time, _, row)) = rs[c];
+                    if k != key || oldest.is_some_and(|o| time < o) {
+                        break None;
+                    }
+                    if side.ingested.is_some()
+                        && side.ingested_at(row as usize).is_none_or(|at| at > t)
+                    {
+                        // Not yet known at t: look at the next older row.
+                        continue;
+                    }
+                    break Some(row);
+                };
+                if let Some(row) = found {
+                    matches.push((l, row));
+                }
+            }
+        }
+        matches
+    }
+
+    /// Key codes for the left rows and the right batches: equal keys get equal codes; null
+    /// keys, and left keys absent on the right, get none.
+    fn encode_keys(
+        &self,
+        left: &[ArrayRef],
+        right: &[Vec<ArrayRef>],
+    ) -> Result<(Int64Array, Vec<Int64Array>)> {
         match self.key_mode {
-            KeyMode::Integer => Ok((i64_column(&left[0])?, i64_column(&right[0])?)),
+            KeyMode::Integer => Ok((
+                i64_column(&left[0])?,
+                right
+                    .iter()
+                    .map(|keys| i64_column(&keys[0]))
+                    .collect::<Result<_>>()?,
+            )),
             KeyMode::Rows => {
                 let converter = RowConverter::new(self.key_fields.clone())?;
-                let right_rows = converter.convert_columns(right)?;
-                let left_rows = converter.convert_columns(left)?;
-                let right_nulls = any_null(right);
-                let left_nulls = any_null(left);
+                let right_rows = right
+                    .iter()
+                    .map(|keys| converter.convert_columns(keys))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 let mut dictionary: HashMap<&[u8], i64> = HashMap::new();
-                let right_codes = (0..right_rows.num_rows())
-                    .map(|i| {
-                        if right_nulls.as_ref().is_some_and(|n| n[i]) {
-                            return None;
-                        }
-                        let next = dictionary.len() as i64;
-                        Some(*dictionary.entry(right_rows.row(i).data()).or_insert(next))
-                    })
-                    .collect();
-                let left_codes = (0..left_rows.num_rows())
+                let mut codes = Vec::with_capacity(right.len());
+                for (keys, rows) in right.iter().zip(&right_rows) {
+                    let nulls = any_null(keys);
+                    let batch_codes: Int64Array = (0..rows.num_rows())
+                        .map(|i| {
+                            if nulls.as_ref().is_some_and(|n| n[i]) {
+                                return None;
+                            }
+                            let next = dictionary.len() as i64;
+                            Some(*dictionary.entry(rows.row(i).data()).or_insert(next))
+                        })
+                        .collect();
+                    codes.push(batch_codes);
+                }
+                let left_rows = converter.convert_columns(left)?;
+                let left_nulls = any_null(left);
+                let left_codes: Int64Array = (0..left_rows.num_rows())
                     .map(|i| {
                         if left_nulls.as_ref().is_some_and(|n| n[i]) {
                             return None;
@@ -702,10 +863,42 @@ impl Joiner {
                         dictionary.get(left_rows.row(i).data()).copied()
                     })
                     .collect();
-                Ok((left_codes, right_codes))
+                Ok((left_codes, codes))
             }
         }
     }
+}
+
+/// The features of the matched right rows, one per left row; null where there is no match.
+fn gather(side: &RightSide, matches: &[Option<u32>]) -> Result<Vec<ArrayRef>> {
+    // (batch, row) per left row; unmatched rows point at a one-row null array after the batches.
+    let none = side.batches.len();
+    let indices: Vec<(usize, usize)> = matches
+        .iter()
+        .map(|m| match m {
+            Some(row) => {
+                let row = *row as usize;
+                let b = side.offsets.partition_point(|o| *o <= row) - 1;
+                (b, row - side.offsets[b])
+            }
+            None => (none, 0),
+        })
+        .collect();
+    side.input
+        .features
+        .iter()
+        .map(|(source, _)| {
+            let mut arrays: Vec<ArrayRef> = side
+                .batches
+                .iter()
+                .map(|b| b.column_by_name(source).expect("projected").clone())
+                .collect();
+            let ty = side.schema.field_with_name(source)?.data_type();
+            arrays.push(arrow::array::new_null_array(ty, 1));
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            Ok(arrow::compute::interleave(&refs, &indices)?)
+        })
+        .collect()
 }
 
 /// Per row, whether any key column is null; `None` when none can be.
@@ -721,22 +914,27 @@ fn any_null(columns: &[ArrayRef]) -> Option<Vec<bool>> {
     )
 }
 
-/// An integer-like or timestamp column as `Option<i64>` per row.
-fn i64_column(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+/// An integer-like or timestamp column as int64; without a copy when it already is 64-bit.
+fn i64_column(column: &ArrayRef) -> Result<Int64Array> {
     let ints = match column.data_type() {
-        DataType::Int64 => column.clone(),
-        DataType::Timestamp(_, _) => cast(column, &DataType::Int64)?,
+        DataType::Int64 | DataType::Timestamp(_, _) => cast(column, &DataType::Int64)?,
         DataType::Date32 => cast(&cast(column, &DataType::Int32)?, &DataType::Int64)?,
         _ => cast(column, &DataType::Int64)?,
     };
-    Ok(ints.as_primitive::<Int64Type>().iter().collect())
+    Ok(ints.as_primitive::<Int64Type>().clone())
+}
+
+/// Row `i` of `a`, or `None` where it is null.
+#[inline]
+fn at(a: &Int64Array, i: usize) -> Option<i64> {
+    (a.null_count() == 0 || a.is_valid(i)).then(|| a.value(i))
 }
 
 /// Hashes each row's key into a partition hash; equal keys hash equally on both sides.
 fn hash_keys(mode: KeyMode, fields: &[SortField], keys: &[ArrayRef]) -> Result<Vec<u64>> {
     match mode {
         KeyMode::Integer => Ok(i64_column(&keys[0])?
-            .into_iter()
+            .iter()
             .map(|k| k.map_or(0, |k| mix(k as u64)))
             .collect()),
         KeyMode::Rows => {

@@ -182,8 +182,12 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
             store.close().await;
             result
         }
-        BenchCommand::PitData(args) => tokio::task::spawn_blocking(move || pit::write_data(&args)).await?,
-        BenchCommand::PitJoin(args) => tokio::task::spawn_blocking(move || pit::join(&args)).await?,
+        BenchCommand::PitData(args) => {
+            tokio::task::spawn_blocking(move || pit::write_data(&args)).await?
+        }
+        BenchCommand::PitJoin(args) => {
+            tokio::task::spawn_blocking(move || pit::join(&args)).await?
+        }
         BenchCommand::Vectors(args) => vectors::run(&args).await,
     }
 }

@@ -51,15 +51,23 @@ fn group(name: &str, features: usize) -> FeatureGroupSpec {
     }
 }
 
-fn rows(spec: &FeatureGroupSpec, keys: std::ops::Range<usize>, salt: usize) -> anyhow::Result<RecordBatch> {
+fn rows(
+    spec: &FeatureGroupSpec,
+    keys: std::ops::Range<usize>,
+    salt: usize,
+) -> anyhow::Result<RecordBatch> {
     let base = 1_700_000_000_000_000i64;
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(keys.clone().map(|i| i as i64))),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(keys.clone().map(|i| base + i as i64)).with_timezone("UTC")),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(keys.clone().map(|i| base + i as i64))
+                .with_timezone("UTC"),
+        ),
     ];
     for f in 0..spec.columns.len() - 2 {
         columns.push(Arc::new(Float64Array::from_iter_values(
-            keys.clone().map(|i| ((i * (f + 1) + salt) % 1000) as f64 * 0.25),
+            keys.clone()
+                .map(|i| ((i * (f + 1) + salt) % 1000) as f64 * 0.25),
         )));
     }
     Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
@@ -68,17 +76,36 @@ fn rows(spec: &FeatureGroupSpec, keys: std::ops::Range<usize>, salt: usize) -> a
 async fn setup(remote: &Remote, keys: usize) -> anyhow::Result<()> {
     let root = group("bench_events", 0);
     let root = FeatureGroupSpec {
-        columns: [root.columns, vec![Column::new("amount", FeatureType::Float64)]].concat(),
+        columns: [
+            root.columns,
+            vec![Column::new("amount", FeatureType::Float64)],
+        ]
+        .concat(),
         ..root
     };
-    remote.json(remote.request(Method::POST, "/v1/feature-groups").json(&root)).await?;
+    remote
+        .json(
+            remote
+                .request(Method::POST, "/v1/feature-groups")
+                .json(&root),
+        )
+        .await?;
     for g in 1..=3 {
         let spec = group(&format!("bench_g{g}"), FEATURES);
-        remote.json(remote.request(Method::POST, "/v1/feature-groups").json(&spec)).await?;
+        remote
+            .json(
+                remote
+                    .request(Method::POST, "/v1/feature-groups")
+                    .json(&spec),
+            )
+            .await?;
         for start in (0..keys).step_by(100_000) {
             let batch = rows(&spec, start..(start + 100_000).min(keys), g)?;
             let request = remote
-                .request(Method::POST, &format!("/v1/feature-groups/{}/rows?wait=online", spec.name))
+                .request(
+                    Method::POST,
+                    &format!("/v1/feature-groups/{}/rows?wait=online", spec.name),
+                )
                 .header("content-type", Format::ArrowIpc.content_type())
                 .body(ipc_bytes(&batch)?);
             remote.json(request).await?;
@@ -93,7 +120,13 @@ async fn setup(remote: &Remote, keys: usize) -> anyhow::Result<()> {
             {"name": "log_g2", "function": "log1p", "inputs": ["g2_f1"]}
         ]
     });
-    remote.json(remote.request(Method::POST, "/v1/feature-views").json(&view)).await?;
+    remote
+        .json(
+            remote
+                .request(Method::POST, "/v1/feature-views")
+                .json(&view),
+        )
+        .await?;
     Ok(())
 }
 
@@ -112,6 +145,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             .request(Method::POST, &path)
             .json(&serde_json::json!({"entries": entries, "request": {"amount": amount}}))
     };
-    let report = closed_loop(&remote, Arc::new(make), args.batch, args.concurrency, args.seconds).await?;
+    let report = closed_loop(
+        &remote,
+        Arc::new(make),
+        args.batch,
+        args.concurrency,
+        args.seconds,
+    )
+    .await?;
     print_report(&report)
 }

@@ -3,3 +3,4 @@
 mod crash;
 mod e2e;
 mod server;
+mod views;

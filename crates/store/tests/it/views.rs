@@ -438,7 +438,12 @@ async fn training_data_is_point_in_time_and_as_known_at() {
             (1000, Some(999.0))
         ]
     );
-    assert_eq!(td.log_offsets.len(), 2);
+    let offsets: Vec<(&str, u64)> = td
+        .log_offsets
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(offsets, [("profiles_v1", 3), ("transactions_v1", 4)]);
     let labels = td.statistics.iter().find(|s| s.name == "is_fraud").unwrap();
     assert_eq!(labels.categorical.as_ref().unwrap().distinct, 2);
 
