@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use kairos_store::{FeatureStore, Spine, VectorAnswer, ViewStatus};
 use kairos_types::Format;
 use kairos_types::export::BatchEncoder;
+use kairos_types::ingest::parse_timestamp;
 use kairos_view::{
     FeatureView, FeatureViewSpec, Split, SplitName, TrainingDataset, TrainingDatasetRequest,
 };
@@ -146,11 +147,16 @@ pub async fn create_training_dataset(
         Some(SplitBody::Time {
             validation_start,
             test_start,
-        }) => Split::Time {
-            validation_start: time_param("split.validation_start", &Some(validation_start))?
-                .expect("given"),
-            test_start: time_param("split.test_start", &Some(test_start))?.expect("given"),
-        },
+        }) => {
+            let at = |name: &str, v: &str| {
+                parse_timestamp(v)
+                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}, got '{v}'")))
+            };
+            Split::Time {
+                validation_start: at("split.validation_start", &validation_start)?,
+                test_start: at("split.test_start", &test_start)?,
+            }
+        }
     };
     let spine = match body.spine {
         None => None,

@@ -7,11 +7,15 @@
 //! per-input `lookback` (the match must be at most that old), and `as_known_at` (only right rows
 //! whose `_ingested_at` ≤ t: what the store knew at t, so late or backfilled values never leak).
 //!
-//! How: inputs are pushed batch by batch, projected to the columns the join needs. While they fit
-//! in the memory budget they stay in memory; past it, every input is hash-partitioned on the join
-//! key into spill files, and the join runs one partition at a time. Within a partition each side
-//! is turned into compact `(key, time, tie-break, row)` tuples, sorted, and merged in one pass;
-//! feature columns are then gathered with one `take` per column. Keys of one integer column are
+//! How: inputs are pushed batch by batch (left first, so right rows later than every left row are
+//! dropped on arrival), projected to the columns the join needs. While they fit in the memory
+//! budget they stay in memory; past it, every input is hash-partitioned on the join key into
+//! spill files, and the join runs one partition at a time. Within a partition both sides become
+//! compact `(key, time, tie-break, row)` tuples, put in order by a counting sort into hash
+//! buckets of a few thousand rows and a small in-cache sort per bucket; equal keys share a
+//! bucket, so one merge pass per bucket finds every match. The work is split into (right input,
+//! bucket range) tasks over a pool of threads, and the features of the matched rows are gathered
+//! from the input batches with one `interleave` per column. Keys of one integer column are
 //! compared as integers; any other key (several columns, strings) is dictionary-encoded through
 //! Arrow's row format first.
 
