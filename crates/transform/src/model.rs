@@ -98,10 +98,11 @@ impl TransformSpec {
             Params::Categories { categories }
         } else {
             let Some(n) = &stats.numeric else {
-                return definition(format!(
-                    "transform {:?} of '{}': the training split holds no values to fit on",
+                // The data's fault, not the definition's: e.g. every joined row was filtered out.
+                return Err(TransformError::Value(format!(
+                    "cannot fit transform {:?} of '{}': the training split has no non-null values of it",
                     self.kind, self.feature
-                ));
+                )));
             };
             let (offset, scale) = match self.kind {
                 TransformKind::StandardScaler => (n.mean, n.std),
