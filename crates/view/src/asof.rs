@@ -570,39 +570,36 @@ impl Buckets {
         }
     }
 
-    /// The tuples of `rows()` whose bucket is in `range`, in (bucket, tuple) order, and where
-    /// each bucket of the range starts (one more entry than buckets).
-    fn sort(
-        self,
-        range: std::ops::Range<usize>,
-        rows: impl Fn(&mut dyn FnMut(Tuple)),
-    ) -> (Vec<Tuple>, Vec<usize>) {
-        let mut starts = vec![0usize; range.len() + 1];
-        rows(&mut |(key, _)| {
-            let b = self.of(key);
-            if range.contains(&b) {
-                starts[b - range.start + 1] += 1;
-            }
-        });
-        for b in 0..range.len() {
+    /// The tuples `rows` gives, grouped by bucket (unordered within one), and where each bucket
+    /// starts (one more entry than buckets).
+    fn scatter(self, rows: impl Fn(&mut dyn FnMut(Tuple))) -> (Vec<Tuple>, Vec<usize>) {
+        let mut starts = vec![0usize; self.count() + 1];
+        rows(&mut |(key, _)| starts[self.of(key) + 1] += 1);
+        for b in 0..self.count() {
             starts[b + 1] += starts[b];
         }
-        let mut sorted = vec![(0, (0, 0, 0)); starts[range.len()]];
+        let mut grouped = vec![(0, (0, 0, 0)); starts[self.count()]];
         let mut next = starts.clone();
         rows(&mut |t| {
             let b = self.of(t.0);
-            if range.contains(&b) {
-                let b = b - range.start;
-                sorted[next[b]] = t;
-                next[b] += 1;
-            }
+            grouped[next[b]] = t;
+            next[b] += 1;
         });
-        for b in 0..range.len() {
+        (grouped, starts)
+    }
+
+    /// As [`Self::scatter`], with every bucket sorted.
+    fn sort(self, rows: impl Fn(&mut dyn FnMut(Tuple))) -> (Vec<Tuple>, Vec<usize>) {
+        let (mut sorted, starts) = self.scatter(rows);
+        for b in 0..self.count() {
             sorted[starts[b]..starts[b + 1]].sort_unstable();
         }
         (sorted, starts)
     }
 }
+
+/// Tuples grouped by bucket, with where each bucket starts.
+type Bucketed = (Vec<Tuple>, Vec<usize>);
 
 /// One right input of a partition, batch by batch, with its keys encoded to match the left's.
 struct RightSide<'a> {
@@ -620,9 +617,9 @@ struct RightSide<'a> {
 }
 
 impl RightSide<'_> {
-    /// Calls `f` with the tuple of every row that can match (key and time not null).
-    fn tuples(&self, f: &mut dyn FnMut(Tuple)) {
-        for b in 0..self.batches.len() {
+    /// Calls `f` with the tuple of every row of `batches` that can match (key and time not null).
+    fn tuples(&self, batches: std::ops::Range<usize>, f: &mut dyn FnMut(Tuple)) {
+        for b in batches {
             let (codes, times, base) = (&self.codes[b], &self.times[b], self.offsets[b]);
             let ties = self.ties.as_ref().map(|t| &t[b]);
             let dense = codes.null_count() == 0
@@ -680,31 +677,51 @@ impl Joiner {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        // Work is split into (right input, bucket range) tasks taken by a pool of threads, so
-        // every core is busy whatever the number of inputs.
+        // Both sides are put in (key hash bucket, key, time, …) order: a counting sort into
+        // buckets, then a small sort per bucket. Equal keys share a bucket, so merging bucket by
+        // bucket is the sort-merge, with cache-sized sorts. Each right input is bucketed by all
+        // threads (a share of its batches each), then merged by all threads (a share of the
+        // buckets each), so every core works whatever the number of inputs.
         let threads = self.options.threads.max(1);
-        let parts = if left.num_rows() > 0 { threads } else { 1 };
-        let tasks: Vec<(usize, usize)> = (0..sides.len())
-            .flat_map(|s| (0..parts).map(move |p| (s, p)))
-            .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done: std::sync::Mutex<Vec<(usize, Matches)>> = Default::default();
-        std::thread::scope(|scope| {
-            for _ in 0..threads.min(tasks.len()) {
-                scope.spawn(|| {
-                    while let Some(&(s, p)) =
-                        tasks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        let matches = self.join_part(&sides[s], &left_times, p, parts);
-                        done.lock().expect("results lock").push((s, matches));
-                    }
-                });
-            }
-        });
+        let share = |n: usize, t: usize| n * t / threads..n * (t + 1) / threads;
         let mut matches: Vec<Vec<Option<u32>>> = vec![vec![None; left.num_rows()]; sides.len()];
-        for (s, found) in done.into_inner().expect("results lock") {
-            for (l, r) in found {
-                matches[s][l as usize] = Some(r);
+        for (side, matches) in sides.iter().zip(&mut matches) {
+            let buckets = Buckets::for_rows(*side.offsets.last().expect("offsets"));
+            let pieces: Vec<Bucketed> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let batches = share(side.batches.len(), t);
+                        scope.spawn(move || buckets.scatter(|f| side.tuples(batches.clone(), f)))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("bucketing thread"))
+                    .collect()
+            });
+            let left_codes = &side.left_codes;
+            let lefts = buckets.sort(|f| {
+                for l in 0..left_times.len() {
+                    if let (Some(key), Some(t)) = (at(left_codes, l), at(&left_times, l)) {
+                        f((key, (t, 0, l as u32)));
+                    }
+                }
+            });
+            let found: Vec<Matches> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (pieces, lefts) = (&pieces, &lefts);
+                        let range = share(buckets.count(), t);
+                        scope.spawn(move || self.merge(side, pieces, lefts, range))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("merging thread"))
+                    .collect()
+            });
+            for (l, r) in found.into_iter().flatten() {
+                matches[l as usize] = Some(r);
             }
         }
         let mut columns: Vec<ArrayRef> = left.columns().to_vec();
@@ -760,34 +777,30 @@ impl Joiner {
 
     /// Matches the left rows whose key falls in part `part` of `parts` of the buckets; returns
     /// `(left row, right row)` pairs.
-    fn join_part(
+    /// Matches the left rows of buckets `range` with the right rows of the same buckets, which
+    /// are spread over `pieces`; returns `(left row, right row)` pairs.
+    fn merge(
         &self,
         side: &RightSide,
-        left_times: &Int64Array,
-        part: usize,
-        parts: usize,
-    ) -> Vec<(u32, u32)> {
-        // Both sides are sorted by (key hash bucket, key, time, …): a counting sort into
-        // buckets, then a small sort per bucket. Equal keys share a bucket, so merging bucket by
-        // bucket is the sort-merge, with cache-sized sorts.
-        let buckets = Buckets::for_rows(*side.offsets.last().expect("offsets"));
-        let range = buckets.count() * part / parts..buckets.count() * (part + 1) / parts;
-        let (rs, r_starts) = buckets.sort(range.clone(), |f| side.tuples(f));
-        let left_codes = &side.left_codes;
-        let (ls, l_starts) = buckets.sort(range.clone(), |f| {
-            for l in 0..left_times.len() {
-                if let (Some(key), Some(t)) = (at(left_codes, l), at(left_times, l)) {
-                    f((key, (t, 0, l as u32)));
-                }
-            }
-        });
-
+        pieces: &[Bucketed],
+        (ls, l_starts): &Bucketed,
+        range: std::ops::Range<usize>,
+    ) -> Matches {
         let strict = self.options.strict;
-        let mut matches = Vec::with_capacity(ls.len());
-        for b in 0..range.len() {
-            let rs = &rs[r_starts[b]..r_starts[b + 1]];
+        let mut matches = Vec::new();
+        let mut rs: Vec<Tuple> = Vec::new();
+        for b in range {
+            let lefts = &ls[l_starts[b]..l_starts[b + 1]];
+            if lefts.is_empty() {
+                continue;
+            }
+            rs.clear();
+            for (tuples, starts) in pieces {
+                rs.extend_from_slice(&tuples[starts[b]..starts[b + 1]]);
+            }
+            rs.sort_unstable();
             let mut r = 0;
-            for &(key, (t, _, l)) in &ls[l_starts[b]..l_starts[b + 1]] {
+            for &(key, (t, _, l)) in lefts {
                 while r < rs.len()
                     && (rs[r].0 < key
                         || (rs[r].0 == key && (rs[r].1.0 < t || (!strict && rs[r].1.0 == t))))
