@@ -13,9 +13,10 @@
 //! spill files, and the join runs one partition at a time. Within a partition both sides become
 //! compact `(key, time, tie-break, row)` tuples, put in order by a counting sort into hash
 //! buckets of a few thousand rows and a small in-cache sort per bucket; equal keys share a
-//! bucket, so one merge pass per bucket finds every match. The work is split into (right input,
-//! bucket range) tasks over a pool of threads, and the features of the matched rows are gathered
-//! from the input batches with one `interleave` per column. Keys of one integer column are
+//! bucket, so one merge pass per bucket finds every match. Each right input is bucketed by all
+//! threads (a share of its batches each), then merged by all threads (a share of its buckets
+//! each); the features of the matched rows are gathered from the input batches with one
+//! `interleave` per column. Keys of one integer column are
 //! compared as integers; any other key (several columns, strings) is dictionary-encoded through
 //! Arrow's row format first.
 
