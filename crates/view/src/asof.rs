@@ -74,7 +74,7 @@ pub struct AsofOptions {
     pub spill_partitions: usize,
     /// Where spill files go (a temporary folder is made inside).
     pub spill_dir: PathBuf,
-    /// Threads used within a partition (one right input each).
+    /// Threads that bucket and merge each right input of a partition.
     pub threads: usize,
 }
 
