@@ -172,11 +172,23 @@ pub async fn run(command: FgCommand, config: &Config, url: Option<&str>) -> anyh
     {
         bail!("not deleted");
     }
+    dispatch(command, config, url, run_local, run_remote).await
+}
+
+/// Runs `command` against the server at `url` with `remote`, or else in process with `local`
+/// on a store opened on the data dir, closed afterwards.
+pub(crate) async fn dispatch<C>(
+    command: C,
+    config: &Config,
+    url: Option<&str>,
+    local: impl AsyncFnOnce(C, &FeatureStore) -> anyhow::Result<()>,
+    remote: impl AsyncFnOnce(C, &Remote) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     match url {
-        Some(url) => run_remote(command, &Remote::new(url)).await,
+        Some(url) => remote(command, &Remote::new(url)).await,
         None => {
             let store = FeatureStore::open(config.store.clone()).await?;
-            let result = run_local(command, &store).await;
+            let result = local(command, &store).await;
             store.close().await;
             result
         }

@@ -14,7 +14,7 @@ use kairos_view::{FeatureViewSpec, Split, SplitName, TrainingDatasetRequest};
 use reqwest::Method;
 
 use crate::config::Config;
-use crate::fg::{confirm, file_format, parse_entry, print_json, spinner, version_query};
+use crate::fg::{confirm, dispatch, file_format, parse_entry, print_json, spinner, version_query};
 use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
@@ -208,15 +208,7 @@ pub async fn run(command: FvCommand, config: &Config, url: Option<&str>) -> anyh
     {
         bail!("not deleted");
     }
-    match url {
-        Some(url) => run_remote(command, &Remote::new(url)).await,
-        None => {
-            let store = FeatureStore::open(config.store.clone()).await?;
-            let result = run_local(command, &store).await;
-            store.close().await;
-            result
-        }
-    }
+    dispatch(command, config, url, run_local, run_remote).await
 }
 
 async fn run_local(command: FvCommand, store: &FeatureStore) -> anyhow::Result<()> {

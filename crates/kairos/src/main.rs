@@ -61,7 +61,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("KAIROS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            // The Delta kernel logs every snapshot and scan at info: too chatty for a terminal.
+            EnvFilter::try_from_env("KAIROS_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,buoyant_kernel=warn,delta_kernel=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
