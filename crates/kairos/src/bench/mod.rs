@@ -71,16 +71,16 @@ pub enum BenchCommand {
     Vectors(vectors::Args),
 }
 
-/// A group of an int64 key, an event time and ten float64 features.
-fn bench_spec(name: &str) -> FeatureGroupSpec {
+/// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
+pub(crate) fn bench_spec(name: &str, features: usize) -> FeatureGroupSpec {
     let mut columns = vec![
         Column::new("id", FeatureType::Int64),
         Column::new("ts", FeatureType::Timestamp),
     ];
-    columns.extend((0..10).map(|i| Column::new(format!("f{i}"), FeatureType::Float64)));
+    columns.extend((0..features).map(|i| Column::new(format!("f{i}"), FeatureType::Float64)));
     FeatureGroupSpec {
         name: name.into(),
-        description: "benchmark group: 10 float64 features per id".into(),
+        description: format!("benchmark group: {features} float64 features per id"),
         columns,
         primary_key: vec!["id".into()],
         event_time: "ts".into(),
@@ -89,6 +89,7 @@ fn bench_spec(name: &str) -> FeatureGroupSpec {
     }
 }
 
+/// Rows `ids` of a [`bench_spec`] group.
 fn bench_batch(spec: &FeatureGroupSpec, ids: std::ops::Range<usize>) -> RecordBatch {
     let base = 1_700_000_000_000_000i64;
     let mut columns: Vec<ArrayRef> = vec![
@@ -100,7 +101,7 @@ fn bench_batch(spec: &FeatureGroupSpec, ids: std::ops::Range<usize>) -> RecordBa
             .with_timezone("UTC"),
         ),
     ];
-    for f in 0..10 {
+    for f in 0..spec.columns.len() - 2 {
         columns.push(Arc::new(Float64Array::from_iter_values(
             ids.clone().map(|i| (i * (f + 1)) as f64 * 0.5),
         )));
@@ -108,7 +109,7 @@ fn bench_batch(spec: &FeatureGroupSpec, ids: std::ops::Range<usize>) -> RecordBa
     RecordBatch::try_new(spec.arrow_schema(), columns).expect("bench batch matches its schema")
 }
 
-pub(crate) fn ipc_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
+fn ipc_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
     let mut buf = Vec::new();
     let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
     w.write(batch)?;
@@ -154,7 +155,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         } => {
             let remote = Remote::new(&url);
             if !no_setup {
-                setup_http(&remote, &group, keys).await?;
+                create_and_fill(&remote, &bench_spec(&group, 10), keys).await?;
             }
             let report = http_loop(&remote, &group, keys, batch, concurrency, seconds).await?;
             print_report(&report)
@@ -209,21 +210,25 @@ pub(crate) fn print_report(report: &LatencyReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn setup_http(remote: &Remote, group: &str, keys: usize) -> anyhow::Result<()> {
-    let spec = bench_spec(group);
+/// Creates `spec` on the server and writes rows for ids `0..keys`.
+pub(crate) async fn create_and_fill(
+    remote: &Remote,
+    spec: &FeatureGroupSpec,
+    keys: usize,
+) -> anyhow::Result<()> {
     remote
         .json(
             remote
                 .request(Method::POST, "/v1/feature-groups")
-                .json(&spec),
+                .json(spec),
         )
         .await?;
     for start in (0..keys).step_by(100_000) {
-        let batch = bench_batch(&spec, start..(start + 100_000).min(keys));
+        let batch = bench_batch(spec, start..(start + 100_000).min(keys));
         let request = remote
             .request(
                 Method::POST,
-                &format!("/v1/feature-groups/{group}/rows?wait=online"),
+                &format!("/v1/feature-groups/{}/rows?wait=online", spec.name),
             )
             .header("content-type", Format::ArrowIpc.content_type())
             .body(ipc_bytes(&batch)?);
@@ -233,7 +238,7 @@ async fn setup_http(remote: &Remote, group: &str, keys: usize) -> anyhow::Result
 }
 
 async fn setup_local(store: &FeatureStore, group: &str, keys: usize) -> anyhow::Result<()> {
-    let spec = bench_spec(group);
+    let spec = bench_spec(group, 10);
     store.create_group(spec.clone()).await?;
     for start in (0..keys).step_by(100_000) {
         let batch = bench_batch(&spec, start..(start + 100_000).min(keys));
@@ -406,7 +411,7 @@ async fn in_process_loop(
 
 async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
     let name = format!("bench_insert_{}", chrono::Utc::now().timestamp_millis());
-    let spec = bench_spec(&name);
+    let spec = bench_spec(&name, 10);
     store.create_group(spec.clone()).await?;
     let parquet = parquet_bytes(&bench_batch(&spec, 0..rows))?;
     let size = parquet.len();

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use kairos_types::{Column, FeatureGroupSpec, FeatureType, Format};
+use kairos_types::{Column, FeatureGroupSpec, FeatureType};
 use rand::Rng;
 use reqwest::Method;
 
-use super::{closed_loop, ipc_bytes, print_report};
+use super::{bench_spec, closed_loop, create_and_fill, print_report};
 use crate::remote::Remote;
 
 const VIEW: &str = "bench_vectors";
@@ -34,47 +33,9 @@ pub struct Args {
     no_setup: bool,
 }
 
-fn group(name: &str, features: usize) -> FeatureGroupSpec {
-    let mut columns = vec![
-        Column::new("id", FeatureType::Int64),
-        Column::new("ts", FeatureType::Timestamp),
-    ];
-    columns.extend((0..features).map(|i| Column::new(format!("f{i}"), FeatureType::Float64)));
-    FeatureGroupSpec {
-        name: name.into(),
-        description: "benchmark group".into(),
-        columns,
-        primary_key: vec!["id".into()],
-        event_time: "ts".into(),
-        online: true,
-        ttl_seconds: None,
-    }
-}
-
-fn rows(
-    spec: &FeatureGroupSpec,
-    keys: std::ops::Range<usize>,
-    salt: usize,
-) -> anyhow::Result<RecordBatch> {
-    let base = 1_700_000_000_000_000i64;
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(keys.clone().map(|i| i as i64))),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(keys.clone().map(|i| base + i as i64))
-                .with_timezone("UTC"),
-        ),
-    ];
-    for f in 0..spec.columns.len() - 2 {
-        columns.push(Arc::new(Float64Array::from_iter_values(
-            keys.clone()
-                .map(|i| ((i * (f + 1) + salt) % 1000) as f64 * 0.25),
-        )));
-    }
-    Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
-}
-
 async fn setup(remote: &Remote, keys: usize) -> anyhow::Result<()> {
-    let root = group("bench_events", 0);
+    // The root holds only the request value: nothing of it is read from the store.
+    let root = bench_spec("bench_events", 0);
     let root = FeatureGroupSpec {
         columns: [
             root.columns,
@@ -91,25 +52,7 @@ async fn setup(remote: &Remote, keys: usize) -> anyhow::Result<()> {
         )
         .await?;
     for g in 1..=3 {
-        let spec = group(&format!("bench_g{g}"), FEATURES);
-        remote
-            .json(
-                remote
-                    .request(Method::POST, "/v1/feature-groups")
-                    .json(&spec),
-            )
-            .await?;
-        for start in (0..keys).step_by(100_000) {
-            let batch = rows(&spec, start..(start + 100_000).min(keys), g)?;
-            let request = remote
-                .request(
-                    Method::POST,
-                    &format!("/v1/feature-groups/{}/rows?wait=online", spec.name),
-                )
-                .header("content-type", Format::ArrowIpc.content_type())
-                .body(ipc_bytes(&batch)?);
-            remote.json(request).await?;
-        }
+        create_and_fill(remote, &bench_spec(&format!("bench_g{g}"), FEATURES), keys).await?;
     }
     let view = serde_json::json!({
         "name": VIEW,
