@@ -167,28 +167,6 @@ fn parse_split(text: &str) -> anyhow::Result<Split> {
     }
 }
 
-fn split_json(split: &Split) -> serde_json::Value {
-    match split {
-        Split::None => serde_json::json!({"kind": "none"}),
-        Split::Random {
-            seed,
-            train,
-            validation,
-            test,
-        } => {
-            serde_json::json!({"kind": "random", "seed": seed, "train": train, "validation": validation, "test": test})
-        }
-        Split::Time {
-            validation_start,
-            test_start,
-        } => serde_json::json!({
-            "kind": "time",
-            "validation_start": kairos_types::value::format_timestamp(*validation_start),
-            "test_start": kairos_types::value::format_timestamp(*test_start),
-        }),
-    }
-}
-
 fn request_object(request: &Option<String>) -> Vec<serde_json::Map<String, serde_json::Value>> {
     match request.as_deref().map(parse_entry) {
         Some(serde_json::Value::Object(map)) => vec![map],
@@ -369,7 +347,7 @@ async fn run_remote(command: FvCommand, remote: &Remote) -> anyhow::Result<()> {
                 "start": start, "end": end, "strict": strict, "as_known_at": as_known_at, "description": description,
             });
             if let Some(split) = split {
-                body["split"] = split_json(&parse_split(&split)?);
+                body["split"] = serde_json::to_value(parse_split(&split)?)?;
             }
             if let Some(path) = spine {
                 let format = match file_format(&path, None)? {

@@ -73,7 +73,6 @@ type ApiResult<T> = Result<T, ApiError>;
         TrainingDataset,
         VectorAnswer,
         views::TrainingDataBody,
-        views::SplitBody,
         views::SpineBody,
         views::VectorRequest
     ))

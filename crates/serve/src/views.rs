@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use kairos_store::{FeatureStore, Spine, VectorAnswer, ViewStatus};
 use kairos_types::Format;
 use kairos_types::export::BatchEncoder;
-use kairos_types::ingest::parse_timestamp;
 use kairos_view::{
     FeatureView, FeatureViewSpec, Split, SplitName, TrainingDataset, TrainingDatasetRequest,
 };
@@ -72,23 +71,6 @@ pub async fn delete_view(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// How rows are split, with times as RFC 3339.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SplitBody {
-    None,
-    Random {
-        seed: u64,
-        train: f64,
-        validation: f64,
-        test: f64,
-    },
-    Time {
-        validation_start: String,
-        test_start: String,
-    },
-}
-
 /// A spine sent inline: CSV with a header or JSON lines.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +88,8 @@ pub struct TrainingDataBody {
     pub start: Option<String>,
     /// Root event time before.
     pub end: Option<String>,
-    pub split: Option<SplitBody>,
+    #[serde(default)]
+    pub split: Split,
     /// Joined rows strictly older than the root row.
     #[serde(default)]
     pub strict: bool,
@@ -131,33 +114,6 @@ pub async fn create_training_dataset(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<TrainingDataset>)> {
     let body: TrainingDataBody = parse_json(&body)?;
-    let split = match body.split {
-        None | Some(SplitBody::None) => Split::None,
-        Some(SplitBody::Random {
-            seed,
-            train,
-            validation,
-            test,
-        }) => Split::Random {
-            seed,
-            train,
-            validation,
-            test,
-        },
-        Some(SplitBody::Time {
-            validation_start,
-            test_start,
-        }) => {
-            let at = |name: &str, v: &str| {
-                parse_timestamp(v)
-                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}, got '{v}'")))
-            };
-            Split::Time {
-                validation_start: at("split.validation_start", &validation_start)?,
-                test_start: at("split.test_start", &test_start)?,
-            }
-        }
-    };
     let spine = match body.spine {
         None => None,
         Some(s) => {
@@ -179,7 +135,7 @@ pub async fn create_training_dataset(
     let request = TrainingDatasetRequest {
         start: time_param("start", &body.start)?,
         end: time_param("end", &body.end)?,
-        split,
+        split: body.split,
         strict: body.strict,
         as_known_at: body.as_known_at,
         description: body.description,

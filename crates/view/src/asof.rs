@@ -104,13 +104,7 @@ const LEFT: usize = 0;
 
 /// A running join: push the left input first, then the right inputs, then [`AsofJoin::finish`].
 pub struct AsofJoin {
-    stage: AsofStage,
-    options: AsofOptions,
-    key_mode: KeyMode,
-    key_fields: Vec<SortField>,
-    /// Projected schemas: left, then each right.
-    schemas: Vec<SchemaRef>,
-    output_schema: SchemaRef,
+    joiner: Joiner,
     left_max_time: Option<i64>,
     buffers: Buffers,
     rows_in: Vec<u64>,
@@ -119,7 +113,7 @@ pub struct AsofJoin {
 impl std::fmt::Debug for AsofJoin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsofJoin")
-            .field("stage", &self.stage)
+            .field("stage", &self.joiner.stage)
             .field("rows_in", &self.rows_in)
             .finish()
     }
@@ -137,10 +131,6 @@ struct Spill {
     dir: tempfile::TempDir,
     /// `[input][partition]`; opened lazily.
     writers: Vec<Vec<Option<StreamWriter<BufWriter<File>>>>>,
-}
-
-fn timestamp() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
 fn field<'a>(schema: &'a Schema, name: &str, what: &str) -> Result<&'a Field> {
@@ -247,12 +237,14 @@ impl AsofJoin {
         };
         let inputs = schemas.len();
         Ok(AsofJoin {
-            key_fields: key_types.into_iter().map(SortField::new).collect(),
-            key_mode,
-            output_schema: Arc::new(Schema::new(output_fields)),
-            schemas,
-            options,
-            stage,
+            joiner: Joiner {
+                key_fields: key_types.into_iter().map(SortField::new).collect(),
+                key_mode,
+                output_schema: Arc::new(Schema::new(output_fields)),
+                schemas,
+                options,
+                stage,
+            },
             left_max_time: None,
             buffers: Buffers::Memory {
                 inputs: vec![Vec::new(); inputs],
@@ -265,17 +257,12 @@ impl AsofJoin {
     /// The schema of the joined rows: the left columns, then each right input's features
     /// (nullable: a left row may have no match).
     pub fn output_schema(&self) -> SchemaRef {
-        self.output_schema.clone()
+        self.joiner.output_schema.clone()
     }
 
     /// The greatest left time pushed so far: right rows after it are never needed.
     pub fn left_max_time(&self) -> Option<i64> {
         self.left_max_time
-    }
-
-    /// Rows pushed so far: left, then each right input.
-    pub fn rows_in(&self) -> &[u64] {
-        &self.rows_in
     }
 
     /// Adds left rows. All left rows come before any right rows.
@@ -285,9 +272,14 @@ impl AsofJoin {
                 "left rows must be pushed before right rows".into(),
             ));
         }
-        let times = batch.column_by_name(&self.stage.left_time).ok_or_else(|| {
-            ViewError::Join(format!("left batch has no '{}'", self.stage.left_time))
-        })?;
+        let times = batch
+            .column_by_name(&self.joiner.stage.left_time)
+            .ok_or_else(|| {
+                ViewError::Join(format!(
+                    "left batch has no '{}'",
+                    self.joiner.stage.left_time
+                ))
+            })?;
         let batch_max =
             arrow::compute::max(times.as_primitive::<arrow::datatypes::TimestampMicrosecondType>());
         self.left_max_time = self.left_max_time.max(batch_max);
@@ -297,6 +289,7 @@ impl AsofJoin {
     /// Adds rows of right input `input`.
     pub fn push_right(&mut self, input: usize, batch: RecordBatch) -> Result<()> {
         let schema = self
+            .joiner
             .schemas
             .get(input + 1)
             .ok_or_else(|| ViewError::Join(format!("there is no right input {input}")))?;
@@ -311,7 +304,7 @@ impl AsofJoin {
             .collect::<Result<Vec<_>>>()?;
         let mut batch = RecordBatch::try_new(schema.clone(), columns)?;
         // A right row newer than every left row can never be chosen.
-        let time = self.stage.rights[input].time.clone();
+        let time = self.joiner.stage.rights[input].time.clone();
         let times = batch.column_by_name(&time).expect("projected").clone();
         let times = times.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         let limit = self.left_max_time.unwrap_or(i64::MIN);
@@ -334,7 +327,7 @@ impl AsofJoin {
             Buffers::Memory { inputs, bytes } => {
                 *bytes += batch.get_array_memory_size();
                 inputs[input].push(batch);
-                if *bytes > self.options.memory_budget {
+                if *bytes > self.joiner.options.memory_budget {
                     self.spill()?;
                 }
                 Ok(())
@@ -347,10 +340,10 @@ impl AsofJoin {
     fn spill(&mut self) -> Result<()> {
         let dir = tempfile::Builder::new()
             .prefix("kairos-asof-")
-            .tempdir_in(&self.options.spill_dir)
+            .tempdir_in(&self.joiner.options.spill_dir)
             .map_err(|e| ViewError::Io(format!("cannot make a spill folder: {e}")))?;
-        let partitions = self.options.spill_partitions.max(1);
-        let writers = (0..self.schemas.len())
+        let partitions = self.joiner.options.spill_partitions.max(1);
+        let writers = (0..self.joiner.schemas.len())
             .map(|_| (0..partitions).map(|_| None).collect())
             .collect();
         let old = std::mem::replace(&mut self.buffers, Buffers::Spilled(Spill { dir, writers }));
@@ -366,9 +359,9 @@ impl AsofJoin {
 
     fn key_columns(&self, input: usize, batch: &RecordBatch) -> Vec<ArrayRef> {
         let names = if input == LEFT {
-            &self.stage.left_keys
+            &self.joiner.stage.left_keys
         } else {
-            &self.stage.rights[input - 1].keys
+            &self.joiner.stage.rights[input - 1].keys
         };
         names
             .iter()
@@ -378,7 +371,7 @@ impl AsofJoin {
 
     fn write_partitioned(&mut self, input: usize, batch: &RecordBatch) -> Result<()> {
         let keys = self.key_columns(input, batch);
-        let hashes = hash_keys(self.key_mode, &self.key_fields, &keys)?;
+        let hashes = hash_keys(self.joiner.key_mode, &self.joiner.key_fields, &keys)?;
         let Buffers::Spilled(spill) = &mut self.buffers else {
             unreachable!("only called once spilled");
         };
@@ -399,7 +392,7 @@ impl AsofJoin {
                     .map_err(|e| ViewError::Io(format!("cannot write {}: {e}", path.display())))?;
                 *writer = Some(StreamWriter::try_new(
                     BufWriter::new(file),
-                    &self.schemas[input],
+                    &self.joiner.schemas[input],
                 )?);
             }
             writer.as_mut().expect("opened").write(&part)?;
@@ -432,14 +425,7 @@ impl AsofJoin {
             }
         };
         Ok(AsofOutput {
-            joiner: Joiner {
-                stage: self.stage,
-                options: self.options,
-                key_mode: self.key_mode,
-                key_fields: self.key_fields,
-                schemas: self.schemas,
-                output_schema: self.output_schema,
-            },
+            joiner: self.joiner,
             state,
         })
     }
@@ -526,6 +512,8 @@ fn read_partition(
         .collect()
 }
 
+/// What a join is: its stage, options, key encoding and the projected schemas (left, then
+/// each right input).
 struct Joiner {
     stage: AsofStage,
     options: AsofOptions,
@@ -973,9 +961,4 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// The timestamp type the join reads and writes.
-pub fn time_type() -> DataType {
-    timestamp()
 }

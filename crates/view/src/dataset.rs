@@ -21,7 +21,7 @@ use crate::{Result, ViewError};
 
 /// How rows are split.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Split {
     /// Every row is training data.
     #[default]
@@ -35,11 +35,31 @@ pub enum Split {
         test: f64,
     },
     /// By event time: before `validation_start` train, then validation, from `test_start` test.
-    /// Times are microseconds since the epoch.
+    /// Held as microseconds since the epoch; written and read as RFC 3339.
     Time {
+        #[serde(with = "rfc3339")]
+        #[schema(value_type = String, example = "2024-05-02T00:00:00Z")]
         validation_start: i64,
+        #[serde(with = "rfc3339")]
+        #[schema(value_type = String)]
         test_start: i64,
     },
+}
+
+/// Microseconds since the epoch as RFC 3339 text, the way users write times.
+mod rfc3339 {
+    use kairos_types::ingest::parse_timestamp;
+    use kairos_types::value::format_timestamp;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(micros: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_timestamp(*micros))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_timestamp(&text).map_err(|e| D::Error::custom(format!("{e}, got '{text}'")))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
