@@ -38,7 +38,7 @@ pub use config::{OnlineConfig, StoreConfig};
 pub use error::{Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use views::{
-    JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, Vectors, ViewStatus,
+    JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, ViewStatus,
 };
 
 /// How long a read-your-writes insert or a check waits for the materialisers.

@@ -20,7 +20,8 @@ use kairos_view::dataset::read_split;
 use kairos_view::vector::EntryStatus;
 use kairos_view::{
     AsofJoin, AsofOptions, AsofOutput, AsofStage, DatasetWriter, FeatureView, FeatureViewSpec,
-    RightInput, SplitName, TrainingDataset, TrainingDatasetRequest, TransformSet, ViewPlan,
+    RightInput, SplitName, TrainingDataset, TrainingDatasetRequest, TransformSet, VectorBatch,
+    ViewPlan,
 };
 use serde::Serialize;
 
@@ -58,14 +59,6 @@ pub struct VectorResult {
     pub missing: Vec<String>,
     #[schema(value_type = Vec<Object>)]
     pub values: Vec<serde_json::Value>,
-}
-
-/// The raw result of an online read: Arrow columns, for in-process callers (serving, tests).
-#[derive(Debug, Clone)]
-pub struct Vectors {
-    pub features: RecordBatch,
-    pub statuses: Vec<EntryStatus>,
-    pub missing: Vec<Vec<String>>,
 }
 
 /// A spine: the rows to build training data for, instead of the root group's rows.
@@ -273,9 +266,9 @@ impl FeatureStore {
             let present = first_columns.clone();
             let features = plan
                 .root_columns()
-                .into_iter()
+                .iter()
                 .filter(|c| present.column_with_name(c).is_none())
-                .map(|c| (c.clone(), c))
+                .map(|c| (c.clone(), c.clone()))
                 .collect();
             stages.push((
                 AsofStage {
@@ -506,8 +499,19 @@ impl FeatureStore {
         entries: &[serde_json::Value],
         request: &[serde_json::Map<String, serde_json::Value>],
         training_dataset: Option<u32>,
-    ) -> Result<Vectors> {
+    ) -> Result<VectorBatch> {
         let resolved = self.resolve_view(name, version)?;
+        self.vectors_of(&resolved, entries, request, training_dataset)
+            .await
+    }
+
+    async fn vectors_of(
+        &self,
+        resolved: &ResolvedView,
+        entries: &[serde_json::Value],
+        request: &[serde_json::Map<String, serde_json::Value>],
+        training_dataset: Option<u32>,
+    ) -> Result<VectorBatch> {
         let plan = &resolved.plan;
         let transforms = match training_dataset {
             None => Arc::new(TransformSet::default()),
@@ -579,12 +583,7 @@ impl FeatureStore {
             }
         });
         let joined = futures::future::try_join_all(lookups).await?;
-        let vectors = plan.assemble(&root, &joined, &transforms)?;
-        Ok(Vectors {
-            features: vectors.features,
-            statuses: vectors.statuses,
-            missing: vectors.missing,
-        })
+        Ok(plan.assemble(&root, &joined, &transforms)?)
     }
 
     /// [`Self::feature_vectors`] shaped for JSON transports.
@@ -598,7 +597,7 @@ impl FeatureStore {
     ) -> Result<VectorAnswer> {
         let resolved = self.resolve_view(name, version)?;
         let vectors = self
-            .feature_vectors(name, version, entries, request, training_dataset)
+            .vectors_of(&resolved, entries, request, training_dataset)
             .await?;
         let batch = &vectors.features;
         let schema = batch.schema();

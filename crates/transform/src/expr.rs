@@ -196,20 +196,8 @@ impl Expr {
 
 /// Reads a numeric column as float64; anything else is a definition error.
 pub(crate) fn as_f64(name: &str, column: &ArrayRef) -> Result<Float64Array> {
-    let numeric = matches!(
-        column.data_type(),
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Null
-    );
+    let ty = column.data_type();
+    let numeric = ty.is_integer() || ty.is_floating() || *ty == DataType::Null;
     if !numeric {
         return definition(format!(
             "column '{name}' has type {}, expected a number",

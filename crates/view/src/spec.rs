@@ -120,6 +120,7 @@ pub struct ViewPlan {
     pub transforms: Vec<TransformSpec>,
     /// The vector's columns, in order: root features, joined features, on-demand features.
     pub features: Vec<(String, FeatureType)>,
+    root_columns: Vec<String>,
 }
 
 fn bad<T>(message: String) -> Result<T> {
@@ -305,7 +306,7 @@ impl ViewPlan {
             }
         }
 
-        Ok(ViewPlan {
+        let mut plan = ViewPlan {
             name: spec.name.clone(),
             root_features,
             labels: spec.root.labels.clone(),
@@ -315,7 +316,10 @@ impl ViewPlan {
             transforms: spec.transform.clone(),
             features,
             root,
-        })
+            root_columns: Vec::new(),
+        };
+        plan.root_columns = plan.needed_root_columns();
+        Ok(plan)
     }
 
     /// The definition with every group version pinned, as it is stored.
@@ -354,8 +358,12 @@ impl ViewPlan {
     }
 
     /// The root columns the left side of the join needs: keys, event time, features, labels,
-    /// request values, join columns and on-demand inputs.
-    pub fn root_columns(&self) -> Vec<String> {
+    /// request values, join columns and on-demand inputs. Worked out once, when planning.
+    pub fn root_columns(&self) -> &[String] {
+        &self.root_columns
+    }
+
+    fn needed_root_columns(&self) -> Vec<String> {
         let rs = &self.root.spec;
         let mut out: Vec<String> = rs.primary_key.clone();
         let mut add = |c: &String| {

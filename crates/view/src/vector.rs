@@ -76,8 +76,9 @@ impl ViewPlan {
         let rows = keys.len();
         let columns = self
             .root_columns()
-            .into_iter()
+            .iter()
             .filter(|c| !self.labels.contains(c))
+            .cloned()
             .map(|name| {
                 let ty = rs.column(&name).expect("root column").ty;
                 let values = (0..rows)
