@@ -605,7 +605,7 @@ impl FeatureStore {
         let types: Vec<Option<FeatureType>> = schema
             .fields()
             .iter()
-            .map(|f| feature_type_of(f.data_type()))
+            .map(|f| FeatureType::from_arrow(f.data_type()))
             .collect();
         let results = (0..batch.num_rows())
             .map(|row| VectorResult {
@@ -810,20 +810,4 @@ fn parse_request(
         return Err(bad(format!("request value '{missing}' is missing")));
     }
     Ok((time, values))
-}
-
-fn feature_type_of(ty: &arrow::datatypes::DataType) -> Option<FeatureType> {
-    use arrow::datatypes::DataType;
-    Some(match ty {
-        DataType::Boolean => FeatureType::Bool,
-        DataType::Int32 => FeatureType::Int32,
-        DataType::Int64 => FeatureType::Int64,
-        DataType::Float32 => FeatureType::Float32,
-        DataType::Float64 => FeatureType::Float64,
-        DataType::Utf8 => FeatureType::String,
-        DataType::Timestamp(_, _) => FeatureType::Timestamp,
-        DataType::Date32 => FeatureType::Date,
-        DataType::FixedSizeList(_, n) => FeatureType::Embedding { dim: *n as u32 },
-        _ => return None,
-    })
 }

@@ -49,6 +49,27 @@ impl FeatureType {
         }
     }
 
+    /// The feature type a column of Arrow type `ty` holds, if it is one Kairos stores (the
+    /// inverse of [`Self::arrow_type`], any time zone and list field).
+    pub fn from_arrow(ty: &DataType) -> Option<FeatureType> {
+        Some(match ty {
+            DataType::Boolean => FeatureType::Bool,
+            DataType::Int32 => FeatureType::Int32,
+            DataType::Int64 => FeatureType::Int64,
+            DataType::Float32 => FeatureType::Float32,
+            DataType::Float64 => FeatureType::Float64,
+            DataType::Utf8 => FeatureType::String,
+            DataType::Timestamp(TimeUnit::Microsecond, _) => FeatureType::Timestamp,
+            DataType::Date32 => FeatureType::Date,
+            DataType::FixedSizeList(item, n)
+                if item.data_type() == &DataType::Float32 && *n > 0 =>
+            {
+                FeatureType::Embedding { dim: *n as u32 }
+            }
+            _ => return None,
+        })
+    }
+
     /// Whether values of this type can identify an entity (primary-key columns).
     pub fn is_key_type(self) -> bool {
         matches!(
@@ -393,6 +414,7 @@ mod tests {
             FeatureType::Embedding { dim: 16 },
         ] {
             assert_eq!(t.to_string().parse::<FeatureType>().unwrap(), t);
+            assert_eq!(FeatureType::from_arrow(&t.arrow_type()), Some(t));
         }
         assert!("embedding(0)".parse::<FeatureType>().is_err());
         assert!(

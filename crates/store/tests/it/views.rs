@@ -200,15 +200,7 @@ fn spine(rng: &mut StdRng, n: usize) -> Vec<serde_json::Value> {
 
 fn cell(batch: &RecordBatch, column: usize, row: usize) -> Value {
     let array = batch.column(column);
-    let ty = match array.data_type() {
-        arrow::datatypes::DataType::Float64 => FeatureType::Float64,
-        arrow::datatypes::DataType::Int32 => FeatureType::Int32,
-        arrow::datatypes::DataType::Int64 => FeatureType::Int64,
-        arrow::datatypes::DataType::Utf8 => FeatureType::String,
-        arrow::datatypes::DataType::Boolean => FeatureType::Bool,
-        arrow::datatypes::DataType::Timestamp(_, _) => FeatureType::Timestamp,
-        other => panic!("unexpected type {other}"),
-    };
+    let ty = FeatureType::from_arrow(array.data_type()).expect("a feature type");
     Value::from_array(array, ty, row)
 }
 
