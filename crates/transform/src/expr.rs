@@ -39,6 +39,34 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// Comparisons and logic give 1 for true and 0 for false (filters keep rows above 0).
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Lt => "<",
+            BinaryOp::Le => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Ge => ">=",
+            BinaryOp::Eq => "==",
+            BinaryOp::Ne => "!=",
+            BinaryOp::And => "and",
+            BinaryOp::Or => "or",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +117,7 @@ impl fmt::Display for Expr {
             Expr::Column(c) => f.write_str(c),
             Expr::Neg(e) => write!(f, "-({e})"),
             Expr::Binary(a, op, b) => {
-                let op = match op {
-                    BinaryOp::Add => "+",
-                    BinaryOp::Sub => "-",
-                    BinaryOp::Mul => "*",
-                    BinaryOp::Div => "/",
-                };
-                write!(f, "({a} {op} {b})")
+                write!(f, "({a} {} {b})", op.symbol())
             }
             Expr::Call(func, args) => {
                 write!(f, "{}(", func.name())?;
@@ -118,7 +140,7 @@ impl Expr {
             tokens: tokenize(text)?,
             pos: 0,
         };
-        let expr = parser.expr()?;
+        let expr = parser.logic()?;
         match parser.tokens.get(parser.pos) {
             None => Ok(expr),
             Some((at, tok)) => definition(format!(
@@ -175,6 +197,14 @@ impl Expr {
                     BinaryOp::Sub => binary(&a, &b, |x, y| x - y),
                     BinaryOp::Mul => binary(&a, &b, |x, y| x * y),
                     BinaryOp::Div => binary(&a, &b, |x, y| x / y),
+                    BinaryOp::Lt => binary(&a, &b, |x, y| truth(x < y)),
+                    BinaryOp::Le => binary(&a, &b, |x, y| truth(x <= y)),
+                    BinaryOp::Gt => binary(&a, &b, |x, y| truth(x > y)),
+                    BinaryOp::Ge => binary(&a, &b, |x, y| truth(x >= y)),
+                    BinaryOp::Eq => binary(&a, &b, |x, y| truth(x == y)),
+                    BinaryOp::Ne => binary(&a, &b, |x, y| truth(x != y)),
+                    BinaryOp::And => binary(&a, &b, |x, y| truth(x > 0.0 && y > 0.0)),
+                    BinaryOp::Or => binary(&a, &b, |x, y| truth(x > 0.0 || y > 0.0)),
                 }
             }
             Expr::Call(func, args) => {
@@ -215,6 +245,10 @@ pub(crate) fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+fn truth(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
 pub(crate) fn unary(a: &Float64Array, f: impl Fn(f64) -> f64) -> Float64Array {
     a.iter().map(|x| x.and_then(|x| finite(f(x)))).collect()
 }
@@ -238,6 +272,7 @@ enum Token {
     Number(f64),
     Ident(String),
     Symbol(char),
+    Compare(BinaryOp),
 }
 
 impl fmt::Display for Token {
@@ -246,6 +281,7 @@ impl fmt::Display for Token {
             Token::Number(n) => write!(f, "number {n}"),
             Token::Ident(s) => write!(f, "name '{s}'"),
             Token::Symbol(c) => write!(f, "'{c}'"),
+            Token::Compare(op) => write!(f, "'{}'", op.symbol()),
         }
     }
 }
@@ -285,6 +321,24 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>> {
                 i += 1;
             }
             tokens.push((start, Token::Ident(chars[start..i].iter().collect())));
+        } else if "<>=!".contains(c) {
+            let two = chars.get(i + 1) == Some(&'=');
+            let op = match (c, two) {
+                ('<', false) => BinaryOp::Lt,
+                ('<', true) => BinaryOp::Le,
+                ('>', false) => BinaryOp::Gt,
+                ('>', true) => BinaryOp::Ge,
+                ('=', true) => BinaryOp::Eq,
+                ('!', true) => BinaryOp::Ne,
+                _ => {
+                    return definition(format!(
+                        "expression '{text}': unexpected '{c}' at character {}; comparisons are <, <=, >, >=, == and !=",
+                        i + 1
+                    ));
+                }
+            };
+            tokens.push((i, Token::Compare(op)));
+            i += if two { 2 } else { 1 };
         } else if "+-*/(),".contains(c) {
             tokens.push((i, Token::Symbol(c)));
             i += 1;
@@ -330,6 +384,35 @@ impl Parser {
         }
     }
 
+    /// `a or b`, lowest precedence; then `and`, then comparisons, then arithmetic.
+    fn logic(&mut self) -> Result<Expr> {
+        let mut left = self.conjunction()?;
+        while self.peek() == Some(&Token::Ident("or".into())) {
+            self.pos += 1;
+            left = Expr::Binary(Box::new(left), BinaryOp::Or, Box::new(self.conjunction()?));
+        }
+        Ok(left)
+    }
+
+    fn conjunction(&mut self) -> Result<Expr> {
+        let mut left = self.comparison()?;
+        while self.peek() == Some(&Token::Ident("and".into())) {
+            self.pos += 1;
+            left = Expr::Binary(Box::new(left), BinaryOp::And, Box::new(self.comparison()?));
+        }
+        Ok(left)
+    }
+
+    fn comparison(&mut self) -> Result<Expr> {
+        let left = self.expr()?;
+        if let Some(Token::Compare(op)) = self.peek() {
+            let op = *op;
+            self.pos += 1;
+            return Ok(Expr::Binary(Box::new(left), op, Box::new(self.expr()?)));
+        }
+        Ok(left)
+    }
+
     fn expr(&mut self) -> Result<Expr> {
         let mut left = self.term()?;
         loop {
@@ -373,7 +456,7 @@ impl Parser {
         match token {
             Token::Number(n) => Ok(Expr::Number(n)),
             Token::Symbol('(') => {
-                let inner = self.expr()?;
+                let inner = self.logic()?;
                 self.expect(')')?;
                 Ok(inner)
             }

@@ -70,6 +70,14 @@ impl FeatureType {
         })
     }
 
+    /// Whether values of this type are numbers (expressions and numeric aggregations read them).
+    pub fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            FeatureType::Int32 | FeatureType::Int64 | FeatureType::Float32 | FeatureType::Float64
+        )
+    }
+
     /// Whether values of this type can identify an entity (primary-key columns).
     pub fn is_key_type(self) -> bool {
         matches!(

@@ -4,6 +4,8 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, FixedSizeListArray, Float32Array,
     Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,55 @@ pub enum Value {
 }
 
 impl Value {
+    /// Builds a column of `ty`'s canonical Arrow type from values (each `Null` or of `ty`).
+    pub fn to_array<'a>(ty: FeatureType, values: impl IntoIterator<Item = &'a Value>) -> ArrayRef {
+        use arrow::array::{
+            BooleanBuilder, Date32Builder, FixedSizeListBuilder, Float32Builder, Float64Builder,
+            Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+        };
+        macro_rules! build {
+            ($builder:expr, $($variant:ident)|+) => {{
+                let mut b = $builder;
+                for v in values {
+                    match v {
+                        $(Value::$variant(x) => b.append_value(x.clone()),)+
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }};
+        }
+        match ty {
+            FeatureType::Bool => build!(BooleanBuilder::new(), Bool),
+            FeatureType::Int32 => build!(Int32Builder::new(), Int32),
+            FeatureType::Int64 => build!(Int64Builder::new(), Int64),
+            FeatureType::Float32 => build!(Float32Builder::new(), Float32),
+            FeatureType::Float64 => build!(Float64Builder::new(), Float64),
+            FeatureType::String => build!(StringBuilder::new(), String),
+            FeatureType::Timestamp => build!(
+                TimestampMicrosecondBuilder::new().with_timezone(crate::schema::UTC),
+                Timestamp
+            ),
+            FeatureType::Date => build!(Date32Builder::new(), Date),
+            FeatureType::Embedding { dim } => {
+                let mut b = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32);
+                for v in values {
+                    match v {
+                        Value::Embedding(xs) if xs.len() == dim as usize => {
+                            b.values().append_slice(xs);
+                            b.append(true);
+                        }
+                        _ => {
+                            (0..dim).for_each(|_| b.values().append_null());
+                            b.append(false);
+                        }
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }
+        }
+    }
+
     /// Reads row `row` of a column stored in its canonical Arrow type.
     pub fn from_array(array: &ArrayRef, ty: FeatureType, row: usize) -> Value {
         if array.is_null(row) {

@@ -1,0 +1,772 @@
+//! The keyed event-time window operator: windows, watermarks, lateness and emission.
+//!
+//! Pure logic, no I/O and no clock: the runtime hands it batches of events with the partition
+//! they came from and their processing (arrival) time, asks for the rows to write, and asks for
+//! the state changed since the last checkpoint. The same inputs in the same order give the same
+//! outputs, which is what makes a restored run equal to a straight one.
+//!
+//! Time rules:
+//! - The watermark is, per source partition, the greatest event time seen minus the allowed
+//!   out-of-orderness; the operator's watermark is the minimum over partitions. It moves only
+//!   between batches, so lateness never depends on order within a batch.
+//! - A window closes (its row is written) once the watermark reaches its end. Its state is
+//!   kept for the allowed lateness after that: a late event within it updates the window and
+//!   the row is written again. An event whose windows are all past that is refused as too late.
+//! - The written row's event time is the window end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ahash::RandomState;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float32Array, Float64Array, Int32Array,
+    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::compute::kernels::cmp::gt;
+use arrow::row::{RowConverter, SortField};
+use kairos_types::{FeatureType, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::agg::{Acc, Datum};
+use crate::spec::{Plan, WindowKind};
+use crate::{Result, StreamError};
+
+type KeyId = u32;
+
+/// One window of one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Window {
+    start: i64,
+    end: i64,
+    accs: Vec<Acc>,
+    /// Its closing row was written (the watermark passed its end).
+    closed: bool,
+    /// Updated since its row was last written.
+    dirty: bool,
+    /// Processing time of the latest event folded in, for freshness.
+    last_arrival: i64,
+    #[serde(skip)]
+    in_checkpoint_list: bool,
+}
+
+/// A window row to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emission {
+    pub key: Vec<u8>,
+    pub start: i64,
+    pub end: i64,
+    pub values: Vec<Value>,
+    /// Processing time of the latest event the row includes.
+    pub last_arrival: i64,
+    /// Whether the window is closed (false for an early emission).
+    pub closed: bool,
+}
+
+/// An event the operator refused, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// Row in the batch handed in.
+    pub row: usize,
+    pub event_time: i64,
+    pub reason: String,
+}
+
+/// What a checkpoint writes for the operator: changed windows and the watermark inputs.
+#[derive(Debug, Clone, Default)]
+pub struct StateDelta {
+    /// (state key, encoded window) to write.
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// State keys to delete.
+    pub deletes: Vec<Vec<u8>>,
+    pub partitions: Vec<(u32, i64)>,
+}
+
+/// Counters the runtime reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCounts {
+    pub events: u64,
+    pub filtered: u64,
+    pub late: u64,
+    pub emitted: u64,
+    pub open_windows: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    Close,
+    Purge,
+}
+
+/// The window operator of one pipeline.
+pub struct WindowOperator {
+    plan: Arc<Plan>,
+    converter: RowConverter,
+    key_ids: HashMap<Box<[u8]>, KeyId, RandomState>,
+    key_bytes: Vec<Box<[u8]>>,
+    /// Windows per key, sorted by start.
+    windows: Vec<Vec<Window>>,
+    /// Timers by time: the window (key, start) closes or is purged then, if it still ends then.
+    timers: BTreeMap<i64, Vec<(KeyId, i64, TimerKind)>>,
+    /// Greatest event time seen per source partition.
+    partitions: BTreeMap<u32, i64>,
+    /// Set once a bounded source ended: every window closes.
+    finished: bool,
+    /// Windows whose checkpointed state is stale (changed or removed).
+    touched: Vec<(KeyId, i64)>,
+    /// Windows updated while open, for early emission.
+    early: Vec<(KeyId, i64)>,
+    /// Closed windows updated by late events, written again after the batch.
+    late: Vec<(KeyId, i64)>,
+    out: Vec<Emission>,
+    counts: OperatorCounts,
+}
+
+impl std::fmt::Debug for WindowOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowOperator")
+            .field("pipeline", &self.plan.spec.name)
+            .field("keys", &self.key_bytes.len())
+            .field("counts", &self.counts)
+            .finish()
+    }
+}
+
+/// A column an aggregation reads, typed once per batch.
+enum Input<'a> {
+    None,
+    I64(&'a Int64Array),
+    I32(&'a Int32Array),
+    F64(&'a Float64Array),
+    F32(&'a Float32Array),
+    Ts(&'a TimestampMicrosecondArray),
+    Date(&'a Date32Array),
+    Str(&'a StringArray),
+    Bool(&'a BooleanArray),
+}
+
+impl Input<'_> {
+    fn of(array: &ArrayRef, ty: FeatureType) -> Input<'_> {
+        match ty {
+            FeatureType::Int64 => Input::I64(array.as_primitive()),
+            FeatureType::Int32 => Input::I32(array.as_primitive()),
+            FeatureType::Float64 => Input::F64(array.as_primitive()),
+            FeatureType::Float32 => Input::F32(array.as_primitive()),
+            FeatureType::Timestamp => Input::Ts(array.as_primitive()),
+            FeatureType::Date => Input::Date(array.as_primitive()),
+            FeatureType::String => Input::Str(array.as_string()),
+            FeatureType::Bool => Input::Bool(array.as_boolean()),
+            FeatureType::Embedding { .. } => Input::None,
+        }
+    }
+
+    #[inline]
+    fn datum(&self, row: usize) -> Datum<'_> {
+        macro_rules! get {
+            ($a:expr, $wrap:expr) => {
+                if $a.is_null(row) {
+                    Datum::Null
+                } else {
+                    $wrap($a.value(row))
+                }
+            };
+        }
+        match self {
+            Input::None => Datum::Null,
+            Input::I64(a) => get!(a, Datum::I),
+            Input::I32(a) => get!(a, |v: i32| Datum::I(v.into())),
+            Input::F64(a) => get!(a, Datum::F),
+            Input::F32(a) => get!(a, |v: f32| Datum::F(v.into())),
+            Input::Ts(a) => get!(a, Datum::I),
+            Input::Date(a) => get!(a, |v: i32| Datum::I(v.into())),
+            Input::Str(a) => get!(a, Datum::S),
+            Input::Bool(a) => get!(a, Datum::B),
+        }
+    }
+}
+
+fn floor_to(t: i64, step: i64) -> i64 {
+    t.div_euclid(step) * step
+}
+
+impl WindowOperator {
+    pub fn new(plan: Arc<Plan>) -> Result<WindowOperator> {
+        let fields = plan
+            .key_indices
+            .iter()
+            .map(|&i| SortField::new(plan.input.columns[i].ty.arrow_type()))
+            .collect();
+        let converter = RowConverter::new(fields).map_err(StreamError::internal)?;
+        Ok(WindowOperator {
+            plan,
+            converter,
+            key_ids: HashMap::default(),
+            key_bytes: Vec::new(),
+            windows: Vec::new(),
+            timers: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            finished: false,
+            touched: Vec::new(),
+            early: Vec::new(),
+            late: Vec::new(),
+            out: Vec::new(),
+            counts: OperatorCounts::default(),
+        })
+    }
+
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// The current watermark (microseconds); `i64::MIN` before any event.
+    pub fn watermark(&self) -> i64 {
+        if self.finished {
+            return i64::MAX;
+        }
+        self.partitions.values().min().map_or(i64::MIN, |max| {
+            max.saturating_sub(self.plan.out_of_orderness)
+        })
+    }
+
+    pub fn counts(&self) -> OperatorCounts {
+        OperatorCounts {
+            open_windows: self.windows.iter().map(|w| w.len() as u64).sum(),
+            ..self.counts
+        }
+    }
+
+    /// Makes `partition` count towards the watermark before it has seen an event (so a
+    /// partition that is assigned but quiet holds the watermark back rather than being
+    /// ignored).
+    pub fn add_partition(&mut self, partition: u32) {
+        self.partitions.entry(partition).or_insert(i64::MIN);
+    }
+
+    /// Folds a batch of events (in the plan's input schema) from `partition` that arrived at
+    /// `arrival`; then moves the watermark and closes the windows it passed. Returns the events
+    /// refused as too late.
+    pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+        partition: u32,
+        arrival: i64,
+    ) -> Result<Vec<Refused>> {
+        let rows = batch.num_rows();
+        let plan = self.plan.clone();
+        let keep: Option<BooleanArray> = match &plan.filter {
+            None => None,
+            Some(expr) => {
+                let values = expr.eval(batch).map_err(StreamError::internal)?;
+                let zero = arrow::array::Float64Array::new_scalar(0.0);
+                Some(gt(&values, &zero).map_err(StreamError::internal)?)
+            }
+        };
+        let keys = self
+            .converter
+            .convert_columns(
+                &plan
+                    .key_indices
+                    .iter()
+                    .map(|&i| batch.column(i).clone())
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(StreamError::internal)?;
+        let times: &TimestampMicrosecondArray = batch.column(plan.event_time_index).as_primitive();
+        let inputs: Vec<Input<'_>> = plan
+            .aggs
+            .iter()
+            .map(|a| match (a.input, a.input_type) {
+                (Some(i), Some(ty)) => Input::of(batch.column(i), ty),
+                _ => Input::None,
+            })
+            .collect();
+        let watermark = self.watermark();
+        let mut max_time = i64::MIN;
+        let mut refused = Vec::new();
+        for row in 0..rows {
+            if let Some(keep) = &keep
+                && !(keep.is_valid(row) && keep.value(row))
+            {
+                self.counts.filtered += 1;
+                continue;
+            }
+            let t = times.value(row);
+            max_time = max_time.max(t);
+            let key = self.intern(keys.row(row).as_ref());
+            let accepted = match plan.window {
+                WindowKind::Tumbling { size } => {
+                    let start = floor_to(t, size.0);
+                    self.fold(
+                        key,
+                        start,
+                        start + size.0,
+                        &inputs,
+                        row,
+                        t,
+                        arrival,
+                        watermark,
+                    )
+                }
+                WindowKind::Hopping { size, slide } => {
+                    let last = floor_to(t, slide.0);
+                    let mut any = false;
+                    let mut start = last - size.0 + slide.0;
+                    while start <= last {
+                        any |= self.fold(
+                            key,
+                            start,
+                            start + size.0,
+                            &inputs,
+                            row,
+                            t,
+                            arrival,
+                            watermark,
+                        );
+                        start += slide.0;
+                    }
+                    any
+                }
+                WindowKind::Session { gap } => {
+                    self.fold_session(key, gap.0, &inputs, row, t, arrival, watermark)
+                }
+            };
+            self.counts.events += 1;
+            if !accepted {
+                self.counts.late += 1;
+                refused.push(Refused {
+                    row,
+                    event_time: t,
+                    reason: format!(
+                        "too late: event time {} is behind the watermark {} by more than the allowed lateness of {}",
+                        kairos_types::value::format_timestamp(t),
+                        kairos_types::value::format_timestamp(watermark),
+                        crate::spec::Duration(plan.allowed_lateness)
+                    ),
+                });
+            }
+        }
+        if rows > 0 {
+            let seen = self.partitions.entry(partition).or_insert(i64::MIN);
+            *seen = (*seen).max(max_time);
+        }
+        self.advance();
+        Ok(refused)
+    }
+
+    /// A bounded source ended: the watermark goes to the end of time and every window closes.
+    pub fn finish(&mut self) {
+        self.finished = true;
+        self.advance();
+    }
+
+    fn intern(&mut self, key: &[u8]) -> KeyId {
+        if let Some(&id) = self.key_ids.get(key) {
+            return id;
+        }
+        let id = self.key_bytes.len() as KeyId;
+        self.key_bytes.push(key.into());
+        self.key_ids.insert(key.into(), id);
+        self.windows.push(Vec::new());
+        id
+    }
+
+    fn new_accs(&self) -> Vec<Acc> {
+        self.plan
+            .aggs
+            .iter()
+            .map(|a| Acc::new(a.kind, a.input_type, a.n, a.q))
+            .collect()
+    }
+
+    /// Folds row `row` into window [start, end) of `key`; false when the window is past its
+    /// allowed lateness.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn fold(
+        &mut self,
+        key: KeyId,
+        start: i64,
+        end: i64,
+        inputs: &[Input<'_>],
+        row: usize,
+        t: i64,
+        arrival: i64,
+        watermark: i64,
+    ) -> bool {
+        if end.saturating_add(self.plan.allowed_lateness) <= watermark {
+            return false;
+        }
+        let list = &mut self.windows[key as usize];
+        let at = match list.iter().position(|w| w.start == start) {
+            Some(at) => at,
+            None => {
+                let closed = end <= watermark;
+                let accs = self.new_accs();
+                let list = &mut self.windows[key as usize];
+                let at = list.partition_point(|w| w.start < start);
+                list.insert(
+                    at,
+                    Window {
+                        start,
+                        end,
+                        accs,
+                        closed,
+                        dirty: false,
+                        last_arrival: arrival,
+                        in_checkpoint_list: false,
+                    },
+                );
+                let (time, kind) = if closed {
+                    (
+                        end.saturating_add(self.plan.allowed_lateness),
+                        TimerKind::Purge,
+                    )
+                } else {
+                    (end, TimerKind::Close)
+                };
+                self.timers
+                    .entry(time)
+                    .or_default()
+                    .push((key, start, kind));
+                at
+            }
+        };
+        let w = &mut self.windows[key as usize][at];
+        for ((acc, agg), input) in w.accs.iter_mut().zip(&self.plan.aggs).zip(inputs) {
+            acc.update(input.datum(row), t, agg.input.is_none());
+        }
+        w.last_arrival = w.last_arrival.max(arrival);
+        Self::mark(
+            w,
+            key,
+            &mut self.touched,
+            &mut self.early,
+            &mut self.late,
+            self.plan.early_emit.is_some(),
+        );
+        true
+    }
+
+    fn mark(
+        w: &mut Window,
+        key: KeyId,
+        touched: &mut Vec<(KeyId, i64)>,
+        early: &mut Vec<(KeyId, i64)>,
+        late: &mut Vec<(KeyId, i64)>,
+        early_emit: bool,
+    ) {
+        if !w.in_checkpoint_list {
+            w.in_checkpoint_list = true;
+            touched.push((key, w.start));
+        }
+        if !w.dirty {
+            w.dirty = true;
+            if w.closed {
+                late.push((key, w.start));
+            } else if early_emit {
+                early.push((key, w.start));
+            }
+        }
+    }
+
+    /// Session windows: the event's span [t, t + gap) merges with every session it overlaps.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_session(
+        &mut self,
+        key: KeyId,
+        gap: i64,
+        inputs: &[Input<'_>],
+        row: usize,
+        t: i64,
+        arrival: i64,
+        watermark: i64,
+    ) -> bool {
+        let lateness = self.plan.allowed_lateness;
+        let (mut start, mut end) = (t, t + gap);
+        let list = &mut self.windows[key as usize];
+        let overlapping: Vec<usize> = list
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.start < end && t < w.end)
+            .map(|(i, _)| i)
+            .collect();
+        if overlapping.is_empty() && end.saturating_add(lateness) <= watermark {
+            return false;
+        }
+        let mut merged: Option<Window> = None;
+        for &i in overlapping.iter().rev() {
+            let w = list.remove(i);
+            self.touched.push((key, w.start));
+            start = start.min(w.start);
+            end = end.max(w.end);
+            merged = Some(match merged {
+                None => w,
+                Some(mut m) => {
+                    for (a, b) in m.accs.iter_mut().zip(w.accs) {
+                        a.merge(b);
+                    }
+                    m.closed &= w.closed;
+                    m.last_arrival = m.last_arrival.max(w.last_arrival);
+                    m
+                }
+            });
+        }
+        let closed = end <= watermark;
+        let mut w = match merged {
+            Some(mut m) => {
+                // A merged session is a new window: its row is written when it closes, or at
+                // once if it is already closed.
+                m.closed = closed;
+                m.dirty = false;
+                m.in_checkpoint_list = false;
+                m
+            }
+            None => Window {
+                start,
+                end,
+                accs: self.new_accs(),
+                closed,
+                dirty: false,
+                last_arrival: arrival,
+                in_checkpoint_list: false,
+            },
+        };
+        w.start = start;
+        w.end = end;
+        for ((acc, agg), input) in w.accs.iter_mut().zip(&self.plan.aggs).zip(inputs) {
+            acc.update(input.datum(row), t, agg.input.is_none());
+        }
+        w.last_arrival = w.last_arrival.max(arrival);
+        let (time, kind) = if closed {
+            (end.saturating_add(lateness), TimerKind::Purge)
+        } else {
+            (end, TimerKind::Close)
+        };
+        self.timers
+            .entry(time)
+            .or_default()
+            .push((key, start, kind));
+        Self::mark(
+            &mut w,
+            key,
+            &mut self.touched,
+            &mut self.early,
+            &mut self.late,
+            self.plan.early_emit.is_some(),
+        );
+        let list = &mut self.windows[key as usize];
+        let at = list.partition_point(|x| x.start < start);
+        list.insert(at, w);
+        true
+    }
+
+    fn find(&mut self, key: KeyId, start: i64) -> Option<&mut Window> {
+        self.windows[key as usize]
+            .iter_mut()
+            .find(|w| w.start == start)
+    }
+
+    /// Fires the timers the watermark passed and writes again the closed windows late events
+    /// updated.
+    fn advance(&mut self) {
+        let watermark = self.watermark();
+        let lateness = self.plan.allowed_lateness;
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let time = *entry.key();
+            for (key, start, kind) in entry.remove() {
+                match kind {
+                    TimerKind::Close => {
+                        let Some(w) = self.find(key, start) else {
+                            continue;
+                        };
+                        if w.end != time || w.closed {
+                            continue;
+                        }
+                        w.closed = true;
+                        w.dirty = false;
+                        let purge_at = w.end.saturating_add(lateness);
+                        self.emit(key, start, true);
+                        if purge_at <= watermark {
+                            self.purge(key, start);
+                        } else {
+                            self.timers.entry(purge_at).or_default().push((
+                                key,
+                                start,
+                                TimerKind::Purge,
+                            ));
+                        }
+                    }
+                    TimerKind::Purge => {
+                        let Some(w) = self.find(key, start) else {
+                            continue;
+                        };
+                        if w.end.saturating_add(lateness) != time {
+                            continue;
+                        }
+                        if w.dirty {
+                            w.dirty = false;
+                            self.emit(key, start, true);
+                        }
+                        self.purge(key, start);
+                    }
+                }
+            }
+        }
+        for (key, start) in std::mem::take(&mut self.late) {
+            if let Some(w) = self.find(key, start)
+                && w.dirty
+                && w.closed
+            {
+                w.dirty = false;
+                self.emit(key, start, true);
+            }
+        }
+    }
+
+    /// Writes the windows still open that changed since they were last written.
+    pub fn emit_early(&mut self) {
+        for (key, start) in std::mem::take(&mut self.early) {
+            if let Some(w) = self.find(key, start)
+                && w.dirty
+                && !w.closed
+            {
+                w.dirty = false;
+                self.emit(key, start, false);
+            }
+        }
+    }
+
+    fn emit(&mut self, key: KeyId, start: i64, closed: bool) {
+        let plan = self.plan.clone();
+        let key_bytes = self.key_bytes[key as usize].to_vec();
+        let Some(w) = self.find(key, start) else {
+            return;
+        };
+        let values = w
+            .accs
+            .iter_mut()
+            .zip(&plan.aggs)
+            .map(|(acc, agg)| acc.value(agg.output_type))
+            .collect();
+        let emission = Emission {
+            key: key_bytes,
+            start: w.start,
+            end: w.end,
+            values,
+            last_arrival: w.last_arrival,
+            closed,
+        };
+        if !w.in_checkpoint_list {
+            w.in_checkpoint_list = true;
+            self.touched.push((key, start));
+        }
+        self.counts.emitted += 1;
+        self.out.push(emission);
+    }
+
+    fn purge(&mut self, key: KeyId, start: i64) {
+        let list = &mut self.windows[key as usize];
+        if let Some(at) = list.iter().position(|w| w.start == start) {
+            list.remove(at);
+            self.touched.push((key, start));
+        }
+    }
+
+    /// The rows written since the last call.
+    pub fn take_emissions(&mut self) -> Vec<Emission> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The rows as a batch in the output feature group's schema.
+    pub fn to_batch(&self, emissions: &[Emission]) -> Result<RecordBatch> {
+        let plan = &self.plan;
+        let parser = self.converter.parser();
+        let keys = self
+            .converter
+            .convert_rows(emissions.iter().map(|e| parser.parse(&e.key)))
+            .map_err(StreamError::internal)?;
+        let mut columns: Vec<ArrayRef> = keys;
+        let starts = TimestampMicrosecondArray::from_iter_values(emissions.iter().map(|e| e.start))
+            .with_timezone(kairos_types::schema::UTC);
+        let ends = TimestampMicrosecondArray::from_iter_values(emissions.iter().map(|e| e.end))
+            .with_timezone(kairos_types::schema::UTC);
+        columns.push(Arc::new(starts));
+        columns.push(Arc::new(ends));
+        for (i, agg) in plan.aggs.iter().enumerate() {
+            columns.push(Value::to_array(
+                agg.output_type,
+                emissions.iter().map(|e| &e.values[i]),
+            ));
+        }
+        RecordBatch::try_new(plan.output.arrow_schema(), columns).map_err(StreamError::internal)
+    }
+
+    /// The state changed since the last call, to be written by a checkpoint.
+    pub fn checkpoint_delta(&mut self) -> Result<StateDelta> {
+        let mut delta = StateDelta {
+            partitions: self.partitions.iter().map(|(p, t)| (*p, *t)).collect(),
+            ..StateDelta::default()
+        };
+        for (key, start) in std::mem::take(&mut self.touched) {
+            let mut state_key = self.key_bytes[key as usize].to_vec();
+            state_key.extend_from_slice(&start.to_be_bytes());
+            match self.windows[key as usize]
+                .iter_mut()
+                .find(|w| w.start == start)
+            {
+                Some(w) => {
+                    if !w.in_checkpoint_list {
+                        continue; // already written under this key in this delta
+                    }
+                    w.in_checkpoint_list = false;
+                    let bytes = postcard::to_allocvec(&*w).map_err(StreamError::internal)?;
+                    delta.puts.push((state_key, bytes));
+                }
+                None => delta.deletes.push(state_key),
+            }
+        }
+        Ok(delta)
+    }
+
+    /// Rebuilds the state from a checkpoint: every (state key, window) and the partitions'
+    /// greatest event times.
+    pub fn restore<'a>(
+        &mut self,
+        windows: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        partitions: &[(u32, i64)],
+    ) -> Result<()> {
+        self.partitions = partitions.iter().copied().collect();
+        for (state_key, bytes) in windows {
+            let (key, _) = state_key.split_at(state_key.len() - 8);
+            let w: Window = postcard::from_bytes(bytes).map_err(|e| {
+                StreamError::Checkpoint(format!("window state does not decode: {e}"))
+            })?;
+            let id = self.intern(key);
+            let (time, kind) = if w.closed {
+                (
+                    w.end.saturating_add(self.plan.allowed_lateness),
+                    TimerKind::Purge,
+                )
+            } else {
+                (w.end, TimerKind::Close)
+            };
+            self.timers
+                .entry(time)
+                .or_default()
+                .push((id, w.start, kind));
+            if w.dirty {
+                if w.closed {
+                    self.late.push((id, w.start));
+                } else if self.plan.early_emit.is_some() {
+                    self.early.push((id, w.start));
+                }
+            }
+            let list = &mut self.windows[id as usize];
+            let at = list.partition_point(|x| x.start < w.start);
+            list.insert(at, w);
+        }
+        Ok(())
+    }
+}
