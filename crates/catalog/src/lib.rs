@@ -1,5 +1,5 @@
-//! The Kairos catalog: what feature groups, feature views and training datasets exist, at which
-//! versions, with which definitions.
+//! The Kairos catalog: what feature groups, feature views, training datasets and pipelines exist,
+//! at which versions, with which definitions.
 //!
 //! [`Catalog`] is the seam; [`SqliteCatalog`] is the embedded default (one file under the data
 //! dir), and a PostgreSQL implementation can follow behind the same trait.
@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use kairos_stream::spec::{PipelineDef, PipelineSpec};
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
 use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -71,6 +72,18 @@ pub trait Catalog: Send + Sync {
     /// The training datasets of a view version, by version.
     fn list_training_datasets(&self, view: &str, view_version: u32)
     -> Result<Vec<TrainingDataset>>;
+
+    /// Stores a pipeline definition as the next version of its name.
+    fn create_pipeline(&self, spec: &PipelineSpec) -> Result<PipelineDef>;
+
+    /// One version of a pipeline, or its latest when `version` is `None`.
+    fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineDef>>;
+
+    /// Every version of every pipeline, by name then version.
+    fn list_pipelines(&self) -> Result<Vec<PipelineDef>>;
+
+    /// Removes one version of a pipeline; false if it did not exist.
+    fn delete_pipeline(&self, name: &str, version: u32) -> Result<bool>;
 }
 
 /// The catalog in one SQLite file.
@@ -125,6 +138,7 @@ impl SqliteCatalog {
 
 const FEATURE_VIEW: &str = "feature_view";
 const TRAINING_DATASET: &str = "training_dataset";
+const PIPELINE: &str = "pipeline";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -387,6 +401,37 @@ impl Catalog for SqliteCatalog {
         view_version: u32,
     ) -> Result<Vec<TrainingDataset>> {
         self.list_documents(TRAINING_DATASET, Some(&dataset_key(view, view_version)))
+    }
+
+    fn create_pipeline(&self, spec: &PipelineSpec) -> Result<PipelineDef> {
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let version = Self::next_version(&tx, PIPELINE, &spec.name)?;
+        let def = PipelineDef {
+            spec: spec.clone(),
+            version,
+            created_at: now(),
+        };
+        Self::put_document(&tx, PIPELINE, &spec.name, version, &def)?;
+        tx.commit()?;
+        Ok(def)
+    }
+
+    fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineDef>> {
+        self.get_document(PIPELINE, name, version)
+    }
+
+    fn list_pipelines(&self) -> Result<Vec<PipelineDef>> {
+        self.list_documents(PIPELINE, None)
+    }
+
+    fn delete_pipeline(&self, name: &str, version: u32) -> Result<bool> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let n = conn.execute(
+            "DELETE FROM documents WHERE kind = ?1 AND name = ?2 AND version = ?3",
+            params![PIPELINE, name, version],
+        )?;
+        Ok(n > 0)
     }
 }
 

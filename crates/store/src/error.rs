@@ -37,6 +37,17 @@ impl StoreError {
     }
 }
 
+impl From<kairos_stream::StreamError> for StoreError {
+    fn from(e: kairos_stream::StreamError) -> Self {
+        match e {
+            kairos_stream::StreamError::Definition(m) => {
+                StoreError::BadRequest(format!("invalid pipeline definition: {m}"))
+            }
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<kairos_catalog::CatalogError> for StoreError {
     fn from(e: kairos_catalog::CatalogError) -> Self {
         StoreError::internal(e)

@@ -219,6 +219,11 @@ impl FeatureStore {
         &self.inner.config
     }
 
+    /// The catalog, for definitions the store does not run itself (pipelines).
+    pub fn catalog(&self) -> &dyn Catalog {
+        self.inner.catalog.as_ref()
+    }
+
     /// The online backend's name (`redb` or `redis`).
     pub fn online_backend(&self) -> &'static str {
         self.inner.online.name()
@@ -424,6 +429,75 @@ impl FeatureStore {
         })
     }
 
+    /// Appends a batch once per `producer` tag: if the group's log already holds a record with
+    /// that tag after offset `search_from`, returns that record's acknowledgement instead of
+    /// appending again. Pipelines deliver a checkpoint's rows this way, so a restart that
+    /// delivers them again cannot duplicate them (see `kairos_stream::checkpoint`).
+    pub async fn append_once(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        batch: &RecordBatch,
+        producer: &str,
+        search_from: u64,
+    ) -> Result<InsertAck> {
+        let rt = self.runtime(name, version)?;
+        if let Some(ack) = find_producer(&rt, producer, search_from).await? {
+            return Ok(ack);
+        }
+        let batch = ingest::conform(&rt.group.spec, batch)
+            .inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
+        let mut metadata = batch.schema().metadata().clone();
+        metadata.insert(PRODUCER_KEY.into(), producer.into());
+        let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
+        let tagged = batch.with_schema(schema).map_err(StoreError::internal)?;
+        self.append(&rt, tagged, InsertOptions::default()).await
+    }
+
+    /// One past the last durable offset of the group's log.
+    pub fn log_end(&self, name: &str, version: Option<u32>) -> Result<u64> {
+        Ok(self.runtime(name, version)?.log.end_offset())
+    }
+
+    /// The group's log records from `offset` on, up to about `max_bytes`, decoded: (first
+    /// offset, end offset, rows). Waits up to `wait` for a record when there is none yet.
+    pub async fn read_log(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        offset: u64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<(u64, u64, RecordBatch)>> {
+        let rt = self.runtime(name, version)?;
+        let mut end = rt.log.subscribe();
+        if *end.borrow_and_update() <= offset {
+            let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > offset)).await;
+        }
+        let log = rt.log.clone();
+        let records = tokio::task::spawn_blocking(move || log.read_from(offset, max_bytes))
+            .await
+            .map_err(StoreError::internal)??;
+        let mut out = Vec::with_capacity(records.len());
+        for record in &records {
+            for batch in materialise::decode_record(record)? {
+                out.push((record.first_offset, record.end_offset(), batch));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until the rows up to `offset` are visible online (or, for an offline-only group,
+    /// offline).
+    pub async fn wait_visible(&self, name: &str, version: Option<u32>, offset: u64) -> Result<()> {
+        let rt = self.runtime(name, version)?;
+        if rt.group.spec.online {
+            wait_until(&rt.online_applied, offset, "the online store").await
+        } else {
+            wait_until(&rt.offline_applied, offset, "the offline store").await
+        }
+    }
+
     /// The latest row of each key given as JSON (per entry an object of key columns, an array
     /// in key order, or a bare value for single-column keys), with the group's column names:
     /// what the REST API and the CLI answer. One multi-get for all keys.
@@ -563,6 +637,46 @@ async fn wait_until(position: &watch::Sender<u64>, offset: u64, what: &str) -> R
             CATCH_UP_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// The schema-metadata key of the producer tag on a log record's Arrow IPC payload.
+const PRODUCER_KEY: &str = "kairos.producer";
+
+/// The acknowledgement of the record tagged `producer` at or after `from`, if there is one.
+async fn find_producer(
+    rt: &Arc<GroupRuntime>,
+    producer: &str,
+    from: u64,
+) -> Result<Option<InsertAck>> {
+    let log = rt.log.clone();
+    let producer = producer.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut offset = from;
+        loop {
+            let records = log.read_from(offset, 8 << 20)?;
+            let Some(last) = records.last() else {
+                return Ok(None);
+            };
+            offset = last.end_offset();
+            for record in &records {
+                let reader = arrow::ipc::reader::StreamReader::try_new(
+                    std::io::Cursor::new(record.payload.clone()),
+                    None,
+                )
+                .map_err(StoreError::internal)?;
+                if reader.schema().metadata().get(PRODUCER_KEY) == Some(&producer) {
+                    return Ok(Some(InsertAck {
+                        rows: u64::from(record.rows),
+                        first_offset: record.first_offset,
+                        end_offset: record.end_offset(),
+                        online_visible: false,
+                    }));
+                }
+            }
+        }
+    })
+    .await
+    .map_err(StoreError::internal)?
 }
 
 fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {

@@ -12,7 +12,8 @@
 //! A crash before 2 finishes loses only work the restart redoes from the previous checkpoint.
 //! A crash between 2 and 3 leaves pending rows that the restart appends; a crash during or after
 //! 3 leaves them in the log already, which the restart finds by its tag after the recorded
-//! offset and does not append again ([`recover`]). Either way each row reaches the log once.
+//! offset and does not append again (the store's `append_once`). Either way each row reaches
+//! the log once.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ pub struct CheckpointMeta {
     /// Per source partition, the greatest event time seen (the watermark's inputs).
     pub partitions: Vec<(u32, i64)>,
     pub counts: OperatorCounts,
+    /// Events that could not be read, so far.
+    pub malformed: u64,
     /// The epoch's rows, delivered to the output log after this checkpoint is durable.
     pub pending: Option<PendingOutput>,
 }
@@ -45,75 +48,18 @@ pub struct PendingOutput {
     pub ipc: Vec<u8>,
 }
 
-/// The tag of the rows pipeline `pipeline` emitted in `epoch`, unique per pipeline run state.
-pub fn producer_tag(pipeline: &str, epoch: u64) -> String {
-    format!("pipeline/{pipeline}/{epoch}")
-}
-
-/// What a restarting pipeline does before reading its source again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// No checkpoint: start from the source's beginning with empty state.
-    Fresh,
-    /// Restore the checkpoint's state and positions; append its pending rows first when the
-    /// log does not hold them yet.
-    Resume { append_pending: bool },
-}
-
-/// Decides the recovery from the last checkpoint and whether its pending rows were found in
-/// the output log (after their recorded offset, by their tag).
-pub fn recover(last: Option<&CheckpointMeta>, pending_in_log: bool) -> Recovery {
-    match last {
-        None => Recovery::Fresh,
-        Some(meta) => Recovery::Resume {
-            append_pending: meta.pending.as_ref().is_some_and(|p| p.rows > 0) && !pending_in_log,
-        },
-    }
+/// The tag of the rows version `version` of `pipeline` emitted in `epoch`.
+pub fn producer_tag(pipeline: &str, version: u32, epoch: u64) -> String {
+    format!("pipeline/{pipeline}/v{version}/{epoch}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn meta(pending_rows: Option<u64>) -> CheckpointMeta {
-        CheckpointMeta {
-            epoch: 3,
-            positions: BTreeMap::from([(0, 10)]),
-            partitions: vec![(0, 5)],
-            counts: OperatorCounts::default(),
-            pending: pending_rows.map(|rows| PendingOutput {
-                producer: producer_tag("p", 3),
-                search_from: 7,
-                rows,
-                ipc: vec![],
-            }),
-        }
-    }
-
     #[test]
-    fn pending_rows_are_appended_once() {
-        assert_eq!(recover(None, false), Recovery::Fresh);
-        // Crash between persisting the checkpoint and appending: append on restart.
-        assert_eq!(
-            recover(Some(&meta(Some(4))), false),
-            Recovery::Resume {
-                append_pending: true
-            }
-        );
-        // Crash after the append: the rows are in the log already.
-        assert_eq!(
-            recover(Some(&meta(Some(4))), true),
-            Recovery::Resume {
-                append_pending: false
-            }
-        );
-        // Nothing pending.
-        assert_eq!(
-            recover(Some(&meta(None)), false),
-            Recovery::Resume {
-                append_pending: false
-            }
-        );
-        assert_eq!(producer_tag("card_10m", 12), "pipeline/card_10m/12");
+    fn tags_differ_by_pipeline_version_and_epoch() {
+        assert_eq!(producer_tag("card_10m", 2, 12), "pipeline/card_10m/v2/12");
+        assert_ne!(producer_tag("a", 1, 1), producer_tag("a", 2, 1));
     }
 }

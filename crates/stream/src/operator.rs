@@ -234,6 +234,14 @@ impl WindowOperator {
         }
     }
 
+    /// Carries the counters of a restored run on.
+    pub fn resume_counts(&mut self, counts: OperatorCounts) {
+        self.counts = OperatorCounts {
+            open_windows: 0,
+            ..counts
+        };
+    }
+
     /// Makes `partition` count towards the watermark before it has seen an event (so a
     /// partition that is assigned but quiet holds the watermark back rather than being
     /// ignored).

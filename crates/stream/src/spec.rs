@@ -41,6 +41,15 @@ pub struct PipelineSpec {
     pub checkpoint_interval: Option<Duration>,
 }
 
+/// A stored pipeline definition: the spec at a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PipelineDef {
+    #[serde(flatten)]
+    pub spec: PipelineSpec,
+    pub version: u32,
+    pub created_at: String,
+}
+
 /// Where events come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

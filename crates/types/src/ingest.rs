@@ -101,7 +101,8 @@ pub struct IngestError {
 }
 
 impl IngestError {
-    fn batch(message: impl Into<String>) -> Self {
+    /// An error about the batch as a whole, not one cell.
+    pub fn batch(message: impl Into<String>) -> Self {
         Self {
             column: None,
             row: None,

@@ -1,0 +1,175 @@
+//! The Kairos pipeline runtime: the I/O around the streaming engine ([`kairos_stream`]).
+//!
+//! [`Pipelines`] is the service every transport calls (REST in `kairos serve`, the CLI): it
+//! applies definitions to the catalog, creates output feature groups, starts and stops running
+//! pipelines ([`runner`]) and takes HTTP-pushed events into durable stream logs ([`source`]).
+//! A running pipeline reads its [`source`], parses events with [`decode`] (malformed ones to
+//! the dead-letter file), folds them in the window operator and, on every barrier, writes a
+//! [`checkpoint`] and delivers the window rows to the output group exactly once.
+
+pub mod checkpoint;
+pub mod decode;
+pub mod runner;
+pub mod source;
+pub mod telemetry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kairos_store::{FeatureStore, Result, StoreError};
+use kairos_stream::PipelineSpec;
+use kairos_stream::spec::PipelineDef;
+use tokio::sync::Mutex;
+
+pub use runner::{Freshness, PipelineHandle, PipelineStatus, RunState};
+pub use source::Streams;
+
+/// The pipelines of one store: definitions in the catalog, running ones in this process.
+#[derive(Debug)]
+pub struct Pipelines {
+    store: FeatureStore,
+    streams: Arc<Streams>,
+    running: Mutex<HashMap<String, PipelineHandle>>,
+}
+
+impl Pipelines {
+    pub fn new(store: FeatureStore) -> Pipelines {
+        let streams = Arc::new(Streams::new(&store.config().data_dir));
+        Pipelines {
+            store,
+            streams,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &FeatureStore {
+        &self.store
+    }
+
+    /// Checks a definition, creates its output group if absent and stores it as the next
+    /// version — unless it equals the latest version, which is returned unchanged.
+    pub async fn apply(&self, spec: PipelineSpec) -> Result<PipelineDef> {
+        let plan = spec.plan()?;
+        runner::ensure_output(&self.store, &plan).await?;
+        if let Some(latest) = self.store.catalog().get_pipeline(&spec.name, None)?
+            && latest.spec == spec
+        {
+            return Ok(latest);
+        }
+        Ok(self.store.catalog().create_pipeline(&spec)?)
+    }
+
+    fn definition(&self, name: &str) -> Result<PipelineDef> {
+        self.store
+            .catalog()
+            .get_pipeline(name, None)?
+            .ok_or_else(|| StoreError::NotFound(format!("pipeline '{name}' not found")))
+    }
+
+    /// Starts the latest version of pipeline `name`.
+    pub async fn start(&self, name: &str) -> Result<PipelineStatus> {
+        let def = self.definition(name)?;
+        let mut running = self.running.lock().await;
+        if running.get(name).is_some_and(PipelineHandle::is_running) {
+            return Err(StoreError::Conflict(format!(
+                "pipeline '{name}' is running already"
+            )));
+        }
+        let handle = runner::spawn(self.store.clone(), self.streams.clone(), def).await?;
+        let status = handle.control.status();
+        running.insert(name.to_owned(), handle);
+        Ok(status)
+    }
+
+    /// Starts every applied pipeline (what `kairos serve` does on start). A pipeline that
+    /// fails to start is logged and left idle; the others still start.
+    pub async fn start_all(&self) {
+        let defs = match self.latest_definitions() {
+            Ok(defs) => defs,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list pipelines");
+                return;
+            }
+        };
+        for def in defs {
+            if let Err(e) = self.start(&def.spec.name).await {
+                tracing::error!(pipeline = %def.spec.name, error = %e, "pipeline did not start");
+            }
+        }
+    }
+
+    fn latest_definitions(&self) -> Result<Vec<PipelineDef>> {
+        let mut latest: HashMap<String, PipelineDef> = HashMap::new();
+        for def in self.store.catalog().list_pipelines()? {
+            latest.insert(def.spec.name.clone(), def);
+        }
+        let mut defs: Vec<PipelineDef> = latest.into_values().collect();
+        defs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        Ok(defs)
+    }
+
+    /// Stops a running pipeline after a last checkpoint.
+    pub async fn stop(&self, name: &str) -> Result<PipelineStatus> {
+        let handle = self.running.lock().await.remove(name);
+        match handle {
+            Some(handle) => Ok(handle.stop().await),
+            None => {
+                self.definition(name)?;
+                Err(StoreError::Conflict(format!(
+                    "pipeline '{name}' is not running"
+                )))
+            }
+        }
+    }
+
+    /// Waits until pipeline `name` ends by itself (a file read to its end) or fails.
+    pub async fn wait(&self, name: &str) -> Result<PipelineStatus> {
+        let handle = self.running.lock().await.remove(name);
+        match handle {
+            Some(mut handle) => Ok(handle.join().await),
+            None => self.status(name).await,
+        }
+    }
+
+    /// A running pipeline's live status, or an idle one's from its last checkpoint.
+    pub async fn status(&self, name: &str) -> Result<PipelineStatus> {
+        if let Some(handle) = self.running.lock().await.get(name) {
+            return Ok(handle.control.status());
+        }
+        runner::idle_status(&self.store, &self.definition(name)?)
+    }
+
+    /// Every pipeline's latest version and its status.
+    pub async fn list(&self) -> Result<Vec<PipelineStatus>> {
+        let mut out = Vec::new();
+        for def in self.latest_definitions()? {
+            out.push(self.status(&def.spec.name).await?);
+        }
+        Ok(out)
+    }
+
+    /// Appends a body of events to stream `stream` durably; pipelines with an HTTP source of
+    /// that name read it. Returns the body's position in the stream.
+    pub async fn push(&self, stream: &str, body: Bytes) -> Result<u64> {
+        let known = self.latest_definitions()?.iter().any(|d| {
+            matches!(&d.spec.source, kairos_stream::SourceSpec::Http { stream: s, .. } if s == stream)
+        });
+        if !known {
+            return Err(StoreError::NotFound(format!(
+                "no pipeline reads stream '{stream}'; apply one with source kind = \"http\" first"
+            )));
+        }
+        self.streams.push(stream, body).await
+    }
+
+    /// Stops every running pipeline (each takes a last checkpoint) and closes the streams.
+    pub async fn close(&self) {
+        let handles: Vec<PipelineHandle> =
+            self.running.lock().await.drain().map(|(_, h)| h).collect();
+        for handle in handles {
+            handle.stop().await;
+        }
+        self.streams.close();
+    }
+}

@@ -1,0 +1,666 @@
+//! One running pipeline: source → decode → window operator → checkpoint → feature group.
+//!
+//! A pipeline runs on a thread of its own (windowing is CPU work that must not hold up the
+//! async workers serving HTTP), driving its async I/O through the runtime's handle. Barriers
+//! come every checkpoint interval of processing time; each one runs the protocol of
+//! [`kairos_stream::checkpoint`]: persist state, positions and the epoch's rows, then deliver
+//! the rows once.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use hdrhistogram::Histogram;
+use kairos_store::{FeatureStore, Result, StoreError};
+use kairos_stream::checkpoint::{CheckpointMeta, PendingOutput, producer_tag};
+use kairos_stream::spec::PipelineDef;
+use kairos_stream::{Plan, SourceSpec, WindowOperator};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::checkpoint::CheckpointStore;
+use crate::decode::{self, Malformed};
+use crate::source::{Poll, Source, Streams};
+use crate::telemetry;
+
+/// Where a pipeline is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Applied, not running.
+    Idle,
+    Starting,
+    Running,
+    /// A bounded source (a file) was read to its end and every window written.
+    Finished,
+    Stopped,
+    Failed,
+}
+
+/// Event-to-online latency percentiles of the rows a pipeline wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct Freshness {
+    /// Rows measured.
+    pub rows: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What `kairos pipeline status` and `GET /v1/pipelines/{name}` show.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub version: u32,
+    pub state: RunState,
+    pub output_group: String,
+    /// Checkpoints taken.
+    pub epoch: u64,
+    pub events: u64,
+    /// Events the filter dropped.
+    pub filtered: u64,
+    /// Events refused as later than the allowed lateness (in the dead-letter file).
+    pub late: u64,
+    /// Events that could not be read (in the dead-letter file).
+    pub malformed: u64,
+    /// Window rows written.
+    pub rows_written: u64,
+    pub open_windows: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// Per source partition, the position of the next event to read.
+    pub positions: BTreeMap<u32, u64>,
+    /// Latency from an event's arrival to its window's row being visible online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
+    pub dead_letter_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Shared between a running pipeline and whoever asks about it.
+#[derive(Debug)]
+pub struct Control {
+    stop: AtomicBool,
+    status: Mutex<PipelineStatus>,
+    freshness: Mutex<Histogram<u64>>,
+}
+
+impl Control {
+    fn new(status: PipelineStatus) -> Control {
+        Control {
+            stop: AtomicBool::new(false),
+            status: Mutex::new(status),
+            freshness: Mutex::new(Histogram::new(3).expect("3 significant figures is valid")),
+        }
+    }
+
+    pub fn status(&self) -> PipelineStatus {
+        let mut status = self.status.lock().expect("lock").clone();
+        let h = self.freshness.lock().expect("lock");
+        if !h.is_empty() {
+            let ms = |us: u64| us as f64 / 1000.0;
+            status.freshness = Some(Freshness {
+                rows: h.len(),
+                p50_ms: ms(h.value_at_quantile(0.5)),
+                p99_ms: ms(h.value_at_quantile(0.99)),
+                max_ms: ms(h.max()),
+            });
+        }
+        status
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PipelineStatus)) {
+        f(&mut self.status.lock().expect("lock"));
+    }
+}
+
+/// A pipeline running on its thread.
+#[derive(Debug)]
+pub struct PipelineHandle {
+    pub control: Arc<Control>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PipelineHandle {
+    /// Asks the pipeline to take a last checkpoint and stop, and waits for it.
+    pub async fn stop(mut self) -> PipelineStatus {
+        self.control.request_stop();
+        self.join().await
+    }
+
+    /// Waits for the pipeline to end by itself (a bounded source) or fail.
+    pub async fn join(&mut self) -> PipelineStatus {
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.control.status()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+/// Where a pipeline version keeps its checkpoint, dead letters and stop request.
+pub fn pipeline_dir(data_dir: &Path, name: &str, version: u32) -> PathBuf {
+    data_dir
+        .join("pipelines")
+        .join(name)
+        .join(format!("v{version}"))
+}
+
+/// The status of a pipeline that is not running, from its last checkpoint.
+pub fn idle_status(store: &FeatureStore, def: &PipelineDef) -> Result<PipelineStatus> {
+    let dir = pipeline_dir(&store.config().data_dir, &def.spec.name, def.version);
+    let mut status = initial_status(def, &dir, RunState::Idle);
+    let path = dir.join("checkpoint.redb");
+    if path.exists() {
+        let meta = CheckpointStore::open(&path)?.meta()?;
+        if let Some(meta) = meta {
+            apply_meta(&mut status, &meta);
+        }
+    }
+    Ok(status)
+}
+
+fn initial_status(def: &PipelineDef, dir: &Path, state: RunState) -> PipelineStatus {
+    PipelineStatus {
+        name: def.spec.name.clone(),
+        version: def.version,
+        state,
+        output_group: def.spec.output.feature_group.clone(),
+        epoch: 0,
+        events: 0,
+        filtered: 0,
+        late: 0,
+        malformed: 0,
+        rows_written: 0,
+        open_windows: 0,
+        watermark: None,
+        positions: BTreeMap::new(),
+        freshness: None,
+        dead_letter_file: dir.join("dead_letter.jsonl").display().to_string(),
+        error: None,
+    }
+}
+
+fn apply_meta(status: &mut PipelineStatus, meta: &CheckpointMeta) {
+    status.epoch = meta.epoch;
+    status.events = meta.counts.events;
+    status.filtered = meta.counts.filtered;
+    status.late = meta.counts.late;
+    status.rows_written = meta.counts.emitted;
+    status.malformed = meta.malformed;
+    status.positions = meta.positions.clone();
+}
+
+/// Makes sure the output feature group exists with the pipeline's output columns; creates it
+/// when absent. Returns its version.
+pub async fn ensure_output(store: &FeatureStore, plan: &Plan) -> Result<u32> {
+    let want = &plan.output;
+    match store.describe(&want.name, None) {
+        Ok(status) => {
+            let have = &status.group.spec;
+            let mismatch = |what: String| {
+                Err(StoreError::Conflict(format!(
+                    "feature group '{}' v{} exists but does not fit pipeline '{}': {what}",
+                    want.name, status.group.version, plan.spec.name
+                )))
+            };
+            if have.primary_key != want.primary_key || have.event_time != want.event_time {
+                return mismatch(format!(
+                    "its key is {:?} with event time '{}', the pipeline writes key {:?} with event time '{}'",
+                    have.primary_key, have.event_time, want.primary_key, want.event_time
+                ));
+            }
+            for col in &want.columns {
+                match have.column(&col.name) {
+                    Some(c) if c.ty == col.ty => {}
+                    Some(c) => {
+                        return mismatch(format!(
+                            "column '{}' is {}, the pipeline writes {}",
+                            col.name, c.ty, col.ty
+                        ));
+                    }
+                    None => return mismatch(format!("it has no column '{}'", col.name)),
+                }
+            }
+            Ok(status.group.version)
+        }
+        Err(StoreError::NotFound(_)) => Ok(store.create_group(want.clone()).await?.version),
+        Err(e) => Err(e),
+    }
+}
+
+/// Starts pipeline `def` on a thread of its own.
+pub async fn spawn(
+    store: FeatureStore,
+    streams: Arc<Streams>,
+    def: PipelineDef,
+) -> Result<PipelineHandle> {
+    let plan = Arc::new(def.spec.plan()?);
+    let group_version = ensure_output(&store, &plan).await?;
+    let dir = pipeline_dir(&store.config().data_dir, &def.spec.name, def.version);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(dir.join("stop"));
+    let control = Arc::new(Control::new(initial_status(&def, &dir, RunState::Starting)));
+    let runtime = tokio::runtime::Handle::current();
+    let ctx = Run {
+        store,
+        streams,
+        def,
+        plan,
+        group_version,
+        dir,
+        control: control.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("pipeline-{}", ctx.def.spec.name))
+        .spawn(move || {
+            let control = ctx.control.clone();
+            let name = ctx.def.spec.name.clone();
+            let result = runtime.block_on(ctx.run());
+            match result {
+                Ok(state) => control.update(|s| s.state = state),
+                Err(e) => {
+                    tracing::error!(pipeline = %name, error = %e, "pipeline failed");
+                    control.update(|s| {
+                        s.state = RunState::Failed;
+                        s.error = Some(e.to_string());
+                    });
+                }
+            }
+        })
+        .map_err(StoreError::internal)?;
+    Ok(PipelineHandle {
+        control,
+        thread: Some(thread),
+    })
+}
+
+struct Run {
+    store: FeatureStore,
+    streams: Arc<Streams>,
+    def: PipelineDef,
+    plan: Arc<Plan>,
+    group_version: u32,
+    dir: PathBuf,
+    control: Arc<Control>,
+}
+
+/// The state of a run between barriers.
+struct Progress {
+    op: WindowOperator,
+    epoch: u64,
+    positions: BTreeMap<u32, u64>,
+    committed_positions: BTreeMap<u32, u64>,
+    malformed: u64,
+    dead: DeadLetters,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Run {
+    fn name(&self) -> &str {
+        &self.def.spec.name
+    }
+
+    fn group(&self) -> &str {
+        &self.plan.output.name
+    }
+
+    async fn run(self) -> Result<RunState> {
+        let checkpoints = CheckpointStore::open(&self.dir.join("checkpoint.redb"))?;
+        let mut progress = Progress {
+            op: WindowOperator::new(self.plan.clone())?,
+            epoch: 0,
+            positions: BTreeMap::new(),
+            committed_positions: BTreeMap::new(),
+            malformed: 0,
+            dead: DeadLetters::open(&self.dir.join("dead_letter.jsonl"))?,
+        };
+        if let Some((meta, windows)) = checkpoints.load()? {
+            self.recover(&meta).await?;
+            progress.op.restore(
+                windows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                &meta.partitions,
+            )?;
+            progress.op.resume_counts(meta.counts);
+            progress.epoch = meta.epoch;
+            progress.positions = meta.positions.clone();
+            progress.committed_positions = meta.positions.clone();
+            progress.malformed = meta.malformed;
+            self.control.update(|s| apply_meta(s, &meta));
+            tracing::info!(
+                pipeline = self.name(),
+                epoch = meta.epoch,
+                "resumed from checkpoint"
+            );
+        }
+        let mut source = Source::open(
+            &self.def.spec.source,
+            self.plan.format,
+            &self.store,
+            &self.streams,
+            &progress.positions,
+        )?;
+        for p in source.partitions() {
+            progress.op.add_partition(p);
+        }
+        self.control.update(|s| s.state = RunState::Running);
+        let interval = self.plan.checkpoint_interval.as_std();
+        let early = self.plan.early_emit.map(|d| d.as_std());
+        let speed = match &self.def.spec.source {
+            SourceSpec::File { speed, .. } => *speed,
+            _ => None,
+        };
+        let mut pacer = speed.map(Pacer::new);
+        let mut next_barrier = Instant::now() + interval;
+        let mut next_early = early.map(|e| Instant::now() + e);
+        let stop_file = self.dir.join("stop");
+        loop {
+            if self.control.stop.load(Ordering::SeqCst) || stop_file.exists() {
+                self.checkpoint(&checkpoints, &mut progress).await?;
+                self.report(&progress);
+                let _ = std::fs::remove_file(&stop_file);
+                return Ok(RunState::Stopped);
+            }
+            let due = next_early.map_or(next_barrier, |e| e.min(next_barrier));
+            let wait = due
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            match source.poll(wait).await? {
+                Poll::Chunk(chunk) => {
+                    let arrival = now_micros();
+                    let decoded = decode::decode(&self.plan, chunk.data);
+                    self.dead_letters(&mut progress, decoded.malformed)?;
+                    if let Some(rows) = decoded.rows {
+                        if let Some(p) = pacer.as_mut() {
+                            p.wait_for(&rows, self.plan.event_time_index).await;
+                        }
+                        let before = progress.op.counts();
+                        let refused = progress.op.process(&rows, chunk.partition, arrival)?;
+                        for r in &refused {
+                            progress
+                                .dead
+                                .write(&r.reason, &decode::row_json(&rows.slice(r.row, 1)))?;
+                        }
+                        let after = progress.op.counts();
+                        telemetry::events(
+                            self.name(),
+                            after.events - before.events,
+                            after.late - before.late,
+                        );
+                    }
+                    progress.positions.insert(chunk.partition, chunk.next);
+                }
+                Poll::Idle => {}
+                Poll::End => {
+                    progress.op.finish();
+                    self.checkpoint(&checkpoints, &mut progress).await?;
+                    self.report(&progress);
+                    return Ok(RunState::Finished);
+                }
+            }
+            let now = Instant::now();
+            if let Some(at) = next_early
+                && now >= at
+            {
+                progress.op.emit_early();
+                next_early = early.map(|e| now + e);
+            }
+            if now >= next_barrier {
+                self.checkpoint(&checkpoints, &mut progress).await?;
+                next_barrier = now + interval;
+            }
+            self.report(&progress);
+        }
+    }
+
+    fn report(&self, progress: &Progress) {
+        let counts = progress.op.counts();
+        let watermark = progress.op.watermark();
+        self.control.update(|s| {
+            s.state = RunState::Running;
+            s.epoch = progress.epoch;
+            s.events = counts.events;
+            s.filtered = counts.filtered;
+            s.late = counts.late;
+            s.rows_written = counts.emitted;
+            s.open_windows = counts.open_windows;
+            s.malformed = progress.malformed;
+            s.positions = progress.positions.clone();
+            s.watermark = (watermark > i64::MIN && watermark < i64::MAX)
+                .then(|| kairos_types::value::format_timestamp(watermark));
+        });
+    }
+
+    fn dead_letters(&self, progress: &mut Progress, malformed: Vec<Malformed>) -> Result<()> {
+        if malformed.is_empty() {
+            return Ok(());
+        }
+        telemetry::malformed(self.name(), malformed.len() as u64);
+        for m in &malformed {
+            tracing::warn!(pipeline = self.name(), reason = %m.reason, "malformed event");
+            progress.dead.write(&m.reason, &m.event)?;
+        }
+        progress.malformed += malformed.len() as u64;
+        Ok(())
+    }
+
+    /// Delivers the last checkpoint's pending rows, unless the log has them already.
+    async fn recover(&self, meta: &CheckpointMeta) -> Result<()> {
+        let Some(pending) = &meta.pending else {
+            return Ok(());
+        };
+        let batch = decode_ipc(&pending.ipc)?;
+        self.store
+            .append_once(
+                self.group(),
+                Some(self.group_version),
+                &batch,
+                &pending.producer,
+                pending.search_from,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One barrier: persist state, positions and the epoch's rows together; then deliver the
+    /// rows.
+    async fn checkpoint(&self, store: &CheckpointStore, progress: &mut Progress) -> Result<()> {
+        let emissions = progress.op.take_emissions();
+        let delta = progress.op.checkpoint_delta()?;
+        if emissions.is_empty() && delta.puts.is_empty() && delta.deletes.is_empty() {
+            // No state changed, but positions may have (filtered or malformed events): record
+            // them so a restart does not read those again.
+            if progress.positions != progress.committed_positions {
+                let meta = self.meta(progress, progress.epoch, None, &delta);
+                store.commit(&meta, &delta)?;
+                progress.committed_positions = progress.positions.clone();
+            }
+            progress.dead.flush()?;
+            return Ok(());
+        }
+        let epoch = progress.epoch + 1;
+        let producer = producer_tag(self.name(), self.def.version, epoch);
+        let mut delivery = None;
+        let pending = if emissions.is_empty() {
+            None
+        } else {
+            let batch = progress.op.to_batch(&emissions)?;
+            let search_from = self.store.log_end(self.group(), Some(self.group_version))?;
+            let pending = PendingOutput {
+                producer: producer.clone(),
+                search_from,
+                rows: batch.num_rows() as u64,
+                ipc: encode_ipc(&batch)?,
+            };
+            delivery = Some((batch, search_from));
+            Some(pending)
+        };
+        let meta = self.meta(progress, epoch, pending, &delta);
+        store.commit(&meta, &delta)?;
+        progress.committed_positions = progress.positions.clone();
+        progress.dead.flush()?;
+        progress.epoch = epoch;
+        if let Some((batch, search_from)) = delivery {
+            let ack = self
+                .store
+                .append_once(
+                    self.group(),
+                    Some(self.group_version),
+                    &batch,
+                    &producer,
+                    search_from,
+                )
+                .await?;
+            telemetry::rows_written(self.name(), self.group(), batch.num_rows() as u64);
+            self.track_freshness(&emissions, ack.end_offset);
+        }
+        telemetry::checkpoint(self.name());
+        Ok(())
+    }
+
+    fn meta(
+        &self,
+        progress: &Progress,
+        epoch: u64,
+        pending: Option<PendingOutput>,
+        delta: &kairos_stream::StateDelta,
+    ) -> CheckpointMeta {
+        CheckpointMeta {
+            epoch,
+            positions: progress.positions.clone(),
+            partitions: delta.partitions.clone(),
+            counts: progress.op.counts(),
+            malformed: progress.malformed,
+            pending,
+        }
+    }
+
+    /// Once the rows are visible online, records how long after their newest event arrived.
+    fn track_freshness(&self, emissions: &[kairos_stream::Emission], end_offset: u64) {
+        let arrivals: Vec<i64> = emissions.iter().map(|e| e.last_arrival).collect();
+        let store = self.store.clone();
+        let control = self.control.clone();
+        let (pipeline, group, version) = (
+            self.name().to_owned(),
+            self.group().to_owned(),
+            self.group_version,
+        );
+        tokio::spawn(async move {
+            if store
+                .wait_visible(&group, Some(version), end_offset)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let visible = now_micros();
+            let mut h = control.freshness.lock().expect("lock");
+            for arrival in arrivals {
+                let us = (visible - arrival).max(0) as u64;
+                let _ = h.record(us);
+                telemetry::freshness(&pipeline, &group, us as f64 / 1e6);
+            }
+        });
+    }
+}
+
+fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
+        .map_err(StoreError::internal)?;
+    writer.write(batch).map_err(StoreError::internal)?;
+    writer.finish().map_err(StoreError::internal)?;
+    drop(writer);
+    Ok(buf)
+}
+
+fn decode_ipc(bytes: &[u8]) -> Result<RecordBatch> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(StoreError::internal)?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(StoreError::internal)?;
+    arrow::compute::concat_batches(&schema, &batches).map_err(StoreError::internal)
+}
+
+/// Replays a file at `speed` times the pace its event times say.
+struct Pacer {
+    speed: f64,
+    origin: Option<(i64, Instant)>,
+}
+
+impl Pacer {
+    fn new(speed: f64) -> Pacer {
+        Pacer {
+            speed,
+            origin: None,
+        }
+    }
+
+    async fn wait_for(&mut self, rows: &RecordBatch, time_column: usize) {
+        let times = rows
+            .column(time_column)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let Some(first) = times.values().iter().copied().min() else {
+            return;
+        };
+        let (t0, w0) = *self.origin.get_or_insert((first, Instant::now()));
+        let due = w0 + Duration::from_secs_f64(((first - t0).max(0) as f64 / 1e6) / self.speed);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// The dead-letter file: one JSON line per refused event, with the reason. Written at least
+/// once (a restart may write a line again), flushed at every checkpoint.
+struct DeadLetters {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl DeadLetters {
+    fn open(path: &Path) -> Result<DeadLetters> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| StoreError::Internal(format!("cannot open {}: {e}", path.display())))?;
+        Ok(DeadLetters {
+            path: path.to_owned(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, reason: &str, event: &str) -> Result<()> {
+        let line = serde_json::json!({
+            "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "reason": reason,
+            "event": event,
+        });
+        writeln!(self.file, "{line}").map_err(|e| self.error(e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: std::io::Error) -> StoreError {
+        StoreError::Internal(format!("cannot write {}: {e}", self.path.display()))
+    }
+}

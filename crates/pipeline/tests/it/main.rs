@@ -1,0 +1,341 @@
+//! The pipeline runtime end to end on the embedded store: file replay into a created feature
+//! group, malformed and too-late events to the dead-letter file, stop and resume without loss
+//! or duplicates, HTTP push streams with early emission and freshness, chained pipelines.
+
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::array_value_to_string;
+use bytes::Bytes;
+use kairos_pipeline::{Pipelines, RunState};
+use kairos_store::{FeatureStore, OfflineFilter, StoreConfig};
+use kairos_stream::PipelineSpec;
+use kairos_types::Value;
+
+const SPEC: &str = r#"
+name = "card_10m"
+checkpoint_interval = "20ms"
+[source]
+kind = "file"
+path = "PATH"
+[input]
+key = "cc_num"
+event_time = "ts"
+columns = [
+  { name = "cc_num", type = "int64" },
+  { name = "ts", type = "timestamp" },
+  { name = "amount", type = "float64" },
+]
+[window]
+kind = "tumbling"
+size = "10m"
+out_of_orderness = "1m"
+[output]
+feature_group = "card_amount_10m"
+[[aggregations]]
+name = "avg_amount_10m"
+agg = "avg"
+column = "amount"
+[[aggregations]]
+name = "n_10m"
+agg = "count"
+[[aggregations]]
+name = "max_amount_10m"
+agg = "max"
+column = "amount"
+"#;
+
+async fn open(dir: &std::path::Path) -> FeatureStore {
+    FeatureStore::open(StoreConfig::with_data_dir(dir))
+        .await
+        .unwrap()
+}
+
+/// `n` events over 3 hours for 20 cards, in time order but for a shuffle within 30 seconds:
+/// (card, event time in seconds).
+fn events(n: usize) -> impl Iterator<Item = (usize, i64)> {
+    (0..n).map(move |i| {
+        let t = 1_700_000_000 + (i as i64 * 10_800 / n as i64) - ((i * 7919) % 30) as i64;
+        (i % 20, t)
+    })
+}
+
+fn events_csv(n: usize, malformed: bool) -> String {
+    let mut out = String::from("cc_num,ts,amount,merchant\n");
+    for (i, (card, t)) in events(n).enumerate() {
+        out.push_str(&format!(
+            "{card},{t},{}.{:02},m{}\n",
+            (i * 31) % 500,
+            i % 100,
+            i % 7
+        ));
+        if malformed && i % 500 == 250 {
+            out.push_str("not-a-card,1700000000,1.0,m\n");
+            out.push_str(&format!("{},,3.5,m\n", i % 20));
+        }
+    }
+    out
+}
+
+/// Every offline row of `group` as text, sorted (ingestion time and offset left out).
+async fn offline_rows(store: &FeatureStore, group: &str) -> Vec<String> {
+    let spec = store.describe(group, None).unwrap().group.spec;
+    let batches: Vec<RecordBatch> = store
+        .read_offline(group, None, OfflineFilter::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = spec
+                .columns
+                .iter()
+                .map(|c| array_value_to_string(b.column_by_name(&c.name).unwrap(), r).unwrap())
+                .collect();
+            rows.push(cells.join(","));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn write_spec(dir: &std::path::Path, csv: &str) -> PipelineSpec {
+    let path = dir.join("events.csv");
+    std::fs::write(&path, csv).unwrap();
+    PipelineSpec::parse("p.toml", &SPEC.replace("PATH", path.to_str().unwrap())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_file_fills_a_created_group_and_bad_events_go_to_the_dead_letter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("data")).await;
+    let pipelines = Pipelines::new(store.clone());
+    let spec = write_spec(dir.path(), &events_csv(3000, true));
+    let def = pipelines.apply(spec.clone()).await.unwrap();
+    assert_eq!(def.version, 1);
+    // Applying the same definition again keeps the version.
+    assert_eq!(pipelines.apply(spec).await.unwrap().version, 1);
+
+    pipelines.start("card_10m").await.unwrap();
+    let status = pipelines.wait("card_10m").await.unwrap();
+    assert_eq!(status.state, RunState::Finished, "{status:?}");
+    assert_eq!(status.events, 3000);
+    assert_eq!(status.malformed, 12);
+    assert_eq!(status.late, 0);
+    // Every (card, ten-minute window) with events, written once.
+    let windows: std::collections::HashSet<(usize, i64)> = events(3000)
+        .map(|(card, t)| (card, t.div_euclid(600)))
+        .collect();
+    assert_eq!(status.rows_written, windows.len() as u64);
+
+    let dead = std::fs::read_to_string(&status.dead_letter_file).unwrap();
+    assert_eq!(dead.lines().count(), 12);
+    assert!(dead.contains("not-a-card"), "{dead}");
+    assert!(
+        dead.contains("cc_num"),
+        "the reason names the column: {dead}"
+    );
+
+    store
+        .wait_materialised("card_amount_10m", None)
+        .await
+        .unwrap();
+    let rows = offline_rows(&store, "card_amount_10m").await;
+    assert_eq!(rows.len(), windows.len());
+    let report = store.check("card_amount_10m", None).await.unwrap();
+    assert!(report.clean, "{report:?}");
+
+    // The online row of a card is its latest window.
+    let online = store
+        .get_online("card_amount_10m", None, &[vec![Value::Int64(3)]])
+        .await
+        .unwrap();
+    let values = online[0].values.as_ref().unwrap();
+    let last_end = events(3000)
+        .filter(|(card, _)| *card == 3)
+        .map(|(_, t)| (t.div_euclid(600) * 600 + 600) * 1_000_000)
+        .max()
+        .unwrap();
+    assert_eq!(values[2], Value::Timestamp(last_end));
+    pipelines.close().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_stopped_and_resumed_writes_what_a_straight_run_writes() {
+    let csv = events_csv(40_000, false);
+    // Straight through.
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = open(&straight_dir.path().join("data")).await;
+    let pipelines = Pipelines::new(straight.clone());
+    pipelines
+        .apply(write_spec(straight_dir.path(), &csv))
+        .await
+        .unwrap();
+    pipelines.start("card_10m").await.unwrap();
+    assert_eq!(
+        pipelines.wait("card_10m").await.unwrap().state,
+        RunState::Finished
+    );
+    straight
+        .wait_materialised("card_amount_10m", None)
+        .await
+        .unwrap();
+    let expected = offline_rows(&straight, "card_amount_10m").await;
+    pipelines.close().await;
+    straight.close().await;
+
+    // Stopped and started again, several times, reopening the store each time.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &csv);
+    let mut stops = 0;
+    loop {
+        let store = open(&dir.path().join("data")).await;
+        let pipelines = Pipelines::new(store.clone());
+        pipelines.apply(spec.clone()).await.unwrap();
+        pipelines.start("card_10m").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let state = pipelines.stop("card_10m").await.unwrap().state;
+        if state == RunState::Finished || stops > 50 {
+            store
+                .wait_materialised("card_amount_10m", None)
+                .await
+                .unwrap();
+            assert_eq!(offline_rows(&store, "card_amount_10m").await, expected);
+            assert!(store.check("card_amount_10m", None).await.unwrap().clean);
+            pipelines.close().await;
+            store.close().await;
+            break;
+        }
+        assert_eq!(state, RunState::Stopped);
+        stops += 1;
+        pipelines.close().await;
+        store.close().await;
+    }
+    assert!(
+        stops >= 1,
+        "the pipeline finished before it could be stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_events_are_windowed_early_and_freshness_is_measured_and_pipelines_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let pipelines = Pipelines::new(store.clone());
+    let text = SPEC
+        .replace(
+            "kind = \"file\"\npath = \"PATH\"",
+            "kind = \"http\"\nstream = \"transactions\"",
+        )
+        .replace("out_of_orderness = \"1m\"", "early_emit = \"20ms\"");
+    pipelines
+        .apply(PipelineSpec::parse("p.toml", &text).unwrap())
+        .await
+        .unwrap();
+    // A second pipeline reads the first one's output group: the hourly max of its averages.
+    let chained = r#"
+name = "card_1h"
+checkpoint_interval = "20ms"
+[source]
+kind = "feature_group"
+name = "card_amount_10m"
+[input]
+key = "cc_num"
+event_time = "window_end"
+columns = [
+  { name = "cc_num", type = "int64" },
+  { name = "window_end", type = "timestamp" },
+  { name = "avg_amount_10m", type = "float64" },
+]
+[window]
+kind = "tumbling"
+size = "1h"
+[output]
+feature_group = "card_1h"
+[[aggregations]]
+name = "windows_1h"
+agg = "count"
+"#;
+    pipelines
+        .apply(PipelineSpec::parse("c.toml", chained).unwrap())
+        .await
+        .unwrap();
+    pipelines.start_all().await;
+    assert!(
+        pipelines
+            .push("nobody-reads", Bytes::from_static(b"{}\n"))
+            .await
+            .is_err()
+    );
+    let t0 = 1_700_000_000i64;
+    let body = format!(
+        "{{\"cc_num\": 1, \"ts\": {t0}, \"amount\": 10.0}}\n{{\"cc_num\": 1, \"ts\": {}, \"amount\": 30.0}}\nnot json\n",
+        t0 + 60
+    );
+    pipelines
+        .push("transactions", Bytes::from(body))
+        .await
+        .unwrap();
+
+    // Early emission makes the open window visible online before it closes.
+    let mut seen = None;
+    for _ in 0..200 {
+        let got = store
+            .get_online("card_amount_10m", None, &[vec![Value::Int64(1)]])
+            .await
+            .unwrap();
+        if let Some(values) = &got[0].values {
+            seen = Some(values.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let values = seen.expect("the open window is visible online");
+    assert_eq!(values[3], Value::Float64(20.0));
+    assert_eq!(values[4], Value::Int64(2));
+
+    // An event two hours later closes the windows; the chained pipeline sees them.
+    let later = format!(
+        "{{\"cc_num\": 1, \"ts\": {}, \"amount\": 1.0}}\n",
+        t0 + 7200
+    );
+    pipelines
+        .push("transactions", Bytes::from(later))
+        .await
+        .unwrap();
+    let mut status = pipelines.status("card_10m").await.unwrap();
+    for _ in 0..300 {
+        status = pipelines.status("card_10m").await.unwrap();
+        if status.freshness.is_some_and(|f| f.rows >= 2) && status.malformed == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status.malformed, 1, "{status:?}");
+    let freshness = status.freshness.expect("freshness measured");
+    assert!(freshness.p99_ms >= freshness.p50_ms && freshness.p50_ms >= 0.0);
+
+    let mut chained_rows = Vec::new();
+    for _ in 0..300 {
+        store.wait_materialised("card_1h", None).await.unwrap();
+        chained_rows = offline_rows(&store, "card_1h").await;
+        if !chained_rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !chained_rows.is_empty(),
+        "the chained pipeline wrote nothing: {:?} {}",
+        pipelines.status("card_1h").await,
+        std::fs::read_to_string(dir.path().join("pipelines/card_1h/v1/dead_letter.jsonl")).unwrap()
+    );
+    let stopped = pipelines.stop("card_10m").await.unwrap();
+    assert_eq!(stopped.state, RunState::Stopped);
+    pipelines.close().await;
+    store.close().await;
+}
