@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod fg;
 mod fv;
+mod pipeline;
 mod remote;
 
 use std::path::PathBuf;
@@ -40,7 +41,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the REST server (feature groups, inserts, online and offline reads, /metrics).
+    /// Run the REST server (feature groups, views, inserts, reads, /metrics) and every applied
+    /// pipeline.
     Serve {
         /// Address to listen on (default 127.0.0.1:7070).
         #[arg(long)]
@@ -52,6 +54,9 @@ enum Command {
     /// Feature views: apply, list, describe, delete, training-data, read, get (online vectors).
     #[command(subcommand)]
     Fv(fv::FvCommand),
+    /// Streaming pipelines: apply, run, list, status, stop.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// Benchmarks: online reads over HTTP or in process, bulk inserts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve { .. } => serve(config).await,
             Command::Fg(command) => fg::run(command, &config, cli.url.as_deref()).await,
             Command::Fv(command) => fv::run(command, &config, cli.url.as_deref()).await,
+            Command::Pipeline(command) => pipeline::run(command, &config, cli.url.as_deref()).await,
             Command::Bench(command) => bench::run(command, &config).await,
         }
     })

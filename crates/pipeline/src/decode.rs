@@ -117,7 +117,7 @@ fn reason(e: &IngestError) -> String {
 }
 
 fn parse(plan: &Plan, body: Bytes) -> Result<Option<RecordBatch>, IngestError> {
-    let decoded = ingest::decode(&plan.input, plan.format, body)?;
+    let decoded = ingest::decode_events(&plan.input, plan.format, body)?;
     if decoded.num_rows() == 0 {
         return Ok(None);
     }

@@ -109,6 +109,29 @@ impl Pipelines {
         Ok(defs)
     }
 
+    /// Applies a definition and runs it: starts it if idle, or restarts it on the new version
+    /// if an older one is running. What `POST /v1/pipelines` does.
+    pub async fn deploy(&self, spec: PipelineSpec) -> Result<(PipelineDef, PipelineStatus)> {
+        let def = self.apply(spec).await?;
+        let name = def.spec.name.clone();
+        let running_version = {
+            let running = self.running.lock().await;
+            running
+                .get(&name)
+                .filter(|h| h.is_running())
+                .map(|h| h.control.status().version)
+        };
+        let status = match running_version {
+            Some(v) if v == def.version => self.status(&name).await?,
+            Some(_) => {
+                self.stop(&name).await?;
+                self.start(&name).await?
+            }
+            None => self.start(&name).await?,
+        };
+        Ok((def, status))
+    }
+
     /// Stops a running pipeline after a last checkpoint.
     pub async fn stop(&self, name: &str) -> Result<PipelineStatus> {
         let handle = self.running.lock().await.remove(name);
@@ -137,7 +160,10 @@ impl Pipelines {
         if let Some(handle) = self.running.lock().await.get(name) {
             return Ok(handle.control.status());
         }
-        runner::idle_status(&self.store, &self.definition(name)?)
+        Ok(runner::status_on_disk(
+            &self.store.config().data_dir,
+            &self.definition(name)?,
+        ))
     }
 
     /// Every pipeline's latest version and its status.

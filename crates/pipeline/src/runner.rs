@@ -19,7 +19,7 @@ use kairos_store::{FeatureStore, Result, StoreError};
 use kairos_stream::checkpoint::{CheckpointMeta, PendingOutput, producer_tag};
 use kairos_stream::spec::PipelineDef;
 use kairos_stream::{Plan, SourceSpec, WindowOperator};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::checkpoint::CheckpointStore;
@@ -28,7 +28,7 @@ use crate::source::{Poll, Source, Streams};
 use crate::telemetry;
 
 /// Where a pipeline is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Applied, not running.
@@ -42,7 +42,7 @@ pub enum RunState {
 }
 
 /// Event-to-online latency percentiles of the rows a pipeline wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Freshness {
     /// Rows measured.
     pub rows: u64,
@@ -52,7 +52,7 @@ pub struct Freshness {
 }
 
 /// What `kairos pipeline status` and `GET /v1/pipelines/{name}` show.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PipelineStatus {
     pub name: String,
     pub version: u32,
@@ -71,15 +71,19 @@ pub struct PipelineStatus {
     pub rows_written: u64,
     pub open_windows: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub watermark: Option<String>,
     /// Per source partition, the position of the next event to read.
     pub positions: BTreeMap<u32, u64>,
     /// Latency from an event's arrival to its window's row being visible online.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<Freshness>,
     pub dead_letter_file: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When this status was last written by the running pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 /// Shared between a running pipeline and whoever asks about it.
@@ -121,7 +125,25 @@ impl Control {
     fn update(&self, f: impl FnOnce(&mut PipelineStatus)) {
         f(&mut self.status.lock().expect("lock"));
     }
+
+    /// Writes the status beside the checkpoint, so `kairos pipeline status` in another
+    /// process can show it without opening the running pipeline's stores.
+    fn persist(&self, dir: &Path) {
+        let mut status = self.status();
+        status.updated_at =
+            Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let tmp = dir.join("status.json.tmp");
+        let written = serde_json::to_vec_pretty(&status)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, dir.join(STATUS_FILE)));
+        if let Err(e) = written {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write pipeline status");
+        }
+    }
 }
+
+const STATUS_FILE: &str = "status.json";
 
 /// A pipeline running on its thread.
 #[derive(Debug)]
@@ -158,18 +180,23 @@ pub fn pipeline_dir(data_dir: &Path, name: &str, version: u32) -> PathBuf {
         .join(format!("v{version}"))
 }
 
-/// The status of a pipeline that is not running, from its last checkpoint.
-pub fn idle_status(store: &FeatureStore, def: &PipelineDef) -> Result<PipelineStatus> {
-    let dir = pipeline_dir(&store.config().data_dir, &def.spec.name, def.version);
-    let mut status = initial_status(def, &dir, RunState::Idle);
-    let path = dir.join("checkpoint.redb");
-    if path.exists() {
-        let meta = CheckpointStore::open(&path)?.meta()?;
-        if let Some(meta) = meta {
-            apply_meta(&mut status, &meta);
-        }
-    }
-    Ok(status)
+/// The status of a pipeline not running in this process: as its runner last wrote it (which
+/// may be another process running it now), or idle if it never ran.
+pub fn status_on_disk(data_dir: &Path, def: &PipelineDef) -> PipelineStatus {
+    let dir = pipeline_dir(data_dir, &def.spec.name, def.version);
+    std::fs::read(dir.join(STATUS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| initial_status(def, &dir, RunState::Idle))
+}
+
+/// Asks a pipeline running in another process on the same data dir to stop (it looks for the
+/// request between chunks).
+pub fn request_stop_on_disk(data_dir: &Path, def: &PipelineDef) -> Result<()> {
+    let dir = pipeline_dir(data_dir, &def.spec.name, def.version);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("stop"), b""))
+        .map_err(|e| StoreError::Internal(format!("cannot write {}: {e}", dir.display())))
 }
 
 fn initial_status(def: &PipelineDef, dir: &Path, state: RunState) -> PipelineStatus {
@@ -190,6 +217,7 @@ fn initial_status(def: &PipelineDef, dir: &Path, state: RunState) -> PipelineSta
         freshness: None,
         dead_letter_file: dir.join("dead_letter.jsonl").display().to_string(),
         error: None,
+        updated_at: None,
     }
 }
 
@@ -269,6 +297,7 @@ pub async fn spawn(
         .spawn(move || {
             let control = ctx.control.clone();
             let name = ctx.def.spec.name.clone();
+            let dir = ctx.dir.clone();
             let result = runtime.block_on(ctx.run());
             match result {
                 Ok(state) => control.update(|s| s.state = state),
@@ -280,6 +309,7 @@ pub async fn spawn(
                     });
                 }
             }
+            control.persist(&dir);
         })
         .map_err(StoreError::internal)?;
     Ok(PipelineHandle {
@@ -531,6 +561,8 @@ impl Run {
             self.track_freshness(&emissions, ack.end_offset);
         }
         telemetry::checkpoint(self.name());
+        self.report(progress);
+        self.control.persist(&self.dir);
         Ok(())
     }
 

@@ -21,9 +21,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::{telemetry, views};
+use crate::{pipelines, telemetry, views};
+use kairos_pipeline::{PipelineStatus, Pipelines};
 use kairos_store::{VectorAnswer, ViewStatus};
+use kairos_stream::PipelineSpec;
+use kairos_stream::spec::PipelineDef;
 use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
+use std::sync::Arc;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -32,7 +36,7 @@ type ApiResult<T> = Result<T, ApiError>;
 #[openapi(
     info(
         title = "Kairos",
-        description = "Kairos feature store REST API: feature groups and feature views"
+        description = "Kairos feature store REST API: feature groups, feature views and pipelines"
     ),
     paths(
         create_group,
@@ -53,7 +57,13 @@ type ApiResult<T> = Result<T, ApiError>;
         views::create_training_dataset,
         views::get_training_dataset,
         views::read_training_dataset,
-        views::get_vectors
+        views::get_vectors,
+        pipelines::deploy,
+        pipelines::list,
+        pipelines::status,
+        pipelines::start,
+        pipelines::stop,
+        pipelines::push
     ),
     components(schemas(
         FeatureGroupSpec,
@@ -74,13 +84,19 @@ type ApiResult<T> = Result<T, ApiError>;
         VectorAnswer,
         views::TrainingDataBody,
         views::SpineBody,
-        views::VectorRequest
+        views::VectorRequest,
+        PipelineSpec,
+        PipelineDef,
+        PipelineStatus,
+        pipelines::Deployed,
+        pipelines::PushAck
     ))
 )]
 pub struct ApiDoc;
 
 /// The whole HTTP application.
-pub fn router(store: FeatureStore) -> Router {
+pub fn router(pipelines: Arc<Pipelines>) -> Router {
+    let store = pipelines.store().clone();
     let max_body = store.config().max_batch_bytes;
     let _ = telemetry::prometheus();
     Router::new()
@@ -121,10 +137,22 @@ pub fn router(store: FeatureStore) -> Router {
             get(views::read_training_dataset),
         )
         .route("/v1/feature-views/{name}/vectors", post(views::get_vectors))
+        .with_state(store)
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/pipelines",
+                    post(pipelines::deploy).get(pipelines::list),
+                )
+                .route("/v1/pipelines/{name}", get(pipelines::status))
+                .route("/v1/pipelines/{name}/start", post(pipelines::start))
+                .route("/v1/pipelines/{name}/stop", post(pipelines::stop))
+                .route("/v1/streams/{stream}/events", post(pipelines::push))
+                .with_state(pipelines),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(telemetry::track_latency))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(store)
 }
 
 async fn not_found() -> ApiError {

@@ -1,4 +1,5 @@
-//! The Kairos REST server: thin axum handlers over [`kairos_store::FeatureStore`].
+//! The Kairos REST server: thin axum handlers over [`kairos_store::FeatureStore`] and
+//! [`kairos_pipeline::Pipelines`]; the applied pipelines run inside the server.
 //!
 //! Errors are mapped to HTTP in one place ([`error::ApiError`]); every route is in the OpenAPI
 //! document ([`api::ApiDoc`], served at `/openapi.json`); request latencies and materialiser lag
@@ -6,28 +7,35 @@
 
 pub mod api;
 pub mod error;
+pub mod pipelines;
 mod telemetry;
 pub mod views;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use kairos_pipeline::Pipelines;
 use kairos_store::FeatureStore;
 use tokio::net::TcpListener;
 
 pub use api::{ApiDoc, router};
 
-/// Serves `store` on `listener` until `shutdown` resolves; then closes the store.
+/// Serves `store` on `listener`, running every applied pipeline, until `shutdown` resolves;
+/// then stops the pipelines (each takes a last checkpoint) and closes the store.
 pub async fn serve(
     store: FeatureStore,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(store.clone());
+    let pipelines = Arc::new(Pipelines::new(store.clone()));
+    pipelines.start_all().await;
+    let app = router(pipelines.clone());
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, online = store.online_backend(), "kairos serving");
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    pipelines.close().await;
     store.close().await;
     result
 }

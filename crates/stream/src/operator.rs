@@ -7,8 +7,9 @@
 //!
 //! Time rules:
 //! - The watermark is, per source partition, the greatest event time seen minus the allowed
-//!   out-of-orderness; the operator's watermark is the minimum over partitions. It moves only
-//!   between batches, so lateness never depends on order within a batch.
+//!   out-of-orderness; the operator's watermark is the minimum over partitions. It moves with
+//!   every event, so whether an event is late depends on the order events arrived in, never
+//!   on how they were batched.
 //! - A window closes (its row is written) once the watermark reaches its end. Its state is
 //!   kept for the allowed lateness after that: a late event within it updates the window and
 //!   the row is written again. An event whose windows are all past that is refused as too late.
@@ -287,18 +288,32 @@ impl WindowOperator {
                 _ => Input::None,
             })
             .collect();
-        let watermark = self.watermark();
-        let mut max_time = i64::MIN;
+        // The watermark moves with every event (so which events are late depends on the order
+        // events arrive in, not on how they were batched); windows close between batches.
+        let others = self
+            .partitions
+            .iter()
+            .filter(|(p, _)| **p != partition)
+            .map(|(_, t)| *t)
+            .min()
+            .unwrap_or(i64::MAX);
+        let mut seen = self.partitions.get(&partition).copied().unwrap_or(i64::MIN);
         let mut refused = Vec::new();
         for row in 0..rows {
+            let t = times.value(row);
+            let watermark = if self.finished {
+                i64::MAX
+            } else {
+                others.min(seen).saturating_sub(plan.out_of_orderness)
+            };
+            // Filtered events still tell the time.
+            seen = seen.max(t);
             if let Some(keep) = &keep
                 && !(keep.is_valid(row) && keep.value(row))
             {
                 self.counts.filtered += 1;
                 continue;
             }
-            let t = times.value(row);
-            max_time = max_time.max(t);
             let key = self.intern(keys.row(row).as_ref());
             let accepted = match plan.window {
                 WindowKind::Tumbling { size } => {
@@ -352,10 +367,7 @@ impl WindowOperator {
                 });
             }
         }
-        if rows > 0 {
-            let seen = self.partitions.entry(partition).or_insert(i64::MIN);
-            *seen = (*seen).max(max_time);
-        }
+        self.partitions.insert(partition, seen);
         self.advance();
         Ok(refused)
     }

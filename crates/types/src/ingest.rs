@@ -256,7 +256,20 @@ pub fn decode(
             concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))
         }
         Format::Csv => decode_csv(bytes),
-        Format::JsonLines => decode_json_lines(spec, &bytes),
+        Format::JsonLines => decode_json_lines(spec, &bytes, false),
+    }
+}
+
+/// Like [`decode`], for events that may carry more fields than `spec` names (a pipeline reads
+/// the columns it declares and ignores the rest): unknown JSON fields are skipped, not refused.
+pub fn decode_events(
+    spec: &FeatureGroupSpec,
+    format: Format,
+    bytes: Bytes,
+) -> Result<RecordBatch, IngestError> {
+    match format {
+        Format::JsonLines => decode_json_lines(spec, &bytes, true),
+        other => decode(spec, other, bytes),
     }
 }
 
@@ -289,7 +302,11 @@ fn decode_csv(bytes: Bytes) -> Result<RecordBatch, IngestError> {
 
 /// JSON lines become text columns (strings as they are, everything else as its JSON text) and
 /// go through the same per-type parsing as CSV.
-fn decode_json_lines(spec: &FeatureGroupSpec, bytes: &[u8]) -> Result<RecordBatch, IngestError> {
+fn decode_json_lines(
+    spec: &FeatureGroupSpec,
+    bytes: &[u8],
+    ignore_unknown: bool,
+) -> Result<RecordBatch, IngestError> {
     let mut columns: Vec<StringBuilder> =
         spec.columns.iter().map(|_| StringBuilder::new()).collect();
     let mut present = vec![false; spec.columns.len()];
@@ -306,7 +323,7 @@ fn decode_json_lines(spec: &FeatureGroupSpec, bytes: &[u8]) -> Result<RecordBatc
                 message: format!("invalid JSON object: {e}"),
             })?;
         for key in object.keys() {
-            if spec.column(key).is_none() {
+            if !ignore_unknown && spec.column(key).is_none() {
                 return Err(IngestError {
                     column: Some(key.clone()),
                     row: Some(row + 1),

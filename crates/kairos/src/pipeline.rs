@@ -1,0 +1,206 @@
+//! `kairos pipeline …`: streaming pipelines, in process on the data dir or against `--url`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use kairos_catalog::{Catalog, SqliteCatalog};
+use kairos_pipeline::{PipelineStatus, Pipelines, RunState};
+use kairos_store::FeatureStore;
+use kairos_stream::{PipelineSpec, SourceSpec};
+use reqwest::Method;
+
+use crate::config::Config;
+use crate::fg::{print_json, spinner};
+use crate::remote::Remote;
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Store a pipeline definition (TOML or JSON) as its next version and create its output
+    /// feature group if absent. With --url the server also starts it.
+    Apply { file: PathBuf },
+    /// Run a pipeline in this process, from its last checkpoint, until its source ends (a
+    /// file) or Ctrl-C; then wait until its rows are in both stores. Give a definition file to
+    /// apply it first, or the name of an applied pipeline. With --url, start it in the server.
+    Run { pipeline: String },
+    /// Every pipeline's latest version and status.
+    List,
+    /// A pipeline's state, counts, watermark, positions and freshness (p50/p99).
+    Status { name: String },
+    /// Stop a running pipeline after a last checkpoint: in the server with --url, or a
+    /// `kairos pipeline run` on the same data dir.
+    Stop { name: String },
+}
+
+pub async fn run(
+    command: PipelineCommand,
+    config: &Config,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    match url {
+        Some(url) => run_remote(command, &Remote::new(url)).await,
+        None => run_local(command, config).await,
+    }
+}
+
+/// Reads a definition file; a relative source path is read from the file's folder.
+fn read_spec(file: &Path) -> anyhow::Result<PipelineSpec> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut spec = PipelineSpec::parse(&file.to_string_lossy(), &text)?;
+    if let SourceSpec::File { path, .. } = &mut spec.source
+        && Path::new(path.as_str()).is_relative()
+    {
+        let base = file.parent().unwrap_or(Path::new("."));
+        let absolute = std::path::absolute(base.join(&*path))?;
+        *path = absolute.to_string_lossy().into_owned();
+    }
+    Ok(spec)
+}
+
+async fn run_local(command: PipelineCommand, config: &Config) -> anyhow::Result<()> {
+    let data_dir = &config.store.data_dir;
+    match command {
+        PipelineCommand::Apply { file } => {
+            let store = FeatureStore::open(config.store.clone()).await?;
+            let result = Pipelines::new(store.clone()).apply(read_spec(&file)?).await;
+            store.close().await;
+            print_json(&result?)
+        }
+        PipelineCommand::Run { pipeline } => run_here(config, &pipeline).await,
+        // Status, list and stop read only the catalog and the files a running pipeline writes,
+        // so they work while `kairos pipeline run` holds the stores in another process.
+        PipelineCommand::List => {
+            let catalog = catalog(data_dir)?;
+            let mut latest = std::collections::BTreeMap::new();
+            for def in catalog.list_pipelines()? {
+                latest.insert(def.spec.name.clone(), def);
+            }
+            let statuses: Vec<PipelineStatus> = latest
+                .values()
+                .map(|def| kairos_pipeline::runner::status_on_disk(data_dir, def))
+                .collect();
+            print_json(&statuses)
+        }
+        PipelineCommand::Status { name } => {
+            let def = definition(&catalog(data_dir)?, &name)?;
+            print_json(&kairos_pipeline::runner::status_on_disk(data_dir, &def))
+        }
+        PipelineCommand::Stop { name } => {
+            let def = definition(&catalog(data_dir)?, &name)?;
+            kairos_pipeline::runner::request_stop_on_disk(data_dir, &def)?;
+            eprintln!("asked pipeline {name} to stop after a last checkpoint");
+            Ok(())
+        }
+    }
+}
+
+fn catalog(data_dir: &Path) -> anyhow::Result<SqliteCatalog> {
+    let path = data_dir.join("catalog.db");
+    if !path.exists() {
+        bail!("no Kairos data in {}", data_dir.display());
+    }
+    Ok(SqliteCatalog::open(&path)?)
+}
+
+fn definition(
+    catalog: &SqliteCatalog,
+    name: &str,
+) -> anyhow::Result<kairos_stream::spec::PipelineDef> {
+    catalog
+        .get_pipeline(name, None)?
+        .with_context(|| format!("pipeline '{name}' not found"))
+}
+
+/// Runs a pipeline in the foreground with a live line of progress.
+async fn run_here(config: &Config, pipeline: &str) -> anyhow::Result<()> {
+    let store = FeatureStore::open(config.store.clone()).await?;
+    let pipelines = Arc::new(Pipelines::new(store.clone()));
+    let result = async {
+        let name = if Path::new(pipeline).is_file() {
+            let def = pipelines.apply(read_spec(Path::new(pipeline))?).await?;
+            def.spec.name
+        } else {
+            pipeline.to_owned()
+        };
+        pipelines.start(&name).await?;
+        let bar = spinner(format!("pipeline {name}"));
+        let waiting = {
+            let pipelines = pipelines.clone();
+            let name = name.clone();
+            tokio::spawn(async move { pipelines.wait(&name).await })
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut waiting = std::pin::pin!(waiting);
+        let status = loop {
+            tokio::select! {
+                done = &mut waiting => break done??,
+                _ = tokio::signal::ctrl_c() => {
+                    bar.set_message(format!("pipeline {name}: stopping after a last checkpoint"));
+                    break pipelines.stop(&name).await?;
+                }
+                _ = tick.tick() => {
+                    let s = pipelines.status(&name).await?;
+                    bar.set_message(format!(
+                        "pipeline {name}: {} events, {} rows written, {} checkpoints, watermark {}",
+                        s.events, s.rows_written, s.epoch, s.watermark.as_deref().unwrap_or("-")
+                    ));
+                }
+            }
+        };
+        bar.finish_and_clear();
+        if status.state == RunState::Failed {
+            bail!(
+                "pipeline {name} failed: {}",
+                status.error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        store.wait_materialised(&status.output_group, None).await?;
+        print_json(&status)
+    }
+    .await;
+    pipelines.close().await;
+    store.close().await;
+    result
+}
+
+async fn run_remote(command: PipelineCommand, remote: &Remote) -> anyhow::Result<()> {
+    let value = match command {
+        PipelineCommand::Apply { file } => {
+            let spec = read_spec(&file)?;
+            remote
+                .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
+                .await?
+        }
+        PipelineCommand::Run { pipeline } => {
+            if Path::new(&pipeline).is_file() {
+                let spec = read_spec(Path::new(&pipeline))?;
+                remote
+                    .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
+                    .await?
+            } else {
+                remote
+                    .json(remote.request(Method::POST, &format!("/v1/pipelines/{pipeline}/start")))
+                    .await?
+            }
+        }
+        PipelineCommand::List => {
+            remote
+                .json(remote.request(Method::GET, "/v1/pipelines"))
+                .await?
+        }
+        PipelineCommand::Status { name } => {
+            remote
+                .json(remote.request(Method::GET, &format!("/v1/pipelines/{name}")))
+                .await?
+        }
+        PipelineCommand::Stop { name } => {
+            remote
+                .json(remote.request(Method::POST, &format!("/v1/pipelines/{name}/stop")))
+                .await?
+        }
+    };
+    print_json(&value)
+}
