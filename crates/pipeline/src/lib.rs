@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod decode;
+mod fault;
 pub mod runner;
 pub mod source;
 pub mod telemetry;

@@ -547,6 +547,7 @@ impl Run {
         progress.dead.flush()?;
         progress.epoch = epoch;
         if let Some((batch, search_from)) = delivery {
+            crate::fault::point("pipeline.after_commit");
             let ack = self
                 .store
                 .append_once(
@@ -557,6 +558,7 @@ impl Run {
                     search_from,
                 )
                 .await?;
+            crate::fault::point("pipeline.after_delivery");
             telemetry::rows_written(self.name(), self.group(), batch.num_rows() as u64);
             self.track_freshness(&emissions, ack.end_offset);
         }

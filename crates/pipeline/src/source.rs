@@ -19,8 +19,11 @@ use kairos_stream::SourceSpec;
 use kairos_types::{Format, SystemClock};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-/// Bytes of a text file read per chunk when replaying as fast as possible.
-const CHUNK_BYTES: usize = 4 << 20;
+/// Bytes of a text file read per chunk when replaying as fast as possible: a few thousand
+/// events, so barriers and stop requests are never far apart.
+const CHUNK_BYTES: usize = 256 << 10;
+/// Bytes of a stream's log read per poll.
+const STREAM_BYTES: usize = 4 << 20;
 /// Smaller chunks when paced, so pacing is smooth.
 const PACED_CHUNK_BYTES: usize = 64 << 10;
 const PARQUET_BATCH_ROWS: usize = 64 * 1024;
@@ -318,7 +321,7 @@ impl StreamSource {
             let position = self.position;
             let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > position)).await;
         }
-        let records = self.log.read_from(self.position, CHUNK_BYTES)?;
+        let records = self.log.read_from(self.position, STREAM_BYTES)?;
         let Some(last) = records.last() else {
             return Ok(Poll::Idle);
         };
@@ -343,7 +346,7 @@ impl GroupSource {
     async fn poll(&mut self, wait: Duration) -> Result<Poll> {
         let records = self
             .store
-            .read_log(&self.name, self.version, self.position, CHUNK_BYTES, wait)
+            .read_log(&self.name, self.version, self.position, STREAM_BYTES, wait)
             .await?;
         let Some((_, end, _)) = records.last() else {
             return Ok(Poll::Idle);

@@ -120,7 +120,12 @@ pub(crate) async fn run(
                 Some(actual)
                     if actual.event_time != expected.event_time
                         || actual.offset != expected.offset
-                        || actual.values != expected.values =>
+                        || actual.values.len() != expected.values.len()
+                        || !actual
+                            .values
+                            .iter()
+                            .zip(&expected.values)
+                            .all(|(a, b)| a.identical(b)) =>
                 {
                     report.mismatched += 1;
                     if report.differences.len() < LISTED {

@@ -30,6 +30,19 @@ pub enum Value {
 }
 
 impl Value {
+    /// Whether two values are the same bits: unlike `==`, NaN is identical to itself (a
+    /// stored NaN read back is the same value) and 0.0 is not identical to -0.0.
+    pub fn identical(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Float32(a), Value::Float32(b)) => a.to_bits() == b.to_bits(),
+            (Value::Float64(a), Value::Float64(b)) => a.to_bits() == b.to_bits(),
+            (Value::Embedding(a), Value::Embedding(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (a, b) => a == b,
+        }
+    }
+
     /// Builds a column of `ty`'s canonical Arrow type from values (each `Null` or of `ty`).
     pub fn to_array<'a>(ty: FeatureType, values: impl IntoIterator<Item = &'a Value>) -> ArrayRef {
         use arrow::array::{

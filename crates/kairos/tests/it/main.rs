@@ -2,5 +2,6 @@
 
 mod crash;
 mod e2e;
+mod pipelines;
 mod server;
 mod views;
