@@ -413,7 +413,7 @@ impl Run {
                 .min(Duration::from_millis(100));
             match source.poll(wait).await? {
                 Poll::Chunk(chunk) => {
-                    let arrival = now_micros();
+                    let arrival = chunk.arrived_at.unwrap_or_else(now_micros);
                     let decoded = decode::decode(&self.plan, chunk.data);
                     self.dead_letters(&mut progress, decoded.malformed)?;
                     if let Some(rows) = decoded.rows {

@@ -44,6 +44,9 @@ pub struct Chunk {
     pub partition: u32,
     pub data: ChunkData,
     pub next: u64,
+    /// When the events reached Kairos (microseconds), if the source knows: a pushed body's
+    /// append to its stream. Otherwise the time they are read counts as their arrival.
+    pub arrived_at: Option<i64>,
 }
 
 /// The outcome of one poll.
@@ -139,10 +142,7 @@ impl Source {
     ) -> Result<Source> {
         let at = positions.get(&0).copied();
         Ok(match spec {
-            SourceSpec::File { path, speed, .. } => match format {
-                Format::Parquet => Source::Parquet(ParquetFile::open(path, at.unwrap_or(0))?),
-                _ => Source::Text(TextFile::open(path, format, at, speed.is_some())?),
-            },
+            SourceSpec::File { .. } => Source::file(spec, format, positions)?,
             SourceSpec::Http { stream, .. } => Source::Stream(StreamSource {
                 log: streams.log(stream)?,
                 position: at.unwrap_or(0),
@@ -157,6 +157,18 @@ impl Source {
                 })
             }
         })
+    }
+
+    /// A file source alone (what benchmarks replay without a store).
+    pub fn file(spec: &SourceSpec, format: Format, positions: &BTreeMap<u32, u64>) -> Result<Source> {
+        let at = positions.get(&0).copied();
+        match spec {
+            SourceSpec::File { path, speed, .. } => Ok(match format {
+                Format::Parquet => Source::Parquet(ParquetFile::open(path, at.unwrap_or(0))?),
+                _ => Source::Text(TextFile::open(path, format, at, speed.is_some())?),
+            }),
+            other => Err(StoreError::BadRequest(format!("{other:?} is not a file source"))),
+        }
     }
 
     /// The partitions this source reads.
@@ -263,6 +275,7 @@ impl TextFile {
             partition: 0,
             data: ChunkData::Raw(vec![Bytes::from(body)]),
             next: self.position,
+            arrived_at: None,
         }))
     }
 }
@@ -302,6 +315,7 @@ impl ParquetFile {
                     partition: 0,
                     data: ChunkData::Rows(vec![batch]),
                     next: self.position,
+                    arrived_at: None,
                 }))
             }
         }
@@ -326,10 +340,13 @@ impl StreamSource {
             return Ok(Poll::Idle);
         };
         self.position = last.end_offset();
+        // The earliest append in the chunk: freshness is measured from the oldest event.
+        let arrived_at = records.iter().map(|r| r.ingested_at).min();
         Ok(Poll::Chunk(Chunk {
             partition: 0,
             data: ChunkData::Raw(records.into_iter().map(|r| r.payload).collect()),
             next: self.position,
+            arrived_at,
         }))
     }
 }
@@ -356,6 +373,7 @@ impl GroupSource {
             partition: 0,
             data: ChunkData::Rows(records.into_iter().map(|(_, _, b)| b).collect()),
             next: self.position,
+            arrived_at: None,
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! `kairos bench …`: load generators whose figures go into BENCHMARKS.md.
 
 mod pit;
+mod stream;
 mod vectors;
 
 use std::sync::Arc;
@@ -69,6 +70,14 @@ pub enum BenchCommand {
     /// Closed-loop online feature-vector reads over HTTP: a view of 3 joined groups and 2
     /// on-demand features.
     Vectors(vectors::Args),
+    /// Writes the streaming benchmark's events CSV (cc_num, ts, amount).
+    StreamData(stream::DataArgs),
+    /// The 10-minute tumbling avg/count/max of amount per card over an events file: the
+    /// engine alone, or the whole pipeline into a feature group.
+    Stream(stream::Args),
+    /// Event-to-online freshness of a pipeline fed over HTTP at a sustained rate (against a
+    /// running `kairos serve`).
+    Freshness(stream::FreshnessArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -190,6 +199,11 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || pit::join(&args)).await?
         }
         BenchCommand::Vectors(args) => vectors::run(&args).await,
+        BenchCommand::StreamData(args) => {
+            tokio::task::spawn_blocking(move || stream::write_data(&args)).await?
+        }
+        BenchCommand::Stream(args) => stream::run(&args, config).await,
+        BenchCommand::Freshness(args) => stream::freshness(&args).await,
     }
 }
 
