@@ -15,6 +15,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Overrides};
 
+// Windowed aggregation creates and drops a small state per window; mimalloc keeps that cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kairos: a real-time machine-learning platform. Feature groups are written through one durable
 /// log into an online store (latest row per key) and a Delta Lake offline store (full history).
 #[derive(Debug, Parser)]

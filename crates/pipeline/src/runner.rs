@@ -517,11 +517,13 @@ impl Run {
             // No state changed, but positions may have (filtered or malformed events): record
             // them so a restart does not read those again.
             if progress.positions != progress.committed_positions {
+                // Dead letters of the events this checkpoint moves past are durable first:
+                // a restart will not read those events again.
+                progress.dead.sync()?;
                 let meta = self.meta(progress, progress.epoch, None, &delta);
                 store.commit(&meta, &delta)?;
                 progress.committed_positions = progress.positions.clone();
             }
-            progress.dead.flush()?;
             return Ok(());
         }
         let epoch = progress.epoch + 1;
@@ -542,9 +544,9 @@ impl Run {
             Some(pending)
         };
         let meta = self.meta(progress, epoch, pending, &delta);
+        progress.dead.sync()?;
         store.commit(&meta, &delta)?;
         progress.committed_positions = progress.positions.clone();
-        progress.dead.flush()?;
         progress.epoch = epoch;
         if let Some((batch, search_from)) = delivery {
             crate::fault::point("pipeline.after_commit");
@@ -661,11 +663,13 @@ impl Pacer {
     }
 }
 
-/// The dead-letter file: one JSON line per refused event, with the reason. Written at least
-/// once (a restart may write a line again), flushed at every checkpoint.
+/// The dead-letter file: one JSON line per refused event, with the reason. Made durable before
+/// each checkpoint that moves past the events, so no line is lost; written at least once (a
+/// restart re-reads the events after its checkpoint and may write their lines again).
 struct DeadLetters {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
+    unsynced: bool,
 }
 
 impl DeadLetters {
@@ -678,6 +682,7 @@ impl DeadLetters {
         Ok(DeadLetters {
             path: path.to_owned(),
             file: std::io::BufWriter::new(file),
+            unsynced: false,
         })
     }
 
@@ -687,11 +692,18 @@ impl DeadLetters {
             "reason": reason,
             "event": event,
         });
+        self.unsynced = true;
         writeln!(self.file, "{line}").map_err(|e| self.error(e))
     }
 
-    fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|e| self.error(e))
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.file.flush().map_err(|e| self.error(e))?;
+        self.file.get_ref().sync_data().map_err(|e| self.error(e))?;
+        self.unsynced = false;
+        Ok(())
     }
 
     fn error(&self, e: std::io::Error) -> StoreError {

@@ -53,7 +53,8 @@ struct Window {
 /// A window row to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Emission {
-    pub key: Vec<u8>,
+    /// The key's bytes: a big-endian integer for a single int64 key, else Arrow's row format.
+    pub key: Arc<[u8]>,
     pub start: i64,
     pub end: i64,
     pub values: Vec<Value>,
@@ -102,8 +103,13 @@ enum TimerKind {
 pub struct WindowOperator {
     plan: Arc<Plan>,
     converter: RowConverter,
+    /// A single int64 key (the common case: card numbers, user ids) is looked up as an
+    /// integer; other keys by their bytes in Arrow's row format.
+    int_key: bool,
+    int_ids: HashMap<i64, KeyId, RandomState>,
     key_ids: HashMap<Box<[u8]>, KeyId, RandomState>,
-    key_bytes: Vec<Box<[u8]>>,
+    /// Each key's bytes (the integer big-endian, or its row format), shared with emissions.
+    key_bytes: Vec<Arc<[u8]>>,
     /// Windows per key, sorted by start.
     windows: Vec<Vec<Window>>,
     /// Timers by time: the window (key, start) closes or is purged then, if it still ends then.
@@ -130,6 +136,12 @@ impl std::fmt::Debug for WindowOperator {
             .field("counts", &self.counts)
             .finish()
     }
+}
+
+/// The key column(s) of a batch, as the operator looks them up.
+enum KeyColumn<'a> {
+    Int(&'a Int64Array),
+    Rows(arrow::row::Rows),
 }
 
 /// A column an aggregation reads, typed once per batch.
@@ -197,9 +209,12 @@ impl WindowOperator {
             .map(|&i| SortField::new(plan.input.columns[i].ty.arrow_type()))
             .collect();
         let converter = RowConverter::new(fields).map_err(StreamError::internal)?;
+        let int_key = matches!(plan.key_indices.as_slice(), [i] if plan.input.columns[*i].ty == FeatureType::Int64);
         Ok(WindowOperator {
             plan,
             converter,
+            int_key,
+            int_ids: HashMap::default(),
             key_ids: HashMap::default(),
             key_bytes: Vec::new(),
             windows: Vec::new(),
@@ -269,16 +284,21 @@ impl WindowOperator {
                 Some(gt(&values, &zero).map_err(StreamError::internal)?)
             }
         };
-        let keys = self
-            .converter
-            .convert_columns(
-                &plan
-                    .key_indices
-                    .iter()
-                    .map(|&i| batch.column(i).clone())
-                    .collect::<Vec<_>>(),
+        let keys = if self.int_key {
+            KeyColumn::Int(batch.column(plan.key_indices[0]).as_primitive())
+        } else {
+            KeyColumn::Rows(
+                self.converter
+                    .convert_columns(
+                        &plan
+                            .key_indices
+                            .iter()
+                            .map(|&i| batch.column(i).clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .map_err(StreamError::internal)?,
             )
-            .map_err(StreamError::internal)?;
+        };
         let times: &TimestampMicrosecondArray = batch.column(plan.event_time_index).as_primitive();
         let inputs: Vec<Input<'_>> = plan
             .aggs
@@ -314,7 +334,10 @@ impl WindowOperator {
                 self.counts.filtered += 1;
                 continue;
             }
-            let key = self.intern(keys.row(row).as_ref());
+            let key = match &keys {
+                KeyColumn::Int(values) => self.intern_int(values.value(row)),
+                KeyColumn::Rows(rows) => self.intern(rows.row(row).as_ref()),
+            };
             let accepted = match plan.window {
                 WindowKind::Tumbling { size } => {
                     let start = floor_to(t, size.0);
@@ -378,12 +401,31 @@ impl WindowOperator {
         self.advance();
     }
 
+    #[inline]
+    fn intern_int(&mut self, key: i64) -> KeyId {
+        if let Some(&id) = self.int_ids.get(&key) {
+            return id;
+        }
+        let id = self.key_bytes.len() as KeyId;
+        self.key_bytes.push(Arc::from(key.to_be_bytes()));
+        self.int_ids.insert(key, id);
+        self.windows.push(Vec::new());
+        id
+    }
+
+    /// The id of a key given as its bytes (row format, or a big-endian integer when restoring
+    /// an integer-keyed operator).
     fn intern(&mut self, key: &[u8]) -> KeyId {
+        if self.int_key
+            && let Ok(bytes) = <[u8; 8]>::try_from(key)
+        {
+            return self.intern_int(i64::from_be_bytes(bytes));
+        }
         if let Some(&id) = self.key_ids.get(key) {
             return id;
         }
         let id = self.key_bytes.len() as KeyId;
-        self.key_bytes.push(key.into());
+        self.key_bytes.push(Arc::from(key));
         self.key_ids.insert(key.into(), id);
         self.windows.push(Vec::new());
         id
@@ -660,7 +702,7 @@ impl WindowOperator {
 
     fn emit(&mut self, key: KeyId, start: i64, closed: bool) {
         let plan = self.plan.clone();
-        let key_bytes = self.key_bytes[key as usize].to_vec();
+        let key_bytes = self.key_bytes[key as usize].clone();
         let Some(w) = self.find(key, start) else {
             return;
         };
@@ -702,12 +744,17 @@ impl WindowOperator {
     /// The rows as a batch in the output feature group's schema.
     pub fn to_batch(&self, emissions: &[Emission]) -> Result<RecordBatch> {
         let plan = &self.plan;
-        let parser = self.converter.parser();
-        let keys = self
-            .converter
-            .convert_rows(emissions.iter().map(|e| parser.parse(&e.key)))
-            .map_err(StreamError::internal)?;
-        let mut columns: Vec<ArrayRef> = keys;
+        let mut columns: Vec<ArrayRef> = if self.int_key {
+            let keys = emissions.iter().map(|e| {
+                i64::from_be_bytes(e.key.as_ref().try_into().expect("8-byte integer key"))
+            });
+            vec![Arc::new(Int64Array::from_iter_values(keys))]
+        } else {
+            let parser = self.converter.parser();
+            self.converter
+                .convert_rows(emissions.iter().map(|e| parser.parse(&e.key)))
+                .map_err(StreamError::internal)?
+        };
         let starts = TimestampMicrosecondArray::from_iter_values(emissions.iter().map(|e| e.start))
             .with_timezone(kairos_types::schema::UTC);
         let ends = TimestampMicrosecondArray::from_iter_values(emissions.iter().map(|e| e.end))

@@ -269,8 +269,44 @@ pub fn decode_events(
 ) -> Result<RecordBatch, IngestError> {
     match format {
         Format::JsonLines => decode_json_lines(spec, &bytes, true),
+        // Numbers and epoch times parsed by the CSV reader itself, without a text column in
+        // between; anything it cannot read goes the general way, which names the bad cell.
+        Format::Csv => decode_csv_typed(spec, &bytes).or_else(|_| decode(spec, format, bytes)),
         other => decode(spec, other, bytes),
     }
+}
+
+/// Reads CSV straight into typed columns: numbers and bools as themselves, timestamps as epoch
+/// integers (converted by [`conform`]), columns `spec` does not know as text. Fails on anything
+/// else — RFC 3339 times, dates, a cell that does not parse — for the caller to fall back.
+fn decode_csv_typed(spec: &FeatureGroupSpec, bytes: &Bytes) -> Result<RecordBatch, IngestError> {
+    let bad = |e: arrow::error::ArrowError| IngestError::batch(format!("invalid CSV: {e}"));
+    let format = arrow::csv::reader::Format::default().with_header(true);
+    let (header, _) = format
+        .infer_schema(Cursor::new(bytes.as_ref()), Some(0))
+        .map_err(bad)?;
+    let mut fields = Vec::with_capacity(header.fields().len());
+    for field in header.fields() {
+        let ty = match spec.column(field.name()).map(|c| c.ty) {
+            None | Some(FeatureType::String) => DataType::Utf8,
+            Some(FeatureType::Timestamp) => DataType::Int64,
+            Some(t @ (FeatureType::Bool
+            | FeatureType::Int32
+            | FeatureType::Int64
+            | FeatureType::Float32
+            | FeatureType::Float64)) => t.arrow_type(),
+            Some(_) => return Err(IngestError::batch("not a plain CSV column type")),
+        };
+        fields.push(Field::new(field.name(), ty, true));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_format(format)
+        .with_batch_size(64 * 1024)
+        .build(Cursor::new(bytes.clone()))
+        .map_err(bad)?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
+    concat_batches(&schema, &batches).map_err(bad)
 }
 
 /// CSV cells are read as text and parsed per column type by [`to_canonical`], so every error can
@@ -583,6 +619,10 @@ pub fn epoch_to_micros(v: i64) -> i64 {
 /// epoch seconds or milliseconds (see [`epoch_to_micros`]).
 pub fn parse_timestamp(s: &str) -> Result<i64, String> {
     let s = s.trim();
+    // Epoch numbers first: cheap to try, and no date format reads as a plain integer.
+    if let Ok(v) = s.parse::<i64>() {
+        return Ok(epoch_to_micros(v));
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_micros());
     }
@@ -590,9 +630,6 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, pattern) {
             return Ok(t.and_utc().timestamp_micros());
         }
-    }
-    if let Ok(v) = s.parse::<i64>() {
-        return Ok(epoch_to_micros(v));
     }
     if let Ok(seconds) = s.parse::<f64>()
         && seconds.is_finite()
