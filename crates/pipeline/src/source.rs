@@ -160,14 +160,20 @@ impl Source {
     }
 
     /// A file source alone (what benchmarks replay without a store).
-    pub fn file(spec: &SourceSpec, format: Format, positions: &BTreeMap<u32, u64>) -> Result<Source> {
+    pub fn file(
+        spec: &SourceSpec,
+        format: Format,
+        positions: &BTreeMap<u32, u64>,
+    ) -> Result<Source> {
         let at = positions.get(&0).copied();
         match spec {
             SourceSpec::File { path, speed, .. } => Ok(match format {
                 Format::Parquet => Source::Parquet(ParquetFile::open(path, at.unwrap_or(0))?),
                 _ => Source::Text(TextFile::open(path, format, at, speed.is_some())?),
             }),
-            other => Err(StoreError::BadRequest(format!("{other:?} is not a file source"))),
+            other => Err(StoreError::BadRequest(format!(
+                "{other:?} is not a file source"
+            ))),
         }
     }
 

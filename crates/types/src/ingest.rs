@@ -290,11 +290,13 @@ fn decode_csv_typed(spec: &FeatureGroupSpec, bytes: &Bytes) -> Result<RecordBatc
         let ty = match spec.column(field.name()).map(|c| c.ty) {
             None | Some(FeatureType::String) => DataType::Utf8,
             Some(FeatureType::Timestamp) => DataType::Int64,
-            Some(t @ (FeatureType::Bool
-            | FeatureType::Int32
-            | FeatureType::Int64
-            | FeatureType::Float32
-            | FeatureType::Float64)) => t.arrow_type(),
+            Some(
+                t @ (FeatureType::Bool
+                | FeatureType::Int32
+                | FeatureType::Int64
+                | FeatureType::Float32
+                | FeatureType::Float64),
+            ) => t.arrow_type(),
             Some(_) => return Err(IngestError::batch("not a plain CSV column type")),
         };
         fields.push(Field::new(field.name(), ty, true));

@@ -135,7 +135,12 @@ fn cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
     // After the command: state is field 3, utime 14 and stime 15 (1-based), in clock ticks.
-    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(14) + ticks(15)) / 100.0
 }
 
@@ -158,7 +163,14 @@ fn engine(spec: PipelineSpec, input: &Path, output: Option<&Path>) -> anyhow::Re
         let n = batch.column(4).as_primitive::<Int64Type>();
         let max = batch.column(5).as_primitive::<Float64Type>();
         for r in 0..batch.num_rows() {
-            rows.push((card.value(r), start.value(r), end.value(r), avg.value(r), n.value(r), max.value(r)));
+            rows.push((
+                card.value(r),
+                start.value(r),
+                end.value(r),
+                avg.value(r),
+                n.value(r),
+                max.value(r),
+            ));
         }
     };
     // Where the time goes: reading and parsing, windowing, building the output rows.
@@ -173,7 +185,11 @@ fn engine(spec: PipelineSpec, input: &Path, output: Option<&Path>) -> anyhow::Re
             continue;
         };
         let decoded = decode::decode(&plan, chunk.data);
-        anyhow::ensure!(decoded.malformed.is_empty(), "malformed: {:?}", decoded.malformed[0]);
+        anyhow::ensure!(
+            decoded.malformed.is_empty(),
+            "malformed: {:?}",
+            decoded.malformed[0]
+        );
         let decoded_at = Instant::now();
         t_decode += (decoded_at - at).as_secs_f64();
         if let Some(batch) = decoded.rows {

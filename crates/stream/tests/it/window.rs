@@ -644,3 +644,79 @@ fn bad_definitions_are_refused_with_the_part_and_reason() {
         FeatureType::Embedding { dim: 3 }
     );
 }
+
+#[test]
+fn keys_of_several_columns_group_like_a_batch_recomputation_and_restore() {
+    let text = r#"
+name = "by_card_and_merchant"
+[source]
+kind = "file"
+path = "e.csv"
+[input]
+key = ["card", "merchant"]
+event_time = "ts"
+columns = [
+  { name = "card", type = "int64" },
+  { name = "ts", type = "timestamp" },
+  { name = "amount", type = "float64" },
+  { name = "merchant", type = "string" },
+  { name = "qty", type = "int64" },
+]
+[window]
+kind = "tumbling"
+size = "5m"
+out_of_orderness = "1m"
+[output]
+feature_group = "out"
+[[aggregations]]
+name = "n"
+agg = "count"
+[[aggregations]]
+name = "total"
+agg = "sum"
+column = "qty"
+"#;
+    let plan = Arc::new(PipelineSpec::parse("k.toml", text).unwrap().plan().unwrap());
+    let mut rng = StdRng::seed_from_u64(9);
+    let all = events(&mut rng, 6, 800, 60 * MINUTE);
+    let arrivals = arrival_order(&mut rng, &all, MINUTE);
+    let half = arrivals.len() / 2;
+    // Half the events, a checkpoint, a new operator restored from it, the other half.
+    let mut first = WindowOperator::new(plan.clone()).unwrap();
+    let mut out = Vec::new();
+    first.process(&batch(&arrivals[..half]), 0, 0).unwrap();
+    out.extend(first.take_emissions());
+    let delta = first.checkpoint_delta().unwrap();
+    let mut second = WindowOperator::new(plan.clone()).unwrap();
+    second
+        .restore(
+            delta.puts.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            &delta.partitions,
+        )
+        .unwrap();
+    second.process(&batch(&arrivals[half..]), 0, 0).unwrap();
+    second.finish();
+    out.extend(second.take_emissions());
+    let out = second.to_batch(&out).unwrap();
+
+    let card: &Int64Array = out.column(0).as_primitive();
+    let merchant: &StringArray = out.column(1).as_string();
+    let start: &TimestampMicrosecondArray = out.column(2).as_primitive();
+    let n: &Int64Array = out.column(4).as_primitive();
+    let total: &Int64Array = out.column(5).as_primitive();
+    let mut got = BTreeMap::new();
+    for r in 0..out.num_rows() {
+        let key = (card.value(r), merchant.value(r).to_owned(), start.value(r));
+        assert!(got.insert(key, (n.value(r), total.value(r))).is_none());
+    }
+    let mut expected: BTreeMap<(i64, String, i64), (i64, i64)> = BTreeMap::new();
+    for e in &all {
+        let start = e.t.div_euclid(5 * MINUTE) * 5 * MINUTE;
+        let entry = expected
+            .entry((e.card, e.merchant.clone(), start))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += e.qty;
+    }
+    assert_eq!(got, expected);
+}
