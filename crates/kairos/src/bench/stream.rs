@@ -219,7 +219,7 @@ fn engine(spec: PipelineSpec, input: &Path, output: Option<&Path>) -> anyhow::Re
         input.display()
     );
     if let Some(path) = output {
-        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        rows.sort_by_key(|r| (r.0, r.1));
         let mut out = BufWriter::new(std::fs::File::create(path)?);
         for (card, start, end, avg, n, max) in rows {
             writeln!(out, "{card},{start},{end},{avg:?},{n},{max:?}")?;
