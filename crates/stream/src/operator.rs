@@ -126,6 +126,8 @@ pub struct WindowOperator {
     late: Vec<(KeyId, i64)>,
     out: Vec<Emission>,
     counts: OperatorCounts,
+    /// Windows held now (kept as a count: status asks for it after every chunk).
+    open_windows: u64,
 }
 
 impl std::fmt::Debug for WindowOperator {
@@ -226,6 +228,7 @@ impl WindowOperator {
             late: Vec::new(),
             out: Vec::new(),
             counts: OperatorCounts::default(),
+            open_windows: 0,
         })
     }
 
@@ -245,7 +248,7 @@ impl WindowOperator {
 
     pub fn counts(&self) -> OperatorCounts {
         OperatorCounts {
-            open_windows: self.windows.iter().map(|w| w.len() as u64).sum(),
+            open_windows: self.open_windows,
             ..self.counts
         }
     }
@@ -477,6 +480,7 @@ impl WindowOperator {
                         in_checkpoint_list: false,
                     },
                 );
+                self.open_windows += 1;
                 let (time, kind) = if closed {
                     (
                         end.saturating_add(self.plan.allowed_lateness),
@@ -557,6 +561,7 @@ impl WindowOperator {
         let mut merged: Option<Window> = None;
         for &i in overlapping.iter().rev() {
             let w = list.remove(i);
+            self.open_windows -= 1;
             self.touched.push((key, w.start));
             start = start.min(w.start);
             end = end.max(w.end);
@@ -618,6 +623,7 @@ impl WindowOperator {
         let list = &mut self.windows[key as usize];
         let at = list.partition_point(|x| x.start < start);
         list.insert(at, w);
+        self.open_windows += 1;
         true
     }
 
@@ -732,6 +738,7 @@ impl WindowOperator {
         let list = &mut self.windows[key as usize];
         if let Some(at) = list.iter().position(|w| w.start == start) {
             list.remove(at);
+            self.open_windows -= 1;
             self.touched.push((key, start));
         }
     }
@@ -833,6 +840,7 @@ impl WindowOperator {
             let list = &mut self.windows[id as usize];
             let at = list.partition_point(|x| x.start < w.start);
             list.insert(at, w);
+            self.open_windows += 1;
         }
         Ok(())
     }

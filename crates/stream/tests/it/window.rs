@@ -315,6 +315,11 @@ fn run(
     op.finish();
     let emitted = op.take_emissions();
     rows.extend(rows_of(plan, &op.to_batch(&emitted).unwrap()));
+    assert_eq!(
+        op.counts().open_windows,
+        0,
+        "every window is purged at the end"
+    );
     (op, rows)
 }
 
