@@ -380,6 +380,7 @@ impl Run {
             );
         }
         let mut source = Source::open(
+            self.name(),
             &self.def.spec.source,
             self.plan.format,
             &self.store,
@@ -403,6 +404,7 @@ impl Run {
         loop {
             if self.control.stop.load(Ordering::SeqCst) || stop_file.exists() {
                 self.checkpoint(&checkpoints, &mut progress).await?;
+                source.checkpointed(&progress.committed_positions);
                 self.report(&progress);
                 let _ = std::fs::remove_file(&stop_file);
                 return Ok(RunState::Stopped);
@@ -435,6 +437,11 @@ impl Run {
                         );
                     }
                     progress.positions.insert(chunk.partition, chunk.next);
+                    // A Kafka consumer's partitions can change; each counts towards the
+                    // watermark from when it is assigned.
+                    for p in source.partitions() {
+                        progress.op.add_partition(p);
+                    }
                 }
                 Poll::Idle => {}
                 Poll::End => {
@@ -453,6 +460,7 @@ impl Run {
             }
             if now >= next_barrier {
                 self.checkpoint(&checkpoints, &mut progress).await?;
+                source.checkpointed(&progress.committed_positions);
                 next_barrier = now + interval;
             }
             self.report(&progress);

@@ -118,6 +118,7 @@ pub enum Source {
     Parquet(ParquetFile),
     Stream(StreamSource),
     Group(GroupSource),
+    Kafka(KafkaSource),
 }
 
 impl std::fmt::Debug for Source {
@@ -127,13 +128,15 @@ impl std::fmt::Debug for Source {
             Source::Parquet(_) => "Source::Parquet",
             Source::Stream(_) => "Source::Stream",
             Source::Group(_) => "Source::Group",
+            Source::Kafka(_) => "Source::Kafka",
         })
     }
 }
 
 impl Source {
-    /// Opens the source of `spec` at `positions` (partition 0 when empty: from the start).
+    /// Opens the source of `spec` for pipeline `pipeline` at `positions` (none: from the start).
     pub fn open(
+        pipeline: &str,
         spec: &SourceSpec,
         format: Format,
         store: &FeatureStore,
@@ -147,6 +150,21 @@ impl Source {
                 log: streams.log(stream)?,
                 position: at.unwrap_or(0),
             }),
+            SourceSpec::Kafka {
+                brokers,
+                topic,
+                group,
+                properties,
+                ..
+            } => Source::Kafka(KafkaSource::open(
+                brokers,
+                topic,
+                group
+                    .clone()
+                    .unwrap_or_else(|| format!("kairos-{pipeline}")),
+                properties,
+                positions,
+            )?),
             SourceSpec::FeatureGroup { name, version } => {
                 store.describe(name, *version)?;
                 Source::Group(GroupSource {
@@ -177,9 +195,20 @@ impl Source {
         }
     }
 
-    /// The partitions this source reads.
+    /// The partitions this source reads now (a Kafka consumer's assignment changes).
     pub fn partitions(&self) -> Vec<u32> {
-        vec![0]
+        match self {
+            Source::Kafka(k) => k.assigned(),
+            _ => vec![0],
+        }
+    }
+
+    /// Tells the source that a checkpoint holding `positions` is durable (Kafka commits them
+    /// for its consumer group, so a new owner of a partition starts there).
+    pub fn checkpointed(&self, positions: &BTreeMap<u32, u64>) {
+        if let Source::Kafka(k) = self {
+            k.commit(positions);
+        }
     }
 
     /// Reads what is there, waiting up to `wait` for events on unbounded sources.
@@ -189,6 +218,7 @@ impl Source {
             Source::Parquet(f) => f.poll(),
             Source::Stream(s) => s.poll(wait).await,
             Source::Group(g) => g.poll(wait).await,
+            Source::Kafka(k) => k.poll(wait),
         }
     }
 }
@@ -381,5 +411,137 @@ impl GroupSource {
             next: self.position,
             arrived_at: None,
         }))
+    }
+}
+
+/// Messages read per poll of a Kafka source at most.
+const KAFKA_BATCH: usize = 8192;
+
+/// A Kafka topic read in a consumer group. Offsets are committed to Kafka only after the
+/// checkpoint that holds them is durable, so Kafka's committed offset is never ahead of a
+/// checkpoint; messages before a checkpoint's position (re-delivered after a restart) are
+/// skipped, so each message counts once.
+pub struct KafkaSource {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topic: String,
+    /// Per partition, the offset of the next message to count.
+    positions: BTreeMap<u32, u64>,
+    /// Chunks read but not yet handed out.
+    pending: std::collections::VecDeque<Chunk>,
+}
+
+impl KafkaSource {
+    fn open(
+        brokers: &str,
+        topic: &str,
+        group: String,
+        properties: &BTreeMap<String, String>,
+        positions: &BTreeMap<u32, u64>,
+    ) -> Result<KafkaSource> {
+        use rdkafka::consumer::Consumer;
+        let kafka = |e: rdkafka::error::KafkaError| {
+            StoreError::BadRequest(format!("Kafka topic '{topic}' at {brokers}: {e}"))
+        };
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("auto.offset.reset", "earliest");
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        // What exactly-once needs cannot be overridden.
+        let consumer: rdkafka::consumer::BaseConsumer = config
+            .set("bootstrap.servers", brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .map_err(kafka)?;
+        consumer.subscribe(&[topic]).map_err(kafka)?;
+        Ok(KafkaSource {
+            consumer,
+            topic: topic.to_owned(),
+            positions: positions.clone(),
+            pending: std::collections::VecDeque::new(),
+        })
+    }
+
+    fn assigned(&self) -> Vec<u32> {
+        use rdkafka::consumer::Consumer;
+        self.consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .map(|e| e.partition() as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<Poll> {
+        use rdkafka::message::Message;
+        if let Some(chunk) = self.pending.pop_front() {
+            return Ok(Poll::Chunk(chunk));
+        }
+        // Messages of one poll grouped by partition: one chunk is one partition's run.
+        let mut by_partition: BTreeMap<u32, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut timeout = wait;
+        for _ in 0..KAFKA_BATCH {
+            let Some(message) = self.consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            let message = message.map_err(|e| {
+                StoreError::Unavailable(format!("Kafka topic '{}': {e}", self.topic))
+            })?;
+            let partition = message.partition() as u32;
+            let offset = message.offset() as u64;
+            if offset < self.positions.get(&partition).copied().unwrap_or(0) {
+                continue; // counted before the checkpoint this run resumed from
+            }
+            let entry = by_partition.entry(partition).or_default();
+            if let Some(payload) = message.payload() {
+                entry.0.extend_from_slice(payload);
+                if !payload.ends_with(b"\n") {
+                    entry.0.push(b'\n');
+                }
+            }
+            entry.1 = offset + 1;
+        }
+        // One chunk per partition (each has its own watermark); the rest wait here.
+        for (partition, (body, next)) in by_partition {
+            self.positions.insert(partition, next);
+            self.pending.push_back(Chunk {
+                partition,
+                data: ChunkData::Raw(vec![Bytes::from(body)]),
+                next,
+                arrived_at: None,
+            });
+        }
+        Ok(self.pending.pop_front().map_or(Poll::Idle, Poll::Chunk))
+    }
+
+    /// Commits `positions` for the consumer group (asynchronously: a lost commit only means a
+    /// new owner re-reads and skips a little).
+    fn commit(&self, positions: &BTreeMap<u32, u64>) {
+        use rdkafka::consumer::{CommitMode, Consumer};
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (p, offset) in positions {
+            let _ = list.add_partition_offset(
+                &self.topic,
+                *p as i32,
+                rdkafka::Offset::Offset(*offset as i64),
+            );
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(topic = %self.topic, error = %e, "Kafka offset commit failed; the checkpoint still holds the positions");
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    /// Leaves the consumer group now, so its partitions go to another member without waiting
+    /// for the session to time out.
+    fn drop(&mut self) {
+        rdkafka::consumer::Consumer::unsubscribe(&self.consumer);
     }
 }

@@ -70,6 +70,21 @@ pub enum SourceSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         format: Option<String>,
     },
+    /// An Apache Kafka topic, read in a consumer group; offsets are committed to Kafka only
+    /// after the checkpoint that holds them.
+    Kafka {
+        /// `bootstrap.servers`.
+        brokers: String,
+        topic: String,
+        /// The consumer group (default `kairos-<pipeline>`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<String>,
+        /// More librdkafka consumer properties (security, timeouts), as Kafka names them.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        properties: std::collections::BTreeMap<String, String>,
+    },
     /// The rows written to another feature group, so pipelines chain.
     FeatureGroup {
         name: String,
@@ -83,7 +98,9 @@ impl SourceSpec {
     pub fn format(&self) -> Result<Format> {
         let (named, fallback) = match self {
             SourceSpec::File { path, format, .. } => (format.as_deref(), path.as_str()),
-            SourceSpec::Http { format, .. } => (format.as_deref(), "jsonl"),
+            SourceSpec::Http { format, .. } | SourceSpec::Kafka { format, .. } => {
+                (format.as_deref(), "jsonl")
+            }
             SourceSpec::FeatureGroup { .. } => (None, "arrow"),
         };
         let name = named.unwrap_or(fallback);

@@ -339,3 +339,140 @@ agg = "count"
     pipelines.close().await;
     store.close().await;
 }
+
+const KAFKA_SPEC: &str = r#"
+name = "NAME"
+checkpoint_interval = "20ms"
+[source]
+SOURCE
+[input]
+key = "cc_num"
+event_time = "ts"
+columns = [
+  { name = "cc_num", type = "int64" },
+  { name = "ts", type = "timestamp" },
+  { name = "amount", type = "float64" },
+]
+[window]
+kind = "tumbling"
+size = "10m"
+out_of_orderness = "1m"
+[output]
+feature_group = "NAME"
+[[aggregations]]
+name = "n"
+agg = "count"
+[[aggregations]]
+name = "max_amount"
+agg = "max"
+column = "amount"
+"#;
+
+/// A Kafka topic of two partitions on librdkafka's mock cluster, read by a pipeline that is
+/// stopped and resumed, gives the same windows as the same events replayed from a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_topic_read_in_a_consumer_group_gives_the_windows_a_file_replay_gives() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("transactions", 2, 1).unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let flush_at = 1_700_000_000 + 86_400;
+    let mut lines: Vec<(usize, String)> = events(4000)
+        .enumerate()
+        .map(|(i, (card, t))| {
+            (
+                card,
+                format!(
+                    "{{\"cc_num\": {card}, \"ts\": {t}, \"amount\": {}.5}}",
+                    (i * 31) % 500
+                ),
+            )
+        })
+        .collect();
+    // One late-in-the-day event per partition closes every window of the test.
+    lines.push((
+        0,
+        format!("{{\"cc_num\": 0, \"ts\": {flush_at}, \"amount\": 1.0}}"),
+    ));
+    lines.push((
+        1,
+        format!("{{\"cc_num\": 1, \"ts\": {flush_at}, \"amount\": 1.0}}"),
+    ));
+    for (card, line) in &lines {
+        let key = card.to_string();
+        producer
+            .send(
+                BaseRecord::to("transactions")
+                    .key(&key)
+                    .payload(line)
+                    .partition((card % 2) as i32),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let pipelines = Pipelines::new(store.clone());
+    let kafka_source = format!(
+        "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"transactions\"\nproperties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"200\" }}",
+        cluster.bootstrap_servers()
+    );
+    let kafka = KAFKA_SPEC
+        .replace("NAME", "from_kafka")
+        .replace("SOURCE", &kafka_source);
+    pipelines
+        .apply(PipelineSpec::parse("k.toml", &kafka).unwrap())
+        .await
+        .unwrap();
+    // Start, stop after a moment, start again: the second run resumes from the checkpoint.
+    pipelines.start("from_kafka").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pipelines.stop("from_kafka").await.unwrap();
+    pipelines.start("from_kafka").await.unwrap();
+    for _ in 0..1500 {
+        let status = pipelines.status("from_kafka").await.unwrap();
+        if status.events == lines.len() as u64 && status.epoch > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = pipelines.stop("from_kafka").await.unwrap();
+    assert_eq!(status.events, lines.len() as u64, "{status:?}");
+    assert_eq!(status.late, 0);
+
+    // The same events from a file.
+    let path = dir.path().join("events.jsonl");
+    let body: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+    std::fs::write(&path, body).unwrap();
+    let file_source = format!("kind = \"file\"\npath = \"{}\"", path.display());
+    let file = KAFKA_SPEC
+        .replace("NAME", "from_file")
+        .replace("SOURCE", &file_source);
+    pipelines
+        .apply(PipelineSpec::parse("f.toml", &file).unwrap())
+        .await
+        .unwrap();
+    pipelines.start("from_file").await.unwrap();
+    pipelines.wait("from_file").await.unwrap();
+
+    store.wait_materialised("from_kafka", None).await.unwrap();
+    store.wait_materialised("from_file", None).await.unwrap();
+    let flush_window = (flush_at / 600 * 600) * 1_000_000;
+    let closed = |rows: Vec<String>| -> Vec<String> {
+        rows.into_iter()
+            .filter(|r| !r.contains(&kairos_types::value::format_timestamp(flush_window)[..16]))
+            .collect()
+    };
+    let from_kafka = closed(offline_rows(&store, "from_kafka").await);
+    let from_file = closed(offline_rows(&store, "from_file").await);
+    assert!(from_file.len() > 300, "{} rows", from_file.len());
+    assert_eq!(from_kafka, from_file);
+    pipelines.close().await;
+    store.close().await;
+}
