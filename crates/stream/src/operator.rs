@@ -481,26 +481,12 @@ impl WindowOperator {
                     },
                 );
                 self.open_windows += 1;
-                let (time, kind) = if closed {
-                    (
-                        end.saturating_add(self.plan.allowed_lateness),
-                        TimerKind::Purge,
-                    )
-                } else {
-                    (end, TimerKind::Close)
-                };
-                self.timers
-                    .entry(time)
-                    .or_default()
-                    .push((key, start, kind));
+                self.schedule(key, start, end, closed);
                 at
             }
         };
         let w = &mut self.windows[key as usize][at];
-        for ((acc, agg), input) in w.accs.iter_mut().zip(&self.plan.aggs).zip(inputs) {
-            acc.update(input.datum(row), t, agg.input.is_none());
-        }
-        w.last_arrival = w.last_arrival.max(arrival);
+        Self::fold_row(w, &self.plan, inputs, row, t, arrival);
         Self::mark(
             w,
             key,
@@ -510,6 +496,38 @@ impl WindowOperator {
             self.plan.early_emit.is_some(),
         );
         true
+    }
+
+    /// Folds row `row` (event time `t`, arrived at `arrival`) into window `w`.
+    fn fold_row(
+        w: &mut Window,
+        plan: &Plan,
+        inputs: &[Input<'_>],
+        row: usize,
+        t: i64,
+        arrival: i64,
+    ) {
+        for ((acc, agg), input) in w.accs.iter_mut().zip(&plan.aggs).zip(inputs) {
+            acc.update(input.datum(row), t, agg.input.is_none());
+        }
+        w.last_arrival = w.last_arrival.max(arrival);
+    }
+
+    /// The timer of window (key, start): it closes at its end, or, already closed, is purged
+    /// once the allowed lateness has passed too.
+    fn schedule(&mut self, key: KeyId, start: i64, end: i64, closed: bool) {
+        let (time, kind) = if closed {
+            (
+                end.saturating_add(self.plan.allowed_lateness),
+                TimerKind::Purge,
+            )
+        } else {
+            (end, TimerKind::Close)
+        };
+        self.timers
+            .entry(time)
+            .or_default()
+            .push((key, start, kind));
     }
 
     fn mark(
@@ -599,19 +617,8 @@ impl WindowOperator {
         };
         w.start = start;
         w.end = end;
-        for ((acc, agg), input) in w.accs.iter_mut().zip(&self.plan.aggs).zip(inputs) {
-            acc.update(input.datum(row), t, agg.input.is_none());
-        }
-        w.last_arrival = w.last_arrival.max(arrival);
-        let (time, kind) = if closed {
-            (end.saturating_add(lateness), TimerKind::Purge)
-        } else {
-            (end, TimerKind::Close)
-        };
-        self.timers
-            .entry(time)
-            .or_default()
-            .push((key, start, kind));
+        Self::fold_row(&mut w, &self.plan, inputs, row, t, arrival);
+        self.schedule(key, start, end, closed);
         Self::mark(
             &mut w,
             key,
@@ -659,11 +666,7 @@ impl WindowOperator {
                         if purge_at <= watermark {
                             self.purge(key, start);
                         } else {
-                            self.timers.entry(purge_at).or_default().push((
-                                key,
-                                start,
-                                TimerKind::Purge,
-                            ));
+                            self.schedule(key, start, time, true);
                         }
                     }
                     TimerKind::Purge => {
@@ -818,18 +821,7 @@ impl WindowOperator {
                 StreamError::Checkpoint(format!("window state does not decode: {e}"))
             })?;
             let id = self.intern(key);
-            let (time, kind) = if w.closed {
-                (
-                    w.end.saturating_add(self.plan.allowed_lateness),
-                    TimerKind::Purge,
-                )
-            } else {
-                (w.end, TimerKind::Close)
-            };
-            self.timers
-                .entry(time)
-                .or_default()
-                .push((id, w.start, kind));
+            self.schedule(id, w.start, w.end, w.closed);
             if w.dirty {
                 if w.closed {
                     self.late.push((id, w.start));
