@@ -14,7 +14,7 @@ pub mod runner;
 pub mod source;
 pub mod telemetry;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -32,15 +32,35 @@ pub struct Pipelines {
     store: FeatureStore,
     streams: Arc<Streams>,
     running: Mutex<HashMap<String, PipelineHandle>>,
+    /// Streams some applied pipeline reads (pushes to others are refused), kept here so a push
+    /// does not read the catalog.
+    http_streams: std::sync::RwLock<HashSet<String>>,
+}
+
+/// The HTTP stream a definition reads, if it has an HTTP source.
+fn http_stream(spec: &PipelineSpec) -> Option<&str> {
+    match &spec.source {
+        kairos_stream::SourceSpec::Http { stream, .. } => Some(stream),
+        _ => None,
+    }
 }
 
 impl Pipelines {
     pub fn new(store: FeatureStore) -> Pipelines {
         let streams = Arc::new(Streams::new(&store.config().data_dir));
+        let defs = store.catalog().list_pipelines().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot list pipelines");
+            Vec::new()
+        });
+        let http_streams = defs
+            .iter()
+            .filter_map(|d| http_stream(&d.spec).map(str::to_owned))
+            .collect();
         Pipelines {
             store,
             streams,
             running: Mutex::new(HashMap::new()),
+            http_streams: std::sync::RwLock::new(http_streams),
         }
     }
 
@@ -53,6 +73,12 @@ impl Pipelines {
     pub async fn apply(&self, spec: PipelineSpec) -> Result<PipelineDef> {
         let plan = spec.plan()?;
         runner::ensure_output(&self.store, &plan).await?;
+        if let Some(stream) = http_stream(&spec) {
+            self.http_streams
+                .write()
+                .expect("lock")
+                .insert(stream.to_owned());
+        }
         if let Some(latest) = self.store.catalog().get_pipeline(&spec.name, None)?
             && latest.spec == spec
         {
@@ -179,10 +205,7 @@ impl Pipelines {
     /// Appends a body of events to stream `stream` durably; pipelines with an HTTP source of
     /// that name read it. Returns the body's position in the stream.
     pub async fn push(&self, stream: &str, body: Bytes) -> Result<u64> {
-        let known = self.latest_definitions()?.iter().any(|d| {
-            matches!(&d.spec.source, kairos_stream::SourceSpec::Http { stream: s, .. } if s == stream)
-        });
-        if !known {
+        if !self.http_streams.read().expect("lock").contains(stream) {
             return Err(StoreError::NotFound(format!(
                 "no pipeline reads stream '{stream}'; apply one with source kind = \"http\" first"
             )));

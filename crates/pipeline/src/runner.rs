@@ -144,6 +144,7 @@ impl Control {
 }
 
 const STATUS_FILE: &str = "status.json";
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// A pipeline running on its thread.
 #[derive(Debug)]
@@ -336,6 +337,7 @@ struct Progress {
     committed_positions: BTreeMap<u32, u64>,
     malformed: u64,
     dead: DeadLetters,
+    persisted_at: Instant,
 }
 
 fn now_micros() -> i64 {
@@ -360,6 +362,7 @@ impl Run {
             committed_positions: BTreeMap::new(),
             malformed: 0,
             dead: DeadLetters::open(&self.dir.join("dead_letter.jsonl"))?,
+            persisted_at: Instant::now(),
         };
         if let Some((meta, windows)) = checkpoints.load()? {
             self.recover(&meta).await?;
@@ -503,7 +506,13 @@ impl Run {
         let Some(pending) = &meta.pending else {
             return Ok(());
         };
-        let batch = decode_ipc(&pending.ipc)?;
+        // The rows as the checkpoint holds them: an Arrow IPC stream in the output's schema.
+        let batch = kairos_types::ingest::decode(
+            &self.plan.output,
+            kairos_types::Format::ArrowIpc,
+            bytes::Bytes::from(pending.ipc.clone()),
+        )
+        .map_err(|e| StoreError::Internal(format!("checkpoint's pending rows: {e}")))?;
         self.store
             .append_once(
                 self.group(),
@@ -574,7 +583,12 @@ impl Run {
         }
         telemetry::checkpoint(self.name());
         self.report(progress);
-        self.control.persist(&self.dir);
+        // For other processes' `status`: once a second is enough (and the thread writes it
+        // once more when the pipeline ends).
+        if progress.persisted_at.elapsed() >= STATUS_EVERY {
+            self.control.persist(&self.dir);
+            progress.persisted_at = Instant::now();
+        }
         Ok(())
     }
 
@@ -632,16 +646,6 @@ fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
     writer.finish().map_err(StoreError::internal)?;
     drop(writer);
     Ok(buf)
-}
-
-fn decode_ipc(bytes: &[u8]) -> Result<RecordBatch> {
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-        .map_err(StoreError::internal)?;
-    let schema = reader.schema();
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(StoreError::internal)?;
-    arrow::compute::concat_batches(&schema, &batches).map_err(StoreError::internal)
 }
 
 /// Replays a file at `speed` times the pace its event times say.

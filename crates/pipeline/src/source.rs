@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -245,13 +245,9 @@ impl TextFile {
         let mut start = 0;
         if format == Format::Csv {
             let mut first = Vec::new();
-            let mut byte = [0u8; 1];
-            while file.read(&mut byte).map_err(io_error(&path))? == 1 {
-                first.push(byte[0]);
-                if byte[0] == b'\n' {
-                    break;
-                }
-            }
+            std::io::BufReader::new(&mut file)
+                .read_until(b'\n', &mut first)
+                .map_err(io_error(&path))?;
             start = first.len() as u64;
             header = Some(Bytes::from(first));
         }

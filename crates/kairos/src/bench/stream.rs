@@ -59,16 +59,21 @@ pub fn write_data(args: &DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmark's pipeline over `input`.
-fn spec(input: &Path) -> anyhow::Result<PipelineSpec> {
+/// The lecture's aggregation, 10-minute tumbling avg, count and max of amount per card, as
+/// pipeline `name` over `source` (a TOML `[source]` body) with checkpoints every `interval`;
+/// `window` adds lines to the `[window]` table.
+fn card_spec(
+    name: &str,
+    source: &str,
+    interval: &str,
+    window: &str,
+) -> anyhow::Result<PipelineSpec> {
     let text = format!(
         r#"
-name = "bench_card_10m"
-checkpoint_interval = "1s"
+name = "{name}"
+checkpoint_interval = "{interval}"
 [source]
-kind = "file"
-path = "{}"
-format = "csv"
+{source}
 [input]
 key = "cc_num"
 event_time = "ts"
@@ -80,9 +85,9 @@ columns = [
 [window]
 kind = "tumbling"
 size = "10m"
-out_of_orderness = "30s"
+{window}
 [output]
-feature_group = "bench_card_10m"
+feature_group = "{name}"
 [[aggregations]]
 name = "avg_amount"
 agg = "avg"
@@ -94,10 +99,22 @@ agg = "count"
 name = "max_amount"
 agg = "max"
 column = "amount"
-"#,
-        input.display()
+"#
     );
-    Ok(PipelineSpec::parse("bench.toml", &text)?)
+    Ok(PipelineSpec::parse(&format!("{name}.toml"), &text)?)
+}
+
+/// The benchmark's pipeline over `input`.
+fn spec(input: &Path) -> anyhow::Result<PipelineSpec> {
+    card_spec(
+        "bench_card_10m",
+        &format!(
+            "kind = \"file\"\npath = \"{}\"\nformat = \"csv\"",
+            input.display()
+        ),
+        "1s",
+        "out_of_orderness = \"30s\"",
+    )
 }
 
 #[derive(Debug, clap::Args)]
@@ -286,43 +303,15 @@ pub struct FreshnessArgs {
 /// reads the pipeline's freshness percentiles (arrival in the stream to visible online).
 pub async fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     let remote = Remote::new(&args.url);
-    let text = format!(
-        r#"
-name = "bench_fresh"
-checkpoint_interval = "{i}"
-[source]
-kind = "http"
-stream = "bench_card_events"
-[input]
-key = "cc_num"
-event_time = "ts"
-columns = [
-  {{ name = "cc_num", type = "int64" }},
-  {{ name = "ts", type = "timestamp" }},
-  {{ name = "amount", type = "float64" }},
-]
-[window]
-kind = "tumbling"
-size = "10m"
-out_of_orderness = "5s"
-early_emit = "{i}"
-[output]
-feature_group = "bench_fresh_10m"
-[[aggregations]]
-name = "avg_amount"
-agg = "avg"
-column = "amount"
-[[aggregations]]
-name = "n"
-agg = "count"
-[[aggregations]]
-name = "max_amount"
-agg = "max"
-column = "amount"
-"#,
-        i = args.interval
-    );
-    let spec = PipelineSpec::parse("fresh.toml", &text)?;
+    let spec = card_spec(
+        "bench_fresh",
+        "kind = \"http\"\nstream = \"bench_card_events\"",
+        &args.interval,
+        &format!(
+            "out_of_orderness = \"5s\"\nearly_emit = \"{}\"",
+            args.interval
+        ),
+    )?;
     remote
         .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
         .await?;
