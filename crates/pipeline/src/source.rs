@@ -205,7 +205,7 @@ impl Source {
 
     /// Tells the source that a checkpoint holding `positions` is durable (Kafka commits them
     /// for its consumer group, so a new owner of a partition starts there).
-    pub fn checkpointed(&self, positions: &BTreeMap<u32, u64>) {
+    pub fn checkpointed(&mut self, positions: &BTreeMap<u32, u64>) {
         if let Source::Kafka(k) = self {
             k.commit(positions);
         }
@@ -424,6 +424,8 @@ pub struct KafkaSource {
     positions: BTreeMap<u32, u64>,
     /// Chunks read but not yet handed out.
     pending: std::collections::VecDeque<Chunk>,
+    /// What was last committed to Kafka, per partition.
+    committed: BTreeMap<u32, u64>,
 }
 
 impl KafkaSource {
@@ -457,6 +459,7 @@ impl KafkaSource {
             topic: topic.to_owned(),
             positions: positions.clone(),
             pending: std::collections::VecDeque::new(),
+            committed: BTreeMap::new(),
         })
     }
 
@@ -517,16 +520,29 @@ impl KafkaSource {
     }
 
     /// Commits `positions` for the consumer group (asynchronously: a lost commit only means a
-    /// new owner re-reads and skips a little).
-    fn commit(&self, positions: &BTreeMap<u32, u64>) {
+    /// new owner re-reads and skips a little). Only the partitions assigned now, and only those
+    /// that moved: a commit from a consumer that is not (yet) a member of the group fails with
+    /// "unknown member" and makes librdkafka restart its join, so committing at every barrier
+    /// while joining would keep it from ever joining.
+    fn commit(&mut self, positions: &BTreeMap<u32, u64>) {
         use rdkafka::consumer::{CommitMode, Consumer};
         let mut list = rdkafka::TopicPartitionList::new();
-        for (p, offset) in positions {
+        for p in self.assigned() {
+            let Some(offset) = positions.get(&p) else {
+                continue;
+            };
+            if self.committed.get(&p) == Some(offset) {
+                continue;
+            }
             let _ = list.add_partition_offset(
                 &self.topic,
-                *p as i32,
+                p as i32,
                 rdkafka::Offset::Offset(*offset as i64),
             );
+            self.committed.insert(p, *offset);
+        }
+        if list.count() == 0 {
+            return;
         }
         if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
             tracing::warn!(topic = %self.topic, error = %e, "Kafka offset commit failed; the checkpoint still holds the positions");

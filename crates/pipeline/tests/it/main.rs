@@ -369,7 +369,7 @@ column = "amount"
 "#;
 
 /// A Kafka topic of two partitions on librdkafka's mock cluster, read by a pipeline that is
-/// stopped and resumed, gives the same windows as the same events replayed from a file.
+/// stopped half-way and resumed, gives the same windows as the same events replayed from a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_topic_read_in_a_consumer_group_gives_the_windows_a_file_replay_gives() {
     use rdkafka::mocking::MockCluster;
@@ -403,18 +403,22 @@ async fn a_kafka_topic_read_in_a_consumer_group_gives_the_windows_a_file_replay_
         1,
         format!("{{\"cc_num\": 1, \"ts\": {flush_at}, \"amount\": 1.0}}"),
     ));
-    for (card, line) in &lines {
-        let key = card.to_string();
-        producer
-            .send(
-                BaseRecord::to("transactions")
-                    .key(&key)
-                    .payload(line)
-                    .partition((card % 2) as i32),
-            )
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let produce = |lines: &[(usize, String)]| {
+        for (card, line) in lines {
+            let key = card.to_string();
+            producer
+                .send(
+                    BaseRecord::to("transactions")
+                        .key(&key)
+                        .payload(line)
+                        .partition((card % 2) as i32),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    let half = lines.len() / 2;
+    produce(&lines[..half]);
 
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
@@ -430,18 +434,27 @@ async fn a_kafka_topic_read_in_a_consumer_group_gives_the_windows_a_file_replay_
         .apply(PipelineSpec::parse("k.toml", &kafka).unwrap())
         .await
         .unwrap();
-    // Start, stop after a moment, start again: the second run resumes from the checkpoint.
-    pipelines.start("from_kafka").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    pipelines.stop("from_kafka").await.unwrap();
-    pipelines.start("from_kafka").await.unwrap();
-    for _ in 0..1500 {
-        let status = pipelines.status("from_kafka").await.unwrap();
-        if status.events == lines.len() as u64 && status.epoch > 0 {
-            break;
+    // The first run reads the first half and stops; the second half arrives while it is down;
+    // the second run resumes from the checkpoint and reads only the second half.
+    let events_reach = |n: usize| {
+        let pipelines = &pipelines;
+        async move {
+            for _ in 0..1500 {
+                let status = pipelines.status("from_kafka").await.unwrap();
+                if status.events >= n as u64 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    pipelines.start("from_kafka").await.unwrap();
+    events_reach(half).await;
+    let first = pipelines.stop("from_kafka").await.unwrap();
+    assert_eq!(first.events, half as u64, "{first:?}");
+    produce(&lines[half..]);
+    pipelines.start("from_kafka").await.unwrap();
+    events_reach(lines.len()).await;
     let status = pipelines.stop("from_kafka").await.unwrap();
     assert_eq!(status.events, lines.len() as u64, "{status:?}");
     assert_eq!(status.late, 0);
