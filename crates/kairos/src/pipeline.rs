@@ -32,6 +32,19 @@ pub enum PipelineCommand {
     /// Stop a running pipeline after a last checkpoint: in the server with --url, or a
     /// `kairos pipeline run` on the same data dir.
     Stop { name: String },
+    /// Run one more worker of a Kafka pipeline in this process, beside the one the server at
+    /// --url runs: the workers share the topic's partitions through the consumer group, and
+    /// when one stops or dies the others take its partitions over from their checkpoints.
+    /// Rows are written through the server; partition checkpoints are kept in --data-dir,
+    /// which must be the server's (this machine, or a shared filesystem). Ctrl-C stops the
+    /// worker after a last checkpoint.
+    Worker {
+        /// The pipeline's definition file (applied to the server and run there too).
+        file: PathBuf,
+        /// This worker's name (its status and dead letters are kept under it).
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 pub async fn run(
@@ -39,6 +52,12 @@ pub async fn run(
     config: &Config,
     url: Option<&str>,
 ) -> anyhow::Result<()> {
+    if let PipelineCommand::Worker { file, id } = command {
+        let Some(url) = url else {
+            bail!("a worker writes through a server: give the server's --url");
+        };
+        return worker(config, url, &file, id).await;
+    }
     match url {
         Some(url) => run_remote(command, &Remote::new(url)).await,
         None => run_local(command, config).await,
@@ -88,6 +107,7 @@ async fn run_local(command: PipelineCommand, config: &Config) -> anyhow::Result<
             let def = definition(&catalog(data_dir)?, &name)?;
             print_json(&kairos_pipeline::runner::status_on_disk(data_dir, &def))
         }
+        PipelineCommand::Worker { .. } => unreachable!("run() handles workers"),
         PipelineCommand::Stop { name } => {
             let def = definition(&catalog(data_dir)?, &name)?;
             kairos_pipeline::runner::request_stop_on_disk(data_dir, &def)?;
@@ -166,6 +186,62 @@ async fn run_here(config: &Config, pipeline: &str) -> anyhow::Result<()> {
     result
 }
 
+/// Runs an extra worker of a pipeline the server at `url` runs too.
+async fn worker(config: &Config, url: &str, file: &Path, id: Option<String>) -> anyhow::Result<()> {
+    let spec = read_spec(file)?;
+    if !matches!(spec.source, SourceSpec::Kafka { .. }) {
+        bail!(
+            "only a pipeline reading Kafka runs as several workers (its consumer group shares the partitions)"
+        );
+    }
+    let remote = Remote::new(url);
+    let deployed = remote
+        .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
+        .await?;
+    let def: kairos_stream::spec::PipelineDef =
+        serde_json::from_value(deployed["pipeline"].clone())
+            .context("the server's answer has no pipeline definition")?;
+    let id = id.unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let placement = kairos_pipeline::Placement {
+        sink: kairos_pipeline::Sink::Server(kairos_pipeline::sink::Server::new(url)),
+        store: None,
+        streams: None,
+        data_dir: config.store.data_dir.clone(),
+        worker: Some(id.clone()),
+    };
+    let name = def.spec.name.clone();
+    let mut handle = kairos_pipeline::runner::spawn(placement, def).await?;
+    let bar = spinner(format!("pipeline {name}, worker {id}"));
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let status = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                bar.set_message(format!("worker {id}: stopping after a last checkpoint"));
+                break handle.stop().await;
+            }
+            _ = tick.tick() => {
+                if !handle.is_running() {
+                    break handle.join().await;
+                }
+                let s = handle.control.status();
+                bar.set_message(format!(
+                    "pipeline {name}, worker {id}: partitions {:?}, {} events, {} rows written, watermark {}",
+                    s.positions.keys().collect::<Vec<_>>(), s.events, s.rows_written,
+                    s.watermark.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+    };
+    bar.finish_and_clear();
+    if status.state == RunState::Failed {
+        bail!(
+            "worker {id} of pipeline {name} failed: {}",
+            status.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    print_json(&status)
+}
+
 async fn run_remote(command: PipelineCommand, remote: &Remote) -> anyhow::Result<()> {
     let value = match command {
         PipelineCommand::Apply { file } => {
@@ -196,6 +272,7 @@ async fn run_remote(command: PipelineCommand, remote: &Remote) -> anyhow::Result
                 .json(remote.request(Method::GET, &format!("/v1/pipelines/{name}")))
                 .await?
         }
+        PipelineCommand::Worker { .. } => unreachable!("run() handles workers"),
         PipelineCommand::Stop { name } => {
             remote
                 .json(remote.request(Method::POST, &format!("/v1/pipelines/{name}/stop")))

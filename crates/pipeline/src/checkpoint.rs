@@ -1,8 +1,13 @@
-//! The embedded checkpoint store: one redb file per pipeline version, holding the last
-//! checkpoint's metadata and every live window's state. One write transaction per checkpoint,
-//! durable on commit, so a checkpoint is there whole or not at all.
+//! The embedded checkpoint store: one redb file per source partition of a pipeline version,
+//! holding the partition's last checkpoint metadata and its live windows' state. One write
+//! transaction per checkpoint, durable on commit, so a checkpoint is there whole or not at all.
+//!
+//! redb locks its file while it is open, which makes the file a partition's ownership token
+//! among processes: a worker taking a partition over waits until the previous owner closed it
+//! (let the partition go, or died), so two workers never write one partition's checkpoint.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use kairos_store::{Result, StoreError};
 use kairos_stream::StateDelta;
@@ -35,6 +40,29 @@ impl CheckpointStore {
         })
     }
 
+    /// Opens `path`, waiting up to `wait` while another process holds it open.
+    pub async fn open_when_free(path: &Path, wait: Duration) -> Result<CheckpointStore> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(internal)?;
+            }
+            match Database::create(path) {
+                Ok(db) => return Ok(CheckpointStore { db }),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "checkpoint {} is still held by another worker after {wait:?}",
+                        path.display()
+                    )));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        }
+    }
+
     /// The last checkpoint, if any.
     pub fn load(&self) -> Result<Option<Loaded>> {
         let txn = self.db.begin_read().map_err(internal)?;
@@ -58,23 +86,6 @@ impl CheckpointStore {
             Err(e) => return Err(internal(e)),
         }
         Ok(Some((meta, windows)))
-    }
-
-    /// The last checkpoint's metadata alone (for status without a running pipeline).
-    pub fn meta(&self) -> Result<Option<CheckpointMeta>> {
-        let txn = self.db.begin_read().map_err(internal)?;
-        match txn.open_table(META) {
-            Ok(t) => t
-                .get(LAST)
-                .map_err(internal)?
-                .map(|v| {
-                    postcard::from_bytes(v.value())
-                        .map_err(|e| internal(format!("metadata does not decode: {e}")))
-                })
-                .transpose(),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(internal(e)),
-        }
     }
 
     /// Writes a checkpoint whole: the state delta and the metadata, in one durable commit.

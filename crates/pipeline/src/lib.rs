@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod decode;
 mod fault;
 pub mod runner;
+pub mod sink;
 pub mod source;
 pub mod telemetry;
 
@@ -23,7 +24,8 @@ use kairos_stream::PipelineSpec;
 use kairos_stream::spec::PipelineDef;
 use tokio::sync::Mutex;
 
-pub use runner::{Freshness, PipelineHandle, PipelineStatus, RunState};
+pub use runner::{Freshness, PipelineHandle, PipelineStatus, Placement, RunState};
+pub use sink::Sink;
 pub use source::Streams;
 
 /// The pipelines of one store: definitions in the catalog, running ones in this process.
@@ -103,7 +105,8 @@ impl Pipelines {
                 "pipeline '{name}' is running already"
             )));
         }
-        let handle = runner::spawn(self.store.clone(), self.streams.clone(), def).await?;
+        let placement = runner::Placement::local(self.store.clone(), self.streams.clone());
+        let handle = runner::spawn(placement, def).await?;
         let status = handle.control.status();
         running.insert(name.to_owned(), handle);
         Ok(status)

@@ -3,8 +3,16 @@
 //! A pipeline runs on a thread of its own (windowing is CPU work that must not hold up the
 //! async workers serving HTTP), driving its async I/O through the runtime's handle. Barriers
 //! come every checkpoint interval of processing time; each one runs the protocol of
-//! [`kairos_stream::checkpoint`]: persist state, positions and the epoch's rows, then deliver
-//! the rows once.
+//! [`kairos_stream::checkpoint`] for every source partition the run holds: persist its state,
+//! position and rows, then deliver the rows once.
+//!
+//! Partitions are held one at a time: a run takes a partition when its source assigns it
+//! (loading the partition's checkpoint, delivering any rows it left pending, restoring its
+//! windows) and lets it go when the source revokes it. So a Kafka pipeline can run as several
+//! workers — the pipeline's own run plus `kairos pipeline worker` processes — that share the
+//! topic's partitions through the consumer group, and a partition moves between them with its
+//! state. A partition's checkpoint file is held open (locked) by its owner, so a new owner
+//! starts only once the previous one has let go or died.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,6 +32,7 @@ use utoipa::ToSchema;
 
 use crate::checkpoint::CheckpointStore;
 use crate::decode::{self, Malformed};
+use crate::sink::Sink;
 use crate::source::{Poll, Source, Streams};
 use crate::telemetry;
 
@@ -222,16 +231,6 @@ fn initial_status(def: &PipelineDef, dir: &Path, state: RunState) -> PipelineSta
     }
 }
 
-fn apply_meta(status: &mut PipelineStatus, meta: &CheckpointMeta) {
-    status.epoch = meta.epoch;
-    status.events = meta.counts.events;
-    status.filtered = meta.counts.filtered;
-    status.late = meta.counts.late;
-    status.rows_written = meta.counts.emitted;
-    status.malformed = meta.malformed;
-    status.positions = meta.positions.clone();
-}
-
 /// Makes sure the output feature group exists with the pipeline's output columns; creates it
 /// when absent. Returns its version.
 pub async fn ensure_output(store: &FeatureStore, plan: &Plan) -> Result<u32> {
@@ -270,27 +269,60 @@ pub async fn ensure_output(store: &FeatureStore, plan: &Plan) -> Result<u32> {
     }
 }
 
+/// Where a run reads from and writes to.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub sink: Sink,
+    /// The feature store, when it runs in this process (a feature-group source needs it).
+    pub store: Option<FeatureStore>,
+    /// The HTTP push streams, when they are in this process.
+    pub streams: Option<Arc<Streams>>,
+    /// The data dir holding the pipeline's partition checkpoints.
+    pub data_dir: PathBuf,
+    /// `None` for the pipeline's own run (in `kairos serve` or `kairos pipeline run`); a name
+    /// for an extra worker, whose status, dead letters and stop request are kept apart.
+    pub worker: Option<String>,
+}
+
+impl Placement {
+    /// In the process that holds the feature store.
+    pub fn local(store: FeatureStore, streams: Arc<Streams>) -> Placement {
+        Placement {
+            data_dir: store.config().data_dir.clone(),
+            sink: Sink::Store(store.clone()),
+            store: Some(store),
+            streams: Some(streams),
+            worker: None,
+        }
+    }
+}
+
+/// Where a worker keeps its status, dead letters and stop request.
+pub fn worker_dir(pipeline_dir: &Path, worker: Option<&str>) -> PathBuf {
+    match worker {
+        None => pipeline_dir.to_owned(),
+        Some(w) => pipeline_dir.join("workers").join(w),
+    }
+}
+
 /// Starts pipeline `def` on a thread of its own.
-pub async fn spawn(
-    store: FeatureStore,
-    streams: Arc<Streams>,
-    def: PipelineDef,
-) -> Result<PipelineHandle> {
+pub async fn spawn(placement: Placement, def: PipelineDef) -> Result<PipelineHandle> {
     let plan = Arc::new(def.spec.plan()?);
-    let group_version = ensure_output(&store, &plan).await?;
-    let dir = pipeline_dir(&store.config().data_dir, &def.spec.name, def.version);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-    let _ = std::fs::remove_file(dir.join("stop"));
-    let control = Arc::new(Control::new(initial_status(&def, &dir, RunState::Starting)));
+    let group_version = placement.sink.ensure_output(&plan).await?;
+    let dir = pipeline_dir(&placement.data_dir, &def.spec.name, def.version);
+    let own = worker_dir(&dir, placement.worker.as_deref());
+    std::fs::create_dir_all(&own)
+        .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", own.display())))?;
+    let _ = std::fs::remove_file(own.join("stop"));
+    let control = Arc::new(Control::new(initial_status(&def, &own, RunState::Starting)));
     let runtime = tokio::runtime::Handle::current();
     let ctx = Run {
-        store,
-        streams,
+        placement,
         def,
         plan,
         group_version,
         dir,
+        own,
         control: control.clone(),
     };
     let thread = std::thread::Builder::new()
@@ -298,7 +330,7 @@ pub async fn spawn(
         .spawn(move || {
             let control = ctx.control.clone();
             let name = ctx.def.spec.name.clone();
-            let dir = ctx.dir.clone();
+            let own = ctx.own.clone();
             let result = runtime.block_on(ctx.run());
             match result {
                 Ok(state) => control.update(|s| s.state = state),
@@ -310,7 +342,7 @@ pub async fn spawn(
                     });
                 }
             }
-            control.persist(&dir);
+            control.persist(&own);
         })
         .map_err(StoreError::internal)?;
     Ok(PipelineHandle {
@@ -320,25 +352,49 @@ pub async fn spawn(
 }
 
 struct Run {
-    store: FeatureStore,
-    streams: Arc<Streams>,
+    placement: Placement,
     def: PipelineDef,
     plan: Arc<Plan>,
     group_version: u32,
+    /// The pipeline version's directory: partition checkpoints.
     dir: PathBuf,
+    /// This worker's: status, dead letters, stop request.
+    own: PathBuf,
     control: Arc<Control>,
+}
+
+/// A source partition this run holds, and its checkpoint.
+struct Held {
+    checkpoints: CheckpointStore,
+    /// Checkpoints of the partition so far.
+    epoch: u64,
+    /// The position of the next event to read.
+    position: u64,
+    /// The position in its last checkpoint.
+    committed: u64,
+    malformed: u64,
 }
 
 /// The state of a run between barriers.
 struct Progress {
     op: WindowOperator,
-    epoch: u64,
-    positions: BTreeMap<u32, u64>,
-    committed_positions: BTreeMap<u32, u64>,
-    malformed: u64,
+    held: BTreeMap<u32, Held>,
     dead: DeadLetters,
     persisted_at: Instant,
 }
+
+impl Progress {
+    fn positions(&self) -> BTreeMap<u32, u64> {
+        self.held.iter().map(|(p, h)| (*p, h.position)).collect()
+    }
+
+    fn committed_positions(&self) -> BTreeMap<u32, u64> {
+        self.held.iter().map(|(p, h)| (*p, h.committed)).collect()
+    }
+}
+
+/// How long a new owner of a partition waits for the previous one to let its checkpoint go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(60);
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -354,45 +410,20 @@ impl Run {
     }
 
     async fn run(self) -> Result<RunState> {
-        let checkpoints = CheckpointStore::open(&self.dir.join("checkpoint.redb"))?;
         let mut progress = Progress {
             op: WindowOperator::new(self.plan.clone())?,
-            epoch: 0,
-            positions: BTreeMap::new(),
-            committed_positions: BTreeMap::new(),
-            malformed: 0,
-            dead: DeadLetters::open(&self.dir.join("dead_letter.jsonl"))?,
+            held: BTreeMap::new(),
+            dead: DeadLetters::open(&self.own.join("dead_letter.jsonl"))?,
             persisted_at: Instant::now(),
         };
-        if let Some((meta, windows)) = checkpoints.load()? {
-            self.recover(&meta).await?;
-            progress.op.restore(
-                windows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                &meta.partitions,
-            )?;
-            progress.op.resume_counts(meta.counts);
-            progress.epoch = meta.epoch;
-            progress.positions = meta.positions.clone();
-            progress.committed_positions = meta.positions.clone();
-            progress.malformed = meta.malformed;
-            self.control.update(|s| apply_meta(s, &meta));
-            tracing::info!(
-                pipeline = self.name(),
-                epoch = meta.epoch,
-                "resumed from checkpoint"
-            );
-        }
         let mut source = Source::open(
             self.name(),
             &self.def.spec.source,
             self.plan.format,
-            &self.store,
-            &self.streams,
-            &progress.positions,
+            self.placement.store.as_ref(),
+            self.placement.streams.as_deref(),
         )?;
-        for p in source.partitions() {
-            progress.op.add_partition(p);
-        }
+        self.rebalance(&mut source, &mut progress).await?;
         self.control.update(|s| s.state = RunState::Running);
         let interval = self.plan.checkpoint_interval.as_std();
         let early = self.plan.early_emit.map(|d| d.as_std());
@@ -403,11 +434,11 @@ impl Run {
         let mut pacer = speed.map(Pacer::new);
         let mut next_barrier = Instant::now() + interval;
         let mut next_early = early.map(|e| Instant::now() + e);
-        let stop_file = self.dir.join("stop");
+        let stop_file = self.own.join("stop");
         loop {
             if self.control.stop.load(Ordering::SeqCst) || stop_file.exists() {
-                self.checkpoint(&checkpoints, &mut progress).await?;
-                source.checkpointed(&progress.committed_positions);
+                self.checkpoint(&mut progress).await?;
+                source.checkpointed(&progress.committed_positions());
                 self.report(&progress);
                 let _ = std::fs::remove_file(&stop_file);
                 return Ok(RunState::Stopped);
@@ -418,15 +449,16 @@ impl Run {
                 .min(Duration::from_millis(100));
             match source.poll(wait).await? {
                 Poll::Chunk(chunk) => {
+                    let partition = chunk.partition;
                     let arrival = chunk.arrived_at.unwrap_or_else(now_micros);
                     let decoded = decode::decode(&self.plan, chunk.data);
-                    self.dead_letters(&mut progress, decoded.malformed)?;
+                    self.dead_letters(&mut progress, partition, decoded.malformed)?;
                     if let Some(rows) = decoded.rows {
                         if let Some(p) = pacer.as_mut() {
                             p.wait_for(&rows, self.plan.event_time_index).await;
                         }
                         let before = progress.op.counts();
-                        let refused = progress.op.process(&rows, chunk.partition, arrival)?;
+                        let refused = progress.op.process(&rows, partition, arrival)?;
                         for r in &refused {
                             progress
                                 .dead
@@ -439,21 +471,20 @@ impl Run {
                             after.late - before.late,
                         );
                     }
-                    progress.positions.insert(chunk.partition, chunk.next);
-                    // A Kafka consumer's partitions can change; each counts towards the
-                    // watermark from when it is assigned.
-                    for p in source.partitions() {
-                        progress.op.add_partition(p);
+                    if let Some(held) = progress.held.get_mut(&partition) {
+                        held.position = chunk.next;
                     }
                 }
                 Poll::Idle => {}
                 Poll::End => {
                     progress.op.finish();
-                    self.checkpoint(&checkpoints, &mut progress).await?;
+                    self.checkpoint(&mut progress).await?;
                     self.report(&progress);
                     return Ok(RunState::Finished);
                 }
             }
+            // Before any barrier: a partition taken away must not be checkpointed again.
+            self.rebalance(&mut source, &mut progress).await?;
             let now = Instant::now();
             if let Some(at) = next_early
                 && now >= at
@@ -462,12 +493,69 @@ impl Run {
                 next_early = early.map(|e| now + e);
             }
             if now >= next_barrier {
-                self.checkpoint(&checkpoints, &mut progress).await?;
-                source.checkpointed(&progress.committed_positions);
+                self.checkpoint(&mut progress).await?;
+                source.checkpointed(&progress.committed_positions());
                 next_barrier = now + interval;
             }
             self.report(&progress);
         }
+    }
+
+    /// Lets go of the partitions the source took away and takes on those it assigned.
+    async fn rebalance(&self, source: &mut Source, progress: &mut Progress) -> Result<()> {
+        for p in source.take_revoked() {
+            if progress.held.remove(&p).is_some() {
+                progress.op.remove_partition(p);
+                tracing::info!(pipeline = self.name(), partition = p, "partition let go");
+            }
+        }
+        for p in source.partitions() {
+            if progress.held.contains_key(&p) {
+                continue;
+            }
+            let held = self.take(p, &mut progress.op).await?;
+            source.resume(p, held.position)?;
+            progress.held.insert(p, held);
+        }
+        Ok(())
+    }
+
+    /// Takes on partition `p` from its checkpoint: waits for its previous owner to let the
+    /// checkpoint go, delivers the rows it left pending, restores its windows.
+    async fn take(&self, p: u32, op: &mut WindowOperator) -> Result<Held> {
+        let path = self.dir.join("partitions").join(format!("p{p}.redb"));
+        let checkpoints = CheckpointStore::open_when_free(&path, TAKEOVER_WAIT).await?;
+        let mut held = Held {
+            checkpoints,
+            epoch: 0,
+            position: 0,
+            committed: 0,
+            malformed: 0,
+        };
+        match held.checkpoints.load()? {
+            Some((meta, windows)) => {
+                self.recover(&meta).await?;
+                op.restore_partition(
+                    p,
+                    windows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    meta.max_event_time,
+                    meta.counts,
+                )?;
+                held.epoch = meta.epoch;
+                held.position = meta.position;
+                held.committed = meta.position;
+                held.malformed = meta.malformed;
+                tracing::info!(
+                    pipeline = self.name(),
+                    partition = p,
+                    epoch = meta.epoch,
+                    position = meta.position,
+                    "partition taken on from its checkpoint"
+                );
+            }
+            None => op.add_partition(p),
+        }
+        Ok(held)
     }
 
     fn report(&self, progress: &Progress) {
@@ -475,20 +563,25 @@ impl Run {
         let watermark = progress.op.watermark();
         self.control.update(|s| {
             s.state = RunState::Running;
-            s.epoch = progress.epoch;
+            s.epoch = progress.held.values().map(|h| h.epoch).sum();
             s.events = counts.events;
             s.filtered = counts.filtered;
             s.late = counts.late;
             s.rows_written = counts.emitted;
             s.open_windows = counts.open_windows;
-            s.malformed = progress.malformed;
-            s.positions = progress.positions.clone();
+            s.malformed = progress.held.values().map(|h| h.malformed).sum();
+            s.positions = progress.positions();
             s.watermark = (watermark > i64::MIN && watermark < i64::MAX)
                 .then(|| kairos_types::value::format_timestamp(watermark));
         });
     }
 
-    fn dead_letters(&self, progress: &mut Progress, malformed: Vec<Malformed>) -> Result<()> {
+    fn dead_letters(
+        &self,
+        progress: &mut Progress,
+        partition: u32,
+        malformed: Vec<Malformed>,
+    ) -> Result<()> {
         if malformed.is_empty() {
             return Ok(());
         }
@@ -497,11 +590,13 @@ impl Run {
             tracing::warn!(pipeline = self.name(), reason = %m.reason, "malformed event");
             progress.dead.write(&m.reason, &m.event)?;
         }
-        progress.malformed += malformed.len() as u64;
+        if let Some(held) = progress.held.get_mut(&partition) {
+            held.malformed += malformed.len() as u64;
+        }
         Ok(())
     }
 
-    /// Delivers the last checkpoint's pending rows, unless the log has them already.
+    /// Delivers a checkpoint's pending rows, unless the log has them already.
     async fn recover(&self, meta: &CheckpointMeta) -> Result<()> {
         let Some(pending) = &meta.pending else {
             return Ok(());
@@ -513,10 +608,11 @@ impl Run {
             bytes::Bytes::from(pending.ipc.clone()),
         )
         .map_err(|e| StoreError::Internal(format!("checkpoint's pending rows: {e}")))?;
-        self.store
+        self.placement
+            .sink
             .append_once(
                 self.group(),
-                Some(self.group_version),
+                self.group_version,
                 &batch,
                 &pending.producer,
                 pending.search_from,
@@ -525,53 +621,71 @@ impl Run {
         Ok(())
     }
 
-    /// One barrier: persist state, positions and the epoch's rows together; then deliver the
-    /// rows.
-    async fn checkpoint(&self, store: &CheckpointStore, progress: &mut Progress) -> Result<()> {
-        let emissions = progress.op.take_emissions();
-        let delta = progress.op.checkpoint_delta()?;
-        if emissions.is_empty() && delta.puts.is_empty() && delta.deletes.is_empty() {
-            // No state changed, but positions may have (filtered or malformed events): record
-            // them so a restart does not read those again.
-            if progress.positions != progress.committed_positions {
-                // Dead letters of the events this checkpoint moves past are durable first:
-                // a restart will not read those events again.
-                progress.dead.sync()?;
-                let meta = self.meta(progress, progress.epoch, None, &delta);
-                store.commit(&meta, &delta)?;
-                progress.committed_positions = progress.positions.clone();
-            }
-            return Ok(());
+    /// One barrier: for each partition held that moved, persist its state, position and rows
+    /// together; then deliver the rows.
+    async fn checkpoint(&self, progress: &mut Progress) -> Result<()> {
+        let mut rows: BTreeMap<u32, Vec<kairos_stream::Emission>> = BTreeMap::new();
+        for e in progress.op.take_emissions() {
+            rows.entry(e.partition).or_default().push(e);
         }
-        let epoch = progress.epoch + 1;
-        let producer = producer_tag(self.name(), self.def.version, epoch);
-        let mut delivery = None;
-        let pending = if emissions.is_empty() {
-            None
-        } else {
-            let batch = progress.op.to_batch(&emissions)?;
-            let search_from = self.store.log_end(self.group(), Some(self.group_version))?;
-            let pending = PendingOutput {
-                producer: producer.clone(),
-                search_from,
-                rows: batch.num_rows() as u64,
-                ipc: encode_ipc(&batch)?,
+        let deltas = progress.op.checkpoint_delta()?;
+        let mut deliveries = Vec::new();
+        let mut dead_synced = false;
+        for (p, delta) in deltas {
+            let Some(held) = progress.held.get_mut(&p) else {
+                continue;
             };
-            delivery = Some((batch, search_from));
-            Some(pending)
-        };
-        let meta = self.meta(progress, epoch, pending, &delta);
-        progress.dead.sync()?;
-        store.commit(&meta, &delta)?;
-        progress.committed_positions = progress.positions.clone();
-        progress.epoch = epoch;
-        if let Some((batch, search_from)) = delivery {
+            let emissions = rows.remove(&p).unwrap_or_default();
+            if delta.is_empty() && emissions.is_empty() && held.position == held.committed {
+                continue;
+            }
+            // Dead letters of the events this checkpoint moves past are durable first: a
+            // restart will not read those events again.
+            if !dead_synced {
+                progress.dead.sync()?;
+                dead_synced = true;
+            }
+            let epoch = held.epoch + 1;
+            let producer = producer_tag(self.name(), self.def.version, p, epoch);
+            let pending = if emissions.is_empty() {
+                None
+            } else {
+                let batch = progress.op.to_batch(&emissions)?;
+                let search_from = self
+                    .placement
+                    .sink
+                    .log_end(self.group(), self.group_version)
+                    .await?;
+                let pending = PendingOutput {
+                    producer: producer.clone(),
+                    search_from,
+                    rows: batch.num_rows() as u64,
+                    ipc: encode_ipc(&batch)?,
+                };
+                deliveries.push((batch, producer, search_from, emissions));
+                Some(pending)
+            };
+            let meta = CheckpointMeta {
+                partition: p,
+                epoch,
+                position: held.position,
+                max_event_time: delta.max_event_time,
+                counts: delta.counts,
+                malformed: held.malformed,
+                pending,
+            };
+            held.checkpoints.commit(&meta, &delta)?;
+            held.epoch = epoch;
+            held.committed = held.position;
+        }
+        for (batch, producer, search_from, emissions) in deliveries {
             crate::fault::point("pipeline.after_commit");
             let ack = self
-                .store
+                .placement
+                .sink
                 .append_once(
                     self.group(),
-                    Some(self.group_version),
+                    self.group_version,
                     &batch,
                     &producer,
                     search_from,
@@ -586,33 +700,16 @@ impl Run {
         // For other processes' `status`: once a second is enough (and the thread writes it
         // once more when the pipeline ends).
         if progress.persisted_at.elapsed() >= STATUS_EVERY {
-            self.control.persist(&self.dir);
+            self.control.persist(&self.own);
             progress.persisted_at = Instant::now();
         }
         Ok(())
     }
 
-    fn meta(
-        &self,
-        progress: &Progress,
-        epoch: u64,
-        pending: Option<PendingOutput>,
-        delta: &kairos_stream::StateDelta,
-    ) -> CheckpointMeta {
-        CheckpointMeta {
-            epoch,
-            positions: progress.positions.clone(),
-            partitions: delta.partitions.clone(),
-            counts: progress.op.counts(),
-            malformed: progress.malformed,
-            pending,
-        }
-    }
-
     /// Once the rows are visible online, records how long after their newest event arrived.
     fn track_freshness(&self, emissions: &[kairos_stream::Emission], end_offset: u64) {
         let arrivals: Vec<i64> = emissions.iter().map(|e| e.last_arrival).collect();
-        let store = self.store.clone();
+        let sink = self.placement.sink.clone();
         let control = self.control.clone();
         let (pipeline, group, version) = (
             self.name().to_owned(),
@@ -620,8 +717,8 @@ impl Run {
             self.group_version,
         );
         tokio::spawn(async move {
-            if store
-                .wait_visible(&group, Some(version), end_offset)
+            if sink
+                .wait_visible(&group, version, end_offset)
                 .await
                 .is_err()
             {
@@ -638,7 +735,7 @@ impl Run {
     }
 }
 
-fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
+pub(crate) fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
         .map_err(StoreError::internal)?;

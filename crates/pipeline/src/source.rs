@@ -1,8 +1,14 @@
 //! Sources: where a pipeline's events come from, each with positions a checkpoint can hold.
 //!
 //! A position is a `u64` per partition: a byte offset in a text file, a row count in a Parquet
-//! file, a record offset in a stream's or a feature group's log. Reading resumes exactly at a
-//! checkpoint's positions, which is half of the exactly-once effect.
+//! file, a record offset in a stream's or a feature group's log, a Kafka offset. Reading
+//! resumes exactly at a checkpoint's positions, which is half of the exactly-once effect.
+//!
+//! A source's partitions come and go (a Kafka consumer group rebalances; the others have one
+//! partition, 0, always). The runner learns of each assigned partition from
+//! [`Source::partitions`], loads its checkpoint and calls [`Source::resume`] with its position;
+//! nothing of a partition is handed out before that. A partition taken away is reported by
+//! [`Source::take_revoked`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -134,21 +140,26 @@ impl std::fmt::Debug for Source {
 }
 
 impl Source {
-    /// Opens the source of `spec` for pipeline `pipeline` at `positions` (none: from the start).
+    /// Opens the source of `spec` for pipeline `pipeline`; it reads once its partitions are
+    /// resumed. `store` is there for a feature-group source (a worker writing to a server has
+    /// none, and reads only Kafka).
     pub fn open(
         pipeline: &str,
         spec: &SourceSpec,
         format: Format,
-        store: &FeatureStore,
-        streams: &Streams,
-        positions: &BTreeMap<u32, u64>,
+        store: Option<&FeatureStore>,
+        streams: Option<&Streams>,
     ) -> Result<Source> {
-        let at = positions.get(&0).copied();
+        let local = |what: &str| {
+            StoreError::BadRequest(format!(
+                "a {what} source is read only where the feature store runs (kairos serve or kairos pipeline run)"
+            ))
+        };
         Ok(match spec {
-            SourceSpec::File { .. } => Source::file(spec, format, positions)?,
+            SourceSpec::File { .. } => Source::file(spec, format)?,
             SourceSpec::Http { stream, .. } => Source::Stream(StreamSource {
-                log: streams.log(stream)?,
-                position: at.unwrap_or(0),
+                log: streams.ok_or_else(|| local("HTTP"))?.log(stream)?,
+                position: 0,
             }),
             SourceSpec::Kafka {
                 brokers,
@@ -163,31 +174,26 @@ impl Source {
                     .clone()
                     .unwrap_or_else(|| format!("kairos-{pipeline}")),
                 properties,
-                positions,
             )?),
             SourceSpec::FeatureGroup { name, version } => {
+                let store = store.ok_or_else(|| local("feature group"))?;
                 store.describe(name, *version)?;
                 Source::Group(GroupSource {
                     store: store.clone(),
                     name: name.clone(),
                     version: *version,
-                    position: at.unwrap_or(0),
+                    position: 0,
                 })
             }
         })
     }
 
-    /// A file source alone (what benchmarks replay without a store).
-    pub fn file(
-        spec: &SourceSpec,
-        format: Format,
-        positions: &BTreeMap<u32, u64>,
-    ) -> Result<Source> {
-        let at = positions.get(&0).copied();
+    /// A file source alone (what benchmarks replay without a store), from its start.
+    pub fn file(spec: &SourceSpec, format: Format) -> Result<Source> {
         match spec {
             SourceSpec::File { path, speed, .. } => Ok(match format {
-                Format::Parquet => Source::Parquet(ParquetFile::open(path, at.unwrap_or(0))?),
-                _ => Source::Text(TextFile::open(path, format, at, speed.is_some())?),
+                Format::Parquet => Source::Parquet(ParquetFile::open(path)?),
+                _ => Source::Text(TextFile::open(path, format, speed.is_some())?),
             }),
             other => Err(StoreError::BadRequest(format!(
                 "{other:?} is not a file source"
@@ -195,11 +201,32 @@ impl Source {
         }
     }
 
-    /// The partitions this source reads now (a Kafka consumer's assignment changes).
+    /// The partitions assigned to this reader now (a Kafka consumer's assignment changes).
     pub fn partitions(&self) -> Vec<u32> {
         match self {
             Source::Kafka(k) => k.assigned(),
             _ => vec![0],
+        }
+    }
+
+    /// Starts handing out `partition`'s events from `position` (its checkpoint's).
+    pub fn resume(&mut self, partition: u32, position: u64) -> Result<()> {
+        match self {
+            Source::Text(f) => f.position = position.max(f.position),
+            Source::Parquet(f) => f.resume(position)?,
+            Source::Stream(s) => s.position = position,
+            Source::Group(g) => g.position = position,
+            Source::Kafka(k) => k.resume(partition, position),
+        }
+        Ok(())
+    }
+
+    /// The partitions taken away since the last call (a rebalance). Their events read but not
+    /// handed out are dropped; whoever holds them next reads from their checkpoints.
+    pub fn take_revoked(&mut self) -> Vec<u32> {
+        match self {
+            Source::Kafka(k) => k.take_revoked(),
+            _ => Vec::new(),
         }
     }
 
@@ -238,7 +265,7 @@ pub struct TextFile {
 }
 
 impl TextFile {
-    fn open(path: &str, format: Format, at: Option<u64>, paced: bool) -> Result<TextFile> {
+    fn open(path: &str, format: Format, paced: bool) -> Result<TextFile> {
         let path = PathBuf::from(path);
         let mut file = File::open(&path).map_err(io_error(&path))?;
         let mut header = None;
@@ -255,7 +282,7 @@ impl TextFile {
             path,
             file,
             header,
-            position: at.unwrap_or(start).max(start),
+            position: start,
             chunk_bytes: if paced {
                 PACED_CHUNK_BYTES
             } else {
@@ -314,27 +341,40 @@ impl TextFile {
 
 /// A Parquet file, read in batches; the position counts rows.
 pub struct ParquetFile {
+    path: PathBuf,
     reader: ParquetRecordBatchReader,
     position: u64,
 }
 
 impl ParquetFile {
-    fn open(path: &str, rows_done: u64) -> Result<ParquetFile> {
+    fn open(path: &str) -> Result<ParquetFile> {
         let path = PathBuf::from(path);
-        let file = File::open(&path).map_err(io_error(&path))?;
+        Ok(ParquetFile {
+            reader: Self::reader(&path, 0)?,
+            path,
+            position: 0,
+        })
+    }
+
+    fn resume(&mut self, rows_done: u64) -> Result<()> {
+        if rows_done != self.position {
+            self.reader = Self::reader(&self.path, rows_done)?;
+            self.position = rows_done;
+        }
+        Ok(())
+    }
+
+    fn reader(path: &Path, rows_done: u64) -> Result<ParquetRecordBatchReader> {
+        let file = File::open(path).map_err(io_error(path))?;
         let bad = |e: parquet::errors::ParquetError| {
             StoreError::BadRequest(format!("cannot read {}: {e}", path.display()))
         };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(bad)?
             .with_batch_size(PARQUET_BATCH_ROWS)
             .with_offset(rows_done as usize)
             .build()
-            .map_err(bad)?;
-        Ok(ParquetFile {
-            reader,
-            position: rows_done,
-        })
+            .map_err(bad)
     }
 
     fn poll(&mut self) -> Result<Poll> {
@@ -413,15 +453,41 @@ impl GroupSource {
 /// Messages read per poll of a Kafka source at most.
 const KAFKA_BATCH: usize = 8192;
 
+/// Notes the partitions a rebalance takes away as it happens (inside the consumer's `poll`),
+/// so none is missed when it is taken and given back between two looks at the assignment.
+#[derive(Default)]
+struct RebalanceLog {
+    revoked: Mutex<Vec<u32>>,
+}
+
+impl rdkafka::ClientContext for RebalanceLog {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceLog {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().expect("lock");
+            revoked.extend(list.elements().iter().map(|e| e.partition() as u32));
+        }
+    }
+}
+
+type Consumer = rdkafka::consumer::BaseConsumer<RebalanceLog>;
+
 /// A Kafka topic read in a consumer group. Offsets are committed to Kafka only after the
 /// checkpoint that holds them is durable, so Kafka's committed offset is never ahead of a
-/// checkpoint; messages before a checkpoint's position (re-delivered after a restart) are
-/// skipped, so each message counts once.
+/// checkpoint; messages before a checkpoint's position (re-delivered after a restart, or to a
+/// partition's new owner) are skipped, so each message counts once.
 pub struct KafkaSource {
-    consumer: rdkafka::consumer::BaseConsumer,
+    consumer: Consumer,
     topic: String,
-    /// Per partition, the offset of the next message to count.
+    /// Per resumed partition, the offset of the next message to count.
     positions: BTreeMap<u32, u64>,
+    /// Messages of partitions assigned but not resumed yet: (offset, payload).
+    held: BTreeMap<u32, Vec<(u64, Vec<u8>)>>,
     /// Chunks read but not yet handed out.
     pending: std::collections::VecDeque<Chunk>,
     /// What was last committed to Kafka, per partition.
@@ -434,9 +500,8 @@ impl KafkaSource {
         topic: &str,
         group: String,
         properties: &BTreeMap<String, String>,
-        positions: &BTreeMap<u32, u64>,
     ) -> Result<KafkaSource> {
-        use rdkafka::consumer::Consumer;
+        use rdkafka::consumer::Consumer as _;
         let kafka = |e: rdkafka::error::KafkaError| {
             StoreError::BadRequest(format!("Kafka topic '{topic}' at {brokers}: {e}"))
         };
@@ -446,25 +511,26 @@ impl KafkaSource {
             config.set(k, v);
         }
         // What exactly-once needs cannot be overridden.
-        let consumer: rdkafka::consumer::BaseConsumer = config
+        let consumer: Consumer = config
             .set("bootstrap.servers", brokers)
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .create()
+            .create_with_context(RebalanceLog::default())
             .map_err(kafka)?;
         consumer.subscribe(&[topic]).map_err(kafka)?;
         Ok(KafkaSource {
             consumer,
             topic: topic.to_owned(),
-            positions: positions.clone(),
+            positions: BTreeMap::new(),
+            held: BTreeMap::new(),
             pending: std::collections::VecDeque::new(),
             committed: BTreeMap::new(),
         })
     }
 
     fn assigned(&self) -> Vec<u32> {
-        use rdkafka::consumer::Consumer;
+        use rdkafka::consumer::Consumer as _;
         self.consumer
             .assignment()
             .map(|tpl| {
@@ -474,6 +540,43 @@ impl KafkaSource {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    fn resume(&mut self, partition: u32, position: u64) {
+        self.positions.insert(partition, position);
+        let held = self.held.remove(&partition).unwrap_or_default();
+        let mut body = Vec::new();
+        let mut next = position;
+        for (offset, payload) in held.into_iter().filter(|(o, _)| *o >= position) {
+            append_line(&mut body, &payload);
+            next = offset + 1;
+        }
+        if next > position {
+            self.queue(partition, body, next);
+        }
+    }
+
+    /// Queues a partition's run of messages as one chunk; `next` is the offset after it.
+    fn queue(&mut self, partition: u32, body: Vec<u8>, next: u64) {
+        self.positions.insert(partition, next);
+        self.pending.push_back(Chunk {
+            partition,
+            data: ChunkData::Raw(vec![Bytes::from(body)]),
+            next,
+            arrived_at: None,
+        });
+    }
+
+    fn take_revoked(&mut self) -> Vec<u32> {
+        use rdkafka::consumer::Consumer as _;
+        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("lock"));
+        for p in &revoked {
+            self.positions.remove(p);
+            self.held.remove(p);
+            self.committed.remove(p);
+            self.pending.retain(|c| c.partition != *p);
+        }
+        revoked
     }
 
     fn poll(&mut self, wait: Duration) -> Result<Poll> {
@@ -494,27 +597,25 @@ impl KafkaSource {
             })?;
             let partition = message.partition() as u32;
             let offset = message.offset() as u64;
-            if offset < self.positions.get(&partition).copied().unwrap_or(0) {
-                continue; // counted before the checkpoint this run resumed from
+            let payload = message.payload().unwrap_or_default();
+            let Some(&position) = self.positions.get(&partition) else {
+                // Assigned, but its checkpoint is not loaded yet: kept until it is.
+                self.held
+                    .entry(partition)
+                    .or_default()
+                    .push((offset, payload.to_vec()));
+                continue;
+            };
+            if offset < position {
+                continue; // counted before the checkpoint this reader resumed from
             }
             let entry = by_partition.entry(partition).or_default();
-            if let Some(payload) = message.payload() {
-                entry.0.extend_from_slice(payload);
-                if !payload.ends_with(b"\n") {
-                    entry.0.push(b'\n');
-                }
-            }
+            append_line(&mut entry.0, payload);
             entry.1 = offset + 1;
         }
         // One chunk per partition (each has its own watermark); the rest wait here.
         for (partition, (body, next)) in by_partition {
-            self.positions.insert(partition, next);
-            self.pending.push_back(Chunk {
-                partition,
-                data: ChunkData::Raw(vec![Bytes::from(body)]),
-                next,
-                arrived_at: None,
-            });
+            self.queue(partition, body, next);
         }
         Ok(self.pending.pop_front().map_or(Poll::Idle, Poll::Chunk))
     }
@@ -525,7 +626,7 @@ impl KafkaSource {
     /// "unknown member" and makes librdkafka restart its join, so committing at every barrier
     /// while joining would keep it from ever joining.
     fn commit(&mut self, positions: &BTreeMap<u32, u64>) {
-        use rdkafka::consumer::{CommitMode, Consumer};
+        use rdkafka::consumer::{CommitMode, Consumer as _};
         let mut list = rdkafka::TopicPartitionList::new();
         for p in self.assigned() {
             let Some(offset) = positions.get(&p) else {
@@ -555,5 +656,16 @@ impl Drop for KafkaSource {
     /// for the session to time out.
     fn drop(&mut self) {
         rdkafka::consumer::Consumer::unsubscribe(&self.consumer);
+    }
+}
+
+/// Appends one message to a JSON-lines or CSV body, ending it with a newline.
+fn append_line(body: &mut Vec<u8>, payload: &[u8]) {
+    if payload.is_empty() {
+        return;
+    }
+    body.extend_from_slice(payload);
+    if !payload.ends_with(b"\n") {
+        body.push(b'\n');
     }
 }

@@ -250,11 +250,18 @@ struct InsertQuery {
     wait: Option<String>,
     /// The body's format when the Content-Type does not say: arrow, parquet, csv or jsonl.
     format: Option<String>,
+    /// Makes the insert idempotent: the rows are tagged with this producer tag and not
+    /// appended again if the log already holds a record so tagged after offset `after`
+    /// (what pipeline workers send their window rows with).
+    producer: Option<String>,
+    /// With `producer`: the log offset to look for the tag from (default 0).
+    after: Option<u64>,
 }
 
 /// Insert a batch of rows. The body's Content-Type picks the format: `text/csv`,
 /// `application/x-ndjson`, `application/vnd.apache.parquet`, `application/vnd.apache.arrow.stream`.
-/// The batch is validated whole and refused whole.
+/// The batch is validated whole and refused whole. With `producer`, a batch sent again is
+/// acknowledged without being appended twice.
 #[utoipa::path(post, path = "/v1/feature-groups/{name}/rows", params(("name" = String, Path), InsertQuery),
     request_body(content = String, description = "rows in CSV, JSON lines, Parquet or Arrow IPC"),
     responses((status = 200, body = InsertAck), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -315,15 +322,36 @@ async fn insert_rows(
             })?
         }
     };
-    let ack = store
-        .insert(
+    let Some(producer) = &q.producer else {
+        let ack = store
+            .insert(
+                &name,
+                q.version,
+                format,
+                bytes,
+                InsertOptions { wait_online },
+            )
+            .await?;
+        return Ok(Json(ack));
+    };
+    let group = store.describe(&name, q.version)?.group;
+    let batch = kairos_types::ingest::decode(&group.spec, format, bytes)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut ack = store
+        .append_once(
             &name,
-            q.version,
-            format,
-            bytes,
-            InsertOptions { wait_online },
+            Some(group.version),
+            &batch,
+            producer,
+            q.after.unwrap_or(0),
         )
         .await?;
+    if wait_online {
+        store
+            .wait_visible(&name, Some(group.version), ack.end_offset)
+            .await?;
+        ack.online_visible = true;
+    }
     Ok(Json(ack))
 }
 

@@ -29,7 +29,7 @@ use kairos_types::value::encode_key;
 use kairos_types::{
     Clock, FeatureGroup, FeatureGroupSpec, Format, SystemClock, TableId, Value, ingest,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -45,7 +45,7 @@ pub use views::{
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The acknowledgement of an accepted insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InsertAck {
     /// Rows written.
     pub rows: u64,

@@ -62,6 +62,8 @@ pub struct Emission {
     pub last_arrival: i64,
     /// Whether the window is closed (false for an early emission).
     pub closed: bool,
+    /// The source partition the key's events come from: its checkpoint holds the row.
+    pub partition: u32,
 }
 
 /// An event the operator refused, with why.
@@ -73,14 +75,26 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// What a checkpoint writes for the operator: changed windows and the watermark inputs.
+/// What a checkpoint writes for one source partition: the changed windows of the keys whose
+/// events come from it, its watermark input and its counters. State is kept per partition so a
+/// partition can move to another worker with its windows.
 #[derive(Debug, Clone, Default)]
 pub struct StateDelta {
+    pub partition: u32,
     /// (state key, encoded window) to write.
     pub puts: Vec<(Vec<u8>, Vec<u8>)>,
     /// State keys to delete.
     pub deletes: Vec<Vec<u8>>,
-    pub partitions: Vec<(u32, i64)>,
+    /// The greatest event time seen in the partition (`i64::MIN`: none yet).
+    pub max_event_time: i64,
+    pub counts: OperatorCounts,
+}
+
+impl StateDelta {
+    /// Whether no window changed.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
 }
 
 /// Counters the runtime reports.
@@ -110,6 +124,8 @@ pub struct WindowOperator {
     key_ids: HashMap<Box<[u8]>, KeyId, RandomState>,
     /// Each key's bytes (the integer big-endian, or its row format), shared with emissions.
     key_bytes: Vec<Arc<[u8]>>,
+    /// Each key's source partition: the one its events came from when its first window opened.
+    key_partition: Vec<u32>,
     /// Windows per key, sorted by start.
     windows: Vec<Vec<Window>>,
     /// Timers by time: the window (key, start) closes or is purged then, if it still ends then.
@@ -125,7 +141,8 @@ pub struct WindowOperator {
     /// Closed windows updated by late events, written again after the batch.
     late: Vec<(KeyId, i64)>,
     out: Vec<Emission>,
-    counts: OperatorCounts,
+    /// Per source partition (a key's rows count for its partition).
+    counts: BTreeMap<u32, OperatorCounts>,
     /// Windows held now (kept as a count: status asks for it after every chunk).
     open_windows: u64,
 }
@@ -219,6 +236,7 @@ impl WindowOperator {
             int_ids: HashMap::default(),
             key_ids: HashMap::default(),
             key_bytes: Vec::new(),
+            key_partition: Vec::new(),
             windows: Vec::new(),
             timers: BTreeMap::new(),
             partitions: BTreeMap::new(),
@@ -227,7 +245,7 @@ impl WindowOperator {
             early: Vec::new(),
             late: Vec::new(),
             out: Vec::new(),
-            counts: OperatorCounts::default(),
+            counts: BTreeMap::new(),
             open_windows: 0,
         })
     }
@@ -246,19 +264,24 @@ impl WindowOperator {
         })
     }
 
+    /// The counters over every partition held now.
     pub fn counts(&self) -> OperatorCounts {
-        OperatorCounts {
+        let mut total = OperatorCounts {
             open_windows: self.open_windows,
-            ..self.counts
+            ..OperatorCounts::default()
+        };
+        for c in self.counts.values() {
+            total.events += c.events;
+            total.filtered += c.filtered;
+            total.late += c.late;
+            total.emitted += c.emitted;
         }
+        total
     }
 
-    /// Carries the counters of a restored run on.
-    pub fn resume_counts(&mut self, counts: OperatorCounts) {
-        self.counts = OperatorCounts {
-            open_windows: 0,
-            ..counts
-        };
+    /// The source partitions held now.
+    pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.partitions.keys().copied()
     }
 
     /// Makes `partition` count towards the watermark before it has seen an event (so a
@@ -266,6 +289,26 @@ impl WindowOperator {
     /// ignored).
     pub fn add_partition(&mut self, partition: u32) {
         self.partitions.entry(partition).or_insert(i64::MIN);
+        self.counts.entry(partition).or_default();
+    }
+
+    /// Forgets `partition`: its keys' windows, its watermark input, its counters and the rows
+    /// of its keys not yet taken. Its last checkpoint holds all of that for whoever reads the
+    /// partition next (another worker after a rebalance).
+    pub fn remove_partition(&mut self, partition: u32) {
+        self.partitions.remove(&partition);
+        self.counts.remove(&partition);
+        for (key, list) in self.windows.iter_mut().enumerate() {
+            if self.key_partition[key] == partition {
+                self.open_windows -= list.len() as u64;
+                list.clear();
+            }
+        }
+        let theirs = |key: &KeyId| self.key_partition[*key as usize] == partition;
+        self.touched.retain(|(k, _)| !theirs(k));
+        self.early.retain(|(k, _)| !theirs(k));
+        self.late.retain(|(k, _)| !theirs(k));
+        self.out.retain(|e| e.partition != partition);
     }
 
     /// Folds a batch of events (in the plan's input schema) from `partition` that arrived at
@@ -322,6 +365,7 @@ impl WindowOperator {
             .unwrap_or(i64::MAX);
         let mut seen = self.partitions.get(&partition).copied().unwrap_or(i64::MIN);
         let mut refused = Vec::new();
+        let mut counts = OperatorCounts::default();
         for row in 0..rows {
             let t = times.value(row);
             let watermark = if self.finished {
@@ -334,13 +378,16 @@ impl WindowOperator {
             if let Some(keep) = &keep
                 && !(keep.is_valid(row) && keep.value(row))
             {
-                self.counts.filtered += 1;
+                counts.filtered += 1;
                 continue;
             }
             let key = match &keys {
                 KeyColumn::Int(values) => self.intern_int(values.value(row)),
                 KeyColumn::Rows(rows) => self.intern(rows.row(row).as_ref()),
             };
+            if self.windows[key as usize].is_empty() {
+                self.key_partition[key as usize] = partition;
+            }
             let accepted = match plan.window {
                 WindowKind::Tumbling { size } => {
                     let start = floor_to(t, size.0);
@@ -378,9 +425,9 @@ impl WindowOperator {
                     self.fold_session(key, gap.0, &inputs, row, t, arrival, watermark)
                 }
             };
-            self.counts.events += 1;
+            counts.events += 1;
             if !accepted {
-                self.counts.late += 1;
+                counts.late += 1;
                 refused.push(Refused {
                     row,
                     event_time: t,
@@ -394,6 +441,10 @@ impl WindowOperator {
             }
         }
         self.partitions.insert(partition, seen);
+        let c = self.counts.entry(partition).or_default();
+        c.events += counts.events;
+        c.filtered += counts.filtered;
+        c.late += counts.late;
         self.advance();
         Ok(refused)
     }
@@ -411,6 +462,7 @@ impl WindowOperator {
         }
         let id = self.key_bytes.len() as KeyId;
         self.key_bytes.push(Arc::from(key.to_be_bytes()));
+        self.key_partition.push(0);
         self.int_ids.insert(key, id);
         self.windows.push(Vec::new());
         id
@@ -429,6 +481,7 @@ impl WindowOperator {
         }
         let id = self.key_bytes.len() as KeyId;
         self.key_bytes.push(Arc::from(key));
+        self.key_partition.push(0);
         self.key_ids.insert(key.into(), id);
         self.windows.push(Vec::new());
         id
@@ -712,6 +765,7 @@ impl WindowOperator {
     fn emit(&mut self, key: KeyId, start: i64, closed: bool) {
         let plan = self.plan.clone();
         let key_bytes = self.key_bytes[key as usize].clone();
+        let partition = self.key_partition[key as usize];
         let Some(w) = self.find(key, start) else {
             return;
         };
@@ -728,12 +782,13 @@ impl WindowOperator {
             values,
             last_arrival: w.last_arrival,
             closed,
+            partition,
         };
         if !w.in_checkpoint_list {
             w.in_checkpoint_list = true;
             self.touched.push((key, start));
         }
-        self.counts.emitted += 1;
+        self.counts.entry(partition).or_default().emitted += 1;
         self.out.push(emission);
     }
 
@@ -780,13 +835,27 @@ impl WindowOperator {
         RecordBatch::try_new(plan.output.arrow_schema(), columns).map_err(StreamError::internal)
     }
 
-    /// The state changed since the last call, to be written by a checkpoint.
-    pub fn checkpoint_delta(&mut self) -> Result<StateDelta> {
-        let mut delta = StateDelta {
-            partitions: self.partitions.iter().map(|(p, t)| (*p, *t)).collect(),
-            ..StateDelta::default()
-        };
+    /// The state changed since the last call, per partition held, to be written by a
+    /// checkpoint (every partition held has an entry, changed or not).
+    pub fn checkpoint_delta(&mut self) -> Result<BTreeMap<u32, StateDelta>> {
+        let mut deltas: BTreeMap<u32, StateDelta> = self
+            .partitions
+            .iter()
+            .map(|(&partition, &max_event_time)| {
+                let counts = self.counts.get(&partition).copied().unwrap_or_default();
+                let delta = StateDelta {
+                    partition,
+                    max_event_time,
+                    counts,
+                    ..StateDelta::default()
+                };
+                (partition, delta)
+            })
+            .collect();
         for (key, start) in std::mem::take(&mut self.touched) {
+            let Some(delta) = deltas.get_mut(&self.key_partition[key as usize]) else {
+                continue; // a partition let go of: its next owner has its state
+            };
             let mut state_key = self.key_bytes[key as usize].to_vec();
             state_key.extend_from_slice(&start.to_be_bytes());
             match self.windows[key as usize]
@@ -804,23 +873,33 @@ impl WindowOperator {
                 None => delta.deletes.push(state_key),
             }
         }
-        Ok(delta)
+        Ok(deltas)
     }
 
-    /// Rebuilds the state from a checkpoint: every (state key, window) and the partitions'
-    /// greatest event times.
-    pub fn restore<'a>(
+    /// Takes on `partition` from its checkpoint: every (state key, window) of its keys, its
+    /// greatest event time and its counters.
+    pub fn restore_partition<'a>(
         &mut self,
+        partition: u32,
         windows: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-        partitions: &[(u32, i64)],
+        max_event_time: i64,
+        counts: OperatorCounts,
     ) -> Result<()> {
-        self.partitions = partitions.iter().copied().collect();
+        self.partitions.insert(partition, max_event_time);
+        self.counts.insert(
+            partition,
+            OperatorCounts {
+                open_windows: 0,
+                ..counts
+            },
+        );
         for (state_key, bytes) in windows {
             let (key, _) = state_key.split_at(state_key.len() - 8);
             let w: Window = postcard::from_bytes(bytes).map_err(|e| {
                 StreamError::Checkpoint(format!("window state does not decode: {e}"))
             })?;
             let id = self.intern(key);
+            self.key_partition[id as usize] = partition;
             self.schedule(id, w.start, w.end, w.closed);
             if w.dirty {
                 if w.closed {

@@ -104,6 +104,14 @@ impl SourceSpec {
             SourceSpec::FeatureGroup { .. } => (None, "arrow"),
         };
         let name = named.unwrap_or(fallback);
+        // A Kafka message is one event with no header line to name CSV columns by.
+        if matches!(self, SourceSpec::Kafka { .. })
+            && Format::from_name(name) != Some(Format::JsonLines)
+        {
+            return definition(format!(
+                "source.format: a Kafka source reads one JSON object per message; '{name}' is not supported"
+            ));
+        }
         match Format::from_name(name) {
             Some(Format::ArrowIpc) if named.is_some() => definition(format!(
                 "source.format: '{name}' is not a source format; expected csv, jsonl or parquet"

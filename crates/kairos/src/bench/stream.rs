@@ -2,7 +2,6 @@
 //! max of amount per card) over a replayed event file, and the event-to-online freshness of a
 //! pipeline fed over HTTP at a sustained rate.
 
-use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,7 +163,7 @@ fn cpu_seconds() -> f64 {
 fn engine(spec: PipelineSpec, input: &Path, output: Option<&Path>) -> anyhow::Result<()> {
     let plan = Arc::new(spec.plan()?);
     let mut op = WindowOperator::new(plan.clone())?;
-    let mut source = Source::file(&plan.spec.source, plan.format, &BTreeMap::new())?;
+    let mut source = Source::file(&plan.spec.source, plan.format)?;
     let mut rows: Vec<(i64, i64, i64, f64, i64, f64)> = Vec::new();
     let mut written = 0u64;
     let (started, cpu0) = (Instant::now(), cpu_seconds());

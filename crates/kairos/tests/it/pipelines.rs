@@ -1,6 +1,7 @@
 //! The golden restart test: a pipeline run straight through, and the same pipeline on another
 //! data dir killed with SIGKILL at random points and resumed each time, leave identical offline
-//! and online contents in the output feature group.
+//! and online contents in the output feature group. And the scale-out test: two workers share
+//! a Kafka topic's partitions, one is killed, the other takes its partitions over.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -48,13 +49,17 @@ fn write_events(path: &Path, n: usize) {
 }
 
 fn write_spec(dir: &Path, events: &Path) -> std::path::PathBuf {
+    let source = format!("kind = \"file\"\npath = \"{}\"", events.display());
+    write_spec_reading(dir, "card_5m.toml", &source)
+}
+
+fn write_spec_reading(dir: &Path, file: &str, source: &str) -> std::path::PathBuf {
     let spec = format!(
         r#"
 name = "card_5m"
 checkpoint_interval = "40ms"
 [source]
-kind = "file"
-path = "{}"
+{source}
 [input]
 key = "cc_num"
 event_time = "ts"
@@ -87,10 +92,9 @@ name = "last_amounts"
 agg = "last_n"
 column = "amount"
 n = 4
-"#,
-        events.display()
+"#
     );
-    let path = dir.join("card_5m.toml");
+    let path = dir.join(file);
     std::fs::write(&path, spec).unwrap();
     path
 }
@@ -230,4 +234,192 @@ fn sigkill_and_resume_leaves_the_stores_as_a_straight_run_does() {
         "offline rows differ after {kills} kills"
     );
     assert_eq!(got.1, expected.1, "online rows differ after {kills} kills");
+}
+
+/// What `GET /v1/pipelines/card_5m` or a worker's status file says.
+fn partitions_and_events(status: &serde_json::Value) -> (Vec<String>, u64) {
+    let partitions = status["positions"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    (partitions, status["events"].as_u64().unwrap_or(0))
+}
+
+/// Scale-out: the pipeline runs as two workers — the server's own run and a
+/// `kairos pipeline worker` process — sharing a two-partition topic on librdkafka's mock
+/// cluster. The worker process is killed with SIGKILL; the server's run takes its partition
+/// over from the partition's checkpoint (so the state is restored at another parallelism,
+/// two workers to one). The feature group ends with exactly the rows a file replay of the same
+/// events gives: nothing lost, nothing written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_partitions_are_taken_over_with_no_loss_or_duplicates() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.csv");
+    write_events(&events, 24_000);
+    let lines: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("transactions", 2, 1).unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    // A card's events go to one partition, as Kafka's default partitioner does by key; one
+    // JSON object per message.
+    let produce = |lines: &[String]| {
+        for line in lines {
+            let fields: Vec<&str> = line.split(',').collect();
+            let card = fields[0];
+            let partition = card.parse::<u64>().unwrap() % 2;
+            let message = format!(
+                "{{\"cc_num\": {card}, \"ts\": {}, \"amount\": {}}}",
+                fields[1], fields[2]
+            );
+            producer
+                .send(
+                    BaseRecord::to("transactions")
+                        .key(card)
+                        .payload(&message)
+                        .partition(partition as i32),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    let split = lines.len() * 3 / 5;
+    produce(&lines[..split]);
+
+    let data_dir = dir.path().join("workers");
+    let source = format!(
+        "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"transactions\"\n\
+         properties = {{ \"session.timeout.ms\" = \"3000\", \"heartbeat.interval.ms\" = \"300\" }}",
+        cluster.bootstrap_servers()
+    );
+    let spec = write_spec_reading(dir.path(), "card_5m_kafka.toml", &source);
+    let server = crate::server::Server::start(&data_dir).await;
+    let mut worker = kairos(&data_dir)
+        .args(["--url", &server.url, "pipeline", "worker", "--id", "w2"])
+        .arg(&spec)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let server_status = || async {
+        let response = client
+            .get(format!("{}/v1/pipelines/card_5m", server.url))
+            .send()
+            .await
+            .unwrap();
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let worker_status = || {
+        std::fs::read(data_dir.join("pipelines/card_5m/v1/workers/w2/status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .unwrap_or_default()
+    };
+
+    // Each worker gets one partition and reads some of it.
+    let started = Instant::now();
+    loop {
+        let (mine, _) = partitions_and_events(&server_status().await);
+        let (theirs, their_events) = partitions_and_events(&worker_status());
+        if mine.len() == 1 && theirs.len() == 1 && mine != theirs && their_events > 0 {
+            break;
+        }
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "the worker process ended"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the partitions were never shared: server {}, worker {}",
+            server_status().await,
+            worker_status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap();
+
+    // The rest of the events, and one a day later on each partition to close every window.
+    let mut rest = lines[split..].to_vec();
+    let last = lines
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap())
+        .max()
+        .unwrap();
+    let flush_at = last + 86_400_000;
+    rest.push(format!("4000000000000000,{flush_at},1.0"));
+    rest.push(format!("4000000000000001,{flush_at},1.0"));
+    produce(&rest);
+    let total = (lines.len() + 2) as u64;
+    let started = Instant::now();
+    loop {
+        let (mine, events) = partitions_and_events(&server_status().await);
+        if mine.len() == 2 && events == total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the server's run never took over: {}",
+            server_status().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = client
+        .post(format!("{}/v1/pipelines/card_5m/stop", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(stopped.status().is_success());
+    let status: serde_json::Value = stopped.json().await.unwrap();
+    assert_eq!(status["events"], total, "{status:#}");
+    assert_eq!(status["late"], 0, "{status:#}");
+    server.stop();
+    check_clean(&data_dir);
+
+    // The same events replayed from a file on another data dir.
+    let replay = dir.path().join("replay");
+    let mut body = std::fs::read_to_string(&events).unwrap();
+    body.push_str(&format!(
+        "4000000000000000,{flush_at},1.0\n4000000000000001,{flush_at},1.0\n"
+    ));
+    let all_events = dir.path().join("all_events.csv");
+    std::fs::write(&all_events, body).unwrap();
+    let spec_dir = dir.path().join("replay_spec");
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    let file_spec = write_spec(&spec_dir, &all_events);
+    let status = kairos(&replay)
+        .args(["pipeline", "run"])
+        .arg(&file_spec)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Every window but those of the flush events, which the file's end closes and Kafka's
+    // never does.
+    let flush_day = chrono::DateTime::from_timestamp_millis(flush_at)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let closed = |rows: Vec<String>| -> Vec<String> {
+        rows.into_iter()
+            .filter(|r| !r.contains(&flush_day))
+            .collect()
+    };
+    let expected = closed(contents(&replay).0);
+    let got = closed(contents(&data_dir).0);
+    assert!(expected.len() > 1000, "{} rows", expected.len());
+    assert_eq!(got.len(), expected.len(), "row counts differ");
+    assert!(got == expected, "rows differ");
 }

@@ -9,7 +9,7 @@ use arrow::array::{
     ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use kairos_stream::{PipelineSpec, Plan, WindowKind, WindowOperator};
+use kairos_stream::{PipelineSpec, Plan, StateDelta, WindowKind, WindowOperator};
 use kairos_types::{FeatureType, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -418,26 +418,28 @@ fn a_restored_operator_writes_what_a_straight_one_does() {
         let cut = rng.random_range(1..chunks.len());
         let mut first = WindowOperator::new(plan.clone()).unwrap();
         let mut state: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut partitions = Vec::new();
+        let mut last = StateDelta::default();
         let mut restored_rows = Vec::new();
         for c in &chunks[..cut] {
             first.process(&batch(c), 0, 1).unwrap();
             restored_rows.push(first.take_emissions());
-            let delta = first.checkpoint_delta().unwrap();
-            for (k, v) in delta.puts {
-                state.insert(k, v);
+            let delta = first.checkpoint_delta().unwrap().remove(&0).unwrap();
+            for (k, v) in &delta.puts {
+                state.insert(k.clone(), v.clone());
             }
-            for k in delta.deletes {
-                state.remove(&k);
+            for k in &delta.deletes {
+                state.remove(k);
             }
-            partitions = delta.partitions;
+            last = delta;
         }
         drop(first);
         let mut second = WindowOperator::new(plan.clone()).unwrap();
         second
-            .restore(
+            .restore_partition(
+                0,
                 state.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                &partitions,
+                last.max_event_time,
+                last.counts,
             )
             .unwrap();
         for c in &chunks[cut..] {
@@ -691,12 +693,14 @@ column = "qty"
     let mut out = Vec::new();
     first.process(&batch(&arrivals[..half]), 0, 0).unwrap();
     out.extend(first.take_emissions());
-    let delta = first.checkpoint_delta().unwrap();
+    let delta = first.checkpoint_delta().unwrap().remove(&0).unwrap();
     let mut second = WindowOperator::new(plan.clone()).unwrap();
     second
-        .restore(
+        .restore_partition(
+            0,
             delta.puts.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            &delta.partitions,
+            delta.max_event_time,
+            delta.counts,
         )
         .unwrap();
     second.process(&batch(&arrivals[half..]), 0, 0).unwrap();
@@ -724,4 +728,117 @@ column = "qty"
         entry.1 += e.qty;
     }
     assert_eq!(got, expected);
+}
+
+/// The final row of each window, by (key, start), rendered for comparison.
+fn final_rows(rows: &[kairos_stream::Emission]) -> BTreeMap<(Vec<u8>, i64), String> {
+    rows.iter()
+        .filter(|e| e.closed)
+        .map(|e| ((e.key.to_vec(), e.start), format!("{:?}", e.values)))
+        .collect()
+}
+
+/// Two workers: one reads partitions 0 and 1, checkpointing each; partition 1 then moves to a
+/// second operator restored from its checkpoint alone (a rebalance, or a takeover after a
+/// crash, with the events since that checkpoint read again). Together they write the rows a
+/// single operator reading both partitions writes.
+#[test]
+fn a_partition_moved_to_another_operator_with_its_checkpoint_writes_the_same_rows() {
+    for case in 0..6u64 {
+        let mut rng = StdRng::seed_from_u64(300 + case);
+        let window = [
+            "kind = \"tumbling\"\nsize = \"5m\"",
+            "kind = \"hopping\"\nsize = \"4m\"\nslide = \"2m\"",
+            "kind = \"session\"\ngap = \"2m\"",
+        ][case as usize % 3];
+        let plan = Arc::new(spec(
+            &format!("{window}\nout_of_orderness = \"3m\""),
+            ALL_AGGS,
+            "",
+        ));
+        let all = events(&mut rng, 10, 800, 60 * MINUTE);
+        let arrivals = arrival_order(&mut rng, &all, 2 * MINUTE);
+        // Kafka's partitioner sends a key's events to one partition.
+        let partition = |e: &Event| (e.card % 2) as u32;
+        let chunks: Vec<(u32, Vec<Event>)> = arrivals
+            .chunks(23)
+            .flat_map(|c| {
+                (0..2u32)
+                    .map(move |p| (p, c.iter().filter(|e| partition(e) == p).cloned().collect()))
+            })
+            .filter(|(_, c): &(u32, Vec<Event>)| !c.is_empty())
+            .collect();
+
+        let mut straight = WindowOperator::new(plan.clone()).unwrap();
+        for (p, c) in &chunks {
+            straight.process(&batch(c), *p, 1).unwrap();
+        }
+        straight.finish();
+        let expected = final_rows(&straight.take_emissions());
+
+        // Worker A checkpoints partition 1 after every chunk, keeps going a few chunks past
+        // the cut without checkpointing, then loses the partition.
+        let cut = rng.random_range(2..chunks.len() - 4);
+        let mut a = WindowOperator::new(plan.clone()).unwrap();
+        a.add_partition(0);
+        a.add_partition(1);
+        let mut rows = Vec::new();
+        let mut state: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut last = StateDelta::default();
+        let mut resume_at = 0;
+        for (i, (p, c)) in chunks.iter().enumerate() {
+            a.process(&batch(c), *p, 1).unwrap();
+            if i < cut {
+                // Delivered with its checkpoint: the rows of both partitions.
+                rows.extend(a.take_emissions());
+                let delta = a.checkpoint_delta().unwrap().remove(&1).unwrap();
+                for (k, v) in &delta.puts {
+                    state.insert(k.clone(), v.clone());
+                }
+                for k in &delta.deletes {
+                    state.remove(k);
+                }
+                last = delta;
+                resume_at = i + 1;
+            } else if i == cut + 3 {
+                break;
+            }
+        }
+        a.remove_partition(1);
+        // Partition 1's rows since its checkpoint are gone with it; partition 0's stay.
+        let kept = a.take_emissions();
+        assert!(kept.iter().all(|e| e.partition == 0));
+        rows.extend(kept);
+        // A goes on with partition 0 alone.
+        for (p, c) in &chunks[cut + 4..] {
+            if *p == 0 {
+                a.process(&batch(c), 0, 1).unwrap();
+            }
+        }
+        a.finish();
+        rows.extend(a.take_emissions());
+
+        // Worker B takes partition 1 from its checkpoint and reads on from its position.
+        let mut b = WindowOperator::new(plan.clone()).unwrap();
+        b.restore_partition(
+            1,
+            state.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            last.max_event_time,
+            last.counts,
+        )
+        .unwrap();
+        for (p, c) in &chunks[resume_at..] {
+            if *p == 1 {
+                b.process(&batch(c), 1, 1).unwrap();
+            }
+        }
+        b.finish();
+        rows.extend(b.take_emissions());
+
+        let got = final_rows(&rows);
+        assert_eq!(got.len(), expected.len(), "case {case}: cut {cut}");
+        assert_eq!(got, expected, "case {case}: cut {cut}");
+        let events_counted = a.counts().events + b.counts().events;
+        assert_eq!(events_counted, straight.counts().events, "case {case}");
+    }
 }

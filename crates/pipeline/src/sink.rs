@@ -1,0 +1,184 @@
+//! Where a pipeline's rows go: the feature store in this process, or a Kairos server.
+//!
+//! The embedded store belongs to one process, so a worker of a pipeline run as several
+//! processes (`kairos pipeline worker`) writes through the server that holds it. Both ends give
+//! the same guarantee: rows tagged with a producer tag are appended once, however often they
+//! are sent (the store's `append_once`; `POST …/rows?producer=…&after=…` on the server).
+
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use kairos_store::{FeatureStore, InsertAck, Result, StoreError};
+use kairos_stream::Plan;
+use serde::Deserialize;
+
+/// The output end of a running pipeline.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// The feature store of this process.
+    Store(FeatureStore),
+    /// A Kairos server, over its REST API.
+    Server(Server),
+}
+
+impl Sink {
+    /// The output feature group's version, created from the pipeline's schema if absent.
+    pub async fn ensure_output(&self, plan: &Plan) -> Result<u32> {
+        match self {
+            Sink::Store(store) => crate::runner::ensure_output(store, plan).await,
+            Sink::Server(server) => server.group_version(&plan.output.name).await,
+        }
+    }
+
+    /// The output log's end offset: a record appended later is at or after it.
+    pub async fn log_end(&self, group: &str, version: u32) -> Result<u64> {
+        match self {
+            Sink::Store(store) => store.log_end(group, Some(version)),
+            Sink::Server(server) => server.log_end(group, version).await,
+        }
+    }
+
+    /// Appends `batch` unless the log holds a record tagged `producer` after `search_from`.
+    pub async fn append_once(
+        &self,
+        group: &str,
+        version: u32,
+        batch: &RecordBatch,
+        producer: &str,
+        search_from: u64,
+    ) -> Result<InsertAck> {
+        match self {
+            Sink::Store(store) => {
+                store
+                    .append_once(group, Some(version), batch, producer, search_from)
+                    .await
+            }
+            Sink::Server(server) => {
+                server
+                    .append_once(group, version, batch, producer, search_from)
+                    .await
+            }
+        }
+    }
+
+    /// Waits until the online store shows the log up to `end_offset` (a server's append
+    /// answered only once it did).
+    pub async fn wait_visible(&self, group: &str, version: u32, end_offset: u64) -> Result<()> {
+        match self {
+            Sink::Store(store) => store.wait_visible(group, Some(version), end_offset).await,
+            Sink::Server(_) => Ok(()),
+        }
+    }
+}
+
+/// A Kairos server's REST API, as a worker uses it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct GroupStatus {
+    version: u32,
+    log_end_offset: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    message: String,
+}
+
+/// How long one request may take before the worker fails (and restarts from its checkpoint).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Server {
+    pub fn new(base: &str) -> Server {
+        Server {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("a client with a timeout builds"),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let response = request.send().await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot reach kairos at {}: {e}", self.base))
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let message = response
+            .json::<ErrorBody>()
+            .await
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| "no message".into());
+        let message = format!("kairos at {}: {status}: {message}", self.base);
+        Err(match status.as_u16() {
+            404 => StoreError::NotFound(message),
+            409 => StoreError::Conflict(message),
+            400..=499 => StoreError::BadRequest(message),
+            _ => StoreError::Unavailable(message),
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        self.send(request)
+            .await?
+            .json()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("kairos at {}: {e}", self.base)))
+    }
+
+    async fn status(&self, group: &str, version: Option<u32>) -> Result<GroupStatus> {
+        let mut request = self
+            .http
+            .get(format!("{}/v1/feature-groups/{group}", self.base));
+        if let Some(v) = version {
+            request = request.query(&[("version", v)]);
+        }
+        self.json(request).await
+    }
+
+    async fn group_version(&self, group: &str) -> Result<u32> {
+        Ok(self.status(group, None).await?.version)
+    }
+
+    async fn log_end(&self, group: &str, version: u32) -> Result<u64> {
+        Ok(self.status(group, Some(version)).await?.log_end_offset)
+    }
+
+    async fn append_once(
+        &self,
+        group: &str,
+        version: u32,
+        batch: &RecordBatch,
+        producer: &str,
+        search_from: u64,
+    ) -> Result<InsertAck> {
+        let body = crate::runner::encode_ipc(batch)?;
+        let request = self
+            .http
+            .post(format!("{}/v1/feature-groups/{group}/rows", self.base))
+            .query(&[
+                ("version", version.to_string()),
+                ("producer", producer.to_owned()),
+                ("after", search_from.to_string()),
+                ("wait", "online".to_owned()),
+            ])
+            .header("content-type", "application/vnd.apache.arrow.stream")
+            .body(body);
+        self.json(request).await
+    }
+}
