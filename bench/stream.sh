@@ -4,7 +4,8 @@
 #     a replayed events file: Kairos's engine and Bytewax's windowing operators on the same
 #     file in the same run, outputs checked equal; then Kairos alone on 10M events, engine only
 #     and as a whole pipeline into a feature group;
-#  2. freshness (event arrival to visible online) at a sustained rate pushed over HTTP.
+#  2. freshness (event arrival to visible online) at a sustained rate pushed over HTTP, and
+#     produced to Kafka (librdkafka's mock cluster, in the benchmark process).
 # Needs: python3 with bytewax (pip install bytewax).
 # Bytewax's cost grows with the number of keys: at 100k cards it is given 100k events and
 # 300 seconds; the full comparison with equal outputs runs on 1M events over 1,000 cards.
@@ -54,3 +55,6 @@ echo "== freshness at $RATE events/s over HTTP for $SECONDS_FRESH s"
 SERVER=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:7171/healthz >/dev/null && break; sleep 0.1; done
 "$KAIROS" bench freshness --url http://127.0.0.1:7171 --rate "$RATE" --seconds "$SECONDS_FRESH"
+
+echo "== freshness at $RATE events/s through Kafka (librdkafka's mock cluster, 4 partitions) for $SECONDS_FRESH s"
+"$KAIROS" bench freshness --url http://127.0.0.1:7171 --rate "$RATE" --seconds "$SECONDS_FRESH" --kafka-partitions 4

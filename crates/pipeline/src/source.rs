@@ -486,8 +486,8 @@ pub struct KafkaSource {
     topic: String,
     /// Per resumed partition, the offset of the next message to count.
     positions: BTreeMap<u32, u64>,
-    /// Messages of partitions assigned but not resumed yet: (offset, payload).
-    held: BTreeMap<u32, Vec<(u64, Vec<u8>)>>,
+    /// Messages of partitions assigned but not resumed yet.
+    held: BTreeMap<u32, Vec<HeldMessage>>,
     /// Chunks read but not yet handed out.
     pending: std::collections::VecDeque<Chunk>,
     /// What was last committed to Kafka, per partition.
@@ -545,25 +545,23 @@ impl KafkaSource {
     fn resume(&mut self, partition: u32, position: u64) {
         self.positions.insert(partition, position);
         let held = self.held.remove(&partition).unwrap_or_default();
-        let mut body = Vec::new();
-        let mut next = position;
-        for (offset, payload) in held.into_iter().filter(|(o, _)| *o >= position) {
-            append_line(&mut body, &payload);
-            next = offset + 1;
+        let mut run = PartitionRun::default();
+        for m in held.into_iter().filter(|m| m.offset >= position) {
+            run.add(m.offset, &m.payload, m.timestamp);
         }
-        if next > position {
-            self.queue(partition, body, next);
+        if run.next > position {
+            self.queue(partition, run);
         }
     }
 
-    /// Queues a partition's run of messages as one chunk; `next` is the offset after it.
-    fn queue(&mut self, partition: u32, body: Vec<u8>, next: u64) {
-        self.positions.insert(partition, next);
+    /// Queues a partition's run of messages as one chunk.
+    fn queue(&mut self, partition: u32, run: PartitionRun) {
+        self.positions.insert(partition, run.next);
         self.pending.push_back(Chunk {
             partition,
-            data: ChunkData::Raw(vec![Bytes::from(body)]),
-            next,
-            arrived_at: None,
+            data: ChunkData::Raw(vec![Bytes::from(run.body)]),
+            next: run.next,
+            arrived_at: run.arrived_at,
         });
     }
 
@@ -585,7 +583,7 @@ impl KafkaSource {
             return Ok(Poll::Chunk(chunk));
         }
         // Messages of one poll grouped by partition: one chunk is one partition's run.
-        let mut by_partition: BTreeMap<u32, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, PartitionRun> = BTreeMap::new();
         let mut timeout = wait;
         for _ in 0..KAFKA_BATCH {
             let Some(message) = self.consumer.poll(timeout) else {
@@ -598,24 +596,29 @@ impl KafkaSource {
             let partition = message.partition() as u32;
             let offset = message.offset() as u64;
             let payload = message.payload().unwrap_or_default();
+            // When the message reached Kafka (or was produced, by the topic's timestamp type):
+            // freshness is measured from there.
+            let timestamp = message.timestamp().to_millis().map(|ms| ms * 1000);
             let Some(&position) = self.positions.get(&partition) else {
                 // Assigned, but its checkpoint is not loaded yet: kept until it is.
-                self.held
-                    .entry(partition)
-                    .or_default()
-                    .push((offset, payload.to_vec()));
+                self.held.entry(partition).or_default().push(HeldMessage {
+                    offset,
+                    payload: payload.to_vec(),
+                    timestamp,
+                });
                 continue;
             };
             if offset < position {
                 continue; // counted before the checkpoint this reader resumed from
             }
-            let entry = by_partition.entry(partition).or_default();
-            append_line(&mut entry.0, payload);
-            entry.1 = offset + 1;
+            by_partition
+                .entry(partition)
+                .or_default()
+                .add(offset, payload, timestamp);
         }
         // One chunk per partition (each has its own watermark); the rest wait here.
-        for (partition, (body, next)) in by_partition {
-            self.queue(partition, body, next);
+        for (partition, run) in by_partition {
+            self.queue(partition, run);
         }
         Ok(self.pending.pop_front().map_or(Poll::Idle, Poll::Chunk))
     }
@@ -659,13 +662,37 @@ impl Drop for KafkaSource {
     }
 }
 
-/// Appends one message to a JSON-lines or CSV body, ending it with a newline.
-fn append_line(body: &mut Vec<u8>, payload: &[u8]) {
-    if payload.is_empty() {
-        return;
-    }
-    body.extend_from_slice(payload);
-    if !payload.ends_with(b"\n") {
-        body.push(b'\n');
+/// A message of a partition whose checkpoint is not loaded yet.
+struct HeldMessage {
+    offset: u64,
+    payload: Vec<u8>,
+    /// Microseconds.
+    timestamp: Option<i64>,
+}
+
+/// Consecutive messages of one partition, becoming one chunk.
+#[derive(Default)]
+struct PartitionRun {
+    /// One JSON object per line.
+    body: Vec<u8>,
+    /// The offset after the last message.
+    next: u64,
+    /// The earliest message timestamp (microseconds).
+    arrived_at: Option<i64>,
+}
+
+impl PartitionRun {
+    fn add(&mut self, offset: u64, payload: &[u8], timestamp: Option<i64>) {
+        self.next = offset + 1;
+        if let Some(t) = timestamp {
+            self.arrived_at = Some(self.arrived_at.map_or(t, |a| a.min(t)));
+        }
+        if payload.is_empty() {
+            return;
+        }
+        self.body.extend_from_slice(payload);
+        if !payload.ends_with(b"\n") {
+            self.body.push(b'\n');
+        }
     }
 }

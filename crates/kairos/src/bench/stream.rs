@@ -296,15 +296,56 @@ pub struct FreshnessArgs {
     /// The pipeline's early emission and checkpoint interval.
     #[arg(long, default_value = "25ms")]
     interval: String,
+    /// Send the events through Kafka instead of HTTP: a topic of this many partitions on
+    /// librdkafka's mock cluster, started in this process (the server connects to it over
+    /// loopback), one event per message, keyed by card.
+    #[arg(long)]
+    kafka_partitions: Option<i32>,
 }
+
+/// Where the benchmark sends events.
+enum Feed {
+    Http(Remote),
+    Kafka {
+        // Kept alive while the benchmark runs: dropping it stops the brokers.
+        _cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        producer: rdkafka::producer::BaseProducer,
+    },
+}
+
+const KAFKA_TOPIC: &str = "bench_card_events";
 
 /// Pushes card events over HTTP at a sustained rate into a pipeline with early emission, then
 /// reads the pipeline's freshness percentiles (arrival in the stream to visible online).
 pub async fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     let remote = Remote::new(&args.url);
+    let (name, source, feed) = match args.kafka_partitions {
+        None => (
+            "bench_fresh",
+            "kind = \"http\"\nstream = \"bench_card_events\"".to_owned(),
+            Feed::Http(remote.clone()),
+        ),
+        Some(partitions) => {
+            let cluster = rdkafka::mocking::MockCluster::new(1)?;
+            cluster.create_topic(KAFKA_TOPIC, partitions, 1)?;
+            let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", cluster.bootstrap_servers())
+                .set("linger.ms", "2")
+                .create()?;
+            let source = format!(
+                "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{KAFKA_TOPIC}\"\nproperties = {{ \"fetch.wait.max.ms\" = \"5\" }}",
+                cluster.bootstrap_servers()
+            );
+            let feed = Feed::Kafka {
+                _cluster: cluster,
+                producer,
+            };
+            ("bench_fresh_kafka", source, feed)
+        }
+    };
     let spec = card_spec(
-        "bench_fresh",
-        "kind = \"http\"\nstream = \"bench_card_events\"",
+        name,
+        &source,
         &args.interval,
         &format!(
             "out_of_orderness = \"5s\"\nearly_emit = \"{}\"",
@@ -314,6 +355,23 @@ pub async fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     remote
         .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
         .await?;
+    // Freshness is a steady-state figure: sending starts once the pipeline holds all its
+    // partitions (a Kafka consumer takes a few seconds to join its group).
+    let partitions = args.kafka_partitions.map_or(1, |n| n as usize);
+    let joined = Instant::now();
+    loop {
+        let status = remote
+            .json(remote.request(Method::GET, &format!("/v1/pipelines/{name}")))
+            .await?;
+        if status["positions"].as_object().map_or(0, |p| p.len()) >= partitions {
+            break;
+        }
+        anyhow::ensure!(
+            joined.elapsed() < Duration::from_secs(60),
+            "pipeline {name} holds no partitions after 60 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let per_push = (args.rate / args.pushes).max(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.pushes));
@@ -328,21 +386,56 @@ pub async fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         for _ in 0..per_push {
             let card = FIRST_CARD + rng.random_range(0..args.cards);
             let cents: u32 = rng.random_range(100..50_000);
-            body.push_str(&format!(
+            let event = format!(
                 "{{\"cc_num\":{card},\"ts\":{now_ms},\"amount\":{}.{:02}}}\n",
                 cents / 100,
                 cents % 100
-            ));
+            );
+            match &feed {
+                Feed::Http(_) => body.push_str(&event),
+                Feed::Kafka { producer, .. } => {
+                    let key = card.to_string();
+                    let mut record = rdkafka::producer::BaseRecord::to(KAFKA_TOPIC)
+                        .key(&key)
+                        .payload(&event);
+                    // A full queue slows the sender down (the rate reported is what was sent).
+                    loop {
+                        match producer.send(record) {
+                            Ok(()) => break,
+                            Err((
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                                ),
+                                back,
+                            )) => {
+                                producer.poll(Duration::from_millis(1));
+                                record = back;
+                            }
+                            Err((e, _)) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
         }
         sent += per_push;
-        let request = remote
-            .request(Method::POST, "/v1/streams/bench_card_events/events")
-            .body(body);
-        let remote = remote.clone();
-        in_flight.spawn(async move { remote.send(request).await.map(|_| ()) });
-        while in_flight.len() > 16 {
-            in_flight.join_next().await.expect("tasks")??;
+        match &feed {
+            Feed::Http(remote) => {
+                let request = remote
+                    .request(Method::POST, "/v1/streams/bench_card_events/events")
+                    .body(body);
+                let remote = remote.clone();
+                in_flight.spawn(async move { remote.send(request).await.map(|_| ()) });
+                while in_flight.len() > 16 {
+                    in_flight.join_next().await.expect("tasks")??;
+                }
+            }
+            Feed::Kafka { producer, .. } => {
+                producer.poll(Duration::ZERO);
+            }
         }
+    }
+    if let Feed::Kafka { producer, .. } = &feed {
+        rdkafka::producer::Producer::flush(producer, Duration::from_secs(10))?;
     }
     while let Some(done) = in_flight.join_next().await {
         done??;
@@ -350,16 +443,20 @@ pub async fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     let pushed_for = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let status = remote
-        .json(remote.request(Method::GET, "/v1/pipelines/bench_fresh"))
+        .json(remote.request(Method::GET, &format!("/v1/pipelines/{name}")))
         .await?;
+    let via = match feed {
+        Feed::Http(_) => "over HTTP",
+        Feed::Kafka { .. } => "through Kafka (mock cluster)",
+    };
     eprintln!(
-        "pushed {sent} events in {pushed_for:.1} s = {:.0} events/s over HTTP; pipeline: {} events, freshness {}",
+        "sent {sent} events in {pushed_for:.1} s = {:.0} events/s {via}; pipeline: {} events, freshness {}",
         sent as f64 / pushed_for,
         status["events"],
         status["freshness"]
     );
     remote
-        .json(remote.request(Method::POST, "/v1/pipelines/bench_fresh/stop"))
+        .json(remote.request(Method::POST, &format!("/v1/pipelines/{name}/stop")))
         .await?;
     Ok(())
 }
