@@ -2,10 +2,18 @@
 //! holding the partition's last checkpoint metadata and its live windows' state. One write
 //! transaction per checkpoint, durable on commit, so a checkpoint is there whole or not at all.
 //!
+//! The window state is log-structured: a checkpoint writes its delta (windows changed and
+//! removed) as one record under its epoch, and the records are folded into the base table of
+//! windows only once they add up to [`FOLD_AT`] bytes. Written in place, a checkpoint's changed
+//! windows land on as many B-tree pages as there are windows (keys are spread over the whole
+//! tree), and a 25 ms checkpoint of a thousand windows spent 15–60 ms writing and syncing
+//! them; as one record it writes a few contiguous pages.
+//!
 //! redb locks its file while it is open, which makes the file a partition's ownership token
 //! among processes: a worker taking a partition over waits until the previous owner closed it
 //! (let the partition go, or died), so two workers never write one partition's checkpoint.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,10 +21,17 @@ use kairos_store::{Result, StoreError};
 use kairos_stream::StateDelta;
 use kairos_stream::checkpoint::CheckpointMeta;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The base: state key → encoded window, as of the last fold.
 const WINDOWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("windows");
+/// Epoch → the delta that checkpoint wrote after the base.
+const DELTAS: TableDefinition<u64, &[u8]> = TableDefinition::new("deltas");
 const LAST: &str = "last";
+
+/// Delta bytes past which a checkpoint folds the deltas into the base.
+pub const FOLD_AT: u64 = 64 << 20;
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("checkpoint store: {e}"))
@@ -25,9 +40,19 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
 /// A loaded checkpoint: its metadata and its window states (state key, encoded window).
 pub type Loaded = (CheckpointMeta, Vec<(Vec<u8>, Vec<u8>)>);
 
+/// One checkpoint's change to the window state, as stored.
+#[derive(Serialize, Deserialize)]
+struct DeltaRecord {
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    deletes: Vec<Vec<u8>>,
+}
+
 #[derive(Debug)]
 pub struct CheckpointStore {
     db: Database,
+    /// Bytes of delta records not folded into the base yet.
+    unfolded: u64,
+    fold_at: u64,
 }
 
 impl CheckpointStore {
@@ -35,9 +60,7 @@ impl CheckpointStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(internal)?;
         }
-        Ok(CheckpointStore {
-            db: Database::create(path).map_err(internal)?,
-        })
+        Self::with_db(Database::create(path).map_err(internal)?)
     }
 
     /// Opens `path`, waiting up to `wait` while another process holds it open.
@@ -48,7 +71,7 @@ impl CheckpointStore {
                 std::fs::create_dir_all(dir).map_err(internal)?;
             }
             match Database::create(path) {
-                Ok(db) => return Ok(CheckpointStore { db }),
+                Ok(db) => return Self::with_db(db),
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -63,7 +86,33 @@ impl CheckpointStore {
         }
     }
 
-    /// The last checkpoint, if any.
+    fn with_db(db: Database) -> Result<CheckpointStore> {
+        let mut unfolded = 0;
+        let txn = db.begin_read().map_err(internal)?;
+        match txn.open_table(DELTAS) {
+            Ok(t) => {
+                for entry in t.iter().map_err(internal)? {
+                    unfolded += entry.map_err(internal)?.1.value().len() as u64;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(internal(e)),
+        }
+        drop(txn);
+        Ok(CheckpointStore {
+            db,
+            unfolded,
+            fold_at: FOLD_AT,
+        })
+    }
+
+    /// Folds the deltas into the base once they pass `bytes` (tests make it small).
+    pub fn fold_at(mut self, bytes: u64) -> CheckpointStore {
+        self.fold_at = bytes;
+        self
+    }
+
+    /// The last checkpoint, if any: the base with every delta applied in epoch order.
     pub fn load(&self) -> Result<Option<Loaded>> {
         let txn = self.db.begin_read().map_err(internal)?;
         let meta = match txn.open_table(META) {
@@ -74,37 +123,145 @@ impl CheckpointStore {
         let Some(meta) = meta else { return Ok(None) };
         let meta: CheckpointMeta = postcard::from_bytes(&meta)
             .map_err(|e| internal(format!("metadata does not decode: {e}")))?;
-        let mut windows = Vec::new();
+        let mut windows = BTreeMap::new();
         match txn.open_table(WINDOWS) {
             Ok(t) => {
                 for entry in t.iter().map_err(internal)? {
                     let (k, v) = entry.map_err(internal)?;
-                    windows.push((k.value().to_vec(), v.value().to_vec()));
+                    windows.insert(k.value().to_vec(), v.value().to_vec());
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(internal(e)),
         }
-        Ok(Some((meta, windows)))
+        match txn.open_table(DELTAS) {
+            Ok(t) => {
+                for entry in t.iter().map_err(internal)? {
+                    let (_, bytes) = entry.map_err(internal)?;
+                    apply(&mut windows, decode_delta(bytes.value())?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(internal(e)),
+        }
+        Ok(Some((meta, windows.into_iter().collect())))
     }
 
-    /// Writes a checkpoint whole: the state delta and the metadata, in one durable commit.
-    pub fn commit(&self, meta: &CheckpointMeta, delta: &StateDelta) -> Result<()> {
-        let bytes = postcard::to_allocvec(meta).map_err(internal)?;
+    /// Writes a checkpoint whole: its delta as one record and the metadata, in one durable
+    /// commit; and, when the records have grown past the fold size, every record folded into
+    /// the base in the same commit.
+    pub fn commit(&mut self, meta: &CheckpointMeta, delta: &StateDelta) -> Result<()> {
+        let meta_bytes = postcard::to_allocvec(meta).map_err(internal)?;
         let txn = self.db.begin_write().map_err(internal)?;
+        let mut unfolded = self.unfolded;
         {
-            let mut windows = txn.open_table(WINDOWS).map_err(internal)?;
-            for (k, v) in &delta.puts {
-                windows
-                    .insert(k.as_slice(), v.as_slice())
+            let mut deltas = txn.open_table(DELTAS).map_err(internal)?;
+            if !delta.is_empty() {
+                let record = DeltaRecord {
+                    puts: delta.puts.clone(),
+                    deletes: delta.deletes.clone(),
+                };
+                let bytes = postcard::to_allocvec(&record).map_err(internal)?;
+                deltas
+                    .insert(meta.epoch, bytes.as_slice())
                     .map_err(internal)?;
+                unfolded += bytes.len() as u64;
             }
-            for k in &delta.deletes {
-                windows.remove(k.as_slice()).map_err(internal)?;
+            if unfolded >= self.fold_at {
+                let mut windows = txn.open_table(WINDOWS).map_err(internal)?;
+                for entry in deltas.iter().map_err(internal)? {
+                    let (_, bytes) = entry.map_err(internal)?;
+                    let record = decode_delta(bytes.value())?;
+                    for (k, v) in &record.puts {
+                        windows
+                            .insert(k.as_slice(), v.as_slice())
+                            .map_err(internal)?;
+                    }
+                    for k in &record.deletes {
+                        windows.remove(k.as_slice()).map_err(internal)?;
+                    }
+                }
+                deltas.retain(|_, _| false).map_err(internal)?;
+                unfolded = 0;
             }
             let mut table = txn.open_table(META).map_err(internal)?;
-            table.insert(LAST, bytes.as_slice()).map_err(internal)?;
+            table
+                .insert(LAST, meta_bytes.as_slice())
+                .map_err(internal)?;
         }
-        txn.commit().map_err(internal)
+        txn.commit().map_err(internal)?;
+        self.unfolded = unfolded;
+        Ok(())
+    }
+}
+
+fn decode_delta(bytes: &[u8]) -> Result<DeltaRecord> {
+    postcard::from_bytes(bytes).map_err(|e| internal(format!("a delta does not decode: {e}")))
+}
+
+fn apply(windows: &mut BTreeMap<Vec<u8>, Vec<u8>>, record: DeltaRecord) {
+    for (k, v) in record.puts {
+        windows.insert(k, v);
+    }
+    for k in record.deletes {
+        windows.remove(&k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn meta(epoch: u64) -> CheckpointMeta {
+        CheckpointMeta {
+            partition: 0,
+            epoch,
+            position: epoch * 10,
+            max_event_time: 0,
+            counts: Default::default(),
+            malformed: 0,
+            pending: None,
+        }
+    }
+
+    /// Random puts and deletes over a small key space, checkpointed with and without folds
+    /// and reopened at random points, load what a map given the same changes holds.
+    #[test]
+    fn a_loaded_checkpoint_holds_the_windows_every_delta_left_folded_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for fold_at in [u64::MAX, 4096, 1] {
+            let path = dir.path().join(format!("p{fold_at}.redb"));
+            let mut store = CheckpointStore::open(&path).unwrap().fold_at(fold_at);
+            let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            for epoch in 1..=60u64 {
+                let mut delta = StateDelta::default();
+                for _ in 0..rng.random_range(0..40) {
+                    let key = vec![rng.random_range(0..50u8)];
+                    // A key is put or deleted once in a delta, as the operator writes a
+                    // window's last state only.
+                    delta.deletes.retain(|k| *k != key);
+                    delta.puts.retain(|(k, _)| *k != key);
+                    if rng.random_bool(0.3) {
+                        expected.remove(&key);
+                        delta.deletes.push(key);
+                    } else {
+                        let value = vec![rng.random::<u8>(); rng.random_range(1..64)];
+                        expected.insert(key.clone(), value.clone());
+                        delta.puts.push((key, value));
+                    }
+                }
+                store.commit(&meta(epoch), &delta).unwrap();
+                if rng.random_bool(0.1) {
+                    drop(store);
+                    store = CheckpointStore::open(&path).unwrap().fold_at(fold_at);
+                }
+                let (m, windows) = store.load().unwrap().unwrap();
+                assert_eq!(m, meta(epoch));
+                let got: BTreeMap<Vec<u8>, Vec<u8>> = windows.into_iter().collect();
+                assert_eq!(got, expected, "fold at {fold_at}, epoch {epoch}");
+            }
+        }
     }
 }
