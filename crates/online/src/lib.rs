@@ -91,6 +91,16 @@ impl OnlineBackend {
             OnlineBackend::Redis(_) => "redis",
         }
     }
+
+    /// Makes every applied row durable (redb syncs its unsynced commits). What log retention
+    /// calls before it deletes segments: the segments a crash would make the materialiser
+    /// apply again must still be there. Redis persists as its own configuration says.
+    pub async fn sync(&self) -> Result<()> {
+        match self {
+            OnlineBackend::Redb(s) => s.sync().await,
+            OnlineBackend::Redis(_) => Ok(()),
+        }
+    }
 }
 
 impl OnlineStore for OnlineBackend {

@@ -262,6 +262,7 @@ impl FeatureStore {
             )),
             tokio::spawn(materialise::run_retention(
                 runtime.clone(),
+                self.inner.online.clone(),
                 self.inner.config.log_retention(),
                 self.inner.clock.clone(),
             )),

@@ -295,6 +295,7 @@ async fn follow<M: Materialiser>(
 /// Deletes log segments both materialisers have passed, once older than the retention.
 pub(crate) async fn run_retention(
     group: Arc<GroupRuntime>,
+    online: OnlineBackend,
     retention: Duration,
     clock: Arc<dyn kairos_types::Clock>,
 ) {
@@ -308,6 +309,14 @@ pub(crate) async fn run_retention(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let passed = group.materialised_through();
+        // The online store may hold its latest commits unsynced; synced, a crash cannot take
+        // it back before `passed`.
+        if group.group.spec.online
+            && let Err(e) = online.sync().await
+        {
+            tracing::warn!(group = %group.group.id(), error = %e, "online store sync failed; log retention waits");
+            continue;
+        }
         let older_than = clock.now_micros() - retention.as_micros() as i64;
         let log = group.log.clone();
         match tokio::task::spawn_blocking(move || log.remove_before(passed, older_than)).await {
