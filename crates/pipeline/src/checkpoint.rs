@@ -4,10 +4,14 @@
 //!
 //! The window state is log-structured: a checkpoint writes its delta (windows changed and
 //! removed) as one record under its epoch, and the records are folded into the base table of
-//! windows only once they add up to [`FOLD_AT`] bytes. Written in place, a checkpoint's changed
+//! windows once they add up to [`FOLD_AT`] bytes. Written in place, a checkpoint's changed
 //! windows land on as many B-tree pages as there are windows (keys are spread over the whole
 //! tree), and a 25 ms checkpoint of a thousand windows spent 15–60 ms writing and syncing
-//! them; as one record it writes a few contiguous pages.
+//! them; as one record it writes a few contiguous pages. A fold runs on a thread of its own:
+//! it merges the records up to some epoch from a read snapshot (most of its time), then in one
+//! write transaction puts the merged windows into the base and drops those records — so
+//! checkpoints wait only for that last part, and a load sees the base and the records either
+//! before the fold or after it.
 //!
 //! redb locks its file while it is open, which makes the file a partition's ownership token
 //! among processes: a worker taking a partition over waits until the previous owner closed it
@@ -15,6 +19,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kairos_store::{Result, StoreError};
@@ -49,10 +55,12 @@ struct DeltaRecord {
 
 #[derive(Debug)]
 pub struct CheckpointStore {
-    db: Database,
-    /// Bytes of delta records not folded into the base yet.
+    db: Arc<Database>,
+    /// Bytes of delta records not folded into the base yet (as far as this store knows).
     unfolded: u64,
     fold_at: u64,
+    /// A fold running on its thread; it answers the bytes it folded.
+    folding: Option<JoinHandle<Result<u64>>>,
 }
 
 impl CheckpointStore {
@@ -100,9 +108,10 @@ impl CheckpointStore {
         }
         drop(txn);
         Ok(CheckpointStore {
-            db,
+            db: Arc::new(db),
             unfolded,
             fold_at: FOLD_AT,
+            folding: None,
         })
     }
 
@@ -148,54 +157,23 @@ impl CheckpointStore {
     }
 
     /// Writes a checkpoint whole: its delta as one record and the metadata, in one durable
-    /// commit; and, when the records have grown past the fold size, every record folded into
-    /// the base in the same commit.
+    /// commit. Starts a fold when the records have grown past the fold size.
     pub fn commit(&mut self, meta: &CheckpointMeta, delta: &StateDelta) -> Result<()> {
         let meta_bytes = postcard::to_allocvec(meta).map_err(internal)?;
         let txn = self.db.begin_write().map_err(internal)?;
-        let mut unfolded = self.unfolded;
+        let mut written = 0;
         {
-            let mut deltas = txn.open_table(DELTAS).map_err(internal)?;
             if !delta.is_empty() {
                 let record = DeltaRecord {
                     puts: delta.puts.clone(),
                     deletes: delta.deletes.clone(),
                 };
                 let bytes = postcard::to_allocvec(&record).map_err(internal)?;
+                let mut deltas = txn.open_table(DELTAS).map_err(internal)?;
                 deltas
                     .insert(meta.epoch, bytes.as_slice())
                     .map_err(internal)?;
-                unfolded += bytes.len() as u64;
-            }
-            if unfolded >= self.fold_at {
-                // Each window's last state only (most were written many times over), in key
-                // order, so the base's B-tree is walked once.
-                let started = Instant::now();
-                let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-                for entry in deltas.iter().map_err(internal)? {
-                    let (_, bytes) = entry.map_err(internal)?;
-                    let record = decode_delta(bytes.value())?;
-                    latest.extend(record.puts.into_iter().map(|(k, v)| (k, Some(v))));
-                    latest.extend(record.deletes.into_iter().map(|k| (k, None)));
-                }
-                let mut windows = txn.open_table(WINDOWS).map_err(internal)?;
-                for (k, v) in &latest {
-                    match v {
-                        Some(v) => windows
-                            .insert(k.as_slice(), v.as_slice())
-                            .map(drop)
-                            .map_err(internal)?,
-                        None => windows.remove(k.as_slice()).map(drop).map_err(internal)?,
-                    }
-                }
-                deltas.retain(|_, _| false).map_err(internal)?;
-                tracing::debug!(
-                    bytes = unfolded,
-                    windows = latest.len(),
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "checkpoint deltas folded"
-                );
-                unfolded = 0;
+                written = bytes.len() as u64;
             }
             let mut table = txn.open_table(META).map_err(internal)?;
             table
@@ -203,9 +181,97 @@ impl CheckpointStore {
                 .map_err(internal)?;
         }
         txn.commit().map_err(internal)?;
-        self.unfolded = unfolded;
+        self.unfolded += written;
+        if self.folding.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.finish_fold()?;
+        }
+        if self.folding.is_none() && self.unfolded >= self.fold_at {
+            let db = self.db.clone();
+            let thread = std::thread::Builder::new()
+                .name("checkpoint-fold".into())
+                .spawn(move || fold(&db))
+                .map_err(internal)?;
+            self.folding = Some(thread);
+        }
         Ok(())
     }
+
+    /// Waits for a running fold, if any.
+    pub fn finish_fold(&mut self) -> Result<()> {
+        if let Some(thread) = self.folding.take() {
+            let folded = thread
+                .join()
+                .map_err(|_| internal("the fold thread panicked"))??;
+            self.unfolded = self.unfolded.saturating_sub(folded);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CheckpointStore {
+    /// A fold holds the database; it ends before the store does, so the file is let go (and
+    /// another worker can take the partition) only when nothing writes it any more.
+    fn drop(&mut self) {
+        if let Err(e) = self.finish_fold() {
+            tracing::warn!(error = %e, "checkpoint fold failed; the deltas stay and are folded later");
+        }
+    }
+}
+
+/// Folds the delta records there are now into the base; returns their bytes. Each window's
+/// last state only is written (most were written many times over), in key order, so the
+/// base's B-tree is walked once.
+fn fold(db: &Database) -> Result<u64> {
+    let started = Instant::now();
+    let txn = db.begin_read().map_err(internal)?;
+    let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut through = None;
+    let mut bytes = 0;
+    match txn.open_table(DELTAS) {
+        Ok(deltas) => {
+            for entry in deltas.iter().map_err(internal)? {
+                let (epoch, record) = entry.map_err(internal)?;
+                through = Some(epoch.value());
+                bytes += record.value().len() as u64;
+                let record = decode_delta(record.value())?;
+                latest.extend(record.puts.into_iter().map(|(k, v)| (k, Some(v))));
+                latest.extend(record.deletes.into_iter().map(|k| (k, None)));
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(internal(e)),
+    }
+    drop(txn);
+    let Some(through) = through else {
+        return Ok(0);
+    };
+    let merged = started.elapsed();
+    let txn = db.begin_write().map_err(internal)?;
+    {
+        let mut windows = txn.open_table(WINDOWS).map_err(internal)?;
+        for (k, v) in &latest {
+            match v {
+                Some(v) => windows
+                    .insert(k.as_slice(), v.as_slice())
+                    .map(drop)
+                    .map_err(internal)?,
+                None => windows.remove(k.as_slice()).map(drop).map_err(internal)?,
+            }
+        }
+        let mut deltas = txn.open_table(DELTAS).map_err(internal)?;
+        deltas
+            .retain(|epoch, _| epoch > through)
+            .map_err(internal)?;
+    }
+    txn.commit().map_err(internal)?;
+    tracing::debug!(
+        bytes,
+        windows = latest.len(),
+        merge_ms = merged.as_millis() as u64,
+        write_ms = (started.elapsed() - merged).as_millis() as u64,
+        "checkpoint deltas folded"
+    );
+    Ok(bytes)
 }
 
 fn decode_delta(bytes: &[u8]) -> Result<DeltaRecord> {
@@ -266,6 +332,9 @@ mod tests {
                     }
                 }
                 store.commit(&meta(epoch), &delta).unwrap();
+                if rng.random_bool(0.2) {
+                    store.finish_fold().unwrap();
+                }
                 if rng.random_bool(0.1) {
                     drop(store);
                     store = CheckpointStore::open(&path).unwrap().fold_at(fold_at);
