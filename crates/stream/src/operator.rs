@@ -48,6 +48,9 @@ struct Window {
     last_arrival: i64,
     #[serde(skip)]
     in_checkpoint_list: bool,
+    /// A checkpoint holds a state of it (so removing it must delete that state).
+    #[serde(skip)]
+    persisted: bool,
 }
 
 /// A window row to write.
@@ -134,8 +137,11 @@ pub struct WindowOperator {
     partitions: BTreeMap<u32, i64>,
     /// Set once a bounded source ended: every window closes.
     finished: bool,
-    /// Windows whose checkpointed state is stale (changed or removed).
+    /// Windows changed since the last checkpoint.
     touched: Vec<(KeyId, i64)>,
+    /// Windows removed since the last checkpoint that a checkpoint holds. (One that opened and
+    /// went between two checkpoints is in none, so it costs a checkpoint nothing.)
+    removed: Vec<(KeyId, i64)>,
     /// Windows updated while open, for early emission.
     early: Vec<(KeyId, i64)>,
     /// Closed windows updated by late events, written again after the batch.
@@ -242,6 +248,7 @@ impl WindowOperator {
             partitions: BTreeMap::new(),
             finished: false,
             touched: Vec::new(),
+            removed: Vec::new(),
             early: Vec::new(),
             late: Vec::new(),
             out: Vec::new(),
@@ -306,6 +313,7 @@ impl WindowOperator {
         }
         let theirs = |key: &KeyId| self.key_partition[*key as usize] == partition;
         self.touched.retain(|(k, _)| !theirs(k));
+        self.removed.retain(|(k, _)| !theirs(k));
         self.early.retain(|(k, _)| !theirs(k));
         self.late.retain(|(k, _)| !theirs(k));
         self.out.retain(|e| e.partition != partition);
@@ -531,6 +539,7 @@ impl WindowOperator {
                         dirty: false,
                         last_arrival: arrival,
                         in_checkpoint_list: false,
+                        persisted: false,
                     },
                 );
                 self.open_windows += 1;
@@ -633,7 +642,9 @@ impl WindowOperator {
         for &i in overlapping.iter().rev() {
             let w = list.remove(i);
             self.open_windows -= 1;
-            self.touched.push((key, w.start));
+            if w.persisted {
+                self.removed.push((key, w.start));
+            }
             start = start.min(w.start);
             end = end.max(w.end);
             merged = Some(match merged {
@@ -656,6 +667,7 @@ impl WindowOperator {
                 m.closed = closed;
                 m.dirty = false;
                 m.in_checkpoint_list = false;
+                m.persisted = false;
                 m
             }
             None => Window {
@@ -666,6 +678,7 @@ impl WindowOperator {
                 dirty: false,
                 last_arrival: arrival,
                 in_checkpoint_list: false,
+                persisted: false,
             },
         };
         w.start = start;
@@ -795,9 +808,10 @@ impl WindowOperator {
     fn purge(&mut self, key: KeyId, start: i64) {
         let list = &mut self.windows[key as usize];
         if let Some(at) = list.iter().position(|w| w.start == start) {
-            list.remove(at);
+            if list.remove(at).persisted {
+                self.removed.push((key, start));
+            }
             self.open_windows -= 1;
-            self.touched.push((key, start));
         }
     }
 
@@ -852,26 +866,42 @@ impl WindowOperator {
                 (partition, delta)
             })
             .collect();
+        let state_key = |key_bytes: &[u8], start: i64| {
+            let mut state_key = key_bytes.to_vec();
+            state_key.extend_from_slice(&start.to_be_bytes());
+            state_key
+        };
         for (key, start) in std::mem::take(&mut self.touched) {
             let Some(delta) = deltas.get_mut(&self.key_partition[key as usize]) else {
                 continue; // a partition let go of: its next owner has its state
             };
-            let mut state_key = self.key_bytes[key as usize].to_vec();
-            state_key.extend_from_slice(&start.to_be_bytes());
-            match self.windows[key as usize]
+            let Some(w) = self.windows[key as usize]
                 .iter_mut()
                 .find(|w| w.start == start)
-            {
-                Some(w) => {
-                    if !w.in_checkpoint_list {
-                        continue; // already written under this key in this delta
-                    }
-                    w.in_checkpoint_list = false;
-                    let bytes = postcard::to_allocvec(&*w).map_err(StreamError::internal)?;
-                    delta.puts.push((state_key, bytes));
-                }
-                None => delta.deletes.push(state_key),
+            else {
+                continue; // gone since; deleted below if a checkpoint holds it
+            };
+            if !w.in_checkpoint_list {
+                continue; // already written under this key in this delta
             }
+            w.in_checkpoint_list = false;
+            w.persisted = true;
+            let bytes = postcard::to_allocvec(&*w).map_err(StreamError::internal)?;
+            delta
+                .puts
+                .push((state_key(&self.key_bytes[key as usize], start), bytes));
+        }
+        for (key, start) in std::mem::take(&mut self.removed) {
+            let Some(delta) = deltas.get_mut(&self.key_partition[key as usize]) else {
+                continue;
+            };
+            // A window at the same start now (a merged session) was put above instead.
+            if self.windows[key as usize].iter().any(|w| w.start == start) {
+                continue;
+            }
+            delta
+                .deletes
+                .push(state_key(&self.key_bytes[key as usize], start));
         }
         Ok(deltas)
     }
@@ -895,9 +925,10 @@ impl WindowOperator {
         );
         for (state_key, bytes) in windows {
             let (key, _) = state_key.split_at(state_key.len() - 8);
-            let w: Window = postcard::from_bytes(bytes).map_err(|e| {
+            let mut w: Window = postcard::from_bytes(bytes).map_err(|e| {
                 StreamError::Checkpoint(format!("window state does not decode: {e}"))
             })?;
+            w.persisted = true;
             let id = self.intern(key);
             self.key_partition[id as usize] = partition;
             self.schedule(id, w.start, w.end, w.closed);
