@@ -373,6 +373,10 @@ struct Held {
     /// The position in its last checkpoint.
     committed: u64,
     malformed: u64,
+    /// When its last events were read (or it was taken on).
+    last_events: Instant,
+    /// Marked idle in the operator (quiet for the plan's idle timeout).
+    idle: bool,
 }
 
 /// The state of a run between barriers.
@@ -473,6 +477,8 @@ impl Run {
                     }
                     if let Some(held) = progress.held.get_mut(&partition) {
                         held.position = chunk.next;
+                        held.last_events = Instant::now();
+                        held.idle = false;
                     }
                 }
                 Poll::Idle => {}
@@ -485,6 +491,14 @@ impl Run {
             }
             // Before any barrier: a partition taken away must not be checkpointed again.
             self.rebalance(&mut source, &mut progress).await?;
+            if let Some(timeout) = self.plan.idle_timeout {
+                for (p, held) in &mut progress.held {
+                    if !held.idle && held.last_events.elapsed() >= timeout.as_std() {
+                        held.idle = true;
+                        progress.op.mark_idle(*p);
+                    }
+                }
+            }
             let now = Instant::now();
             if let Some(at) = next_early
                 && now >= at
@@ -531,6 +545,8 @@ impl Run {
             position: 0,
             committed: 0,
             malformed: 0,
+            last_events: Instant::now(),
+            idle: false,
         };
         match held.checkpoints.load()? {
             Some((meta, windows)) => {

@@ -135,6 +135,8 @@ pub struct WindowOperator {
     timers: BTreeMap<i64, Vec<(KeyId, i64, TimerKind)>>,
     /// Greatest event time seen per source partition.
     partitions: BTreeMap<u32, i64>,
+    /// Partitions marked idle: left out of the watermark until their next event.
+    idle: std::collections::BTreeSet<u32>,
     /// Set once a bounded source ended: every window closes.
     finished: bool,
     /// Windows changed since the last checkpoint.
@@ -246,6 +248,7 @@ impl WindowOperator {
             windows: Vec::new(),
             timers: BTreeMap::new(),
             partitions: BTreeMap::new(),
+            idle: std::collections::BTreeSet::new(),
             finished: false,
             touched: Vec::new(),
             removed: Vec::new(),
@@ -266,9 +269,31 @@ impl WindowOperator {
         if self.finished {
             return i64::MAX;
         }
-        self.partitions.values().min().map_or(i64::MIN, |max| {
+        let slowest = self
+            .active_except(None)
+            // Every partition idle: the watermark stays where the slowest left it.
+            .or_else(|| self.partitions.values().copied().min());
+        slowest.map_or(i64::MIN, |max| {
             max.saturating_sub(self.plan.out_of_orderness)
         })
+    }
+
+    /// The least greatest-event-time over the partitions that are not idle, but `except`.
+    fn active_except(&self, except: Option<u32>) -> Option<i64> {
+        self.partitions
+            .iter()
+            .filter(|(p, _)| Some(**p) != except && !self.idle.contains(p))
+            .map(|(_, t)| *t)
+            .min()
+    }
+
+    /// Leaves `partition` out of the watermark until its next event, and closes the windows
+    /// the watermark then passes. What the runtime does when a partition has been quiet for
+    /// the plan's idle timeout.
+    pub fn mark_idle(&mut self, partition: u32) {
+        if self.partitions.contains_key(&partition) && self.idle.insert(partition) {
+            self.advance();
+        }
     }
 
     /// The counters over every partition held now.
@@ -304,6 +329,7 @@ impl WindowOperator {
     /// partition next (another worker after a rebalance).
     pub fn remove_partition(&mut self, partition: u32) {
         self.partitions.remove(&partition);
+        self.idle.remove(&partition);
         self.counts.remove(&partition);
         for (key, list) in self.windows.iter_mut().enumerate() {
             if self.key_partition[key] == partition {
@@ -364,14 +390,17 @@ impl WindowOperator {
             .collect();
         // The watermark moves with every event (so which events are late depends on the order
         // events arrive in, not on how they were batched); windows close between batches.
-        let others = self
-            .partitions
-            .iter()
-            .filter(|(p, _)| **p != partition)
-            .map(|(_, t)| *t)
-            .min()
-            .unwrap_or(i64::MAX);
         let mut seen = self.partitions.get(&partition).copied().unwrap_or(i64::MIN);
+        if self.idle.contains(&partition) {
+            // Back from idle: it counts again from where the watermark went without it, so the
+            // watermark never moves back (its events behind it are late).
+            let watermark = self.watermark();
+            self.idle.remove(&partition);
+            if watermark > i64::MIN {
+                seen = seen.max(watermark.saturating_add(plan.out_of_orderness));
+            }
+        }
+        let others = self.active_except(Some(partition)).unwrap_or(i64::MAX);
         let mut refused = Vec::new();
         let mut counts = OperatorCounts::default();
         for row in 0..rows {

@@ -163,6 +163,11 @@ pub struct WindowSpec {
     /// before a window closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_emit: Option<Duration>,
+    /// A source partition without events for this much processing time stops holding the
+    /// watermark back until its next event (a quiet Kafka partition would otherwise keep every
+    /// window open). Its next events may then be late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The kind of window, as written.
@@ -399,6 +404,7 @@ pub struct Plan {
     pub out_of_orderness: i64,
     pub allowed_lateness: i64,
     pub early_emit: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
     pub checkpoint_interval: Duration,
     pub aggs: Vec<PlannedAgg>,
     /// The output feature group's spec: keys, window start, window end (event time), features.
@@ -501,6 +507,9 @@ impl PipelineSpec {
         if self.window.early_emit.is_some_and(|d| d.0 <= 0) {
             return definition("window.early_emit must be positive".into());
         }
+        if self.window.idle_timeout.is_some_and(|d| d.0 <= 0) {
+            return definition("window.idle_timeout must be positive".into());
+        }
         if self.aggregations.is_empty() {
             return definition("aggregations: at least one aggregation is required".into());
         }
@@ -601,6 +610,7 @@ impl PipelineSpec {
             out_of_orderness: self.window.out_of_orderness.0,
             allowed_lateness: self.window.allowed_lateness.0,
             early_emit: self.window.early_emit,
+            idle_timeout: self.window.idle_timeout,
             checkpoint_interval: self
                 .checkpoint_interval
                 .unwrap_or(Duration(1_000_000))

@@ -489,3 +489,70 @@ async fn a_kafka_topic_read_in_a_consumer_group_gives_the_windows_a_file_replay_
     pipelines.close().await;
     store.close().await;
 }
+
+/// A topic whose second partition never gets an event: with `idle_timeout` the quiet partition
+/// stops holding the watermark back, and the first partition's windows close and are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_kafka_partition_is_marked_idle_and_windows_close_without_it() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("transactions", 2, 1).unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let t0 = 1_700_000_000;
+    for i in 0..120 {
+        let line = format!(
+            "{{\"cc_num\": 7, \"ts\": {}, \"amount\": 1.0}}",
+            t0 + i * 60
+        );
+        producer
+            .send(
+                BaseRecord::to("transactions")
+                    .key("7")
+                    .payload(&line)
+                    .partition(0),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let pipelines = Pipelines::new(store.clone());
+    let source = format!(
+        "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"transactions\"\nproperties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"200\" }}",
+        cluster.bootstrap_servers()
+    );
+    let spec = KAFKA_SPEC
+        .replace("NAME", "quiet")
+        .replace("SOURCE", &source)
+        .replace(
+            "out_of_orderness = \"1m\"",
+            "out_of_orderness = \"1m\"\nidle_timeout = \"300ms\"",
+        );
+    pipelines
+        .apply(PipelineSpec::parse("q.toml", &spec).unwrap())
+        .await
+        .unwrap();
+    pipelines.start("quiet").await.unwrap();
+    let mut status = pipelines.status("quiet").await.unwrap();
+    for _ in 0..1000 {
+        status = pipelines.status("quiet").await.unwrap();
+        if status.rows_written >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two hours of events touch 13 windows; all but the last are behind the watermark (the
+    // last event's time less a minute) once partition 1 no longer holds it at the start.
+    assert_eq!(status.events, 120, "{status:?}");
+    assert_eq!(status.rows_written, 12, "{status:?}");
+    assert_eq!(status.positions.len(), 2, "{status:?}");
+    pipelines.stop("quiet").await.unwrap();
+    pipelines.close().await;
+    store.close().await;
+}

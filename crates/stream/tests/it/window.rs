@@ -842,3 +842,57 @@ fn a_partition_moved_to_another_operator_with_its_checkpoint_writes_the_same_row
         assert_eq!(events_counted, straight.counts().events, "case {case}");
     }
 }
+
+/// A quiet partition holds the watermark back until it is marked idle; then the windows the
+/// other partition's time has passed close, and its next event makes it count again.
+#[test]
+fn an_idle_partition_stops_holding_the_watermark_back_until_its_next_event() {
+    let plan = Arc::new(spec(
+        "kind = \"tumbling\"\nsize = \"10m\"\nidle_timeout = \"30s\"",
+        "[[aggregations]]\nname = \"n\"\nagg = \"count\"",
+        "",
+    ));
+    assert_eq!(plan.idle_timeout, Some(kairos_stream::Duration(30_000_000)));
+    let event = |card: i64, minute: i64| Event {
+        card,
+        t: minute * MINUTE,
+        amount: Some(1.0),
+        merchant: "m".into(),
+        qty: 1,
+    };
+    let mut op = WindowOperator::new(plan).unwrap();
+    op.add_partition(0);
+    op.add_partition(1);
+    op.process(&batch(&[event(2, 1)]), 1, 0).unwrap();
+    op.process(&batch(&[event(1, 2), event(1, 25)]), 0, 0)
+        .unwrap();
+    assert!(op.take_emissions().is_empty(), "partition 1 is at minute 1");
+    assert_eq!(op.watermark(), MINUTE);
+
+    op.mark_idle(1);
+    assert_eq!(op.watermark(), 25 * MINUTE);
+    let closed: Vec<(i64, i64)> = op
+        .take_emissions()
+        .iter()
+        .map(|e| (e.start / MINUTE, e.end / MINUTE))
+        .collect();
+    // Both keys' first windows close: card 1's (partition 0) and card 2's (partition 1).
+    assert_eq!(closed, vec![(0, 10), (0, 10)]);
+
+    // Partition 1 speaks again: it counts from where the watermark is (which never moves
+    // back), so an event behind it is refused and one ahead holds it as before.
+    let refused = op.process(&batch(&[event(2, 3)]), 1, 0).unwrap();
+    assert_eq!(
+        refused.len(),
+        1,
+        "minute 3 is behind the watermark at minute 25"
+    );
+    assert_eq!(op.watermark(), 25 * MINUTE);
+    op.process(&batch(&[event(1, 40)]), 0, 0).unwrap();
+    op.process(&batch(&[event(2, 31)]), 1, 0).unwrap();
+    assert_eq!(
+        op.watermark(),
+        31 * MINUTE,
+        "partition 1 holds it back again"
+    );
+}
