@@ -1,5 +1,5 @@
-//! The Kairos catalog: what feature groups, feature views, training datasets and pipelines exist,
-//! at which versions, with which definitions.
+//! The Kairos catalog: what feature groups, feature views, training datasets, pipelines and
+//! models exist, at which versions, with which definitions.
 //!
 //! [`Catalog`] is the seam; [`SqliteCatalog`] is the embedded default (one file under the data
 //! dir), and a PostgreSQL implementation can follow behind the same trait.
@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use kairos_model::{Model, ModelSpec};
 use kairos_stream::spec::{PipelineDef, PipelineSpec};
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
 use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
@@ -84,6 +85,18 @@ pub trait Catalog: Send + Sync {
 
     /// Removes one version of a pipeline; false if it did not exist.
     fn delete_pipeline(&self, name: &str, version: u32) -> Result<bool>;
+
+    /// Registers a model definition as the next version of its name.
+    fn create_model(&self, spec: &ModelSpec) -> Result<Model>;
+
+    /// One version of a model, or its latest when `version` is `None`.
+    fn get_model(&self, name: &str, version: Option<u32>) -> Result<Option<Model>>;
+
+    /// Every version of every model, by name then version.
+    fn list_models(&self) -> Result<Vec<Model>>;
+
+    /// Removes one version of a model; false if it did not exist.
+    fn delete_model(&self, name: &str, version: u32) -> Result<bool>;
 }
 
 /// The catalog in one SQLite file.
@@ -139,6 +152,7 @@ impl SqliteCatalog {
 const FEATURE_VIEW: &str = "feature_view";
 const TRAINING_DATASET: &str = "training_dataset";
 const PIPELINE: &str = "pipeline";
+const MODEL: &str = "model";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -220,6 +234,17 @@ impl SqliteCatalog {
             parse_document(&n, v, &body)
         })
         .collect()
+    }
+}
+
+impl SqliteCatalog {
+    fn delete_document(&self, kind: &str, name: &str, version: u32) -> Result<bool> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let n = conn.execute(
+            "DELETE FROM documents WHERE kind = ?1 AND name = ?2 AND version = ?3",
+            params![kind, name, version],
+        )?;
+        Ok(n > 0)
     }
 }
 
@@ -426,12 +451,33 @@ impl Catalog for SqliteCatalog {
     }
 
     fn delete_pipeline(&self, name: &str, version: u32) -> Result<bool> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let n = conn.execute(
-            "DELETE FROM documents WHERE kind = ?1 AND name = ?2 AND version = ?3",
-            params![PIPELINE, name, version],
-        )?;
-        Ok(n > 0)
+        self.delete_document(PIPELINE, name, version)
+    }
+
+    fn create_model(&self, spec: &ModelSpec) -> Result<Model> {
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let version = Self::next_version(&tx, MODEL, &spec.name)?;
+        let model = Model {
+            spec: spec.clone(),
+            version,
+            created_at: now(),
+        };
+        Self::put_document(&tx, MODEL, &spec.name, version, &model)?;
+        tx.commit()?;
+        Ok(model)
+    }
+
+    fn get_model(&self, name: &str, version: Option<u32>) -> Result<Option<Model>> {
+        self.get_document(MODEL, name, version)
+    }
+
+    fn list_models(&self) -> Result<Vec<Model>> {
+        self.list_documents(MODEL, None)
+    }
+
+    fn delete_model(&self, name: &str, version: u32) -> Result<bool> {
+        self.delete_document(MODEL, name, version)
     }
 }
 
@@ -498,5 +544,32 @@ mod tests {
         // A deleted version's number is not handed out again.
         catalog.delete_feature_group("a", 1).unwrap();
         assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 3);
+    }
+
+    #[test]
+    fn models_are_versioned_documents() {
+        let catalog = SqliteCatalog::in_memory().unwrap();
+        let spec: ModelSpec = serde_json::from_str(
+            r#"{"name": "fraud", "framework": "gbdt", "artifact": "model.json",
+                "signature": {"inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 3]}],
+                              "outputs": [{"name": "p", "datatype": "FP64", "shape": [-1]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(catalog.create_model(&spec).unwrap().version, 1);
+        let second = catalog.create_model(&spec).unwrap();
+        assert_eq!(second.version, 2);
+        assert_eq!(catalog.get_model("fraud", None).unwrap().unwrap(), second);
+        assert_eq!(
+            catalog.get_model("fraud", Some(1)).unwrap().unwrap().spec,
+            spec
+        );
+        assert_eq!(catalog.list_models().unwrap().len(), 2);
+        assert!(catalog.delete_model("fraud", 2).unwrap());
+        assert!(!catalog.delete_model("fraud", 2).unwrap());
+        assert_eq!(
+            catalog.get_model("fraud", None).unwrap().unwrap().version,
+            1
+        );
+        assert_eq!(catalog.create_model(&spec).unwrap().version, 3);
     }
 }

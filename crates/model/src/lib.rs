@@ -1,10 +1,14 @@
 //! Kairos models: what the registry holds about a model, how models are trained, and how they
 //! are scored.
 //!
-//! [`metrics`] evaluates predictions against labels the way scikit-learn does (its values are
+//! [`registry`] defines what the registry holds about a model version. [`metrics`] evaluates predictions against labels the way scikit-learn does (its values are
 //! the reference of the tests), so a model's recorded metrics mean what a data scientist
 //! expects.
 
 pub mod metrics;
+pub mod registry;
 
 pub use metrics::{BinaryMetrics, MetricsError, RegressionMetrics};
+pub use registry::{
+    Datatype, Evaluation, Framework, Lineage, Model, ModelSpec, Signature, TensorSpec,
+};
