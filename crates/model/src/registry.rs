@@ -208,9 +208,12 @@ mod tests {
         assert_eq!(again, s);
     }
 
+    /// A change that spoils a definition.
+    type Spoil = fn(&mut ModelSpec);
+
     #[test]
     fn bad_definitions_are_refused_naming_the_field() {
-        let cases: [(fn(&mut ModelSpec), &str); 5] = [
+        let cases: [(Spoil, &str); 5] = [
             (|s| s.name = "9lives".into(), "name '9lives'"),
             (|s| s.artifact = "../x.onnx".into(), "artifact '../x.onnx'"),
             (|s| s.signature.outputs.clear(), "signature.outputs"),
