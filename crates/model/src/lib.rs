@@ -5,9 +5,11 @@
 //! the reference of the tests), so a model's recorded metrics mean what a data scientist
 //! expects.
 
+pub mod artifacts;
 pub mod metrics;
 pub mod registry;
 
+pub use artifacts::Artifacts;
 pub use metrics::{BinaryMetrics, MetricsError, RegressionMetrics};
 pub use registry::{
     Datatype, Evaluation, Framework, Lineage, Model, ModelSpec, Signature, TensorSpec,
