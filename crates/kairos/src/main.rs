@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod fg;
 mod fv;
+mod model;
 mod pipeline;
 mod remote;
 
@@ -58,9 +59,12 @@ enum Command {
     /// Feature views: apply, list, describe, delete, training-data, read, get (online vectors).
     #[command(subcommand)]
     Fv(fv::FvCommand),
-    /// Streaming pipelines: apply, run, list, status, stop.
+    /// Streaming pipelines: apply, run, list, status, stop, worker.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// The model registry: register, list, describe, delete.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Benchmarks: online reads over HTTP or in process, bulk inserts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             Command::Fg(command) => fg::run(command, &config, cli.url.as_deref()).await,
             Command::Fv(command) => fv::run(command, &config, cli.url.as_deref()).await,
             Command::Pipeline(command) => pipeline::run(command, &config, cli.url.as_deref()).await,
+            Command::Model(command) => model::run(command, &config, cli.url.as_deref()).await,
             Command::Bench(command) => bench::run(command, &config).await,
         }
     })

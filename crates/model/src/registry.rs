@@ -98,7 +98,9 @@ pub struct Lineage {
 pub struct ModelSpec {
     pub name: String,
     pub framework: Framework,
-    /// The artifact's file name in the model version's directory.
+    /// The artifact's file name in the model version's directory (`kairos model register`
+    /// takes the artifact's own name when this is left out).
+    #[serde(default)]
     pub artifact: String,
     pub signature: Signature,
     #[serde(default, skip_serializing_if = "String::is_empty")]

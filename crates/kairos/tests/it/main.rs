@@ -2,6 +2,7 @@
 
 mod crash;
 mod e2e;
+mod models;
 mod pipelines;
 mod server;
 mod views;

@@ -1,0 +1,114 @@
+//! `kairos model …`: the model registry, in process on the data dir.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use kairos_catalog::{Catalog, SqliteCatalog};
+use kairos_model::{Artifacts, ModelSpec};
+
+use crate::config::Config;
+use crate::fg::print_json;
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Register a model: its definition (JSON or TOML: name, framework, signature, metrics,
+    /// lineage) and its artifact file become the model's next version.
+    Register {
+        /// The definition file.
+        definition: PathBuf,
+        /// The artifact (an ONNX graph, or a model Kairos trained).
+        #[arg(long)]
+        artifact: PathBuf,
+    },
+    /// Every version of every model.
+    List,
+    /// One model version (the latest unless --version).
+    Describe {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Delete one model version: its definition and its artifact.
+    Delete {
+        name: String,
+        #[arg(long)]
+        version: u32,
+    },
+}
+
+pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
+    if url.is_some() {
+        bail!("kairos model works on --data-dir; the REST endpoints come with deployments");
+    }
+    let data_dir = &config.store.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"))?;
+    let artifacts = Artifacts::local(&data_dir.join("models"))?;
+    match command {
+        ModelCommand::Register {
+            definition,
+            artifact,
+        } => print_json(&register(&catalog, &artifacts, &definition, &artifact).await?),
+        ModelCommand::List => print_json(&catalog.list_models()?),
+        ModelCommand::Describe { name, version } => print_json(
+            &catalog
+                .get_model(&name, version)?
+                .with_context(|| not_found(&name, version))?,
+        ),
+        ModelCommand::Delete { name, version } => {
+            if !catalog.delete_model(&name, version)? {
+                bail!(not_found(&name, Some(version)));
+            }
+            artifacts.delete(&name, version).await?;
+            eprintln!("deleted model {name} v{version}");
+            Ok(())
+        }
+    }
+}
+
+fn not_found(name: &str, version: Option<u32>) -> String {
+    match version {
+        Some(v) => format!("model '{name}' v{v} not found"),
+        None => format!("model '{name}' not found"),
+    }
+}
+
+/// Reads and checks the definition, takes the next version in the catalog and stores the
+/// artifact under it; an artifact that cannot be stored takes the version back out.
+async fn register(
+    catalog: &SqliteCatalog,
+    artifacts: &Artifacts,
+    definition: &Path,
+    artifact: &Path,
+) -> anyhow::Result<kairos_model::Model> {
+    let text = std::fs::read_to_string(definition)
+        .with_context(|| format!("cannot read {}", definition.display()))?;
+    let mut spec: ModelSpec = if definition.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a model definition", definition.display()))?
+    } else {
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a model definition", definition.display()))?
+    };
+    let file_name = artifact
+        .file_name()
+        .and_then(|f| f.to_str())
+        .with_context(|| format!("{} has no file name", artifact.display()))?;
+    if spec.artifact.is_empty() {
+        spec.artifact = file_name.to_owned();
+    }
+    spec.validate()?;
+    let bytes =
+        std::fs::read(artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
+    let model = catalog.create_model(&spec)?;
+    if let Err(e) = artifacts
+        .put(&spec.name, model.version, &spec.artifact, bytes.into())
+        .await
+    {
+        catalog.delete_model(&spec.name, model.version)?;
+        return Err(e.into());
+    }
+    Ok(model)
+}

@@ -1,0 +1,98 @@
+//! The model registry through the real binary: register a definition with its artifact, list,
+//! describe, refuse a bad definition without taking a version, delete.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kairos(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("KAIROS_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const DEFINITION: &str = r#"
+name = "fraud"
+framework = "onnx"
+description = "card fraud, trained elsewhere"
+
+[signature]
+inputs = [{ name = "features", datatype = "FP32", shape = [-1, 4] }]
+outputs = [{ name = "probabilities", datatype = "FP32", shape = [-1, 2] }]
+
+[lineage]
+feature_view = "fraud_fv"
+feature_view_version = 1
+training_dataset_version = 3
+"#;
+
+#[test]
+fn a_model_is_registered_with_its_artifact_listed_described_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let definition = dir.path().join("fraud.toml");
+    std::fs::write(&definition, DEFINITION).unwrap();
+    let artifact = dir.path().join("fraud.onnx");
+    std::fs::write(&artifact, b"not really onnx, but bytes to keep").unwrap();
+    let register = |def: &Path| {
+        kairos(
+            &data,
+            &[
+                "model",
+                "register",
+                def.to_str().unwrap(),
+                "--artifact",
+                artifact.to_str().unwrap(),
+            ],
+        )
+    };
+
+    let first = json(&register(&definition));
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["artifact"], "fraud.onnx");
+    assert_eq!(first["lineage"]["training_dataset_version"], 3);
+    assert_eq!(
+        std::fs::read(data.join("models/fraud/v1/fraud.onnx")).unwrap(),
+        std::fs::read(&artifact).unwrap()
+    );
+    assert_eq!(json(&register(&definition))["version"], 2);
+
+    // A bad definition is refused whole, naming the field, and takes no version.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, DEFINITION.replace("[-1, 4]", "[-1, 0]")).unwrap();
+    let out = register(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signature.inputs[0].shape"), "{stderr}");
+
+    let listed = json(&kairos(&data, &["model", "list"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let latest = json(&kairos(&data, &["model", "describe", "fraud"]));
+    assert_eq!(latest["version"], 2);
+    assert_eq!(latest["signature"]["inputs"][0]["shape"][1], 4);
+
+    let out = kairos(&data, &["model", "delete", "fraud", "--version", "2"]);
+    assert!(out.status.success());
+    assert!(!data.join("models/fraud/v2/fraud.onnx").exists());
+    assert_eq!(
+        json(&kairos(&data, &["model", "describe", "fraud"]))["version"],
+        1
+    );
+    let out = kairos(&data, &["model", "describe", "fraud", "--version", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model 'fraud' v2 not found"));
+    // The next registration does not reuse the deleted version's number.
+    assert_eq!(json(&register(&definition))["version"], 3);
+}
