@@ -6,6 +6,7 @@
 //! expects.
 
 pub mod artifacts;
+pub mod gbdt;
 pub mod metrics;
 pub mod registry;
 
