@@ -172,7 +172,7 @@ mod tests {
     /// Three features, the label a noisy linear rule; every 50th value missing.
     fn data(rows: usize, seed: u64) -> (Features, Vec<f64>, Vec<f64>) {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut columns = vec![Vec::with_capacity(rows); 3];
+        let mut columns: Vec<Vec<f64>> = (0..3).map(|_| Vec::with_capacity(rows)).collect();
         let (mut binary, mut numeric) = (Vec::new(), Vec::new());
         for r in 0..rows {
             let x: Vec<f64> = (0..3).map(|_| rng.random_range(-1.0..1.0)).collect();
