@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod gbdt;
+pub mod logistic;
 pub mod metrics;
 pub mod registry;
 
