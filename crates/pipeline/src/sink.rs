@@ -22,7 +22,8 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// The output feature group's version, created from the pipeline's schema if absent.
+    /// The output feature group's version: created from the pipeline's schema if absent in
+    /// process; a server created it when the pipeline was applied there.
     pub async fn ensure_output(&self, plan: &Plan) -> Result<u32> {
         match self {
             Sink::Store(store) => crate::runner::ensure_output(store, plan).await,
