@@ -10,6 +10,7 @@ pub mod gbdt;
 pub mod logistic;
 pub mod metrics;
 pub mod registry;
+pub mod train;
 
 pub use artifacts::Artifacts;
 pub use metrics::{BinaryMetrics, MetricsError, RegressionMetrics};
