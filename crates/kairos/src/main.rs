@@ -8,6 +8,7 @@ mod fv;
 mod model;
 mod pipeline;
 mod remote;
+mod train;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,9 @@ enum Command {
     /// The model registry: register, list, describe, delete.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Train a model on a feature view's training dataset, score it on the held-out splits
+    /// and register it with its metrics and lineage.
+    Train(train::TrainArgs),
     /// Benchmarks: online reads over HTTP or in process, bulk inserts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -101,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             Command::Fv(command) => fv::run(command, &config, cli.url.as_deref()).await,
             Command::Pipeline(command) => pipeline::run(command, &config, cli.url.as_deref()).await,
             Command::Model(command) => model::run(command, &config, cli.url.as_deref()).await,
+            Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
             Command::Bench(command) => bench::run(command, &config).await,
         }
     })

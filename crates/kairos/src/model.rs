@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use kairos_catalog::{Catalog, SqliteCatalog};
-use kairos_model::{Artifacts, ModelSpec};
+use kairos_model::{Artifacts, Model, ModelSpec};
 
 use crate::config::Config;
 use crate::fg::print_json;
@@ -75,14 +75,13 @@ fn not_found(name: &str, version: Option<u32>) -> String {
     }
 }
 
-/// Reads and checks the definition, takes the next version in the catalog and stores the
-/// artifact under it; an artifact that cannot be stored takes the version back out.
+/// Reads and checks the definition and registers it with the artifact's bytes.
 async fn register(
     catalog: &SqliteCatalog,
     artifacts: &Artifacts,
     definition: &Path,
     artifact: &Path,
-) -> anyhow::Result<kairos_model::Model> {
+) -> anyhow::Result<Model> {
     let text = std::fs::read_to_string(definition)
         .with_context(|| format!("cannot read {}", definition.display()))?;
     let mut spec: ModelSpec = if definition.extension().is_some_and(|e| e == "json") {
@@ -99,12 +98,23 @@ async fn register(
     if spec.artifact.is_empty() {
         spec.artifact = file_name.to_owned();
     }
-    spec.validate()?;
     let bytes =
         std::fs::read(artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
-    let model = catalog.create_model(&spec)?;
+    store_model(catalog, artifacts, &spec, bytes).await
+}
+
+/// Checks `spec`, takes the next version in the catalog and stores the artifact under it; an
+/// artifact that cannot be stored takes the version back out.
+pub(crate) async fn store_model(
+    catalog: &dyn Catalog,
+    artifacts: &Artifacts,
+    spec: &ModelSpec,
+    artifact: Vec<u8>,
+) -> anyhow::Result<Model> {
+    spec.validate()?;
+    let model = catalog.create_model(spec)?;
     if let Err(e) = artifacts
-        .put(&spec.name, model.version, &spec.artifact, bytes.into())
+        .put(&spec.name, model.version, &spec.artifact, artifact.into())
         .await
     {
         catalog.delete_model(&spec.name, model.version)?;

@@ -85,6 +85,11 @@ pub struct Lineage {
     pub feature_view_version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_dataset_version: Option<u32>,
+    /// The columns the feature tensor holds, in its order (after the transforms).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// The frozen model-dependent transforms (their fitted statistics), as the training
     /// dataset recorded them, so serving applies exactly what training did.
     #[serde(default, skip_serializing_if = "Option::is_none")]

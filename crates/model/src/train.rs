@@ -29,6 +29,10 @@ pub enum TrainError {
     },
     #[error("the train split has no rows")]
     Empty,
+    #[error(
+        "train row {row}: feature '{feature}' is missing; logistic regression needs every value (impute it in the view, or use gbdt)"
+    )]
+    MissingFeature { row: usize, feature: String },
     #[error("logistic regression is a binary classifier; use gbdt for a regression")]
     LogisticRegression,
     #[error(transparent)]
@@ -42,6 +46,8 @@ pub enum TrainError {
 /// The rows of one split: features and labels.
 #[derive(Debug, Clone)]
 pub struct Labelled {
+    /// The feature columns' names, in the matrix's order.
+    pub names: Vec<String>,
     pub features: Features,
     pub labels: Vec<f64>,
 }
@@ -96,6 +102,7 @@ impl Labelled {
             }
         }
         Ok(Labelled {
+            names: features.to_vec(),
             features: Features::from_columns(&columns),
             labels,
         })
@@ -155,7 +162,16 @@ pub fn train(
             if task != Task::Binary {
                 return Err(TrainError::LogisticRegression);
             }
-            let model = Logistic::train(&train.features, &train.labels, c)?;
+            let model =
+                Logistic::train(&train.features, &train.labels, c).map_err(|e| match e {
+                    crate::logistic::LogisticError::MissingValue { row, col } => {
+                        TrainError::MissingFeature {
+                            row,
+                            feature: train.names[col].clone(),
+                        }
+                    }
+                    other => other.into(),
+                })?;
             let artifact = serde_json::to_vec(&model).expect("a model serialises");
             (
                 Framework::Logistic,

@@ -96,3 +96,92 @@ fn a_model_is_registered_with_its_artifact_listed_described_and_deleted() {
     // The next registration does not reuse the deleted version's number.
     assert_eq!(json(&register(&definition))["version"], 3);
 }
+
+/// `kairos train` on the feature-view example: a GBDT fitted on the training dataset's train
+/// split (transforms applied), scored on validation and test, registered with its lineage; a
+/// logistic regression refused for the missing profile values, naming the feature.
+#[test]
+fn a_model_is_trained_on_a_feature_views_training_dataset_and_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let example = |f: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/feature_views")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    for group in ["transactions", "card_profiles"] {
+        json(&kairos(
+            &data,
+            &["fg", "create", &example(&format!("{group}.toml"))],
+        ));
+        let csv = example(&format!("{group}.csv"));
+        json(&kairos(
+            &data,
+            &["fg", "insert", group, &csv, "--wait-online"],
+        ));
+    }
+    json(&kairos(
+        &data,
+        &["fv", "apply", &example("card_fraud.toml")],
+    ));
+    let td = json(&kairos(
+        &data,
+        &[
+            "fv",
+            "training-data",
+            "card_fraud",
+            "--split",
+            "time:2024-05-02T00:00:00Z,2024-05-02T12:00:00Z",
+        ],
+    ));
+    assert_eq!(td["row_counts"]["train"], 5);
+
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--feature-view", "card_fraud"];
+        args.extend_from_slice(extra);
+        kairos(&data, &args)
+    };
+    let model = json(&train(&["--label", "is_fraud", "--trees", "10"]));
+    assert_eq!(model["name"], "card_fraud");
+    assert_eq!(model["version"], 1);
+    assert_eq!(model["framework"], "gbdt");
+    assert_eq!(model["metrics"]["task"], "binary");
+    assert_eq!(model["metrics"]["test"]["rows"], 2);
+    assert_eq!(model["metrics"]["validation"]["rows"], 1);
+    let lineage = &model["lineage"];
+    assert_eq!(lineage["training_dataset_version"], 1);
+    assert_eq!(lineage["label"], "is_fraud");
+    let features: Vec<&str> = lineage["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    // One-hot columns replace the category; keys, event time and the label are not features.
+    assert!(features.contains(&"category__unknown") && !features.contains(&"category"));
+    assert!(!features.contains(&"cc_num") && !features.contains(&"is_fraud"));
+    assert_eq!(model["signature"]["inputs"][0]["shape"][1], features.len());
+    assert_eq!(lineage["transforms"]["transforms"][0]["feature"], "amount");
+    assert!(data.join("models/card_fraud/v1/model.json").is_file());
+
+    let out = train(&["--label", "is_fraud", "--algorithm", "logistic"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("feature 'profile_home_latitude' is missing"),
+        "{stderr}"
+    );
+    let out = train(&["--label", "amount"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'amount' is not a label"));
+    // Neither failure took a version.
+    assert_eq!(
+        json(&kairos(&data, &["model", "list"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
