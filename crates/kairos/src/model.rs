@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use kairos_catalog::{Catalog, SqliteCatalog};
-use kairos_model::{Artifacts, Model, ModelSpec};
+use kairos_model::onnx::OnnxModel;
+use kairos_model::{Artifacts, Framework, Model, ModelSpec};
 
 use crate::config::Config;
 use crate::fg::print_json;
@@ -100,6 +101,19 @@ async fn register(
     }
     let bytes =
         std::fs::read(artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
+    spec.validate()?;
+    if spec.framework == Framework::Onnx {
+        // Refused now, with tract's reason, rather than when a deployment loads it.
+        let features = match spec.signature.inputs[..] {
+            [ref input] if input.shape.len() == 2 && input.shape[1] > 0 => input.shape[1] as usize,
+            _ => bail!(
+                "an ONNX model takes one input tensor of shape [-1, features]; the signature gives {:?}",
+                spec.signature.inputs
+            ),
+        };
+        OnnxModel::load(&bytes, features)
+            .with_context(|| format!("{} is refused", artifact.display()))?;
+    }
     store_model(catalog, artifacts, &spec, bytes).await
 }
 

@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod gbdt;
 pub mod logistic;
 pub mod metrics;
+pub mod onnx;
 pub mod registry;
 pub mod train;
 

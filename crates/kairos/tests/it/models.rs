@@ -44,8 +44,13 @@ fn a_model_is_registered_with_its_artifact_listed_described_and_deleted() {
     let data = dir.path().join("data");
     let definition = dir.path().join("fraud.toml");
     std::fs::write(&definition, DEFINITION).unwrap();
+    // A logistic regression exported from scikit-learn (examples/models/make_onnx.py).
     let artifact = dir.path().join("fraud.onnx");
-    std::fs::write(&artifact, b"not really onnx, but bytes to keep").unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/fraud_logistic.onnx"),
+        &artifact,
+    )
+    .unwrap();
     let register = |def: &Path| {
         kairos(
             &data,
@@ -76,6 +81,23 @@ fn a_model_is_registered_with_its_artifact_listed_described_and_deleted() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("signature.inputs[0].shape"), "{stderr}");
+
+    // Bytes tract cannot run are refused at registration, and take no version either.
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"not an onnx graph").unwrap();
+    let out = kairos(
+        &data,
+        &[
+            "model",
+            "register",
+            definition.to_str().unwrap(),
+            "--artifact",
+            junk.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the ONNX model cannot be run"), "{stderr}");
 
     let listed = json(&kairos(&data, &["model", "list"]));
     assert_eq!(listed.as_array().unwrap().len(), 2);
