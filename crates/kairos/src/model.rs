@@ -1,4 +1,5 @@
-//! `kairos model …`: the model registry, in process on the data dir.
+//! `kairos model …`: the model registry, in process on the data dir, or list, describe and
+//! delete against `--url`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +9,11 @@ use kairos_catalog::{Catalog, SqliteCatalog};
 use kairos_model::onnx::OnnxModel;
 use kairos_model::{Artifacts, Framework, Model, ModelSpec};
 
+use reqwest::Method;
+
 use crate::config::Config;
 use crate::fg::print_json;
+use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -39,8 +43,8 @@ pub enum ModelCommand {
 }
 
 pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
-    if url.is_some() {
-        bail!("kairos model works on --data-dir; the REST endpoints come with deployments");
+    if let Some(url) = url {
+        return run_remote(command, &Remote::new(url)).await;
     }
     let data_dir = &config.store.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -67,6 +71,37 @@ pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> a
             Ok(())
         }
     }
+}
+
+async fn run_remote(command: ModelCommand, remote: &Remote) -> anyhow::Result<()> {
+    let value = match command {
+        ModelCommand::Register { .. } => {
+            bail!("kairos model register works on --data-dir (the artifact is written there)")
+        }
+        ModelCommand::List => {
+            remote
+                .json(remote.request(Method::GET, "/v1/models"))
+                .await?
+        }
+        ModelCommand::Describe { name, version } => {
+            let mut request = remote.request(Method::GET, &format!("/v1/models/{name}"));
+            if let Some(v) = version {
+                request = request.query(&[("version", v)]);
+            }
+            remote.json(request).await?
+        }
+        ModelCommand::Delete { name, version } => {
+            remote
+                .send(remote.request(
+                    Method::DELETE,
+                    &format!("/v1/models/{name}/versions/{version}"),
+                ))
+                .await?;
+            eprintln!("deleted model {name} v{version}");
+            return Ok(());
+        }
+    };
+    print_json(&value)
 }
 
 fn not_found(name: &str, version: Option<u32>) -> String {

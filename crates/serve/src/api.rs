@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::{pipelines, telemetry, views};
+use crate::{models, pipelines, telemetry, views};
 use kairos_pipeline::{PipelineStatus, Pipelines};
 use kairos_store::{VectorAnswer, ViewStatus};
 use kairos_stream::PipelineSpec;
@@ -63,7 +63,10 @@ type ApiResult<T> = Result<T, ApiError>;
         pipelines::status,
         pipelines::start,
         pipelines::stop,
-        pipelines::push
+        pipelines::push,
+        models::list_models,
+        models::describe_model,
+        models::delete_model
     ),
     components(schemas(
         FeatureGroupSpec,
@@ -137,6 +140,12 @@ pub fn router(pipelines: Arc<Pipelines>) -> Router {
             get(views::read_training_dataset),
         )
         .route("/v1/feature-views/{name}/vectors", post(views::get_vectors))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{name}", get(models::describe_model))
+        .route(
+            "/v1/models/{name}/versions/{version}",
+            axum::routing::delete(models::delete_model),
+        )
         .with_state(store)
         .merge(
             Router::new()

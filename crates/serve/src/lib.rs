@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+pub mod models;
 pub mod pipelines;
 mod telemetry;
 pub mod views;

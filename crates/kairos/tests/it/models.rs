@@ -207,3 +207,92 @@ fn a_model_is_trained_on_a_feature_views_training_dataset_and_registered() {
         1
     );
 }
+
+/// The registry over REST: models registered in process on the data dir, then listed,
+/// described and deleted through a server on it (and `kairos --url`).
+#[tokio::test]
+async fn registered_models_are_listed_described_and_deleted_over_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let example = |f: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/models")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let register = &[
+        "model",
+        "register",
+        &example("fraud_logistic.toml"),
+        "--artifact",
+        &example("fraud_logistic.onnx"),
+    ];
+    json(&kairos(&data, register));
+    json(&kairos(&data, register));
+
+    let server = crate::server::Server::start(&data).await;
+    let client = reqwest::Client::new();
+    let models: serde_json::Value = client
+        .get(format!("{}/v1/models", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models.as_array().unwrap().len(), 2);
+    let first = json(&kairos(
+        &data,
+        &[
+            "--url",
+            &server.url,
+            "model",
+            "describe",
+            "fraud_logistic",
+            "--version",
+            "1",
+        ],
+    ));
+    assert_eq!(first["framework"], "onnx");
+    assert_eq!(first["signature"]["outputs"][1]["name"], "probabilities");
+
+    let out = kairos(
+        &data,
+        &[
+            "--url",
+            &server.url,
+            "model",
+            "delete",
+            "fraud_logistic",
+            "--version",
+            "2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !data
+            .join("models/fraud_logistic/v2/fraud_logistic.onnx")
+            .exists()
+    );
+    let missing = client
+        .get(format!("{}/v1/models/fraud_logistic?version=2", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+    let latest: serde_json::Value = client
+        .get(format!("{}/v1/models/fraud_logistic", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latest["version"], 1);
+    server.stop();
+}
