@@ -10,6 +10,7 @@ pub mod gbdt;
 pub mod logistic;
 pub mod metrics;
 pub mod onnx;
+pub mod predictor;
 pub mod registry;
 pub mod train;
 
