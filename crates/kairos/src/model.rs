@@ -50,7 +50,7 @@ pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> a
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"))?;
-    let artifacts = Artifacts::local(&data_dir.join("models"))?;
+    let artifacts = Artifacts::in_data_dir(data_dir)?;
     match command {
         ModelCommand::Register {
             definition,

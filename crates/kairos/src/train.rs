@@ -174,6 +174,6 @@ async fn train(store: &FeatureStore, args: &TrainArgs) -> anyhow::Result<kairos_
             label: Some(args.label.clone()),
         },
     };
-    let artifacts = Artifacts::local(&store.config().data_dir.join("models"))?;
+    let artifacts = Artifacts::in_data_dir(&store.config().data_dir)?;
     crate::model::store_model(store.catalog(), &artifacts, &spec, trained.artifact).await
 }

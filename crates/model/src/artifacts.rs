@@ -25,6 +25,11 @@ fn path(model: &str, version: u32, file: &str) -> StorePath {
 }
 
 impl Artifacts {
+    /// The artifacts of the store at `data_dir`: its `models/` folder.
+    pub fn in_data_dir(data_dir: &Path) -> Result<Artifacts, ArtifactError> {
+        Artifacts::local(&data_dir.join("models"))
+    }
+
     /// Artifacts under `dir` on the local file system (created if absent).
     pub fn local(dir: &Path) -> Result<Artifacts, ArtifactError> {
         std::fs::create_dir_all(dir).map_err(|e| object_store::Error::Generic {

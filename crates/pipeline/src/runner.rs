@@ -676,7 +676,9 @@ impl Run {
                     producer: producer.clone(),
                     search_from,
                     rows: batch.num_rows() as u64,
-                    ipc: encode_ipc(&batch)?,
+                    ipc: kairos_types::export::encode_ipc(&batch)
+                        .map_err(StoreError::internal)?
+                        .to_vec(),
                 };
                 deliveries.push((batch, producer, search_from, emissions));
                 Some(pending)
@@ -749,16 +751,6 @@ impl Run {
             }
         });
     }
-}
-
-pub(crate) fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
-        .map_err(StoreError::internal)?;
-    writer.write(batch).map_err(StoreError::internal)?;
-    writer.finish().map_err(StoreError::internal)?;
-    drop(writer);
-    Ok(buf)
 }
 
 /// Replays a file at `speed` times the pace its event times say.

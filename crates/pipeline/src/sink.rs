@@ -168,7 +168,7 @@ impl Server {
         producer: &str,
         search_from: u64,
     ) -> Result<InsertAck> {
-        let body = crate::runner::encode_ipc(batch)?;
+        let body = kairos_types::export::encode_ipc(batch).map_err(StoreError::internal)?;
         let request = self
             .http
             .post(format!("{}/v1/feature-groups/{group}/rows", self.base))

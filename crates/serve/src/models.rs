@@ -67,7 +67,7 @@ pub async fn delete_model(
         return Err(not_found(&name, Some(version)).into());
     }
     let artifacts =
-        Artifacts::local(&store.config().data_dir.join("models")).map_err(StoreError::internal)?;
+        Artifacts::in_data_dir(&store.config().data_dir).map_err(StoreError::internal)?;
     artifacts
         .delete(&name, version)
         .await

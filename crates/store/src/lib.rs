@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use kairos_catalog::{Catalog, SqliteCatalog};
@@ -414,7 +413,7 @@ impl FeatureStore {
                 u32::MAX
             ))
         })?;
-        let payload = encode_ipc(&batch)?;
+        let payload = kairos_types::export::encode_ipc(&batch).map_err(StoreError::internal)?;
         let ack = rt.log.append(rows32, payload)?.wait().await?;
         telemetry::rows_ingested(&rt.group.id(), rows as u64);
         let mut online_visible = false;
@@ -678,16 +677,6 @@ async fn find_producer(
     })
     .await
     .map_err(StoreError::internal)?
-}
-
-fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    let mut writer =
-        StreamWriter::try_new(&mut buf, &batch.schema()).map_err(StoreError::internal)?;
-    writer.write(batch).map_err(StoreError::internal)?;
-    writer.finish().map_err(StoreError::internal)?;
-    drop(writer);
-    Ok(Bytes::from(buf))
 }
 
 fn parse_key(

@@ -10,6 +10,17 @@ use bytes::Bytes;
 
 use crate::ingest::Format;
 
+/// One batch as a whole Arrow IPC stream (schema, batch, end marker): how a batch is stored
+/// in a log record or a checkpoint, and sent to a server.
+pub fn encode_ipc(batch: &RecordBatch) -> Result<Bytes, ArrowError> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut writer = StreamWriter::try_new(&mut buf, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(Bytes::from(buf))
+}
+
 /// Turns batches into bytes of one format. CSV, JSON lines and Arrow IPC come out as each batch
 /// arrives; Parquet, whose footer needs the whole file, comes out at [`BatchEncoder::finish`].
 pub struct BatchEncoder {

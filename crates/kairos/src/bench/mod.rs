@@ -119,12 +119,7 @@ fn bench_batch(spec: &FeatureGroupSpec, ids: std::ops::Range<usize>) -> RecordBa
 }
 
 fn ipc_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
-    let mut buf = Vec::new();
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
-    w.write(batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(Bytes::from(buf))
+    Ok(kairos_types::export::encode_ipc(batch)?)
 }
 
 fn parquet_bytes(batch: &RecordBatch) -> anyhow::Result<Bytes> {
