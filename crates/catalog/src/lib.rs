@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use kairos_model::{Model, ModelSpec};
+use kairos_model::{Deployment, DeploymentSpec, Model, ModelSpec};
 use kairos_stream::spec::{PipelineDef, PipelineSpec};
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
 use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
@@ -97,6 +97,18 @@ pub trait Catalog: Send + Sync {
 
     /// Removes one version of a model; false if it did not exist.
     fn delete_model(&self, name: &str, version: u32) -> Result<bool>;
+
+    /// Applies a deployment as the next revision of its name; the latest revision is live.
+    fn create_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment>;
+
+    /// The live (latest) revision of a deployment.
+    fn get_deployment(&self, name: &str) -> Result<Option<Deployment>>;
+
+    /// The live revision of every deployment, by name.
+    fn list_deployments(&self) -> Result<Vec<Deployment>>;
+
+    /// Removes a deployment, every revision; false if it did not exist.
+    fn delete_deployment(&self, name: &str) -> Result<bool>;
 }
 
 /// The catalog in one SQLite file.
@@ -153,6 +165,7 @@ const FEATURE_VIEW: &str = "feature_view";
 const TRAINING_DATASET: &str = "training_dataset";
 const PIPELINE: &str = "pipeline";
 const MODEL: &str = "model";
+const DEPLOYMENT: &str = "deployment";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -479,6 +492,45 @@ impl Catalog for SqliteCatalog {
     fn delete_model(&self, name: &str, version: u32) -> Result<bool> {
         self.delete_document(MODEL, name, version)
     }
+
+    fn create_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment> {
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let revision = Self::next_version(&tx, DEPLOYMENT, &spec.name)?;
+        let deployment = Deployment {
+            spec: spec.clone(),
+            revision,
+            created_at: now(),
+        };
+        Self::put_document(&tx, DEPLOYMENT, &spec.name, revision, &deployment)?;
+        tx.commit()?;
+        Ok(deployment)
+    }
+
+    fn get_deployment(&self, name: &str) -> Result<Option<Deployment>> {
+        self.get_document(DEPLOYMENT, name, None)
+    }
+
+    fn list_deployments(&self) -> Result<Vec<Deployment>> {
+        let mut live: Vec<Deployment> = Vec::new();
+        for d in self.list_documents::<Deployment>(DEPLOYMENT, None)? {
+            // Listed by name then revision: a later revision replaces the one before.
+            match live.last_mut() {
+                Some(last) if last.spec.name == d.spec.name => *last = d,
+                _ => live.push(d),
+            }
+        }
+        Ok(live)
+    }
+
+    fn delete_deployment(&self, name: &str) -> Result<bool> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let n = conn.execute(
+            "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
+            params![DEPLOYMENT, name],
+        )?;
+        Ok(n > 0)
+    }
 }
 
 #[cfg(test)]
@@ -571,5 +623,32 @@ mod tests {
             1
         );
         assert_eq!(catalog.create_model(&spec).unwrap().version, 3);
+    }
+
+    #[test]
+    fn deployments_list_their_live_revision() {
+        let catalog = SqliteCatalog::in_memory().unwrap();
+        let mut spec: DeploymentSpec =
+            serde_json::from_str(r#"{"name": "fraud", "model": "m", "model_version": 1}"#).unwrap();
+        catalog.create_deployment(&spec).unwrap();
+        spec.model_version = Some(2);
+        let live = catalog.create_deployment(&spec).unwrap();
+        assert_eq!(live.revision, 2);
+        let other: DeploymentSpec =
+            serde_json::from_str(r#"{"name": "churn", "model": "c"}"#).unwrap();
+        catalog.create_deployment(&other).unwrap();
+        let listed = catalog.list_deployments().unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|d| (d.spec.name.as_str(), d.revision))
+                .collect::<Vec<_>>(),
+            [("churn", 1), ("fraud", 2)]
+        );
+        assert_eq!(catalog.get_deployment("fraud").unwrap().unwrap(), live);
+        assert!(catalog.delete_deployment("fraud").unwrap());
+        assert!(catalog.get_deployment("fraud").unwrap().is_none());
+        assert!(!catalog.delete_deployment("fraud").unwrap());
+        assert_eq!(catalog.create_deployment(&spec).unwrap().revision, 3);
     }
 }

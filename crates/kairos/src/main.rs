@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod deploy;
 mod fg;
 mod fv;
 mod model;
@@ -69,6 +70,9 @@ enum Command {
     /// Train a model on a feature view's training dataset, score it on the held-out splits
     /// and register it with its metrics and lineage.
     Train(train::TrainArgs),
+    /// Deployments: apply, list, status, delete, predict.
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
     /// Benchmarks: online reads over HTTP or in process, bulk inserts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             Command::Pipeline(command) => pipeline::run(command, &config, cli.url.as_deref()).await,
             Command::Model(command) => model::run(command, &config, cli.url.as_deref()).await,
             Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
+            Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
             Command::Bench(command) => bench::run(command, &config).await,
         }
     })

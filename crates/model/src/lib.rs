@@ -6,6 +6,7 @@
 //! expects.
 
 pub mod artifacts;
+pub mod deployment;
 pub mod gbdt;
 pub mod logistic;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod registry;
 pub mod train;
 
 pub use artifacts::Artifacts;
+pub use deployment::{Deployment, DeploymentSpec, Slo};
 pub use metrics::{BinaryMetrics, MetricsError, RegressionMetrics};
 pub use registry::{
     Datatype, Evaluation, Framework, Lineage, Model, ModelSpec, Signature, TensorSpec,

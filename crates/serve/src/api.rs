@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::{models, pipelines, telemetry, views};
+use crate::{deployments, models, pipelines, telemetry, views};
+use kairos_deploy::Deployments;
 use kairos_pipeline::{PipelineStatus, Pipelines};
 use kairos_store::{VectorAnswer, ViewStatus};
 use kairos_stream::PipelineSpec;
@@ -36,7 +37,7 @@ type ApiResult<T> = Result<T, ApiError>;
 #[openapi(
     info(
         title = "Kairos",
-        description = "Kairos feature store REST API: feature groups, feature views and pipelines"
+        description = "Kairos REST API: feature groups, feature views, pipelines, models and deployments"
     ),
     paths(
         create_group,
@@ -66,7 +67,12 @@ type ApiResult<T> = Result<T, ApiError>;
         pipelines::push,
         models::list_models,
         models::describe_model,
-        models::delete_model
+        models::delete_model,
+        deployments::apply,
+        deployments::list,
+        deployments::status,
+        deployments::delete,
+        deployments::predict
     ),
     components(schemas(
         FeatureGroupSpec,
@@ -92,13 +98,21 @@ type ApiResult<T> = Result<T, ApiError>;
         PipelineDef,
         PipelineStatus,
         pipelines::Deployed,
-        pipelines::PushAck
+        pipelines::PushAck,
+        kairos_model::Deployment,
+        kairos_model::DeploymentSpec,
+        kairos_model::Slo,
+        kairos_deploy::DeploymentStatus,
+        kairos_deploy::telemetry::LatencyReport,
+        kairos_deploy::PredictRequest,
+        kairos_deploy::PredictResponse,
+        kairos_deploy::EntryPrediction
     ))
 )]
 pub struct ApiDoc;
 
 /// The whole HTTP application.
-pub fn router(pipelines: Arc<Pipelines>) -> Router {
+pub fn router(pipelines: Arc<Pipelines>, deployments: Arc<Deployments>) -> Router {
     let store = pipelines.store().clone();
     let max_body = store.config().max_batch_bytes;
     let _ = telemetry::prometheus();
@@ -158,6 +172,19 @@ pub fn router(pipelines: Arc<Pipelines>) -> Router {
                 .route("/v1/pipelines/{name}/stop", post(pipelines::stop))
                 .route("/v1/streams/{stream}/events", post(pipelines::push))
                 .with_state(pipelines),
+        )
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/deployments",
+                    post(deployments::apply).get(deployments::list),
+                )
+                .route(
+                    "/v1/deployments/{name}",
+                    get(deployments::status).delete(deployments::delete),
+                )
+                .route("/v1/deployments/{name}/predict", post(deployments::predict))
+                .with_state(deployments),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(telemetry::track_latency))

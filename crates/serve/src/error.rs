@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kairos_deploy::DeployError;
 use kairos_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -77,6 +78,20 @@ impl From<StoreError> for ApiError {
                     "internal error; see the server log",
                 )
             }
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            DeployError::BadRequest(m) => ApiError::bad_request(m),
+            e @ DeployError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string())
+            }
+            DeployError::Store(e) => e.into(),
+            DeployError::Internal(m) => StoreError::Internal(m).into(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! are on `/metrics` in the Prometheus format.
 
 pub mod api;
+pub mod deployments;
 pub mod error;
 pub mod models;
 pub mod pipelines;
@@ -15,6 +16,7 @@ pub mod views;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use kairos_deploy::Deployments;
 use kairos_pipeline::Pipelines;
 use kairos_store::FeatureStore;
 use tokio::net::TcpListener;
@@ -30,13 +32,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let pipelines = Arc::new(Pipelines::new(store.clone()));
     pipelines.start_all().await;
-    let app = router(pipelines.clone());
+    let deployments = Arc::new(Deployments::new(store.clone()).map_err(std::io::Error::other)?);
+    deployments.start_all().await;
+    let app = router(pipelines.clone(), deployments.clone());
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, online = store.online_backend(), "kairos serving");
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    // Pipelines first (they write), then the inference logs flush, then the store closes.
     pipelines.close().await;
+    deployments.close().await;
     store.close().await;
     result
 }

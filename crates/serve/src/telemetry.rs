@@ -19,6 +19,11 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
                 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
             ];
+            // Serving stages take microseconds.
+            let stages = [
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005,
+                0.01, 0.025, 0.1, 1.0,
+            ];
             let freshness = [
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
             ];
@@ -28,6 +33,12 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(kairos_pipeline::telemetry::FRESHNESS.into()),
                         &freshness,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(kairos_deploy::telemetry::STAGE_SECONDS.into()),
+                        &stages,
                     )
                 })
                 .expect("buckets are not empty");

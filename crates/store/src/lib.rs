@@ -37,7 +37,7 @@ pub use config::{OnlineConfig, StoreConfig};
 pub use error::{Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use views::{
-    JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, ViewStatus,
+    JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, ViewInputs, ViewStatus,
 };
 
 /// How long a read-your-writes insert or a check waits for the materialisers.

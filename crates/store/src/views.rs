@@ -540,6 +540,7 @@ impl FeatureStore {
             values.push(v);
         }
 
+        let lookup_started = std::time::Instant::now();
         let root_rows = if plan.needs_root_lookup() {
             let rt = self.runtime(&root_spec.name, Some(plan.root.version))?;
             let found = self.lookup(&rt, &keys).await?;
@@ -583,7 +584,30 @@ impl FeatureStore {
             }
         });
         let joined = futures::future::try_join_all(lookups).await?;
-        Ok(plan.assemble(&root, &joined, &transforms)?)
+        let lookup = lookup_started.elapsed();
+        let mut vectors = plan.assemble(&root, &joined, &transforms)?;
+        vectors.stages.lookup = lookup;
+        Ok(vectors)
+    }
+
+    /// What a request for the view's online vectors carries: the root's key columns, the
+    /// request-time values and the event-time column (optional in a request; now by default).
+    pub fn view_inputs(&self, name: &str, version: Option<u32>) -> Result<ViewInputs> {
+        let resolved = self.resolve_view(name, version)?;
+        let plan = &resolved.plan;
+        let root = &plan.root.spec;
+        let typed = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| (n.clone(), root.column(n).expect("root column").ty))
+                .collect()
+        };
+        Ok(ViewInputs {
+            view_version: resolved.view.version,
+            keys: typed(&root.primary_key),
+            request: typed(&plan.request),
+            event_time: root.event_time.clone(),
+        })
     }
 
     /// [`Self::feature_vectors`] shaped for JSON transports.
@@ -655,6 +679,15 @@ impl FeatureStore {
             .insert(key, t.clone());
         Ok(t)
     }
+}
+
+/// The inputs of a view's online vectors; see [`FeatureStore::view_inputs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewInputs {
+    pub view_version: u32,
+    pub keys: Vec<(String, FeatureType)>,
+    pub request: Vec<(String, FeatureType)>,
+    pub event_time: String,
 }
 
 /// A view, its vector columns and its training datasets.

@@ -22,7 +22,7 @@ pub use asof::{AsofJoin, AsofOptions, AsofOutput, AsofStage, RightInput};
 pub use dataset::{DatasetWriter, Split, SplitName, TrainingDataset, TrainingDatasetRequest};
 pub use rows::TransformSet;
 pub use spec::{FeatureView, FeatureViewSpec, JoinOn, JoinPlan, JoinSpec, RootSpec, ViewPlan};
-pub use vector::{EntryStatus, VectorBatch};
+pub use vector::{EntryStatus, StageTimes, VectorBatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, FixedSizeListBuilder, Float32Builder, Float64Builder,
@@ -39,6 +40,17 @@ pub struct VectorBatch {
     pub statuses: Vec<EntryStatus>,
     /// Per entry, the groups that had no row.
     pub missing: Vec<Vec<String>>,
+    /// Where the time went, for the serving pipeline's per-stage latencies.
+    pub stages: StageTimes,
+}
+
+/// The time each stage of building online vectors took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// The online-store lookups (filled in by the store, which does them).
+    pub lookup: Duration,
+    pub on_demand: Duration,
+    pub transforms: Duration,
 }
 
 /// The root columns of each entry: from the entry's key, its request values, or the root
@@ -166,8 +178,15 @@ impl ViewPlan {
             }
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+        let start = Instant::now();
         let computed = self.compute_on_demand(&batch)?;
+        let on_demand = start.elapsed();
         let features = transforms.apply(&self.select(&computed, &self.features, 0)?)?;
+        let stages = StageTimes {
+            lookup: Duration::ZERO,
+            on_demand,
+            transforms: start.elapsed() - on_demand,
+        };
         let missing: Vec<Vec<String>> = (0..root.rows)
             .map(|i| {
                 let mut m = Vec::new();
@@ -195,6 +214,7 @@ impl ViewPlan {
                 })
                 .collect(),
             missing,
+            stages,
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn kairos(data_dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn kairos(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kairos"))
         .arg("--data-dir")
         .arg(data_dir)
@@ -14,7 +14,7 @@ fn kairos(data_dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json(out: &Output) -> serde_json::Value {
+pub(crate) fn json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "{}",
@@ -119,13 +119,9 @@ fn a_model_is_registered_with_its_artifact_listed_described_and_deleted() {
     assert_eq!(json(&register(&definition))["version"], 3);
 }
 
-/// `kairos train` on the feature-view example: a GBDT fitted on the training dataset's train
-/// split (transforms applied), scored on validation and test, registered with its lineage; a
-/// logistic regression refused for the missing profile values, naming the feature.
-#[test]
-fn a_model_is_trained_on_a_feature_views_training_dataset_and_registered() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// The card-fraud feature-view example on `data`: both groups created and loaded, the view
+/// applied and training dataset 1 made with a time split (5 train, 1 validation, 2 test rows).
+pub(crate) fn card_fraud_training_dataset(data: &Path) -> serde_json::Value {
     let example = |f: &str| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples/feature_views")
@@ -135,21 +131,18 @@ fn a_model_is_trained_on_a_feature_views_training_dataset_and_registered() {
     };
     for group in ["transactions", "card_profiles"] {
         json(&kairos(
-            &data,
+            data,
             &["fg", "create", &example(&format!("{group}.toml"))],
         ));
         let csv = example(&format!("{group}.csv"));
         json(&kairos(
-            &data,
+            data,
             &["fg", "insert", group, &csv, "--wait-online"],
         ));
     }
+    json(&kairos(data, &["fv", "apply", &example("card_fraud.toml")]));
     json(&kairos(
-        &data,
-        &["fv", "apply", &example("card_fraud.toml")],
-    ));
-    let td = json(&kairos(
-        &data,
+        data,
         &[
             "fv",
             "training-data",
@@ -157,7 +150,17 @@ fn a_model_is_trained_on_a_feature_views_training_dataset_and_registered() {
             "--split",
             "time:2024-05-02T00:00:00Z,2024-05-02T12:00:00Z",
         ],
-    ));
+    ))
+}
+
+/// `kairos train` on the feature-view example: a GBDT fitted on the training dataset's train
+/// split (transforms applied), scored on validation and test, registered with its lineage; a
+/// logistic regression refused for the missing profile values, naming the feature.
+#[test]
+fn a_model_is_trained_on_a_feature_views_training_dataset_and_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let td = card_fraud_training_dataset(&data);
     assert_eq!(td["row_counts"]["train"], 5);
 
     let train = |extra: &[&str]| {

@@ -1,0 +1,282 @@
+//! The inference log: every prediction appended to the deployment's inference-log feature group
+//! through the store's normal write path, where monitoring reads it.
+//!
+//! Requests hand their entries to a bounded channel and never wait: a background task batches
+//! them (up to [`BATCH_ROWS`] rows or [`FLUSH_EVERY`]) into one insert. A full channel drops the
+//! entry and counts it (`kairos_inference_log_dropped_total`); the goal is zero. When the last
+//! handle to a log goes (a revision swapped out, or the server shutting down) the task writes
+//! what it holds and ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema};
+use kairos_store::{FeatureStore, InsertOptions};
+use kairos_types::{Column, FeatureGroupSpec, FeatureType, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{DeployError, Result};
+use crate::telemetry::LOG_DROPPED;
+
+/// Rows written per insert at most.
+pub const BATCH_ROWS: usize = 4096;
+/// How long a logged prediction may wait for its batch to fill.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Requests the channel holds before it drops.
+const CHANNEL_REQUESTS: usize = 16_384;
+
+/// The columns every inference log has, before the entity keys and the features.
+const FIXED: [&str; 4] = ["request_id", "entry", "logged_at", "model_version"];
+/// The columns after the features.
+const OUTCOME: [&str; 3] = ["prediction", "label", "latency_us"];
+
+/// The inference-log feature group of a deployment: `<deployment>_inference_log`, with the
+/// request id and entry number as its key, the entity keys, one float column per model feature,
+/// the prediction, the label (classifiers) and the request's latency. Offline only: it is read
+/// in bulk, never per key.
+pub fn log_group_spec(
+    deployment: &str,
+    keys: &[(String, FeatureType)],
+    features: &[String],
+    classifier: bool,
+) -> Result<FeatureGroupSpec> {
+    let column = |name: &str, ty: FeatureType, nullable: bool| Column {
+        name: name.to_string(),
+        ty,
+        nullable,
+        description: None,
+    };
+    let mut columns = vec![
+        column(FIXED[0], FeatureType::String, false),
+        column(FIXED[1], FeatureType::Int32, false),
+        column(FIXED[2], FeatureType::Timestamp, false),
+        column(FIXED[3], FeatureType::Int32, false),
+    ];
+    for (name, ty) in keys {
+        columns.push(column(name, *ty, false));
+    }
+    for name in features {
+        columns.push(column(name, FeatureType::Float64, true));
+    }
+    columns.push(column(OUTCOME[0], FeatureType::Float64, true));
+    if classifier {
+        columns.push(column(OUTCOME[1], FeatureType::Int32, true));
+    }
+    columns.push(column(OUTCOME[2], FeatureType::Int64, false));
+    let taken: Vec<&str> = FIXED.iter().chain(&OUTCOME).copied().collect();
+    if let Some(clash) = keys
+        .iter()
+        .map(|(k, _)| k)
+        .chain(features)
+        .find(|n| taken.contains(&n.as_str()))
+    {
+        return Err(DeployError::Invalid(format!(
+            "the model's input '{clash}' has the name of an inference-log column ({}); rename it in the feature view",
+            taken.join(", ")
+        )));
+    }
+    let spec = FeatureGroupSpec {
+        name: format!("{deployment}_inference_log"),
+        description: format!("Every prediction of deployment {deployment}"),
+        columns,
+        primary_key: vec![FIXED[0].into(), FIXED[1].into()],
+        event_time: FIXED[2].into(),
+        online: false,
+        ttl_seconds: None,
+    };
+    spec.validate()
+        .map_err(|e| DeployError::Invalid(e.to_string()))?;
+    Ok(spec)
+}
+
+/// One request's predictions, as logged.
+#[derive(Debug)]
+pub struct LoggedRequest {
+    pub request_id: String,
+    pub at_micros: i64,
+    pub model_version: u32,
+    /// Per entry, its key values.
+    pub keys: Vec<Vec<Value>>,
+    /// Row-major, one row of the model's features per entry (NaN: missing).
+    pub features: Vec<f64>,
+    pub predictions: Vec<f64>,
+    pub labels: Option<Vec<i32>>,
+    pub latency_us: i64,
+}
+
+/// A running inference log; cheap to clone, and the writer ends when the last clone goes.
+#[derive(Debug, Clone)]
+pub struct InferenceLog {
+    tx: mpsc::Sender<LoggedRequest>,
+    dropped: Arc<AtomicU64>,
+    deployment: Arc<str>,
+}
+
+impl InferenceLog {
+    /// Starts the writer of `group` (version `version`); the handle finishes after the last
+    /// batch is written.
+    pub fn start(
+        store: FeatureStore,
+        deployment: &str,
+        group: FeatureGroupSpec,
+        version: u32,
+    ) -> (InferenceLog, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_REQUESTS);
+        let writer = tokio::spawn(write_batches(store, group, version, rx));
+        let log = InferenceLog {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            deployment: deployment.into(),
+        };
+        (log, writer)
+    }
+
+    /// Hands a request's predictions to the writer without waiting; drops them (counted) when
+    /// the writer is behind by the whole channel.
+    pub fn record(&self, request: LoggedRequest) {
+        if let Err(e) = self.tx.try_send(request) {
+            let rows = match &e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
+                    r.predictions.len() as u64
+                }
+            };
+            self.dropped.fetch_add(rows, Ordering::Relaxed);
+            metrics::counter!(LOG_DROPPED, "deployment" => self.deployment.to_string())
+                .increment(rows);
+        }
+    }
+
+    /// Entries dropped since this log started.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_batches(
+    store: FeatureStore,
+    group: FeatureGroupSpec,
+    version: u32,
+    mut rx: mpsc::Receiver<LoggedRequest>,
+) {
+    let mut pending: Vec<LoggedRequest> = Vec::new();
+    let mut rows = 0;
+    loop {
+        let received = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    flush(&store, &group, version, &mut pending).await;
+                    rows = 0;
+                    continue;
+                }
+            }
+        };
+        match received {
+            Some(request) => {
+                rows += request.predictions.len();
+                pending.push(request);
+                while rows < BATCH_ROWS {
+                    match rx.try_recv() {
+                        Ok(request) => {
+                            rows += request.predictions.len();
+                            pending.push(request);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if rows >= BATCH_ROWS {
+                    flush(&store, &group, version, &mut pending).await;
+                    rows = 0;
+                }
+            }
+            None => {
+                flush(&store, &group, version, &mut pending).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn flush(
+    store: &FeatureStore,
+    group: &FeatureGroupSpec,
+    version: u32,
+    pending: &mut Vec<LoggedRequest>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let written = match batch_of(group, pending) {
+        Ok(batch) => store
+            .insert_batch(&group.name, Some(version), &batch, InsertOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
+        let rows: usize = pending.iter().map(|r| r.predictions.len()).sum();
+        tracing::error!(group = %group.name, rows, error = %e, "inference log batch not written");
+        metrics::counter!(LOG_DROPPED, "deployment" => group.name.clone()).increment(rows as u64);
+    }
+    pending.clear();
+}
+
+/// The rows of `requests` as a batch of the log group's columns.
+fn batch_of(group: &FeatureGroupSpec, requests: &[LoggedRequest]) -> Result<RecordBatch> {
+    let width = group.columns.len();
+    let mut columns: Vec<Vec<Value>> = vec![Vec::new(); width];
+    for r in requests {
+        let features = r.features.len() / r.predictions.len().max(1);
+        for (entry, prediction) in r.predictions.iter().enumerate() {
+            let mut row = vec![
+                Value::String(r.request_id.clone()),
+                Value::Int32(entry as i32),
+                Value::Timestamp(r.at_micros),
+                Value::Int32(r.model_version as i32),
+            ];
+            row.extend(r.keys[entry].iter().cloned());
+            row.extend(
+                r.features[entry * features..(entry + 1) * features]
+                    .iter()
+                    .map(|v| finite_or_null(*v)),
+            );
+            row.push(finite_or_null(*prediction));
+            if let Some(labels) = &r.labels {
+                row.push(Value::Int32(labels[entry]));
+            }
+            row.push(Value::Int64(r.latency_us));
+            if row.len() != width {
+                return Err(DeployError::internal(format!(
+                    "an inference-log row of {} values for {width} columns",
+                    row.len()
+                )));
+            }
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.push(value);
+            }
+        }
+    }
+    let mut fields = Vec::with_capacity(width);
+    let mut arrays = Vec::with_capacity(width);
+    for (c, values) in group.columns.iter().zip(&columns) {
+        fields.push(Field::new(&c.name, c.ty.arrow_type(), c.nullable));
+        arrays.push(
+            kairos_view::vector::array_of(c.ty, values.iter()).map_err(DeployError::internal)?,
+        );
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(DeployError::internal)
+}
+
+fn finite_or_null(v: f64) -> Value {
+    if v.is_nan() {
+        Value::Null
+    } else {
+        Value::Float64(v)
+    }
+}

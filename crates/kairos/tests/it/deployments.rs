@@ -1,0 +1,258 @@
+//! Deployments through a real server: a model trained on the card-fraud view deployed, asked
+//! for predictions (single, batch, a missing entity, a bad request), swapped for a new model
+//! version under load with no failed request, and every prediction found in its inference log.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kairos_model::predictor::Predictor;
+use serde_json::json;
+
+use crate::models::{card_fraud_training_dataset, json as out_json, kairos};
+use crate::server::Server;
+
+const CARD: i64 = 4000123412341234;
+
+/// The transaction being scored; its time is the example data's (profiles go stale after a
+/// year).
+fn request() -> serde_json::Value {
+    json!({"ts": "2024-05-03T09:00:00Z", "amount": 250.0, "category": "travel", "latitude": 48.85, "longitude": 2.35})
+}
+
+/// Trains two GBDT versions of `card_fraud` on the example's training dataset.
+fn two_trained_versions(data: &Path) {
+    card_fraud_training_dataset(data);
+    for trees in ["10", "30"] {
+        out_json(&kairos(
+            data,
+            &[
+                "train",
+                "--feature-view",
+                "card_fraud",
+                "--label",
+                "is_fraud",
+                "--trees",
+                trees,
+            ],
+        ));
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_predicts_from_online_features_and_swaps_models_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    two_trained_versions(&data);
+    let server = Server::start(&data).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+
+    let (status, applied) = post(
+        &client,
+        url("/v1/deployments"),
+        json!({"name": "fraud", "model": "card_fraud", "model_version": 1, "slo": {"latency_ms": 50.0}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{applied}");
+    assert_eq!(applied["revision"], 1);
+
+    // One entity: the features are the view's online vector with the frozen transforms, and
+    // the probability is the registered model's on exactly those features.
+    let (status, answer) = post(
+        &client,
+        url("/v1/deployments/fraud/predict"),
+        json!({"entries": [CARD], "request": request(), "return_features": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model_version"], 1);
+    let names: Vec<String> = serde_json::from_value(answer["features"].clone()).unwrap();
+    let prediction = &answer["predictions"][0];
+    assert_eq!(prediction["status"], "complete");
+    let features: Vec<f64> = prediction["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+        .collect();
+    let (_, vectors) = post(
+        &client,
+        url("/v1/feature-views/card_fraud/vectors"),
+        json!({"entries": [CARD], "request": request(), "training_dataset_version": 1}),
+    )
+    .await;
+    let columns: Vec<String> = serde_json::from_value(vectors["columns"].clone()).unwrap();
+    for (name, value) in names.iter().zip(&features) {
+        let at = columns
+            .iter()
+            .position(|c| c == name)
+            .expect("a view column");
+        let expected = &vectors["vectors"][0]["values"][at];
+        let expected = expected
+            .as_f64()
+            .or_else(|| expected.as_bool().map(f64::from))
+            .unwrap();
+        assert!(
+            (expected - value).abs() < 1e-12,
+            "{name}: {expected} vs {value}"
+        );
+    }
+    let model: kairos_model::Model = serde_json::from_value(out_json(&kairos(
+        &data,
+        &["model", "describe", "card_fraud", "--version", "1"],
+    )))
+    .unwrap();
+    let artifact = std::fs::read(data.join("models/card_fraud/v1/model.json")).unwrap();
+    let predictor = Predictor::load(&model, &artifact).unwrap();
+    let probability = predictor.predict(&features, 1).unwrap()[0];
+    assert!((prediction["probability"].as_f64().unwrap() - probability).abs() < 1e-12);
+    assert_eq!(prediction["label"], i32::from(probability >= 0.5));
+
+    // A batch with an unknown card: its profile features are missing, it still gets a score.
+    let (status, batch) = post(
+        &client,
+        url("/v1/deployments/fraud/predict"),
+        json!({"entries": [CARD, 4000987698769876_i64, 1], "request": request()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    let predictions = batch["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 3);
+    assert_eq!(predictions[2]["status"], "incomplete");
+    assert_eq!(predictions[2]["missing"], json!(["card_profiles"]));
+    assert!(predictions.iter().all(|p| p["probability"].is_f64()));
+
+    // A request without a request-time value is refused, naming it.
+    let (status, refused) = post(
+        &client,
+        url("/v1/deployments/fraud/predict"),
+        json!({"entries": [CARD], "request": {"ts": "2024-05-03T09:00:00Z", "amount": 1.0}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'category' is missing"),
+        "{refused}"
+    );
+
+    // Hot swap under load: clients predict without pause while model v2 is applied. No
+    // request fails, and once a client has seen v2 it never sees v1 again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            let url = url("/v1/deployments/fraud/predict");
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut versions = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, answer) = post(
+                        &client,
+                        url.clone(),
+                        json!({"entries": [CARD], "request": request()}),
+                    )
+                    .await;
+                    assert_eq!(status, 200, "{answer}");
+                    versions.push(answer["model_version"].as_u64().unwrap());
+                }
+                versions
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, applied) = post(
+        &client,
+        url("/v1/deployments"),
+        json!({"name": "fraud", "model": "card_fraud", "slo": {"latency_ms": 50.0}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{applied}");
+    assert_eq!(applied["revision"], 2);
+    assert_eq!(applied["model_version"], 2, "the latest version is pinned");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut under_load = 0;
+    for c in clients {
+        let versions = c.await.unwrap();
+        under_load += versions.len();
+        let first_v2 = versions
+            .iter()
+            .position(|v| *v == 2)
+            .expect("the swap was seen");
+        assert!(versions[..first_v2].iter().all(|v| *v == 1));
+        assert!(versions[first_v2..].iter().all(|v| *v == 2), "{versions:?}");
+        assert!(first_v2 > 0, "the clients ran before the swap");
+    }
+
+    let status: serde_json::Value = client
+        .get(url("/v1/deployments/fraud"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["revision"], 2);
+    assert_eq!(status["inference_log_dropped"], 0);
+    let answered = 2 + under_load as u64;
+    assert_eq!(status["latency"]["requests"], answered);
+    assert_eq!(status["latency"]["errors"], 1);
+    let metrics = client
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"kairos_deployment_stage_seconds_bucket{deployment="fraud",stage="lookup""#,
+        r#"kairos_deployment_stage_seconds_bucket{deployment="fraud",stage="predict""#,
+        r#"kairos_deployment_requests_total{deployment="fraud",status="bad_request"} 1"#,
+        r#"kairos_deployment_slo_compliance{deployment="fraud"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} not in /metrics");
+    }
+
+    // A clean stop flushes the inference log: one row per predicted entry, none dropped.
+    server.stop();
+    let rows = kairos(&data, &["fg", "read", "fraud_inference_log"]);
+    let rows = String::from_utf8(out_json_ok(rows)).unwrap();
+    let logged: Vec<serde_json::Value> = rows
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len() as u64, 1 + 3 + under_load as u64);
+    let v2 = logged.iter().filter(|r| r["model_version"] == 2).count();
+    assert!(v2 > 0 && v2 < logged.len());
+    assert!(logged.iter().all(|r| r["latency_us"].as_i64().unwrap() > 0));
+    assert!(
+        logged
+            .iter()
+            .any(|r| r["cc_num"] == 1 && r["profile_credit_limit"].is_null())
+    );
+}
+
+fn out_json_ok(out: std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
