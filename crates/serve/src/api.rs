@@ -184,8 +184,10 @@ pub fn router(pipelines: Arc<Pipelines>, deployments: Arc<Deployments>) -> Route
                     get(deployments::status).delete(deployments::delete),
                 )
                 .route("/v1/deployments/{name}/predict", post(deployments::predict))
-                .with_state(deployments),
+                .with_state(deployments.clone()),
         )
+        .merge(crate::v2::routes(deployments.clone()))
+        .merge(crate::grpc::routes(deployments, max_body))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(telemetry::track_latency))
         .layer(DefaultBodyLimit::max(max_body))

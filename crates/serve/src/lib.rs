@@ -8,9 +8,11 @@
 pub mod api;
 pub mod deployments;
 pub mod error;
+pub mod grpc;
 pub mod models;
 pub mod pipelines;
 mod telemetry;
+pub mod v2;
 pub mod views;
 
 use std::net::SocketAddr;

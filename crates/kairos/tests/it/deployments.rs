@@ -256,3 +256,275 @@ fn out_json_ok(out: std::process::Output) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// NVIDIA's tritonclient (the Python package, not this code) drives the server over the Open
+/// Inference Protocol, HTTP and gRPC: metadata, readiness, configuration, and inference with
+/// JSON and binary tensors on a deployment and on a registered ONNX model. Skipped where
+/// tritonclient is not installed, unless `KAIROS_REQUIRE_INTEROP=1` (as in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_speaks_to_kairos_over_http_and_grpc() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import tritonclient.http, tritonclient.grpc, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("KAIROS_REQUIRE_INTEROP").is_err(),
+            "python tritonclient is required but missing"
+        );
+        eprintln!("skipped: python3 -c 'import tritonclient' failed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    card_fraud_training_dataset(&data);
+    out_json(&kairos(
+        &data,
+        &[
+            "train",
+            "--feature-view",
+            "card_fraud",
+            "--label",
+            "is_fraud",
+            "--trees",
+            "10",
+        ],
+    ));
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models");
+    out_json(&kairos(
+        &data,
+        &[
+            "model",
+            "register",
+            &models.join("fraud_logistic.toml").display().to_string(),
+            "--artifact",
+            &models.join("fraud_logistic.onnx").display().to_string(),
+        ],
+    ));
+    let server = Server::start(&data).await;
+    let client = reqwest::Client::new();
+    let (status, _) = post(
+        &client,
+        format!("{}/v1/deployments", server.url),
+        json!({"name": "fraud", "model": "card_fraud"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let cards = json!([CARD, 4000987698769876_i64, 1]);
+    let (_, answer) = post(
+        &client,
+        format!("{}/v1/deployments/fraud/predict", server.url),
+        json!({"entries": cards, "request": request()}),
+    )
+    .await;
+    let probabilities: Vec<f64> = answer["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["probability"].as_f64().unwrap())
+        .collect();
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models.join("expected.json")).unwrap()).unwrap();
+    let expected = json!({
+        "deployment": "fraud",
+        "cards": cards,
+        "request": request(),
+        "probabilities": probabilities,
+        "model": "fraud_logistic",
+        "inputs": recorded["inputs"],
+        "model_probabilities": recorded["fraud_logistic"],
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tritonclient_check.py");
+    let address = server.url.trim_start_matches("http://").to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(address)
+            .arg(expected.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&run.stdout));
+}
+
+/// The V2 REST protocol without a client library: metadata with -1 dimensions, readiness,
+/// inference with nested JSON data and with binary tensor data (the deployment answers the
+/// same), and errors as `{"error": "..."}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v2_rest_protocol_takes_json_and_binary_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    card_fraud_training_dataset(&data);
+    out_json(&kairos(
+        &data,
+        &[
+            "train",
+            "--feature-view",
+            "card_fraud",
+            "--label",
+            "is_fraud",
+            "--trees",
+            "10",
+        ],
+    ));
+    let server = Server::start(&data).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let get = |path: &str| {
+        let request = client.get(url(path));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, server_metadata) = get("/v2").await;
+    assert_eq!(status, 200);
+    assert_eq!(server_metadata["name"], "kairos");
+    assert!(server_metadata["extensions"].is_array());
+    assert_eq!(get("/v2/health/live").await.0, 200);
+    assert_eq!(get("/v2/health/ready").await, (200, json!({"ready": true})));
+    let (status, missing) = get("/v2/models/fraud").await;
+    assert_eq!(status, 404);
+    assert!(
+        missing["error"].as_str().unwrap().contains("not found"),
+        "{missing}"
+    );
+
+    // The registered model is a V2 model before any deployment: its feature tensor.
+    let (status, model) = get("/v2/models/card_fraud/versions/1").await;
+    assert_eq!(status, 200, "{model}");
+    assert_eq!(model["inputs"][0]["name"], "features");
+    assert_eq!(model["inputs"][0]["shape"][0], -1);
+
+    let (status, _) = post(
+        &client,
+        url("/v1/deployments"),
+        json!({"name": "fraud", "model": "card_fraud"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, metadata) = get("/v2/models/fraud").await;
+    assert_eq!(status, 200, "{metadata}");
+    assert_eq!(metadata["versions"], json!(["1"]));
+    assert_eq!(
+        metadata["inputs"][0],
+        json!({"name": "cc_num", "datatype": "INT64", "shape": [-1]})
+    );
+    assert_eq!(get("/v2/models/fraud/ready").await.0, 200);
+    assert_eq!(get("/v2/models/fraud/versions/7/ready").await.0, 404);
+    let (status, config) = get("/v2/models/fraud/config").await;
+    assert_eq!(status, 200);
+    assert_eq!(config["input"][0]["data_type"], "TYPE_INT64");
+
+    let r = request();
+    let cards = [CARD, 4000987698769876];
+    let json_request = json!({
+        "id": "r1",
+        "inputs": [
+            {"name": "cc_num", "datatype": "INT64", "shape": [2, 1], "data": [[cards[0]], [cards[1]]]},
+            {"name": "ts", "datatype": "BYTES", "shape": [2], "data": [r["ts"], r["ts"]]},
+            {"name": "amount", "datatype": "FP64", "shape": [2], "data": [r["amount"], r["amount"]]},
+            {"name": "category", "datatype": "BYTES", "shape": [2], "data": [r["category"], r["category"]]},
+            {"name": "latitude", "datatype": "FP64", "shape": [2], "data": [r["latitude"], r["latitude"]]},
+            {"name": "longitude", "datatype": "FP64", "shape": [2], "data": [r["longitude"], r["longitude"]]},
+        ]
+    });
+    let (status, answer) = post(&client, url("/v2/models/fraud/infer"), json_request.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model_name"], "fraud");
+    assert_eq!(answer["id"], "r1");
+    let probability = &answer["outputs"][0];
+    assert_eq!(probability["name"], "probability");
+    assert_eq!(probability["datatype"], "FP64");
+    assert_eq!(probability["shape"], json!([2]));
+    let (_, simple) = post(
+        &client,
+        url("/v1/deployments/fraud/predict"),
+        json!({"entries": cards, "request": r}),
+    )
+    .await;
+    for i in 0..2 {
+        assert_eq!(
+            probability["data"][i],
+            simple["predictions"][i]["probability"]
+        );
+    }
+
+    // The same request with cc_num and category as binary data, and binary outputs.
+    let mut header = json_request.clone();
+    let mut binary = Vec::new();
+    for (i, bytes) in [
+        (
+            0,
+            cards
+                .iter()
+                .flat_map(|c| c.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
+        (3, {
+            let c = r["category"].as_str().unwrap().as_bytes();
+            [c, c]
+                .iter()
+                .flat_map(|c| {
+                    (c.len() as u32)
+                        .to_le_bytes()
+                        .into_iter()
+                        .chain(c.iter().copied())
+                })
+                .collect()
+        }),
+    ] {
+        let input = &mut header["inputs"][i];
+        input.as_object_mut().unwrap().remove("data");
+        input["parameters"] = json!({"binary_data_size": bytes.len()});
+        binary.extend(bytes);
+    }
+    header["parameters"] = json!({"binary_data_output": true});
+    let head = serde_json::to_vec(&header).unwrap();
+    let mut body = head.clone();
+    body.extend(&binary);
+    let response = client
+        .post(url("/v2/models/fraud/infer"))
+        .header("Inference-Header-Content-Length", head.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let length: usize = response.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&bytes[..length]).unwrap();
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 16);
+    let first = f64::from_le_bytes(bytes[length..length + 8].try_into().unwrap());
+    assert_eq!(json!(first), simple["predictions"][0]["probability"]);
+
+    // Errors: {"error": "..."} with a non-200 status.
+    let mut wrong = json_request.clone();
+    wrong["inputs"][2]["data"] = json!(["a lot", "more"]);
+    let (status, error) = post(&client, url("/v2/models/fraud/infer"), wrong).await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"].as_str().unwrap().contains("input 'amount'"),
+        "{error}"
+    );
+    let mut short = json_request;
+    short["inputs"][2]["shape"] = json!([3]);
+    let (status, error) = post(&client, url("/v2/models/fraud/infer"), short).await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"].as_str().unwrap().contains("shape [3]"),
+        "{error}"
+    );
+}

@@ -1,0 +1,509 @@
+//! The Open Inference Protocol (KServe V2) view of the deployments and the registry, shared by
+//! the REST and gRPC transports: what a model is called, the tensors it takes and gives, and
+//! inference on tensors.
+//!
+//! A **deployment** is a V2 model whose inputs are its entity keys and request-time values,
+//! one element per entity (shape `[-1]`); the transformer runs inside, and it gives
+//! `probability` (FP64) and `label` (INT64) for a classifier, `prediction` (FP64) for a
+//! regressor. Its version is the model version it serves. A **registered model** is a V2 model
+//! taking its feature tensor directly, as its signature declares. A model computes one number
+//! per row (the positive class's probability, or the value); its declared outputs are filled
+//! from it: a `[-1, 2]` output with both class probabilities, an integer or bool output with
+//! the label at 0.5, any other output with the number itself.
+
+use std::sync::Arc;
+
+use kairos_model::predictor::Predictor;
+use kairos_model::{Datatype, Model, TensorSpec};
+use kairos_types::FeatureType;
+
+use crate::deployments::Deployments;
+use crate::error::{DeployError, Result};
+use crate::live::{Live, tensor_type};
+
+/// A tensor's elements, flat in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Fp32(Vec<f32>),
+    Fp64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl TensorData {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::Bool(v) => v.len(),
+            TensorData::Int32(v) => v.len(),
+            TensorData::Int64(v) => v.len(),
+            TensorData::Fp32(v) => v.len(),
+            TensorData::Fp64(v) => v.len(),
+            TensorData::Bytes(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn datatype(&self) -> Datatype {
+        match self {
+            TensorData::Bool(_) => Datatype::Bool,
+            TensorData::Int32(_) => Datatype::Int32,
+            TensorData::Int64(_) => Datatype::Int64,
+            TensorData::Fp32(_) => Datatype::Fp32,
+            TensorData::Fp64(_) => Datatype::Fp64,
+            TensorData::Bytes(_) => Datatype::Bytes,
+        }
+    }
+
+    /// Element `i` as a float, for numeric tensors.
+    fn float(&self, i: usize) -> Option<f64> {
+        Some(match self {
+            TensorData::Bool(v) => f64::from(u8::from(v[i])),
+            TensorData::Int32(v) => f64::from(v[i]),
+            TensorData::Int64(v) => v[i] as f64,
+            TensorData::Fp32(v) => f64::from(v[i]),
+            TensorData::Fp64(v) => v[i],
+            TensorData::Bytes(_) => return None,
+        })
+    }
+
+    /// Element `i` as JSON, the form feature-vector requests take.
+    fn json(&self, i: usize) -> std::result::Result<serde_json::Value, String> {
+        Ok(match self {
+            TensorData::Bool(v) => v[i].into(),
+            TensorData::Int32(v) => v[i].into(),
+            TensorData::Int64(v) => v[i].into(),
+            TensorData::Fp32(v) => f64::from(v[i]).into(),
+            TensorData::Fp64(v) => v[i].into(),
+            TensorData::Bytes(v) => String::from_utf8(v[i].clone())
+                .map_err(|_| format!("element {i} is not UTF-8 text"))?
+                .into(),
+        })
+    }
+}
+
+/// A named tensor of a request or a response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn datatype(&self) -> Datatype {
+        self.data.datatype()
+    }
+
+    /// Checks that the shape holds exactly the elements given.
+    pub fn check(&self) -> Result<()> {
+        let expected = self
+            .shape
+            .iter()
+            .try_fold(1_i64, |n, d| (*d >= 0).then(|| n.saturating_mul(*d)));
+        match expected {
+            Some(n) if n as usize == self.data.len() => Ok(()),
+            _ => Err(DeployError::BadRequest(format!(
+                "input '{}': shape {:?} does not hold the {} elements given",
+                self.name,
+                self.shape,
+                self.data.len()
+            ))),
+        }
+    }
+}
+
+/// An inference request on tensors.
+#[derive(Debug, Clone, Default)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// The outputs wanted, by name; all of them when empty.
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    pub id: String,
+    pub outputs: Vec<Tensor>,
+}
+
+/// What the protocol's model metadata says.
+#[derive(Debug, Clone)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A model as the protocol serves it.
+#[derive(Debug, Clone)]
+pub enum V2Model {
+    Deployment(Arc<Live>),
+    Registered {
+        model: Model,
+        predictor: Arc<Predictor>,
+    },
+}
+
+impl V2Model {
+    pub fn name(&self) -> &str {
+        match self {
+            V2Model::Deployment(live) => &live.deployment.spec.name,
+            V2Model::Registered { model, .. } => &model.spec.name,
+        }
+    }
+
+    pub fn version(&self) -> String {
+        match self {
+            V2Model::Deployment(live) => live.model.version.to_string(),
+            V2Model::Registered { model, .. } => model.version.to_string(),
+        }
+    }
+
+    pub fn platform(&self) -> String {
+        let framework = match self {
+            V2Model::Deployment(live) => live.model.spec.framework,
+            V2Model::Registered { model, .. } => model.spec.framework,
+        };
+        let framework = serde_json::to_value(framework).expect("a framework serialises");
+        format!("kairos_{}", framework.as_str().unwrap_or("model"))
+    }
+
+    pub fn inputs(&self) -> Vec<TensorSpec> {
+        match self {
+            V2Model::Deployment(live) => {
+                let inputs = live.inputs();
+                inputs
+                    .keys
+                    .iter()
+                    .chain(&inputs.request)
+                    .map(|(name, ty)| TensorSpec {
+                        name: name.clone(),
+                        datatype: tensor_type(*ty),
+                        shape: vec![-1],
+                    })
+                    .collect()
+            }
+            V2Model::Registered { model, .. } => model.spec.signature.inputs.clone(),
+        }
+    }
+
+    pub fn outputs(&self) -> Vec<TensorSpec> {
+        match self {
+            V2Model::Deployment(live) => {
+                let spec = |name: &str, datatype| TensorSpec {
+                    name: name.into(),
+                    datatype,
+                    shape: vec![-1],
+                };
+                if live.is_classifier() {
+                    vec![
+                        spec("probability", Datatype::Fp64),
+                        spec("label", Datatype::Int64),
+                    ]
+                } else {
+                    vec![spec("prediction", Datatype::Fp64)]
+                }
+            }
+            V2Model::Registered { model, .. } => model.spec.signature.outputs.clone(),
+        }
+    }
+}
+
+impl Deployments {
+    /// The V2 model `name`: a live deployment of that name, else a registered model (the
+    /// latest version unless `version`).
+    pub async fn v2_model(&self, name: &str, version: Option<&str>) -> Result<V2Model> {
+        let version = version
+            .map(|v| {
+                v.parse::<u32>().map_err(|_| {
+                    DeployError::BadRequest(format!("model version '{v}' is not a version number"))
+                })
+            })
+            .transpose()?;
+        if let Ok(live) = self.get(name) {
+            return match version {
+                Some(v) if v != live.model.version => Err(DeployError::NotFound(format!(
+                    "deployment '{name}' serves model version {}, not {v}",
+                    live.model.version
+                ))),
+                _ => Ok(V2Model::Deployment(live)),
+            };
+        }
+        let (model, predictor) = self.model_predictor(name, version).await?;
+        Ok(V2Model::Registered { model, predictor })
+    }
+
+    pub async fn v2_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata> {
+        let model = self.v2_model(name, version).await?;
+        let versions = match &model {
+            V2Model::Deployment(_) => vec![model.version()],
+            V2Model::Registered { model, .. } => self
+                .store()
+                .catalog()
+                .list_models()
+                .map_err(kairos_store::StoreError::from)?
+                .into_iter()
+                .filter(|m| m.spec.name == model.spec.name)
+                .map(|m| m.version.to_string())
+                .collect(),
+        };
+        Ok(ModelMetadata {
+            name: model.name().to_string(),
+            platform: model.platform(),
+            inputs: model.inputs(),
+            outputs: model.outputs(),
+            versions,
+        })
+    }
+
+    /// Inference on tensors.
+    pub async fn v2_infer(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        request: InferRequest,
+    ) -> Result<InferResponse> {
+        for input in &request.inputs {
+            input.check()?;
+        }
+        let model = self.v2_model(name, version).await?;
+        let declared = model.outputs();
+        for wanted in &request.outputs {
+            if !declared.iter().any(|o| o.name == *wanted) {
+                return Err(DeployError::BadRequest(format!(
+                    "model '{name}' has no output '{wanted}'; its outputs are: {}",
+                    names(&declared)
+                )));
+            }
+        }
+        let (id, outputs) = match &model {
+            V2Model::Deployment(live) => {
+                self.infer_deployment(live, request.id, &request.inputs)
+                    .await?
+            }
+            V2Model::Registered { model, predictor } => {
+                let id = request.id.clone().unwrap_or_default();
+                (id, infer_registered(model, predictor, &request.inputs)?)
+            }
+        };
+        let rows = outputs.len();
+        let outputs = declared
+            .iter()
+            .filter(|o| request.outputs.is_empty() || request.outputs.contains(&o.name))
+            .map(|o| output_tensor(o, &outputs, rows))
+            .collect();
+        Ok(InferResponse {
+            model_name: model.name().to_string(),
+            model_version: model.version(),
+            id,
+            outputs,
+        })
+    }
+
+    /// A deployment's tensors become entries and request values, one per element.
+    async fn infer_deployment(
+        &self,
+        live: &Live,
+        id: Option<String>,
+        inputs: &[Tensor],
+    ) -> Result<(String, Vec<f64>)> {
+        let view = live.inputs();
+        let expected: Vec<&(String, FeatureType)> = view.keys.iter().chain(&view.request).collect();
+        for input in inputs {
+            if input.name != view.event_time && !expected.iter().any(|(n, _)| *n == input.name) {
+                return Err(DeployError::BadRequest(format!(
+                    "deployment '{}' has no input '{}'; its inputs are: {} (and optionally {})",
+                    live.deployment.spec.name,
+                    input.name,
+                    expected
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    view.event_time
+                )));
+            }
+        }
+        let find = |name: &str| inputs.iter().find(|t| t.name == name);
+        let rows = inputs.first().map_or(0, |t| t.data.len());
+        for (name, _) in &expected {
+            let tensor = find(name)
+                .ok_or_else(|| DeployError::BadRequest(format!("input '{name}' is missing")))?;
+            if tensor.data.len() != rows {
+                return Err(DeployError::BadRequest(format!(
+                    "input '{name}' has {} elements where the other inputs have {rows}: one per entity",
+                    tensor.data.len()
+                )));
+            }
+        }
+        let element = |name: &str, i: usize| -> Result<serde_json::Value> {
+            let tensor = find(name).expect("checked above");
+            tensor
+                .data
+                .json(i)
+                .map_err(|e| DeployError::BadRequest(format!("input '{name}': {e}")))
+        };
+        let mut entries = Vec::with_capacity(rows);
+        let mut request = Vec::with_capacity(rows);
+        for i in 0..rows {
+            entries.push(match view.keys.as_slice() {
+                [(key, _)] => element(key, i)?,
+                keys => serde_json::Value::Object(
+                    keys.iter()
+                        .map(|(k, _)| Ok((k.clone(), element(k, i)?)))
+                        .collect::<Result<_>>()?,
+                ),
+            });
+            let mut values = serde_json::Map::new();
+            for (name, _) in &view.request {
+                values.insert(name.clone(), element(name, i)?);
+            }
+            if find(&view.event_time).is_some() {
+                values.insert(view.event_time.clone(), element(&view.event_time, i)?);
+            }
+            request.push(values);
+        }
+        let (id, scored) = self.score(live, id, &entries, &request).await?;
+        Ok((id, scored.outputs))
+    }
+}
+
+/// A registered model's one input tensor becomes rows of features.
+fn infer_registered(model: &Model, predictor: &Predictor, inputs: &[Tensor]) -> Result<Vec<f64>> {
+    let declared = &model.spec.signature.inputs;
+    let [input] = inputs else {
+        return Err(DeployError::BadRequest(format!(
+            "model '{}' takes one input ({}); {} were given",
+            model.spec.name,
+            names(declared),
+            inputs.len()
+        )));
+    };
+    if declared.first().is_some_and(|d| d.name != input.name) {
+        return Err(DeployError::BadRequest(format!(
+            "model '{}' has no input '{}'; its input is '{}'",
+            model.spec.name, input.name, declared[0].name
+        )));
+    }
+    let width = predictor.features();
+    let rows = match input.shape.as_slice() {
+        [rows, w] if *w as usize == width => *rows as usize,
+        [n] if width == 1 => *n as usize,
+        shape => {
+            return Err(DeployError::BadRequest(format!(
+                "input '{}': shape {shape:?}, expected [rows, {width}]",
+                input.name
+            )));
+        }
+    };
+    let values = (0..input.data.len())
+        .map(|i| input.data.float(i))
+        .collect::<Option<Vec<f64>>>()
+        .ok_or_else(|| {
+            DeployError::BadRequest(format!(
+                "input '{}': expected numbers, got BYTES",
+                input.name
+            ))
+        })?;
+    predictor
+        .predict(&values, rows)
+        .map_err(|e| DeployError::BadRequest(e.to_string()))
+}
+
+/// An output as declared, filled from one number per row.
+fn output_tensor(spec: &TensorSpec, values: &[f64], rows: usize) -> Tensor {
+    let pairs = spec.shape.len() == 2 && spec.shape[1] == 2;
+    let (shape, numbers): (Vec<i64>, Vec<f64>) = if pairs {
+        (
+            vec![rows as i64, 2],
+            values.iter().flat_map(|p| [1.0 - p, *p]).collect(),
+        )
+    } else {
+        let mut shape = vec![rows as i64];
+        shape.extend(spec.shape.iter().skip(1).copied());
+        (shape, values.to_vec())
+    };
+    let label = |p: &f64| *p >= 0.5;
+    let data = match spec.datatype {
+        Datatype::Fp64 => TensorData::Fp64(numbers),
+        Datatype::Fp32 => TensorData::Fp32(numbers.iter().map(|v| *v as f32).collect()),
+        Datatype::Int64 => TensorData::Int64(numbers.iter().map(|p| i64::from(label(p))).collect()),
+        Datatype::Int32 => TensorData::Int32(numbers.iter().map(|p| i32::from(label(p))).collect()),
+        Datatype::Bool => TensorData::Bool(numbers.iter().map(label).collect()),
+        Datatype::Bytes => {
+            TensorData::Bytes(numbers.iter().map(|v| v.to_string().into_bytes()).collect())
+        }
+    };
+    Tensor {
+        name: spec.name.clone(),
+        shape,
+        data,
+    }
+}
+
+fn names(tensors: &[TensorSpec]) -> String {
+    tensors
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, datatype: Datatype, shape: Vec<i64>) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            shape,
+        }
+    }
+
+    #[test]
+    fn declared_outputs_are_filled_from_one_number_per_row() {
+        let p = [0.25, 0.75];
+        let probabilities =
+            output_tensor(&spec("probabilities", Datatype::Fp32, vec![-1, 2]), &p, 2);
+        assert_eq!(probabilities.shape, [2, 2]);
+        assert_eq!(
+            probabilities.data,
+            TensorData::Fp32(vec![0.75, 0.25, 0.25, 0.75])
+        );
+        let label = output_tensor(&spec("label", Datatype::Int64, vec![-1]), &p, 2);
+        assert_eq!(label.data, TensorData::Int64(vec![0, 1]));
+        let value = output_tensor(&spec("prediction", Datatype::Fp64, vec![-1]), &p, 2);
+        assert_eq!(value.data, TensorData::Fp64(p.to_vec()));
+    }
+
+    #[test]
+    fn a_shape_must_hold_the_elements_given() {
+        let t = Tensor {
+            name: "x".into(),
+            shape: vec![2, 3],
+            data: TensorData::Fp32(vec![0.0; 5]),
+        };
+        assert!(
+            t.check()
+                .unwrap_err()
+                .to_string()
+                .contains("input 'x': shape [2, 3]")
+        );
+        let t = Tensor {
+            shape: vec![-1, 5],
+            ..t
+        };
+        assert!(t.check().is_err());
+    }
+}
