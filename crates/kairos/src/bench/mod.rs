@@ -1,6 +1,7 @@
 //! `kairos bench …`: load generators whose figures go into BENCHMARKS.md.
 
 mod pit;
+mod serve;
 mod stream;
 mod vectors;
 
@@ -78,6 +79,14 @@ pub enum BenchCommand {
     /// Event-to-online freshness of a pipeline fed over HTTP at a sustained rate (against a
     /// running `kairos serve`).
     Freshness(stream::FreshnessArgs),
+    /// Writes the serving benchmark's data: card profiles, card activity and labelled
+    /// transactions (CSV), their groups, the view and the deployment (TOML).
+    ServeData(serve::DataArgs),
+    /// Prediction load against a running server: open loop at fixed rates, then closed loop;
+    /// p50/p99/p99.9 and throughput (`--target kserve` for KServe's Python server).
+    Serve(serve::Args),
+    /// The V2 REST infer path's cost over the model's own predict time, in process.
+    V2Overhead(serve::OverheadArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -199,6 +208,11 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         }
         BenchCommand::Stream(args) => stream::run(&args, config).await,
         BenchCommand::Freshness(args) => stream::freshness(&args).await,
+        BenchCommand::ServeData(args) => {
+            tokio::task::spawn_blocking(move || serve::write_data(&args)).await?
+        }
+        BenchCommand::Serve(args) => serve::run(&args).await,
+        BenchCommand::V2Overhead(args) => serve::overhead(&args, config).await,
     }
 }
 
