@@ -11,6 +11,7 @@ pub mod error;
 pub mod inference_log;
 pub mod live;
 pub mod telemetry;
+pub mod training;
 pub mod v2;
 
 pub use deployments::{

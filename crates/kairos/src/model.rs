@@ -149,25 +149,5 @@ async fn register(
         OnnxModel::load(&bytes, features)
             .with_context(|| format!("{} is refused", artifact.display()))?;
     }
-    store_model(catalog, artifacts, &spec, bytes).await
-}
-
-/// Checks `spec`, takes the next version in the catalog and stores the artifact under it; an
-/// artifact that cannot be stored takes the version back out.
-pub(crate) async fn store_model(
-    catalog: &dyn Catalog,
-    artifacts: &Artifacts,
-    spec: &ModelSpec,
-    artifact: Vec<u8>,
-) -> anyhow::Result<Model> {
-    spec.validate()?;
-    let model = catalog.create_model(spec)?;
-    if let Err(e) = artifacts
-        .put(&spec.name, model.version, &spec.artifact, artifact.into())
-        .await
-    {
-        catalog.delete_model(&spec.name, model.version)?;
-        return Err(e.into());
-    }
-    Ok(model)
+    Ok(kairos_deploy::training::register(catalog, artifacts, &spec, bytes).await?)
 }

@@ -68,6 +68,7 @@ type ApiResult<T> = Result<T, ApiError>;
         models::list_models,
         models::describe_model,
         models::delete_model,
+        models::train,
         deployments::apply,
         deployments::list,
         deployments::status,
@@ -99,6 +100,9 @@ type ApiResult<T> = Result<T, ApiError>;
         PipelineStatus,
         pipelines::Deployed,
         pipelines::PushAck,
+        kairos_deploy::training::TrainRequest,
+        kairos_deploy::training::AlgorithmName,
+        kairos_deploy::training::TaskName,
         kairos_model::Deployment,
         kairos_model::DeploymentSpec,
         kairos_model::Slo,
@@ -154,6 +158,7 @@ pub fn router(pipelines: Arc<Pipelines>, deployments: Arc<Deployments>) -> Route
             get(views::read_training_dataset),
         )
         .route("/v1/feature-views/{name}/vectors", post(views::get_vectors))
+        .route("/v1/train", post(models::train))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{name}", get(models::describe_model))
         .route(

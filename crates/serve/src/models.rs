@@ -1,14 +1,17 @@
-//! Model-registry routes: the registered models and their versions. Registration is
-//! `kairos model register` and `kairos train` for now; deployments will serve these.
+//! Model-registry routes: training on a feature view, and the registered models and their
+//! versions. Registering an artifact trained elsewhere is `kairos model register` (in process).
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use kairos_deploy::training::TrainRequest;
 use kairos_model::{Artifacts, Model};
 use kairos_store::{FeatureStore, StoreError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::api::parse_json;
 use crate::error::{ApiError, ApiQuery, ErrorBody};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -73,4 +76,17 @@ pub async fn delete_model(
         .await
         .map_err(StoreError::internal)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Train a model on a feature view's training dataset (its frozen transforms applied), score it
+/// on the validation and test splits, and register it with those metrics and its lineage.
+#[utoipa::path(post, path = "/v1/train", request_body = TrainRequest,
+    responses((status = 201, body = Model), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn train(
+    State(store): State<FeatureStore>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Model>)> {
+    let request: TrainRequest = parse_json(&body)?;
+    let model = kairos_deploy::training::train(&store, &request).await?;
+    Ok((StatusCode::CREATED, Json(model)))
 }

@@ -354,7 +354,7 @@ async fn tritonclient_speaks_to_kairos_over_http_and_grpc() {
     eprint!("{}", String::from_utf8_lossy(&run.stdout));
 }
 
-/// The V2 REST protocol without a client library: metadata with -1 dimensions, readiness,
+/// Training over REST, then the V2 REST protocol without a client library: metadata with -1 dimensions, readiness,
 /// inference with nested JSON data and with binary tensor data (the deployment answers the
 /// same), and errors as `{"error": "..."}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,18 +362,6 @@ async fn the_v2_rest_protocol_takes_json_and_binary_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     card_fraud_training_dataset(&data);
-    out_json(&kairos(
-        &data,
-        &[
-            "train",
-            "--feature-view",
-            "card_fraud",
-            "--label",
-            "is_fraud",
-            "--trees",
-            "10",
-        ],
-    ));
     let server = Server::start(&data).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.url);
@@ -385,6 +373,29 @@ async fn the_v2_rest_protocol_takes_json_and_binary_tensors() {
             (status, response.json::<serde_json::Value>().await.unwrap())
         }
     };
+    // Trained in the running server, over REST.
+    let (status, model) = post(
+        &client,
+        url("/v1/train"),
+        json!({"feature_view": "card_fraud", "label": "is_fraud", "trees": 10}),
+    )
+    .await;
+    assert_eq!(status, 201, "{model}");
+    assert_eq!(model["lineage"]["training_dataset_version"], 1);
+    let (status, refused) = post(
+        &client,
+        url("/v1/train"),
+        json!({"feature_view": "card_fraud", "label": "amount"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'amount' is not a label")
+    );
+
     let (status, server_metadata) = get("/v2").await;
     assert_eq!(status, 200);
     assert_eq!(server_metadata["name"], "kairos");

@@ -1,0 +1,213 @@
+//! Training on a feature view and registering the result: what `kairos train` and
+//! `POST /v1/train` run. The model is fitted on the training dataset's train split with its
+//! frozen transforms applied, scored on the validation and test splits, and registered with
+//! those metrics and its lineage (view, versions, feature columns, frozen transforms) — what a
+//! deployment later reads to serve it the same features.
+
+use kairos_catalog::Catalog;
+use kairos_model::gbdt::{GbdtParams, Task};
+use kairos_model::train::{Algorithm, Labelled};
+use kairos_model::{Artifacts, Lineage, Model, ModelSpec};
+use kairos_store::{FeatureStore, StoreError};
+use kairos_view::SplitName;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{DeployError, Result};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmName {
+    /// Gradient-boosted trees.
+    #[default]
+    Gbdt,
+    /// L2-penalised logistic regression.
+    Logistic,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskName {
+    /// A binary classifier: labels 0/1 or booleans.
+    #[default]
+    Binary,
+    /// A regressor (gbdt only).
+    Regression,
+}
+
+/// What to train.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// The feature view whose training dataset to train on.
+    pub feature_view: String,
+    /// The view's version; the latest when absent.
+    #[serde(default)]
+    pub view_version: Option<u32>,
+    /// The training dataset's version; the view version's latest when absent.
+    #[serde(default)]
+    pub training_dataset: Option<u32>,
+    /// The label column: one of the view's labels.
+    pub label: String,
+    #[serde(default)]
+    pub algorithm: AlgorithmName,
+    #[serde(default)]
+    pub task: TaskName,
+    /// The model's name in the registry; the feature view's name when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// GBDT: number of trees.
+    #[serde(default = "default_trees")]
+    pub trees: usize,
+    /// GBDT: shrinkage of each tree.
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f32,
+    /// GBDT: greatest tree depth.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    /// Logistic regression: inverse L2 penalty, as scikit-learn's C.
+    #[serde(default = "default_c")]
+    pub c: f64,
+    /// The probability from which precision and recall count a row as positive.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_trees() -> usize {
+    100
+}
+fn default_learning_rate() -> f32 {
+    0.1
+}
+fn default_max_depth() -> usize {
+    5
+}
+fn default_c() -> f64 {
+    1.0
+}
+fn default_threshold() -> f64 {
+    0.5
+}
+
+/// Trains as `request` says and registers the model as its name's next version.
+pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model> {
+    let view = store.describe_view(&request.feature_view, request.view_version)?;
+    if !view.labels.contains(&request.label) {
+        return Err(DeployError::BadRequest(format!(
+            "'{}' is not a label of feature view {} v{} (its labels: {:?})",
+            request.label, request.feature_view, view.view.version, view.labels
+        )));
+    }
+    let dataset = store.training_dataset(
+        &request.feature_view,
+        Some(view.view.version),
+        request.training_dataset,
+    )?;
+    let root = store.describe(&view.view.spec.root.group, view.view.spec.root.version)?;
+    let root = &root.group.spec;
+    let split = |name: SplitName| -> Result<Vec<arrow::array::RecordBatch>> {
+        if dataset.row_counts.get(&name).copied().unwrap_or(0) == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(store.read_training_dataset(&dataset, name, true)?)
+    };
+    let train_rows = split(SplitName::Train)?;
+    let schema = train_rows.first().map(|b| b.schema()).ok_or_else(|| {
+        DeployError::BadRequest("the training dataset's train split has no rows".into())
+    })?;
+    // Everything but the keys, the event time and the labels is a feature.
+    let features: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| {
+            !root.primary_key.contains(n) && *n != root.event_time && !view.labels.contains(n)
+        })
+        .collect();
+    let labelled = |name: SplitName, batches: &[arrow::array::RecordBatch]| {
+        Labelled::from_batches(name.as_str(), batches, &features, &request.label)
+            .map_err(|e| DeployError::BadRequest(e.to_string()))
+    };
+    let train = labelled(SplitName::Train, &train_rows)?;
+    let validation = labelled(SplitName::Validation, &split(SplitName::Validation)?)?;
+    let test = labelled(SplitName::Test, &split(SplitName::Test)?)?;
+    let task = match request.task {
+        TaskName::Binary => Task::Binary,
+        TaskName::Regression => Task::Regression,
+    };
+    let algorithm = match request.algorithm {
+        AlgorithmName::Gbdt => Algorithm::Gbdt(GbdtParams {
+            trees: request.trees,
+            learning_rate: request.learning_rate,
+            max_depth: request.max_depth,
+            seed: request.seed,
+        }),
+        AlgorithmName::Logistic => Algorithm::Logistic { c: request.c },
+    };
+    // Fitting is CPU work: off the async workers.
+    let threshold = request.threshold;
+    let trained = tokio::task::spawn_blocking(move || {
+        kairos_model::train::train(
+            algorithm,
+            task,
+            &train,
+            Some(&validation),
+            Some(&test),
+            threshold,
+        )
+    })
+    .await
+    .map_err(DeployError::internal)?
+    .map_err(|e| DeployError::BadRequest(e.to_string()))?;
+    let spec = ModelSpec {
+        name: request
+            .name
+            .clone()
+            .unwrap_or_else(|| request.feature_view.clone()),
+        framework: trained.framework,
+        artifact: trained.artifact_name.clone(),
+        signature: trained.signature.clone(),
+        description: format!(
+            "{:?} on feature view {} v{}, training dataset {}",
+            request.algorithm, request.feature_view, view.view.version, dataset.version
+        ),
+        metrics: Some(trained.evaluation.clone()),
+        lineage: Lineage {
+            feature_view: Some(request.feature_view.clone()),
+            feature_view_version: Some(view.view.version),
+            training_dataset_version: Some(dataset.version),
+            transforms: Some(
+                serde_json::to_value(&dataset.transforms).map_err(DeployError::internal)?,
+            ),
+            features,
+            label: Some(request.label.clone()),
+        },
+    };
+    let artifacts =
+        Artifacts::in_data_dir(&store.config().data_dir).map_err(DeployError::internal)?;
+    register(store.catalog(), &artifacts, &spec, trained.artifact).await
+}
+
+/// Checks `spec`, takes the next version in the catalog and stores the artifact under it; an
+/// artifact that cannot be stored takes the version back out.
+pub async fn register(
+    catalog: &dyn Catalog,
+    artifacts: &Artifacts,
+    spec: &ModelSpec,
+    artifact: Vec<u8>,
+) -> Result<Model> {
+    spec.validate()?;
+    let model = catalog.create_model(spec).map_err(StoreError::from)?;
+    if let Err(e) = artifacts
+        .put(&spec.name, model.version, &spec.artifact, artifact.into())
+        .await
+    {
+        catalog
+            .delete_model(&spec.name, model.version)
+            .map_err(StoreError::from)?;
+        return Err(DeployError::internal(e));
+    }
+    Ok(model)
+}
