@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use kairos_model::predictor::Predictor;
 use kairos_model::{Artifacts, Deployment, DeploymentSpec, Model};
-use kairos_store::{FeatureStore, StoreError};
+use kairos_store::{FeatureStore, StoreError, request_objects};
 use kairos_view::EntryStatus;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -532,26 +532,6 @@ impl Deployments {
     fn next_request_id(&self) -> String {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
         format!("{:08x}-{n:012x}", self.request_prefix)
-    }
-}
-
-/// Request values as one object per entry (or one for all).
-pub fn request_objects(
-    value: Option<serde_json::Value>,
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let not_object =
-        || DeployError::BadRequest("request: expected an object or a list of objects".into());
-    match value {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Object(map)) => Ok(vec![map]),
-        Some(serde_json::Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::Object(map) => Ok(map),
-                _ => Err(not_object()),
-            })
-            .collect(),
-        Some(_) => Err(not_object()),
     }
 }
 

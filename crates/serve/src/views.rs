@@ -238,7 +238,7 @@ pub async fn get_vectors(
     body: Bytes,
 ) -> ApiResult<Json<VectorAnswer>> {
     let request: VectorRequest = parse_json(&body)?;
-    let values = request_objects(request.request)?;
+    let values = kairos_store::request_objects(request.request)?;
     let answer = store
         .feature_vectors_json(
             &name,
@@ -249,23 +249,4 @@ pub async fn get_vectors(
         )
         .await?;
     Ok(Json(answer))
-}
-
-/// Request values as one object per entry (or one for all).
-pub fn request_objects(
-    value: Option<serde_json::Value>,
-) -> ApiResult<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let not_object = || ApiError::bad_request("request: expected an object or a list of objects");
-    match value {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Object(map)) => Ok(vec![map]),
-        Some(serde_json::Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::Object(map) => Ok(map),
-                _ => Err(not_object()),
-            })
-            .collect(),
-        Some(_) => Err(not_object()),
-    }
 }

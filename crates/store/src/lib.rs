@@ -38,6 +38,7 @@ pub use error::{Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use views::{
     JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, ViewInputs, ViewStatus,
+    request_objects,
 };
 
 /// How long a read-your-writes insert or a check waits for the materialisers.

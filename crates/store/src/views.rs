@@ -681,6 +681,27 @@ impl FeatureStore {
     }
 }
 
+/// Request-time values as JSON transports carry them — absent, one object for every entry, or
+/// a list of one object per entry — as the list [`FeatureStore::feature_vectors`] takes.
+pub fn request_objects(
+    value: Option<serde_json::Value>,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let not_object =
+        || StoreError::BadRequest("request: expected an object or a list of objects".into());
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Object(map)) => Ok(vec![map]),
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::Object(map) => Ok(map),
+                _ => Err(not_object()),
+            })
+            .collect(),
+        Some(_) => Err(not_object()),
+    }
+}
+
 /// The inputs of a view's online vectors; see [`FeatureStore::view_inputs`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewInputs {

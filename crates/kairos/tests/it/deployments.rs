@@ -354,9 +354,9 @@ async fn tritonclient_speaks_to_kairos_over_http_and_grpc() {
     eprint!("{}", String::from_utf8_lossy(&run.stdout));
 }
 
-/// Training over REST, then the V2 REST protocol without a client library: metadata with -1 dimensions, readiness,
-/// inference with nested JSON data and with binary tensor data (the deployment answers the
-/// same), and errors as `{"error": "..."}`.
+/// Training over REST, then the V2 REST protocol without a client library: metadata with -1
+/// dimensions, readiness, inference with nested JSON data and with binary tensor data (the
+/// deployment answers the same), and errors as `{"error": "..."}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_v2_rest_protocol_takes_json_and_binary_tensors() {
     let dir = tempfile::tempdir().unwrap();
