@@ -6,6 +6,7 @@
 
 use kairos_catalog::Catalog;
 use kairos_model::gbdt::{GbdtParams, Task};
+use kairos_model::predictor::Predictor;
 use kairos_model::train::{Algorithm, Labelled};
 use kairos_model::{Artifacts, Lineage, Model, ModelSpec};
 use kairos_store::{FeatureStore, StoreError};
@@ -190,8 +191,10 @@ pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model
     register(store.catalog(), &artifacts, &spec, trained.artifact).await
 }
 
-/// Checks `spec`, takes the next version in the catalog and stores the artifact under it; an
-/// artifact that cannot be stored takes the version back out.
+/// Checks `spec` and that its artifact loads (an ONNX graph tract cannot run is refused now,
+/// with tract's reason, rather than when a deployment loads it), takes the next version in the
+/// catalog and stores the artifact under it; an artifact that cannot be stored takes the
+/// version back out.
 pub async fn register(
     catalog: &dyn Catalog,
     artifacts: &Artifacts,
@@ -199,6 +202,17 @@ pub async fn register(
     artifact: Vec<u8>,
 ) -> Result<Model> {
     spec.validate()?;
+    let candidate = Model {
+        spec: spec.clone(),
+        version: 0,
+        created_at: String::new(),
+    };
+    let artifact = tokio::task::spawn_blocking(move || {
+        Predictor::load(&candidate, &artifact).map(|_| artifact)
+    })
+    .await
+    .map_err(DeployError::internal)?
+    .map_err(|e| DeployError::Invalid(format!("artifact of model '{}': {e}", spec.name)))?;
     let model = catalog.create_model(spec).map_err(StoreError::from)?;
     if let Err(e) = artifacts
         .put(&spec.name, model.version, &spec.artifact, artifact.into())

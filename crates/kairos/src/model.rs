@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use kairos_catalog::{Catalog, SqliteCatalog};
-use kairos_model::onnx::OnnxModel;
-use kairos_model::{Artifacts, Framework, Model, ModelSpec};
+use kairos_model::{Artifacts, Model, ModelSpec};
 
 use reqwest::Method;
 
@@ -75,8 +74,30 @@ pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> a
 
 async fn run_remote(command: ModelCommand, remote: &Remote) -> anyhow::Result<()> {
     let value = match command {
-        ModelCommand::Register { .. } => {
-            bail!("kairos model register works on --data-dir (the artifact is written there)")
+        ModelCommand::Register {
+            definition,
+            artifact,
+        } => {
+            let read = |path: &Path| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            let file_name = artifact
+                .file_name()
+                .and_then(|f| f.to_str())
+                .with_context(|| format!("{} has no file name", artifact.display()))?
+                .to_owned();
+            let form = reqwest::multipart::Form::new()
+                .part(
+                    "definition",
+                    reqwest::multipart::Part::bytes(read(&definition)?),
+                )
+                .part(
+                    "artifact",
+                    reqwest::multipart::Part::bytes(read(&artifact)?).file_name(file_name),
+                );
+            remote
+                .json(remote.request(Method::POST, "/v1/models").multipart(form))
+                .await?
         }
         ModelCommand::List => {
             remote
@@ -120,13 +141,7 @@ async fn register(
 ) -> anyhow::Result<Model> {
     let text = std::fs::read_to_string(definition)
         .with_context(|| format!("cannot read {}", definition.display()))?;
-    let mut spec: ModelSpec = if definition.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a model definition", definition.display()))?
-    } else {
-        toml::from_str(&text)
-            .with_context(|| format!("{} is not a model definition", definition.display()))?
-    };
+    let mut spec = ModelSpec::parse(&text).with_context(|| definition.display().to_string())?;
     let file_name = artifact
         .file_name()
         .and_then(|f| f.to_str())
@@ -136,18 +151,5 @@ async fn register(
     }
     let bytes =
         std::fs::read(artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
-    spec.validate()?;
-    if spec.framework == Framework::Onnx {
-        // Refused now, with tract's reason, rather than when a deployment loads it.
-        let features = match spec.signature.inputs[..] {
-            [ref input] if input.shape.len() == 2 && input.shape[1] > 0 => input.shape[1] as usize,
-            _ => bail!(
-                "an ONNX model takes one input tensor of shape [-1, features]; the signature gives {:?}",
-                spec.signature.inputs
-            ),
-        };
-        OnnxModel::load(&bytes, features)
-            .with_context(|| format!("{} is refused", artifact.display()))?;
-    }
     Ok(kairos_deploy::training::register(catalog, artifacts, &spec, bytes).await?)
 }

@@ -134,6 +134,17 @@ fn is_tensor_name(name: &str) -> bool {
 }
 
 impl ModelSpec {
+    /// Reads a definition written as JSON (an object) or TOML.
+    pub fn parse(text: &str) -> Result<ModelSpec, DefinitionError> {
+        if text.trim_start().starts_with('{') {
+            serde_json::from_str(text)
+                .map_err(|e| DefinitionError(format!("not a model definition: {e}")))
+        } else {
+            toml::from_str(text)
+                .map_err(|e| DefinitionError(format!("not a model definition: {e}")))
+        }
+    }
+
     /// Checks the definition whole; the error names the field and what was expected.
     pub fn validate(&self) -> Result<(), DefinitionError> {
         let bad = |what: String| Err(DefinitionError(what));

@@ -66,6 +66,7 @@ type ApiResult<T> = Result<T, ApiError>;
         pipelines::stop,
         pipelines::push,
         models::list_models,
+        models::register_model,
         models::describe_model,
         models::delete_model,
         models::train,
@@ -159,7 +160,10 @@ pub fn router(pipelines: Arc<Pipelines>, deployments: Arc<Deployments>) -> Route
         )
         .route("/v1/feature-views/{name}/vectors", post(views::get_vectors))
         .route("/v1/train", post(models::train))
-        .route("/v1/models", get(models::list_models))
+        .route(
+            "/v1/models",
+            get(models::list_models).post(models::register_model),
+        )
         .route("/v1/models/{name}", get(models::describe_model))
         .route(
             "/v1/models/{name}/versions/{version}",

@@ -1,12 +1,12 @@
-//! Model-registry routes: training on a feature view, and the registered models and their
-//! versions. Registering an artifact trained elsewhere is `kairos model register` (in process).
+//! Model-registry routes: registering a model trained elsewhere, training on a feature view,
+//! and the registered models and their versions.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use kairos_deploy::training::TrainRequest;
-use kairos_model::{Artifacts, Model};
+use kairos_model::{Artifacts, Model, ModelSpec};
 use kairos_store::{FeatureStore, StoreError};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -88,5 +88,50 @@ pub async fn train(
 ) -> ApiResult<(StatusCode, Json<Model>)> {
     let request: TrainRequest = parse_json(&body)?;
     let model = kairos_deploy::training::train(&store, &request).await?;
+    Ok((StatusCode::CREATED, Json(model)))
+}
+
+/// Register a model trained elsewhere: a `multipart/form-data` body with the part `definition`
+/// (the model's definition, JSON or TOML) and the part `artifact` (the file; its file name is
+/// the artifact's name unless the definition gives one). The artifact must load (an ONNX graph
+/// is run through tract) or nothing is registered.
+#[utoipa::path(post, path = "/v1/models",
+    request_body(content_type = "multipart/form-data", description = "parts `definition` and `artifact`"),
+    responses((status = 201, body = Model), (status = 400, body = ErrorBody)))]
+pub async fn register_model(
+    State(store): State<FeatureStore>,
+    mut form: Multipart,
+) -> ApiResult<(StatusCode, Json<Model>)> {
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::bad_request(e.body_text());
+    let (mut definition, mut artifact) = (None, None);
+    while let Some(part) = form.next_field().await.map_err(bad)? {
+        match part.name() {
+            Some("definition") => definition = Some(part.text().await.map_err(bad)?),
+            Some("artifact") => {
+                let file_name = part.file_name().map(str::to_owned);
+                artifact = Some((file_name, part.bytes().await.map_err(bad)?));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected part {other:?}: expected 'definition' and 'artifact'"
+                )));
+            }
+        }
+    }
+    let (Some(definition), Some((file_name, bytes))) = (definition, artifact) else {
+        return Err(ApiError::bad_request(
+            "expected the parts 'definition' and 'artifact'",
+        ));
+    };
+    let mut spec = ModelSpec::parse(&definition)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string()))?;
+    if spec.artifact.is_empty() {
+        spec.artifact = file_name.unwrap_or_default();
+    }
+    let artifacts =
+        Artifacts::in_data_dir(&store.config().data_dir).map_err(StoreError::internal)?;
+    let model =
+        kairos_deploy::training::register(store.catalog(), &artifacts, &spec, bytes.to_vec())
+            .await?;
     Ok((StatusCode::CREATED, Json(model)))
 }

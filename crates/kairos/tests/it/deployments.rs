@@ -246,6 +246,18 @@ async fn a_deployment_predicts_from_online_features_and_swaps_models_under_load(
             .iter()
             .any(|r| r["cc_num"] == 1 && r["profile_credit_limit"].is_null())
     );
+
+    // A restarted server loads the live revision from the catalog.
+    let server = Server::start(&data).await;
+    let (status, answer) = post(
+        &client,
+        format!("{}/v1/deployments/fraud/predict", server.url),
+        json!({"entries": [CARD], "request": request()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["revision"], 2);
+    assert_eq!(answer["model_version"], 2);
 }
 
 fn out_json_ok(out: std::process::Output) -> Vec<u8> {

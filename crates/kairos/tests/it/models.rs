@@ -211,8 +211,9 @@ fn a_model_is_trained_on_a_feature_views_training_dataset_and_registered() {
     );
 }
 
-/// The registry over REST: models registered in process on the data dir, then listed,
-/// described and deleted through a server on it (and `kairos --url`).
+/// The registry over REST: a model registered in process on the data dir and again through a
+/// server on it (`kairos --url`, a multipart upload; a junk artifact refused), then listed,
+/// described and deleted over REST.
 #[tokio::test]
 async fn registered_models_are_listed_described_and_deleted_over_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,10 +233,39 @@ async fn registered_models_are_listed_described_and_deleted_over_rest() {
         &example("fraud_logistic.onnx"),
     ];
     json(&kairos(&data, register));
-    json(&kairos(&data, register));
 
+    // The second version is registered through the server (a multipart upload).
     let server = crate::server::Server::start(&data).await;
     let client = reqwest::Client::new();
+    let second = json(&kairos(
+        &data,
+        &[&["--url", server.url.as_str()][..], register].concat(),
+    ));
+    assert_eq!(second["version"], 2);
+    assert_eq!(second["artifact"], "fraud_logistic.onnx");
+    let junk = reqwest::multipart::Form::new()
+        .text(
+            "definition",
+            std::fs::read_to_string(example("fraud_logistic.toml")).unwrap(),
+        )
+        .part(
+            "artifact",
+            reqwest::multipart::Part::bytes(b"not an onnx graph".to_vec()).file_name("junk.onnx"),
+        );
+    let refused = client
+        .post(format!("{}/v1/models", server.url))
+        .multipart(junk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the ONNX model cannot be run"),
+        "{message}"
+    );
+
     let models: serde_json::Value = client
         .get(format!("{}/v1/models", server.url))
         .send()
