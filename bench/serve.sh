@@ -36,14 +36,14 @@ for g in bench_profiles bench_activity bench_tx; do
 done
 K fv apply "$WORK/in/bench_fraud.toml" > /dev/null
 K fv training-data bench_fraud --split random:0.8,0.1,0.1:7 > /dev/null
-K train --feature-view bench_fraud --label is_fraud --trees 100 --max-depth 3 --name bench_fraud \
+K train --feature-view bench_fraud --label is_fraud --trees 100 --max-depth 3 --name bench_fraud_gbdt \
     | python3 -c 'import json,sys; m=json.load(sys.stdin); print("trained:", json.dumps(m["metrics"]["test"]))'
 K deploy apply "$WORK/in/deployment.toml" > /dev/null
-FEATURES=$(K model describe bench_fraud | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["lineage"]["features"]))')
+FEATURES=$(K model describe bench_fraud_gbdt | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["lineage"]["features"]))')
 K fv read bench_fraud 1 --split train --format parquet -o "$WORK/train.parquet"
 
 echo "== V2 infer overhead over the model's own time (in process)"
-K bench v2-overhead --model bench_fraud
+K bench v2-overhead --model bench_fraud_gbdt
 
 echo "== Kairos: deployment bench_fraud over HTTP"
 K serve --listen 127.0.0.1:7073 > "$WORK/serve.log" 2>&1 &

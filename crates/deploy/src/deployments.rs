@@ -224,11 +224,13 @@ impl Deployments {
 
     /// The live revision of a deployment.
     pub fn get(&self, name: &str) -> Result<Arc<Live>> {
-        self.live
-            .load()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| not_found(name))
+        match self.live.load().get(name) {
+            Some(live) => Ok(live.clone()),
+            None if !self.is_ready() => Err(DeployError::Unavailable(format!(
+                "deployment '{name}' is not loaded yet: the server is still loading its deployments"
+            ))),
+            None => Err(not_found(name)),
+        }
     }
 
     /// Whether `name` is deployed and loaded.

@@ -12,6 +12,9 @@ pub enum DeployError {
     /// The deployment cannot be applied as defined.
     #[error("invalid deployment: {0}")]
     Invalid(String),
+    /// The server cannot answer yet (its deployments are still loading).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]

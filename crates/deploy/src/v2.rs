@@ -230,7 +230,11 @@ impl Deployments {
                 })
             })
             .transpose()?;
-        if let Ok(live) = self.get(name) {
+        let live = match self.get(name) {
+            Err(DeployError::NotFound(_)) => None,
+            found => Some(found?),
+        };
+        if let Some(live) = live {
             return match version {
                 Some(v) if v != live.model.version => Err(DeployError::NotFound(format!(
                     "deployment '{name}' serves model version {}, not {v}",

@@ -90,6 +90,9 @@ impl From<DeployError> for ApiError {
             e @ DeployError::Invalid(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string())
             }
+            DeployError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
             DeployError::Store(e) => e.into(),
             DeployError::Internal(m) => StoreError::Internal(m).into(),
         }

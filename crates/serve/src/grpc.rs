@@ -46,7 +46,9 @@ fn status(e: DeployError) -> Status {
         | DeployError::Store(StoreError::BadRequest(_) | StoreError::BadBatch(_))) => {
             Status::invalid_argument(e.to_string())
         }
-        DeployError::Store(StoreError::Unavailable(m)) => Status::unavailable(m),
+        DeployError::Unavailable(m) | DeployError::Store(StoreError::Unavailable(m)) => {
+            Status::unavailable(m)
+        }
         e => {
             tracing::error!(cause = %e, "gRPC inference failed");
             Status::internal(e.to_string())

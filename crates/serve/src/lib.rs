@@ -25,8 +25,9 @@ use tokio::net::TcpListener;
 
 pub use api::{ApiDoc, router};
 
-/// Serves `store` on `listener`, running every applied pipeline, until `shutdown` resolves;
-/// then stops the pipelines (each takes a last checkpoint) and closes the store.
+/// Serves `store` on `listener`, running every applied pipeline and every deployment, until
+/// `shutdown` resolves; then stops the pipelines (each takes a last checkpoint), lets the
+/// inference logs write what they hold, and closes the store.
 pub async fn serve(
     store: FeatureStore,
     listener: TcpListener,
@@ -35,7 +36,12 @@ pub async fn serve(
     let pipelines = Arc::new(Pipelines::new(store.clone()));
     pipelines.start_all().await;
     let deployments = Arc::new(Deployments::new(store.clone()).map_err(std::io::Error::other)?);
-    deployments.start_all().await;
+    // Deployments load while the server already answers: /v2/health/ready says 503 until
+    // they are in, so an orchestrator routes no predictions here before then.
+    let loading = tokio::spawn({
+        let deployments = deployments.clone();
+        async move { deployments.start_all().await }
+    });
     let app = router(pipelines.clone(), deployments.clone());
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, online = store.online_backend(), "kairos serving");
@@ -44,6 +50,7 @@ pub async fn serve(
         .await;
     // Pipelines first (they write), then the inference logs flush, then the store closes.
     pipelines.close().await;
+    let _ = loading.await;
     deployments.close().await;
     store.close().await;
     result

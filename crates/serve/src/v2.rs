@@ -70,7 +70,8 @@ impl From<DeployError> for V2Error {
             | DeployError::Store(
                 kairos_store::StoreError::BadRequest(_) | kairos_store::StoreError::BadBatch(_),
             ) => StatusCode::BAD_REQUEST,
-            DeployError::Store(kairos_store::StoreError::Unavailable(_)) => {
+            DeployError::Unavailable(_)
+            | DeployError::Store(kairos_store::StoreError::Unavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,

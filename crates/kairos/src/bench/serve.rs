@@ -184,7 +184,7 @@ expression = "amount / (a_avg_amount_7d + 1)"
 "#;
 
 const DEPLOYMENT: &str = r#"name = "bench_fraud"
-model = "bench_fraud"
+model = "bench_fraud_gbdt"
 [slo]
 quantile = 0.99
 latency_ms = 2.0
@@ -439,7 +439,7 @@ async fn open_loop(
 #[derive(Debug, clap::Args)]
 pub struct OverheadArgs {
     /// The registered model to time (the latest version).
-    #[arg(long, default_value = "bench_fraud")]
+    #[arg(long, default_value = "bench_fraud_gbdt")]
     model: String,
     /// Requests to time.
     #[arg(long, default_value_t = 100_000)]
@@ -466,6 +466,7 @@ pub async fn overhead(args: &OverheadArgs, config: &Config) -> anyhow::Result<()
     let deployments = Arc::new(Deployments::new(store.clone())?);
     let pipelines = Arc::new(kairos_pipeline::Pipelines::new(store.clone()));
     let app = kairos_serve::router(pipelines, deployments.clone());
+    deployments.start_all().await;
     let result = async {
         let (model, predictor): (_, Arc<Predictor>) =
             deployments.model_predictor(&args.model, None).await?;

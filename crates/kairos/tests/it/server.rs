@@ -11,7 +11,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `kairos serve` on `data_dir` and waits until it answers.
+    /// Starts `kairos serve` on `data_dir` and waits until it is ready (deployments loaded).
     pub async fn start(data_dir: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -42,16 +42,16 @@ impl Server {
         let client = reqwest::Client::new();
         for _ in 0..100 {
             if client
-                .get(format!("{}/healthz", server.url))
+                .get(format!("{}/v2/health/ready", server.url))
                 .send()
                 .await
-                .is_ok()
+                .is_ok_and(|r| r.status().is_success())
             {
                 return server;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("kairos did not become healthy at {}", server.url);
+        panic!("kairos did not become ready at {}", server.url);
     }
 
     /// SIGKILL: no shutdown code runs.
