@@ -152,12 +152,7 @@ async fn run_remote(command: DeployCommand, remote: &Remote) -> anyhow::Result<(
 fn read_spec(file: &Path) -> anyhow::Result<DeploymentSpec> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let spec: DeploymentSpec = if file.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text)
-    } else {
-        toml::from_str(&text).map_err(|e| serde::de::Error::custom(e.to_string()))
-    }
-    .with_context(|| format!("{} is not a deployment definition", file.display()))?;
+    let spec = DeploymentSpec::parse(&text).with_context(|| file.display().to_string())?;
     spec.validate()?;
     Ok(spec)
 }

@@ -77,6 +77,16 @@ pub struct Deployment {
 }
 
 impl DeploymentSpec {
+    /// Reads a definition written as JSON (an object) or TOML.
+    pub fn parse(text: &str) -> Result<DeploymentSpec, DefinitionError> {
+        let not = |e: String| DefinitionError(format!("not a deployment definition: {e}"));
+        if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| not(e.to_string()))
+        } else {
+            toml::from_str(text).map_err(|e| not(e.to_string()))
+        }
+    }
+
     /// Checks the definition whole; the error names the field and what was expected.
     pub fn validate(&self) -> Result<(), DefinitionError> {
         let bad = |what: String| Err(DefinitionError(what));
