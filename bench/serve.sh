@@ -52,7 +52,7 @@ for _ in $(seq 100); do curl -sf 127.0.0.1:7073/v2/health/ready >/dev/null && br
 "$KAIROS" bench serve --url http://127.0.0.1:7073 --rates "$KAIROS_RATES" --seconds "$SECONDS_EACH"
 curl -s 127.0.0.1:7073/v1/deployments/bench_fraud | python3 -c 'import json,sys; s=json.load(sys.stdin); print("server-side:", json.dumps(s["latency"]), "log dropped:", s["inference_log_dropped"])'
 
-echo "== KServe $(python3 -c 'import kserve; print(kserve.__version__)' 2>/dev/null || echo '?'): scikit-learn GradientBoostingClassifier(100 trees)"
+echo "== KServe $(python3 -c 'import importlib.metadata as m; print(m.version("kserve"), "with scikit-learn", m.version("scikit-learn"))'): scikit-learn GradientBoostingClassifier(100 trees)"
 python3 bench/serve_kserve.py train "$WORK/train.parquet" "$FEATURES" "$WORK/model.joblib"
 python3 bench/serve_kserve.py serve "$WORK/model.joblib" 7074 > "$WORK/kserve.log" 2>&1 &
 KSERVE=$!
