@@ -143,6 +143,8 @@ impl Deployments {
     /// Loads every deployment in the catalog. One that cannot load is logged and left out
     /// (its V2 model reads not ready) rather than keeping the others down.
     pub async fn start_all(&self) {
+        // An apply arriving meanwhile waits, so an older revision never replaces it.
+        let _changing = self.changing.lock().await;
         let deployments = match self.store.catalog().list_deployments() {
             Ok(d) => d,
             Err(e) => {
@@ -313,7 +315,7 @@ impl Deployments {
             Ok(scored) => {
                 let total = started.elapsed();
                 live.latency.answered(&scored.stages, scored.predict, total);
-                if let Some(log) = &live.log {
+                if let Some(log) = live.log.as_ref().filter(|_| scored.rows > 0) {
                     log.record(LoggedRequest {
                         request_id: id.clone(),
                         at_micros: chrono::Utc::now().timestamp_micros(),
