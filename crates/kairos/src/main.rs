@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod datagen;
 mod deploy;
 mod fg;
 mod fv;
@@ -73,6 +74,9 @@ enum Command {
     /// Deployments: apply, list, status, delete, predict.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Generated data sets: card transactions with fraud patterns and late labels.
+    #[command(subcommand)]
+    Gen(datagen::GenCommand),
     /// Benchmarks: online reads over HTTP or in process, bulk inserts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -111,6 +115,7 @@ fn main() -> anyhow::Result<()> {
             Command::Model(command) => model::run(command, &config, cli.url.as_deref()).await,
             Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
             Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
+            Command::Gen(c) => datagen::run(c),
             Command::Bench(command) => bench::run(command, &config).await,
         }
     })

@@ -1,0 +1,7 @@
+//! The card-fraud demo, the lecture's running example. [`generator`] makes a seeded history of
+//! card transactions with the fraud patterns the lecture's features catch, and the labels that
+//! arrive late, as a bank's chargebacks do.
+
+pub mod generator;
+
+pub use generator::{Card, GenConfig, Generated, Label, Merchant, Transaction, generate};
