@@ -3,6 +3,7 @@
 mod crash;
 mod deployments;
 mod e2e;
+mod fraud;
 mod models;
 mod pipelines;
 mod server;
