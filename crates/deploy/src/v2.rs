@@ -341,14 +341,19 @@ impl Deployments {
         let find = |name: &str| inputs.iter().find(|t| t.name == name);
         let rows = inputs.first().map_or(0, |t| t.data.len());
         for (name, _) in &expected {
-            let tensor = find(name)
-                .ok_or_else(|| DeployError::BadRequest(format!("input '{name}' is missing")))?;
-            if tensor.data.len() != rows {
+            if find(name).is_none() {
                 return Err(DeployError::BadRequest(format!(
-                    "input '{name}' has {} elements where the other inputs have {rows}: one per entity",
-                    tensor.data.len()
+                    "input '{name}' is missing"
                 )));
             }
+        }
+        // Every input, the optional event time too, holds one element per entity.
+        if let Some(odd) = inputs.iter().find(|t| t.data.len() != rows) {
+            return Err(DeployError::BadRequest(format!(
+                "input '{}' has {} elements where the others have {rows}: one per entity",
+                odd.name,
+                odd.data.len()
+            )));
         }
         let element = |name: &str, i: usize| -> Result<serde_json::Value> {
             let tensor = find(name).expect("checked above");

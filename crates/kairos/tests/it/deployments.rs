@@ -229,10 +229,40 @@ async fn a_deployment_predicts_from_online_features_and_swaps_models_under_load(
         assert!(metrics.contains(series), "{series} not in /metrics");
     }
 
-    // A clean stop flushes the inference log: one row per predicted entry, none dropped.
+    // A clean stop flushes the inference log: one row per predicted entry, none dropped. The
+    // rows are read from the offline store once it has caught up with the log (a restarted
+    // server's materialiser applies what the log holds).
     server.stop();
-    let rows = kairos(&data, &["fg", "read", "fraud_inference_log"]);
-    let rows = String::from_utf8(out_json_ok(rows)).unwrap();
+    let server = Server::start(&data).await;
+    let group = format!("{}/v1/feature-groups/fraud_inference_log", server.url);
+    let mut caught_up = false;
+    for _ in 0..300 {
+        let status: serde_json::Value = client
+            .get(&group)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["log_end_offset"] == status["offline_offset"] {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        caught_up,
+        "the offline store did not catch up with the inference log"
+    );
+    let rows = client
+        .get(format!("{group}/offline"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let logged: Vec<serde_json::Value> = rows
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -247,8 +277,7 @@ async fn a_deployment_predicts_from_online_features_and_swaps_models_under_load(
             .any(|r| r["cc_num"] == 1 && r["profile_credit_limit"].is_null())
     );
 
-    // A restarted server loads the live revision from the catalog.
-    let server = Server::start(&data).await;
+    // The restarted server loaded the live revision from the catalog.
     let (status, answer) = post(
         &client,
         format!("{}/v1/deployments/fraud/predict", server.url),
@@ -258,15 +287,6 @@ async fn a_deployment_predicts_from_online_features_and_swaps_models_under_load(
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["revision"], 2);
     assert_eq!(answer["model_version"], 2);
-}
-
-fn out_json_ok(out: std::process::Output) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// NVIDIA's tritonclient (the Python package, not this code) drives the server over the Open
@@ -540,6 +560,18 @@ async fn the_v2_rest_protocol_takes_json_and_binary_tensors() {
     assert_eq!(status, 400);
     assert!(
         error["error"].as_str().unwrap().contains("input 'amount'"),
+        "{error}"
+    );
+    let mut uneven = json_request.clone();
+    uneven["inputs"][1] =
+        json!({"name": "ts", "datatype": "BYTES", "shape": [1], "data": [r["ts"]]});
+    let (status, error) = post(&client, url("/v2/models/fraud/infer"), uneven).await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("input 'ts' has 1 elements"),
         "{error}"
     );
     let mut short = json_request;
