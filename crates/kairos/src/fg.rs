@@ -286,14 +286,21 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
             };
             let bar = spinner("reading".into());
             let mut rows = 0usize;
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 rows += batch.num_rows();
                 bar.set_message(format!("read {rows} rows"));
-                out.write_all(&encoder.encode(&batch)?)?;
+                match out.write_all(&encoder.encode(&batch)?) {
+                    Err(e) if closed(&e) => return Ok(()),
+                    written => written?,
+                }
             }
-            out.write_all(&encoder.finish()?)?;
-            out.flush()?;
+            match out.write_all(&encoder.finish()?).and_then(|()| out.flush()) {
+                Err(e) if closed(&e) => return Ok(()),
+                written => written?,
+            }
             bar.finish_and_clear();
             if output.is_some() {
                 eprintln!("wrote {rows} rows");

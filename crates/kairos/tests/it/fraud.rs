@@ -52,3 +52,62 @@ fn generated_transactions_load_into_the_example_groups() {
         assert_eq!(ack["rows"], lines, "{file}");
     }
 }
+
+/// The example's window pipelines run over the generator's output (placed beside them, as the
+/// definitions expect) and fill their groups with count, average, maximum and deviation.
+#[test]
+fn the_window_pipelines_aggregate_the_generated_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let folder = dir.path().join("fraud");
+    let out = folder.join("data").display().to_string();
+    let run = kairos(
+        &data,
+        &[
+            "gen",
+            "transactions",
+            "--out",
+            &out,
+            "--cards",
+            "50",
+            "--days",
+            "2",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fraud");
+    for window in ["10m", "1h", "1d"] {
+        let file = format!("card_amounts_{window}.toml");
+        std::fs::copy(examples.join(&file), folder.join(&file)).unwrap();
+        let status = json(&kairos(
+            &data,
+            &["pipeline", "run", &folder.join(&file).display().to_string()],
+        ));
+        assert!(status["events"].as_u64().unwrap() > 0, "{status}");
+        let group = format!("fraud_card_amounts_{window}");
+        let rows = kairos(&data, &["fg", "read", &group]);
+        assert!(
+            rows.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rows.stderr)
+        );
+        let rows: Vec<serde_json::Value> = String::from_utf8(rows.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!rows.is_empty(), "{group} is empty");
+        let count = format!("count_{window}");
+        let deviation = format!("stddev_amount_{window}");
+        assert!(rows.iter().all(|r| r[&count].as_i64().unwrap() >= 1));
+        assert!(
+            rows.iter()
+                .any(|r| r[&deviation].as_f64().is_some_and(|d| d > 0.0)),
+            "{group}: no window of two payments or more"
+        );
+    }
+}
