@@ -1,9 +1,12 @@
-//! The Kairos REST server: thin axum handlers over [`kairos_store::FeatureStore`] and
-//! [`kairos_pipeline::Pipelines`]; the applied pipelines run inside the server.
+//! The Kairos server: thin axum handlers over [`kairos_store::FeatureStore`],
+//! [`kairos_pipeline::Pipelines`] and [`kairos_deploy::Deployments`]; the applied pipelines and
+//! the deployments run inside the server. One port speaks the REST API, the KServe V2 protocol
+//! over REST ([`v2`]) and over gRPC ([`grpc`], HTTP/2).
 //!
-//! Errors are mapped to HTTP in one place ([`error::ApiError`]); every route is in the OpenAPI
-//! document ([`api::ApiDoc`], served at `/openapi.json`); request latencies and materialiser lag
-//! are on `/metrics` in the Prometheus format.
+//! REST errors are mapped to HTTP in one place ([`error::ApiError`]; the V2 routes answer
+//! `{"error": "..."}` as the protocol has it); every `/v1` route is in the OpenAPI document
+//! ([`api::ApiDoc`], served at `/openapi.json`); request latencies, materialiser lag and serving
+//! latencies are on `/metrics` in the Prometheus format.
 
 pub mod api;
 pub mod deployments;
