@@ -181,15 +181,10 @@ impl Deployments {
         let model = self.model_of(&spec)?;
         let mut pinned = spec;
         pinned.model_version = Some(model.version);
-        let revision = self
-            .store
-            .catalog()
-            .get_deployment(&pinned.name)
-            .map_err(StoreError::from)?
-            .map_or(1, |d| d.revision + 1);
+        // The revision and time are the catalog's, once the candidate has loaded.
         let candidate = Deployment {
             spec: pinned.clone(),
-            revision,
+            revision: 0,
             created_at: String::new(),
         };
         let mut live = self.load(candidate, model).await?;
@@ -235,11 +230,6 @@ impl Deployments {
         }
     }
 
-    /// Whether `name` is deployed and loaded.
-    pub fn is_live(&self, name: &str) -> bool {
-        self.live.load().contains_key(name)
-    }
-
     /// Every live deployment, by name.
     pub fn list(&self) -> Vec<Arc<Live>> {
         let map = self.live.load();
@@ -256,10 +246,7 @@ impl Deployments {
             feature_view_version: live.view_version,
             training_dataset_version: live.training_dataset,
             features: live.features.clone(),
-            inference_log: live
-                .log
-                .as_ref()
-                .map(|_| format!("{}_inference_log", live.deployment.spec.name)),
+            inference_log: live.log.as_ref().map(|l| l.group().to_string()),
             inference_log_dropped: live.log.as_ref().map_or(0, InferenceLog::dropped),
             latency: live.latency.report(),
         })

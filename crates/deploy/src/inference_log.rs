@@ -107,12 +107,27 @@ pub struct LoggedRequest {
     pub latency_us: i64,
 }
 
+/// The entries a log could not write, counted where `deployment status` and `/metrics` read
+/// them, whichever side dropped them (a full channel, or a batch the store refused).
+#[derive(Debug)]
+struct Drops {
+    deployment: String,
+    count: AtomicU64,
+}
+
+impl Drops {
+    fn add(&self, rows: u64) {
+        self.count.fetch_add(rows, Ordering::Relaxed);
+        metrics::counter!(LOG_DROPPED, "deployment" => self.deployment.clone()).increment(rows);
+    }
+}
+
 /// A running inference log; cheap to clone, and the writer ends when the last clone goes.
 #[derive(Debug, Clone)]
 pub struct InferenceLog {
     tx: mpsc::Sender<LoggedRequest>,
-    dropped: Arc<AtomicU64>,
-    deployment: Arc<str>,
+    drops: Arc<Drops>,
+    group: Arc<str>,
 }
 
 impl InferenceLog {
@@ -125,106 +140,119 @@ impl InferenceLog {
         version: u32,
     ) -> (InferenceLog, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_REQUESTS);
-        let writer = tokio::spawn(write_batches(store, group, version, rx));
+        let drops = Arc::new(Drops {
+            deployment: deployment.to_string(),
+            count: AtomicU64::new(0),
+        });
         let log = InferenceLog {
             tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-            deployment: deployment.into(),
+            drops: drops.clone(),
+            group: group.name.as_str().into(),
         };
-        (log, writer)
+        let writer = Writer {
+            store,
+            group,
+            version,
+            drops,
+            pending: Vec::new(),
+            rows: 0,
+        };
+        (log, tokio::spawn(writer.run(rx)))
+    }
+
+    /// The feature group the log writes to.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// Hands a request's predictions to the writer without waiting; drops them (counted) when
     /// the writer is behind by the whole channel.
     pub fn record(&self, request: LoggedRequest) {
         if let Err(e) = self.tx.try_send(request) {
-            let rows = match &e {
-                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
-                    r.predictions.len() as u64
-                }
-            };
-            self.dropped.fetch_add(rows, Ordering::Relaxed);
-            metrics::counter!(LOG_DROPPED, "deployment" => self.deployment.to_string())
-                .increment(rows);
+            let (mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = e;
+            self.drops.add(r.predictions.len() as u64);
         }
     }
 
     /// Entries dropped since this log started.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.drops.count.load(Ordering::Relaxed)
     }
 }
 
-async fn write_batches(
+/// The task that batches logged requests into the group.
+struct Writer {
     store: FeatureStore,
     group: FeatureGroupSpec,
     version: u32,
-    mut rx: mpsc::Receiver<LoggedRequest>,
-) {
-    let mut pending: Vec<LoggedRequest> = Vec::new();
-    let mut rows = 0;
-    loop {
-        let received = if pending.is_empty() {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    flush(&store, &group, version, &mut pending).await;
-                    rows = 0;
-                    continue;
-                }
-            }
-        };
-        match received {
-            Some(request) => {
-                rows += request.predictions.len();
-                pending.push(request);
-                while rows < BATCH_ROWS {
-                    match rx.try_recv() {
-                        Ok(request) => {
-                            rows += request.predictions.len();
-                            pending.push(request);
-                        }
-                        Err(_) => break,
+    drops: Arc<Drops>,
+    pending: Vec<LoggedRequest>,
+    /// Rows in `pending`.
+    rows: usize,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<LoggedRequest>) {
+        loop {
+            let next = if self.pending.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.flush().await;
+                        continue;
                     }
                 }
-                if rows >= BATCH_ROWS {
-                    flush(&store, &group, version, &mut pending).await;
-                    rows = 0;
-                }
-            }
-            None => {
-                flush(&store, &group, version, &mut pending).await;
+            };
+            let Some(request) = next else {
+                // Every handle is gone: write what is held and end.
+                self.flush().await;
                 return;
+            };
+            self.push(request);
+            while self.rows < BATCH_ROWS
+                && let Ok(request) = rx.try_recv()
+            {
+                self.push(request);
+            }
+            if self.rows >= BATCH_ROWS {
+                self.flush().await;
             }
         }
     }
-}
 
-async fn flush(
-    store: &FeatureStore,
-    group: &FeatureGroupSpec,
-    version: u32,
-    pending: &mut Vec<LoggedRequest>,
-) {
-    if pending.is_empty() {
-        return;
+    fn push(&mut self, request: LoggedRequest) {
+        self.rows += request.predictions.len();
+        self.pending.push(request);
     }
-    let written = match batch_of(group, pending) {
-        Ok(batch) => store
-            .insert_batch(&group.name, Some(version), &batch, InsertOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = written {
-        let rows: usize = pending.iter().map(|r| r.predictions.len()).sum();
-        tracing::error!(group = %group.name, rows, error = %e, "inference log batch not written");
-        metrics::counter!(LOG_DROPPED, "deployment" => group.name.clone()).increment(rows as u64);
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let group = &self.group;
+        let written = match batch_of(group, &self.pending) {
+            Ok(batch) => self
+                .store
+                .insert_batch(
+                    &group.name,
+                    Some(self.version),
+                    &batch,
+                    InsertOptions::default(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            tracing::error!(group = %group.name, rows = self.rows, error = %e, "inference log batch not written");
+            self.drops.add(self.rows as u64);
+        }
+        self.pending.clear();
+        self.rows = 0;
     }
-    pending.clear();
 }
 
 /// The rows of `requests` as a batch of the log group's columns.

@@ -54,11 +54,6 @@ pub struct Live {
 }
 
 impl Live {
-    /// The model's feature names, in its input tensor's order.
-    pub fn features(&self) -> &[String] {
-        &self.features
-    }
-
     pub fn is_classifier(&self) -> bool {
         self.classifier
     }

@@ -55,6 +55,13 @@ pub async fn run(command: DeployCommand, config: &Config, url: Option<&str>) -> 
 
 async fn run_local(command: DeployCommand, store: &FeatureStore) -> anyhow::Result<()> {
     let deployments = Deployments::new(store.clone())?;
+    // Reading a status or predicting needs the deployments loaded; applying and deleting not.
+    if matches!(
+        command,
+        DeployCommand::List | DeployCommand::Status { .. } | DeployCommand::Predict { .. }
+    ) {
+        deployments.start_all().await;
+    }
     let result = async {
         match command {
             DeployCommand::Apply { file } => {
@@ -65,34 +72,28 @@ async fn run_local(command: DeployCommand, store: &FeatureStore) -> anyhow::Resu
                 eprintln!("deleted deployment {name}");
                 Ok(())
             }
-            command => {
-                deployments.start_all().await;
-                match command {
-                    DeployCommand::List => {
-                        let statuses = deployments
-                            .list()
-                            .iter()
-                            .map(|l| deployments.status(&l.deployment.spec.name))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        print_json(&statuses)
-                    }
-                    DeployCommand::Status { name } => print_json(&deployments.status(&name)?),
-                    DeployCommand::Predict {
-                        name,
-                        entries,
-                        request,
-                        features,
-                    } => print_json(
-                        &deployments
-                            .predict(
-                                &name,
-                                predict_request(&entries, request.as_deref(), features)?,
-                            )
-                            .await?,
-                    ),
-                    DeployCommand::Apply { .. } | DeployCommand::Delete { .. } => unreachable!(),
-                }
+            DeployCommand::List => {
+                let statuses = deployments
+                    .list()
+                    .iter()
+                    .map(|l| deployments.status(&l.deployment.spec.name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                print_json(&statuses)
             }
+            DeployCommand::Status { name } => print_json(&deployments.status(&name)?),
+            DeployCommand::Predict {
+                name,
+                entries,
+                request,
+                features,
+            } => print_json(
+                &deployments
+                    .predict(
+                        &name,
+                        predict_request(&entries, request.as_deref(), features)?,
+                    )
+                    .await?,
+            ),
         }
     }
     .await;

@@ -9,7 +9,7 @@ use kairos_deploy::{DeployError, Deployments};
 use kairos_model::{Datatype, TensorSpec};
 use tonic::{Request, Response, Status};
 
-use crate::v2::{from_binary, parse_datatype, to_binary};
+use crate::v2::{from_binary, to_binary};
 
 /// The code generated from `proto/inference.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -60,14 +60,8 @@ fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
-fn datatype_name(d: Datatype) -> String {
-    serde_json::to_value(d)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .expect("a datatype serialises to its name")
-}
-
-fn triton_type(d: Datatype) -> DataType {
+/// Triton's configuration type of a datatype.
+pub(crate) fn triton_type(d: Datatype) -> DataType {
     match d {
         Datatype::Bool => DataType::TypeBool,
         Datatype::Int32 => DataType::TypeInt32,
@@ -83,7 +77,7 @@ fn tensor_metadata(specs: &[TensorSpec]) -> Vec<TensorMetadata> {
         .iter()
         .map(|t| TensorMetadata {
             name: t.name.clone(),
-            datatype: datatype_name(t.datatype),
+            datatype: t.datatype.as_str().into(),
             shape: t.shape.clone(),
         })
         .collect()
@@ -214,7 +208,7 @@ impl GrpcInferenceService for Inference {
         let mut raw = r.raw_input_contents.into_iter();
         let mut inputs = Vec::with_capacity(r.inputs.len());
         for input in r.inputs {
-            let datatype = parse_datatype(&input.datatype).ok_or_else(|| {
+            let datatype = Datatype::parse(&input.datatype).ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "input '{}': unknown datatype '{}'",
                     input.name, input.datatype
@@ -262,7 +256,7 @@ impl GrpcInferenceService for Inference {
                 .into_iter()
                 .map(|t| InferOutputTensor {
                     name: t.name.clone(),
-                    datatype: datatype_name(t.datatype()),
+                    datatype: t.datatype().as_str().into(),
                     shape: t.shape,
                     parameters: Default::default(),
                     contents: None,

@@ -165,7 +165,7 @@ fn config_json(m: &ModelMetadata) -> Value {
             .map(|t| {
                 json!({
                     "name": t.name,
-                    "data_type": format!("TYPE_{}", triton_type(t.datatype)),
+                    "data_type": crate::grpc::triton_type(t.datatype).as_str_name(),
                     "dims": t.shape,
                 })
             })
@@ -179,17 +179,6 @@ fn config_json(m: &ModelMetadata) -> Value {
         "input": tensors(&m.inputs),
         "output": tensors(&m.outputs),
     })
-}
-
-fn triton_type(datatype: Datatype) -> &'static str {
-    match datatype {
-        Datatype::Bool => "BOOL",
-        Datatype::Int32 => "INT32",
-        Datatype::Int64 => "INT64",
-        Datatype::Fp32 => "FP32",
-        Datatype::Fp64 => "FP64",
-        Datatype::Bytes => "STRING",
-    }
 }
 
 async fn model_config(
@@ -293,7 +282,7 @@ async fn infer_on(
         .map_err(|e| V2Error::bad(format!("the request is not a V2 inference request: {e}")))?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
-        let datatype = parse_datatype(&input.datatype).ok_or_else(|| {
+        let datatype = Datatype::parse(&input.datatype).ok_or_else(|| {
             V2Error::bad(format!(
                 "input '{}': unknown datatype '{}'",
                 input.name, input.datatype
@@ -402,10 +391,6 @@ fn respond(response: InferResponse, all_binary: bool, binary_outputs: &[String])
         .headers_mut()
         .insert(HEADER_LENGTH, HeaderValue::from(length));
     response
-}
-
-pub(crate) fn parse_datatype(name: &str) -> Option<Datatype> {
-    serde_json::from_value(Value::String(name.to_ascii_uppercase())).ok()
 }
 
 /// Flattens nested `data` arrays (row-major) into the tensor's elements.
