@@ -7,7 +7,13 @@
 //! - **geo-velocity**: the card is used far from where it was used minutes before;
 //! - **testing burst**: a few tiny online payments within minutes, then a large one;
 //! - **amount spike**: many times the card's usual amount in a category it never buys;
-//! - **compromised merchant**: cards that paid at a breached merchant are defrauded days later.
+//! - **compromised merchant**: cards that paid at a breached merchant are defrauded days later;
+//! - **card not present**: an ordinary-looking online payment or two, which no feature tells
+//!   apart from genuine spend (so no model catches every fraud).
+//!
+//! Genuine spend has the look-alikes a real bank sees, so that no single signal is enough: cards
+//! travel (a flight, then days of payments in another city, sometimes on another continent),
+//! make the odd big purchase in a rare category, and buy small things online in quick runs.
 //!
 //! Each transaction gets a label event that arrives later — frauds when the chargeback comes
 //! (minutes to days), genuine ones when the statement settles (days) — as a separate stream.
@@ -110,6 +116,7 @@ pub enum Pattern {
     TestingBurst,
     AmountSpike,
     CompromisedMerchant,
+    CardNotPresent,
 }
 
 /// A generated history, each list in time order.
@@ -150,6 +157,8 @@ const FAR_AWAY: [(f64, f64); 6] = [
 const EVERYDAY: [&str; 5] = ["grocery", "restaurant", "gas", "health", "entertainment"];
 const RARE: [&str; 3] = ["electronics", "jewelry", "travel"];
 const ONLINE: &str = "online";
+/// How often a card goes on a trip: one trip every hundred days, on average.
+const TRIPS_PER_DAY: f64 = 0.01;
 
 /// Generates a history as `config` says.
 pub fn generate(config: &GenConfig) -> Generated {
@@ -196,9 +205,9 @@ pub fn generate(config: &GenConfig) -> Generated {
         .collect();
 
     let end = config.start_micros + (config.days * DAY as f64) as i64;
-    // An episode yields ~3.5 fraudulent transactions on average and breaches add about a fifth
+    // An episode yields ~3 fraudulent transactions on average and breaches add about a fifth
     // of the frauds: size the episode rate to the rest.
-    let episode_share = config.fraud_rate * 0.8 / 3.5;
+    let episode_share = config.fraud_rate * 0.8 / 3.0;
     let mut transactions: Vec<Transaction> = Vec::new();
     let mut breached: Vec<(usize, i64)> = Vec::new();
     for (c, card) in cards.iter().enumerate() {
@@ -212,6 +221,8 @@ pub fn generate(config: &GenConfig) -> Generated {
             .collect();
         let online: Vec<&Merchant> = merchants.iter().filter(|m| m.category == ONLINE).collect();
         let mut t = config.start_micros;
+        // A trip: (where, from, until); payments in that span happen there.
+        let mut trip: Option<((f64, f64), i64, i64)> = None;
         loop {
             // A Poisson process thinned by the hour of day and the day of week.
             t +=
@@ -228,6 +239,107 @@ pub fn generate(config: &GenConfig) -> Generated {
             };
             let weekend = at.weekday().number_from_monday() >= 6;
             if !rng.random_bool(hour_weight * if weekend { 1.0 } else { 0.8 }) {
+                continue;
+            }
+            if trip.is_some_and(|(_, _, until)| t >= until) {
+                trip = None;
+            }
+            if let Some((place, from, _)) = trip.filter(|(_, from, _)| t >= *from) {
+                // Away: restaurants, hotels and shops where the card is.
+                let merchant = merchants.choose(&mut rng).expect("merchants");
+                transactions.push(Transaction {
+                    tx_id: 0,
+                    cc_num: card.cc_num,
+                    ts: t,
+                    amount: (card.usual_amount * (rng.random_range(-0.4_f64..1.0)).exp() * 100.0)
+                        .round()
+                        / 100.0,
+                    merchant_id: merchant.merchant_id,
+                    category: merchant.category,
+                    latitude: place.0 + rng.random_range(-0.05..0.05),
+                    longitude: place.1 + rng.random_range(-0.05..0.05),
+                    is_fraud: false,
+                    pattern: None,
+                });
+                continue;
+            }
+            let home = (card.home_latitude, card.home_longitude);
+            if trip.is_none() && rng.random_bool((TRIPS_PER_DAY / card.per_day).min(1.0)) {
+                // The flight is paid at home; the card lands 2–14 hours later, for 2–6 days,
+                // in another home city or, one trip in five, on another continent.
+                let ticket = merchants
+                    .iter()
+                    .filter(|m| m.category == "travel")
+                    .collect::<Vec<_>>()
+                    .choose(&mut rng)
+                    .copied()
+                    .expect("travel merchants");
+                transactions.push(Transaction {
+                    tx_id: 0,
+                    cc_num: card.cc_num,
+                    ts: t,
+                    amount: (card.usual_amount * rng.random_range(4.0..15.0) * 100.0).round()
+                        / 100.0,
+                    merchant_id: ticket.merchant_id,
+                    category: ticket.category,
+                    latitude: home.0,
+                    longitude: home.1,
+                    is_fraud: false,
+                    pattern: None,
+                });
+                let place = if rng.random_bool(0.2) {
+                    somewhere_in(&mut rng, &FAR_AWAY, 0.1)
+                } else {
+                    somewhere_in(&mut rng, &CITIES, 0.1)
+                };
+                let from = t + rng.random_range(2 * HOUR..14 * HOUR);
+                trip = Some((place, from, from + rng.random_range(2 * DAY..6 * DAY)));
+                continue;
+            }
+            if rng.random_bool(0.02) && !near.is_empty() {
+                // A big purchase, now and then, in a category the card rarely buys.
+                let big = near
+                    .iter()
+                    .filter(|m| RARE.contains(&m.category))
+                    .collect::<Vec<_>>()
+                    .choose(&mut rng)
+                    .map(|m| **m);
+                if let Some(m) = big {
+                    transactions.push(Transaction {
+                        tx_id: 0,
+                        cc_num: card.cc_num,
+                        ts: t,
+                        amount: (card.usual_amount * rng.random_range(2.0..12.0) * 100.0).round()
+                            / 100.0,
+                        merchant_id: m.merchant_id,
+                        category: m.category,
+                        latitude: m.latitude,
+                        longitude: m.longitude,
+                        is_fraud: false,
+                        pattern: None,
+                    });
+                    continue;
+                }
+            }
+            if rng.random_bool(0.01) {
+                // A quick run of small online purchases (apps, tickets, top-ups).
+                let shop = *online.choose(&mut rng).expect("online merchants");
+                let mut at = t;
+                for _ in 0..rng.random_range(2..6) {
+                    transactions.push(Transaction {
+                        tx_id: 0,
+                        cc_num: card.cc_num,
+                        ts: at,
+                        amount: rng.random_range(1.0_f64..8.0).round() - 0.01,
+                        merchant_id: shop.merchant_id,
+                        category: shop.category,
+                        latitude: home.0,
+                        longitude: home.1,
+                        is_fraud: false,
+                        pattern: None,
+                    });
+                    at += rng.random_range(30_000_000..5 * MINUTE);
+                }
                 continue;
             }
             let merchant = if rng.random_bool(0.15) || near.is_empty() {
@@ -276,6 +388,7 @@ pub fn generate(config: &GenConfig) -> Generated {
                     Pattern::GeoVelocity,
                     Pattern::TestingBurst,
                     Pattern::AmountSpike,
+                    Pattern::CardNotPresent,
                 ]
                 .choose(&mut rng)
                 .expect("patterns");
@@ -453,6 +566,17 @@ fn inject(
                 place,
             );
         }
+        Pattern::CardNotPresent => {
+            // The stolen number used online at an ordinary amount, once or twice.
+            let merchant = *online.choose(rng).expect("online");
+            let home = (card.home_latitude, card.home_longitude);
+            let mut t = after.ts + rng.random_range(10 * MINUTE..DAY);
+            for _ in 0..rng.random_range(1..3) {
+                let amount = card.usual_amount * (rng.random_range(-0.3_f64..1.1)).exp();
+                push(t, amount, merchant, home);
+                t += rng.random_range(HOUR..12 * HOUR);
+            }
+        }
         Pattern::CompromisedMerchant => unreachable!("injected from the breach list"),
     }
 }
@@ -503,7 +627,7 @@ mod tests {
         for t in g.transactions.iter().filter_map(|t| t.pattern) {
             *patterns.entry(t).or_default() += 1;
         }
-        assert_eq!(patterns.len(), 4, "{patterns:?}");
+        assert_eq!(patterns.len(), 5, "{patterns:?}");
         assert!(g.transactions.windows(2).all(|w| w[0].ts <= w[1].ts));
         assert!(
             g.transactions

@@ -50,6 +50,15 @@ pub struct TrainRequest {
     pub training_dataset: Option<u32>,
     /// The label column: one of the view's labels.
     pub label: String,
+    /// The features to train on, in this order; when absent, every feature of the view but
+    /// timestamps (a point in time is not something a model generalises from: derive a
+    /// duration from it with an on-demand feature) and those in `exclude`.
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    /// Features left out of the default set (an ablation, or an input kept for on-demand
+    /// features only).
+    #[serde(default)]
+    pub exclude: Vec<String>,
     #[serde(default)]
     pub algorithm: AlgorithmName,
     #[serde(default)]
@@ -119,14 +128,48 @@ pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model
         DeployError::BadRequest("the training dataset's train split has no rows".into())
     })?;
     // Everything but the keys, the event time and the labels is a feature.
-    let features: Vec<String> = schema
+    let candidates: Vec<&arrow::datatypes::Field> = schema
         .fields()
         .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| {
+        .map(|f| f.as_ref())
+        .filter(|f| {
+            let n = f.name();
             !root.primary_key.contains(n) && *n != root.event_time && !view.labels.contains(n)
         })
         .collect();
+    let known = |n: &String| candidates.iter().any(|f| f.name() == n);
+    if let Some(unknown) = request
+        .features
+        .iter()
+        .flatten()
+        .chain(&request.exclude)
+        .find(|n| !known(n))
+    {
+        return Err(DeployError::BadRequest(format!(
+            "'{unknown}' is not a feature of feature view {} v{} (its features, after transforms: {})",
+            request.feature_view,
+            view.view.version,
+            candidates
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let features: Vec<String> = match &request.features {
+        Some(list) => list.clone(),
+        None => candidates
+            .iter()
+            .filter(|f| !matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..)))
+            .map(|f| f.name().clone())
+            .filter(|n| !request.exclude.contains(n))
+            .collect(),
+    };
+    if features.is_empty() {
+        return Err(DeployError::BadRequest(
+            "no features left to train on".into(),
+        ));
+    }
     let labelled = |name: SplitName, batches: &[arrow::array::RecordBatch]| {
         Labelled::from_batches(name.as_str(), batches, &features, &request.label)
             .map_err(|e| DeployError::BadRequest(e.to_string()))

@@ -36,6 +36,12 @@ pub struct TrainArgs {
     /// The label column: one of the view's labels.
     #[arg(long)]
     label: String,
+    /// The features to train on, comma-separated (every feature but timestamps when left out).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Features left out of the default set, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
     #[arg(long, value_enum, default_value = "gbdt")]
     algorithm: AlgorithmName,
     /// A binary classifier (labels 0/1 or booleans) or a regressor (gbdt only).
@@ -69,6 +75,8 @@ pub async fn run(args: TrainArgs, config: &Config, url: Option<&str>) -> anyhow:
         view_version: args.view_version,
         training_dataset: args.training_dataset,
         label: args.label,
+        features: args.features,
+        exclude: args.exclude,
         algorithm: match args.algorithm {
             AlgorithmName::Gbdt => training::AlgorithmName::Gbdt,
             AlgorithmName::Logistic => training::AlgorithmName::Logistic,

@@ -129,7 +129,12 @@ impl FeatureStore {
         Ok(ViewStatus {
             view,
             columns,
-            labels: resolved.plan.labels.clone(),
+            labels: resolved
+                .plan
+                .labels
+                .iter()
+                .map(|(l, _)| l.clone())
+                .collect(),
             training_datasets,
         })
     }
@@ -211,10 +216,16 @@ impl FeatureStore {
         let target = self.inner.config.data_dir.join(&relative);
 
         let root_rt = self.runtime(&plan.root.spec.name, Some(plan.root.version))?;
-        let join_rts = plan
+        // Feature joins (point-in-time), then label joins (the latest row known now).
+        let all_joins: Vec<(&kairos_view::JoinPlan, bool)> = plan
             .joins
             .iter()
-            .map(|j| self.runtime(&j.group.spec.name, Some(j.group.version)))
+            .map(|j| (j, false))
+            .chain(plan.label_joins.iter().map(|j| (j, true)))
+            .collect();
+        let join_rts = all_joins
+            .iter()
+            .map(|(j, _)| self.runtime(&j.group.spec.name, Some(j.group.version)))
             .collect::<Result<Vec<_>>>()?;
         // The dataset holds every row acknowledged before it was asked for, and nothing later:
         // each group is read up to the log end it had now, once its offline table is there.
@@ -280,13 +291,14 @@ impl FeatureStore {
             ));
         }
         // Joins on the same root columns run in one stage.
-        for (join, rt) in plan.joins.iter().zip(&join_rts) {
+        for ((join, latest), rt) in all_joins.iter().zip(&join_rts) {
             let features = join
                 .features
                 .iter()
                 .map(|(s, o, _)| (s.clone(), o.clone()))
                 .collect();
-            let input = right_input(&join.group.spec, features, join.lookback_micros);
+            let mut input = right_input(&join.group.spec, features, join.lookback_micros);
+            input.latest = *latest;
             // The first stage's left side is the spine or the root rows; a join reading a root
             // column the spine lacks runs after the root group has been joined.
             let ready_first = join
@@ -320,6 +332,7 @@ impl FeatureStore {
                 .map(|rt| kairos_offline::output_schema(&rt.group.spec))
                 .collect();
             let left_schema = left.schema();
+            let latest: Vec<bool> = stage.rights.iter().map(|r| r.latest).collect();
             let mut join = AsofJoin::new(stage, &left_schema, &right_schemas, options.clone())?;
             join = match left {
                 // Root rows stream from the offline store into the join, which spills past
@@ -343,7 +356,7 @@ impl FeatureStore {
             for (i, rt) in rts.iter().enumerate() {
                 let filter = ReadFilter {
                     start: None,
-                    end,
+                    end: if latest[i] { None } else { end },
                     as_of: None,
                     before_offset: before(rt),
                 };
@@ -368,8 +381,8 @@ impl FeatureStore {
         let stats_columns: Vec<String> = plan
             .features
             .iter()
+            .chain(&plan.labels)
             .map(|(n, _)| n.clone())
-            .chain(plan.labels.iter().cloned())
             .collect();
         let mut writer = DatasetWriter::new(
             &target,
@@ -380,17 +393,22 @@ impl FeatureStore {
             &stats_columns,
         )?;
         let resolved_for_rows = resolved.clone();
-        let (row_counts, statistics) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let plan = &resolved_for_rows.plan;
-            let required = plan.root.spec.primary_key.len() + 1;
-            for batch in left.into_batches() {
-                let rows = plan.compute_on_demand(&batch?)?;
-                writer.write(&plan.select(&rows, &columns, required)?)?;
-            }
-            Ok(writer.finish()?)
-        })
-        .await
-        .map_err(StoreError::internal)??;
+        let (row_counts, statistics, unlabelled) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let plan = &resolved_for_rows.plan;
+                let required = plan.root.spec.primary_key.len() + 1;
+                let mut unlabelled = 0;
+                for batch in left.into_batches() {
+                    let (batch, dropped) = without_unknown_labels(plan, batch?)?;
+                    unlabelled += dropped;
+                    let rows = plan.compute_on_demand(&batch)?;
+                    writer.write(&plan.select(&rows, &columns, required)?)?;
+                }
+                let (row_counts, statistics) = writer.finish()?;
+                Ok((row_counts, statistics, unlabelled))
+            })
+            .await
+            .map_err(StoreError::internal)??;
         let transforms = match TransformSet::fit(plan, &statistics) {
             Ok(t) => t,
             Err(e) => {
@@ -416,6 +434,7 @@ impl FeatureStore {
                 .map(|(n, t)| (n, t.to_string()))
                 .collect(),
             row_counts,
+            unlabelled,
             log_offsets,
             statistics,
             transforms,
@@ -464,11 +483,7 @@ impl FeatureStore {
         let keys = plan.keys();
         let mut head = keys.clone();
         head.push((plan.event_time().to_string(), FeatureType::Timestamp));
-        let labels: Vec<(String, FeatureType)> = plan
-            .labels
-            .iter()
-            .map(|l| (l.clone(), plan.root.spec.column(l).expect("label").ty))
-            .collect();
+        let labels = &plan.labels;
         batches
             .iter()
             .map(|b| {
@@ -476,7 +491,7 @@ impl FeatureStore {
                     .transforms
                     .apply(&plan.select(b, &plan.features, 0)?)?;
                 let head = plan.select(b, &head, head.len())?;
-                let labels = plan.select(b, &labels, 0)?;
+                let labels = plan.select(b, labels, 0)?;
                 let mut fields: Vec<arrow::datatypes::Field> = Vec::new();
                 let mut columns = Vec::new();
                 for part in [&head, &features, &labels] {
@@ -730,6 +745,31 @@ pub struct TrainingDatasetSummary {
     pub row_counts: BTreeMap<SplitName, u64>,
 }
 
+/// The rows of `batch` whose label-join labels are all known, and how many were not: a row
+/// whose label has not arrived yet is not a training row.
+fn without_unknown_labels(plan: &ViewPlan, batch: RecordBatch) -> Result<(RecordBatch, u64)> {
+    let mut known: Option<arrow::array::BooleanArray> = None;
+    for (_, label, _) in plan.label_joins.iter().flat_map(|j| &j.features) {
+        let column = batch.column_by_name(label).ok_or_else(|| {
+            StoreError::Internal(format!("the joined rows lack the label '{label}'"))
+        })?;
+        let present = arrow::compute::is_not_null(column).map_err(StoreError::internal)?;
+        known = Some(match known {
+            Some(k) => arrow::compute::and(&k, &present).map_err(StoreError::internal)?,
+            None => present,
+        });
+    }
+    let Some(known) = known else {
+        return Ok((batch, 0));
+    };
+    let dropped = (batch.num_rows() - known.true_count()) as u64;
+    if dropped == 0 {
+        return Ok((batch, 0));
+    }
+    let kept = arrow::compute::filter_record_batch(&batch, &known).map_err(StoreError::internal)?;
+    Ok((kept, dropped))
+}
+
 fn right_input(
     spec: &FeatureGroupSpec,
     features: Vec<(String, String)>,
@@ -742,6 +782,7 @@ fn right_input(
         tie_break: Some(OFFSET.to_string()),
         features,
         lookback,
+        latest: false,
     }
 }
 
@@ -783,7 +824,7 @@ fn parse_spine(
     let allowed = |c: &str| {
         root.primary_key.iter().any(|k| k == c)
             || c == root.event_time
-            || plan.labels.iter().any(|l| l == c)
+            || plan.is_root_label(c)
             || plan.request.iter().any(|r| r == c)
     };
     if let Some(extra) = present.fields().iter().find(|f| !allowed(f.name())) {

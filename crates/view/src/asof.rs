@@ -4,8 +4,10 @@
 //! For every left row (keys, time t) and every right input, it finds the right row of the same
 //! key with the greatest event time ≤ t (or < t when `strict`); among rows with equal event time
 //! the one with the greatest log offset wins, exactly as in the online store. Options: a
-//! per-input `lookback` (the match must be at most that old), and `as_known_at` (only right rows
-//! whose `_ingested_at` ≤ t: what the store knew at t, so late or backfilled values never leak).
+//! per-input `lookback` (the match must be at most that old), a per-input `latest` (the key's
+//! latest row whatever t: for labels, which arrive after their event), and `as_known_at` (only
+//! right rows whose `_ingested_at` ≤ t: what the store knew at t, so late or backfilled values
+//! never leak).
 //!
 //! How: inputs are pushed batch by batch (left first, so right rows later than every left row are
 //! dropped on arrival), projected to the columns the join needs. While they fit in the memory
@@ -51,6 +53,10 @@ pub struct RightInput {
     pub features: Vec<(String, String)>,
     /// The match must satisfy time ≥ t − lookback (µs).
     pub lookback: Option<i64>,
+    /// Match the key's latest row whatever the left row's time: what is known when the join
+    /// runs, not when the left row happened. Labels are joined so, since they arrive after
+    /// the event they describe.
+    pub latest: bool,
 }
 
 /// A join of one left input with right inputs that share its key columns.
@@ -303,8 +309,12 @@ impl AsofJoin {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut batch = RecordBatch::try_new(schema.clone(), columns)?;
-        // A right row newer than every left row can never be chosen.
-        let time = self.joiner.stage.rights[input].time.clone();
+        // A right row newer than every left row can never be chosen (unless the latest is).
+        let right = &self.joiner.stage.rights[input];
+        if right.latest {
+            return self.push(input + 1, batch);
+        }
+        let time = right.time.clone();
         let times = batch.column_by_name(&time).expect("projected").clone();
         let times = times.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         let limit = self.left_max_time.unwrap_or(i64::MIN);
@@ -689,9 +699,11 @@ impl Joiner {
                     .collect()
             });
             let left_codes = &side.left_codes;
+            let latest = side.input.latest;
             let lefts = buckets.sort(|f| {
                 for l in 0..left_times.len() {
                     if let (Some(key), Some(t)) = (at(left_codes, l), at(&left_times, l)) {
+                        let t = if latest { i64::MAX } else { t };
                         f((key, (t, 0, l as u32)));
                     }
                 }

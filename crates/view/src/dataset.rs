@@ -230,6 +230,9 @@ pub struct TrainingDataset {
     pub columns: Vec<(String, String)>,
     /// Rows per split.
     pub row_counts: BTreeMap<SplitName, u64>,
+    /// Rows left out because a label-join label was not known yet.
+    #[serde(default)]
+    pub unlabelled: u64,
     /// Per feature group (`name@version`), the log offset its offline table held when read.
     pub log_offsets: BTreeMap<String, u64>,
     /// Statistics of the training split, per feature and label.

@@ -76,6 +76,13 @@ pub struct JoinSpec {
     /// A joined row older than this (relative to the root row's time) is not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookback_seconds: Option<u64>,
+    /// Label columns of this group. A join with labels is a label join: it selects no
+    /// features, it is left out of online vectors, and it takes the key's latest row known
+    /// when the training dataset is made rather than the row as of the root row's time, since
+    /// a label (a chargeback, a settlement) arrives after the event it describes. Rows whose
+    /// label is not known yet are not training rows, and are left out of the dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,7 +108,7 @@ pub struct JoinPlan {
     pub group: FeatureGroup,
     /// Root columns, aligned with the group's primary key.
     pub left: Vec<String>,
-    /// `(group column, output column, type)`.
+    /// `(group column, output column, type)`: the features, or a label join's labels.
     pub features: Vec<(String, String, FeatureType)>,
     pub lookback_micros: Option<i64>,
 }
@@ -112,15 +119,20 @@ pub struct ViewPlan {
     pub name: String,
     pub root: FeatureGroup,
     pub root_features: Vec<String>,
-    pub labels: Vec<String>,
+    /// Every label column: the root's, then the label joins'.
+    pub labels: Vec<(String, FeatureType)>,
     pub request: Vec<String>,
+    /// Feature joins, point-in-time.
     pub joins: Vec<JoinPlan>,
+    /// Label joins: the key's latest row, in training data only.
+    pub label_joins: Vec<JoinPlan>,
     /// In an order where every input is computed before it is read.
     pub on_demand: Vec<OnDemand>,
     pub transforms: Vec<TransformSpec>,
     /// The vector's columns, in order: root features, joined features, on-demand features.
     pub features: Vec<(String, FeatureType)>,
     root_columns: Vec<String>,
+    vector_root_columns: Vec<String>,
 }
 
 fn bad<T>(message: String) -> Result<T> {
@@ -201,7 +213,13 @@ impl ViewPlan {
             .collect();
         let mut output_names: HashSet<String> = rs.columns.iter().map(|c| c.name.clone()).collect();
 
-        let mut joins = Vec::new();
+        let mut labels: Vec<(String, FeatureType)> = spec
+            .root
+            .labels
+            .iter()
+            .map(|l| (l.clone(), rs.column(l).expect("checked").ty))
+            .collect();
+        let (mut joins, mut label_joins) = (Vec::new(), Vec::new());
         for (j, join) in spec.join.iter().enumerate() {
             let what = format!("join[{j}] ({})", join.group);
             let group = find(&what, &join.group, join.version)?;
@@ -241,40 +259,59 @@ impl ViewPlan {
                     gs.primary_key.join(", ")
                 ));
             }
-            let selected: Vec<String> = match &join.features {
-                Some(list) => list.clone(),
-                None => gs
-                    .columns
-                    .iter()
-                    .filter(|c| !structural(gs, &c.name))
-                    .map(|c| c.name.clone())
-                    .collect(),
+            let is_label_join = !join.labels.is_empty();
+            if is_label_join && join.features.as_ref().is_some_and(|f| !f.is_empty()) {
+                return bad(format!(
+                    "{what}: a join with labels selects no features (its rows arrive after the \
+                     event, which serving never has); join the group a second time for features"
+                ));
+            }
+            let (field, selected): (&str, Vec<String>) = match (&join.features, is_label_join) {
+                (_, true) => ("labels", join.labels.clone()),
+                (Some(list), false) => ("features", list.clone()),
+                (None, false) => (
+                    "features",
+                    gs.columns
+                        .iter()
+                        .filter(|c| !structural(gs, &c.name))
+                        .map(|c| c.name.clone())
+                        .collect(),
+                ),
             };
             let prefix = join.prefix.clone().unwrap_or_default();
             let mut cols = Vec::new();
             for f in selected {
                 let Some(col) = gs.column(&f) else {
                     return bad(format!(
-                        "{what}.features: column '{f}' is not in feature group '{}'",
+                        "{what}.{field}: column '{f}' is not in feature group '{}'",
                         gs.name
                     ));
                 };
                 let out = format!("{prefix}{f}");
                 if !output_names.insert(out.clone()) {
                     return bad(format!(
-                        "{what}: feature '{out}' clashes with another column of the view; give the join a prefix"
+                        "{what}: '{out}' clashes with another column of the view; give the join a prefix"
                     ));
                 }
-                available.insert(out.clone(), col.ty);
-                features.push((out.clone(), col.ty));
+                if is_label_join {
+                    labels.push((out.clone(), col.ty));
+                } else {
+                    available.insert(out.clone(), col.ty);
+                    features.push((out.clone(), col.ty));
+                }
                 cols.push((f, out, col.ty));
             }
-            joins.push(JoinPlan {
+            let plan = JoinPlan {
                 group,
                 left,
                 features: cols,
                 lookback_micros: join.lookback_seconds.map(|s| s as i64 * 1_000_000),
-            });
+            };
+            if is_label_join {
+                label_joins.push(plan);
+            } else {
+                joins.push(plan);
+            }
         }
 
         let on_demand = order_on_demand(
@@ -309,16 +346,19 @@ impl ViewPlan {
         let mut plan = ViewPlan {
             name: spec.name.clone(),
             root_features,
-            labels: spec.root.labels.clone(),
+            labels,
             request: spec.root.request.clone(),
             joins,
+            label_joins,
             on_demand,
             transforms: spec.transform.clone(),
             features,
             root,
             root_columns: Vec::new(),
+            vector_root_columns: Vec::new(),
         };
-        plan.root_columns = plan.needed_root_columns();
+        plan.root_columns = plan.needed_root_columns(true);
+        plan.vector_root_columns = plan.needed_root_columns(false);
         Ok(plan)
     }
 
@@ -351,10 +391,18 @@ impl ViewPlan {
         let mut out = self.keys();
         out.push((rs.event_time.clone(), FeatureType::Timestamp));
         out.extend(self.features.iter().cloned());
-        for l in &self.labels {
-            out.push((l.clone(), rs.column(l).expect("validated").ty));
-        }
+        out.extend(self.labels.iter().cloned());
         out
+    }
+
+    /// Whether `name` is a label column.
+    pub fn is_label(&self, name: &str) -> bool {
+        self.labels.iter().any(|(l, _)| l == name)
+    }
+
+    /// Whether `name` is a label column of the root group.
+    pub fn is_root_label(&self, name: &str) -> bool {
+        self.is_label(name) && self.root.spec.column(name).is_some()
     }
 
     /// The root columns the left side of the join needs: keys, event time, features, labels,
@@ -363,7 +411,13 @@ impl ViewPlan {
         &self.root_columns
     }
 
-    fn needed_root_columns(&self) -> Vec<String> {
+    /// The root columns an online vector needs: [`Self::root_columns`] less the labels and
+    /// what only label joins read.
+    pub fn vector_root_columns(&self) -> &[String] {
+        &self.vector_root_columns
+    }
+
+    fn needed_root_columns(&self, training: bool) -> Vec<String> {
         let rs = &self.root.spec;
         let mut out: Vec<String> = rs.primary_key.clone();
         let mut add = |c: &String| {
@@ -373,7 +427,17 @@ impl ViewPlan {
         };
         add(&rs.event_time);
         self.root_features.iter().for_each(&mut add);
-        self.labels.iter().for_each(&mut add);
+        if training {
+            self.labels
+                .iter()
+                .map(|(l, _)| l)
+                .filter(|l| rs.column(l).is_some())
+                .for_each(&mut add);
+            self.label_joins
+                .iter()
+                .flat_map(|j| &j.left)
+                .for_each(&mut add);
+        }
         self.request.iter().for_each(&mut add);
         self.joins.iter().flat_map(|j| &j.left).for_each(&mut add);
         self.on_demand

@@ -67,11 +67,8 @@ impl ViewPlan {
     /// so the root group's online row must be read.
     pub fn needs_root_lookup(&self) -> bool {
         let rs = &self.root.spec;
-        self.root_columns().iter().any(|c| {
-            !rs.primary_key.contains(c)
-                && *c != rs.event_time
-                && !self.request.contains(c)
-                && !self.labels.contains(c)
+        self.vector_root_columns().iter().any(|c| {
+            !rs.primary_key.contains(c) && *c != rs.event_time && !self.request.contains(c)
         })
     }
 
@@ -87,9 +84,8 @@ impl ViewPlan {
         let rs = &self.root.spec;
         let rows = keys.len();
         let columns = self
-            .root_columns()
+            .vector_root_columns()
             .iter()
-            .filter(|c| !self.labels.contains(c))
             .cloned()
             .map(|name| {
                 let ty = rs.column(&name).expect("root column").ty;

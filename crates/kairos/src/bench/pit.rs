@@ -195,6 +195,7 @@ pub fn join(args: &JoinArgs) -> anyhow::Result<()> {
                     ("f2".into(), format!("g{g}_f2")),
                 ],
                 lookback: None,
+                latest: false,
             })
             .collect(),
     };

@@ -40,6 +40,8 @@ struct Case {
     strict: bool,
     as_known_at: bool,
     lookback: Option<i64>,
+    /// The first right input matches the key's latest row, whatever the left time.
+    latest: bool,
     spill: bool,
 }
 
@@ -97,7 +99,13 @@ fn right_batch(rows: &[RightRow]) -> RecordBatch {
 
 /// The reference: every right row of the left row's key, filtered by the rules, the greatest
 /// (time, offset) kept. `by_key` holds the right rows by their first key column.
-fn naive(left: &LeftRow, by_key: &HashMap<i64, Vec<RightRow>>, case: Case) -> Option<i64> {
+fn naive(
+    left: &LeftRow,
+    by_key: &HashMap<i64, Vec<RightRow>>,
+    case: Case,
+    latest: bool,
+) -> Option<i64> {
+    let t = if latest { i64::MAX } else { left.t };
     let (a, b) = (
         left.a?,
         if case.multi_key {
@@ -110,15 +118,9 @@ fn naive(left: &LeftRow, by_key: &HashMap<i64, Vec<RightRow>>, case: Case) -> Op
         .get(&a)?
         .iter()
         .filter(|r| r.a == a && b.as_ref().is_none_or(|b| *b == r.b))
-        .filter(|r| {
-            if case.strict {
-                r.t < left.t
-            } else {
-                r.t <= left.t
-            }
-        })
-        .filter(|r| case.lookback.is_none_or(|lb| r.t >= left.t - lb))
-        .filter(|r| !case.as_known_at || r.ingested <= left.t)
+        .filter(|r| if case.strict { r.t < t } else { r.t <= t })
+        .filter(|r| case.lookback.is_none_or(|lb| r.t >= t - lb))
+        .filter(|r| !case.as_known_at || r.ingested <= t)
         .max_by_key(|r| (r.t, r.offset))
         .map(|r| r.offset)
 }
@@ -142,6 +144,7 @@ fn run(case: Case, lefts: &[LeftRow], rights: &[Vec<RightRow>]) -> Vec<Vec<Optio
                 tie_break: Some("_offset".into()),
                 features: vec![("value".into(), format!("value_{i}"))],
                 lookback: case.lookback,
+                latest: case.latest && i == 0,
             })
             .collect(),
     };
@@ -197,6 +200,7 @@ fn random_case(rng: &mut StdRng, scale: i64) -> (Case, Vec<LeftRow>, Vec<Vec<Rig
         strict: rng.random_bool(0.3),
         as_known_at: rng.random_bool(0.4),
         lookback: rng.random_bool(0.3).then(|| rng.random_range(1..20)),
+        latest: rng.random_bool(0.3),
         spill: rng.random_bool(0.3),
     };
     let keys = rng.random_range(1..8 * scale);
@@ -259,7 +263,7 @@ fn asof_join_matches_the_naive_reference() {
             for (i, r) in by_key.iter().enumerate() {
                 assert_eq!(
                     row[i],
-                    naive(l, r, case),
+                    naive(l, r, case, case.latest && i == 0),
                     "round {round}, {case:?}, left {l:?}, right input {i}"
                 );
             }
@@ -316,6 +320,7 @@ fn mismatched_key_types_are_refused() {
             tie_break: None,
             features: vec![],
             lookback: None,
+            latest: false,
         }],
     };
     let err = AsofJoin::new(stage, &left.schema(), &[right], AsofOptions::default()).unwrap_err();
