@@ -244,7 +244,7 @@ pub fn generate(config: &GenConfig) -> Generated {
             if trip.is_some_and(|(_, _, until)| t >= until) {
                 trip = None;
             }
-            if let Some((place, from, _)) = trip.filter(|(_, from, _)| t >= *from) {
+            if let Some((place, _, _)) = trip.filter(|(_, from, _)| t >= *from) {
                 // Away: restaurants, hotels and shops where the card is.
                 let merchant = merchants.choose(&mut rng).expect("merchants");
                 transactions.push(Transaction {

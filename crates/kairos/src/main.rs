@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod datagen;
+mod demo;
 mod deploy;
 mod fg;
 mod fv;
@@ -74,6 +75,9 @@ enum Command {
     /// Deployments: apply, list, status, delete, predict.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// End-to-end demos on the embedded stores: `kairos demo fraud`.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
     /// Generated data sets: card transactions with fraud patterns and late labels.
     #[command(subcommand)]
     Gen(datagen::GenCommand),
@@ -84,11 +88,16 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The Delta kernel logs every snapshot and scan at info: too chatty for a terminal. The demo
+    // draws its own display, so only warnings interrupt it.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,buoyant_kernel=warn,delta_kernel=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            // The Delta kernel logs every snapshot and scan at info: too chatty for a terminal.
             EnvFilter::try_from_env("KAIROS_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,buoyant_kernel=warn,delta_kernel=warn")),
+                .unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -115,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             Command::Model(command) => model::run(command, &config, cli.url.as_deref()).await,
             Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
             Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
+            Command::Demo(c) => demo::run(c, &config).await,
             Command::Gen(c) => datagen::run(c),
             Command::Bench(command) => bench::run(command, &config).await,
         }
