@@ -41,6 +41,17 @@ pub struct Features {
 }
 
 impl Features {
+    /// The values row by row, as [`crate::predictor::Predictor::predict`] takes them.
+    pub fn row_major(&self) -> Vec<f64> {
+        let mut out = vec![0.0; self.data.len()];
+        for c in 0..self.cols {
+            for r in 0..self.rows {
+                out[r * self.cols + c] = self.data[c * self.rows + r];
+            }
+        }
+        out
+    }
+
     /// From columns of equal length.
     pub fn from_columns(columns: &[Vec<f64>]) -> Features {
         let rows = columns.first().map_or(0, Vec::len);

@@ -84,6 +84,10 @@ pub struct PipelineStatus {
     pub watermark: Option<String>,
     /// Per source partition, the position of the next event to read.
     pub positions: BTreeMap<u32, u64>,
+    /// Per source partition, the position the last checkpoint holds: the window rows of every
+    /// event before it have been delivered to the output group.
+    #[serde(default)]
+    pub committed: BTreeMap<u32, u64>,
     /// Latency from an event's arrival to its window's row being visible online.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<Freshness>,
@@ -224,6 +228,7 @@ fn initial_status(def: &PipelineDef, dir: &Path, state: RunState) -> PipelineSta
         open_windows: 0,
         watermark: None,
         positions: BTreeMap::new(),
+        committed: BTreeMap::new(),
         freshness: None,
         dead_letter_file: dir.join("dead_letter.jsonl").display().to_string(),
         error: None,
@@ -587,6 +592,7 @@ impl Run {
             s.open_windows = counts.open_windows;
             s.malformed = progress.held.values().map(|h| h.malformed).sum();
             s.positions = progress.positions();
+            s.committed = progress.committed_positions();
             s.watermark = (watermark > i64::MIN && watermark < i64::MAX)
                 .then(|| kairos_types::value::format_timestamp(watermark));
         });

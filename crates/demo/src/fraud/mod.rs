@@ -394,9 +394,9 @@ fn caught_up(store: &FeatureStore, statuses: &[PipelineStatus]) -> Result<bool> 
         if let Some(error) = &status.error {
             return Err(failed(format!("pipeline {}: {error}", status.name)));
         }
-        let read = status.positions.values().copied().max().unwrap_or(0);
+        let delivered = status.committed.values().copied().max().unwrap_or(0);
         let output = store.describe(&status.output_group, None)?;
-        if read < end || output.online_offset != Some(output.log_end_offset) {
+        if delivered < end || output.online_offset != Some(output.log_end_offset) {
             return Ok(false);
         }
     }

@@ -113,15 +113,8 @@ pub async fn report(
         let (_, predictor) = deployments
             .model_predictor(&model.spec.name, Some(model.version))
             .await?;
-        let (rows, cols) = (labelled.features.rows, labelled.features.cols);
-        let mut row_major = vec![0.0; rows * cols];
-        for c in 0..cols {
-            for r in 0..rows {
-                row_major[r * cols + c] = labelled.features.data[c * rows + r];
-            }
-        }
         let scores = predictor
-            .predict(&row_major, rows)
+            .predict(&labelled.features.row_major(), labelled.features.rows)
             .map_err(|e| failed(e.to_string()))?;
         let truth: Vec<bool> = labelled.labels.iter().map(|l| *l == 1.0).collect();
         let scored = metrics::binary(&truth, &scores, 0.5).map_err(|e| failed(e.to_string()))?;

@@ -41,8 +41,10 @@ pub struct Scored {
     pub alert: bool,
     /// The truth, from the generator (the model never sees it).
     pub is_fraud: bool,
-    /// Whether the pipelines had caught up before it was scored.
+    /// Whether the pipelines had caught up before it was scored; the model's input is kept
+    /// for those (null: missing).
     pub settled: bool,
+    pub features: Option<Vec<Option<f64>>>,
 }
 
 /// The replay so far.
@@ -140,7 +142,7 @@ pub async fn replay(
             settle(&client, &options.url, store, Duration::from_secs(30)).await?;
         }
         let sent = Instant::now();
-        let (probability, alert) = score(&client, &predict, tx).await?;
+        let (probability, alert, features) = score(&client, &predict, tx, settled).await?;
         stats
             .latency
             .saturating_record(sent.elapsed().as_micros() as u64);
@@ -156,6 +158,7 @@ pub async fn replay(
             alert,
             is_fraud: tx.is_fraud,
             settled,
+            features,
         });
         // Now it is the card's previous payment, and in its windows.
         store
@@ -233,10 +236,17 @@ pub fn predict_body(tx: &Transaction) -> serde_json::Value {
     })
 }
 
-async fn score(client: &reqwest::Client, url: &str, tx: &Transaction) -> Result<(f64, bool)> {
+async fn score(
+    client: &reqwest::Client,
+    url: &str,
+    tx: &Transaction,
+    return_features: bool,
+) -> Result<(f64, bool, Option<Vec<Option<f64>>>)> {
+    let mut body = predict_body(tx);
+    body["return_features"] = return_features.into();
     let response = client
         .post(url)
-        .json(&predict_body(tx))
+        .json(&body)
         .send()
         .await
         .map_err(|e| failed(format!("predict: {e}")))?;
@@ -252,7 +262,14 @@ async fn score(client: &reqwest::Client, url: &str, tx: &Transaction) -> Result<
     let probability = prediction["probability"]
         .as_f64()
         .ok_or_else(|| failed(format!("predict: no probability in {body}")))?;
-    Ok((probability, prediction["label"].as_i64() == Some(1)))
+    let features = prediction["features"]
+        .as_array()
+        .map(|values| values.iter().map(serde_json::Value::as_f64).collect());
+    Ok((
+        probability,
+        prediction["label"].as_i64() == Some(1),
+        features,
+    ))
 }
 
 /// Waits until the server's window pipelines have read every payment written and their windows
