@@ -11,8 +11,8 @@ use serde::Serialize;
 #[derive(Debug, Subcommand)]
 pub enum GenCommand {
     /// A seeded history of card transactions with fraud patterns (geo-velocity, testing bursts,
-    /// amount spikes, compromised merchants) and late labels, as JSON lines: card_profiles,
-    /// merchants, transactions and labels (timestamps in RFC 3339).
+    /// amount spikes, compromised merchants, card not present) and late labels: card_profiles,
+    /// transactions and labels as JSON lines (timestamps in RFC 3339) or Parquet, and merchants.
     Transactions {
         /// The folder to write the four files into.
         #[arg(long)]
@@ -32,7 +32,16 @@ pub enum GenCommand {
         fraud_rate: f64,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// jsonl (RFC 3339 timestamps) or parquet (UTC microsecond timestamps).
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: OutputFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Parquet,
 }
 
 pub fn run(command: GenCommand) -> anyhow::Result<()> {
@@ -45,6 +54,7 @@ pub fn run(command: GenCommand) -> anyhow::Result<()> {
             start,
             fraud_rate,
             seed,
+            format,
         } => {
             let start = chrono::DateTime::parse_from_rfc3339(&start)
                 .with_context(|| format!("--start: '{start}' is not an RFC 3339 time"))?;
@@ -68,33 +78,47 @@ pub fn run(command: GenCommand) -> anyhow::Result<()> {
                     .expect("in range")
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             };
-            let start_ts = time(config.start_micros);
-            write_lines(
-                &out.join("card_profiles.jsonl"),
-                g.cards.iter().map(|c| {
-                    let mut v = serde_json::to_value(c).expect("serialises");
-                    v["ts"] = start_ts.clone().into();
-                    v
-                }),
-            )?;
-            write_lines(&out.join("merchants.jsonl"), g.merchants.iter())?;
-            write_lines(
-                &out.join("transactions.jsonl"),
-                g.transactions.iter().map(|t| {
-                    let mut v = serde_json::to_value(t).expect("serialises");
-                    v["ts"] = time(t.ts).into();
-                    v
-                }),
-            )?;
-            write_lines(
-                &out.join("labels.jsonl"),
-                g.labels.iter().map(|l| {
-                    let mut v = serde_json::to_value(l).expect("serialises");
-                    v["ts"] = time(l.ts).into();
-                    v["tx_ts"] = time(l.tx_ts).into();
-                    v
-                }),
-            )?;
+            if format == OutputFormat::Parquet {
+                use kairos_demo::fraud::{labels_batch, profiles_batch, transactions_batch};
+                write_parquet(
+                    &out.join("card_profiles.parquet"),
+                    &profiles_batch(&g.cards, config.start_micros),
+                )?;
+                write_parquet(
+                    &out.join("transactions.parquet"),
+                    &transactions_batch(&g.transactions),
+                )?;
+                write_parquet(&out.join("labels.parquet"), &labels_batch(&g.labels))?;
+                write_lines(&out.join("merchants.jsonl"), g.merchants.iter())?;
+            } else {
+                let start_ts = time(config.start_micros);
+                write_lines(
+                    &out.join("card_profiles.jsonl"),
+                    g.cards.iter().map(|c| {
+                        let mut v = serde_json::to_value(c).expect("serialises");
+                        v["ts"] = start_ts.clone().into();
+                        v
+                    }),
+                )?;
+                write_lines(&out.join("merchants.jsonl"), g.merchants.iter())?;
+                write_lines(
+                    &out.join("transactions.jsonl"),
+                    g.transactions.iter().map(|t| {
+                        let mut v = serde_json::to_value(t).expect("serialises");
+                        v["ts"] = time(t.ts).into();
+                        v
+                    }),
+                )?;
+                write_lines(
+                    &out.join("labels.jsonl"),
+                    g.labels.iter().map(|l| {
+                        let mut v = serde_json::to_value(l).expect("serialises");
+                        v["ts"] = time(l.ts).into();
+                        v["tx_ts"] = time(l.tx_ts).into();
+                        v
+                    }),
+                )?;
+            }
             let fraud = g.transactions.iter().filter(|t| t.is_fraud).count();
             eprintln!(
                 "{} cards, {} merchants, {} transactions ({fraud} fraud, {:.2}%), {} labels in {}",
@@ -108,6 +132,15 @@ pub fn run(command: GenCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn write_parquet(path: &Path, batch: &arrow::array::RecordBatch) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(())
 }
 
 fn write_lines<T: Serialize>(path: &Path, items: impl Iterator<Item = T>) -> anyhow::Result<()> {

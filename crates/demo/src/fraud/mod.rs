@@ -2,10 +2,13 @@
 //! (`examples/fraud/`) applied, a generated history written and streamed through the window
 //! pipelines, point-in-time training data, a GBDT trained, registered and deployed, and a live
 //! period replayed through the deployment over HTTP ([`replay`]) while labels arrive late.
-//! [`quality`] scores the model and its ablations on a time-ordered held-out period.
+//! [`quality`] scores the model and its ablations on a time-ordered held-out period;
+//! [`evaluate`] computes the same features on a CSV nobody here wrote, through a [`mapping`].
 //!
 //! `kairos demo fraud` drives these steps and draws them; the end-to-end test runs them small.
 
+pub mod evaluate;
+pub mod mapping;
 pub mod quality;
 pub mod replay;
 

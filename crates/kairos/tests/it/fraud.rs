@@ -1,5 +1,5 @@
-//! The card-fraud example's data: `kairos gen transactions` output loads as it is into the
-//! example's feature groups, and the same seed writes the same files.
+//! The card-fraud example's data: `kairos gen transactions` output (JSON lines or Parquet) loads
+//! as it is into the example's feature groups, and the same seed writes the same files.
 
 use std::path::Path;
 
@@ -50,6 +50,44 @@ fn generated_transactions_load_into_the_example_groups() {
             &["fg", "insert", &format!("fraud_{group}"), &path],
         ));
         assert_eq!(ack["rows"], lines, "{file}");
+    }
+
+    // The same history as Parquet: as many rows again in each group.
+    let parquet = dir.path().join("parquet");
+    let out = parquet.display().to_string();
+    let args = [
+        "gen",
+        "transactions",
+        "--out",
+        &out,
+        "--cards",
+        "100",
+        "--days",
+        "2",
+        "--format",
+        "parquet",
+    ];
+    let run = kairos(&data, &args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for group in ["transactions", "card_profiles", "labels"] {
+        let lines = std::fs::read(first.join(format!("{group}.jsonl")))
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        let path = parquet
+            .join(format!("{group}.parquet"))
+            .display()
+            .to_string();
+        let ack = json(&kairos(
+            &data,
+            &["fg", "insert", &format!("fraud_{group}"), &path],
+        ));
+        assert_eq!(ack["rows"], lines, "{group}.parquet");
     }
 }
 
