@@ -197,6 +197,9 @@ pub enum Target {
     /// A V2 server given the feature vector (KServe's Python model server): `POST
     /// /v2/models/{name}/infer` with one FP64 row.
     Kserve,
+    /// The card-fraud demo's deployment while `kairos demo fraud` serves (`--name fraud`):
+    /// payments of the demo's live hour (the same seed and `--cards`), scored and not written.
+    FraudDemo,
 }
 
 #[derive(Debug, clap::Args)]
@@ -254,6 +257,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             format!("/v1/deployments/{}/predict", args.name),
             kairos_body(args.cards),
         ),
+        Target::FraudDemo => (
+            format!("/v1/deployments/{}/predict", args.name),
+            fraud_demo_body(args.cards),
+        ),
         Target::Kserve => {
             let from = args
                 .features_from
@@ -268,6 +275,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let target = match args.target {
         Target::Kairos => "kairos",
         Target::Kserve => "kserve",
+        Target::FraudDemo => "kairos-fraud-demo",
     };
     let mut sustained = None;
     for rate in &args.rates {
@@ -328,6 +336,18 @@ fn kairos_body(cards: usize) -> Body {
             }
         })
     })
+}
+
+/// Payments of the fraud demo's live hour, as the demo's replay sends them.
+fn fraud_demo_body(cards: usize) -> Body {
+    use kairos_demo::fraud::{DemoConfig, Scenario, replay};
+    let scenario = Scenario::generate(&DemoConfig {
+        cards,
+        ..DemoConfig::default()
+    });
+    let bodies: Arc<Vec<serde_json::Value>> =
+        Arc::new(scenario.live().iter().map(replay::predict_body).collect());
+    Arc::new(move |rng: &mut StdRng| bodies[rng.random_range(0..bodies.len())].clone())
 }
 
 /// V2 requests carrying feature vectors that Kairos built for 1,000 random requests, so both
