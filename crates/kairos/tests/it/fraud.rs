@@ -149,3 +149,64 @@ fn the_window_pipelines_aggregate_the_generated_transactions() {
         );
     }
 }
+
+/// `--kafka` sends every row to the brokers, one JSON object per message keyed by card: here
+/// librdkafka's mock cluster, in this process.
+#[test]
+fn generated_transactions_go_to_kafka() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let run = kairos(
+        &dir.path().join("data"),
+        &[
+            "gen",
+            "transactions",
+            "--out",
+            &out,
+            "--cards",
+            "50",
+            "--days",
+            "1",
+            "--kafka",
+            cluster.bootstrap_servers().as_str(),
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file = std::fs::read_to_string(dir.path().join("out/transactions.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["fraud_transactions"]).unwrap();
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    while got.len() < lines.len() && started.elapsed() < std::time::Duration::from_secs(60) {
+        if let Some(message) = consumer.poll(std::time::Duration::from_millis(200)) {
+            let message = message.unwrap();
+            let value: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap()).unwrap();
+            assert_eq!(
+                message.key().unwrap(),
+                value["cc_num"].to_string().as_bytes(),
+                "keyed by card"
+            );
+            got.push(value);
+        }
+    }
+    got.sort_by_key(|v| v["tx_id"].as_i64());
+    assert_eq!(got, lines);
+}
