@@ -80,18 +80,9 @@ async fn generate_stream_train_deploy_score_with_no_skew() {
     let server = tokio::spawn(kairos_serve::serve(store.clone(), listener, async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
-    for _ in 0..600 {
-        let ready = client
-            .get(format!("{url}/v2/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fraud::wait_ready(&url, Duration::from_secs(60))
+        .await
+        .unwrap();
     let options = ReplayOptions {
         url: url.clone(),
         deployment: "fraud".into(),

@@ -260,7 +260,7 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
     let server = tokio::spawn(kairos_serve::serve(store.clone(), listener, async {
         let _ = stopped.await;
     }));
-    wait_ready(&url).await?;
+    fraud::wait_ready(&url, Duration::from_secs(120)).await?;
     done(
         &format!(
             "deployed '{}' and started the server at {url}",
@@ -318,26 +318,6 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
     let _ = stop.send(());
     server.await??;
     Ok(())
-}
-
-async fn wait_ready(url: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let ready = client
-            .get(format!("{url}/v2/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "the server at {url} did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn print_report(variants: &[quality::Variant]) {

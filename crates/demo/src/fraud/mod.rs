@@ -468,3 +468,26 @@ pub async fn deploy(store: &FeatureStore) -> Result<DeploymentSpec> {
     deployments.close().await;
     Ok(spec)
 }
+
+/// Waits until the server at `url` says it is ready (`/v2/health/ready`: its deployments are
+/// loaded).
+pub async fn wait_ready(url: &str, timeout: Duration) -> Result<()> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let ready = client
+            .get(format!("{}/v2/health/ready", url.trim_end_matches('/')))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(failed(format!(
+                "the server at {url} was not ready within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

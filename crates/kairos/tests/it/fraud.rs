@@ -5,32 +5,27 @@ use std::path::Path;
 
 use crate::models::{json, kairos};
 
+/// Runs `kairos gen transactions --out OUT` with `more` arguments, which must succeed.
+fn generate(data: &Path, out: &Path, more: &[&str]) {
+    let out = out.display().to_string();
+    let mut args = vec!["gen", "transactions", "--out", &out];
+    args.extend(more);
+    let run = kairos(data, &args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 #[test]
 fn generated_transactions_load_into_the_example_groups() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let generate = |out: &Path| {
-        let out = out.display().to_string();
-        let args = [
-            "gen",
-            "transactions",
-            "--out",
-            &out,
-            "--cards",
-            "100",
-            "--days",
-            "2",
-        ];
-        let run = kairos(&data, &args);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-    };
+    let small = ["--cards", "100", "--days", "2"];
     let (first, second) = (dir.path().join("a"), dir.path().join("b"));
-    generate(&first);
-    generate(&second);
+    generate(&data, &first, &small);
+    generate(&data, &second, &small);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fraud");
     for group in ["transactions", "card_profiles", "labels"] {
         let file = format!("{group}.jsonl");
@@ -54,24 +49,10 @@ fn generated_transactions_load_into_the_example_groups() {
 
     // The same history as Parquet: as many rows again in each group.
     let parquet = dir.path().join("parquet");
-    let out = parquet.display().to_string();
-    let args = [
-        "gen",
-        "transactions",
-        "--out",
-        &out,
-        "--cards",
-        "100",
-        "--days",
-        "2",
-        "--format",
-        "parquet",
-    ];
-    let run = kairos(&data, &args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    generate(
+        &data,
+        &parquet,
+        &[&small[..], &["--format", "parquet"]].concat(),
     );
     for group in ["transactions", "card_profiles", "labels"] {
         let lines = std::fs::read(first.join(format!("{group}.jsonl")))
@@ -98,24 +79,10 @@ fn the_window_pipelines_aggregate_the_generated_transactions() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let folder = dir.path().join("fraud");
-    let out = folder.join("data").display().to_string();
-    let run = kairos(
+    generate(
         &data,
-        &[
-            "gen",
-            "transactions",
-            "--out",
-            &out,
-            "--cards",
-            "50",
-            "--days",
-            "2",
-        ],
-    );
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        &folder.join("data"),
+        &["--cards", "50", "--days", "2"],
     );
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fraud");
     for window in ["10m", "1h", "1d"] {
@@ -159,26 +126,11 @@ fn generated_transactions_go_to_kafka() {
 
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out").display().to_string();
-    let run = kairos(
+    let brokers = cluster.bootstrap_servers();
+    generate(
         &dir.path().join("data"),
-        &[
-            "gen",
-            "transactions",
-            "--out",
-            &out,
-            "--cards",
-            "50",
-            "--days",
-            "1",
-            "--kafka",
-            cluster.bootstrap_servers().as_str(),
-        ],
-    );
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        &dir.path().join("out"),
+        &["--cards", "50", "--days", "1", "--kafka", &brokers],
     );
     let file = std::fs::read_to_string(dir.path().join("out/transactions.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = file
