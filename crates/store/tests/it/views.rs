@@ -538,3 +538,116 @@ async fn bad_definitions_are_refused_with_a_reason() {
         "nothing refused was stored"
     );
 }
+
+/// A label join: labels arrive after the payment they describe, so they are joined as known
+/// when the dataset is made (the latest, a correction included), payments without one yet are
+/// left out and counted, and online vectors neither need nor read them.
+#[tokio::test]
+async fn label_joins_take_the_labels_known_when_the_dataset_is_made() {
+    let f = open().await;
+    let store = &f.store;
+    store
+        .create_group(group(json!({
+            "name": "payments", "primary_key": ["cc_num"], "event_time": "ts",
+            "columns": [
+                {"name": "cc_num", "type": "int64"}, {"name": "ts", "type": "timestamp"},
+                {"name": "tx_id", "type": "int64"}, {"name": "amount", "type": "float64"}
+            ]
+        })))
+        .await
+        .unwrap();
+    store
+        .create_group(group(json!({
+            "name": "outcomes", "primary_key": ["tx_id"], "event_time": "ts", "online": false,
+            "columns": [
+                {"name": "tx_id", "type": "int64"}, {"name": "ts", "type": "timestamp"},
+                {"name": "fraud", "type": "bool"}
+            ]
+        })))
+        .await
+        .unwrap();
+    insert(
+        store,
+        "payments",
+        &[
+            json!({"cc_num": 1, "ts": ts(T0), "tx_id": 10, "amount": 5.0}),
+            json!({"cc_num": 1, "ts": ts(T0 + MINUTE), "tx_id": 11, "amount": 900.0}),
+            json!({"cc_num": 2, "ts": ts(T0 + 2 * MINUTE), "tx_id": 12, "amount": 7.0}),
+        ],
+    )
+    .await;
+    // Payment 11 is first settled as genuine, then charged back a day later; 12 has no label.
+    insert(
+        store,
+        "outcomes",
+        &[
+            json!({"tx_id": 10, "ts": ts(T0 + 1440 * MINUTE), "fraud": false}),
+            json!({"tx_id": 11, "ts": ts(T0 + 60 * MINUTE), "fraud": false}),
+            json!({"tx_id": 11, "ts": ts(T0 + 1500 * MINUTE), "fraud": true}),
+        ],
+    )
+    .await;
+    let refused = store
+        .apply_view(view(json!({"name": "bad", "root": {"group": "payments"},
+            "join": [{"group": "outcomes", "on": ["tx_id"], "labels": ["fraud"], "features": ["fraud"]}]})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("selects no features"), "{refused}");
+    store
+        .apply_view(view(json!({
+            "name": "scored", "root": {"group": "payments", "features": ["amount"], "request": ["amount"]},
+            "join": [{"group": "outcomes", "on": ["tx_id"], "labels": ["fraud"], "prefix": "is_"}]
+        })))
+        .await
+        .unwrap();
+    let status = store.describe_view("scored", None).unwrap();
+    assert_eq!(status.labels, vec!["is_fraud".to_string()]);
+    assert_eq!(status.columns, vec![("amount".into(), "float64".into())]);
+    let request = TrainingDatasetRequest {
+        strict: true,
+        ..TrainingDatasetRequest::default()
+    };
+    let dataset = store
+        .create_training_dataset("scored", None, request, None, None)
+        .await
+        .unwrap();
+    assert_eq!(dataset.unlabelled, 1, "payment 12 has no label yet");
+    let rows = store
+        .read_training_dataset(&dataset, SplitName::Train, false)
+        .unwrap();
+    let mut got: Vec<(Value, Value)> = Vec::new();
+    for b in &rows {
+        let (amount, fraud) = (
+            b.schema().index_of("amount").unwrap(),
+            b.schema().index_of("is_fraud").unwrap(),
+        );
+        for r in 0..b.num_rows() {
+            got.push((cell(b, amount, r), cell(b, fraud, r)));
+        }
+    }
+    got.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    assert_eq!(
+        got,
+        vec![
+            (Value::Float64(5.0), Value::Bool(false)),
+            (Value::Float64(900.0), Value::Bool(true)),
+        ]
+    );
+    // Serving needs the key and the request value only: no tx_id, no label.
+    let vectors = store
+        .feature_vectors(
+            "scored",
+            None,
+            &[json!(1)],
+            &[json!({"amount": 42.0, "ts": ts(T0 + 3 * MINUTE)})
+                .as_object()
+                .unwrap()
+                .clone()],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(vectors.statuses, vec![EntryStatus::Complete]);
+    assert_eq!(vectors.features.num_columns(), 1);
+}
