@@ -15,8 +15,9 @@
 //! travel (a flight, then days of payments in another city, sometimes on another continent),
 //! make the odd big purchase in a rare category, and buy small things online in quick runs.
 //!
-//! Each transaction gets a label event that arrives later — frauds when the chargeback comes
-//! (minutes to days), genuine ones when the statement settles (days) — as a separate stream.
+//! Each transaction gets a label event that arrives later — frauds when the card holder reports
+//! them (within the hour) or the chargeback comes (hours to days), genuine ones when the payment
+//! settles (days) — as a separate stream.
 //! The same seed gives the same history, bit for bit.
 
 use chrono::{DateTime, Datelike, Timelike};
@@ -445,10 +446,13 @@ pub fn generate(config: &GenConfig) -> Generated {
     let mut labels: Vec<Label> = transactions
         .iter()
         .map(|t| {
-            // Chargebacks come minutes to days after a fraud; a genuine payment settles in days.
-            let delay = if t.is_fraud {
-                (rng.random_range((10.0 * MINUTE as f64).ln()..(3.0 * DAY as f64).ln())).exp()
-                    as i64
+            // A third of frauds are reported by the card holder within the hour (an alert or
+            // a text about a payment they did not make); the rest come back as chargebacks,
+            // an hour to three days later. A genuine payment settles in days.
+            let delay = if t.is_fraud && rng.random_bool(1.0 / 3.0) {
+                rng.random_range(5 * MINUTE..HOUR)
+            } else if t.is_fraud {
+                (rng.random_range((HOUR as f64).ln()..(3.0 * DAY as f64).ln())).exp() as i64
             } else {
                 rng.random_range(DAY..4 * DAY)
             };

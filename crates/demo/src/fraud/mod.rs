@@ -114,7 +114,7 @@ impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
             seed: 7,
-            cards: 10_000,
+            cards: 20_000,
             merchants: 600,
             // Ends at noon, so the live hour is a busy one.
             history_days: 20.5,

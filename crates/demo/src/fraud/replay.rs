@@ -189,6 +189,33 @@ pub async fn replay(
     Ok((stats, scored))
 }
 
+/// [`replay`] on a thread and a runtime of its own, as a separate client process would run: the
+/// server's tasks on this process's runtime (pipelines, materialisers, the inference log) do not
+/// delay the client's timer or its reading of answers, so what it measures is the server and the
+/// network, as `kairos bench serve` measures them.
+pub async fn replay_apart(
+    store: FeatureStore,
+    scenario: std::sync::Arc<Scenario>,
+    options: ReplayOptions,
+    progress: impl FnMut(&ReplayStats) + Send + 'static,
+) -> Result<(ReplayStats, Vec<Scored>)> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(failed)
+                .and_then(|rt| rt.block_on(replay(&store, &scenario, &options, progress)));
+            let _ = done.send(outcome);
+        })
+        .map_err(failed)?;
+    result
+        .await
+        .map_err(|_| failed("the replay thread ended without an answer"))?
+}
+
 async fn write_labels(store: &FeatureStore, labels: &[crate::generator::Label]) -> Result<()> {
     store
         .insert_batch(
