@@ -424,13 +424,24 @@ fn print_summary(
 }
 
 fn print_examples(url: &str, deployment: &str, scenario: &Scenario) {
-    let live = scenario.live();
-    let Some(t) = live.iter().find(|t| t.is_fraud).or(live.last()) else {
+    // A new payment (the replayed ones are in the store now, each its card's latest): the last
+    // card seen, two minutes after the hour, from New York, for a jewel.
+    let Some(last) = scenario.live().last() else {
         return;
+    };
+    let t = &kairos_demo::Transaction {
+        tx_id: 0,
+        ts: scenario.live_end + 120_000_000,
+        amount: 1_450.0,
+        category: "jewelry",
+        latitude: 40.7128,
+        longitude: -74.006,
+        ..last.clone()
     };
     let body = replay::predict_body(t);
     eprintln!(
-        "\n  Serving at {url} (Ctrl-C to stop). Score a payment:\n\n    curl -s {url}/v1/deployments/{deployment}/predict -H 'content-type: application/json' -d '{body}'\n"
+        "\n  Serving at {url} (Ctrl-C to stop). Score a new payment — card {} two minutes after the hour, from New York:\n\n    curl -s {url}/v1/deployments/{deployment}/predict -H 'content-type: application/json' -d '{body}'\n",
+        t.cc_num
     );
     eprintln!(
         "  or over the Open Inference Protocol with tritonclient (pip install 'tritonclient[http]' numpy):\n"
@@ -445,7 +456,7 @@ def tensor(name, value, datatype):
     return t
 inputs = [tensor("cc_num", {cc_num}, "INT64"), tensor("amount", {amount:?}, "FP64"),
           tensor("category", "{category}", "BYTES"), tensor("latitude", {latitude:?}, "FP64"),
-          tensor("longitude", {longitude:?}, "FP64")]
+          tensor("longitude", {longitude:?}, "FP64"), tensor("ts", "{ts}", "BYTES")]
 print(client.infer("{deployment}", inputs).as_numpy("probability"))
 EOF
 "#,
@@ -455,5 +466,6 @@ EOF
         category = t.category,
         latitude = t.latitude,
         longitude = t.longitude,
+        ts = kairos_types::value::format_timestamp(t.ts),
     );
 }
