@@ -94,6 +94,24 @@ async fn generate_stream_train_deploy_score_with_no_skew() {
         .unwrap();
     assert_eq!(stats.sent as usize, scenario.live().len());
     assert!(scored.len() > 150, "{} live payments", scored.len());
+    // Every prediction reaches the inference log while the server runs, within the log's
+    // flush interval, not when a batch fills or the server stops.
+    let mut logged = 0;
+    for _ in 0..50 {
+        logged = store
+            .describe("fraud_inference_log", None)
+            .unwrap()
+            .log_end_offset;
+        if logged >= scored.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        logged,
+        scored.len() as u64,
+        "predictions in the inference log"
+    );
 
     // The rest of the truth arrives later; then the live period's training rows can be built.
     let later: Vec<_> = scenario

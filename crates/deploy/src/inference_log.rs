@@ -193,11 +193,16 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<LoggedRequest>) {
+        // When the oldest entry held must be written: a steady trickle of requests must not
+        // hold entries back until a batch fills.
+        let mut deadline = tokio::time::Instant::now();
         loop {
             let next = if self.pending.is_empty() {
-                rx.recv().await
+                let next = rx.recv().await;
+                deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+                next
             } else {
-                match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
                         self.flush().await;
@@ -306,5 +311,73 @@ fn finite_or_null(v: f64) -> Value {
         Value::Null
     } else {
         Value::Float64(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use kairos_store::StoreConfig;
+
+    use super::*;
+
+    fn request(i: usize) -> LoggedRequest {
+        LoggedRequest {
+            request_id: format!("r{i}"),
+            at_micros: 1_714_521_600_000_000 + i as i64,
+            model_version: 1,
+            keys: vec![vec![Value::Int64(i as i64)]],
+            features: vec![0.5],
+            predictions: vec![0.25],
+            labels: Some(vec![0]),
+            latency_us: 100,
+        }
+    }
+
+    /// A steady trickle of requests, far below a batch, is written within the flush interval
+    /// of the oldest entry, not held until a batch fills or the log closes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steady_trickle_is_written_within_the_flush_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let spec = log_group_spec(
+            "d",
+            &[("id".into(), FeatureType::Int64)],
+            &["x".into()],
+            true,
+        )
+        .unwrap();
+        let group = store.create_group(spec.clone()).await.unwrap();
+        let (log, writer) = InferenceLog::start(store.clone(), "d", spec, group.version);
+        // One request every 20 ms for 1.2 s: never a 200 ms pause, never a full batch.
+        let started = Instant::now();
+        let mut sent = 0;
+        while started.elapsed() < Duration::from_millis(1_200) {
+            log.record(request(sent));
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let written = store
+            .describe(&group.spec.name, None)
+            .unwrap()
+            .log_end_offset;
+        // Everything but the last flush interval's worth (about 10 requests) is in.
+        assert!(
+            written + 20 >= sent as u64 && written > 0,
+            "{written} of {sent} written while requests kept coming"
+        );
+        drop(log);
+        writer.await.unwrap();
+        assert_eq!(
+            store
+                .describe(&group.spec.name, None)
+                .unwrap()
+                .log_end_offset,
+            sent as u64
+        );
+        store.close().await;
     }
 }
