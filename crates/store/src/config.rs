@@ -38,6 +38,11 @@ pub struct StoreConfig {
     pub max_batch_bytes: usize,
     /// How much log one materialiser step takes at most.
     pub materialise_bytes: usize,
+    /// Once the offline materialiser has caught up with the log, it commits what trickles in
+    /// at most once per this many milliseconds (sooner when someone waits on the offline
+    /// store, or a backlog builds): a Delta commit replays the table's log, so a commit per
+    /// small insert would keep a core busy.
+    pub offline_commit_interval_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -49,6 +54,7 @@ impl Default for StoreConfig {
             log_retention_secs: 3600,
             max_batch_bytes: 256 << 20,
             materialise_bytes: 32 << 20,
+            offline_commit_interval_ms: 1000,
         }
     }
 }

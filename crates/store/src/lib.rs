@@ -109,6 +109,8 @@ pub(crate) struct GroupRuntime {
     pub(crate) log: Arc<SegmentLog>,
     pub(crate) online_applied: watch::Sender<u64>,
     pub(crate) offline_applied: watch::Sender<u64>,
+    /// Asks the offline materialiser to commit now rather than at its next interval.
+    pub(crate) offline_wanted: tokio::sync::Notify,
     pub(crate) shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -248,6 +250,7 @@ impl FeatureStore {
         let runtime = Arc::new(GroupRuntime {
             online_applied: watch::channel(0).0,
             offline_applied: watch::channel(0).0,
+            offline_wanted: tokio::sync::Notify::new(),
             shutdown: watch::channel(false).0,
             log: Arc::new(log),
             group,
@@ -259,6 +262,7 @@ impl FeatureStore {
                 self.inner.offline.clone(),
                 runtime.clone(),
                 max_bytes,
+                Duration::from_millis(self.inner.config.offline_commit_interval_ms),
             )),
             tokio::spawn(materialise::run_retention(
                 runtime.clone(),
@@ -495,7 +499,7 @@ impl FeatureStore {
         if rt.group.spec.online {
             wait_until(&rt.online_applied, offset, "the online store").await
         } else {
-            wait_until(&rt.offline_applied, offset, "the offline store").await
+            wait_offline(&rt, offset).await
         }
     }
 
@@ -585,7 +589,7 @@ impl FeatureStore {
     pub async fn wait_materialised(&self, name: &str, version: Option<u32>) -> Result<u64> {
         let rt = self.runtime(name, version)?;
         let end = rt.log.end_offset();
-        wait_until(&rt.offline_applied, end, "the offline store").await?;
+        wait_offline(&rt, end).await?;
         if rt.group.spec.online {
             wait_until(&rt.online_applied, end, "the online store").await?;
         }
@@ -624,6 +628,15 @@ impl FeatureStore {
             rt.stop().await;
         }
     }
+}
+
+/// Waits until the offline store has applied the log up to `offset`, asking its materialiser to
+/// commit now rather than at its next interval.
+pub(crate) async fn wait_offline(rt: &GroupRuntime, offset: u64) -> Result<()> {
+    if *rt.offline_applied.borrow() < offset {
+        rt.offline_wanted.notify_one();
+    }
+    wait_until(&rt.offline_applied, offset, "the offline store").await
 }
 
 async fn wait_until(position: &watch::Sender<u64>, offset: u64, what: &str) -> Result<()> {

@@ -202,6 +202,7 @@ pub(crate) async fn run_online(store: OnlineBackend, group: Arc<GroupRuntime>, m
         group,
         &applied,
         max_bytes,
+        None,
     )
     .await;
 }
@@ -210,6 +211,7 @@ pub(crate) async fn run_offline(
     store: DeltaOfflineStore,
     group: Arc<GroupRuntime>,
     max_bytes: usize,
+    commit_interval: Duration,
 ) {
     let applied = group.offline_applied.clone();
     follow(
@@ -221,6 +223,7 @@ pub(crate) async fn run_offline(
         group,
         &applied,
         max_bytes,
+        Some(commit_interval),
     )
     .await;
 }
@@ -233,11 +236,16 @@ async fn follow<M: Materialiser>(
     group: Arc<GroupRuntime>,
     published: &watch::Sender<u64>,
     max_bytes: usize,
+    pace: Option<Duration>,
 ) {
     let table = group.group.id();
     let mut shutdown = group.shutdown.subscribe();
     let mut end = group.log.subscribe();
     let mut applied = None;
+    // When the last step that took less than a full step's worth finished: what trickles in
+    // after it waits for the pace interval, or for someone waiting on this store
+    // (`offline_wanted`).
+    let mut drained_at: Option<tokio::time::Instant> = None;
     loop {
         let position = match applied {
             Some(position) => position,
@@ -263,22 +271,36 @@ async fn follow<M: Materialiser>(
         if !wait_for_more(&mut end, &mut shutdown, position).await {
             return;
         }
+        if let (Some(interval), Some(at)) = (pace, drained_at.take()) {
+            // A shutdown ends the wait but not the step: what the log holds is written first.
+            tokio::select! {
+                _ = tokio::time::sleep_until(at + interval) => {}
+                _ = group.offline_wanted.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
         let step = async {
             let log = group.log.clone();
             let records = tokio::task::spawn_blocking(move || log.read_from(position, max_bytes))
                 .await
                 .map_err(StoreError::internal)??;
             let Some(last) = records.last() else {
-                return Ok(position);
+                return Ok((position, 0));
             };
             let through = last.end_offset();
+            let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
             sink.apply(&records, through).await?;
-            Ok::<_, StoreError>(through)
+            Ok::<_, StoreError>((through, bytes))
         };
         match step.await {
-            Ok(through) => {
+            Ok((through, bytes)) => {
                 applied = Some(through);
                 published.send_replace(through);
+                // Less than a full step's worth: writes trickle in (a backlog is taken in
+                // full steps, unpaced).
+                if bytes < max_bytes / 2 {
+                    drained_at = Some(tokio::time::Instant::now());
+                }
             }
             Err(e) => {
                 telemetry::materialiser_error(&table, M::SINK);

@@ -232,7 +232,7 @@ impl FeatureStore {
         let mut log_offsets = BTreeMap::new();
         for rt in std::iter::once(&root_rt).chain(&join_rts) {
             let end = rt.log.end_offset();
-            crate::wait_until(&rt.offline_applied, end, "the offline store").await?;
+            crate::wait_offline(rt, end).await?;
             log_offsets.insert(rt.group.id().to_string(), end);
         }
         let before = |rt: &GroupRuntime| log_offsets.get(&rt.group.id().to_string()).copied();
