@@ -13,7 +13,6 @@ use kairos_demo::fraud::replay::{self, ReplayOptions};
 use kairos_demo::fraud::{self, DemoConfig, Scenario};
 use kairos_deploy::Deployments;
 use kairos_model::Evaluation;
-use kairos_model::train::Labelled;
 use kairos_pipeline::Pipelines;
 use kairos_store::{FeatureStore, InsertOptions, StoreConfig};
 use kairos_view::{Split, SplitName, TrainingDatasetRequest};
@@ -227,15 +226,11 @@ async fn offline_scores(
     model: &kairos_model::Model,
     batches: &[RecordBatch],
 ) -> HashMap<(i64, i64), (f64, Vec<f64>)> {
-    let features = &model.spec.lineage.features;
-    let labelled = Labelled::from_batches("live", batches, features, fraud::LABEL).unwrap();
     let deployments = Deployments::new(store.clone()).unwrap();
-    let (_, predictor) = deployments
-        .model_predictor(&model.spec.name, Some(model.version))
+    let (labelled, scores) = fraud::quality::score(&deployments, model, batches)
         .await
         .unwrap();
     let rows = labelled.features.row_major();
-    let scores = predictor.predict(&rows, labelled.features.rows).unwrap();
     let mut keys = Vec::new();
     for b in batches {
         let cards = b

@@ -93,10 +93,7 @@ async fn fraud_eval(
         .with_context(|| format!("cannot read {}", mapping.display()))?;
     let mapping = fraud::mapping::Mapping::parse(&text)?;
     let csv = std::fs::read(data).with_context(|| format!("cannot read {}", data.display()))?;
-    fresh_dir(dir)?;
-    let mut store_config = config.store.clone();
-    store_config.data_dir = dir.to_path_buf();
-    let store = FeatureStore::open(store_config).await?;
+    let store = open_fresh(dir, config).await?;
     let result = fraud::evaluate::evaluate(&store, &mapping, &csv).await?;
     store.close().await;
     println!(
@@ -128,6 +125,14 @@ async fn fraud_eval(
 
 /// Marks a data dir as the demo's own, so a rerun may clear it.
 const MARKER: &str = ".kairos-fraud-demo";
+
+/// A store in `dir`, made afresh, with the configuration's other settings.
+async fn open_fresh(dir: &Path, config: &Config) -> anyhow::Result<FeatureStore> {
+    fresh_dir(dir)?;
+    let mut store_config = config.store.clone();
+    store_config.data_dir = dir.to_path_buf();
+    Ok(FeatureStore::open(store_config).await?)
+}
 
 fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
@@ -181,10 +186,7 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
         step,
     );
 
-    fresh_dir(&args.dir)?;
-    let mut store_config = config.store.clone();
-    store_config.data_dir = args.dir.clone();
-    let store = FeatureStore::open(store_config).await?;
+    let store = open_fresh(&args.dir, config).await?;
 
     let step = Instant::now();
     let pipelines = Pipelines::new(store.clone());

@@ -52,7 +52,8 @@ pub struct Labelled {
     pub labels: Vec<f64>,
 }
 
-fn as_f64(batch: &RecordBatch, column: &str) -> Result<Vec<Option<f64>>, TrainError> {
+/// A numeric or boolean column of `batch` as `f64`s, `None` for nulls.
+pub fn as_f64(batch: &RecordBatch, column: &str) -> Result<Vec<Option<f64>>, TrainError> {
     let array = batch
         .column_by_name(column)
         .ok_or_else(|| TrainError::NoColumn(column.to_owned()))?;

@@ -5,10 +5,7 @@
 
 use std::time::Duration;
 
-use arrow::array::AsArray;
-use arrow::array::{Array, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type};
+use arrow::array::RecordBatch;
 use kairos_model::metrics;
 use kairos_pipeline::Pipelines;
 use kairos_store::FeatureStore;
@@ -103,12 +100,7 @@ pub async fn evaluate(store: &FeatureStore, mapping: &Mapping, csv: &[u8]) -> Re
 fn column(batches: &[RecordBatch], name: &str) -> Result<Vec<Option<f64>>> {
     let mut out = Vec::new();
     for b in batches {
-        let array = b
-            .column_by_name(name)
-            .ok_or_else(|| failed(format!("the training rows lack '{name}'")))?;
-        let values = cast(array, &DataType::Float64).map_err(|e| failed(e.to_string()))?;
-        let values = values.as_primitive::<Float64Type>();
-        out.extend((0..values.len()).map(|i| values.is_valid(i).then(|| values.value(i))));
+        out.extend(kairos_model::train::as_f64(b, name).map_err(|e| failed(e.to_string()))?);
     }
     Ok(out)
 }

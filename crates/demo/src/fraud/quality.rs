@@ -108,14 +108,7 @@ pub async fn report(
     let mut variants = Vec::new();
     for (name, description, model) in models {
         let features = &model.spec.lineage.features;
-        let labelled = Labelled::from_batches("test", &test, features, LABEL)
-            .map_err(|e| failed(e.to_string()))?;
-        let (_, predictor) = deployments
-            .model_predictor(&model.spec.name, Some(model.version))
-            .await?;
-        let scores = predictor
-            .predict(&labelled.features.row_major(), labelled.features.rows)
-            .map_err(|e| failed(e.to_string()))?;
+        let (labelled, scores) = score(&deployments, &model, &test).await?;
         let truth: Vec<bool> = labelled.labels.iter().map(|l| *l == 1.0).collect();
         let scored = metrics::binary(&truth, &scores, 0.5).map_err(|e| failed(e.to_string()))?;
         variants.push(Variant {
@@ -133,6 +126,24 @@ pub async fn report(
     }
     deployments.close().await;
     Ok(variants)
+}
+
+/// `model`'s inputs (its lineage's features, in order) and label from `batches` (rows with the
+/// model's frozen transforms applied), and its score of each row.
+pub async fn score(
+    deployments: &Deployments,
+    model: &kairos_model::Model,
+    batches: &[arrow::array::RecordBatch],
+) -> Result<(Labelled, Vec<f64>)> {
+    let labelled = Labelled::from_batches("rows", batches, &model.spec.lineage.features, LABEL)
+        .map_err(|e| failed(e.to_string()))?;
+    let (_, predictor) = deployments
+        .model_predictor(&model.spec.name, Some(model.version))
+        .await?;
+    let scores = predictor
+        .predict(&labelled.features.row_major(), labelled.features.rows)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok((labelled, scores))
 }
 
 #[cfg(test)]
