@@ -109,6 +109,32 @@ pub trait Catalog: Send + Sync {
 
     /// Removes a deployment, every revision; false if it did not exist.
     fn delete_deployment(&self, name: &str) -> Result<bool>;
+
+    /// Stores `body` as the next version of `name` among the documents of `kind`, for services
+    /// above the store whose definitions the catalog keeps without knowing their types
+    /// (monitors); returns the version.
+    fn put_service_document(&self, kind: &str, name: &str, body: &serde_json::Value)
+    -> Result<u32>;
+
+    /// A version of a service document (the latest when `version` is absent).
+    fn get_service_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<(u32, serde_json::Value)>>;
+
+    /// The latest version of every service document of `kind`, by name.
+    fn list_service_documents(&self, kind: &str) -> Result<Vec<(String, u32, serde_json::Value)>>;
+
+    /// Deletes every version of a service document; false when there was none.
+    fn delete_service_document(&self, kind: &str, name: &str) -> Result<bool>;
+}
+
+/// Service documents live beside the catalog's own kinds, under a prefix no kind of its own
+/// has.
+fn service_kind(kind: &str) -> String {
+    format!("service:{kind}")
 }
 
 /// The catalog in one SQLite file.
@@ -531,6 +557,69 @@ impl Catalog for SqliteCatalog {
         )?;
         Ok(n > 0)
     }
+
+    fn put_service_document(
+        &self,
+        kind: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<u32> {
+        let kind = service_kind(kind);
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let version = Self::next_version(&tx, &kind, name)?;
+        Self::put_document(&tx, &kind, name, version, body)?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    fn get_service_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<(u32, serde_json::Value)>> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let row: Option<(u32, String)> = conn
+            .query_row(
+                "SELECT version, body FROM documents WHERE kind = ?1 AND name = ?2 \
+                 AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1",
+                params![service_kind(kind), name, version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(v, body)| Ok((v, parse_document(name, v, &body)?)))
+            .transpose()
+    }
+
+    fn list_service_documents(&self, kind: &str) -> Result<Vec<(String, u32, serde_json::Value)>> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let mut stmt = conn.prepare(
+            "SELECT name, MAX(version), body FROM documents WHERE kind = ?1 GROUP BY name \
+             ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![service_kind(kind)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (n, v, body) = row?;
+            Ok((n.clone(), v, parse_document(&n, v, &body)?))
+        })
+        .collect()
+    }
+
+    fn delete_service_document(&self, kind: &str, name: &str) -> Result<bool> {
+        let conn = self.conn.lock().expect("catalog lock");
+        let n = conn.execute(
+            "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
+            params![service_kind(kind), name],
+        )?;
+        Ok(n > 0)
+    }
 }
 
 #[cfg(test)]
@@ -650,5 +739,64 @@ mod tests {
         assert!(catalog.get_deployment("fraud").unwrap().is_none());
         assert!(!catalog.delete_deployment("fraud").unwrap());
         assert_eq!(catalog.create_deployment(&spec).unwrap().revision, 3);
+    }
+
+    #[test]
+    fn service_documents_are_versioned_by_kind_and_name() {
+        let catalog = SqliteCatalog::in_memory().unwrap();
+        let body = |n: u32| serde_json::json!({ "window": n });
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "a", &body(1))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "a", &body(2))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "b", &body(3))
+                .unwrap(),
+            1
+        );
+        // Another kind, and a name the catalog's own kinds use, stay apart.
+        assert_eq!(
+            catalog
+                .put_service_document("other", "a", &body(4))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            catalog.get_service_document("monitor", "a", None).unwrap(),
+            Some((2, body(2)))
+        );
+        assert_eq!(
+            catalog
+                .get_service_document("monitor", "a", Some(1))
+                .unwrap(),
+            Some((1, body(1)))
+        );
+        assert_eq!(
+            catalog.list_service_documents("monitor").unwrap(),
+            [("a".to_string(), 2, body(2)), ("b".to_string(), 1, body(3))]
+        );
+        assert!(catalog.delete_service_document("monitor", "a").unwrap());
+        assert!(
+            catalog
+                .get_service_document("monitor", "a", None)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "a", &body(5))
+                .unwrap(),
+            3
+        );
+        assert!(catalog.list_deployments().unwrap().is_empty());
     }
 }

@@ -41,6 +41,17 @@ pub struct GenConfig {
     pub days: f64,
     /// The share of transactions that are fraud, roughly (patterns come in episodes).
     pub fraud_rate: f64,
+    /// A change of the world at a known time, for monitoring to find.
+    pub drift: Option<Drift>,
+}
+
+/// What changes at `at_micros`: every amount is multiplied by `amount_scale` (prices rose, or a
+/// currency changed), and fraud rings start on a new pattern ([`Pattern::NightRun`]) that makes
+/// half of the fraud episodes from then on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drift {
+    pub at_micros: i64,
+    pub amount_scale: f64,
 }
 
 impl Default for GenConfig {
@@ -52,6 +63,7 @@ impl Default for GenConfig {
             start_micros: 1_714_521_600_000_000, // 2024-05-01T00:00:00Z
             days: 7.0,
             fraud_rate: 0.005,
+            drift: None,
         }
     }
 }
@@ -118,6 +130,9 @@ pub enum Pattern {
     AmountSpike,
     CompromisedMerchant,
     CardNotPresent,
+    /// After a drift: a run of everyday payments near home in the small hours, several times
+    /// the usual amount, minutes apart.
+    NightRun,
 }
 
 /// A generated history, each list in time order.
@@ -385,14 +400,23 @@ pub fn generate(config: &GenConfig) -> Generated {
                 breached.push((c, t));
             }
             if rng.random_bool(episode_share.min(1.0)) {
-                let pattern = *[
-                    Pattern::GeoVelocity,
-                    Pattern::TestingBurst,
-                    Pattern::AmountSpike,
-                    Pattern::CardNotPresent,
-                ]
-                .choose(&mut rng)
-                .expect("patterns");
+                let drifted = config
+                    .drift
+                    .is_some_and(|d| transactions[last].ts >= d.at_micros);
+                // The extra draw happens only after a drift, so a history without one is the
+                // same as before drifts existed.
+                let pattern = if drifted && rng.random_bool(0.5) {
+                    Pattern::NightRun
+                } else {
+                    *[
+                        Pattern::GeoVelocity,
+                        Pattern::TestingBurst,
+                        Pattern::AmountSpike,
+                        Pattern::CardNotPresent,
+                    ]
+                    .choose(&mut rng)
+                    .expect("patterns")
+                };
                 let after = transactions[last].clone();
                 inject(
                     &mut rng,
@@ -442,6 +466,11 @@ pub fn generate(config: &GenConfig) -> Generated {
     transactions.sort_by_key(|t| (t.ts, t.cc_num));
     for (i, t) in transactions.iter_mut().enumerate() {
         t.tx_id = i as i64 + 1;
+        if let Some(drift) = config.drift
+            && t.ts >= drift.at_micros
+        {
+            t.amount = (t.amount * drift.amount_scale * 100.0).round() / 100.0;
+        }
     }
     let mut labels: Vec<Label> = transactions
         .iter()
@@ -579,6 +608,35 @@ fn inject(
                 let amount = card.usual_amount * (rng.random_range(-0.3_f64..1.1)).exp();
                 push(t, amount, merchant, home);
                 t += rng.random_range(HOUR..12 * HOUR);
+            }
+        }
+        Pattern::NightRun => {
+            // The next night, 1 to 4 a.m., at everyday merchants in the home city.
+            let everyday: Vec<&Merchant> = merchants
+                .iter()
+                .filter(|m| {
+                    EVERYDAY.contains(&m.category)
+                        && (m.latitude - card.home_latitude).abs() < 0.6
+                        && (m.longitude - card.home_longitude).abs() < 0.6
+                })
+                .collect();
+            let Some(merchant) = everyday.choose(rng).copied() else {
+                return;
+            };
+            let midnight = after.ts - after.ts.rem_euclid(DAY) + DAY;
+            let mut t = midnight + rng.random_range(HOUR..4 * HOUR);
+            let place = (
+                card.home_latitude + rng.random_range(-0.05..0.05),
+                card.home_longitude + rng.random_range(-0.05..0.05),
+            );
+            for _ in 0..rng.random_range(2..5) {
+                push(
+                    t,
+                    card.usual_amount * rng.random_range(3.0..6.0),
+                    merchant,
+                    place,
+                );
+                t += rng.random_range(4 * MINUTE..25 * MINUTE);
             }
         }
         Pattern::CompromisedMerchant => unreachable!("injected from the breach list"),

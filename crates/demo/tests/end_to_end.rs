@@ -30,6 +30,7 @@ fn config() -> DemoConfig {
         fraud_rate: 0.02,
         rate: 1_000.0,
         trees: 40,
+        drift: None,
     }
 }
 

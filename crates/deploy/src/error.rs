@@ -22,7 +22,7 @@ pub enum DeployError {
 }
 
 impl DeployError {
-    pub(crate) fn internal(e: impl std::fmt::Display) -> DeployError {
+    pub fn internal(e: impl std::fmt::Display) -> DeployError {
         DeployError::Internal(e.to_string())
     }
 }

@@ -227,6 +227,7 @@ pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model
             ),
             features,
             label: Some(request.label.clone()),
+            training: Some(serde_json::to_value(request).map_err(DeployError::internal)?),
         },
     };
     let artifacts =

@@ -78,6 +78,7 @@ pub fn run(command: GenCommand) -> anyhow::Result<()> {
                 start_micros: start.timestamp_micros(),
                 days,
                 fraud_rate,
+                drift: None,
             };
             let g = generate(&config);
             std::fs::create_dir_all(&out)

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -71,7 +72,19 @@ pub struct FraudArgs {
     /// Where the server listens (a free port when left out).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Monitoring: the world changes ten days before the live hour (amounts ×1.6 and a new
+    /// fraud pattern); the model is trained on the payments before the change; after the live
+    /// hour the example's monitor finds the drift, alerts a webhook, retrains and promotes a
+    /// challenger, and writes its HTML report.
+    #[arg(long)]
+    drift: bool,
+    /// Open the monitoring report in the desktop's browser (with --drift).
+    #[arg(long)]
+    open: bool,
 }
+
+/// How many days before the live hour the world changes in `--drift`.
+const DRIFT_LEAD_DAYS: f64 = 10.0;
 
 pub async fn run(command: DemoCommand, config: &Config) -> anyhow::Result<()> {
     match command {
@@ -167,6 +180,10 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
         fraud_rate: args.fraud_rate,
         rate: args.rate,
         trees: args.trees,
+        drift: args.drift.then_some(fraud::DemoDrift {
+            after_days: (args.days - DRIFT_LEAD_DAYS).max(1.0),
+            amount_scale: 1.6,
+        }),
         ..DemoConfig::default()
     };
     eprintln!("Kairos card-fraud demo — data in {}", args.dir.display());
@@ -212,7 +229,12 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
     );
 
     let step = Instant::now();
-    let dataset = fraud::training_data(&store, &scenario).await?;
+    let changed = fraud::drift::drift_at(&scenario);
+    let dataset = match changed {
+        // The bank's model predates the change: trained on the payments before it.
+        Some(at) => fraud::training_data_until(&store, &scenario, at).await?,
+        None => fraud::training_data(&store, &scenario).await?,
+    };
     let count = |s| dataset.row_counts.get(&s).copied().unwrap_or(0);
     use kairos_view::SplitName::{Test, Train, Validation};
     done(
@@ -326,6 +348,10 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
         all.elapsed(),
     );
 
+    if changed.is_some() {
+        monitor_and_retrain(&url, &args.dir, args.open).await?;
+    }
+
     if args.exit {
         let _ = stop.send(());
         server.await??;
@@ -335,6 +361,147 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     let _ = stop.send(());
     server.await??;
+    Ok(())
+}
+
+/// A local receiver of the monitor's webhook: the alerts it was sent.
+async fn webhook_receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post({
+            let received = received.clone();
+            move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let received = received.clone();
+                async move {
+                    received.lock().expect("alerts").push(body);
+                    "ok"
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/alerts", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, received))
+}
+
+/// The example's monitor over the live hour, through the server's REST API: drift, the alert
+/// (to a local webhook), the retraining it starts, and the report.
+async fn monitor_and_retrain(url: &str, dir: &Path, open: bool) -> anyhow::Result<()> {
+    let (hook, received) = webhook_receiver().await?;
+    let spec = fraud::drift::monitor_spec(Some(hook))?;
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!("{url}/v1/monitors"))
+        .json(&spec)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "applying the monitor: {}",
+        answer.text().await?
+    );
+    let step = Instant::now();
+    eprintln!(
+        "\n  ▶ monitor {} over the live hour (and a retraining if it alerts)",
+        spec.name
+    );
+    let answer = client
+        .post(format!("{url}/v1/monitors/{}/run", spec.name))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "running the monitor: {}",
+        answer.text().await?
+    );
+    let run: kairos_monitor::MonitorRun = answer.json().await?;
+    if let Some(f) = &run.features {
+        let mut moved: Vec<_> = f.columns.iter().filter(|c| c.drifted).collect();
+        moved.sort_by(|a, b| b.score.total_cmp(&a.score));
+        eprintln!(
+            "  {} predictions against {} training rows: {} of {} features drifted{}",
+            run.rows,
+            run.reference_rows,
+            f.drifted_columns,
+            f.columns.len(),
+            if moved.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (most: {})",
+                    moved
+                        .iter()
+                        .take(4)
+                        .map(|c| format!("{} {:.2}", c.column, c.score))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    for p in &run.predictions {
+        eprintln!(
+            "  {}: {} {:.3} (threshold {}){}",
+            p.column,
+            p.method.name(),
+            p.score,
+            p.threshold,
+            if p.drifted { " — drifted" } else { "" }
+        );
+    }
+    for alert in &run.alerts {
+        eprintln!("  ⚠ {alert}");
+    }
+    eprintln!(
+        "  webhook: {} alert(s) received",
+        received.lock().expect("alerts").len()
+    );
+    if let Some(d) = &run.retraining {
+        let score = |s: Option<f64>| s.map_or("–".into(), |v| format!("{v:.3}"));
+        eprintln!(
+            "  retrained {} on fresh data (dataset {:?}, up to {}): challenger v{} PR-AUC {} against the champion v{}'s {} on the latest labelled day ({} payments, {} frauds) → {:?}",
+            d.model,
+            d.training_dataset.map(|(_, v)| v).unwrap_or_default(),
+            d.training_end.as_deref().unwrap_or("–"),
+            d.challenger_version.unwrap_or_default(),
+            score(d.challenger_score),
+            d.champion_version,
+            score(d.champion_score),
+            d.evaluated_rows,
+            d.evaluated_positives,
+            d.outcome
+        );
+        eprintln!("    {}", d.reason);
+    }
+    let html = client
+        .get(format!(
+            "{url}/v1/deployments/{}/monitoring/report",
+            run.deployment
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let report = dir.join("monitoring_report.html");
+    std::fs::write(&report, &html).with_context(|| format!("cannot write {}", report.display()))?;
+    let report = report.canonicalize().unwrap_or(report);
+    done(
+        &format!("monitoring report: file://{}", report.display()),
+        step,
+    );
+    if open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        if let Err(e) = std::process::Command::new(opener).arg(&report).spawn() {
+            eprintln!("  (cannot open it with {opener}: {e})");
+        }
+    }
     Ok(())
 }
 

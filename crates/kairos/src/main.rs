@@ -9,6 +9,7 @@ mod deploy;
 mod fg;
 mod fv;
 mod model;
+mod monitor;
 mod pipeline;
 mod remote;
 mod train;
@@ -75,6 +76,9 @@ enum Command {
     /// Deployments: apply, list, status, delete, predict.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Monitors of deployments: apply, list, run, retrain, history, report, delete.
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
     /// End-to-end demos on the embedded stores: `kairos demo fraud`.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -124,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             Command::Model(command) => model::run(command, &config, cli.url.as_deref()).await,
             Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
             Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
+            Command::Monitor(c) => monitor::run(c, &config, cli.url.as_deref()).await,
             Command::Demo(c) => demo::run(c, &config).await,
             Command::Gen(c) => datagen::run(c),
             Command::Bench(command) => bench::run(command, &config).await,

@@ -120,6 +120,11 @@ pub struct Lineage {
     pub features: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// What `kairos train` was asked (algorithm, settings, features), so that a retraining
+    /// can train a challenger the same way on fresh data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub training: Option<serde_json::Value>,
     /// The frozen model-dependent transforms (their fitted statistics), as the training
     /// dataset recorded them, so serving applies exactly what training did.
     #[serde(default, skip_serializing_if = "Option::is_none")]

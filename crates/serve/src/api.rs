@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::{deployments, models, pipelines, telemetry, views};
+use crate::{deployments, models, monitors, pipelines, telemetry, views};
 use kairos_deploy::Deployments;
+use kairos_monitor::Monitors;
 use kairos_pipeline::{PipelineStatus, Pipelines};
 use kairos_store::{VectorAnswer, ViewStatus};
 use kairos_stream::PipelineSpec;
@@ -37,7 +38,7 @@ type ApiResult<T> = Result<T, ApiError>;
 #[openapi(
     info(
         title = "Kairos",
-        description = "Kairos REST API: feature groups, feature views, pipelines, models and deployments"
+        description = "Kairos REST API: feature groups, feature views, pipelines, models, deployments and monitors"
     ),
     paths(
         create_group,
@@ -74,7 +75,15 @@ type ApiResult<T> = Result<T, ApiError>;
         deployments::list,
         deployments::status,
         deployments::delete,
-        deployments::predict
+        deployments::predict,
+        monitors::apply,
+        monitors::list,
+        monitors::get,
+        monitors::delete,
+        monitors::run,
+        monitors::retrain,
+        monitors::history,
+        monitors::report
     ),
     components(schemas(
         FeatureGroupSpec,
@@ -111,13 +120,30 @@ type ApiResult<T> = Result<T, ApiError>;
         kairos_deploy::telemetry::LatencyReport,
         kairos_deploy::PredictRequest,
         kairos_deploy::PredictResponse,
-        kairos_deploy::EntryPrediction
+        kairos_deploy::EntryPrediction,
+        kairos_monitor::MonitorSpec,
+        kairos_monitor::Monitor,
+        kairos_monitor::MonitorRun,
+        kairos_monitor::History,
+        kairos_monitor::Score,
+        kairos_monitor::RetrainDecision,
+        kairos_monitor::Outcome,
+        kairos_monitor::quality::WindowQuality,
+        kairos_monitor::spec::Reference,
+        kairos_monitor::spec::LabelSource,
+        kairos_monitor::spec::AlertSpec,
+        kairos_monitor::spec::RetrainPolicy,
+        kairos_monitor::spec::RetrainMetric
     ))
 )]
 pub struct ApiDoc;
 
 /// The whole HTTP application.
-pub fn router(pipelines: Arc<Pipelines>, deployments: Arc<Deployments>) -> Router {
+pub fn router(
+    pipelines: Arc<Pipelines>,
+    deployments: Arc<Deployments>,
+    monitors: Monitors,
+) -> Router {
     let store = pipelines.store().clone();
     let max_body = store.config().max_batch_bytes;
     let _ = telemetry::prometheus();
@@ -194,6 +220,22 @@ pub fn router(pipelines: Arc<Pipelines>, deployments: Arc<Deployments>) -> Route
                 )
                 .route("/v1/deployments/{name}/predict", post(deployments::predict))
                 .with_state(deployments.clone()),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/monitors", post(monitors::apply).get(monitors::list))
+                .route(
+                    "/v1/monitors/{name}",
+                    get(monitors::get).delete(monitors::delete),
+                )
+                .route("/v1/monitors/{name}/run", post(monitors::run))
+                .route("/v1/monitors/{name}/retrain", post(monitors::retrain))
+                .route("/v1/monitors/{name}/history", get(monitors::history))
+                .route(
+                    "/v1/deployments/{name}/monitoring/report",
+                    get(monitors::report),
+                )
+                .with_state(monitors),
         )
         .merge(crate::v2::routes(deployments.clone()))
         .merge(crate::grpc::routes(deployments, max_body))

@@ -1,6 +1,7 @@
 //! The Kairos server: thin axum handlers over [`kairos_store::FeatureStore`],
-//! [`kairos_pipeline::Pipelines`] and [`kairos_deploy::Deployments`]; the applied pipelines and
-//! the deployments run inside the server. One port speaks the REST API, the KServe V2 protocol
+//! [`kairos_pipeline::Pipelines`], [`kairos_deploy::Deployments`] and
+//! [`kairos_monitor::Monitors`]; the applied pipelines, the deployments and the monitors'
+//! schedules run inside the server. One port speaks the REST API, the KServe V2 protocol
 //! over REST ([`v2`]) and over gRPC ([`grpc`], HTTP/2).
 //!
 //! REST errors are mapped to HTTP in one place ([`error::ApiError`]; the V2 routes answer
@@ -13,6 +14,7 @@ pub mod deployments;
 pub mod error;
 pub mod grpc;
 pub mod models;
+pub mod monitors;
 pub mod pipelines;
 mod telemetry;
 pub mod v2;
@@ -22,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kairos_deploy::Deployments;
+use kairos_monitor::Monitors;
 use kairos_pipeline::Pipelines;
 use kairos_store::FeatureStore;
 use tokio::net::TcpListener;
@@ -45,13 +48,29 @@ pub async fn serve(
         let deployments = deployments.clone();
         async move { deployments.start_all().await }
     });
-    let app = router(pipelines.clone(), deployments.clone());
+    let monitors = Monitors::new(deployments.clone());
+    // Monitors read the deployments, so their schedules start once those are loaded.
+    let scheduling = tokio::spawn({
+        let (monitors, deployments) = (monitors.clone(), deployments.clone());
+        async move {
+            while !deployments.is_ready() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if let Err(e) = monitors.start_all() {
+                tracing::warn!(error = %e, "cannot start the monitors' schedules");
+            }
+        }
+    });
+    let app = router(pipelines.clone(), deployments.clone(), monitors.clone());
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, online = store.online_backend(), "kairos serving");
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    // Pipelines first (they write), then the inference logs flush, then the store closes.
+    // Monitors stop first, then pipelines (they write), then the inference logs flush, then the
+    // store closes.
+    scheduling.abort();
+    monitors.stop_all();
     pipelines.close().await;
     let _ = loading.await;
     deployments.close().await;

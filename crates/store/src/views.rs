@@ -473,11 +473,23 @@ impl FeatureStore {
         split: SplitName,
         transformed: bool,
     ) -> Result<Vec<RecordBatch>> {
+        if !transformed {
+            let dir = self.inner.config.data_dir.join(&dataset.path);
+            return Ok(read_split(&dir, split)?);
+        }
+        self.read_training_dataset_with(dataset, split, &dataset.transforms)
+    }
+
+    /// Reads a split of `dataset` through `transforms` frozen with another dataset of the
+    /// same view version (a model trained on that one, evaluated on this one's rows).
+    pub fn read_training_dataset_with(
+        &self,
+        dataset: &TrainingDataset,
+        split: SplitName,
+        transforms: &kairos_view::TransformSet,
+    ) -> Result<Vec<RecordBatch>> {
         let dir = self.inner.config.data_dir.join(&dataset.path);
         let batches = read_split(&dir, split)?;
-        if !transformed {
-            return Ok(batches);
-        }
         let resolved = self.resolve_view(&dataset.view, Some(dataset.view_version))?;
         let plan = &resolved.plan;
         let keys = plan.keys();
@@ -487,9 +499,7 @@ impl FeatureStore {
         batches
             .iter()
             .map(|b| {
-                let features = dataset
-                    .transforms
-                    .apply(&plan.select(b, &plan.features, 0)?)?;
+                let features = transforms.apply(&plan.select(b, &plan.features, 0)?)?;
                 let head = plan.select(b, &head, head.len())?;
                 let labels = plan.select(b, labels, 0)?;
                 let mut fields: Vec<arrow::datatypes::Field> = Vec::new();

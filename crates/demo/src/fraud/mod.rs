@@ -7,6 +7,7 @@
 //!
 //! `kairos demo fraud` drives these steps and draws them; the end-to-end test runs them small.
 
+pub mod drift;
 pub mod evaluate;
 pub mod mapping;
 pub mod quality;
@@ -30,7 +31,7 @@ use kairos_stream::spec::{Duration as WindowDuration, SourceSpec};
 use kairos_types::FeatureGroupSpec;
 use kairos_view::{FeatureViewSpec, Split, TrainingDataset, TrainingDatasetRequest};
 
-use crate::generator::{Card, GenConfig, Generated, Label, Transaction, generate};
+use crate::generator::{Card, Drift, GenConfig, Generated, Label, Transaction, generate};
 
 /// The example's definitions, compiled in so the demo runs from any folder.
 pub mod definitions {
@@ -53,6 +54,7 @@ pub mod definitions {
     ];
     pub const VIEW: &str = include_str!("../../../../examples/fraud/card_fraud.toml");
     pub const DEPLOYMENT: &str = include_str!("../../../../examples/fraud/deployment.toml");
+    pub const MONITOR: &str = include_str!("../../../../examples/fraud/monitor.toml");
 }
 
 pub const TRANSACTIONS_GROUP: &str = "fraud_transactions";
@@ -108,6 +110,15 @@ pub struct DemoConfig {
     /// Requests per second the replay sends.
     pub rate: f64,
     pub trees: usize,
+    /// The world changes this many days into the history (see [`crate::generator::Drift`]).
+    pub drift: Option<DemoDrift>,
+}
+
+/// When the world changes and how much amounts move.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemoDrift {
+    pub after_days: f64,
+    pub amount_scale: f64,
 }
 
 impl Default for DemoConfig {
@@ -122,6 +133,7 @@ impl Default for DemoConfig {
             fraud_rate: 0.005,
             rate: 100.0,
             trees: 100,
+            drift: None,
         }
     }
 }
@@ -146,6 +158,13 @@ impl Scenario {
             days: config.history_days + config.live_minutes as f64 / (24.0 * 60.0),
             fraud_rate: config.fraud_rate,
             ..GenConfig::default()
+        };
+        let gen_config = GenConfig {
+            drift: config.drift.map(|d| Drift {
+                at_micros: gen_config.start_micros + (d.after_days * DAY as f64) as i64,
+                amount_scale: d.amount_scale,
+            }),
+            ..gen_config
         };
         let cut = gen_config.start_micros + (config.history_days * DAY as f64) as i64;
         Scenario {
@@ -410,7 +429,15 @@ fn caught_up(store: &FeatureStore, statuses: &[PipelineStatus]) -> Result<bool> 
 /// first two thirds train, then a sixth validation, the last sixth test (held out, later than
 /// anything the model saw).
 pub async fn training_data(store: &FeatureStore, scenario: &Scenario) -> Result<TrainingDataset> {
-    let end = scenario.cut - LABEL_MATURITY_MICROS;
+    training_data_until(store, scenario, scenario.cut - LABEL_MATURITY_MICROS).await
+}
+
+/// The training data of payments before `end`, split by time as [`training_data`] does.
+pub async fn training_data_until(
+    store: &FeatureStore,
+    scenario: &Scenario,
+    end: i64,
+) -> Result<TrainingDataset> {
     let span = end - scenario.start();
     let request = TrainingDatasetRequest {
         start: None,

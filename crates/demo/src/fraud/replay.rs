@@ -252,6 +252,8 @@ fn count_label(
 /// The predict request for a payment: its card, and the payment itself as request values.
 pub fn predict_body(tx: &Transaction) -> serde_json::Value {
     json!({
+        // The payment's id as the request id: late labels join the inference log on it.
+        "id": tx.tx_id.to_string(),
         "entries": [tx.cc_num],
         "request": {
             "ts": kairos_types::value::format_timestamp(tx.ts),

@@ -1,5 +1,6 @@
 //! `kairos bench …`: load generators whose figures go into BENCHMARKS.md.
 
+mod monitor;
 mod pit;
 mod serve;
 mod stream;
@@ -87,6 +88,10 @@ pub enum BenchCommand {
     Serve(serve::Args),
     /// The V2 REST infer path's cost over the model's own predict time, in process.
     V2Overhead(serve::OverheadArgs),
+    /// Drift of every column between two large samples (by default 1M rows × 20 columns).
+    Drift(monitor::DriftArgs),
+    /// The streaming drift detectors' updates per second, beside River's with `--river`.
+    Detectors(monitor::DetectorArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -213,6 +218,8 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         }
         BenchCommand::Serve(args) => serve::run(&args).await,
         BenchCommand::V2Overhead(args) => serve::overhead(&args, config).await,
+        BenchCommand::Drift(args) => monitor::drift(&args),
+        BenchCommand::Detectors(args) => monitor::detectors(&args),
     }
 }
 

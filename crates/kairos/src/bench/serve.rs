@@ -485,7 +485,8 @@ pub async fn overhead(args: &OverheadArgs, config: &Config) -> anyhow::Result<()
     let store = FeatureStore::open(config.store.clone()).await?;
     let deployments = Arc::new(Deployments::new(store.clone())?);
     let pipelines = Arc::new(kairos_pipeline::Pipelines::new(store.clone()));
-    let app = kairos_serve::router(pipelines, deployments.clone());
+    let monitors = kairos_monitor::Monitors::new(deployments.clone());
+    let app = kairos_serve::router(pipelines, deployments.clone(), monitors);
     deployments.start_all().await;
     let result = async {
         let (model, predictor): (_, Arc<Predictor>) =
