@@ -404,3 +404,88 @@ fn calibration_plot(bins: &[(f64, f64, u64)]) -> String {
     );
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::{DriftOptions, Samples, dataset_drift};
+    use crate::service::Score;
+    use crate::spec::RetrainMetric;
+
+    #[test]
+    fn the_report_is_one_self_contained_page() {
+        let reference: Vec<f64> = (0..500).map(|i| (i % 50) as f64).collect();
+        let current: Vec<f64> = (0..500).map(|i| (i % 50) as f64 * 1.6).collect();
+        let features = dataset_drift(
+            vec![(
+                "amount_<scaled>".to_string(),
+                Samples::Numerical {
+                    reference: &reference,
+                    current: &current,
+                },
+            )],
+            &DriftOptions::default(),
+        )
+        .unwrap();
+        let run = MonitorRun {
+            monitor: "m".into(),
+            run_id: "m-1".into(),
+            at: "2026-12-02T12:00:00.000Z".into(),
+            window_start: "2026-12-02T11:00:00.000Z".into(),
+            deployment: "fraud".into(),
+            model: "fraud_payments".into(),
+            model_version: 1,
+            rows: 500,
+            reference_rows: 500,
+            features: Some(features),
+            predictions: Vec::new(),
+            quality: None,
+            alerts: vec!["feature drift: amount".into()],
+            notes: Vec::new(),
+            retraining: None,
+        };
+        let at = parse_time(&run.at).unwrap();
+        let history = History {
+            scores: (0..3)
+                .map(|i| Score {
+                    run_id: format!("m-{i}"),
+                    at: at + i * 600_000_000,
+                    metric: "dataset:drift_share".into(),
+                    kind: "dataset".into(),
+                    method: "share".into(),
+                    value: Some(i as f64 / 2.0),
+                    threshold: None,
+                    alert: i > 0,
+                })
+                .collect(),
+            decisions: vec![RetrainDecision {
+                monitor: "m".into(),
+                deployment: "fraud".into(),
+                at: "2026-12-02T12:10:00.000Z".into(),
+                trigger: "alert".into(),
+                model: "fraud_payments".into(),
+                champion_version: 1,
+                challenger_version: Some(2),
+                training_dataset: Some((1, 2)),
+                training_end: None,
+                metric: RetrainMetric::PrAuc,
+                champion_score: Some(0.4),
+                challenger_score: Some(0.7),
+                margin: 0.02,
+                evaluated_rows: 1000,
+                evaluated_positives: 20,
+                outcome: Outcome::Promoted,
+                reason: "won".into(),
+            }],
+        };
+        let html = render("Report <fraud>", &run, &history);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains("Report &lt;fraud&gt;"), "titles are escaped");
+        assert!(html.contains("amount_&lt;scaled&gt;"));
+        assert!(html.contains("promoted v2"), "the decision is marked on the charts");
+        assert!(html.contains("<polyline"), "drift over time is drawn");
+        assert!(html.contains("class=\"card drifted\""));
+        // Nothing to fetch, nothing to run.
+        assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    }
+}
