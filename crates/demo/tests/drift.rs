@@ -5,10 +5,9 @@
 //! The same world without the change, served by the same kind of champion over the same span,
 //! raises no alert (the false-alarm check).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kairos_demo::fraud::drift::{drift_at, monitor_spec, train_champion};
+use kairos_demo::fraud::drift::{drift_at, monitor_spec, train_champion, webhook_receiver};
 use kairos_demo::fraud::replay::{self, ReplayOptions};
 use kairos_demo::fraud::{self, DemoConfig, DemoDrift, Scenario};
 use kairos_monitor::{History, MonitorRun, Outcome};
@@ -36,28 +35,6 @@ fn config(drift: bool) -> DemoConfig {
             amount_scale: 1.6,
         }),
     }
-}
-
-/// A local receiver of the monitor's webhook.
-async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post({
-            let received = received.clone();
-            move |axum::Json(body): axum::Json<Value>| {
-                let received = received.clone();
-                async move {
-                    received.lock().unwrap().push(body);
-                    "ok"
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
 }
 
 struct Served {
@@ -101,7 +78,7 @@ async fn serve_and_monitor(drift: bool) -> Served {
         .await
         .unwrap();
 
-    let (hook, received) = webhook().await;
+    let (hook, received) = webhook_receiver().await.unwrap();
     let mut spec = monitor_spec(Some(hook)).unwrap();
     spec.min_rows = 150;
     spec.labels.as_mut().unwrap().min_labelled = 10_000;
@@ -205,14 +182,19 @@ async fn drift_alerts_retrains_and_promotes_a_better_model() {
     assert!(challenger >= champion + decision.margin, "{decision:#?}");
     assert!(decision.evaluated_positives >= 10, "{decision:#?}");
 
-    // The history holds the run's scores and the decision; /metrics the scores.
-    assert!(
-        served
-            .history
-            .scores
-            .iter()
-            .any(|s| s.metric == "dataset:drift_share" && s.alert)
-    );
+    // The history holds the run's scores, at the run's own time, and the decision; /metrics
+    // the scores.
+    let share = served
+        .history
+        .scores
+        .iter()
+        .find(|s| s.metric == "dataset:drift_share")
+        .expect("the run's drift share in the history");
+    assert!(share.alert);
+    let at = chrono::DateTime::parse_from_rfc3339(&run.at)
+        .unwrap()
+        .timestamp_micros();
+    assert!((share.at - at).abs() < 1_000, "{} vs {}", share.at, run.at);
     assert_eq!(served.history.decisions, vec![decision.clone()]);
     assert!(served.metrics.contains("kairos_monitor_drift_score{"));
     assert!(served.metrics.contains(

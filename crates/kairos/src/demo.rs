@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -364,32 +363,10 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A local receiver of the monitor's webhook: the alerts it was sent.
-async fn webhook_receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post({
-            let received = received.clone();
-            move |axum::Json(body): axum::Json<serde_json::Value>| {
-                let received = received.clone();
-                async move {
-                    received.lock().expect("alerts").push(body);
-                    "ok"
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/alerts", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((url, received))
-}
-
 /// The example's monitor over the live hour, through the server's REST API: drift, the alert
 /// (to a local webhook), the retraining it starts, and the report.
 async fn monitor_and_retrain(url: &str, dir: &Path, open: bool) -> anyhow::Result<()> {
-    let (hook, received) = webhook_receiver().await?;
+    let (hook, received) = fraud::drift::webhook_receiver().await?;
     let spec = fraud::drift::monitor_spec(Some(hook))?;
     let client = reqwest::Client::new();
     let answer = client

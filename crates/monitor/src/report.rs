@@ -482,7 +482,10 @@ mod tests {
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("Report &lt;fraud&gt;"), "titles are escaped");
         assert!(html.contains("amount_&lt;scaled&gt;"));
-        assert!(html.contains("promoted v2"), "the decision is marked on the charts");
+        assert!(
+            html.contains("promoted v2"),
+            "the decision is marked on the charts"
+        );
         assert!(html.contains("<polyline"), "drift over time is drawn");
         assert!(html.contains("class=\"card drifted\""));
         // Nothing to fetch, nothing to run.

@@ -330,7 +330,7 @@ pub(crate) async fn ensure_decisions_group(store: &FeatureStore, monitor: &str) 
 
 async fn record(store: &FeatureStore, decision: &RetrainDecision, at: i64) -> Result<()> {
     let line = serde_json::json!({
-        "decided_at": at,
+        "decided_at": crate::service::precise(at),
         "outcome": decision.outcome,
         "decision": serde_json::to_string(decision).map_err(DeployError::internal)?,
     });

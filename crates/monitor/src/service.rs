@@ -108,6 +108,13 @@ fn micros_to_rfc3339(micros: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// RFC 3339 to the microsecond, as the history stores it.
+pub(crate) fn precise(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
@@ -730,8 +737,9 @@ impl Monitors {
             let line = serde_json::json!({
                 "run_id": run.run_id,
                 "metric": s.metric,
-                "run_at": at,
-                "window_start": window_start,
+                // Timestamps as RFC 3339: a JSON number would be read as epoch milliseconds.
+                "run_at": precise(at),
+                "window_start": precise(window_start),
                 "kind": s.kind,
                 "method": s.method,
                 "value": s.value.filter(|v| v.is_finite()),

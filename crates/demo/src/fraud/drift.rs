@@ -2,6 +2,8 @@
 //! the example's monitor (`examples/fraud/monitor.toml`) watching what it serves after it,
 //! and the retraining the monitor's alert starts.
 
+use std::sync::{Arc, Mutex};
+
 use kairos_model::Model;
 use kairos_monitor::MonitorSpec;
 use kairos_store::FeatureStore;
@@ -35,4 +37,32 @@ pub fn monitor_spec(webhook: Option<String>) -> Result<MonitorSpec> {
     spec.alert.webhook = webhook;
     spec.validate().map_err(failed)?;
     Ok(spec)
+}
+
+/// The alerts a [`webhook_receiver`] was sent, in arrival order.
+pub type Received = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// A local receiver of the monitor's webhook, on a free loopback port: its URL and what it
+/// receives.
+pub async fn webhook_receiver() -> Result<(String, Received)> {
+    let received: Received = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post({
+            let received = received.clone();
+            move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let received = received.clone();
+                async move {
+                    received.lock().expect("alerts").push(body);
+                    "ok"
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(failed)?;
+    let url = format!("http://{}/alerts", listener.local_addr().map_err(failed)?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, received))
 }
