@@ -1,5 +1,6 @@
-//! The Kairos catalog: what feature groups, feature views, training datasets, pipelines and
-//! models exist, at which versions, with which definitions.
+//! The Kairos catalog: what feature groups, feature views, training datasets, pipelines,
+//! models, deployments and other services' documents (monitors) exist, at which versions, with
+//! which definitions.
 //!
 //! [`Catalog`] is the seam; [`SqliteCatalog`] is the embedded default (one file under the data
 //! dir), and a PostgreSQL implementation can follow behind the same trait.
