@@ -148,9 +148,11 @@ impl Monitors {
         spec.validate().map_err(DeployError::Invalid)?;
         let live = self.inner.deployments.get(&spec.deployment)?;
         let features = &live.model.spec.lineage.features;
-        if let Some(unknown) = spec.features.iter().find(|f| !features.contains(f)) {
+        let named = spec.features.iter().map(|f| ("features", f));
+        let excluded = spec.exclude.iter().map(|f| ("exclude", f));
+        if let Some((field, unknown)) = named.chain(excluded).find(|(_, f)| !features.contains(f)) {
             return Err(DeployError::Invalid(format!(
-                "features: '{unknown}' is not an input of model {} v{} (its features: {})",
+                "{field}: '{unknown}' is not an input of model {} v{} (its features: {})",
                 live.model.spec.name,
                 live.model.version,
                 features.join(", ")
@@ -349,10 +351,14 @@ impl Monitors {
         let model = &live.model;
         let threshold = live.deployment.spec.threshold;
         let features: Vec<String> = if spec.features.is_empty() {
-            model.spec.lineage.features.clone()
+            &model.spec.lineage.features
         } else {
-            spec.features.clone()
-        };
+            &spec.features
+        }
+        .iter()
+        .filter(|f| !spec.exclude.contains(f))
+        .cloned()
+        .collect();
         let window_start = at - spec.window.micros();
         let log_group = format!("{}_inference_log", spec.deployment);
         let current_batches = self.read_log(&log_group, window_start, at).await?;

@@ -22,6 +22,10 @@ pub struct MonitorSpec {
     /// The model features watched for drift; every feature of the live model when empty.
     #[serde(default)]
     pub features: Vec<String>,
+    /// Features left out of the watched set, e.g. the hour of day, which a window shorter
+    /// than a day never matches against the whole training set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
     /// Whether the predictions' distribution and positive rate are watched too.
     #[serde(default = "yes")]
     pub predictions: bool,
@@ -299,6 +303,7 @@ mod tests {
     const FRAUD: &str = r#"
 name = "fraud_drift"
 deployment = "fraud"
+exclude = ["hour"]
 window = "1h"
 schedule = "10m"
 
@@ -325,6 +330,7 @@ margin = 0.02
         assert_eq!(spec.window, Duration::parse("1h").unwrap());
         assert_eq!(spec.reference, Reference::TrainingDataset);
         assert!(spec.predictions);
+        assert_eq!(spec.exclude, ["hour"]);
         assert_eq!(spec.drift.wasserstein, 0.2);
         assert_eq!(spec.drift.small_reference_rows, 1000);
         let labels = spec.labels.as_ref().unwrap();
