@@ -11,12 +11,13 @@ use kairos_deploy::{DeployError, Deployments, Result};
 use kairos_model::train::Labelled;
 use kairos_model::{DeploymentSpec, Model};
 use kairos_offline::ReadFilter;
-use kairos_store::{FeatureStore, InsertOptions, StoreError};
+use kairos_store::{FeatureStore, InsertOptions};
 use kairos_types::{Column, FeatureGroupSpec, FeatureType, Format};
 use kairos_view::{Split, SplitName, TrainingDatasetRequest, TransformSet};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::service::read_group;
 use crate::spec::{MonitorSpec, RetrainMetric, RetrainPolicy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -272,13 +273,7 @@ async fn score(
 /// The greatest event time in a group's offline table.
 async fn latest_event_time(store: &FeatureStore, group: &str) -> Result<i64> {
     let spec = store.describe(group, None)?.group.spec;
-    store.wait_materialised(group, None).await?;
-    let batches = store
-        .read_offline(group, None, ReadFilter::default())
-        .await?
-        .collect()
-        .await
-        .map_err(StoreError::from)?;
+    let batches = read_group(store, group, ReadFilter::default()).await?;
     batches
         .iter()
         .filter_map(|b| {
@@ -348,14 +343,7 @@ async fn record(store: &FeatureStore, decision: &RetrainDecision, at: i64) -> Re
 
 /// Every decision of a monitor, oldest first.
 pub(crate) async fn decisions(store: &FeatureStore, monitor: &str) -> Result<Vec<RetrainDecision>> {
-    let group = decisions_group(monitor);
-    store.wait_materialised(&group, None).await?;
-    let batches = store
-        .read_offline(&group, None, ReadFilter::default())
-        .await?
-        .collect()
-        .await
-        .map_err(StoreError::from)?;
+    let batches = read_group(store, &decisions_group(monitor), ReadFilter::default()).await?;
     let mut decisions = Vec::new();
     for batch in &batches {
         let column = batch

@@ -108,6 +108,22 @@ fn micros_to_rfc3339(micros: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Everything the group's log held when called, read from the offline store once it has it
+/// (the inference log, the labels and the monitor's own groups are offline reads).
+pub(crate) async fn read_group(
+    store: &FeatureStore,
+    group: &str,
+    filter: ReadFilter,
+) -> Result<Vec<RecordBatch>> {
+    store.wait_materialised(group, None).await?;
+    Ok(store
+        .read_offline(group, None, filter)
+        .await?
+        .collect()
+        .await
+        .map_err(StoreError::from)?)
+}
+
 /// RFC 3339 to the microsecond, as the history stores it.
 pub(crate) fn precise(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
@@ -490,15 +506,7 @@ impl Monitors {
 
     /// The monitor's scores, oldest first, and its retraining decisions.
     pub async fn history(&self, name: &str) -> Result<History> {
-        let group = history_group(name);
-        self.store().wait_materialised(&group, None).await?;
-        let batches = self
-            .store()
-            .read_offline(&group, None, ReadFilter::default())
-            .await?
-            .collect()
-            .await
-            .map_err(StoreError::from)?;
+        let batches = read_group(self.store(), &history_group(name), ReadFilter::default()).await?;
         let mut scores = Vec::new();
         for batch in &batches {
             let text = |c: &str| {
@@ -542,19 +550,12 @@ impl Monitors {
     }
 
     async fn read_log(&self, group: &str, start: i64, end: i64) -> Result<Vec<RecordBatch>> {
-        let store = self.store();
-        store.wait_materialised(group, None).await?;
         let filter = ReadFilter {
             start: Some(start),
             end: Some(end),
             ..Default::default()
         };
-        Ok(store
-            .read_offline(group, None, filter)
-            .await?
-            .collect()
-            .await
-            .map_err(StoreError::from)?)
+        read_group(self.store(), group, filter).await
     }
 
     /// The train split of the live model's training dataset, as the model saw it, and the
@@ -646,13 +647,7 @@ impl Monitors {
         let store = self.store();
         let group = store.describe(&labels.group, None)?.group;
         let key = group.spec.primary_key[0].clone();
-        store.wait_materialised(&labels.group, None).await?;
-        let batches = store
-            .read_offline(&labels.group, None, ReadFilter::default())
-            .await?
-            .collect()
-            .await
-            .map_err(StoreError::from)?;
+        let batches = read_group(store, &labels.group, ReadFilter::default()).await?;
         let mut known: HashMap<String, bool> = HashMap::new();
         for batch in &batches {
             let keys = batch.column_by_name(&key).expect("key column");
