@@ -640,6 +640,7 @@ mod tests {
             event_time: "ts".into(),
             online: true,
             ttl_seconds: Some(60),
+            vector_index: None,
         }
     }
 

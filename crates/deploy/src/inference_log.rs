@@ -86,6 +86,7 @@ pub fn log_group_spec(
         event_time: FIXED[2].into(),
         online: false,
         ttl_seconds: None,
+        vector_index: None,
     };
     spec.validate()
         .map_err(|e| DeployError::Invalid(e.to_string()))?;

@@ -11,6 +11,7 @@ mod fv;
 mod model;
 mod monitor;
 mod pipeline;
+mod recsys;
 mod remote;
 mod train;
 
@@ -79,6 +80,9 @@ enum Command {
     /// Monitors of deployments: apply, list, run, retrain, history, report, delete.
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
+    /// Recommendations: offline evaluation on MovieLens.
+    #[command(subcommand)]
+    Recsys(recsys::RecsysCommand),
     /// End-to-end demos on the embedded stores: `kairos demo fraud`.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -129,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
             Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
             Command::Monitor(c) => monitor::run(c, &config, cli.url.as_deref()).await,
+            Command::Recsys(c) => recsys::run(c),
             Command::Demo(c) => demo::run(c, &config).await,
             Command::Gen(c) => datagen::run(c),
             Command::Bench(command) => bench::run(command, &config).await,

@@ -318,6 +318,7 @@ pub(crate) async fn ensure_decisions_group(store: &FeatureStore, monitor: &str) 
         event_time: "decided_at".into(),
         online: false,
         ttl_seconds: None,
+        vector_index: None,
     };
     store.create_group(spec).await?;
     Ok(())

@@ -722,6 +722,7 @@ impl Monitors {
             event_time: "run_at".into(),
             online: false,
             ttl_seconds: None,
+            vector_index: None,
         };
         self.store().create_group(spec).await?;
         Ok(())

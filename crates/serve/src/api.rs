@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kairos_store::{
-    CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, KeyStatus, OfflineFilter,
-    OnlineAnswer,
+    CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, KeyStatus, NearestQuery,
+    OfflineFilter, OnlineAnswer, SearchPath,
 };
 use kairos_types::export::BatchEncoder;
 use kairos_types::ingest::parse_timestamp;
@@ -46,6 +46,7 @@ type ApiResult<T> = Result<T, ApiError>;
         describe_group,
         delete_group,
         insert_rows,
+        nearest,
         get_online_one,
         get_online_many,
         read_offline,
@@ -87,6 +88,10 @@ type ApiResult<T> = Result<T, ApiError>;
     ),
     components(schemas(
         FeatureGroupSpec,
+        kairos_types::VectorIndexSpec,
+        NearestQuery,
+        NearestResponse,
+        NearestNeighbour,
         FeatureGroup,
         GroupStatus,
         InsertAck,
@@ -161,6 +166,7 @@ pub fn router(
             "/v1/feature-groups/{name}/online",
             get(get_online_one).post(get_online_many),
         )
+        .route("/v1/feature-groups/{name}/nearest", post(nearest))
         .route("/v1/feature-groups/{name}/offline", get(read_offline))
         .route("/v1/feature-groups/{name}/check", get(check_group))
         .route("/v1/feature-groups/{name}/compact", post(compact_group))
@@ -497,6 +503,54 @@ async fn get_online_one(
     );
     let answer = store.get_online_json(&name, version, &[entry]).await?;
     Ok(Json(online_response(answer)))
+}
+
+/// The nearest keys, nearest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NearestResponse {
+    pub neighbours: Vec<NearestNeighbour>,
+    /// `graph` (the HNSW walk) or `exact` (a scan of the keys passing the filter).
+    pub path: String,
+    /// Keys that passed the filter, when there was one.
+    pub allowed: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NearestNeighbour {
+    pub key: i64,
+    /// Smaller is nearer: 1 − cosine, −dot, or the squared L2 distance.
+    pub distance: f32,
+}
+
+/// Nearest neighbours in the group's vector index: of a vector, or of a key's own vector
+/// ("similar items", the key left out); optionally only keys whose attributes pass a filter
+/// (`in_stock = true AND region = 'SE'`).
+#[utoipa::path(post, path = "/v1/feature-groups/{name}/nearest", params(("name" = String, Path), VersionQuery),
+    request_body = NearestQuery,
+    responses((status = 200, body = NearestResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn nearest(
+    State(store): State<FeatureStore>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
+    body: Bytes,
+) -> ApiResult<Json<NearestResponse>> {
+    let query: NearestQuery = parse_json(&body)?;
+    let outcome = store.nearest(&name, q.version, &query)?;
+    Ok(Json(NearestResponse {
+        neighbours: outcome
+            .neighbours
+            .iter()
+            .map(|n| NearestNeighbour {
+                key: n.key as i64,
+                distance: n.distance,
+            })
+            .collect(),
+        path: match outcome.path {
+            SearchPath::Graph => "graph".into(),
+            SearchPath::Exact => "exact".into(),
+        },
+        allowed: outcome.allowed,
+    }))
 }
 
 /// A batch online read.

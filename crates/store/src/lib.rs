@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 mod materialise;
 pub mod telemetry;
+mod vectors;
 mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,8 @@ pub use check::CheckReport;
 pub use config::{OnlineConfig, StoreConfig};
 pub use error::{Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
+pub use kairos_vector::{Neighbour, SearchOutcome, SearchPath};
+pub use vectors::NearestQuery;
 pub use views::{
     JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, ViewInputs, ViewStatus,
     request_objects,
@@ -112,18 +115,23 @@ pub(crate) struct GroupRuntime {
     /// Asks the offline materialiser to commit now rather than at its next interval.
     pub(crate) offline_wanted: tokio::sync::Notify,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The group's vector index, when it declares one.
+    pub(crate) vectors: Option<Arc<vectors::VectorRuntime>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl GroupRuntime {
     /// The log offset every store has passed.
     pub(crate) fn materialised_through(&self) -> u64 {
-        let offline = *self.offline_applied.borrow();
+        let mut passed = *self.offline_applied.borrow();
         if self.group.spec.online {
-            offline.min(*self.online_applied.borrow())
-        } else {
-            offline
+            passed = passed.min(*self.online_applied.borrow());
         }
+        // The index in memory may be ahead of its file: a restart applies the log from the file.
+        if let Some(vectors) = &self.vectors {
+            passed = passed.min(vectors.saved());
+        }
+        passed
     }
 
     async fn stop(&self) {
@@ -240,6 +248,15 @@ impl FeatureStore {
             .join(format!("v{}", table.version))
     }
 
+    fn vector_dir(&self, table: &TableId) -> PathBuf {
+        self.inner
+            .config
+            .data_dir
+            .join("vectors")
+            .join(&table.name)
+            .join(format!("v{}", table.version))
+    }
+
     fn start(&self, group: FeatureGroup) -> Result<Arc<GroupRuntime>> {
         let table = group.id();
         let options = SegmentLogOptions {
@@ -253,6 +270,7 @@ impl FeatureStore {
             offline_wanted: tokio::sync::Notify::new(),
             shutdown: watch::channel(false).0,
             log: Arc::new(log),
+            vectors: vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table))?,
             group,
             tasks: Mutex::new(Vec::new()),
         });
@@ -271,6 +289,13 @@ impl FeatureStore {
                 self.inner.clock.clone(),
             )),
         ];
+        if let Some(index) = &runtime.vectors {
+            tasks.push(tokio::spawn(vectors::run(
+                index.clone(),
+                runtime.clone(),
+                max_bytes,
+            )));
+        }
         if runtime.group.spec.online {
             tasks.push(tokio::spawn(materialise::run_online(
                 self.inner.online.clone(),
@@ -352,13 +377,48 @@ impl FeatureStore {
         self.inner.catalog.delete_feature_group(name, version)?;
         self.inner.online.drop_table(&table).await?;
         self.inner.offline.drop_table(&table).await?;
-        let log_dir = self.log_dir(&table);
-        if log_dir.exists() {
-            std::fs::remove_dir_all(&log_dir).map_err(|e| {
-                StoreError::Internal(format!("cannot remove {}: {e}", log_dir.display()))
-            })?;
+        for dir in [self.log_dir(&table), self.vector_dir(&table)] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    StoreError::Internal(format!("cannot remove {}: {e}", dir.display()))
+                })?;
+            }
         }
         Ok(())
+    }
+
+    /// The nearest keys of a group's vector index to a vector, or to a key's own vector
+    /// ("similar items"), optionally filtered by the index's attributes.
+    pub fn nearest(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        query: &NearestQuery,
+    ) -> Result<SearchOutcome> {
+        let rt = self.runtime(name, version)?;
+        let Some(index) = &rt.vectors else {
+            return Err(StoreError::BadRequest(format!(
+                "feature group '{name}' has no vector index (declare one with 'vector_index')"
+            )));
+        };
+        if query.k == 0 || query.k > 10_000 {
+            return Err(StoreError::BadRequest(format!(
+                "k must be between 1 and 10000, got {}",
+                query.k
+            )));
+        }
+        index.search(&rt.group.spec, query)
+    }
+
+    /// Waits until the group's vector index holds everything before `offset`.
+    pub async fn wait_indexed(&self, name: &str, version: Option<u32>, offset: u64) -> Result<()> {
+        let rt = self.runtime(name, version)?;
+        match &rt.vectors {
+            Some(index) => wait_until(&index.applied, offset, "the vector index").await,
+            None => Err(StoreError::BadRequest(format!(
+                "feature group '{name}' has no vector index"
+            ))),
+        }
     }
 
     /// Validates a batch in `format` and appends it to the group's log: the one write path.

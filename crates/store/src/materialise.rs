@@ -110,7 +110,7 @@ async fn sleep_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
 
 /// One store a log is materialised into. The protocol (where to resume, what to do after a
 /// failure) is in [`follow`]; a sink only knows how to write its store.
-trait Materialiser: Send {
+pub(crate) trait Materialiser: Send {
     const SINK: Sink;
 
     /// The offset the store says it holds everything before: where to resume.
@@ -231,7 +231,7 @@ pub(crate) async fn run_offline(
 /// Follows the group's log into one store until shutdown: resume where the store says, apply
 /// what the log has, publish the new position; after a failure, wait, ask the store again where
 /// it stands, and go on from there.
-async fn follow<M: Materialiser>(
+pub(crate) async fn follow<M: Materialiser>(
     mut sink: M,
     group: Arc<GroupRuntime>,
     published: &watch::Sender<u64>,

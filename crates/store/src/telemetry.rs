@@ -7,6 +7,7 @@ use kairos_types::TableId;
 pub enum Sink {
     Online,
     Offline,
+    Vectors,
 }
 
 impl Sink {
@@ -14,6 +15,7 @@ impl Sink {
         match self {
             Sink::Online => "online",
             Sink::Offline => "offline",
+            Sink::Vectors => "vectors",
         }
     }
 }

@@ -444,6 +444,7 @@ impl PipelineSpec {
             event_time: self.input.event_time.clone(),
             online: false,
             ttl_seconds: None,
+            vector_index: None,
         };
         input
             .validate()
@@ -595,6 +596,7 @@ impl PipelineSpec {
             event_time: out.event_time.clone(),
             online: out.online,
             ttl_seconds: None,
+            vector_index: None,
         };
         output
             .validate()

@@ -4,8 +4,12 @@
 //! expr    := term (('+' | '-') term)*
 //! term    := unary (('*' | '/') unary)*
 //! unary   := '-' unary | primary
-//! primary := number | column | function '(' expr (',' expr)* ')' | '(' expr ')'
+//! primary := number | 'string' | true | false | column | function '(' expr (',' expr)* ')' | '(' expr ')'
 //! ```
+//!
+//! Comparisons (`<`, `<=`, `>`, `>=`, `==` or `=`, `!=`) and `and`/`or` (any case) give 1 or 0,
+//! so the same language writes filters: `in_stock = true AND region = 'SE'`. A string literal
+//! compares with a text column (or another literal); booleans read as 1 and 0.
 //!
 //! Columns are numeric features (any integer or float type, read as float64). Functions: `abs`,
 //! `sqrt`, `ln`, `log1p`, `exp`, `min`, `max`, `pow`. A null operand gives null, and so does a
@@ -27,6 +31,8 @@ use crate::{Result, TransformError, definition};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Number(f64),
+    /// A string literal: only a comparison's operand.
+    Str(String),
     Column(String),
     Neg(Box<Expr>),
     Binary(Box<Expr>, BinaryOp, Box<Expr>),
@@ -114,6 +120,7 @@ impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Expr::Number(n) => write!(f, "{n}"),
+            Expr::Str(text) => write!(f, "'{}'", text.replace('\'', "''")),
             Expr::Column(c) => f.write_str(c),
             Expr::Neg(e) => write!(f, "-({e})"),
             Expr::Binary(a, op, b) => {
@@ -159,7 +166,7 @@ impl Expr {
 
     fn collect_columns(&self, out: &mut Vec<String>) {
         match self {
-            Expr::Number(_) => {}
+            Expr::Number(_) | Expr::Str(_) => {}
             Expr::Column(c) => {
                 if !out.contains(c) {
                     out.push(c.clone());
@@ -189,7 +196,15 @@ impl Expr {
                 })?;
                 as_f64(name, column)?
             }
+            Expr::Str(text) => {
+                return definition(format!("expression uses the string '{text}' as a number"));
+            }
             Expr::Neg(e) => unary(&e.eval_f64(batch)?, |x| -x),
+            Expr::Binary(a, op, b)
+                if op.is_comparison() && (a.is_text(batch) || b.is_text(batch)) =>
+            {
+                compare_text(&a.eval_text(batch)?, *op, &b.eval_text(batch)?)
+            }
             Expr::Binary(a, op, b) => {
                 let (a, b) = (a.eval_f64(batch)?, b.eval_f64(batch)?);
                 match op {
@@ -224,10 +239,81 @@ impl Expr {
     }
 }
 
+impl Expr {
+    /// Whether this operand is text: a string literal or a text column.
+    fn is_text(&self, batch: &RecordBatch) -> bool {
+        match self {
+            Expr::Str(_) => true,
+            Expr::Column(name) => batch.column_by_name(name).is_some_and(|c| {
+                matches!(
+                    c.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            }),
+            _ => false,
+        }
+    }
+
+    /// A comparison's text operand, one value per row.
+    fn eval_text(&self, batch: &RecordBatch) -> Result<Vec<Option<String>>> {
+        let rows = batch.num_rows();
+        match self {
+            Expr::Str(text) => Ok(vec![Some(text.clone()); rows]),
+            Expr::Column(name) => {
+                let column = batch.column_by_name(name).ok_or_else(|| {
+                    TransformError::Definition(format!("expression reads unknown column '{name}'"))
+                })?;
+                let text = cast(column, &DataType::Utf8).map_err(|e| {
+                    TransformError::Definition(format!(
+                        "column '{name}' cannot be read as text: {e}"
+                    ))
+                })?;
+                Ok(text
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(str::to_owned))
+                    .collect())
+            }
+            other => definition(format!(
+                "expression compares {other} with text; expected a text column or a string"
+            )),
+        }
+    }
+}
+
+impl BinaryOp {
+    fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne
+        )
+    }
+}
+
+/// A comparison of text operands, row by row: 1, 0, or null where either is null.
+fn compare_text(a: &[Option<String>], op: BinaryOp, b: &[Option<String>]) -> Float64Array {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let (x, y) = (x.as_ref()?, y.as_ref()?);
+            let holds = match op {
+                BinaryOp::Lt => x < y,
+                BinaryOp::Le => x <= y,
+                BinaryOp::Gt => x > y,
+                BinaryOp::Ge => x >= y,
+                BinaryOp::Eq => x == y,
+                _ => x != y,
+            };
+            Some(truth(holds))
+        })
+        .collect()
+}
+
 /// Reads a numeric column as float64; anything else is a definition error.
 pub(crate) fn as_f64(name: &str, column: &ArrayRef) -> Result<Float64Array> {
     let ty = column.data_type();
-    let numeric = ty.is_integer() || ty.is_floating() || *ty == DataType::Null;
+    let numeric =
+        ty.is_integer() || ty.is_floating() || matches!(ty, DataType::Null | DataType::Boolean);
     if !numeric {
         return definition(format!(
             "column '{name}' has type {}, expected a number",
@@ -270,6 +356,7 @@ pub(crate) fn binary(
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
     Number(f64),
+    Str(String),
     Ident(String),
     Symbol(char),
     Compare(BinaryOp),
@@ -279,6 +366,7 @@ impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Token::Number(n) => write!(f, "number {n}"),
+            Token::Str(s) => write!(f, "string '{s}'"),
             Token::Ident(s) => write!(f, "name '{s}'"),
             Token::Symbol(c) => write!(f, "'{c}'"),
             Token::Compare(op) => write!(f, "'{}'", op.symbol()),
@@ -328,17 +416,45 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>> {
                 ('<', true) => BinaryOp::Le,
                 ('>', false) => BinaryOp::Gt,
                 ('>', true) => BinaryOp::Ge,
-                ('=', true) => BinaryOp::Eq,
+                ('=', _) => BinaryOp::Eq,
                 ('!', true) => BinaryOp::Ne,
                 _ => {
                     return definition(format!(
-                        "expression '{text}': unexpected '{c}' at character {}; comparisons are <, <=, >, >=, == and !=",
+                        "expression '{text}': unexpected '{c}' at character {}; comparisons are <, <=, >, >=, == (or =) and !=",
                         i + 1
                     ));
                 }
             };
             tokens.push((i, Token::Compare(op)));
             i += if two { 2 } else { 1 };
+        } else if c == '\'' {
+            // SQL's quoting: '' inside a string is one quote.
+            let start = i;
+            let mut literal = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => {
+                        return definition(format!(
+                            "expression '{text}': the string opened at character {} is not closed",
+                            start + 1
+                        ));
+                    }
+                    Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                        literal.push('\'');
+                        i += 2;
+                    }
+                    Some('\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&other) => {
+                        literal.push(other);
+                        i += 1;
+                    }
+                }
+            }
+            tokens.push((start, Token::Str(literal)));
         } else if "+-*/(),".contains(c) {
             tokens.push((i, Token::Symbol(c)));
             i += 1;
@@ -360,6 +476,11 @@ struct Parser {
 impl Parser {
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.pos).map(|(_, t)| t)
+    }
+
+    /// Whether the next token is this keyword, in any case.
+    fn keyword(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Token::Ident(name)) if name.eq_ignore_ascii_case(word))
     }
 
     fn eat(&mut self, symbol: char) -> bool {
@@ -387,7 +508,7 @@ impl Parser {
     /// `a or b`, lowest precedence; then `and`, then comparisons, then arithmetic.
     fn logic(&mut self) -> Result<Expr> {
         let mut left = self.conjunction()?;
-        while self.peek() == Some(&Token::Ident("or".into())) {
+        while self.keyword("or") {
             self.pos += 1;
             left = Expr::Binary(Box::new(left), BinaryOp::Or, Box::new(self.conjunction()?));
         }
@@ -396,7 +517,7 @@ impl Parser {
 
     fn conjunction(&mut self) -> Result<Expr> {
         let mut left = self.comparison()?;
-        while self.peek() == Some(&Token::Ident("and".into())) {
+        while self.keyword("and") {
             self.pos += 1;
             left = Expr::Binary(Box::new(left), BinaryOp::And, Box::new(self.comparison()?));
         }
@@ -455,6 +576,9 @@ impl Parser {
         self.pos += 1;
         match token {
             Token::Number(n) => Ok(Expr::Number(n)),
+            Token::Str(text) => Ok(Expr::Str(text)),
+            Token::Ident(name) if name.eq_ignore_ascii_case("true") => Ok(Expr::Number(1.0)),
+            Token::Ident(name) if name.eq_ignore_ascii_case("false") => Ok(Expr::Number(0.0)),
             Token::Symbol('(') => {
                 let inner = self.logic()?;
                 self.expect(')')?;
@@ -520,6 +644,58 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn filters_compare_text_and_booleans() {
+        use arrow::array::{BooleanArray, StringArray};
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("in_stock", DataType::Boolean, true),
+                Field::new("region", DataType::Utf8, true),
+                Field::new("price", DataType::Float64, true),
+            ])),
+            vec![
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    Some(false),
+                    Some(true),
+                    None,
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("SE"),
+                    Some("SE"),
+                    Some("it's"),
+                    Some("SE"),
+                ])),
+                Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0])),
+            ],
+        )
+        .unwrap();
+        let eval = |text: &str| {
+            let out = Expr::parse(text).unwrap().eval(&batch).unwrap();
+            out.as_primitive::<Float64Type>().iter().collect::<Vec<_>>()
+        };
+        assert_eq!(
+            eval("in_stock = true AND region = 'SE'"),
+            vec![Some(1.0), Some(0.0), Some(0.0), None]
+        );
+        assert_eq!(
+            eval("region != 'SE' or price >= 4"),
+            vec![Some(0.0), Some(0.0), Some(1.0), Some(1.0)]
+        );
+        assert_eq!(
+            eval("region == 'it''s'"),
+            vec![Some(0.0), Some(0.0), Some(1.0), Some(0.0)]
+        );
+        let unclosed = Expr::parse("region = 'SE").unwrap_err().to_string();
+        assert!(unclosed.contains("not closed"), "{unclosed}");
+        let misuse = Expr::parse("price + 'SE'")
+            .unwrap()
+            .eval(&batch)
+            .unwrap_err()
+            .to_string();
+        assert!(misuse.contains("string 'SE' as a number"), "{misuse}");
     }
 
     #[test]

@@ -669,6 +669,7 @@ mod tests {
             event_time: "ts".into(),
             online: true,
             ttl_seconds: None,
+            vector_index: None,
         }
     }
 

@@ -14,5 +14,7 @@ pub mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ingest::{Format, IngestError};
-pub use schema::{Column, FeatureGroup, FeatureGroupSpec, FeatureType, SpecError, TableId};
+pub use schema::{
+    Column, FeatureGroup, FeatureGroupSpec, FeatureType, SpecError, TableId, VectorIndexSpec,
+};
 pub use value::{OnlineRow, Value};

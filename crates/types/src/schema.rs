@@ -204,6 +204,43 @@ pub struct FeatureGroupSpec {
     /// Online rows whose event time is older than this many seconds read as expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// An approximate-nearest-neighbour index over an embedding column, fed by the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_index: Option<VectorIndexSpec>,
+}
+
+/// A feature group's vector index: which embedding column, which distance, how the graph is
+/// built, and which columns are kept beside the vectors for filtered search. The key is the
+/// group's primary key, which must then be one integer column. A row whose embedding is null
+/// takes its key out of the index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VectorIndexSpec {
+    pub column: String,
+    #[serde(default)]
+    #[schema(value_type = String, example = "cosine")]
+    pub metric: kairos_vector::Metric,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub hnsw: kairos_vector::HnswParams,
+    /// Below this share of keys passing a filter, a filtered search scans them exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_below: Option<f64>,
+    /// Columns a filtered search may test (`in_stock = true AND region = 'SE'`).
+    #[serde(default)]
+    pub attributes: Vec<String>,
+}
+
+impl VectorIndexSpec {
+    /// The index's configuration for an embedding of `dim` components.
+    pub fn config(&self, dim: usize) -> kairos_vector::IndexConfig {
+        let mut config = kairos_vector::IndexConfig::new(dim, self.metric);
+        config.hnsw = self.hnsw;
+        if let Some(share) = self.exact_below {
+            config.exact_below = share;
+        }
+        config
+    }
 }
 
 /// Why a feature-group definition was refused.
@@ -277,7 +314,52 @@ impl FeatureGroupSpec {
         if self.ttl_seconds == Some(0) {
             return err("ttl_seconds: must be positive when given".into());
         }
+        if let Some(index) = &self.vector_index {
+            self.validate_vector_index(index)?;
+        }
         Ok(())
+    }
+
+    fn validate_vector_index(&self, index: &VectorIndexSpec) -> Result<(), SpecError> {
+        let err = |m: String| Err(SpecError(format!("vector_index: {m}")));
+        let dim = match self.column(&index.column) {
+            None => return err(format!("column '{}' is not in columns", index.column)),
+            Some(Column {
+                ty: FeatureType::Embedding { dim },
+                ..
+            }) => *dim as usize,
+            Some(col) => {
+                return err(format!(
+                    "column '{}' has type {}, expected an embedding",
+                    col.name, col.ty
+                ));
+            }
+        };
+        match self.primary_key.as_slice() {
+            [key]
+                if matches!(
+                    self.column(key).map(|c| c.ty),
+                    Some(FeatureType::Int32 | FeatureType::Int64)
+                ) => {}
+            _ => {
+                return err("the primary key must be one integer column (the index's keys)".into());
+            }
+        }
+        for attribute in &index.attributes {
+            match self.column(attribute) {
+                None => return err(format!("attribute '{attribute}' is not in columns")),
+                Some(col) if matches!(col.ty, FeatureType::Embedding { .. }) => {
+                    return err(format!(
+                        "attribute '{attribute}' is an embedding; filters test scalar columns"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        index
+            .config(dim)
+            .validate()
+            .map_err(|e| SpecError(format!("vector_index: {e}")))
     }
 
     /// The definition as stored: key and event-time columns marked non-nullable, as they are
@@ -405,6 +487,7 @@ mod tests {
             event_time: "ts".into(),
             online: true,
             ttl_seconds: None,
+            vector_index: None,
         }
     }
 

@@ -15,7 +15,7 @@ pub enum VectorError {
     Zero { what: String },
     #[error("key {0} is not in the index")]
     UnknownKey(u64),
-    #[error("invalid index configuration: {0}")]
+    #[error("{0}")]
     Config(String),
     #[error("index file {path} is unreadable: {reason}")]
     Corrupt { path: PathBuf, reason: String },

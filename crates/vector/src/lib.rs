@@ -20,6 +20,7 @@ mod quantize;
 pub use error::VectorError;
 pub use hnsw::HnswParams;
 pub use index::{
-    HnswIndex, IndexConfig, IndexStats, Neighbour, SearchOptions, SearchOutcome, SearchPath,
+    HnswIndex, IndexConfig, IndexStats, LoadedIndex, Neighbour, SearchOptions, SearchOutcome,
+    SearchPath,
 };
 pub use metric::Metric;

@@ -1,5 +1,6 @@
 //! `kairos bench …`: load generators whose figures go into BENCHMARKS.md.
 
+mod ann;
 mod monitor;
 mod pit;
 mod serve;
@@ -92,6 +93,9 @@ pub enum BenchCommand {
     Drift(monitor::DriftArgs),
     /// The streaming drift detectors' updates per second, beside River's with `--river`.
     Detectors(monitor::DetectorArgs),
+    /// The vector index's recall@k against queries per second on real vectors, beside hnswlib's
+    /// with `--hnswlib`; filtered search's two paths with `--filters`.
+    Ann(ann::AnnArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -109,6 +113,7 @@ pub(crate) fn bench_spec(name: &str, features: usize) -> FeatureGroupSpec {
         event_time: "ts".into(),
         online: true,
         ttl_seconds: None,
+        vector_index: None,
     }
 }
 
@@ -220,6 +225,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::V2Overhead(args) => serve::overhead(&args, config).await,
         BenchCommand::Drift(args) => monitor::drift(&args),
         BenchCommand::Detectors(args) => monitor::detectors(&args),
+        BenchCommand::Ann(args) => ann::ann(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The feature store through its service API, on both online backends: the write path, reads,
 //! TTL, as-of reads, delete, and the Delta tables read back by another tool.
 
+mod vectors;
 mod views;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ fn spec(ttl_seconds: Option<u64>) -> FeatureGroupSpec {
         event_time: "ts".into(),
         online: true,
         ttl_seconds,
+        vector_index: None,
     }
 }
 

@@ -1,0 +1,419 @@
+//! The vector materialiser: a group's embedding column followed from its log into an HNSW index
+//! (kairos-vector), with the columns filters test kept beside it.
+//!
+//! It keeps the online store's rule — per key the row with the greatest (event time, offset)
+//! wins, so a late older row changes nothing — and a null embedding takes the key out. The index
+//! lives in memory and is saved with the log position it holds and the per-key versions, in one
+//! checksummed file, at most every [`SAVE_EVERY`] and at shutdown; a restart loads the file and
+//! applies only the log after its position (no rebuild), and log retention keeps every segment
+//! past the saved position.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use arrow::record_batch::RecordBatch;
+use kairos_log::LogRecord;
+use kairos_transform::expr::Expr;
+use kairos_types::{FeatureGroupSpec, FeatureType, Value, VectorIndexSpec};
+use kairos_vector::{HnswIndex, LoadedIndex, SearchOptions, SearchOutcome};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::GroupRuntime;
+use crate::error::{Result, StoreError};
+use crate::materialise::{Materialiser, decode_record};
+use crate::telemetry::Sink;
+
+/// How often at most the index is saved while rows flow in.
+pub(crate) const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// What must match the index at its saved position: each key's winning row version and the
+/// attributes it had.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Keys {
+    rows: HashMap<u64, KeyRow>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyRow {
+    event_time: i64,
+    offset: u64,
+    attributes: Vec<Value>,
+}
+
+/// The attributes as one batch (rebuilt after writes, on the next filtered search).
+#[derive(Debug)]
+struct AttributeTable {
+    batch: RecordBatch,
+    row_of: HashMap<u64, usize>,
+}
+
+/// A group version's vector index while the store runs.
+#[derive(Debug)]
+pub(crate) struct VectorRuntime {
+    pub(crate) spec: VectorIndexSpec,
+    path: PathBuf,
+    index: HnswIndex,
+    keys: RwLock<Keys>,
+    attributes: Mutex<Option<Arc<AttributeTable>>>,
+    /// The log position the index in memory holds everything before.
+    position: AtomicU64,
+    /// The position of the last save: log retention keeps what follows it.
+    saved: AtomicU64,
+    pub(crate) applied: watch::Sender<u64>,
+}
+
+impl VectorRuntime {
+    /// Loads the saved index, or starts an empty one.
+    pub(crate) fn open(
+        spec: &FeatureGroupSpec,
+        dir: PathBuf,
+    ) -> Result<Option<Arc<VectorRuntime>>> {
+        let Some(index_spec) = spec.vector_index.clone() else {
+            return Ok(None);
+        };
+        let dim = match spec.column(&index_spec.column).map(|c| c.ty) {
+            Some(FeatureType::Embedding { dim }) => dim as usize,
+            _ => {
+                return Err(StoreError::internal(
+                    "vector index over a column that is not an embedding",
+                ));
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(StoreError::internal)?;
+        let path = dir.join(format!("{}.hnsw", index_spec.column));
+        let (index, position, keys) = if path.exists() {
+            let LoadedIndex {
+                index,
+                position,
+                extra,
+            } = HnswIndex::load(&path).map_err(|e| {
+                StoreError::internal(format!(
+                    "{e}; remove the file to rebuild the index from the log"
+                ))
+            })?;
+            let keys: Keys = postcard::from_bytes(&extra).map_err(|e| {
+                StoreError::internal(format!(
+                    "{}: the key versions are unreadable: {e}",
+                    path.display()
+                ))
+            })?;
+            (index, position, keys)
+        } else {
+            (
+                HnswIndex::new(index_spec.config(dim)).map_err(StoreError::internal)?,
+                0,
+                Keys::default(),
+            )
+        };
+        Ok(Some(Arc::new(VectorRuntime {
+            spec: index_spec,
+            path,
+            index,
+            keys: RwLock::new(keys),
+            attributes: Mutex::new(None),
+            position: AtomicU64::new(position),
+            saved: AtomicU64::new(position),
+            applied: watch::channel(position).0,
+        })))
+    }
+
+    pub(crate) fn saved(&self) -> u64 {
+        self.saved.load(Ordering::Acquire)
+    }
+
+    /// Saves the index at the position it holds (the materialiser's task calls this between
+    /// steps, so no write runs beside it).
+    fn save(&self) -> Result<()> {
+        let position = self.position.load(Ordering::Acquire);
+        let extra = postcard::to_allocvec(&*self.keys.read().expect("lock"))
+            .map_err(StoreError::internal)?;
+        self.index
+            .save(&self.path, position, &extra)
+            .map_err(StoreError::internal)?;
+        self.saved.store(position, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies log records: the winning rows' vectors in, null or unusable ones out.
+    fn apply(&self, group: &FeatureGroupSpec, records: &[LogRecord], through: u64) -> Result<()> {
+        let key_at = group.key_indices()[0];
+        let time_at = group.event_time_index();
+        let vector_at = group
+            .columns
+            .iter()
+            .position(|c| c.name == self.spec.column)
+            .expect("validated");
+        let attribute_at: Vec<usize> = self
+            .spec
+            .attributes
+            .iter()
+            .map(|a| {
+                group
+                    .columns
+                    .iter()
+                    .position(|c| &c.name == a)
+                    .expect("validated")
+            })
+            .collect();
+        let mut keys = self.keys.write().expect("lock");
+        // The batch's winners, then one write to the index.
+        let mut winners: HashMap<u64, Option<Vec<f32>>> = HashMap::new();
+        for record in records {
+            let mut offset = record.first_offset;
+            for batch in decode_record(record)? {
+                for row in 0..batch.num_rows() {
+                    let value =
+                        |at: usize| Value::from_array(batch.column(at), group.columns[at].ty, row);
+                    let key = match value(key_at) {
+                        Value::Int64(k) => k as u64,
+                        Value::Int32(k) => i64::from(k) as u64,
+                        other => {
+                            return Err(StoreError::internal(format!(
+                                "vector index key {other:?}"
+                            )));
+                        }
+                    };
+                    let Value::Timestamp(event_time) = value(time_at) else {
+                        return Err(StoreError::internal("row without an event time"));
+                    };
+                    let newer = keys
+                        .rows
+                        .get(&key)
+                        .is_none_or(|k| (event_time, offset) > (k.event_time, k.offset));
+                    if newer {
+                        let vector = match value(vector_at) {
+                            Value::Embedding(v) if self.index.check(&v).is_ok() => Some(v),
+                            Value::Embedding(_) => {
+                                tracing::warn!(
+                                    key,
+                                    offset,
+                                    "embedding the index cannot take (non-finite, or zero under cosine); key left out"
+                                );
+                                None
+                            }
+                            _ => None,
+                        };
+                        winners.insert(key, vector);
+                        let attributes = attribute_at.iter().map(|&at| value(at)).collect();
+                        keys.rows.insert(
+                            key,
+                            KeyRow {
+                                event_time,
+                                offset,
+                                attributes,
+                            },
+                        );
+                    }
+                    offset += 1;
+                }
+            }
+        }
+        let upserts: Vec<(u64, &[f32])> = winners
+            .iter()
+            .filter_map(|(key, v)| v.as_deref().map(|v| (*key, v)))
+            .collect();
+        let removals: Vec<u64> = winners
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        self.index.upsert(&upserts).map_err(StoreError::internal)?;
+        self.index.remove(&removals);
+        *self.attributes.lock().expect("lock") = None;
+        self.position.store(through, Ordering::Release);
+        Ok(())
+    }
+
+    fn attribute_table(&self, group: &FeatureGroupSpec) -> Result<Arc<AttributeTable>> {
+        let mut cached = self.attributes.lock().expect("lock");
+        if let Some(table) = cached.as_ref() {
+            return Ok(table.clone());
+        }
+        let keys = self.keys.read().expect("lock");
+        let mut order: Vec<u64> = keys.rows.keys().copied().collect();
+        order.sort_unstable();
+        let row_of = order
+            .iter()
+            .enumerate()
+            .map(|(row, key)| (*key, row))
+            .collect();
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (i, name) in self.spec.attributes.iter().enumerate() {
+            let ty = group.column(name).expect("validated").ty;
+            fields.push(Field::new(name, ty.arrow_type(), true));
+            columns.push(Value::to_array(
+                ty,
+                order.iter().map(|key| &keys.rows[key].attributes[i]),
+            ));
+        }
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(order.len())),
+        )
+        .map_err(StoreError::internal)?;
+        let table = Arc::new(AttributeTable { batch, row_of });
+        *cached = Some(table.clone());
+        Ok(table)
+    }
+
+    /// The nearest keys to a vector or to a key's own vector, optionally only those whose
+    /// attributes pass `filter`.
+    pub(crate) fn search(
+        &self,
+        group: &FeatureGroupSpec,
+        query: &NearestQuery,
+    ) -> Result<SearchOutcome> {
+        let mask = match &query.filter {
+            None => None,
+            Some(text) => Some(self.filter_mask(group, text)?),
+        };
+        let passes = |key: u64| {
+            mask.as_ref()
+                .is_some_and(|(table, mask): &(Arc<AttributeTable>, Float64Array)| {
+                    table
+                        .row_of
+                        .get(&key)
+                        .is_some_and(|&row| mask.is_valid(row) && mask.value(row) > 0.0)
+                })
+        };
+        let options = SearchOptions {
+            ef: query.ef,
+            filter: mask
+                .is_some()
+                .then_some(&passes as &(dyn Fn(u64) -> bool + Sync)),
+            force: None,
+        };
+        let outcome = match (&query.vector, query.key) {
+            (Some(vector), None) => self.index.search(vector, query.k, options),
+            (None, Some(key)) => self.index.similar(key as u64, query.k, options),
+            _ => {
+                return Err(StoreError::BadRequest(
+                    "give either 'vector' or 'key', not both".into(),
+                ));
+            }
+        };
+        outcome.map_err(|e| match e {
+            kairos_vector::VectorError::UnknownKey(key) => {
+                StoreError::NotFound(format!("key {} is not in the vector index", key as i64))
+            }
+            e if e.is_bad_request() => StoreError::BadRequest(e.to_string()),
+            e => StoreError::internal(e),
+        })
+    }
+
+    fn filter_mask(
+        &self,
+        group: &FeatureGroupSpec,
+        text: &str,
+    ) -> Result<(Arc<AttributeTable>, Float64Array)> {
+        let bad = |m: String| StoreError::BadRequest(format!("filter '{text}': {m}"));
+        let expr = Expr::parse(text).map_err(|e| bad(e.to_string()))?;
+        if let Some(unknown) = expr
+            .columns()
+            .into_iter()
+            .find(|c| !self.spec.attributes.contains(c))
+        {
+            return Err(bad(format!(
+                "'{unknown}' is not an attribute of the index; it keeps {:?}",
+                self.spec.attributes
+            )));
+        }
+        let table = self.attribute_table(group)?;
+        let mask = expr.eval(&table.batch).map_err(|e| bad(e.to_string()))?;
+        let mask = match mask.data_type() {
+            DataType::Float64 => mask.as_primitive::<Float64Type>().clone(),
+            other => return Err(bad(format!("gives {other}, expected a truth value"))),
+        };
+        Ok((table, mask))
+    }
+}
+
+/// A nearest-neighbour query against a group's vector index.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NearestQuery {
+    /// The query vector; or
+    #[serde(default)]
+    pub vector: Option<Vec<f32>>,
+    /// a key whose own vector is the query, the key itself left out ("similar items").
+    #[serde(default)]
+    pub key: Option<i64>,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Over the index's attributes, e.g. `in_stock = true AND region = 'SE'`.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Candidates kept while walking the graph (the index's `ef_search` when absent).
+    #[serde(default)]
+    pub ef: Option<usize>,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+pub(crate) struct VectorSink {
+    pub(crate) runtime: Arc<VectorRuntime>,
+    pub(crate) group: Arc<GroupRuntime>,
+    pub(crate) last_save: Instant,
+}
+
+impl Materialiser for VectorSink {
+    const SINK: Sink = Sink::Vectors;
+
+    async fn position(&mut self) -> Result<u64> {
+        Ok(self.runtime.position.load(Ordering::Acquire))
+    }
+
+    async fn apply(&mut self, records: &[LogRecord], through: u64) -> Result<()> {
+        let runtime = self.runtime.clone();
+        let group = self.group.clone();
+        let records = records.to_vec();
+        let save = self.last_save.elapsed() >= SAVE_EVERY;
+        tokio::task::spawn_blocking(move || {
+            runtime.apply(&group.group.spec, &records, through)?;
+            if save { runtime.save() } else { Ok(()) }
+        })
+        .await
+        .map_err(StoreError::internal)??;
+        if save {
+            self.last_save = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(runtime: Arc<VectorRuntime>, group: Arc<GroupRuntime>, max_bytes: usize) {
+    let published = runtime.applied.clone();
+    crate::materialise::follow(
+        VectorSink {
+            runtime: runtime.clone(),
+            group: group.clone(),
+            last_save: Instant::now(),
+        },
+        group.clone(),
+        &published,
+        max_bytes,
+        None,
+    )
+    .await;
+    // Stopped: what the index holds is saved, so the next start applies only what follows.
+    if runtime.saved() != runtime.position.load(Ordering::Acquire) {
+        let saving = runtime.clone();
+        match tokio::task::spawn_blocking(move || saving.save()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(group = %group.group.id(), error = %e, "vector index save failed")
+            }
+            Err(e) => tracing::error!(error = %e, "vector index save task failed"),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! A group's vector index through the store: fed by the write path (newer rows replace, older
+//! ones change nothing, a null embedding removes), filtered by its attributes, saved and loaded
+//! again at restart without a rebuild.
+
+use bytes::Bytes;
+use kairos_store::{
+    FeatureStore, InsertOptions, NearestQuery, SearchPath, StoreConfig, StoreError,
+};
+use kairos_types::value::format_timestamp;
+use kairos_types::{FeatureGroupSpec, Format};
+
+const T0: i64 = 1_714_521_600_000_000;
+const DIM: usize = 8;
+
+fn items_spec() -> FeatureGroupSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": "items",
+        "columns": [
+            {"name": "item_id", "type": "int64"},
+            {"name": "ts", "type": "timestamp"},
+            {"name": "embedding", "type": format!("embedding({DIM})")},
+            {"name": "in_stock", "type": "bool"},
+            {"name": "region", "type": "string"},
+        ],
+        "primary_key": ["item_id"],
+        "event_time": "ts",
+        "vector_index": {"column": "embedding", "metric": "cosine", "attributes": ["in_stock", "region"], "exact_below": 0.1},
+    }))
+    .unwrap()
+}
+
+/// A deterministic vector per item: spread on the sphere by a simple hash.
+fn vector(item: i64) -> Vec<f32> {
+    (0..DIM as i64)
+        .map(|d| (((item * 7919 + d * 104_729) % 1000) as f32 / 500.0) - 1.0)
+        .collect()
+}
+
+fn row(item: i64, at: i64, embedding: Option<Vec<f32>>) -> serde_json::Value {
+    serde_json::json!({
+        "item_id": item,
+        "ts": format_timestamp(at),
+        "embedding": embedding,
+        "in_stock": item % 3 != 0,
+        "region": if item % 4 == 0 { "SE" } else { "DE" },
+    })
+}
+
+async fn insert(store: &FeatureStore, rows: &[serde_json::Value]) {
+    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let ack = store
+        .insert(
+            "items",
+            None,
+            Format::JsonLines,
+            Bytes::from(body),
+            InsertOptions::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .wait_indexed("items", None, ack.end_offset)
+        .await
+        .unwrap();
+}
+
+fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    1.0 - dot / (norm(a) * norm(b))
+}
+
+/// The k nearest items by brute force among `items` that pass `keep`.
+fn exact(
+    query: &[f32],
+    items: impl Iterator<Item = i64>,
+    keep: impl Fn(i64) -> bool,
+    k: usize,
+) -> Vec<i64> {
+    let mut scored: Vec<(f32, i64)> = items
+        .filter(|&i| keep(i))
+        .map(|i| (cosine_distance(query, &vector(i)), i))
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
+fn keys(store: &FeatureStore, query: &NearestQuery) -> Vec<i64> {
+    store
+        .nearest("items", None, query)
+        .unwrap()
+        .neighbours
+        .iter()
+        .map(|n| n.key as i64)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_index_follows_the_log_filters_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
+        .await
+        .unwrap();
+    store.create_group(items_spec()).await.unwrap();
+    insert(
+        &store,
+        &(1..=400)
+            .map(|i| row(i, T0, Some(vector(i))))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+
+    let query = vector(1_000);
+    let nearest = keys(
+        &store,
+        &NearestQuery {
+            vector: Some(query.clone()),
+            k: 10,
+            ..Default::default()
+        },
+    );
+    assert_eq!(nearest, exact(&query, 1..=400, |_| true, 10));
+
+    // Filtered: only keys in stock in SE, and still ten of them.
+    let filter = "in_stock = true AND region = 'SE'";
+    let passes = |i: i64| i % 3 != 0 && i % 4 == 0;
+    let outcome = store
+        .nearest(
+            "items",
+            None,
+            &NearestQuery {
+                vector: Some(query.clone()),
+                k: 10,
+                filter: Some(filter.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        outcome.allowed,
+        Some((1..=400).filter(|&i| passes(i)).count())
+    );
+    let found: Vec<i64> = outcome.neighbours.iter().map(|n| n.key as i64).collect();
+    assert_eq!(found, exact(&query, 1..=400, passes, 10));
+    assert_eq!(outcome.path, SearchPath::Graph, "a sixth pass: the walk");
+    // A filter over a column the index does not keep is refused by name.
+    let outcome = store
+        .nearest(
+            "items",
+            None,
+            &NearestQuery {
+                vector: Some(query.clone()),
+                k: 10,
+                filter: Some("region = 'SE' and in_stock and item_id_copy < 0".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        outcome
+            .to_string()
+            .contains("'item_id_copy' is not an attribute"),
+        "{outcome}"
+    );
+
+    // A newer row moves item 5 onto the query; an older row for item 6 changes nothing; a null
+    // embedding takes item 7 out.
+    insert(
+        &store,
+        &[
+            row(5, T0 + 1, Some(query.clone())),
+            row(6, T0 - 1, Some(query.clone())),
+            row(7, T0 + 1, None),
+        ],
+    )
+    .await;
+    let nearest = keys(
+        &store,
+        &NearestQuery {
+            vector: Some(query.clone()),
+            k: 400,
+            ..Default::default()
+        },
+    );
+    assert_eq!(nearest[0], 5);
+    assert_ne!(nearest[1], 6);
+    assert!(!nearest.contains(&7));
+    assert_eq!(nearest.len(), 399);
+
+    // Similar items: by key, the key left out.
+    let similar = keys(
+        &store,
+        &NearestQuery {
+            key: Some(5),
+            k: 3,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        similar,
+        exact(&query, (1..=400).filter(|&i| i != 5 && i != 7), |_| true, 3)
+    );
+    let missing = store.nearest(
+        "items",
+        None,
+        &NearestQuery {
+            key: Some(7),
+            k: 3,
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    let bad = store.nearest(
+        "items",
+        None,
+        &NearestQuery {
+            vector: Some(vec![1.0; 3]),
+            k: 3,
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(&bad, Err(StoreError::BadRequest(m)) if m.contains("3 components")),
+        "{bad:?}"
+    );
+
+    store.close().await;
+    drop(store);
+    let file = dir.path().join("vectors/items/v1/embedding.hnsw");
+    assert!(file.exists(), "the index is saved at shutdown");
+
+    // Restarted: the saved index answers alike at once, and takes the log's new rows.
+    let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
+        .await
+        .unwrap();
+    let again = keys(
+        &store,
+        &NearestQuery {
+            vector: Some(query.clone()),
+            k: 400,
+            ..Default::default()
+        },
+    );
+    assert_eq!(again, nearest);
+    insert(&store, &[row(401, T0, Some(query.clone()))]).await;
+    let top: Vec<i64> = keys(
+        &store,
+        &NearestQuery {
+            vector: Some(query.clone()),
+            k: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        top.iter()
+            .copied()
+            .collect::<std::collections::HashSet<_>>(),
+        [5, 401].into()
+    );
+    let few = "in_stock = false AND region = 'SE'";
+    let filtered = store
+        .nearest(
+            "items",
+            None,
+            &NearestQuery {
+                vector: Some(query.clone()),
+                k: 5,
+                filter: Some(few.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        filtered.path,
+        SearchPath::Exact,
+        "a twelfth pass, below exact_below: the scan"
+    );
+    let found: Vec<i64> = filtered.neighbours.iter().map(|n| n.key as i64).collect();
+    assert_eq!(
+        found,
+        exact(
+            &query,
+            (1..=401).filter(|&i| i != 7),
+            |i| i % 12 == 0 && i != 401,
+            5
+        )
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_vector_index_needs_an_embedding_column_and_one_integer_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
+        .await
+        .unwrap();
+    let mut spec = items_spec();
+    spec.vector_index.as_mut().unwrap().column = "region".into();
+    let err = store.create_group(spec).await.unwrap_err().to_string();
+    assert!(
+        err.contains("vector_index: column 'region' has type string, expected an embedding"),
+        "{err}"
+    );
+    let mut spec = items_spec();
+    spec.vector_index
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push("colour".into());
+    let err = store.create_group(spec).await.unwrap_err().to_string();
+    assert!(
+        err.contains("attribute 'colour' is not in columns"),
+        "{err}"
+    );
+    store.close().await;
+}
