@@ -85,6 +85,15 @@ fn exact(
     scored.into_iter().take(k).map(|(_, i)| i).collect()
 }
 
+fn by_vector(vector: &[f32], k: usize, filter: Option<&str>) -> NearestQuery {
+    NearestQuery {
+        vector: Some(vector.to_vec()),
+        k,
+        filter: filter.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
 fn keys(store: &FeatureStore, query: &NearestQuery) -> Vec<i64> {
     store
         .nearest("items", None, query)
@@ -111,30 +120,14 @@ async fn the_index_follows_the_log_filters_and_survives_a_restart() {
     .await;
 
     let query = vector(1_000);
-    let nearest = keys(
-        &store,
-        &NearestQuery {
-            vector: Some(query.clone()),
-            k: 10,
-            ..Default::default()
-        },
-    );
+    let nearest = keys(&store, &by_vector(&query, 10, None));
     assert_eq!(nearest, exact(&query, 1..=400, |_| true, 10));
 
     // Filtered: only keys in stock in SE, and still ten of them.
     let filter = "in_stock = true AND region = 'SE'";
     let passes = |i: i64| i % 3 != 0 && i % 4 == 0;
     let outcome = store
-        .nearest(
-            "items",
-            None,
-            &NearestQuery {
-                vector: Some(query.clone()),
-                k: 10,
-                filter: Some(filter.into()),
-                ..Default::default()
-            },
-        )
+        .nearest("items", None, &by_vector(&query, 10, Some(filter)))
         .unwrap();
     assert_eq!(
         outcome.allowed,
@@ -148,12 +141,11 @@ async fn the_index_follows_the_log_filters_and_survives_a_restart() {
         .nearest(
             "items",
             None,
-            &NearestQuery {
-                vector: Some(query.clone()),
-                k: 10,
-                filter: Some("region = 'SE' and in_stock and item_id_copy < 0".into()),
-                ..Default::default()
-            },
+            &by_vector(
+                &query,
+                10,
+                Some("region = 'SE' and in_stock and item_id_copy < 0"),
+            ),
         )
         .unwrap_err();
     assert!(
@@ -174,14 +166,7 @@ async fn the_index_follows_the_log_filters_and_survives_a_restart() {
         ],
     )
     .await;
-    let nearest = keys(
-        &store,
-        &NearestQuery {
-            vector: Some(query.clone()),
-            k: 400,
-            ..Default::default()
-        },
-    );
+    let nearest = keys(&store, &by_vector(&query, 400, None));
     assert_eq!(nearest[0], 5);
     assert_ne!(nearest[1], 6);
     assert!(!nearest.contains(&7));
@@ -236,24 +221,10 @@ async fn the_index_follows_the_log_filters_and_survives_a_restart() {
     let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
         .await
         .unwrap();
-    let again = keys(
-        &store,
-        &NearestQuery {
-            vector: Some(query.clone()),
-            k: 400,
-            ..Default::default()
-        },
-    );
+    let again = keys(&store, &by_vector(&query, 400, None));
     assert_eq!(again, nearest);
     insert(&store, &[row(401, T0, Some(query.clone()))]).await;
-    let top: Vec<i64> = keys(
-        &store,
-        &NearestQuery {
-            vector: Some(query.clone()),
-            k: 2,
-            ..Default::default()
-        },
-    );
+    let top: Vec<i64> = keys(&store, &by_vector(&query, 2, None));
     assert_eq!(
         top.iter()
             .copied()
@@ -262,16 +233,7 @@ async fn the_index_follows_the_log_filters_and_survives_a_restart() {
     );
     let few = "in_stock = false AND region = 'SE'";
     let filtered = store
-        .nearest(
-            "items",
-            None,
-            &NearestQuery {
-                vector: Some(query.clone()),
-                k: 5,
-                filter: Some(few.into()),
-                ..Default::default()
-            },
-        )
+        .nearest("items", None, &by_vector(&query, 5, Some(few)))
         .unwrap();
     assert_eq!(
         filtered.path,
