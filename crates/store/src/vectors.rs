@@ -162,8 +162,11 @@ impl VectorRuntime {
             })
             .collect();
         let mut keys = self.keys.write().expect("lock");
-        // The batch's winners, then one write to the index.
+        // The records' winners are staged, then written to the index, and only then to the key
+        // versions: a record that fails to decode leaves both as they were, and the retry
+        // applies the same range again.
         let mut winners: HashMap<u64, Option<Vec<f32>>> = HashMap::new();
+        let mut staged: HashMap<u64, KeyRow> = HashMap::new();
         for record in records {
             let mut offset = record.first_offset;
             for batch in decode_record(record)? {
@@ -182,9 +185,9 @@ impl VectorRuntime {
                     let Value::Timestamp(event_time) = value(time_at) else {
                         return Err(StoreError::internal("row without an event time"));
                     };
-                    let newer = keys
-                        .rows
+                    let newer = staged
                         .get(&key)
+                        .or_else(|| keys.rows.get(&key))
                         .is_none_or(|k| (event_time, offset) > (k.event_time, k.offset));
                     if newer {
                         let vector = match value(vector_at) {
@@ -201,7 +204,7 @@ impl VectorRuntime {
                         };
                         winners.insert(key, vector);
                         let attributes = attribute_at.iter().map(|&at| value(at)).collect();
-                        keys.rows.insert(
+                        staged.insert(
                             key,
                             KeyRow {
                                 event_time,
@@ -225,6 +228,7 @@ impl VectorRuntime {
             .collect();
         self.index.upsert(&upserts).map_err(StoreError::internal)?;
         self.index.remove(&removals);
+        keys.rows.extend(staged);
         *self.attributes.lock().expect("lock") = None;
         self.position.store(through, Ordering::Release);
         Ok(())
