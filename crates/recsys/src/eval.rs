@@ -13,6 +13,8 @@ use kairos_model::gbdt::GbdtParams;
 use kairos_vector::{HnswIndex, IndexConfig, Metric, SearchOptions};
 use serde::Serialize;
 
+use kairos_vector::kernels::dot_f32 as dot;
+
 use crate::RecsysError;
 use crate::baselines::{self, AlsParams};
 use crate::data::{Dataset, Interaction, Split, leave_last_out};
@@ -302,8 +304,4 @@ pub fn evaluate(
         train_interactions: split.train.len(),
         results,
     })
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

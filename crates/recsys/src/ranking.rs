@@ -4,6 +4,8 @@
 
 use kairos_model::gbdt::{Features, Gbdt, GbdtParams, Task};
 
+use kairos_vector::kernels::dot_f32 as dot;
+
 use crate::RecsysError;
 use crate::data::{Dataset, Interaction};
 
@@ -75,10 +77,6 @@ pub struct Request<'a> {
     pub at: i64,
     /// Candidate items with their retrieval scores, best first.
     pub candidates: &'a [Candidate],
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The feature rows of a request's candidates, column by column.
@@ -166,11 +164,5 @@ impl Ranker {
 
     pub fn score(&self, columns: &[Vec<f64>]) -> Vec<f64> {
         self.model.predict(&Features::from_columns(columns))
-    }
-
-    pub fn to_json(&self) -> Result<Vec<u8>, RecsysError> {
-        self.model
-            .to_json()
-            .map_err(|e| RecsysError::Model(e.to_string()))
     }
 }

@@ -403,21 +403,4 @@ impl TwoTower {
             .and_then(|v| v.to_vec1::<f32>())
             .map_err(candle)
     }
-
-    /// The towers' weights as safetensors bytes.
-    pub fn to_safetensors(&self) -> Result<Vec<u8>, RecsysError> {
-        let dir = tempfile_path();
-        self.varmap.save(&dir).map_err(candle)?;
-        let bytes = std::fs::read(&dir).map_err(|e| RecsysError::Model(e.to_string()))?;
-        let _ = std::fs::remove_file(&dir);
-        Ok(bytes)
-    }
-}
-
-fn tempfile_path() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "kairos-two-tower-{}-{}.safetensors",
-        std::process::id(),
-        rand::random::<u64>()
-    ))
 }
