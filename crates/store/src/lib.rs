@@ -414,7 +414,7 @@ impl FeatureStore {
     pub async fn wait_indexed(&self, name: &str, version: Option<u32>, offset: u64) -> Result<()> {
         let rt = self.runtime(name, version)?;
         match &rt.vectors {
-            Some(index) => wait_until(&index.applied, offset, "the vector index").await,
+            Some(index) => wait_until(&rt, &index.applied, offset, "the vector index").await,
             None => Err(StoreError::BadRequest(format!(
                 "feature group '{name}' has no vector index"
             ))),
@@ -483,7 +483,7 @@ impl FeatureStore {
         telemetry::rows_ingested(&rt.group.id(), rows as u64);
         let mut online_visible = false;
         if options.wait_online && rt.group.spec.online {
-            wait_until(&rt.online_applied, ack.end_offset, "the online store").await?;
+            wait_until(&rt, &rt.online_applied, ack.end_offset, "the online store").await?;
             online_visible = true;
         }
         Ok(InsertAck {
@@ -557,7 +557,7 @@ impl FeatureStore {
     pub async fn wait_visible(&self, name: &str, version: Option<u32>, offset: u64) -> Result<()> {
         let rt = self.runtime(name, version)?;
         if rt.group.spec.online {
-            wait_until(&rt.online_applied, offset, "the online store").await
+            wait_until(&rt, &rt.online_applied, offset, "the online store").await
         } else {
             wait_offline(&rt, offset).await
         }
@@ -651,7 +651,7 @@ impl FeatureStore {
         let end = rt.log.end_offset();
         wait_offline(&rt, end).await?;
         if rt.group.spec.online {
-            wait_until(&rt.online_applied, end, "the online store").await?;
+            wait_until(&rt, &rt.online_applied, end, "the online store").await?;
         }
         Ok(end)
     }
@@ -696,14 +696,29 @@ pub(crate) async fn wait_offline(rt: &GroupRuntime, offset: u64) -> Result<()> {
     if *rt.offline_applied.borrow() < offset {
         rt.offline_wanted.notify_one();
     }
-    wait_until(&rt.offline_applied, offset, "the offline store").await
+    wait_until(rt, &rt.offline_applied, offset, "the offline store").await
 }
 
-async fn wait_until(position: &watch::Sender<u64>, offset: u64, what: &str) -> Result<()> {
+/// Waits until `position` reaches `offset`. A group that stops (the store closing) ends the wait
+/// at once: a waiter must not hold the store, and with it the online store's file lock, for the
+/// whole timeout after a close.
+async fn wait_until(
+    rt: &GroupRuntime,
+    position: &watch::Sender<u64>,
+    offset: u64,
+    what: &str,
+) -> Result<()> {
     let mut rx = position.subscribe();
-    match tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|applied| *applied >= offset)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(_)) => Err(StoreError::Unavailable(format!(
+    let mut shutdown = rt.shutdown.subscribe();
+    let reached = async {
+        tokio::select! {
+            reached = rx.wait_for(|applied| *applied >= offset) => reached.is_ok(),
+            _ = shutdown.wait_for(|stopping| *stopping) => false,
+        }
+    };
+    match tokio::time::timeout(CATCH_UP_TIMEOUT, reached).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StoreError::Unavailable(format!(
             "{what} stopped before reaching offset {offset}"
         ))),
         Err(_) => Err(StoreError::Unavailable(format!(
