@@ -116,6 +116,8 @@ pub struct Deployments {
     ready: std::sync::atomic::AtomicBool,
     request_prefix: u32,
     requests: AtomicU64,
+    /// Models an application above the deployments serves over the protocol (recommenders).
+    applications: Mutex<Vec<Arc<dyn crate::v2::V2Application>>>,
 }
 
 impl Deployments {
@@ -133,11 +135,22 @@ impl Deployments {
             ready: std::sync::atomic::AtomicBool::new(false),
             request_prefix: rand_prefix(),
             requests: AtomicU64::new(0),
+            applications: Mutex::new(Vec::new()),
         })
     }
 
     pub fn store(&self) -> &FeatureStore {
         &self.store
+    }
+
+    /// Lets `application` answer the protocol for the models it names (before deployments and
+    /// registered models of the same name).
+    pub fn add_application(&self, application: Arc<dyn crate::v2::V2Application>) {
+        self.applications.lock().expect("lock").push(application);
+    }
+
+    pub(crate) fn applications(&self) -> Vec<Arc<dyn crate::v2::V2Application>> {
+        self.applications.lock().expect("lock").clone()
     }
 
     /// Loads every deployment in the catalog. One that cannot load is logged and left out

@@ -251,13 +251,40 @@ pub async fn register(
         version: 0,
         created_at: String::new(),
     };
+    // A candle network's weights are checked by the application that loads them.
+    if spec.framework == kairos_model::registry::Framework::Candle {
+        return register_with_files(catalog, artifacts, spec, artifact, Vec::new()).await;
+    }
     let artifact = tokio::task::spawn_blocking(move || {
         Predictor::load(&candidate, &artifact).map(|_| artifact)
     })
     .await
     .map_err(DeployError::internal)?
     .map_err(|e| DeployError::Invalid(format!("artifact of model '{}': {e}", spec.name)))?;
+    register_with_files(catalog, artifacts, spec, artifact, Vec::new()).await
+}
+
+/// Takes the next version in the catalog and stores the artifact under it, with the files
+/// that go beside it (a vocabulary); any that cannot be stored takes the version back out.
+pub async fn register_with_files(
+    catalog: &dyn Catalog,
+    artifacts: &Artifacts,
+    spec: &ModelSpec,
+    artifact: Vec<u8>,
+    files: Vec<(String, Vec<u8>)>,
+) -> Result<Model> {
     let model = catalog.create_model(spec).map_err(StoreError::from)?;
+    for (file, bytes) in files {
+        if let Err(e) = artifacts
+            .put(&spec.name, model.version, &file, bytes.into())
+            .await
+        {
+            catalog
+                .delete_model(&spec.name, model.version)
+                .map_err(StoreError::from)?;
+            return Err(DeployError::internal(e));
+        }
+    }
     if let Err(e) = artifacts
         .put(&spec.name, model.version, &spec.artifact, artifact.into())
         .await

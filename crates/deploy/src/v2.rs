@@ -144,6 +144,20 @@ pub struct ModelMetadata {
     pub outputs: Vec<TensorSpec>,
 }
 
+/// Models served over the protocol by an application above the deployments — a recommender
+/// answers `user_id` with its top items — registered with `Deployments::add_application`.
+pub trait V2Application: Send + Sync + std::fmt::Debug {
+    /// The model's metadata, when the application serves a model of that name.
+    fn metadata(&self, name: &str) -> Option<ModelMetadata>;
+
+    /// Inference, when the application serves a model of that name.
+    fn infer<'a>(
+        &'a self,
+        name: &'a str,
+        request: InferRequest,
+    ) -> futures::future::BoxFuture<'a, Option<Result<InferResponse>>>;
+}
+
 /// A model as the protocol serves it.
 #[derive(Debug, Clone)]
 pub enum V2Model {
@@ -248,6 +262,9 @@ impl Deployments {
     }
 
     pub async fn v2_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata> {
+        if let Some(metadata) = self.applications().iter().find_map(|a| a.metadata(name)) {
+            return Ok(metadata);
+        }
         let model = self.v2_model(name, version).await?;
         let versions = match &model {
             V2Model::Deployment(_) => vec![model.version()],
@@ -279,6 +296,11 @@ impl Deployments {
     ) -> Result<InferResponse> {
         for input in &request.inputs {
             input.check()?;
+        }
+        for application in self.applications() {
+            if let Some(answer) = application.infer(name, request.clone()).await {
+                return answer;
+            }
         }
         let model = self.v2_model(name, version).await?;
         let declared = model.outputs();

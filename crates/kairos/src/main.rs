@@ -80,7 +80,7 @@ enum Command {
     /// Monitors of deployments: apply, list, run, retrain, history, report, delete.
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
-    /// Recommendations: offline evaluation on MovieLens.
+    /// Recommendations: train and apply a recommender, or evaluate on MovieLens offline.
     #[command(subcommand)]
     Recsys(recsys::RecsysCommand),
     /// End-to-end demos on the embedded stores: `kairos demo fraud`.
@@ -133,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
             Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
             Command::Monitor(c) => monitor::run(c, &config, cli.url.as_deref()).await,
-            Command::Recsys(c) => recsys::run(c),
+            Command::Recsys(c) => recsys::run(c, &config).await,
             Command::Demo(c) => demo::run(c, &config).await,
             Command::Gen(c) => datagen::run(c),
             Command::Bench(command) => bench::run(command, &config).await,

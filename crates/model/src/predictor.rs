@@ -70,6 +70,13 @@ impl Predictor {
             Framework::Onnx => Engine::Onnx(
                 OnnxModel::load(artifact, features).map_err(|e| failed(e.to_string()))?,
             ),
+            Framework::Candle => {
+                return Err(failed(
+                    "a candle network is served by the recommender that trained it, not by a \
+                     deployment"
+                        .into(),
+                ));
+            }
         };
         Ok(Predictor { features, engine })
     }

@@ -25,6 +25,9 @@ pub enum Framework {
     Logistic,
     /// An ONNX graph trained elsewhere (scikit-learn, XGBoost, PyTorch), run by tract.
     Onnx,
+    /// A network trained by Kairos in candle, its weights a safetensors file (a recommender's
+    /// towers): served by the application that trained it, not as a plain deployment.
+    Candle,
 }
 
 /// A tensor's element type, with the Open Inference Protocol's names.

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 /// One user–item event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interaction {
@@ -14,7 +16,7 @@ pub struct Interaction {
 }
 
 /// An item's side features.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Item {
     pub id: i64,
     pub title: String,
@@ -24,7 +26,7 @@ pub struct Item {
 }
 
 /// A user's side features.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct User {
     pub id: i64,
     pub age: Option<u8>,
@@ -33,14 +35,19 @@ pub struct User {
 }
 
 /// Everything a recommender trains on: interactions over dense user and item indices.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Dataset {
     pub users: Vec<User>,
     pub items: Vec<Item>,
+    /// Not kept with a model's vocabulary: the shapes and side features are.
+    #[serde(skip)]
     pub interactions: Vec<Interaction>,
     pub category_names: Vec<String>,
     /// Vocabulary sizes of each user trait.
     pub trait_sizes: Vec<usize>,
+    /// Each user trait's values in index order, where the source named them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trait_values: Vec<Vec<String>>,
 }
 
 impl Dataset {

@@ -198,14 +198,85 @@ pub fn evaluate(
 
     // The ranker's training data: one more leave-last-out inside the training data.
     let start = Instant::now();
+    let ranker = train_ranker(dataset, &split.train, params)?;
+    let ranker_seconds = start.elapsed().as_secs_f64();
+    progress("ranker");
+
+    let start = Instant::now();
+    let retrieval = Retrieval::train(dataset, &split.train, params.two_tower)?;
+    let train_seconds = start.elapsed().as_secs_f64();
+    let test_histories = histories(&split.train, users);
+    let mut tower_scores = Vec::with_capacity(users);
+    let metrics = evaluate_scores(&split, &seen, |user| {
+        let query = retrieval.user_vector(user, &test_histories[user as usize])?;
+        let scores: Vec<f32> = retrieval
+            .item_vectors
+            .iter()
+            .map(|v| dot(&query, v))
+            .collect();
+        tower_scores.push((user, query));
+        Ok(scores)
+    })?;
+    results.push(ModelResult {
+        model: "two-tower retrieval".into(),
+        metrics,
+        seconds: train_seconds,
+    });
+    progress("two-tower");
+
+    let start = Instant::now();
+    let times = ranking::item_times(&split.train, items);
+    let context = Context::new(dataset, &times, &retrieval.item_vectors);
+    let mut acc = Accumulator::default();
+    for (test, (user, query)) in split.test.iter().zip(&tower_scores) {
+        debug_assert_eq!(test.user, *user);
+        let candidates =
+            retrieval.candidates(query, params.candidates, &seen[test.user as usize])?;
+        let request = Request {
+            history: &test_histories[test.user as usize],
+            at: test.time,
+            candidates: &candidates,
+        };
+        let scores = ranker.score(&ranking::features(&context, &request));
+        let mut order: Vec<(f64, u32)> = scores
+            .into_iter()
+            .zip(candidates.iter().map(|c| c.item))
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0));
+        acc.add(order.iter().position(|&(_, item)| item == test.item));
+    }
+    results.push(ModelResult {
+        model: "two-tower retrieval + ranking".into(),
+        metrics: acc.finish(),
+        seconds: ranker_seconds + train_seconds + start.elapsed().as_secs_f64(),
+    });
+    progress("two-tower + ranking");
+    Ok(EvalReport {
+        users,
+        items,
+        train_interactions: split.train.len(),
+        results,
+    })
+}
+
+/// Trains the ranker on `train`: one more leave-last-out inside it, each held-out positive
+/// among negatives drawn from the candidates a two-tower model trained on the rest retrieves —
+/// the hard negatives it meets when serving.
+pub fn train_ranker(
+    dataset: &Dataset,
+    train: &[Interaction],
+    params: &EvalParams,
+) -> Result<Ranker, RecsysError> {
+    let (users, items) = (dataset.users.len(), dataset.items.len());
     let inner = leave_last_out(&Dataset {
-        interactions: split.train.clone(),
+        interactions: train.to_vec(),
         ..dataset.clone()
     });
     let inner_retrieval = Retrieval::train(dataset, &inner.train, params.two_tower)?;
     let inner_histories = histories(&inner.train, users);
     let inner_seen = seen_masks(&inner.train, users, items);
-    let inner_context = Context::new(dataset, &inner.train, &inner_retrieval.item_vectors);
+    let inner_times = ranking::item_times(&inner.train, items);
+    let inner_context = Context::new(dataset, &inner_times, &inner_retrieval.item_vectors);
     let mut columns = vec![Vec::new(); ranking::FEATURES.len()];
     let mut labels = Vec::new();
     for positive in &inner.test {
@@ -246,62 +317,5 @@ pub fn evaluate(
         labels.extend(std::iter::repeat_n(0.0, last));
         labels.push(1.0);
     }
-    let ranker = Ranker::train(&columns, &labels, params.gbdt)?;
-    let ranker_seconds = start.elapsed().as_secs_f64();
-    progress("ranker");
-
-    let start = Instant::now();
-    let retrieval = Retrieval::train(dataset, &split.train, params.two_tower)?;
-    let train_seconds = start.elapsed().as_secs_f64();
-    let test_histories = histories(&split.train, users);
-    let mut tower_scores = Vec::with_capacity(users);
-    let metrics = evaluate_scores(&split, &seen, |user| {
-        let query = retrieval.user_vector(user, &test_histories[user as usize])?;
-        let scores: Vec<f32> = retrieval
-            .item_vectors
-            .iter()
-            .map(|v| dot(&query, v))
-            .collect();
-        tower_scores.push((user, query));
-        Ok(scores)
-    })?;
-    results.push(ModelResult {
-        model: "two-tower retrieval".into(),
-        metrics,
-        seconds: train_seconds,
-    });
-    progress("two-tower");
-
-    let start = Instant::now();
-    let context = Context::new(dataset, &split.train, &retrieval.item_vectors);
-    let mut acc = Accumulator::default();
-    for (test, (user, query)) in split.test.iter().zip(&tower_scores) {
-        debug_assert_eq!(test.user, *user);
-        let candidates =
-            retrieval.candidates(query, params.candidates, &seen[test.user as usize])?;
-        let request = Request {
-            history: &test_histories[test.user as usize],
-            at: test.time,
-            candidates: &candidates,
-        };
-        let scores = ranker.score(&ranking::features(&context, &request));
-        let mut order: Vec<(f64, u32)> = scores
-            .into_iter()
-            .zip(candidates.iter().map(|c| c.item))
-            .collect();
-        order.sort_by(|a, b| b.0.total_cmp(&a.0));
-        acc.add(order.iter().position(|&(_, item)| item == test.item));
-    }
-    results.push(ModelResult {
-        model: "two-tower retrieval + ranking".into(),
-        metrics: acc.finish(),
-        seconds: ranker_seconds + train_seconds + start.elapsed().as_secs_f64(),
-    });
-    progress("two-tower + ranking");
-    Ok(EvalReport {
-        users,
-        items,
-        train_interactions: split.train.len(),
-        results,
-    })
+    Ranker::train(&columns, &labels, params.gbdt)
 }

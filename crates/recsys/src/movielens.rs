@@ -103,6 +103,15 @@ pub fn load(dir: &Path) -> Result<Dataset, RecsysError> {
         interactions: Vec::new(),
         category_names,
         trait_sizes: vec![genders.len(), occupations.len()],
+        trait_values: [genders, occupations]
+            .into_iter()
+            .map(|vocabulary| {
+                let mut values: Vec<(u16, String)> =
+                    vocabulary.into_iter().map(|(v, i)| (i, v)).collect();
+                values.sort();
+                values.into_iter().map(|(_, v)| v).collect()
+            })
+            .collect(),
     };
     let (user_index, item_index) = (dataset.user_index(), dataset.item_index());
     let mut interactions = Vec::with_capacity(100_000);

@@ -26,27 +26,33 @@ pub const FEATURES: [&str; 10] = [
 /// How far back "recent popularity" counts.
 const RECENT_SECONDS: i64 = 14 * 24 * 3600;
 
-/// What the features are computed from: training interactions and the item vectors.
+/// What the features are computed from: the items, when each was interacted with, and the
+/// item vectors.
 pub struct Context<'a> {
     pub dataset: &'a Dataset,
-    /// Per item, the times it was interacted with in training, sorted.
-    times: Vec<Vec<i64>>,
+    /// Per item, the times it was interacted with, sorted (`item_times`).
+    times: &'a [Vec<i64>],
     pub item_vectors: &'a [Vec<f32>],
+}
+
+/// Per item, the times of its interactions in `events`, sorted.
+pub fn item_times(events: &[Interaction], items: usize) -> Vec<Vec<i64>> {
+    let mut times = vec![Vec::new(); items];
+    for event in events {
+        times[event.item as usize].push(event.time);
+    }
+    for t in &mut times {
+        t.sort_unstable();
+    }
+    times
 }
 
 impl<'a> Context<'a> {
     pub fn new(
         dataset: &'a Dataset,
-        train: &[Interaction],
+        times: &'a [Vec<i64>],
         item_vectors: &'a [Vec<f32>],
     ) -> Context<'a> {
-        let mut times = vec![Vec::new(); dataset.items.len()];
-        for event in train {
-            times[event.item as usize].push(event.time);
-        }
-        for t in &mut times {
-            t.sort_unstable();
-        }
         Context {
             dataset,
             times,
@@ -159,6 +165,19 @@ impl Ranker {
             params,
         )
         .map_err(|e| RecsysError::Model(e.to_string()))?;
+        Ok(Ranker { model })
+    }
+
+    /// The model as kairos-model's GBDT artifact: registered, it loads as any GBDT does.
+    pub fn to_json(&self) -> Result<Vec<u8>, RecsysError> {
+        self.model
+            .to_json()
+            .map_err(|e| RecsysError::Model(e.to_string()))
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Ranker, RecsysError> {
+        let model =
+            Gbdt::from_json(bytes, Task::Binary).map_err(|e| RecsysError::Model(e.to_string()))?;
         Ok(Ranker { model })
     }
 

@@ -64,10 +64,24 @@ impl Default for TwoTowerParams {
 struct Features {
     user_width: usize,
     item_width: usize,
+    trait_sizes: Vec<usize>,
     /// Per user: traits multi-hot, then age / 100.
     users: Vec<f32>,
     /// Per item: categories multi-hot, then (year − 1900) / 100.
     items: Vec<f32>,
+}
+
+/// A user's side-feature row: each trait one-hot in its block (a value outside the vocabulary
+/// leaves its block empty), then age / 100 (30 when unknown).
+fn user_side_row(row: &mut [f32], trait_sizes: &[usize], traits: &[u16], age: Option<u8>) {
+    let mut base = 0;
+    for (value, size) in traits.iter().zip(trait_sizes) {
+        if (*value as usize) < *size {
+            row[base + *value as usize] = 1.0;
+        }
+        base += size;
+    }
+    row[base] = f32::from(age.unwrap_or(30)) / 100.0;
 }
 
 impl Features {
@@ -76,12 +90,7 @@ impl Features {
         let user_width = traits + 1;
         let mut users = vec![0f32; dataset.users.len() * user_width];
         for (row, user) in users.chunks_exact_mut(user_width).zip(&dataset.users) {
-            let mut base = 0;
-            for (value, size) in user.traits.iter().zip(&dataset.trait_sizes) {
-                row[base + *value as usize] = 1.0;
-                base += size;
-            }
-            row[traits] = f32::from(user.age.unwrap_or(30)) / 100.0;
+            user_side_row(row, &dataset.trait_sizes, &user.traits, user.age);
         }
         let categories = dataset.category_names.len();
         let item_width = categories + 1;
@@ -95,8 +104,25 @@ impl Features {
         Features {
             user_width,
             item_width,
+            trait_sizes: dataset.trait_sizes.clone(),
             users,
             items,
+        }
+    }
+}
+
+/// One of the two towers, as registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tower {
+    User,
+    Item,
+}
+
+impl Tower {
+    fn prefixes(self) -> &'static [&'static str] {
+        match self {
+            Tower::User => &["user_ids", "user_mlp", "item_ids"],
+            Tower::Item => &["item_ids", "item_mlp"],
         }
     }
 }
@@ -121,6 +147,17 @@ impl std::fmt::Debug for TwoTower {
             .field("items", &self.items)
             .finish()
     }
+}
+
+/// What the user tower reads of one user.
+#[derive(Debug, Clone, Copy)]
+pub struct UserInput<'a> {
+    /// The user's index in training, if they were there.
+    pub user: Option<u32>,
+    /// Recent items, oldest first.
+    pub recent: &'a [u32],
+    /// The side-feature row (`TwoTower::user_side`).
+    pub side: &'a [f32],
 }
 
 /// A user's query: who, and which items they interacted with recently (oldest first).
@@ -299,28 +336,61 @@ impl TwoTower {
         Ok(())
     }
 
-    /// Unit user vectors, one row per query.
+    /// Unit user vectors, one row per query, with the side features the user had in training.
     pub fn user_tower(&self, queries: &[&UserQuery]) -> Result<Tensor, RecsysError> {
-        let n = queries.len();
+        let w = self.features.user_width;
+        let inputs: Vec<UserInput<'_>> = queries
+            .iter()
+            .map(|q| UserInput {
+                user: Some(q.user),
+                recent: &q.recent,
+                side: &self.features.users[q.user as usize * w..(q.user as usize + 1) * w],
+            })
+            .collect();
+        self.user_tower_of(&inputs)
+    }
+
+    /// The side-feature row of a user as serving sees them (traits as vocabulary indices,
+    /// `u16::MAX` for a value not seen in training): the layout `user_tower_of` takes.
+    pub fn user_side(&self, traits: &[u16], age: Option<u8>) -> Vec<f32> {
+        let mut row = vec![0f32; self.features.user_width];
+        user_side_row(&mut row, &self.features.trait_sizes, traits, age);
+        row
+    }
+
+    /// Unit user vectors from explicit inputs. A user unknown to training (`user: None`) gets
+    /// no id embedding — the tower still reads their history and side features.
+    pub fn user_tower_of(&self, inputs: &[UserInput<'_>]) -> Result<Tensor, RecsysError> {
+        let n = inputs.len();
         let h = self.params.history.max(1);
-        let ids = Tensor::from_vec(
-            queries.iter().map(|q| q.user).collect::<Vec<_>>(),
-            n,
-            &self.device,
-        )
-        .map_err(candle)?;
+        let w = self.features.user_width;
+        let ids: Vec<u32> = inputs.iter().map(|q| q.user.unwrap_or(0)).collect();
+        let known: Vec<f32> = inputs
+            .iter()
+            .map(|q| if q.user.is_some() { 1.0 } else { 0.0 })
+            .collect();
         let mut recent = vec![0u32; n * h];
         let mut mask = vec![0f32; n * h];
-        for (row, query) in queries.iter().enumerate() {
-            for (slot, &item) in query.recent.iter().rev().take(h).enumerate() {
+        let mut side = Vec::with_capacity(n * w);
+        for (row, input) in inputs.iter().enumerate() {
+            for (slot, &item) in input.recent.iter().rev().take(h).enumerate() {
                 recent[row * h + slot] = item;
                 mask[row * h + slot] = 1.0;
             }
+            if input.side.len() != w {
+                return Err(RecsysError::Model(format!(
+                    "a user side-feature row has {} values, the tower takes {w}",
+                    input.side.len()
+                )));
+            }
+            side.extend_from_slice(input.side);
         }
         let counts: Vec<f32> = mask
             .chunks_exact(h)
             .map(|m| m.iter().sum::<f32>().max(1.0))
             .collect();
+        let ids = Tensor::from_vec(ids, n, &self.device).map_err(candle)?;
+        let known = Tensor::from_vec(known, (n, 1), &self.device).map_err(candle)?;
         let recent = Tensor::from_vec(recent, (n, h), &self.device).map_err(candle)?;
         let mask = Tensor::from_vec(mask, (n, h, 1), &self.device).map_err(candle)?;
         let counts = Tensor::from_vec(counts, (n, 1), &self.device).map_err(candle)?;
@@ -331,23 +401,13 @@ impl TwoTower {
             .and_then(|e| e.sum(1))
             .and_then(|e| e.broadcast_div(&counts))
             .map_err(candle)?;
-        let w = self.features.user_width;
-        let mut side = Vec::with_capacity(n * w);
-        for query in queries {
-            side.extend_from_slice(
-                &self.features.users[query.user as usize * w..(query.user as usize + 1) * w],
-            );
-        }
         let side = Tensor::from_vec(side, (n, w), &self.device).map_err(candle)?;
-        let input = Tensor::cat(
-            &[
-                &self.user_ids.forward(&ids).map_err(candle)?,
-                &history,
-                &side,
-            ],
-            1,
-        )
-        .map_err(candle)?;
+        let id = self
+            .user_ids
+            .forward(&ids)
+            .and_then(|e| e.broadcast_mul(&known))
+            .map_err(candle)?;
+        let input = Tensor::cat(&[&id, &history, &side], 1).map_err(candle)?;
         self.head(&self.user_mlp, &input)
     }
 
@@ -382,6 +442,61 @@ impl TwoTower {
             .and_then(|x| x.clamp(1e-6, f64::MAX))
             .map_err(candle)?;
         out.broadcast_div(&norm).map_err(candle)
+    }
+
+    /// The weights one tower needs, as a safetensors file: the user tower's (`Tower::User`,
+    /// which reads the item id table for the history) or the item tower's.
+    pub fn tower_weights(&self, tower: Tower) -> Result<Vec<u8>, RecsysError> {
+        let vars = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| RecsysError::Model("poisoned weights".into()))?;
+        let mut tensors: Vec<(String, Tensor)> = vars
+            .iter()
+            .filter(|(name, _)| tower.prefixes().iter().any(|p| name.starts_with(p)))
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        safetensors::tensor::serialize(tensors, None).map_err(|e| RecsysError::Model(e.to_string()))
+    }
+
+    /// A model with the shape `dataset` and `params` give, its weights read from safetensors
+    /// files (`tower_weights`); each file must hold every tensor of its tower.
+    pub fn load(
+        dataset: &Dataset,
+        params: TwoTowerParams,
+        files: &[(Tower, &[u8])],
+    ) -> Result<TwoTower, RecsysError> {
+        let model = TwoTower::build(dataset, params, Device::Cpu)?;
+        {
+            let vars = model
+                .varmap
+                .data()
+                .lock()
+                .map_err(|_| RecsysError::Model("poisoned weights".into()))?;
+            for (tower, bytes) in files {
+                let tensors =
+                    candle_core::safetensors::load_buffer(bytes, &model.device).map_err(candle)?;
+                for (name, var) in vars
+                    .iter()
+                    .filter(|(name, _)| tower.prefixes().iter().any(|p| name.starts_with(p)))
+                {
+                    let tensor = tensors.get(name).ok_or_else(|| {
+                        RecsysError::Model(format!("the {tower:?} tower's file has no '{name}'"))
+                    })?;
+                    if tensor.dims() != var.dims() {
+                        return Err(RecsysError::Model(format!(
+                            "'{name}' has shape {:?} in the file, the model takes {:?}",
+                            tensor.dims(),
+                            var.dims()
+                        )));
+                    }
+                    var.set(tensor).map_err(candle)?;
+                }
+            }
+        }
+        Ok(model)
     }
 
     /// Every item's vector, row by row.

@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::{deployments, models, monitors, pipelines, telemetry, views};
+use crate::{deployments, models, monitors, pipelines, recommenders, telemetry, views};
 use kairos_deploy::Deployments;
 use kairos_monitor::Monitors;
 use kairos_pipeline::{PipelineStatus, Pipelines};
+use kairos_recommend::Recommenders;
 use kairos_store::{VectorAnswer, ViewStatus};
 use kairos_stream::PipelineSpec;
 use kairos_stream::spec::PipelineDef;
@@ -84,7 +85,12 @@ type ApiResult<T> = Result<T, ApiError>;
         monitors::run,
         monitors::retrain,
         monitors::history,
-        monitors::report
+        monitors::report,
+        recommenders::apply,
+        recommenders::list,
+        recommenders::status,
+        recommenders::recommend,
+        recommenders::interact
     ),
     components(schemas(
         FeatureGroupSpec,
@@ -138,7 +144,18 @@ type ApiResult<T> = Result<T, ApiError>;
         kairos_monitor::spec::LabelSource,
         kairos_monitor::spec::AlertSpec,
         kairos_monitor::spec::RetrainPolicy,
-        kairos_monitor::spec::RetrainMetric
+        kairos_monitor::spec::RetrainMetric,
+        kairos_recommend::RecommenderSpec,
+        kairos_recommend::spec::UsersSpec,
+        kairos_recommend::spec::ItemsSpec,
+        kairos_recommend::spec::InteractionsSpec,
+        kairos_recommend::spec::ModelsSpec,
+        kairos_recommend::spec::FilterRule,
+        kairos_recommend::spec::Diversity,
+        kairos_recommend::RecommenderStatus,
+        kairos_recommend::RecommendRequest,
+        kairos_recommend::RecommendResponse,
+        kairos_recommend::Recommended
     ))
 )]
 pub struct ApiDoc;
@@ -148,6 +165,7 @@ pub fn router(
     pipelines: Arc<Pipelines>,
     deployments: Arc<Deployments>,
     monitors: Monitors,
+    recommenders: Recommenders,
 ) -> Router {
     let store = pipelines.store().clone();
     let max_body = store.config().max_batch_bytes;
@@ -242,6 +260,23 @@ pub fn router(
                     get(monitors::report),
                 )
                 .with_state(monitors),
+        )
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/recommenders",
+                    post(recommenders::apply).get(recommenders::list),
+                )
+                .route("/v1/recommenders/{name}", get(recommenders::status))
+                .route(
+                    "/v1/recommenders/{name}/recommend",
+                    post(recommenders::recommend),
+                )
+                .route(
+                    "/v1/recommenders/{name}/interactions",
+                    post(recommenders::interact),
+                )
+                .with_state(recommenders),
         )
         .merge(crate::v2::routes(deployments.clone()))
         .merge(crate::grpc::routes(deployments, max_body))

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod models;
 pub mod monitors;
 pub mod pipelines;
+pub mod recommenders;
 mod telemetry;
 pub mod v2;
 pub mod views;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use kairos_deploy::Deployments;
 use kairos_monitor::Monitors;
 use kairos_pipeline::Pipelines;
+use kairos_recommend::Recommenders;
 use kairos_store::FeatureStore;
 use tokio::net::TcpListener;
 
@@ -48,6 +50,13 @@ pub async fn serve(
         let deployments = deployments.clone();
         async move { deployments.start_all().await }
     });
+    // Recommenders answer the V2 protocol through the deployments' routes.
+    let recommenders = Recommenders::new(store.clone());
+    deployments.add_application(Arc::new(recommenders.clone()));
+    let loading_recommenders = tokio::spawn({
+        let recommenders = recommenders.clone();
+        async move { recommenders.start_all().await }
+    });
     let monitors = Monitors::new(deployments.clone());
     // Monitors read the deployments, so their schedules start once those are loaded.
     let scheduling = tokio::spawn({
@@ -61,7 +70,12 @@ pub async fn serve(
             }
         }
     });
-    let app = router(pipelines.clone(), deployments.clone(), monitors.clone());
+    let app = router(
+        pipelines.clone(),
+        deployments.clone(),
+        monitors.clone(),
+        recommenders.clone(),
+    );
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, online = store.online_backend(), "kairos serving");
     let result = axum::serve(listener, app)
@@ -73,6 +87,8 @@ pub async fn serve(
     monitors.stop_all();
     pipelines.close().await;
     let _ = loading.await;
+    let _ = loading_recommenders.await;
+    recommenders.close().await;
     deployments.close().await;
     store.close().await;
     result

@@ -140,8 +140,8 @@ async fn model_version_metadata(
 }
 
 async fn readiness(d: &Deployments, model: &str, version: Option<&str>) -> Response {
-    match d.v2_model(model, version).await {
-        Ok(m) => Json(json!({ "name": m.name(), "ready": true })).into_response(),
+    match d.v2_metadata(model, version).await {
+        Ok(m) => Json(json!({ "name": m.name, "ready": true })).into_response(),
         Err(e) => V2Error::from(e).into_response(),
     }
 }

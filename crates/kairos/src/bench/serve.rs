@@ -486,7 +486,8 @@ pub async fn overhead(args: &OverheadArgs, config: &Config) -> anyhow::Result<()
     let deployments = Arc::new(Deployments::new(store.clone())?);
     let pipelines = Arc::new(kairos_pipeline::Pipelines::new(store.clone()));
     let monitors = kairos_monitor::Monitors::new(deployments.clone());
-    let app = kairos_serve::router(pipelines, deployments.clone(), monitors);
+    let recommenders = kairos_recommend::Recommenders::new(store.clone());
+    let app = kairos_serve::router(pipelines, deployments.clone(), monitors, recommenders);
     deployments.start_all().await;
     let result = async {
         let (model, predictor): (_, Arc<Predictor>) =

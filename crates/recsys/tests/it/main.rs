@@ -3,7 +3,7 @@
 use kairos_recsys::baselines::{self, AlsParams};
 use kairos_recsys::data::{Dataset, Interaction, Item, User, leave_last_out};
 use kairos_recsys::eval::{EvalParams, evaluate};
-use kairos_recsys::two_tower::{TwoTower, TwoTowerParams, UserQuery};
+use kairos_recsys::two_tower::{Tower, TwoTower, TwoTowerParams, UserQuery};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -49,6 +49,7 @@ fn planted(seed: u64) -> Dataset {
         interactions,
         category_names: (0..COMMUNITIES).map(|c| format!("community {c}")).collect(),
         trait_sizes: vec![1],
+        trait_values: Vec::new(),
     }
 }
 
@@ -163,4 +164,33 @@ fn the_evaluation_ranks_the_models_on_planted_data() {
         recall("two-tower retrieval + ranking") > 2.0 * recall("most popular"),
         "{report:?}"
     );
+}
+
+#[test]
+fn towers_saved_one_file_each_load_to_the_same_vectors() {
+    let dataset = planted(3);
+    let model = TwoTower::train(&dataset, &dataset.interactions, small()).unwrap();
+    let user_file = model.tower_weights(Tower::User).unwrap();
+    let item_file = model.tower_weights(Tower::Item).unwrap();
+    let loaded = TwoTower::load(
+        &dataset,
+        small(),
+        &[(Tower::User, &user_file), (Tower::Item, &item_file)],
+    )
+    .unwrap();
+    assert_eq!(
+        model.item_vectors().unwrap(),
+        loaded.item_vectors().unwrap()
+    );
+    let query = UserQuery {
+        user: 5,
+        recent: vec![1, 5, 9],
+    };
+    assert_eq!(
+        model.user_vector(&query).unwrap(),
+        loaded.user_vector(&query).unwrap()
+    );
+    // The user tower's file alone does not make an item tower.
+    let err = TwoTower::load(&dataset, small(), &[(Tower::Item, &user_file)]).unwrap_err();
+    assert!(err.to_string().contains("item_mlp"), "{err}");
 }
