@@ -36,10 +36,13 @@ pub struct RecommenderStatus {
 /// the event time is now when left out).
 pub type InteractionEvent = serde_json::Map<String, serde_json::Value>;
 
+/// The live recommenders by name, each with its revision.
+type LiveMap = HashMap<String, (u32, Arc<Live>)>;
+
 #[derive(Clone)]
 pub struct Recommenders {
     store: FeatureStore,
-    live: Arc<ArcSwap<HashMap<String, (u32, Arc<Live>)>>>,
+    live: Arc<ArcSwap<LiveMap>>,
     applying: Arc<tokio::sync::Mutex<()>>,
 }
 

@@ -41,7 +41,7 @@ pub struct Vocabulary {
     /// Users and items (ids, side features) in index order; no interactions.
     pub dataset: Dataset,
     /// Each user trait column with its values in index order.
-    pub traits: Vec<(String, Vec<String>)>,
+    pub traits: Traits,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,7 +134,7 @@ pub async fn train(
     };
     let eval_params = EvalParams {
         two_tower,
-        ..params.clone()
+        ..*params
     };
     let trained = tokio::task::spawn_blocking(move || -> Result<_> {
         let ranker = train_ranker(&data, &data.interactions, &eval_params).map_err(model_error)?;
@@ -304,6 +304,12 @@ pub(crate) fn split_categories(text: &str) -> impl Iterator<Item = &str> {
     text.split('|').map(str::trim).filter(|c| !c.is_empty())
 }
 
+/// Each user trait column with its values in index order.
+type Traits = Vec<(String, Vec<String>)>;
+
+/// A user's latest row in the training data: its time, traits and age.
+type UserRow = (i64, Vec<Option<String>>, Option<i64>);
+
 /// The items (latest row per id), users and interactions over dense indices.
 fn build_dataset(
     spec: &RecommenderSpec,
@@ -311,7 +317,7 @@ fn build_dataset(
     item_time: &str,
     item_rows: &[RecordBatch],
     interaction_rows: &[RecordBatch],
-) -> Result<(Dataset, Vec<(String, Vec<String>)>, usize)> {
+) -> Result<(Dataset, Traits, usize)> {
     // Items: the latest row per id (rows come in log order; a later one of the same event time
     // wins, as online).
     let mut latest: BTreeMap<i64, (i64, Option<String>, Option<i64>)> = BTreeMap::new();
@@ -384,7 +390,7 @@ fn build_dataset(
         .collect();
     let age_column = spec.users.age.as_ref().map(|a| format!("user_{a}"));
     let mut trait_values: Vec<BTreeSet<String>> = vec![BTreeSet::new(); trait_columns.len()];
-    let mut user_rows: BTreeMap<i64, (i64, Vec<Option<String>>, Option<i64>)> = BTreeMap::new();
+    let mut user_rows: BTreeMap<i64, UserRow> = BTreeMap::new();
     let mut events: Vec<(i64, i64, i64)> = Vec::new();
     let mut unknown_items = 0;
     for batch in interaction_rows {
@@ -429,7 +435,7 @@ fn build_dataset(
             }
         }
     }
-    let traits: Vec<(String, Vec<String>)> = spec
+    let traits: Traits = spec
         .users
         .traits
         .iter()

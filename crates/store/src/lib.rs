@@ -483,7 +483,7 @@ impl FeatureStore {
         telemetry::rows_ingested(&rt.group.id(), rows as u64);
         let mut online_visible = false;
         if options.wait_online && rt.group.spec.online {
-            wait_until(&rt, &rt.online_applied, ack.end_offset, "the online store").await?;
+            wait_until(rt, &rt.online_applied, ack.end_offset, "the online store").await?;
             online_visible = true;
         }
         Ok(InsertAck {

@@ -3,6 +3,7 @@
 mod ann;
 mod monitor;
 mod pit;
+mod recsys;
 mod serve;
 mod stream;
 mod vectors;
@@ -96,6 +97,9 @@ pub enum BenchCommand {
     /// The vector index's recall@k against queries per second on real vectors, beside hnswlib's
     /// with `--hnswlib`; filtered search's two paths with `--filters`.
     Ann(ann::AnnArgs),
+    /// A recommender's end-to-end latency over HTTP on a synthetic catalogue (by default
+    /// 100,000 items, 500 candidates ranked per request).
+    Recsys(recsys::RecsysArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -226,6 +230,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Drift(args) => monitor::drift(&args),
         BenchCommand::Detectors(args) => monitor::detectors(&args),
         BenchCommand::Ann(args) => ann::ann(&args),
+        BenchCommand::Recsys(args) => recsys::run(&args).await,
     }
 }
 

@@ -306,7 +306,7 @@ async fn a_trained_recommender_serves_filtered_ranked_items_and_learns_from_inte
         .unwrap();
     assert!(answer.items.iter().all(|r| r.item_id != sold));
 
-    // Diversity: at most 2 per genre value caps 8 items from a 5-value genre set.
+    // Diversity: at most 2 items share any genre value (A or B, and G0–G4).
     let mut capped = spec.clone();
     capped.diversity = Some(kairos_recommend::spec::Diversity {
         column: "genres".into(),
@@ -317,7 +317,8 @@ async fn a_trained_recommender_serves_filtered_ranked_items_and_learns_from_inte
     let answer = recommenders.recommend("shop", &request(0)).await.unwrap();
     let mut counts = std::collections::HashMap::new();
     for item in &answer.items {
-        for genre in [format!("G{}", item.item_id % 5)] {
+        let letter = if item.item_id % 2 == 0 { "A" } else { "B" };
+        for genre in [letter.to_owned(), format!("G{}", item.item_id % 5)] {
             *counts.entry(genre).or_insert(0) += 1;
         }
     }
