@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use crate::error::{DeployError, Result};
 use crate::history::{self, History};
 use crate::spec::RecommenderSpec;
-use crate::train::{VOCABULARY_FILE, Vocabulary, single_key, split_categories};
+use crate::train::{VOCABULARY_FILE, Vocabulary, group, single_key, split_categories};
 
 /// A request: whose recommendations, how many, and request-time user values (a `region`
 /// the client knows now) that the rules read as `user_<name>`, over the stored ones.
@@ -82,6 +82,8 @@ pub struct Live {
     users: FeatureGroup,
     items: FeatureGroup,
     history: Arc<RwLock<History>>,
+    /// The interactions group's event-time column (filled in for interactions posted back).
+    pub(crate) interactions_time: String,
     follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -100,14 +102,6 @@ impl Drop for Live {
             task.abort();
         }
     }
-}
-
-fn group(store: &FeatureStore, name: &str) -> Result<FeatureGroup> {
-    store
-        .catalog()
-        .get_feature_group(name, None)
-        .map_err(StoreError::from)?
-        .ok_or_else(|| DeployError::Invalid(format!("feature group '{name}' does not exist")))
 }
 
 async fn model_file(
@@ -299,6 +293,7 @@ impl Live {
             users,
             items,
             history,
+            interactions_time: interactions.spec.event_time.clone(),
             follower: std::sync::Mutex::new(Some(follower)),
         })
     }

@@ -144,15 +144,6 @@ impl Recommenders {
     pub async fn interact(&self, name: &str, events: Vec<InteractionEvent>) -> Result<InsertAck> {
         let (_, live) = self.get(name)?;
         let group = &live.spec.interactions.group;
-        let spec = self
-            .store
-            .catalog()
-            .get_feature_group(group, None)
-            .map_err(StoreError::from)?
-            .ok_or_else(|| {
-                DeployError::NotFound(format!("feature group '{group}' does not exist"))
-            })?
-            .spec;
         let now = chrono::Utc::now().to_rfc3339();
         let mut body = String::new();
         for (row, mut event) in events.into_iter().enumerate() {
@@ -164,7 +155,7 @@ impl Recommenders {
                 }
             }
             event
-                .entry(spec.event_time.clone())
+                .entry(live.interactions_time.clone())
                 .or_insert_with(|| now.clone().into());
             body.push_str(&serde_json::Value::Object(event).to_string());
             body.push('\n');

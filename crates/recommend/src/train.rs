@@ -60,12 +60,13 @@ pub struct TrainReport {
     pub seconds: f64,
 }
 
-fn group(store: &FeatureStore, name: &str) -> Result<FeatureGroup> {
+/// A group the recommender names; a missing one is an invalid definition.
+pub(crate) fn group(store: &FeatureStore, name: &str) -> Result<FeatureGroup> {
     store
         .catalog()
         .get_feature_group(name, None)
         .map_err(StoreError::from)?
-        .ok_or_else(|| DeployError::NotFound(format!("feature group '{name}' does not exist")))
+        .ok_or_else(|| DeployError::Invalid(format!("feature group '{name}' does not exist")))
 }
 
 /// The single primary-key column of a group the recommender keys by.
