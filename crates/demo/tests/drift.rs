@@ -25,7 +25,9 @@ fn config(drift: bool) -> DemoConfig {
         cards: 1_000,
         merchants: 300,
         history_days: 16.5,
-        live_minutes: 240,
+        // A whole day live: a shorter span's mix of hours, and so of per-hour counts, is not
+        // the training days' mix, which would be drift the world never had.
+        live_minutes: 24 * 60,
         // A higher fraud rate than a bank's, so a small world has frauds to learn from.
         fraud_rate: 0.02,
         rate: 2_000.0,
