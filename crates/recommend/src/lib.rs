@@ -21,6 +21,6 @@ pub mod error {
     pub use kairos_deploy::{DeployError, Result};
 }
 
-pub use live::{RecommendRequest, RecommendResponse, Recommended};
+pub use live::{RecommendRequest, RecommendResponse, Recommended, Stages};
 pub use service::{InteractionEvent, RecommenderStatus, Recommenders};
 pub use spec::RecommenderSpec;

@@ -58,6 +58,38 @@ pub struct RecommendResponse {
     /// only).
     pub known_user: bool,
     pub took_ms: f64,
+    /// Where the time went, stage by stage.
+    pub stages: Stages,
+}
+
+/// Milliseconds spent in each stage of a request, in the order they run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Stages {
+    /// The user's row from the online store.
+    pub user_features_ms: f64,
+    /// History and the user tower.
+    pub user_vector_ms: f64,
+    /// The vector index's search for the candidates.
+    pub retrieval_ms: f64,
+    /// The candidates' rows from the online store.
+    pub item_features_ms: f64,
+    pub filters_ms: f64,
+    /// The ranker's features and scores.
+    pub ranking_ms: f64,
+    /// Diversity and the top k.
+    pub selection_ms: f64,
+}
+
+/// Milliseconds since the last lap.
+struct Stopwatch(Instant);
+
+impl Stopwatch {
+    fn lap(&mut self) -> f64 {
+        let now = Instant::now();
+        let ms = (now - self.0).as_secs_f64() * 1e3;
+        self.0 = now;
+        ms
+    }
 }
 
 /// A compiled filter rule.
@@ -319,6 +351,8 @@ impl Live {
         request: &RecommendRequest,
     ) -> Result<RecommendResponse> {
         let start = Instant::now();
+        let mut stopwatch = Stopwatch(start);
+        let mut stages = Stages::default();
         let k = request.k.unwrap_or(self.spec.k);
         if k == 0 || k > self.spec.candidates {
             return Err(DeployError::BadRequest(format!(
@@ -353,6 +387,7 @@ impl Live {
                 .map_err(|e| DeployError::BadRequest(format!("context: '{name}': {e}")))?;
             user.insert(name.clone(), value);
         }
+        stages.user_features_ms = stopwatch.lap();
 
         // Recent history and the user vector.
         let (recent, interacted): (Vec<u32>, HashSet<i64>) = {
@@ -401,6 +436,7 @@ impl Live {
             })
             .map_err(DeployError::internal)?
             .remove(0);
+        stages.user_vector_ms = stopwatch.lap();
 
         // Retrieval.
         let found = store.nearest(
@@ -418,6 +454,7 @@ impl Live {
             .iter()
             .map(|n| (n.key as i64, -n.distance))
             .collect();
+        stages.retrieval_ms = stopwatch.lap();
 
         // Filter rules over the item's row and the user's.
         let mut removed = BTreeMap::new();
@@ -432,6 +469,7 @@ impl Live {
             )
             .await?;
         let mut item_rows: Vec<Option<Vec<Value>>> = rows.into_iter().map(|l| l.values).collect();
+        stages.item_features_ms = stopwatch.lap();
         for (name, rule) in &self.rules {
             let keep: Vec<bool> = match rule {
                 Rule::AlreadyInteracted => candidates
@@ -446,6 +484,7 @@ impl Live {
             candidates.retain(|_| flags.next().unwrap_or(false));
             item_rows.retain(|_| flags_rows.next().unwrap_or(false));
         }
+        stages.filters_ms = stopwatch.lap();
 
         // Ranking.
         let mut scored: Vec<(i64, f64, f32, usize)> = candidates
@@ -497,6 +536,7 @@ impl Live {
             }
             scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.3.cmp(&b.3)));
         }
+        stages.ranking_ms = stopwatch.lap();
 
         // Diversity caps, then the top k.
         let mut items = Vec::with_capacity(k);
@@ -540,6 +580,7 @@ impl Live {
         if self.spec.diversity.is_some() {
             removed.insert("diversity".into(), capped);
         }
+        stages.selection_ms = stopwatch.lap();
         Ok(RecommendResponse {
             recommender: self.spec.name.clone(),
             user_id: request.user_id,
@@ -548,6 +589,7 @@ impl Live {
             removed,
             known_user: known.is_some(),
             took_ms: start.elapsed().as_secs_f64() * 1e3,
+            stages,
         })
     }
 

@@ -155,6 +155,7 @@ type ApiResult<T> = Result<T, ApiError>;
         kairos_recommend::RecommenderStatus,
         kairos_recommend::RecommendRequest,
         kairos_recommend::RecommendResponse,
+        kairos_recommend::Stages,
         kairos_recommend::Recommended
     ))
 )]

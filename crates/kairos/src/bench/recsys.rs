@@ -34,6 +34,17 @@ pub struct RecsysArgs {
     epochs: usize,
 }
 
+/// The stages a response times (`stages` in its JSON, `<stage>_ms`).
+const STAGES: [&str; 7] = [
+    "user_features",
+    "user_vector",
+    "retrieval",
+    "item_features",
+    "filters",
+    "ranking",
+    "selection",
+];
+
 /// Taste clusters: a user interacts with items of their cluster.
 const CLUSTERS: usize = 20;
 
@@ -146,7 +157,9 @@ async fn load(store: &FeatureStore, args: &RecsysArgs) -> anyhow::Result<()> {
         .map(|i| {
             format!(
                 "{i},2024-01-01T00:00:00Z,g{}|h{},{},{},{}",
-                i % CLUSTERS,
+                // Genres across the taste clusters (13 and 7 are prime to 20), so the
+                // diversity caps leave k items.
+                i % 13,
                 i % 7,
                 1950 + i % 70,
                 rng.random_bool(0.95),
@@ -240,6 +253,8 @@ pub async fn run(args: &RecsysArgs) -> anyhow::Result<()> {
     let mut latency = histogram();
     let mut server_side = histogram();
     let mut returned = 0usize;
+    let mut stages: Vec<(&str, hdrhistogram::Histogram<u64>)> =
+        STAGES.iter().map(|&stage| (stage, histogram())).collect();
     for n in 0..200 + args.requests {
         let user = rng.random_range(0..args.users);
         let body = format!(r#"{{"user_id": {user}, "k": 10}}"#);
@@ -259,6 +274,12 @@ pub async fn run(args: &RecsysArgs) -> anyhow::Result<()> {
             let ms = answer["took_ms"].as_f64().unwrap_or(0.0);
             server_side.record((ms * 1e6) as u64)?;
             returned += answer["items"].as_array().map_or(0, Vec::len);
+            for (stage, histogram) in &mut stages {
+                let ms = answer["stages"][format!("{stage}_ms")]
+                    .as_f64()
+                    .unwrap_or(0.0);
+                histogram.record((ms * 1e6) as u64)?;
+            }
         }
     }
     let _ = stop.send(());
@@ -283,5 +304,12 @@ pub async fn run(args: &RecsysArgs) -> anyhow::Result<()> {
         ms(&server_side, 0.99),
         returned as f64 / args.requests as f64
     );
+    for (stage, histogram) in &stages {
+        println!(
+            "  {stage:<14} p50 {:.2} ms, p99 {:.2} ms",
+            ms(histogram, 0.5),
+            ms(histogram, 0.99)
+        );
+    }
     Ok(())
 }
