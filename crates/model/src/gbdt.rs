@@ -101,9 +101,9 @@ pub struct Gbdt {
 
 /// The booster's prediction trees laid out for prediction in batches: a ranker scores
 /// hundreds of rows through hundreds of trees per request. A tree is walked a level at a time
-/// for every row, with no branch on the data (a leaf points back to itself), so the rows'
-/// walks overlap instead of waiting on each mispredicted branch. The trees are summed in
-/// forust's order, so predictions are the same to the bit.
+/// for every row, the same number of steps for all (a leaf points back to itself), so the
+/// rows' walks are independent and overlap instead of each ending at its own mispredicted
+/// exit. The trees are summed in forust's order, so predictions are the same to the bit.
 #[derive(Debug, Clone)]
 struct FlatEnsemble {
     base_score: f64,
