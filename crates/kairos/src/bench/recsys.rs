@@ -157,7 +157,7 @@ async fn load(store: &FeatureStore, args: &RecsysArgs) -> anyhow::Result<()> {
         .map(|i| {
             format!(
                 "{i},2024-01-01T00:00:00Z,g{}|h{},{},{},{}",
-                // Genres across the taste clusters (13 and 7 are prime to 20), so the
+                // Genres across the taste clusters (13 and 7 are coprime with 20), so the
                 // diversity caps leave k items.
                 i % 13,
                 i % 7,

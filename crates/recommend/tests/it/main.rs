@@ -215,6 +215,20 @@ async fn a_trained_recommender_serves_filtered_ranked_items_and_learns_from_inte
         let answer = recommenders.recommend("shop", &request(u)).await.unwrap();
         assert_eq!(answer.items.len(), 8, "user {u}: {answer:?}");
         assert!(answer.known_user);
+        // The stages are laps of one stopwatch: together they fit in the request's time.
+        let s = &answer.stages;
+        let stages = [
+            s.user_features_ms,
+            s.user_vector_ms,
+            s.retrieval_ms,
+            s.item_features_ms,
+            s.filters_ms,
+            s.ranking_ms,
+            s.selection_ms,
+        ];
+        assert!(stages.iter().all(|&ms| ms >= 0.0), "{s:?}");
+        assert!(s.retrieval_ms > 0.0 && s.ranking_ms > 0.0, "{s:?}");
+        assert!(stages.iter().sum::<f64>() <= answer.took_ms, "{answer:?}");
         let seen = seen(u);
         for item in &answer.items {
             let i = item.item_id;
