@@ -262,8 +262,7 @@ impl Live {
         )
         .await?;
         let vocabulary: Vocabulary = serde_json::from_slice(&vocabulary).map_err(invalid)?;
-        let loaded = {
-            let vocabulary = vocabulary.clone();
+        let (vocabulary, towers, item_vectors, ranker) =
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let towers = TwoTower::load(
                     &vocabulary.dataset,
@@ -276,12 +275,10 @@ impl Live {
                 .map_err(invalid)?;
                 let vectors = towers.item_vectors().map_err(invalid)?;
                 let ranker = Ranker::from_json(&ranker_json).map_err(invalid)?;
-                Ok((towers, vectors, ranker))
+                Ok((vocabulary, towers, vectors, ranker))
             })
             .await
-            .map_err(DeployError::internal)??
-        };
-        let (towers, item_vectors, ranker) = loaded;
+            .map_err(DeployError::internal)??;
         let user_index = vocabulary.dataset.user_index();
         let item_index = Arc::new(vocabulary.dataset.item_index());
         let trait_lookup = vocabulary
@@ -493,16 +490,21 @@ impl Live {
             .map(|(at, &(id, score))| (id, f64::from(score), score, at))
             .collect();
         if self.spec.ranking && !scored.is_empty() {
-            let ranked: Vec<Candidate> = scored
+            // Each ranked candidate with its place in `scored`.
+            let (places, ranked): (Vec<usize>, Vec<Candidate>) = scored
                 .iter()
-                .filter_map(|&(id, _, score, at)| {
-                    self.item_index.get(&id).map(|&item| Candidate {
-                        item,
-                        score,
-                        rank: at,
+                .enumerate()
+                .filter_map(|(place, &(id, _, score, at))| {
+                    self.item_index.get(&id).map(|&item| {
+                        let candidate = Candidate {
+                            item,
+                            score,
+                            rank: at,
+                        };
+                        (place, candidate)
                     })
                 })
-                .collect();
+                .unzip();
             let history = self.history.read().expect("lock");
             let context = Context::new(
                 &self.vocabulary.dataset,
@@ -520,19 +522,12 @@ impl Live {
             );
             drop(history);
             let probabilities = self.ranker.score(&columns);
-            let by_item: HashMap<u32, f64> = ranked
-                .iter()
-                .zip(probabilities)
-                .map(|(c, p)| (c.item, p))
-                .collect();
+            // An item the towers never saw keeps no ranker score: after every ranked one.
             for entry in &mut scored {
-                // An item the towers never saw keeps no ranker score: after every ranked one.
-                entry.1 = self
-                    .item_index
-                    .get(&entry.0)
-                    .and_then(|i| by_item.get(i))
-                    .copied()
-                    .unwrap_or(f64::NEG_INFINITY);
+                entry.1 = f64::NEG_INFINITY;
+            }
+            for (place, probability) in places.into_iter().zip(probabilities) {
+                scored[place].1 = probability;
             }
             scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.3.cmp(&b.3)));
         }
