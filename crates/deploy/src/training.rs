@@ -101,8 +101,53 @@ fn default_threshold() -> f64 {
     0.5
 }
 
+/// The most training jobs that run at once in a process; more are refused (503), not queued,
+/// so a burst of requests cannot take every core and all the memory.
+pub const MAX_CONCURRENT_TRAINING: usize = 2;
+
+static TRAINING_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_TRAINING);
+
+impl TrainRequest {
+    /// Refuses parameters whose cost has no bound, or that no fit can use.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(DeployError::BadRequest(m));
+        if !(1..=5000).contains(&self.trees) {
+            return bad(format!("trees: expected 1 to 5000, got {}", self.trees));
+        }
+        if !(1..=16).contains(&self.max_depth) {
+            return bad(format!(
+                "max_depth: expected 1 to 16, got {}",
+                self.max_depth
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
+            return bad(format!(
+                "learning_rate: expected a number in (0, 1], got {}",
+                self.learning_rate
+            ));
+        }
+        if !(self.c.is_finite() && self.c > 0.0) {
+            return bad(format!("c: expected a positive number, got {}", self.c));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return bad(format!(
+                "threshold: expected a probability in [0, 1], got {}",
+                self.threshold
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Trains as `request` says and registers the model as its name's next version.
 pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model> {
+    request.validate()?;
+    let _slot = TRAINING_SLOTS.try_acquire().map_err(|_| {
+        DeployError::Unavailable(format!(
+            "{MAX_CONCURRENT_TRAINING} training jobs are running; retry when one has finished"
+        ))
+    })?;
     let view = store.describe_view(&request.feature_view, request.view_version)?;
     if !view.labels.contains(&request.label) {
         return Err(DeployError::BadRequest(format!(
@@ -295,4 +340,33 @@ pub async fn register_with_files(
         return Err(DeployError::internal(e));
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(extra: serde_json::Value) -> TrainRequest {
+        let mut body = serde_json::json!({"feature_view": "v", "label": "y"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn parameters_without_a_bound_are_refused() {
+        assert!(request(serde_json::json!({})).validate().is_ok());
+        for (extra, field) in [
+            (serde_json::json!({"trees": 1_000_000_000usize}), "trees"),
+            (serde_json::json!({"trees": 0}), "trees"),
+            (serde_json::json!({"max_depth": 64}), "max_depth"),
+            (serde_json::json!({"learning_rate": 0.0}), "learning_rate"),
+            (serde_json::json!({"c": -1.0}), "c:"),
+            (serde_json::json!({"threshold": 2.0}), "threshold"),
+        ] {
+            let err = request(extra).validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
 }

@@ -27,6 +27,13 @@ use arrow::record_batch::RecordBatch;
 
 use crate::{Result, TransformError, definition};
 
+/// The most tokens an expression may have. Evaluation walks the tree recursively, and a chain
+/// of `+` is as deep as it is long; 512 tokens keep every walk a few hundred frames deep, far
+/// inside any thread's stack, and allow sums of hundreds of terms.
+pub const MAX_TOKENS: usize = 512;
+/// The deepest nesting of parentheses, calls and unary minus the parser follows.
+pub const MAX_NESTING: usize = 64;
+
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -143,9 +150,17 @@ impl fmt::Display for Expr {
 impl Expr {
     /// Parses `text`; the error says where and what was expected.
     pub fn parse(text: &str) -> Result<Expr> {
+        let tokens = tokenize(text)?;
+        if tokens.len() > MAX_TOKENS {
+            return definition(format!(
+                "expression: {} tokens, more than the {MAX_TOKENS} an expression may have",
+                tokens.len()
+            ));
+        }
         let mut parser = Parser {
-            tokens: tokenize(text)?,
+            tokens,
             pos: 0,
+            nesting: 0,
         };
         let expr = parser.logic()?;
         match parser.tokens.get(parser.pos) {
@@ -471,9 +486,24 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>> {
 struct Parser {
     tokens: Vec<(usize, Token)>,
     pos: usize,
+    /// How deep the recursive descent is in parentheses, calls and unary minus.
+    nesting: usize,
 }
 
 impl Parser {
+    /// Enters one level of nesting, refusing past [`MAX_NESTING`].
+    fn nest(&mut self) -> Result<()> {
+        self.nesting += 1;
+        if self.nesting > MAX_NESTING {
+            let at = self.tokens.get(self.pos).map_or(0, |(at, _)| *at);
+            return definition(format!(
+                "expression: nested more than {MAX_NESTING} deep at character {}",
+                at + 1
+            ));
+        }
+        Ok(())
+    }
+
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.pos).map(|(_, t)| t)
     }
@@ -564,7 +594,10 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Expr> {
         if self.eat('-') {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.nest()?;
+            let inner = self.unary()?;
+            self.nesting -= 1;
+            return Ok(Expr::Neg(Box::new(inner)));
         }
         self.primary()
     }
@@ -580,8 +613,10 @@ impl Parser {
             Token::Ident(name) if name.eq_ignore_ascii_case("true") => Ok(Expr::Number(1.0)),
             Token::Ident(name) if name.eq_ignore_ascii_case("false") => Ok(Expr::Number(0.0)),
             Token::Symbol('(') => {
+                self.nest()?;
                 let inner = self.logic()?;
                 self.expect(')')?;
+                self.nesting -= 1;
                 Ok(inner)
             }
             Token::Ident(name) if self.peek() == Some(&Token::Symbol('(')) => {
@@ -592,11 +627,13 @@ impl Parser {
                     ));
                 };
                 self.pos += 1;
+                self.nest()?;
                 let mut args = vec![self.expr()?];
                 while self.eat(',') {
                     args.push(self.expr()?);
                 }
                 self.expect(')')?;
+                self.nesting -= 1;
                 if args.len() != arity {
                     return definition(format!(
                         "expression: {name} takes {arity} argument(s), got {}",
@@ -644,6 +681,38 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn deep_and_long_expressions_are_refused_before_they_reach_the_stack() {
+        let refused = |text: String, says: &str| {
+            let err = Expr::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(says),
+                "{}…: {err}",
+                &text[..40.min(text.len())]
+            );
+        };
+        refused(
+            format!("{}amount{}", "(".repeat(2000), ")".repeat(2000)),
+            "tokens",
+        );
+        refused(
+            format!("{}amount{}", "(".repeat(100), ")".repeat(100)),
+            "nested",
+        );
+        refused(vec!["amount > 1"; 5000].join(" OR "), "tokens");
+        refused(vec!["amount"; 5000].join(" + "), "tokens");
+        refused(format!("{}amount", "-".repeat(100)), "nested");
+        refused(
+            format!("{}amount{}", "abs(".repeat(100), ")".repeat(100)),
+            "nested",
+        );
+        // Long enough for any real feature: a sum of 200 terms.
+        let sum = Expr::parse(&vec!["amount"; 200].join(" + ")).unwrap();
+        let out = sum.eval(&batch()).unwrap();
+        assert_eq!(out.as_primitive::<Float64Type>().value(0), 2000.0);
+        Expr::parse(&format!("{}amount{}", "(".repeat(60), ")".repeat(60))).unwrap();
     }
 
     #[test]

@@ -172,17 +172,7 @@ pub fn conform(spec: &FeatureGroupSpec, source: &RecordBatch) -> Result<RecordBa
     let source_schema = source.schema();
     for field in source_schema.fields() {
         if spec.column(field.name()).is_none() {
-            return Err(IngestError::column(
-                field.name(),
-                format!(
-                    "unknown column; the feature group's columns are: {}",
-                    spec.columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
+            return Err(unknown_column(spec, field.name()));
         }
     }
     let rows = source.num_rows();
@@ -217,9 +207,54 @@ pub fn conform(spec: &FeatureGroupSpec, source: &RecordBatch) -> Result<RecordBa
                 format!("null or missing value in {role}, expected {}", col.ty),
             ));
         }
+        check_time_range(&array, col.ty, &col.name)?;
         arrays.push(array);
     }
     RecordBatch::try_new(spec.arrow_schema(), arrays).map_err(|e| IngestError::batch(e.to_string()))
+}
+
+/// The first and last instants every store holds: years 1 to 9999, what RFC 3339, Delta
+/// Lake's readers (Spark, DuckDB) and PostgreSQL all represent. An instant outside is refused
+/// at ingest, whatever the format it came in, so no store ever meets one it cannot write.
+pub const MIN_TIMESTAMP_MICROS: i64 = -62_135_596_800_000_000;
+pub const MAX_TIMESTAMP_MICROS: i64 = 253_402_300_799_999_999;
+const MIN_DATE_DAYS: i32 = -719_162;
+const MAX_DATE_DAYS: i32 = 2_932_896;
+
+fn check_time_range(array: &ArrayRef, ty: FeatureType, name: &str) -> Result<(), IngestError> {
+    let out_of_range = |row: usize, what: &str| {
+        IngestError::cell(
+            name,
+            row,
+            ty.to_string(),
+            format!("{what} outside the years 1 to 9999, expected {ty} within them"),
+        )
+    };
+    match ty {
+        FeatureType::Timestamp => {
+            let values = array.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let range = MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS;
+            match values
+                .iter()
+                .position(|v| v.is_some_and(|v| !range.contains(&v)))
+            {
+                Some(row) => Err(out_of_range(row, "a timestamp")),
+                None => Ok(()),
+            }
+        }
+        FeatureType::Date => {
+            let values = array.as_primitive::<arrow::datatypes::Date32Type>();
+            let range = MIN_DATE_DAYS..=MAX_DATE_DAYS;
+            match values
+                .iter()
+                .position(|v| v.is_some_and(|v| !range.contains(&v)))
+            {
+                Some(row) => Err(out_of_range(row, "a date")),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Decodes `bytes` in `format` into a batch of the columns it holds, not yet checked against
@@ -234,6 +269,7 @@ pub fn decode(
             let bad = |e: arrow::error::ArrowError| {
                 IngestError::batch(format!("invalid Arrow IPC stream: {e}"))
             };
+            check_ipc_framing(&bytes)?;
             let reader =
                 arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(bad)?;
             let schema = reader.schema();
@@ -255,7 +291,7 @@ pub fn decode(
                 .map_err(|e| bad(e.to_string()))?;
             concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))
         }
-        Format::Csv => decode_csv(bytes),
+        Format::Csv => decode_csv(spec, bytes, false),
         Format::JsonLines => decode_json_lines(spec, &bytes, false),
     }
 }
@@ -271,7 +307,7 @@ pub fn decode_events(
         Format::JsonLines => decode_json_lines(spec, &bytes, true),
         // Numbers and epoch times parsed by the CSV reader itself, without a text column in
         // between; anything it cannot read goes the general way, which names the bad cell.
-        Format::Csv => decode_csv_typed(spec, &bytes).or_else(|_| decode(spec, format, bytes)),
+        Format::Csv => decode_csv_typed(spec, &bytes).or_else(|_| decode_csv(spec, bytes, true)),
         other => decode(spec, other, bytes),
     }
 }
@@ -281,10 +317,7 @@ pub fn decode_events(
 /// else — RFC 3339 times, dates, a cell that does not parse — for the caller to fall back.
 fn decode_csv_typed(spec: &FeatureGroupSpec, bytes: &Bytes) -> Result<RecordBatch, IngestError> {
     let bad = |e: arrow::error::ArrowError| IngestError::batch(format!("invalid CSV: {e}"));
-    let format = arrow::csv::reader::Format::default().with_header(true);
-    let (header, _) = format
-        .infer_schema(Cursor::new(bytes.as_ref()), Some(0))
-        .map_err(bad)?;
+    let (format, header, projection) = csv_header(spec, bytes, true)?;
     let mut fields = Vec::with_capacity(header.fields().len());
     for field in header.fields() {
         let ty = match spec.column(field.name()).map(|c| c.ty) {
@@ -305,25 +338,129 @@ fn decode_csv_typed(spec: &FeatureGroupSpec, bytes: &Bytes) -> Result<RecordBatc
     let reader = arrow::csv::ReaderBuilder::new(schema.clone())
         .with_format(format)
         .with_batch_size(64 * 1024)
+        .with_projection(projection.clone())
         .build(Cursor::new(bytes.clone()))
         .map_err(bad)?;
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
-    concat_batches(&schema, &batches).map_err(bad)
+    let projected = Arc::new(schema.project(&projection).map_err(bad)?);
+    concat_batches(&projected, &batches).map_err(bad)
+}
+
+/// Walks an Arrow IPC stream's framing before the reader does: every message's declared
+/// metadata and body must fit in the bytes that came, so a few bytes declaring gigabytes cannot
+/// make the reader allocate them.
+fn check_ipc_framing(bytes: &[u8]) -> Result<(), IngestError> {
+    let bad = |m: String| IngestError::batch(format!("invalid Arrow IPC stream: {m}"));
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .ok_or_else(|| bad("a message length is cut short".into()))
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        let mut length = word(at)?;
+        at += 4;
+        // A continuation marker, then the length (the format since Arrow 0.15).
+        if length == u32::MAX {
+            length = word(at)?;
+            at += 4;
+        }
+        if length == 0 {
+            return Ok(());
+        }
+        let remaining = bytes.len() - at;
+        let metadata = bytes.get(at..at + length as usize).ok_or_else(|| {
+            bad(format!(
+                "a message declares {length} bytes of metadata; {remaining} bytes remain"
+            ))
+        })?;
+        let message = arrow::ipc::root_as_message(metadata).map_err(|e| bad(e.to_string()))?;
+        at += length as usize;
+        let remaining = bytes.len() - at;
+        let body = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|body| *body <= remaining)
+            .ok_or_else(|| {
+                bad(format!(
+                    "a message declares a body of {} bytes; {remaining} bytes remain",
+                    message.bodyLength()
+                ))
+            })?;
+        at += body;
+    }
+    Ok(())
+}
+
+/// The most columns a CSV header may name, known to the group or not.
+pub const MAX_CSV_COLUMNS: usize = 4096;
+
+/// Reads and checks a CSV header before any row: no more than [`MAX_CSV_COLUMNS`] names, none
+/// twice, and (unless `ignore_unknown`) every one a column of `spec`. Returns the header as a
+/// schema and the indices of the columns `spec` knows, the only ones decoded.
+fn csv_header(
+    spec: &FeatureGroupSpec,
+    bytes: &Bytes,
+    ignore_unknown: bool,
+) -> Result<(arrow::csv::reader::Format, Schema, Vec<usize>), IngestError> {
+    let first_line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    // A quick count before the reader builds a field per name.
+    if first_line.iter().filter(|b| **b == b',').count() >= MAX_CSV_COLUMNS {
+        return Err(IngestError::batch(format!(
+            "invalid CSV: the header names more than {MAX_CSV_COLUMNS} columns"
+        )));
+    }
+    let bad = |e: arrow::error::ArrowError| IngestError::batch(format!("invalid CSV: {e}"));
+    let format = arrow::csv::reader::Format::default().with_header(true);
+    let (header, _) = format
+        .infer_schema(Cursor::new(first_line), Some(0))
+        .map_err(bad)?;
+    if header.fields().is_empty() {
+        return Err(IngestError::batch("invalid CSV: no header row"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut known = Vec::with_capacity(spec.columns.len());
+    for (i, field) in header.fields().iter().enumerate() {
+        if !seen.insert(field.name().as_str()) {
+            return Err(IngestError::column(
+                field.name(),
+                "the CSV header names this column twice",
+            ));
+        }
+        if spec.column(field.name()).is_some() {
+            known.push(i);
+        } else if !ignore_unknown {
+            return Err(unknown_column(spec, field.name()));
+        }
+    }
+    Ok((format, header, known))
+}
+
+fn unknown_column(spec: &FeatureGroupSpec, name: &str) -> IngestError {
+    IngestError::column(
+        name,
+        format!(
+            "unknown column; the feature group's columns are: {}",
+            spec.columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
 }
 
 /// CSV cells are read as text and parsed per column type by [`to_canonical`], so every error can
 /// name its row.
-fn decode_csv(bytes: Bytes) -> Result<RecordBatch, IngestError> {
+fn decode_csv(
+    spec: &FeatureGroupSpec,
+    bytes: Bytes,
+    ignore_unknown: bool,
+) -> Result<RecordBatch, IngestError> {
     let bad = |e: arrow::error::ArrowError| IngestError::batch(format!("invalid CSV: {e}"));
-    let format = arrow::csv::reader::Format::default().with_header(true);
-    let (inferred, _) = format
-        .infer_schema(Cursor::new(&bytes), Some(0))
-        .map_err(bad)?;
-    if inferred.fields().is_empty() {
-        return Err(IngestError::batch("invalid CSV: no header row"));
-    }
+    let (format, header, projection) = csv_header(spec, &bytes, ignore_unknown)?;
     let text_schema: SchemaRef = Arc::new(Schema::new(
-        inferred
+        header
             .fields()
             .iter()
             .map(|f| Field::new(f.name(), DataType::Utf8, true))
@@ -332,10 +469,46 @@ fn decode_csv(bytes: Bytes) -> Result<RecordBatch, IngestError> {
     let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
         .with_format(format)
         .with_batch_size(64 * 1024)
+        .with_projection(projection.clone())
         .build(Cursor::new(bytes))
         .map_err(bad)?;
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
-    concat_batches(&text_schema, &batches).map_err(bad)
+    let projected = Arc::new(text_schema.project(&projection).map_err(bad)?);
+    concat_batches(&projected, &batches).map_err(bad)
+}
+
+/// A JSON object whose keys each appear once: serde_json's own map would keep the last of a
+/// repeated key without a word.
+struct UniqueObject(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = UniqueObject;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut entries: A,
+            ) -> Result<UniqueObject, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some((key, value)) = entries.next_entry::<String, serde_json::Value>()? {
+                    if object.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "the key '{key}' appears twice"
+                        )));
+                    }
+                    object.insert(key, value);
+                }
+                Ok(UniqueObject(object))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 /// JSON lines become text columns (strings as they are, everything else as its JSON text) and
@@ -353,13 +526,12 @@ fn decode_json_lines(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
-            .map_err(|e| IngestError {
-                column: None,
-                row: Some(row + 1),
-                expected: Some("a JSON object".into()),
-                message: format!("invalid JSON object: {e}"),
-            })?;
+        let UniqueObject(object) = serde_json::from_slice(line).map_err(|e| IngestError {
+            column: None,
+            row: Some(row + 1),
+            expected: Some("a JSON object".into()),
+            message: format!("invalid JSON object: {e}"),
+        })?;
         for key in object.keys() {
             if !ignore_unknown && spec.column(key).is_none() {
                 return Err(IngestError {
@@ -671,6 +843,95 @@ mod tests {
             ttl_seconds: None,
             vector_index: None,
         }
+    }
+
+    #[test]
+    fn csv_headers_and_json_keys_are_checked_before_any_row() {
+        let err = csv("cc_num,ts,amount,amount\n1,2024-01-01T00:00:00Z,1,2\n").unwrap_err();
+        assert_eq!(err.column.as_deref(), Some("amount"), "{err}");
+        assert!(err.message.contains("twice"), "{err}");
+        let err = jsonl("{\"cc_num\": 1, \"ts\": \"2024-01-01T00:00:00Z\", \"cc_num\": 2}\n")
+            .unwrap_err();
+        assert!(err.message.contains("'cc_num' appears twice"), "{err}");
+        // Unknown names are refused from the header alone, however many rows follow.
+        let wide: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+        let body = format!("{}\n{}\n", wide.join(","), vec!["1"; 1000].join(",")).repeat(2);
+        let err = csv(&body).unwrap_err();
+        assert_eq!(err.column.as_deref(), Some("c0"), "{err}");
+        let wider: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+        let err = csv(&format!("{}\n", wider.join(","))).unwrap_err();
+        assert!(err.message.contains("more than 4096 columns"), "{err}");
+        // Events ignore columns the pipeline does not read, and decode only the others.
+        let batch = decode_events(
+            &spec(),
+            Format::Csv,
+            Bytes::from("cc_num,extra,ts\n1,x,1714550400\n"),
+        )
+        .unwrap();
+        assert_eq!(batch.num_columns(), 2);
+    }
+
+    #[test]
+    fn an_arrow_stream_cannot_declare_more_than_it_holds() {
+        let spec = spec();
+        let mut huge = vec![0xFF, 0xFF, 0xFF, 0xFF];
+        huge.extend_from_slice(&0x7FFF_FFF0u32.to_le_bytes());
+        huge.extend_from_slice(&[0u8; 64]);
+        let err = parse_batch(&spec, Format::ArrowIpc, Bytes::from(huge)).unwrap_err();
+        assert!(err.message.contains("declares"), "{err}");
+        // A real stream passes the walk.
+        let rows = csv("cc_num,ts,amount,category,emb\n1,2024-01-01T00:00:00Z,1,a,\n").unwrap();
+        let ipc = crate::export::encode_ipc(&rows).unwrap();
+        assert_eq!(
+            parse_batch(&spec, Format::ArrowIpc, ipc)
+                .unwrap()
+                .num_rows(),
+            1
+        );
+    }
+
+    #[test]
+    fn timestamps_outside_the_years_1_to_9999_are_refused_in_every_format() {
+        for ts in [
+            "-9223372036854775808",
+            "9223372036854775807",
+            "99999999999999999999",
+            "1e300",
+            "-1e300",
+            "10000-01-01T00:00:00Z",
+        ] {
+            let err = csv(&format!(
+                "cc_num,ts,amount,category,emb\n1,2024-01-01T00:00:00Z,1,a,\n2,{ts},1,a,\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.column.as_deref(), Some("ts"), "{ts}: {err}");
+            assert_eq!(err.row, Some(2), "{ts}: {err}");
+            let err = jsonl(&format!("{{\"cc_num\": 1, \"ts\": \"{ts}\"}}\n")).unwrap_err();
+            assert_eq!(err.column.as_deref(), Some("ts"), "{ts}: {err}");
+        }
+        let err = jsonl("{\"cc_num\": 1, \"ts\": 9223372036854775807}\n").unwrap_err();
+        assert_eq!(err.column.as_deref(), Some("ts"), "{err}");
+        // Arrow's own timestamps go through the same rule.
+        let spec = spec();
+        let ts =
+            arrow::array::TimestampMicrosecondArray::from(vec![0, i64::MAX]).with_timezone(UTC);
+        let source = RecordBatch::try_from_iter([
+            (
+                "cc_num",
+                Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as ArrayRef,
+            ),
+            ("ts", Arc::new(ts) as ArrayRef),
+        ])
+        .unwrap();
+        let err = conform(&spec, &source).unwrap_err();
+        assert_eq!(
+            (err.column.as_deref(), err.row),
+            (Some("ts"), Some(2)),
+            "{err}"
+        );
+        // The edges themselves are fine.
+        csv("cc_num,ts,amount,category,emb\n1,0001-01-01T00:00:00Z,1,a,\n2,9999-12-31T23:59:59.999999Z,1,a,\n")
+            .unwrap();
     }
 
     fn csv(text: &str) -> Result<RecordBatch, IngestError> {
