@@ -73,9 +73,14 @@ async fn serve_and_monitor(drift: bool) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(kairos_serve::serve(store.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(kairos_serve::serve(
+        store.clone(),
+        listener,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     fraud::wait_ready(&url, Duration::from_secs(60))
         .await
         .unwrap();

@@ -13,14 +13,32 @@ use serde::{Deserialize, Serialize};
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: String,
+    /// Host names requests may be addressed to besides the loopback names and the listen
+    /// address (`*`: any). Others are refused, which defeats DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the API (CORS); none by default.
+    pub allowed_origins: Vec<String>,
+    /// Serve other machines even with no API key configured (protected mode off).
+    pub insecure: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7070".into(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            insecure: false,
         }
     }
+}
+
+/// Settings of the CLI as a client of a server (`--url`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The API key sent as `Authorization: Bearer …`.
+    pub api_key: Option<String>,
 }
 
 /// The whole configuration.
@@ -29,6 +47,9 @@ impl Default for ServerConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    pub client: ClientConfig,
+    /// What pipelines posted to the server may read.
+    pub pipelines: kairos_pipeline::SourcePolicy,
 }
 
 /// What flags can override.
@@ -38,6 +59,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub online_backend: Option<String>,
     pub redis_url: Option<String>,
+    pub api_key: Option<String>,
+    pub insecure: bool,
 }
 
 impl Config {
@@ -58,12 +81,17 @@ impl Config {
             listen: env("KAIROS_LISTEN"),
             online_backend: env("KAIROS_ONLINE_BACKEND"),
             redis_url: env("KAIROS_REDIS_URL"),
+            api_key: env("KAIROS_API_KEY"),
+            insecure: env("KAIROS_INSECURE").is_some_and(|v| v == "1" || v == "true"),
         };
         config.apply(env_overrides)?;
         if let Some(v) = env("KAIROS_LOG_RETENTION_SECS") {
             config.store.log_retention_secs = v
                 .parse()
                 .context("KAIROS_LOG_RETENTION_SECS: expected seconds")?;
+        }
+        if let Some(v) = env("KAIROS_SOURCE_DIRS") {
+            config.pipelines.source_dirs = std::env::split_paths(&v).collect();
         }
         if let Some(v) = env("KAIROS_MAX_BATCH_BYTES") {
             config.store.max_batch_bytes = v
@@ -95,6 +123,10 @@ impl Config {
         if let Some(listen) = o.listen {
             self.server.listen = listen;
         }
+        if let Some(key) = o.api_key {
+            self.client.api_key = Some(key);
+        }
+        self.server.insecure |= o.insecure;
         let backend = o.online_backend.as_deref();
         match (backend, o.redis_url) {
             (Some("redb"), _) => self.store.online = OnlineConfig::Redb,

@@ -280,9 +280,14 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(kairos_serve::serve(store.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(kairos_serve::serve(
+        store.clone(),
+        listener,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     fraud::wait_ready(&url, Duration::from_secs(120)).await?;
     done(
         &format!(

@@ -43,7 +43,7 @@ pub enum DeployCommand {
 
 pub async fn run(command: DeployCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
     match url {
-        Some(url) => run_remote(command, &Remote::new(url)).await,
+        Some(url) => run_remote(command, &crate::remote::connect(url, config)?).await,
         None => {
             let store = FeatureStore::open(config.store.clone()).await?;
             let result = run_local(command, &store).await;

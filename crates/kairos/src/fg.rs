@@ -185,7 +185,7 @@ pub(crate) async fn dispatch<C>(
     remote: impl AsyncFnOnce(C, &Remote) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     match url {
-        Some(url) => remote(command, &Remote::new(url)).await,
+        Some(url) => remote(command, &crate::remote::connect(url, config)?).await,
         None => {
             let store = FeatureStore::open(config.store.clone()).await?;
             let result = local(command, &store).await;

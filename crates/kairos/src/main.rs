@@ -1,6 +1,7 @@
 //! `kairos`: the command line. It parses arguments, loads the configuration and wires the
 //! library crates together; the work itself lives in those crates.
 
+mod auth;
 mod bench;
 mod config;
 mod datagen;
@@ -46,6 +47,9 @@ struct Cli {
     /// Redis URL for the redis backend, e.g. redis://127.0.0.1:6379.
     #[arg(long, global = true)]
     redis_url: Option<String>,
+    /// The API key to send to the server at --url (or set KAIROS_API_KEY).
+    #[arg(long, global = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,9 +59,14 @@ enum Command {
     /// Run the REST server (feature groups, views, inserts, reads, /metrics) and every applied
     /// pipeline.
     Serve {
-        /// Address to listen on (default 127.0.0.1:7070).
+        /// Address to listen on (default 127.0.0.1:7070). With no API key configured, only a
+        /// loopback address is accepted.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve other machines even with no API key configured: anyone who reaches the port
+        /// may read and change everything.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Feature groups: create, list, describe, insert, get, read, check, delete, compact.
     #[command(subcommand)]
@@ -83,6 +92,9 @@ enum Command {
     /// Recommendations: train and apply a recommender, or evaluate on MovieLens offline.
     #[command(subcommand)]
     Recsys(recsys::RecsysCommand),
+    /// API keys: create, list, revoke.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// End-to-end demos on the embedded stores: `kairos demo fraud`.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -109,15 +121,17 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let listen = match &cli.command {
-        Command::Serve { listen } => listen.clone(),
-        _ => None,
+    let (listen, insecure) = match &cli.command {
+        Command::Serve { listen, insecure } => (listen.clone(), *insecure),
+        _ => (None, false),
     };
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
         listen,
         online_backend: cli.online_backend.clone(),
         redis_url: cli.redis_url.clone(),
+        api_key: cli.api_key.clone(),
+        insecure,
     };
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -134,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
             Command::Monitor(c) => monitor::run(c, &config, cli.url.as_deref()).await,
             Command::Recsys(c) => recsys::run(c, &config).await,
+            Command::Auth(c) => auth::run(c, &config, cli.url.as_deref()).await,
             Command::Demo(c) => demo::run(c, &config).await,
             Command::Gen(c) => datagen::run(c),
             Command::Bench(command) => bench::run(command, &config).await,
@@ -142,10 +157,23 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let options = kairos_serve::ServerOptions {
+        access: kairos_serve::AccessPolicy {
+            allowed_hosts: config.server.allowed_hosts.clone(),
+            allowed_origins: config.server.allowed_origins.clone(),
+            insecure: config.server.insecure,
+        },
+        sources: config.pipelines.clone(),
+    };
     let store = kairos_store::FeatureStore::open(config.store.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    // The server checks this too; checked here first so a refused start announces no address.
+    kairos_serve::Access::new(store.clone(), options.access.clone(), Some(addr))?
+        .check_listen(addr)
+        .map_err(anyhow::Error::msg)?;
     // Tests and scripts read the bound address from this line (useful with port 0).
-    println!("kairos listening on http://{}", listener.local_addr()?);
+    println!("kairos listening on http://{addr}");
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -155,6 +183,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    kairos_serve::serve(store, listener, shutdown).await?;
+    kairos_serve::serve(store, listener, options, shutdown).await?;
     Ok(())
 }

@@ -43,7 +43,7 @@ pub enum ModelCommand {
 
 pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
     if let Some(url) = url {
-        return run_remote(command, &Remote::new(url)).await;
+        return run_remote(command, &crate::remote::connect(url, config)?).await;
     }
     let data_dir = &config.store.data_dir;
     std::fs::create_dir_all(data_dir)

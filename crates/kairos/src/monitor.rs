@@ -54,7 +54,7 @@ pub async fn run(
     url: Option<&str>,
 ) -> anyhow::Result<()> {
     match url {
-        Some(url) => run_remote(command, &Remote::new(url)).await,
+        Some(url) => run_remote(command, &crate::remote::connect(url, config)?).await,
         None => {
             let store = FeatureStore::open(config.store.clone()).await?;
             let deployments = Arc::new(Deployments::new(store.clone())?);

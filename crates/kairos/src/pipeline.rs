@@ -59,7 +59,7 @@ pub async fn run(
         return worker(config, url, &file, id).await;
     }
     match url {
-        Some(url) => run_remote(command, &Remote::new(url)).await,
+        Some(url) => run_remote(command, &crate::remote::connect(url, config)?).await,
         None => run_local(command, config).await,
     }
 }
@@ -194,7 +194,7 @@ async fn worker(config: &Config, url: &str, file: &Path, id: Option<String>) -> 
             "only a pipeline reading Kafka runs as several workers (its consumer group shares the partitions)"
         );
     }
-    let remote = Remote::new(url);
+    let remote = crate::remote::connect(url, config)?;
     let deployed = remote
         .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
         .await?;
@@ -203,7 +203,10 @@ async fn worker(config: &Config, url: &str, file: &Path, id: Option<String>) -> 
             .context("the server's answer has no pipeline definition")?;
     let id = id.unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let placement = kairos_pipeline::Placement {
-        sink: kairos_pipeline::Sink::Server(kairos_pipeline::sink::Server::new(url)),
+        sink: kairos_pipeline::Sink::Server(kairos_pipeline::sink::Server::new(
+            url,
+            config.client.api_key.as_deref(),
+        )?),
         store: None,
         streams: None,
         data_dir: config.store.data_dir.clone(),

@@ -3,7 +3,16 @@
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response};
+
+use crate::config::Config;
+
+/// A client of the server at `url`, sending the configured API key (`--api-key`,
+/// `KAIROS_API_KEY` or `client.api_key`) with every request.
+pub fn connect(url: &str, config: &Config) -> anyhow::Result<Remote> {
+    Remote::new(url).with_api_key(config.client.api_key.as_deref())
+}
 
 /// A REST client for one server.
 #[derive(Debug, Clone)]
@@ -18,6 +27,21 @@ impl Remote {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Sends `key` as a bearer token with every request.
+    pub fn with_api_key(mut self, key: Option<&str>) -> anyhow::Result<Self> {
+        let Some(key) = key else {
+            return Ok(self);
+        };
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key holds characters a header cannot carry")?;
+        value.set_sensitive(true);
+        let headers = HeaderMap::from_iter([(AUTHORIZATION, value)]);
+        self.http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
+        Ok(self)
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {

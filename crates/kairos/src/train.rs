@@ -8,7 +8,6 @@ use reqwest::Method;
 
 use crate::config::Config;
 use crate::fg::{print_json, spinner};
-use crate::remote::Remote;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum AlgorithmName {
@@ -99,7 +98,7 @@ pub async fn run(args: TrainArgs, config: &Config, url: Option<&str>) -> anyhow:
     ));
     let model = match url {
         Some(url) => {
-            let remote = Remote::new(url);
+            let remote = crate::remote::connect(url, config)?;
             remote
                 .json(remote.request(Method::POST, "/v1/train").json(&request))
                 .await

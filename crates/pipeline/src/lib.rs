@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod decode;
 mod fault;
+pub mod policy;
 pub mod runner;
 pub mod sink;
 pub mod source;
@@ -24,6 +25,7 @@ use kairos_stream::PipelineSpec;
 use kairos_stream::spec::PipelineDef;
 use tokio::sync::Mutex;
 
+pub use policy::{Confinement, SourcePolicy};
 pub use runner::{Freshness, PipelineHandle, PipelineStatus, Placement, RunState};
 pub use sink::Sink;
 pub use source::Streams;
@@ -37,6 +39,9 @@ pub struct Pipelines {
     /// Streams some applied pipeline reads (pushes to others are refused), kept here so a push
     /// does not read the catalog.
     http_streams: std::sync::RwLock<HashSet<String>>,
+    /// What definitions may read: anything in the operator's own process, only what the
+    /// policy allows in a server.
+    confinement: Confinement,
 }
 
 /// The HTTP stream a definition reads, if it has an HTTP source.
@@ -48,7 +53,17 @@ fn http_stream(spec: &PipelineSpec) -> Option<&str> {
 }
 
 impl Pipelines {
+    /// The pipelines of the operator's own process (the CLI): definitions read what they name.
     pub fn new(store: FeatureStore) -> Pipelines {
+        Self::with_confinement(store, Confinement::Trusted)
+    }
+
+    /// The pipelines of a server, whose definitions come from clients.
+    pub fn confined(store: FeatureStore, policy: SourcePolicy) -> Pipelines {
+        Self::with_confinement(store, Confinement::Confined(policy))
+    }
+
+    fn with_confinement(store: FeatureStore, confinement: Confinement) -> Pipelines {
         let streams = Arc::new(Streams::new(&store.config().data_dir));
         let defs = store.catalog().list_pipelines().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot list pipelines");
@@ -63,7 +78,17 @@ impl Pipelines {
             streams,
             running: Mutex::new(HashMap::new()),
             http_streams: std::sync::RwLock::new(http_streams),
+            confinement,
         }
+    }
+
+    /// The definition with its source checked against the confinement (a file source's path
+    /// made canonical).
+    fn confine(&self, mut spec: PipelineSpec) -> Result<PipelineSpec> {
+        spec.source = self
+            .confinement
+            .check(&spec.source, &self.store.config().data_dir)?;
+        Ok(spec)
     }
 
     pub fn store(&self) -> &FeatureStore {
@@ -73,6 +98,7 @@ impl Pipelines {
     /// Checks a definition, creates its output group if absent and stores it as the next
     /// version — unless it equals the latest version, which is returned unchanged.
     pub async fn apply(&self, spec: PipelineSpec) -> Result<PipelineDef> {
+        let spec = self.confine(spec)?;
         let plan = spec.plan()?;
         runner::ensure_output(&self.store, &plan).await?;
         if let Some(stream) = http_stream(&spec) {
@@ -98,7 +124,9 @@ impl Pipelines {
 
     /// Starts the latest version of pipeline `name`.
     pub async fn start(&self, name: &str) -> Result<PipelineStatus> {
-        let def = self.definition(name)?;
+        let mut def = self.definition(name)?;
+        // Checked again: a stored definition may predate the policy, or its file a symlink.
+        def.spec = self.confine(def.spec)?;
         let mut running = self.running.lock().await;
         if running.get(name).is_some_and(PipelineHandle::is_running) {
             return Err(StoreError::Conflict(format!(

@@ -99,14 +99,28 @@ struct ErrorDetail {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Server {
-    pub fn new(base: &str) -> Server {
-        Server {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .expect("a client with a timeout builds"),
+    /// A sink writing through the server at `base`, sending `api_key` as a bearer token.
+    pub fn new(base: &str, api_key: Option<&str>) -> Result<Server> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| {
+                    StoreError::BadRequest(
+                        "the API key holds characters a header cannot carry".into(),
+                    )
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .default_headers(headers)
+            .build()
+            .map_err(StoreError::internal)?;
+        Ok(Server {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {

@@ -10,10 +10,8 @@ use axum::http::StatusCode;
 use kairos_deploy::{DeploymentStatus, Deployments, PredictRequest, PredictResponse};
 use kairos_model::{Deployment, DeploymentSpec};
 
-use crate::api::parse_json;
-use crate::error::{ApiError, ErrorBody};
-
-type ApiResult<T> = Result<T, ApiError>;
+use crate::error::ErrorBody;
+use crate::request::{ApiResult, parse_json};
 
 /// Apply a deployment: its model version is loaded and checked against its feature view, then
 /// swapped in atomically; requests in flight finish on the revision they started on.

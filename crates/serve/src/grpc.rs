@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use kairos_auth::{Need, Scope, Target};
 use kairos_deploy::v2::{InferRequest, ModelMetadata, Tensor, TensorData};
 use kairos_deploy::{DeployError, Deployments};
 use kairos_model::{Datatype, TensorSpec};
@@ -21,6 +22,9 @@ use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceSe
 use proto::model_infer_response::InferOutputTensor;
 use proto::model_metadata_response::TensorMetadata;
 use proto::*;
+
+/// The route the service is mounted at (what the access gate sees as the matched path).
+pub(crate) const ROUTE: &str = "/inference.GRPCInferenceService/{*rest}";
 
 /// The gRPC service as axum routes, to merge into the REST router.
 pub fn routes(deployments: Arc<Deployments>, max_message: usize) -> axum::Router {
@@ -54,6 +58,18 @@ fn status(e: DeployError) -> Status {
             Status::internal(e.to_string())
         }
     }
+}
+
+/// The gate passes model calls on the `read` scope alone, since the model's name is inside
+/// the message; this checks the caller's limits against the deployment it names.
+fn authorize<T>(request: &Request<T>, deployment: &str) -> Result<(), Status> {
+    let principal = request
+        .extensions()
+        .get::<kairos_auth::Principal>()
+        .ok_or_else(|| Status::internal("no principal: the access gate did not run"))?;
+    principal
+        .check(Need::new(Scope::Read, Target::Deployment(deployment)))
+        .map_err(|denial| Status::permission_denied(denial.to_string()))
 }
 
 fn version(v: &str) -> Option<&str> {
@@ -116,6 +132,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        authorize(&request, &request.get_ref().name)?;
         let r = request.into_inner();
         let ready = self
             .deployments
@@ -140,6 +157,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
+        authorize(&request, &request.get_ref().name)?;
         let r = request.into_inner();
         let m: ModelMetadata = self
             .deployments
@@ -159,6 +177,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
+        authorize(&request, &request.get_ref().name)?;
         let r = request.into_inner();
         let m = self
             .deployments
@@ -197,6 +216,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        authorize(&request, &request.get_ref().model_name)?;
         let r = request.into_inner();
         if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
             return Err(Status::invalid_argument(format!(

@@ -9,14 +9,18 @@
 //! ([`api::ApiDoc`], served at `/openapi.json`); request latencies, materialiser lag and serving
 //! latencies are on `/metrics` in the Prometheus format.
 
+pub mod access;
 pub mod api;
 pub mod deployments;
 pub mod error;
+pub mod groups;
 pub mod grpc;
+pub mod keys;
 pub mod models;
 pub mod monitors;
 pub mod pipelines;
 pub mod recommenders;
+mod request;
 mod telemetry;
 pub mod v2;
 pub mod views;
@@ -31,17 +35,52 @@ use kairos_recommend::Recommenders;
 use kairos_store::FeatureStore;
 use tokio::net::TcpListener;
 
+pub use access::{Access, AccessPolicy};
 pub use api::{ApiDoc, router};
+
+/// How a server is reached, and what the definitions its clients post may read.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub access: AccessPolicy,
+    pub sources: kairos_pipeline::SourcePolicy,
+}
 
 /// Serves `store` on `listener`, running every applied pipeline and every deployment, until
 /// `shutdown` resolves; then stops the pipelines (each takes a last checkpoint), lets the
-/// inference logs write what they hold, and closes the store.
+/// inference logs write what they hold, and closes the store. With no API key configured it
+/// refuses a listener other machines can reach, unless the options say insecure.
 pub async fn serve(
     store: FeatureStore,
     listener: TcpListener,
+    options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let pipelines = Arc::new(Pipelines::new(store.clone()));
+    let addr: SocketAddr = listener.local_addr()?;
+    let access =
+        Access::new(store.clone(), options.access, Some(addr)).map_err(std::io::Error::other)?;
+    if let Err(why) = access.check_listen(addr) {
+        store.close().await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ));
+    }
+    let access = Arc::new(access);
+    // Keys made or revoked by another process on the same catalog (`kairos auth` on the data
+    // dir) take effect within this interval.
+    let reloading_keys = tokio::spawn({
+        let access = access.clone();
+        async move {
+            let mut tick = tokio::time::interval(access::KEY_RELOAD);
+            loop {
+                tick.tick().await;
+                if let Err(e) = access.keys.reload(access.store.catalog()) {
+                    tracing::warn!(error = %e, "cannot reload the API keys");
+                }
+            }
+        }
+    });
+    let pipelines = Arc::new(Pipelines::confined(store.clone(), options.sources));
     pipelines.start_all().await;
     let deployments = Arc::new(Deployments::new(store.clone()).map_err(std::io::Error::other)?);
     // Deployments load while the server already answers: /v2/health/ready says 503 until
@@ -75,15 +114,22 @@ pub async fn serve(
         deployments.clone(),
         monitors.clone(),
         recommenders.clone(),
+        access.clone(),
     );
-    let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, online = store.online_backend(), "kairos serving");
+    tracing::info!(
+        %addr,
+        online = store.online_backend(),
+        keys = if access.enforced() { "required" } else { "none configured (loopback only)" },
+        "kairos serving"
+    );
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     // Monitors stop first, then pipelines (they write), then the inference logs flush, then the
     // store closes.
     scheduling.abort();
+    reloading_keys.abort();
     monitors.stop_all();
     pipelines.close().await;
     let _ = loading.await;

@@ -11,10 +11,8 @@ use kairos_store::{FeatureStore, StoreError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::api::parse_json;
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-
-type ApiResult<T> = Result<T, ApiError>;
+use crate::request::{ApiResult, parse_json};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -9,10 +9,8 @@ use axum::response::IntoResponse;
 use kairos_monitor::{History, Monitor, MonitorRun, MonitorSpec, Monitors, RetrainDecision};
 use serde::Deserialize;
 
-use crate::api::parse_json;
-use crate::error::{ApiError, ErrorBody};
-
-type ApiResult<T> = Result<T, ApiError>;
+use crate::error::ErrorBody;
+use crate::request::{ApiResult, parse_json};
 
 /// Apply a monitor: checked against its deployment and label group, stored as the name's
 /// next version, and scheduled.

@@ -13,10 +13,8 @@ use kairos_stream::spec::PipelineDef;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::parse_json;
-use crate::error::{ApiError, ErrorBody};
-
-type ApiResult<T> = Result<T, ApiError>;
+use crate::error::ErrorBody;
+use crate::request::{ApiResult, parse_json};
 
 /// A definition as applied, and the pipeline's status once started.
 #[derive(Debug, Serialize, ToSchema)]

@@ -11,10 +11,8 @@ use kairos_recommend::{
 };
 use kairos_store::InsertAck;
 
-use crate::api::parse_json;
 use crate::error::{ApiError, ErrorBody};
-
-type ApiResult<T> = Result<T, ApiError>;
+use crate::request::{ApiResult, parse_json};
 
 /// Apply a recommender: its models are loaded, its groups and rules checked and the
 /// interaction history read, then it is swapped in whole.

@@ -9,6 +9,8 @@ use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const LATENCY: &str = "kairos_http_request_duration_seconds";
+/// Requests the access gate turned away, by reason (`missing_key`, `missing_scope`, `host`, …).
+pub(crate) const REFUSED: &str = "kairos_http_requests_refused_total";
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub(crate) fn prometheus() -> PrometheusHandle {

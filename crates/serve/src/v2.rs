@@ -55,6 +55,10 @@ pub fn routes(deployments: Arc<Deployments>) -> Router {
 pub struct V2Error(StatusCode, String);
 
 impl V2Error {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> V2Error {
+        V2Error(status, message.into())
+    }
+
     fn bad(message: impl Into<String>) -> V2Error {
         V2Error(StatusCode::BAD_REQUEST, message.into())
     }

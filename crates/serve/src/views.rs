@@ -15,10 +15,8 @@ use kairos_view::{
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{parse_json, time_param};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-
-type ApiResult<T> = Result<T, ApiError>;
+use crate::request::{ApiResult, parse_json, time_param};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -232,9 +232,14 @@ pub async fn run(args: &RecsysArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(kairos_serve::serve(store, listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(kairos_serve::serve(
+        store,
+        listener,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = reqwest::Client::new();
     let ready = Instant::now();
     while client

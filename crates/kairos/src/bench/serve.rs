@@ -487,7 +487,18 @@ pub async fn overhead(args: &OverheadArgs, config: &Config) -> anyhow::Result<()
     let pipelines = Arc::new(kairos_pipeline::Pipelines::new(store.clone()));
     let monitors = kairos_monitor::Monitors::new(deployments.clone());
     let recommenders = kairos_recommend::Recommenders::new(store.clone());
-    let app = kairos_serve::router(pipelines, deployments.clone(), monitors, recommenders);
+    let access = Arc::new(kairos_serve::Access::new(
+        store.clone(),
+        Default::default(),
+        None,
+    )?);
+    let app = kairos_serve::router(
+        pipelines,
+        deployments.clone(),
+        monitors,
+        recommenders,
+        access,
+    );
     deployments.start_all().await;
     let result = async {
         let (model, predictor): (_, Arc<Predictor>) =

@@ -422,6 +422,7 @@ pub async fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
             Feed::Http(remote) => {
                 let request = remote
                     .request(Method::POST, "/v1/streams/bench_card_events/events")
+                    .header("content-type", "application/x-ndjson")
                     .body(body);
                 let remote = remote.clone();
                 in_flight.spawn(async move { remote.send(request).await.map(|_| ()) });

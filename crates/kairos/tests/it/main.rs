@@ -1,5 +1,6 @@
 //! End-to-end tests of the real `kairos` binary: the REST walkthrough, bad input, and crashes.
 
+mod auth;
 mod crash;
 mod deployments;
 mod e2e;

@@ -1,6 +1,8 @@
 //! The OpenAPI document is generated from the code and checked in (`openapi.json`), so a change
 //! to the API shows in review. `KAIROS_BLESS=1 cargo test -p kairos-serve` rewrites it.
 
+mod access;
+
 use utoipa::OpenApi;
 
 #[test]

@@ -1,0 +1,110 @@
+//! `kairos auth …`: API keys, in the data dir's catalog or through a server (`--url`, with an
+//! admin key). A server reloads its keys every few seconds, so a key made or revoked here on
+//! its data dir takes effect there too.
+
+use anyhow::Context;
+use clap::Subcommand;
+use kairos_auth::{KeySpec, Keys, Scope};
+use kairos_catalog::SqliteCatalog;
+use reqwest::Method;
+
+use crate::config::Config;
+use crate::fg::print_json;
+use crate::remote::Remote;
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Issue a key. Its token is printed once; the catalog keeps only a digest of it.
+    Create {
+        /// Who or what holds the key, for listings.
+        #[arg(long)]
+        name: String,
+        /// read (reads, predictions, recommendations), write (inserts, pushes, interactions)
+        /// or admin (definitions, deletes, keys; includes both others). Repeat for several.
+        #[arg(long = "scope", value_parser = parse_scope, required = true)]
+        scopes: Vec<Scope>,
+        /// Limit the key to this feature group (repeat for several).
+        #[arg(long = "feature-group")]
+        feature_groups: Vec<String>,
+        /// Limit the key to this deployment or recommender (repeat for several).
+        #[arg(long = "deployment")]
+        deployments: Vec<String>,
+    },
+    /// Every key, revoked ones too (never their secrets).
+    List,
+    /// Revoke a key for good, by its id.
+    Revoke { id: String },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    match s {
+        "read" => Ok(Scope::Read),
+        "write" => Ok(Scope::Write),
+        "admin" => Ok(Scope::Admin),
+        other => Err(format!("expected read, write or admin, got '{other}'")),
+    }
+}
+
+pub async fn run(command: AuthCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
+    if let Some(url) = url {
+        return run_remote(command, &crate::remote::connect(url, config)?).await;
+    }
+    let data_dir = &config.store.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"))?;
+    let keys = Keys::load(&catalog)?;
+    match command {
+        AuthCommand::Create { .. } => {
+            let issued = keys.create(&catalog, spec(command))?;
+            print_json(&issued)?;
+            eprintln!("Keep the token: it is not shown again.");
+            Ok(())
+        }
+        AuthCommand::List => print_json(&keys.list()),
+        AuthCommand::Revoke { id } => print_json(&keys.revoke(&catalog, &id)?),
+    }
+}
+
+fn spec(command: AuthCommand) -> KeySpec {
+    let AuthCommand::Create {
+        name,
+        scopes,
+        feature_groups,
+        deployments,
+    } = command
+    else {
+        unreachable!("only create has a definition")
+    };
+    let limit = |names: Vec<String>| (!names.is_empty()).then_some(names);
+    KeySpec {
+        name,
+        scopes,
+        feature_groups: limit(feature_groups),
+        deployments: limit(deployments),
+    }
+}
+
+async fn run_remote(command: AuthCommand, remote: &Remote) -> anyhow::Result<()> {
+    let value = match command {
+        AuthCommand::Create { .. } => {
+            let request = remote
+                .request(Method::POST, "/v1/auth/keys")
+                .json(&spec(command));
+            let issued = remote.json(request).await?;
+            eprintln!("Keep the token: it is not shown again.");
+            issued
+        }
+        AuthCommand::List => {
+            remote
+                .json(remote.request(Method::GET, "/v1/auth/keys"))
+                .await?
+        }
+        AuthCommand::Revoke { id } => {
+            remote
+                .json(remote.request(Method::DELETE, &format!("/v1/auth/keys/{id}")))
+                .await?
+        }
+    };
+    print_json(&value)
+}
