@@ -76,7 +76,10 @@ async fn serve_and_monitor(drift: bool) -> Served {
     let server = tokio::spawn(kairos_serve::serve(
         store.clone(),
         listener,
-        Default::default(),
+        kairos_serve::ServerOptions {
+            webhook_hosts: kairos_demo::fraud::drift::webhook_hosts(),
+            ..Default::default()
+        },
         async {
             let _ = stopped.await;
         },

@@ -25,6 +25,17 @@ impl DeployError {
     pub fn internal(e: impl std::fmt::Display) -> DeployError {
         DeployError::Internal(e.to_string())
     }
+
+    pub fn kind(&self) -> kairos_store::ErrorKind {
+        use kairos_store::ErrorKind;
+        match self {
+            DeployError::NotFound(_) => ErrorKind::NotFound,
+            DeployError::BadRequest(_) | DeployError::Invalid(_) => ErrorKind::BadInput,
+            DeployError::Unavailable(_) => ErrorKind::Unavailable,
+            DeployError::Store(e) => e.kind(),
+            DeployError::Internal(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 impl From<kairos_model::registry::DefinitionError> for DeployError {

@@ -20,6 +20,16 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Serve other machines even with no API key configured (protected mode off).
     pub insecure: bool,
+    /// HTTPS and gRPC over TLS on the same port.
+    pub tls: Option<TlsConfig>,
+    /// Connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Seconds a client has for its first byte, its TLS handshake and each request's headers.
+    pub header_timeout_secs: u64,
+    /// Seconds a shutdown waits for requests in flight.
+    pub shutdown_grace_secs: u64,
+    /// Hosts monitors' alert webhooks may call; none by default.
+    pub webhook_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +39,11 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             insecure: false,
+            tls: None,
+            max_connections: 1024,
+            header_timeout_secs: 10,
+            shutdown_grace_secs: 10,
+            webhook_hosts: Vec::new(),
         }
     }
 }
@@ -39,6 +54,16 @@ impl Default for ServerConfig {
 pub struct ClientConfig {
     /// The API key sent as `Authorization: Bearer …`.
     pub api_key: Option<String>,
+    /// A CA certificate (PEM) to trust for a server's TLS, beside the system's.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// The server's TLS: PEM files of the certificate chain and its private key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The whole configuration.
@@ -60,6 +85,7 @@ pub struct Overrides {
     pub online_backend: Option<String>,
     pub redis_url: Option<String>,
     pub api_key: Option<String>,
+    pub ca_cert: Option<PathBuf>,
     pub insecure: bool,
 }
 
@@ -82,6 +108,7 @@ impl Config {
             online_backend: env("KAIROS_ONLINE_BACKEND"),
             redis_url: env("KAIROS_REDIS_URL"),
             api_key: env("KAIROS_API_KEY"),
+            ca_cert: env("KAIROS_CA_CERT").map(PathBuf::from),
             insecure: env("KAIROS_INSECURE").is_some_and(|v| v == "1" || v == "true"),
         };
         config.apply(env_overrides)?;
@@ -103,6 +130,11 @@ impl Config {
             .store
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: store.{e}"))?;
+        if config.server.max_connections == 0 || config.server.header_timeout_secs == 0 {
+            bail!(
+                "invalid configuration: server.max_connections and server.header_timeout_secs must be positive"
+            );
+        }
         config
             .server
             .listen
@@ -125,6 +157,9 @@ impl Config {
         }
         if let Some(key) = o.api_key {
             self.client.api_key = Some(key);
+        }
+        if let Some(cert) = o.ca_cert {
+            self.client.ca_cert = Some(cert);
         }
         self.server.insecure |= o.insecure;
         let backend = o.online_backend.as_deref();

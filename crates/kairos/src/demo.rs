@@ -283,7 +283,10 @@ async fn fraud_demo(args: FraudArgs, config: &Config) -> anyhow::Result<()> {
     let server = tokio::spawn(kairos_serve::serve(
         store.clone(),
         listener,
-        Default::default(),
+        kairos_serve::ServerOptions {
+            webhook_hosts: fraud::drift::webhook_hosts(),
+            ..Default::default()
+        },
         async {
             let _ = stopped.await;
         },

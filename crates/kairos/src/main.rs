@@ -50,6 +50,9 @@ struct Cli {
     /// The API key to send to the server at --url (or set KAIROS_API_KEY).
     #[arg(long, global = true)]
     api_key: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// --url (or set KAIROS_CA_CERT).
+    #[arg(long, global = true)]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         online_backend: cli.online_backend.clone(),
         redis_url: cli.redis_url.clone(),
         api_key: cli.api_key.clone(),
+        ca_cert: cli.ca_cert.clone(),
         insecure,
     };
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok(), overrides)?;
@@ -164,7 +168,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             insecure: config.server.insecure,
         },
         sources: config.pipelines.clone(),
+        transport: kairos_serve::TransportOptions {
+            tls: config.server.tls.as_ref().map(|t| kairos_serve::TlsFiles {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            }),
+            max_connections: config.server.max_connections,
+            header_timeout: std::time::Duration::from_secs(config.server.header_timeout_secs),
+            shutdown_grace: std::time::Duration::from_secs(config.server.shutdown_grace_secs),
+        },
+        webhook_hosts: config.server.webhook_hosts.clone(),
     };
+    // Bad PEM files stop the start here, before an address is announced.
+    if let Some(files) = &options.transport.tls {
+        kairos_serve::transport::tls_config(files)?;
+    }
     let store = kairos_store::FeatureStore::open(config.store.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let addr = listener.local_addr()?;
@@ -173,8 +191,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .check_listen(addr)
         .map_err(anyhow::Error::msg)?;
     // Tests and scripts read the bound address from this line (useful with port 0).
-    println!("kairos listening on http://{addr}");
-    let shutdown = async {
+    let scheme = if options.transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("kairos listening on {scheme}://{addr}");
+    let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
@@ -182,7 +206,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
+        let _ = stopping.send(true);
     };
-    kairos_serve::serve(store, listener, options, shutdown).await?;
+    // A shutdown ends in bounded time whatever runs: past the requests' grace and as long
+    // again for pipelines' last checkpoints and the stores, the process exits anyway. Nothing
+    // acknowledged is lost by that; it is what a crash leaves, and the log replays it.
+    let limit = options.transport.shutdown_grace + std::time::Duration::from_secs(30);
+    let watchdog = async move {
+        let _ = stop_requested.wait_for(|stop| *stop).await;
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        served = kairos_serve::serve(store, listener, options, shutdown) => served?,
+        () = watchdog => {
+            tracing::error!(?limit, "the shutdown did not finish in time; exiting without it");
+            std::process::exit(1);
+        }
+    }
     Ok(())
 }

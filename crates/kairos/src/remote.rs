@@ -9,9 +9,27 @@ use reqwest::{Method, RequestBuilder, Response};
 use crate::config::Config;
 
 /// A client of the server at `url`, sending the configured API key (`--api-key`,
-/// `KAIROS_API_KEY` or `client.api_key`) with every request.
+/// `KAIROS_API_KEY` or `client.api_key`) with every request and trusting the configured CA
+/// certificate (`--ca-cert`, `KAIROS_CA_CERT` or `client.ca_cert`) beside the system's.
 pub fn connect(url: &str, config: &Config) -> anyhow::Result<Remote> {
-    Remote::new(url).with_api_key(config.client.api_key.as_deref())
+    let mut builder = reqwest::Client::builder();
+    if let Some(key) = &config.client.api_key {
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key holds characters a header cannot carry")?;
+        value.set_sensitive(true);
+        builder = builder.default_headers(HeaderMap::from_iter([(AUTHORIZATION, value)]));
+    }
+    if let Some(path) = &config.client.ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(Remote {
+        base: url.trim_end_matches('/').to_string(),
+        http: builder.build()?,
+    })
 }
 
 /// A REST client for one server.
@@ -27,21 +45,6 @@ impl Remote {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
         }
-    }
-
-    /// Sends `key` as a bearer token with every request.
-    pub fn with_api_key(mut self, key: Option<&str>) -> anyhow::Result<Self> {
-        let Some(key) = key else {
-            return Ok(self);
-        };
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .context("the API key holds characters a header cannot carry")?;
-        value.set_sensitive(true);
-        let headers = HeaderMap::from_iter([(AUTHORIZATION, value)]);
-        self.http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?;
-        Ok(self)
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {

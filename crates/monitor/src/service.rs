@@ -48,6 +48,9 @@ struct Inner {
     deployments: Arc<Deployments>,
     http: reqwest::Client,
     schedules: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The hosts alert webhooks may call, in a server (whose monitor definitions come from
+    /// clients); `None` in the operator's own process.
+    webhook_hosts: Option<Vec<String>>,
     /// Reference samples by (deployment, model name, model version): a training dataset's
     /// train split is read and scored once per model.
     references: tokio::sync::Mutex<HashMap<(String, String, u32), Arc<Sample>>>,
@@ -136,7 +139,22 @@ fn now_micros() -> i64 {
 }
 
 impl Monitors {
+    /// The monitors of the operator's own process: a webhook may name any host.
     pub fn new(deployments: Arc<Deployments>) -> Monitors {
+        Self::with_webhook_hosts(deployments, None)
+    }
+
+    /// The monitors of a server: webhooks may call only these hosts, so a monitor definition
+    /// cannot make the server send requests into its network.
+    pub fn confined(deployments: Arc<Deployments>, webhook_hosts: Vec<String>) -> Monitors {
+        let hosts = webhook_hosts
+            .iter()
+            .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+            .collect();
+        Self::with_webhook_hosts(deployments, Some(hosts))
+    }
+
+    fn with_webhook_hosts(deployments: Arc<Deployments>, hosts: Option<Vec<String>>) -> Monitors {
         Monitors {
             inner: Arc::new(Inner {
                 deployments,
@@ -145,6 +163,7 @@ impl Monitors {
                     .build()
                     .expect("an HTTP client"),
                 schedules: Mutex::new(HashMap::new()),
+                webhook_hosts: hosts,
                 references: Default::default(),
             }),
         }
@@ -162,6 +181,10 @@ impl Monitors {
     /// name's next version and (re)starts its schedule.
     pub async fn apply(&self, spec: MonitorSpec) -> Result<Monitor> {
         spec.validate().map_err(DeployError::Invalid)?;
+        if let Some(webhook) = &spec.alert.webhook {
+            self.webhook_allowed(webhook)
+                .map_err(DeployError::Invalid)?;
+        }
         let live = self.inner.deployments.get(&spec.deployment)?;
         let features = &live.model.spec.lineage.features;
         let named = spec.features.iter().map(|f| ("features", f));
@@ -763,6 +786,19 @@ impl Monitors {
         Ok(())
     }
 
+    /// Whether a webhook's host is one this process may call.
+    fn webhook_allowed(&self, webhook: &str) -> std::result::Result<(), String> {
+        let host = crate::spec::webhook_host(webhook)?;
+        match &self.inner.webhook_hosts {
+            Some(hosts) if !hosts.contains(&host) => Err(format!(
+                "alert.webhook: the host '{host}' is not among the hosts this server calls \
+                 (server.webhook_hosts: {})",
+                hosts.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+
     async fn alert(&self, spec: &MonitorSpec, run: &MonitorRun) {
         tracing::warn!(
             monitor = %spec.name,
@@ -774,6 +810,12 @@ impl Monitors {
         let Some(url) = &spec.alert.webhook else {
             return;
         };
+        // Checked again: a stored definition may predate the server's list.
+        if let Err(why) = self.webhook_allowed(url) {
+            telemetry::webhook(&spec.name, false);
+            tracing::warn!(monitor = %spec.name, error = %why, "alert webhook not called");
+            return;
+        }
         let alert = Alert {
             monitor: spec.name.clone(),
             deployment: spec.deployment.clone(),

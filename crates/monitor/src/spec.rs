@@ -261,12 +261,8 @@ impl MonitorSpec {
                 return Err("labels needs a group and a label column".into());
             }
         }
-        if let Some(webhook) = &self.alert.webhook
-            && !(webhook.starts_with("http://") || webhook.starts_with("https://"))
-        {
-            return Err(format!(
-                "alert.webhook '{webhook}' must be an http:// or https:// URL"
-            ));
+        if let Some(webhook) = &self.alert.webhook {
+            webhook_host(webhook)?;
         }
         if let Some(retrain) = &self.retrain {
             if !(retrain.margin.is_finite() && retrain.margin >= 0.0) {
@@ -294,6 +290,28 @@ pub struct Monitor {
     #[serde(flatten)]
     pub spec: MonitorSpec,
     pub version: u32,
+}
+
+/// The host of a webhook URL, which must be a plain http(s) URL: no credentials in it, no
+/// control characters or spaces (a header could be smuggled through them).
+pub fn webhook_host(webhook: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("alert.webhook '{}': {why}", webhook.escape_debug()));
+    if webhook.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("control characters and spaces are not allowed");
+    }
+    let Ok(url) = reqwest::Url::parse(webhook) else {
+        return bad("not a URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return bad("must be an http:// or https:// URL");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("credentials in the URL are not allowed");
+    }
+    match url.host_str() {
+        Some(host) => Ok(host.trim_matches(['[', ']']).to_ascii_lowercase()),
+        None => bad("no host"),
+    }
 }
 
 #[cfg(test)]
@@ -353,6 +371,18 @@ margin = 0.02
         assert!(bad("wasserstein = 0.2", "wasserstein = -1").contains("drift: wasserstein"));
         assert!(bad("min_pr_auc = 0.5", "min_pr_auc = 5").contains("labels.min_pr_auc"));
         assert!(bad("http://127.0.0.1", "ftp://127.0.0.1").contains("alert.webhook"));
+        for url in [
+            "http://user:pw@127.0.0.1/alerts",
+            "http://127.0.0.1/a\r\nX-Injected: 1",
+            "http://127.0.0.1/a b",
+            "file:///etc/passwd",
+        ] {
+            assert!(webhook_host(url).is_err(), "{url}");
+        }
+        assert_eq!(
+            webhook_host("https://Hooks.Example:8443/x").unwrap(),
+            "hooks.example"
+        );
         assert!(bad("margin = 0.02", "margn = 0.02").contains("unknown field `margn`"));
         assert!(bad("schedule = \"10m\"", "schedule = \"10ms\"").contains("at least 1s"));
     }

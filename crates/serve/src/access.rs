@@ -36,12 +36,22 @@ pub struct AccessPolicy {
     pub insecure: bool,
 }
 
+/// The most bytes a JSON body may have (definitions, lookups, predictions).
+const JSON_LIMIT: usize = 16 << 20;
+/// What a route without a body may still be sent.
+const EMPTY_LIMIT: usize = 64 << 10;
+
 /// The access state of a running server: the keys, and the policy it was started with.
 #[derive(Debug)]
 pub struct Access {
     pub(crate) keys: Keys,
     pub(crate) store: FeatureStore,
     policy: AccessPolicy,
+    /// Request bodies being read at once, in KiB: four of the largest batch. A body reserves
+    /// its declared size (or its route's limit) before it is read, so concurrent uploads
+    /// cannot take the memory.
+    buffered: Arc<tokio::sync::Semaphore>,
+    max_batch_bytes: usize,
     /// Lower-case host names requests may name, port left off.
     hosts: Vec<String>,
     any_host: bool,
@@ -71,10 +81,14 @@ impl Access {
                 .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase()),
         );
         let any_host = policy.allowed_hosts.iter().any(|h| h == "*");
+        let max_batch_bytes = store.config().max_batch_bytes;
+        let buffered_kib = (4 * max_batch_bytes / 1024).clamp(1, u32::MAX as usize >> 1);
         Ok(Access {
             keys,
             store,
             policy,
+            buffered: Arc::new(tokio::sync::Semaphore::new(buffered_kib)),
+            max_batch_bytes,
             hosts,
             any_host,
         })
@@ -161,6 +175,21 @@ pub(crate) enum BodyKind {
     Inference,
     /// gRPC's own framing.
     Grpc,
+}
+
+impl BodyKind {
+    /// The most bytes a body of this kind may have; `None` for gRPC, whose messages tonic
+    /// limits itself.
+    fn limit(self, max_batch_bytes: usize) -> Option<usize> {
+        match self {
+            BodyKind::Empty => Some(EMPTY_LIMIT),
+            BodyKind::Json => Some(JSON_LIMIT.min(max_batch_bytes)),
+            BodyKind::Batch | BodyKind::Events | BodyKind::Multipart | BodyKind::Inference => {
+                Some(max_batch_bytes)
+            }
+            BodyKind::Grpc => None,
+        }
+    }
 }
 
 /// What a route needs: a scope over a target (none for the open probes), and its body.
@@ -295,6 +324,9 @@ enum Refusal {
     Protected,
     ContentType(String),
     Denied(Denial),
+    TooLarge(usize),
+    /// Too many bodies are being read at once.
+    Busy,
 }
 
 impl Refusal {
@@ -305,6 +337,8 @@ impl Refusal {
             Refusal::Protected => "protected_mode",
             Refusal::ContentType(_) => "content_type",
             Refusal::Denied(d) => d.code(),
+            Refusal::TooLarge(_) => "payload_too_large",
+            Refusal::Busy => "busy",
         }
     }
 
@@ -312,6 +346,8 @@ impl Refusal {
         match self {
             Refusal::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::Denied(d) if d.is_unauthenticated() => StatusCode::UNAUTHORIZED,
+            Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -329,6 +365,12 @@ impl Refusal {
                 .into(),
             Refusal::ContentType(m) => m.clone(),
             Refusal::Denied(d) => d.to_string(),
+            Refusal::TooLarge(limit) => {
+                format!("the body is over this route's limit of {limit} bytes; split it")
+            }
+            Refusal::Busy => "the server is reading as many request bodies as it holds at \
+                              once; retry in a moment"
+                .into(),
         }
     }
 
@@ -340,6 +382,8 @@ impl Refusal {
             let status = match status {
                 StatusCode::UNAUTHORIZED => tonic::Status::unauthenticated(message),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Status::invalid_argument(message),
+                StatusCode::PAYLOAD_TOO_LARGE => tonic::Status::resource_exhausted(message),
+                StatusCode::SERVICE_UNAVAILABLE => tonic::Status::unavailable(message),
                 _ => tonic::Status::permission_denied(message),
             };
             status.into_http::<axum::body::Body>()
@@ -352,6 +396,11 @@ impl Refusal {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -472,7 +521,36 @@ pub(crate) async fn gate(
     if let Some(message) = content_type_refusal(rule.body, &headers, request.uri().query()) {
         return Refusal::ContentType(message).respond(&route);
     }
+    // A declared oversize is refused before a byte of it is read; an undeclared one stops
+    // at the limit as it streams in.
+    let Some(limit) = rule.body.limit(access.max_batch_bytes) else {
+        request.extensions_mut().insert(principal);
+        return next.run(request).await;
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Refusal::TooLarge(limit).respond(&route);
+    }
+    // A body of unknown length may grow to the limit; a route without one reserves nothing.
+    let expected = match (declared, rule.body) {
+        (Some(n), _) => n,
+        (None, BodyKind::Empty) => 0,
+        (None, _) => limit,
+    };
+    let _reserved = if expected > 0 {
+        let kib = expected.div_ceil(1024) as u32;
+        match access.buffered.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => Some(permit),
+            Err(_) => return Refusal::Busy.respond(&route),
+        }
+    } else {
+        None
+    };
     request.extensions_mut().insert(principal);
+    let request =
+        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
     next.run(request).await
 }
 

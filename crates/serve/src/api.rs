@@ -303,6 +303,7 @@ pub fn router(
         .route_layer(axum::middleware::from_fn_with_state(access, gate))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(telemetry::track_latency))
+        .layer(axum::middleware::from_fn(crate::error::catch_panic))
         .layer(DefaultBodyLimit::max(max_body))
 }
 

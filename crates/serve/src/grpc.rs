@@ -40,24 +40,11 @@ struct Inference {
 }
 
 fn status(e: DeployError) -> Status {
-    use kairos_store::StoreError;
-    match e {
-        DeployError::NotFound(m) | DeployError::Store(StoreError::NotFound(m)) => {
-            Status::not_found(m)
-        }
-        e @ (DeployError::BadRequest(_)
-        | DeployError::Invalid(_)
-        | DeployError::Store(StoreError::BadRequest(_) | StoreError::BadBatch(_))) => {
-            Status::invalid_argument(e.to_string())
-        }
-        DeployError::Unavailable(m) | DeployError::Store(StoreError::Unavailable(m)) => {
-            Status::unavailable(m)
-        }
-        e => {
-            tracing::error!(cause = %e, "gRPC inference failed");
-            Status::internal(e.to_string())
-        }
-    }
+    let kind = e.kind();
+    Status::new(
+        crate::error::grpc_code(kind),
+        crate::error::client_message(kind, &e),
+    )
 }
 
 /// The gate passes model calls on the `read` scope alone, since the model's name is inside

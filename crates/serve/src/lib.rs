@@ -22,6 +22,7 @@ pub mod pipelines;
 pub mod recommenders;
 mod request;
 mod telemetry;
+pub mod transport;
 pub mod v2;
 pub mod views;
 
@@ -38,11 +39,16 @@ use tokio::net::TcpListener;
 pub use access::{Access, AccessPolicy};
 pub use api::{ApiDoc, router};
 
+pub use transport::{TlsFiles, TransportOptions};
+
 /// How a server is reached, and what the definitions its clients post may read.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     pub access: AccessPolicy,
     pub sources: kairos_pipeline::SourcePolicy,
+    pub transport: TransportOptions,
+    /// Hosts monitors' alert webhooks may call (none: no webhook is called).
+    pub webhook_hosts: Vec<String>,
 }
 
 /// Serves `store` on `listener`, running every applied pipeline and every deployment, until
@@ -96,7 +102,7 @@ pub async fn serve(
         let recommenders = recommenders.clone();
         async move { recommenders.start_all().await }
     });
-    let monitors = Monitors::new(deployments.clone());
+    let monitors = Monitors::confined(deployments.clone(), options.webhook_hosts);
     // Monitors read the deployments, so their schedules start once those are loaded.
     let scheduling = tokio::spawn({
         let (monitors, deployments) = (monitors.clone(), deployments.clone());
@@ -122,10 +128,7 @@ pub async fn serve(
         keys = if access.enforced() { "required" } else { "none configured (loopback only)" },
         "kairos serving"
     );
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = transport::run(listener, app, options.transport, shutdown).await;
     // Monitors stop first, then pipelines (they write), then the inference logs flush, then the
     // store closes.
     scheduling.abort();

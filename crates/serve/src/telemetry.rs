@@ -11,6 +11,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 const LATENCY: &str = "kairos_http_request_duration_seconds";
 /// Requests the access gate turned away, by reason (`missing_key`, `missing_scope`, `host`, …).
 pub(crate) const REFUSED: &str = "kairos_http_requests_refused_total";
+/// Handlers that panicked (each answered 500).
+pub(crate) const PANICS: &str = "kairos_http_handler_panics_total";
+/// Connections closed on arrival because the server had as many open as it allows.
+pub(crate) const CONNECTIONS_REFUSED: &str = "kairos_http_connections_refused_total";
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub(crate) fn prometheus() -> PrometheusHandle {

@@ -66,24 +66,11 @@ impl V2Error {
 
 impl From<DeployError> for V2Error {
     fn from(e: DeployError) -> Self {
-        let status = match &e {
-            DeployError::NotFound(_)
-            | DeployError::Store(kairos_store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
-            DeployError::BadRequest(_)
-            | DeployError::Invalid(_)
-            | DeployError::Store(
-                kairos_store::StoreError::BadRequest(_) | kairos_store::StoreError::BadBatch(_),
-            ) => StatusCode::BAD_REQUEST,
-            DeployError::Unavailable(_)
-            | DeployError::Store(kairos_store::StoreError::Unavailable(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(cause = %e, "V2 request failed");
-        }
-        V2Error(status, e.to_string())
+        let kind = e.kind();
+        V2Error(
+            crate::error::http_status(kind),
+            crate::error::client_message(kind, &e),
+        )
     }
 }
 

@@ -31,9 +31,39 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Whose fault an error is and what the caller can do about it: the one classification every
+/// transport maps once (HTTP statuses, gRPC codes, the V2 error body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's input is wrong; the message says which part and what was expected.
+    BadInput,
+    NotFound,
+    /// The request conflicts with the state (a name taken, a pipeline already running).
+    Conflict,
+    /// Who the caller is, or what they may do, does not allow it.
+    Unauthorised,
+    /// Not now: retrying may succeed (loading, an engine out of reach, at capacity).
+    Unavailable,
+    /// The system's fault: the cause is logged, never sent.
+    Internal,
+}
+
 impl StoreError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         StoreError::Internal(e.to_string())
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::InvalidSpec(_)
+            | StoreError::InvalidView(_)
+            | StoreError::BadBatch(_)
+            | StoreError::BadRequest(_) => ErrorKind::BadInput,
+            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            StoreError::Internal(_) => ErrorKind::Internal,
+        }
     }
 }
 

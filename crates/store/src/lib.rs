@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 pub use check::CheckReport;
 pub use config::{OnlineConfig, StoreConfig};
-pub use error::{Result, StoreError};
+pub use error::{ErrorKind, Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use kairos_vector::{Neighbour, SearchOutcome, SearchPath};
 pub use vectors::NearestQuery;

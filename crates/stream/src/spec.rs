@@ -372,6 +372,11 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// The most windows one event may update (a hopping window's size ÷ slide).
+pub const MAX_WINDOWS_PER_EVENT: i64 = 1000;
+/// The shortest early emission: more often would write rows as fast as a core can.
+const MIN_EARLY_EMIT_MICROS: i64 = 10_000;
+
 fn definition<T>(message: String) -> Result<T> {
     Err(StreamError::Definition(message))
 }
@@ -494,6 +499,15 @@ impl PipelineSpec {
                         "window.size {size} must be a whole multiple of window.slide {slide}"
                     ));
                 }
+                // Every event updates size ÷ slide windows: that is the pipeline's cost per
+                // event, and it must have a bound.
+                if size.0 / slide.0 > MAX_WINDOWS_PER_EVENT {
+                    return definition(format!(
+                        "window.size {size} over window.slide {slide} puts every event in {} \
+                         windows; at most {MAX_WINDOWS_PER_EVENT} are allowed",
+                        size.0 / slide.0
+                    ));
+                }
             }
             WindowKind::Session { gap } if gap.0 <= 0 => {
                 return definition("window.gap must be positive".into());
@@ -505,8 +519,12 @@ impl PipelineSpec {
                 "window.out_of_orderness and window.allowed_lateness must not be negative".into(),
             );
         }
-        if self.window.early_emit.is_some_and(|d| d.0 <= 0) {
-            return definition("window.early_emit must be positive".into());
+        if self
+            .window
+            .early_emit
+            .is_some_and(|d| d.0 < MIN_EARLY_EMIT_MICROS)
+        {
+            return definition("window.early_emit must be at least 10ms".into());
         }
         if self.window.idle_timeout.is_some_and(|d| d.0 <= 0) {
             return definition("window.idle_timeout must be positive".into());

@@ -66,3 +66,9 @@ pub async fn webhook_receiver() -> Result<(String, Received)> {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((url, received))
 }
+
+/// The hosts the demo's server lets monitors' webhooks call: the example's monitor alerts a
+/// receiver on this machine ([`webhook_receiver`]).
+pub fn webhook_hosts() -> Vec<String> {
+    vec!["127.0.0.1".into()]
+}

@@ -289,21 +289,30 @@ async fn a_deployment_predicts_from_online_features_and_swaps_models_under_load(
     assert_eq!(answer["model_version"], 2);
 }
 
+/// Whether Python's tritonclient is importable; when it is not, a test that needs it is
+/// skipped, unless `KAIROS_REQUIRE_INTEROP` is set (as in CI), where that fails it.
+pub(crate) fn tritonclient_available() -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import tritonclient.http, tritonclient.grpc, numpy"])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var("KAIROS_REQUIRE_INTEROP").is_err(),
+        "python tritonclient is required but missing"
+    );
+    eprintln!("skipped: python3 -c 'import tritonclient' failed");
+    false
+}
+
 /// NVIDIA's tritonclient (the Python package, not this code) drives the server over the Open
 /// Inference Protocol, HTTP and gRPC: metadata, readiness, configuration, and inference with
 /// JSON and binary tensors on a deployment and on a registered ONNX model. Skipped where
 /// tritonclient is not installed, unless `KAIROS_REQUIRE_INTEROP=1` (as in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_speaks_to_kairos_over_http_and_grpc() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import tritonclient.http, tritonclient.grpc, numpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var("KAIROS_REQUIRE_INTEROP").is_err(),
-            "python tritonclient is required but missing"
-        );
-        eprintln!("skipped: python3 -c 'import tritonclient' failed");
+    if !tritonclient_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

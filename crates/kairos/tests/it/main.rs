@@ -8,4 +8,5 @@ mod fraud;
 mod models;
 mod pipelines;
 mod server;
+mod tls;
 mod views;

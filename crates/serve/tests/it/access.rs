@@ -387,3 +387,33 @@ async fn browsers_on_other_sites_and_rebound_names_are_refused() {
         .await;
     assert_eq!(response.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn bodies_over_a_routes_limit_are_refused_declared_or_not() {
+    let s = server(AccessPolicy::default(), false).await;
+    let post = |length: Option<usize>, body: Vec<u8>| {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/feature-groups")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json");
+        if let Some(n) = length {
+            request = request.header("content-length", n.to_string());
+        }
+        s.app
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+    };
+    // Declared: refused before any of it is read (the body here is empty).
+    let declared = post(Some(2 << 30), Vec::new()).await.unwrap();
+    assert_eq!(declared.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Not declared: the read stops at the limit of a JSON route (16 MiB).
+    let streamed = post(None, vec![b' '; 17 << 20]).await.unwrap();
+    assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let small = post(None, b"{}".to_vec()).await.unwrap();
+    assert_eq!(
+        small.status(),
+        StatusCode::BAD_REQUEST,
+        "a small body reaches the handler"
+    );
+}

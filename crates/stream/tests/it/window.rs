@@ -633,6 +633,16 @@ fn bad_definitions_are_refused_with_the_part_and_reason() {
             "whole multiple",
         ),
         (
+            "kind = \"hopping\"\nsize = \"365d\"\nslide = \"1ms\"",
+            "[[aggregations]]\nname = \"x\"\nagg = \"count\"",
+            "at most 1000 are allowed",
+        ),
+        (
+            "kind = \"tumbling\"\nsize = \"10m\"\nearly_emit = \"1ms\"",
+            "[[aggregations]]\nname = \"x\"\nagg = \"count\"",
+            "at least 10ms",
+        ),
+        (
             "kind = \"tumbling\"\nsize = \"10 parsecs\"",
             "[[aggregations]]\nname = \"x\"\nagg = \"count\"",
             "no known unit",
