@@ -90,6 +90,14 @@ pub trait Catalog: Send + Sync {
     /// Registers a model definition as the next version of its name.
     fn create_model(&self, spec: &ModelSpec) -> Result<Model>;
 
+    /// Hands out the next version of a model name without listing anything under it: its
+    /// artifact is stored first and the model recorded after ([`Catalog::save_model`]), so a
+    /// listed version always has its artifact. A version handed out is never reused.
+    fn reserve_model_version(&self, name: &str) -> Result<u32>;
+
+    /// Records a model under a version [`Catalog::reserve_model_version`] handed out.
+    fn save_model(&self, model: &Model) -> Result<()>;
+
     /// One version of a model, or its latest when `version` is `None`.
     fn get_model(&self, name: &str, version: Option<u32>) -> Result<Option<Model>>;
 
@@ -506,6 +514,19 @@ impl Catalog for SqliteCatalog {
         Self::put_document(&tx, MODEL, &spec.name, version, &model)?;
         tx.commit()?;
         Ok(model)
+    }
+
+    fn reserve_model_version(&self, name: &str) -> Result<u32> {
+        let mut conn = self.conn.lock().expect("catalog lock");
+        let tx = conn.transaction()?;
+        let version = Self::next_version(&tx, MODEL, name)?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    fn save_model(&self, model: &Model) -> Result<()> {
+        let conn = self.conn.lock().expect("catalog lock");
+        Self::put_document(&conn, MODEL, &model.spec.name, model.version, model)
     }
 
     fn get_model(&self, name: &str, version: Option<u32>) -> Result<Option<Model>> {

@@ -158,6 +158,15 @@ impl Deployments {
     pub async fn start_all(&self) {
         // An apply arriving meanwhile waits, so an older revision never replaces it.
         let _changing = self.changing.lock().await;
+        let orphans = crate::training::sweep_orphan_artifacts(
+            self.store.catalog(),
+            &self.artifacts,
+            crate::training::ORPHAN_MIN_AGE,
+        )
+        .await;
+        if let Err(e) = orphans {
+            tracing::warn!(error = %e, "cannot sweep unfinished model registrations");
+        }
         let deployments = match self.store.catalog().list_deployments() {
             Ok(d) => d,
             Err(e) => {

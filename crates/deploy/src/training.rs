@@ -309,8 +309,10 @@ pub async fn register(
     register_with_files(catalog, artifacts, spec, artifact, Vec::new()).await
 }
 
-/// Takes the next version in the catalog and stores the artifact under it, with the files
-/// that go beside it (a vocabulary); any that cannot be stored takes the version back out.
+/// Takes the next version of the name, stores the artifact under it with the files that go
+/// beside it (a vocabulary), and only then records the model: a listed version always has its
+/// artifact. A failure removes what was stored; a crash leaves an unlisted folder, which
+/// [`sweep_orphan_artifacts`] removes.
 pub async fn register_with_files(
     catalog: &dyn Catalog,
     artifacts: &Artifacts,
@@ -318,28 +320,65 @@ pub async fn register_with_files(
     artifact: Vec<u8>,
     files: Vec<(String, Vec<u8>)>,
 ) -> Result<Model> {
-    let model = catalog.create_model(spec).map_err(StoreError::from)?;
-    for (file, bytes) in files {
-        if let Err(e) = artifacts
-            .put(&spec.name, model.version, &file, bytes.into())
-            .await
-        {
-            catalog
-                .delete_model(&spec.name, model.version)
-                .map_err(StoreError::from)?;
-            return Err(DeployError::internal(e));
+    let version = catalog
+        .reserve_model_version(&spec.name)
+        .map_err(StoreError::from)?;
+    let stored = async {
+        for (file, bytes) in files {
+            artifacts
+                .put(&spec.name, version, &file, bytes.into())
+                .await?;
         }
-    }
-    if let Err(e) = artifacts
-        .put(&spec.name, model.version, &spec.artifact, artifact.into())
-        .await
-    {
-        catalog
-            .delete_model(&spec.name, model.version)
-            .map_err(StoreError::from)?;
+        artifacts
+            .put(&spec.name, version, &spec.artifact, artifact.into())
+            .await
+    };
+    if let Err(e) = stored.await {
+        if let Err(cleanup) = artifacts.delete(&spec.name, version).await {
+            tracing::warn!(model = %spec.name, version, error = %cleanup, "cannot remove a failed registration's files");
+        }
         return Err(DeployError::internal(e));
     }
+    let model = Model {
+        spec: spec.clone(),
+        version,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    catalog.save_model(&model).map_err(StoreError::from)?;
     Ok(model)
+}
+
+/// How old an unlisted artifact folder must be before a start removes it: a registration in
+/// another process takes seconds, not this long.
+pub const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes artifact folders no listed model version owns, left by registrations that crashed
+/// between storing the artifact and recording the model. Only folders older than `min_age`
+/// go: another process may be registering into the same data dir right now.
+pub async fn sweep_orphan_artifacts(
+    catalog: &dyn Catalog,
+    artifacts: &Artifacts,
+    min_age: std::time::Duration,
+) -> Result<usize> {
+    let listed: std::collections::HashSet<(String, u32)> = catalog
+        .list_models()
+        .map_err(StoreError::from)?
+        .into_iter()
+        .map(|m| (m.spec.name, m.version))
+        .collect();
+    let mut removed = 0;
+    for (name, version, age) in artifacts.versions().await.map_err(DeployError::internal)? {
+        if listed.contains(&(name.clone(), version)) || age < min_age {
+            continue;
+        }
+        artifacts
+            .delete(&name, version)
+            .await
+            .map_err(DeployError::internal)?;
+        tracing::warn!(model = %name, version, "removed the files of a registration that never finished");
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -352,6 +391,42 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         serde_json::from_value(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_model_is_listed_only_with_its_artifact_and_unfinished_ones_are_swept() {
+        use kairos_catalog::{Catalog, SqliteCatalog};
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = SqliteCatalog::in_memory().unwrap();
+        let artifacts = Artifacts::local(dir.path()).unwrap();
+        let spec: ModelSpec = serde_json::from_value(serde_json::json!({
+            "name": "m", "framework": "candle", "artifact": "weights.safetensors",
+            "signature": {"inputs": [], "outputs": []}
+        }))
+        .unwrap();
+        let model = register_with_files(&catalog, &artifacts, &spec, b"w".to_vec(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(model.version, 1);
+        // A registration killed after its files and before its record: version 2 is taken,
+        // its files are there, and nothing lists it.
+        let crashed = catalog.reserve_model_version("m").unwrap();
+        artifacts
+            .put("m", crashed, "weights.safetensors", b"w".to_vec().into())
+            .await
+            .unwrap();
+        assert_eq!(catalog.list_models().unwrap().len(), 1);
+        // Too young to be swept: another process may be registering it.
+        let young = sweep_orphan_artifacts(&catalog, &artifacts, ORPHAN_MIN_AGE).await;
+        assert_eq!(young.unwrap(), 0);
+        let swept = sweep_orphan_artifacts(&catalog, &artifacts, std::time::Duration::ZERO);
+        assert_eq!(swept.await.unwrap(), 1);
+        let left: Vec<_> = artifacts.versions().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].0.as_str(), left[0].1), ("m", 1));
+        // The next registration takes a new number: versions are never reused.
+        let next = register_with_files(&catalog, &artifacts, &spec, b"w".to_vec(), vec![]);
+        assert_eq!(next.await.unwrap().version, 3);
     }
 
     #[test]

@@ -66,6 +66,35 @@ impl Artifacts {
     }
 
     /// Removes every file of the model version.
+    /// Every model version that has files, with the age of its newest file.
+    pub async fn versions(&self) -> Result<Vec<(String, u32, std::time::Duration)>, ArtifactError> {
+        let files: Vec<_> = self.store.list(None).try_collect().await?;
+        let mut newest: std::collections::BTreeMap<(String, u32), chrono::DateTime<chrono::Utc>> =
+            Default::default();
+        for file in files {
+            let parts: Vec<_> = file.location.parts().collect();
+            let [model, version, ..] = parts.as_slice() else {
+                continue;
+            };
+            let Some(version) = version
+                .as_ref()
+                .strip_prefix('v')
+                .and_then(|v| v.parse().ok())
+            else {
+                continue;
+            };
+            let entry = newest
+                .entry((model.as_ref().to_string(), version))
+                .or_insert(file.last_modified);
+            *entry = (*entry).max(file.last_modified);
+        }
+        let now = chrono::Utc::now();
+        Ok(newest
+            .into_iter()
+            .map(|((model, version), at)| (model, version, (now - at).to_std().unwrap_or_default()))
+            .collect())
+    }
+
     pub async fn delete(&self, model: &str, version: u32) -> Result<(), ArtifactError> {
         let prefix = StorePath::from_iter([model, &format!("v{version}")]);
         let files: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;

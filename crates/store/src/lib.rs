@@ -103,6 +103,9 @@ pub struct GroupStatus {
     pub online_offset: Option<u64>,
     pub offline_offset: u64,
     pub log_segments: usize,
+    /// Set when a materialiser met a record it cannot write and stopped: why, and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
 }
 
 /// A running feature group: its log, materialiser positions and tasks.
@@ -115,6 +118,9 @@ pub(crate) struct GroupRuntime {
     /// Asks the offline materialiser to commit now rather than at its next interval.
     pub(crate) offline_wanted: tokio::sync::Notify,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Why a materialiser of this group stopped for good, once one has: a record it cannot
+    /// write would otherwise be retried for ever. Waiters end with this reason.
+    pub(crate) halted: watch::Sender<Option<String>>,
     /// The group's vector index, when it declares one.
     pub(crate) vectors: Option<Arc<vectors::VectorRuntime>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -222,6 +228,7 @@ impl FeatureStore {
         for group in store.inner.catalog.list_feature_groups()? {
             store.start(group)?;
         }
+        store.sweep_unfinished_builds()?;
         Ok(store)
     }
 
@@ -269,6 +276,7 @@ impl FeatureStore {
             offline_applied: watch::channel(0).0,
             offline_wanted: tokio::sync::Notify::new(),
             shutdown: watch::channel(false).0,
+            halted: watch::channel(None).0,
             log: Arc::new(log),
             vectors: vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table))?,
             group,
@@ -354,6 +362,7 @@ impl FeatureStore {
             online_offset: rt.group.spec.online.then(|| *rt.online_applied.borrow()),
             offline_offset: *rt.offline_applied.borrow(),
             log_segments: rt.log.segment_count(),
+            halted: rt.halted.borrow().clone(),
         })
     }
 
@@ -710,17 +719,20 @@ async fn wait_until(
 ) -> Result<()> {
     let mut rx = position.subscribe();
     let mut shutdown = rt.shutdown.subscribe();
+    let mut halted = rt.halted.subscribe();
     let reached = async {
         tokio::select! {
             reached = rx.wait_for(|applied| *applied >= offset) => reached.is_ok(),
             _ = shutdown.wait_for(|stopping| *stopping) => false,
+            _ = halted.wait_for(Option::is_some) => false,
         }
     };
     match tokio::time::timeout(CATCH_UP_TIMEOUT, reached).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(StoreError::Unavailable(format!(
-            "{what} stopped before reaching offset {offset}"
-        ))),
+        Ok(false) => Err(StoreError::Unavailable(match rt.halted.borrow().as_ref() {
+            Some(why) => format!("feature group {} is halted: {why}", rt.group.id()),
+            None => format!("{what} stopped before reaching offset {offset}"),
+        })),
         Err(_) => Err(StoreError::Unavailable(format!(
             "{what} did not reach offset {offset} within {}s",
             CATCH_UP_TIMEOUT.as_secs()

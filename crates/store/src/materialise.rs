@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
+use futures::FutureExt;
 use kairos_log::{FeatureLog, LogRecord};
 use kairos_offline::{DeltaOfflineStore, OfflineWriter, to_offline};
 use kairos_online::{KeyedRow, OnlineBackend, OnlineStore};
@@ -231,6 +232,15 @@ pub(crate) async fn run_offline(
 /// Follows the group's log into one store until shutdown: resume where the store says, apply
 /// what the log has, publish the new position; after a failure, wait, ask the store again where
 /// it stands, and go on from there.
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 pub(crate) async fn follow<M: Materialiser>(
     mut sink: M,
     group: Arc<GroupRuntime>,
@@ -285,15 +295,35 @@ pub(crate) async fn follow<M: Materialiser>(
                 .await
                 .map_err(StoreError::internal)??;
             let Some(last) = records.last() else {
-                return Ok((position, 0));
+                return Ok(Ok((position, 0)));
             };
             let through = last.end_offset();
             let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
-            sink.apply(&records, through).await?;
-            Ok::<_, StoreError>((through, bytes))
+            // A panic while writing is no passing trouble: the same records would panic again
+            // on every retry, and across restarts. It halts the group instead, loudly.
+            let written = std::panic::AssertUnwindSafe(sink.apply(&records, through))
+                .catch_unwind()
+                .await;
+            match written {
+                Ok(result) => result.map(|()| Ok((through, bytes))),
+                Err(panic) => Ok(Err(panic_message(panic.as_ref()))),
+            }
         };
         match step.await {
-            Ok((through, bytes)) => {
+            Ok(Err(panicked)) => {
+                let why = format!(
+                    "the {} materialiser cannot write the log records from offset {position} \
+                     (writing them panicked: {panicked}); it stopped, and the group's reads \
+                     from that store end before them",
+                    M::SINK.as_str()
+                );
+                tracing::error!(group = %table, store = M::SINK.as_str(), error = %why, "materialiser halted");
+                telemetry::materialiser_error(&table, M::SINK);
+                telemetry::materialiser_halted(&table, M::SINK);
+                group.halted.send_replace(Some(why));
+                return;
+            }
+            Ok(Ok((through, bytes))) => {
                 applied = Some(through);
                 published.send_replace(through);
                 // Less than a full step's worth: writes trickle in (a backlog is taken in
@@ -351,5 +381,76 @@ pub(crate) async fn run_retention(
             }
             Err(e) => tracing::warn!(error = %e, "log retention task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kairos_log::{SegmentLog, SegmentLogOptions};
+    use kairos_types::{FeatureGroup, ManualClock};
+
+    /// A store that cannot write what the log holds: it panics, as deltalake did on an instant
+    /// it could not represent.
+    struct Poisoned;
+
+    impl Materialiser for Poisoned {
+        const SINK: Sink = Sink::Offline;
+
+        async fn position(&mut self) -> Result<u64> {
+            Ok(0)
+        }
+
+        async fn apply(&mut self, _: &[LogRecord], _: u64) -> Result<()> {
+            panic!("timestamp out of range")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_that_panics_the_writer_halts_the_group_instead_of_looping() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(0));
+        let log = SegmentLog::open(dir.path(), SegmentLogOptions::default(), clock).unwrap();
+        log.append(1, bytes::Bytes::from_static(b"row"))
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        let spec: kairos_types::FeatureGroupSpec = serde_json::from_value(serde_json::json!({
+            "name": "g", "primary_key": ["k"], "event_time": "ts",
+            "columns": [{"name": "k", "type": "int64"}, {"name": "ts", "type": "timestamp"}]
+        }))
+        .unwrap();
+        let group = Arc::new(GroupRuntime {
+            group: FeatureGroup {
+                spec,
+                version: 1,
+                created_at: String::new(),
+            },
+            log: Arc::new(log),
+            online_applied: watch::channel(0).0,
+            offline_applied: watch::channel(0).0,
+            offline_wanted: tokio::sync::Notify::new(),
+            shutdown: watch::channel(false).0,
+            halted: watch::channel(None).0,
+            vectors: None,
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let published = watch::channel(0).0;
+        // It returns (no endless retry), and says why.
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            follow(Poisoned, group.clone(), &published, 1 << 20, None),
+        )
+        .await
+        .expect("the materialiser stopped");
+        let why = group.halted.borrow().clone().expect("halted");
+        assert!(
+            why.contains("offset 0") && why.contains("timestamp out of range"),
+            "{why}"
+        );
+        // A waiter ends with the reason instead of waiting out its timeout.
+        let err = crate::wait_offline(&group, 1).await.unwrap_err();
+        assert!(err.to_string().contains("halted"), "{err}");
     }
 }

@@ -42,6 +42,17 @@ pub fn materialiser_error(table: &TableId, sink: Sink) {
     .increment(1);
 }
 
+/// A materialiser stopped on a record it cannot write (1 while the group is halted).
+pub fn materialiser_halted(table: &TableId, sink: Sink) {
+    metrics::gauge!(
+        "kairos_materialiser_halted",
+        "group" => table.name.clone(),
+        "version" => table.version.to_string(),
+        "store" => sink.as_str()
+    )
+    .set(1.0);
+}
+
 /// Rows accepted into a group's log.
 pub fn rows_ingested(table: &TableId, rows: u64) {
     metrics::counter!("kairos_rows_ingested_total", "group" => table.name.clone(), "version" => table.version.to_string())

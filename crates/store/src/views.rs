@@ -191,6 +191,51 @@ impl FeatureStore {
         Ok(resolved)
     }
 
+    /// Removes what builds that never finished left: training-dataset folders the catalog
+    /// does not list (a crash between writing the files and recording them) and the spill
+    /// files of joins; returns how many datasets it removed. [`FeatureStore::open`] runs it,
+    /// when no build of this data dir can be running (the process holding the store is the
+    /// only one that builds); call it only while none runs.
+    pub fn sweep_unfinished_builds(&self) -> Result<usize> {
+        let data_dir = &self.inner.config.data_dir;
+        let _ = std::fs::remove_dir_all(data_dir.join("tmp"));
+        let root = data_dir.join("training_datasets");
+        let entries = |dir: &std::path::Path| -> Vec<(String, PathBuf)> {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect()
+        };
+        let mut removed = 0;
+        for (view, view_dir) in entries(&root) {
+            for (version, version_dir) in entries(&view_dir) {
+                for (td, td_dir) in entries(&version_dir) {
+                    let numbers = version
+                        .strip_prefix('v')
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .zip(td.strip_prefix("td").and_then(|t| t.parse::<u32>().ok()));
+                    let Some((view_version, td_version)) = numbers else {
+                        continue;
+                    };
+                    let listed = self.inner.catalog.get_training_dataset(
+                        &view,
+                        view_version,
+                        Some(td_version),
+                    )?;
+                    if listed.is_none() {
+                        tracing::warn!(path = %td_dir.display(), "removed a training dataset whose build never finished");
+                        std::fs::remove_dir_all(&td_dir).map_err(StoreError::internal)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Materialises a point-in-time correct training dataset of a view: Parquet files per split
     /// under the data dir, statistics of the training split, the transforms fitted on them, and
     /// the metadata in the catalog.
@@ -408,7 +453,12 @@ impl FeatureStore {
                 Ok((row_counts, statistics, unlabelled))
             })
             .await
-            .map_err(StoreError::internal)??;
+            .map_err(StoreError::internal)
+            .and_then(|written| written)
+            .inspect_err(|_| {
+                // A refused or failed build leaves no files behind.
+                let _ = std::fs::remove_dir_all(&target);
+            })?;
         let transforms = match TransformSet::fit(plan, &statistics) {
             Ok(t) => t,
             Err(e) => {

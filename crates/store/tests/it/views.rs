@@ -651,3 +651,51 @@ async fn label_joins_take_the_labels_known_when_the_dataset_is_made() {
     assert_eq!(vectors.statuses, vec![EntryStatus::Complete]);
     assert_eq!(vectors.features.num_columns(), 1);
 }
+
+/// A build that crashed between writing its files and recording them leaves a folder the
+/// catalog does not list; the sweep that runs at open removes it (and the joins' spill files),
+/// and keeps every listed dataset.
+#[tokio::test]
+async fn unfinished_training_dataset_builds_are_swept() {
+    let f = open().await;
+    let store = &f.store;
+    create_groups(store).await;
+    store
+        .apply_view(view(json!({
+            "name": "simple",
+            "root": {"group": "transactions", "features": ["amount"], "labels": ["is_fraud"]}
+        })))
+        .await
+        .unwrap();
+    let tx = json!({"cc_num": 1, "ts": ts(T0), "amount": 5.0, "category": "fuel", "lat": 0.0, "lon": 0.0, "merchant": "acme", "country": "SE", "is_fraud": false});
+    insert(store, "transactions", &[tx]).await;
+    let td = store
+        .create_training_dataset(
+            "simple",
+            None,
+            TrainingDatasetRequest::default(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let data_dir = f._dir.path();
+    let kept = data_dir.join(&td.path);
+    let orphan = data_dir.join("training_datasets/simple/v1/td9");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("train.parquet"), b"half written").unwrap();
+    std::fs::create_dir_all(data_dir.join("tmp/join-1")).unwrap();
+
+    assert_eq!(store.sweep_unfinished_builds().unwrap(), 1);
+    assert!(kept.exists(), "a listed dataset was removed");
+    assert!(!orphan.exists(), "the unfinished build is still there");
+    assert!(!data_dir.join("tmp/join-1").exists());
+    let listed = store.training_dataset("simple", None, None).unwrap();
+    assert_eq!(listed.version, td.version);
+    assert!(
+        !store
+            .read_training_dataset(&listed, SplitName::Train, false)
+            .unwrap()
+            .is_empty()
+    );
+}
