@@ -5,6 +5,7 @@ mod crash;
 mod deployments;
 mod e2e;
 mod fraud;
+mod fuzz_rest;
 mod models;
 mod pipelines;
 mod server;
