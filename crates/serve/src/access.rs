@@ -99,8 +99,22 @@ impl Access {
         self.keys.enforced()
     }
 
-    pub fn policy(&self) -> &AccessPolicy {
-        &self.policy
+    /// CORS for the allowed browser origins (preflights answered, responses marked), or none
+    /// when no origin is allowed: then browsers keep other sites from reading any answer.
+    pub(crate) fn cors(&self) -> Option<tower_http::cors::CorsLayer> {
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        let origins: Vec<HeaderValue> = self
+            .policy
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        (!origins.is_empty()).then(|| {
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        })
     }
 
     /// Refuses to serve other machines with no key configured (Redis's protected mode).

@@ -174,7 +174,7 @@ pub fn router(
     let store = pipelines.store().clone();
     let max_body = store.config().max_batch_bytes;
     let _ = telemetry::prometheus();
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -300,11 +300,16 @@ pub fn router(
         .merge(crate::v2::routes(deployments.clone()))
         .merge(crate::grpc::routes(deployments, max_body))
         // Every route above passes the access gate; the fallback answers 404 to anyone.
-        .route_layer(axum::middleware::from_fn_with_state(access, gate))
+        .route_layer(axum::middleware::from_fn_with_state(access.clone(), gate))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(telemetry::track_latency))
         .layer(axum::middleware::from_fn(crate::error::catch_panic))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(max_body));
+    // Outermost, so a browser's preflight is answered before routing.
+    match access.cors() {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -2,10 +2,12 @@
 //! [`kairos_pipeline::Pipelines`], [`kairos_deploy::Deployments`] and
 //! [`kairos_monitor::Monitors`]; the applied pipelines, the deployments and the monitors'
 //! schedules run inside the server. One port speaks the REST API, the KServe V2 protocol
-//! over REST ([`v2`]) and over gRPC ([`grpc`], HTTP/2).
+//! over REST ([`v2`]) and over gRPC ([`grpc`], HTTP/2), in plain text or TLS, through the
+//! server's own accept loop ([`transport`]: connection caps and timeouts). Every routed request
+//! passes one gate first ([`access`]: host, origin, API key and scope, content type, body size).
 //!
-//! REST errors are mapped to HTTP in one place ([`error::ApiError`]; the V2 routes answer
-//! `{"error": "..."}` as the protocol has it); every `/v1` route is in the OpenAPI document
+//! Errors are classified once (`kairos_store::ErrorKind`) and mapped in one place
+//! ([`error`]: HTTP for REST and V2, codes for gRPC; internal causes logged, never sent); every `/v1` route is in the OpenAPI document
 //! ([`api::ApiDoc`], served at `/openapi.json`); request latencies, materialiser lag and serving
 //! latencies are on `/metrics` in the Prometheus format.
 
@@ -125,7 +127,7 @@ pub async fn serve(
     tracing::info!(
         %addr,
         online = store.online_backend(),
-        keys = if access.enforced() { "required" } else { "none configured (loopback only)" },
+        keys = if access.enforced() { "required" } else { "none configured" },
         "kairos serving"
     );
     let result = transport::run(listener, app, options.transport, shutdown).await;

@@ -228,7 +228,10 @@ impl FeatureStore {
         for group in store.inner.catalog.list_feature_groups()? {
             store.start(group)?;
         }
-        store.sweep_unfinished_builds()?;
+        // What a crash left half-built goes; failing to remove it is no reason not to open.
+        if let Err(e) = store.sweep_unfinished_builds() {
+            tracing::warn!(error = %e, "cannot sweep unfinished training datasets");
+        }
         Ok(store)
     }
 

@@ -384,8 +384,47 @@ async fn browsers_on_other_sites_and_rebound_names_are_refused() {
         .app
         .clone()
         .oneshot(request.body(Body::empty()).unwrap())
-        .await;
-    assert_eq!(response.unwrap().status(), StatusCode::OK);
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://console.example"
+    );
+    // Its preflight is answered; another origin's is not allowed.
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/v1/feature-groups")
+            .header("host", "kairos.internal")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = s
+        .app
+        .clone()
+        .oneshot(preflight("https://console.example"))
+        .await
+        .unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert!(
+        allowed
+            .headers()
+            .contains_key("access-control-allow-methods")
+    );
+    let other = s
+        .app
+        .clone()
+        .oneshot(preflight("https://attacker.example"))
+        .await
+        .unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
 }
 
 #[tokio::test]
