@@ -8,11 +8,16 @@ use reqwest::{Method, RequestBuilder, Response};
 
 use crate::config::Config;
 
+/// How long an idle connection to the server is kept for reuse.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A client of the server at `url`, sending the configured API key (`--api-key`,
 /// `KAIROS_API_KEY` or `client.api_key`) with every request and trusting the configured CA
 /// certificate (`--ca-cert`, `KAIROS_CA_CERT` or `client.ca_cert`) beside the system's.
 pub fn connect(url: &str, config: &Config) -> anyhow::Result<Remote> {
-    let mut builder = reqwest::Client::builder();
+    // Idle connections are let go before the server would close them (its header timeout,
+    // 10 s by default), so a request never races a closing connection.
+    let mut builder = reqwest::Client::builder().pool_idle_timeout(IDLE);
     if let Some(key) = &config.client.api_key {
         let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
             .context("the API key holds characters a header cannot carry")?;

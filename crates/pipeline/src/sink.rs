@@ -114,6 +114,8 @@ impl Server {
         }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // Let idle connections go before the server's header timeout closes them.
+            .pool_idle_timeout(Duration::from_secs(5))
             .default_headers(headers)
             .build()
             .map_err(StoreError::internal)?;
