@@ -360,6 +360,11 @@ impl Deployments {
                 )));
             }
         }
+        for input in inputs {
+            if let Some((_, ty)) = expected.iter().find(|(n, _)| *n == input.name) {
+                check_entity_input(input, *ty)?;
+            }
+        }
         let find = |name: &str| inputs.iter().find(|t| t.name == name);
         let rows = inputs.first().map_or(0, |t| t.data.len());
         for (name, _) in &expected {
@@ -409,6 +414,37 @@ impl Deployments {
     }
 }
 
+/// A deployment's input holds one element per entity of its column's type: a tensor of another
+/// datatype or shape would be read as something it is not (a float key rounded, a matrix
+/// flattened), so it is refused, as Triton refuses one that does not match its model.
+fn check_entity_input(input: &Tensor, ty: FeatureType) -> Result<()> {
+    let given = input.datatype();
+    let fits = match ty {
+        // An embedding is a vector per entity; its length is checked with the values.
+        FeatureType::Embedding { .. } => return Ok(()),
+        // Times and dates come as numbers or as text (RFC 3339, YYYY-MM-DD).
+        FeatureType::Timestamp | FeatureType::Date => {
+            given == tensor_type(ty) || given == Datatype::Bytes
+        }
+        _ => given == tensor_type(ty),
+    };
+    if !fits {
+        return Err(DeployError::BadRequest(format!(
+            "input '{}': datatype {}, expected {}",
+            input.name,
+            given.as_str(),
+            tensor_type(ty).as_str()
+        )));
+    }
+    match input.shape.as_slice() {
+        [_] | [_, 1] => Ok(()),
+        shape => Err(DeployError::BadRequest(format!(
+            "input '{}': shape {shape:?}, expected [entities] (one element per entity)",
+            input.name
+        ))),
+    }
+}
+
 /// A registered model's one input tensor becomes rows of features.
 fn infer_registered(model: &Model, predictor: &Predictor, inputs: &[Tensor]) -> Result<Vec<f64>> {
     let declared = &model.spec.signature.inputs;
@@ -424,6 +460,16 @@ fn infer_registered(model: &Model, predictor: &Predictor, inputs: &[Tensor]) -> 
         return Err(DeployError::BadRequest(format!(
             "model '{}' has no input '{}'; its input is '{}'",
             model.spec.name, input.name, declared[0].name
+        )));
+    }
+    if let Some(want) = declared.first().map(|d| d.datatype)
+        && input.datatype() != want
+    {
+        return Err(DeployError::BadRequest(format!(
+            "input '{}': datatype {}, expected {}",
+            input.name,
+            input.datatype().as_str(),
+            want.as_str()
         )));
     }
     let width = predictor.features();
@@ -516,6 +562,30 @@ mod tests {
         assert_eq!(label.data, TensorData::Int64(vec![0, 1]));
         let value = output_tensor(&spec("prediction", Datatype::Fp64, vec![-1]), &p, 2);
         assert_eq!(value.data, TensorData::Fp64(p.to_vec()));
+    }
+
+    #[test]
+    fn an_entity_input_must_have_its_columns_datatype_and_one_element_each() {
+        let tensor = |data: TensorData, shape: Vec<i64>| Tensor {
+            name: "cc_num".into(),
+            shape,
+            data,
+        };
+        let ok = tensor(TensorData::Int64(vec![1, 2]), vec![2]);
+        assert!(check_entity_input(&ok, FeatureType::Int64).is_ok());
+        let float_key = tensor(TensorData::Fp32(vec![1.0, 2.0]), vec![2]);
+        let err = check_entity_input(&float_key, FeatureType::Int64).unwrap_err();
+        assert!(
+            err.to_string().contains("datatype FP32, expected INT64"),
+            "{err}"
+        );
+        let matrix = tensor(TensorData::Int64(vec![1, 2, 3, 4]), vec![2, 2]);
+        assert!(check_entity_input(&matrix, FeatureType::Int64).is_err());
+        let text_time = tensor(
+            TensorData::Bytes(vec![b"2024-05-01T10:00:00Z".to_vec()]),
+            vec![1],
+        );
+        assert!(check_entity_input(&text_time, FeatureType::Timestamp).is_ok());
     }
 
     #[test]
