@@ -208,8 +208,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         let _ = stopping.send(true);
     };
-    // A shutdown ends in bounded time whatever runs: past the requests' grace and as long
-    // again for pipelines' last checkpoints and the stores, the process exits anyway. Nothing
+    // A shutdown ends in bounded time whatever runs: 30 s past the requests' grace (for the
+    // pipelines' last checkpoints and the stores), the process exits anyway. Nothing
     // acknowledged is lost by that; it is what a crash leaves, and the log replays it.
     let limit = options.transport.shutdown_grace + std::time::Duration::from_secs(30);
     let watchdog = async move {
