@@ -339,6 +339,7 @@ pub async fn register_with_files(
         }
         return Err(DeployError::internal(e));
     }
+    kairos_types::fault::point("model.before_catalog");
     let model = Model {
         spec: spec.clone(),
         version,

@@ -17,105 +17,11 @@ use kairos_model::predictor::Predictor;
 use kairos_model::{Datatype, Model, TensorSpec};
 use kairos_types::FeatureType;
 
+pub use kairos_tensor::{Tensor, TensorData};
+
 use crate::deployments::Deployments;
 use crate::error::{DeployError, Result};
 use crate::live::{Live, tensor_type};
-
-/// A tensor's elements, flat in row-major order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TensorData {
-    Bool(Vec<bool>),
-    Int32(Vec<i32>),
-    Int64(Vec<i64>),
-    Fp32(Vec<f32>),
-    Fp64(Vec<f64>),
-    Bytes(Vec<Vec<u8>>),
-}
-
-impl TensorData {
-    pub fn len(&self) -> usize {
-        match self {
-            TensorData::Bool(v) => v.len(),
-            TensorData::Int32(v) => v.len(),
-            TensorData::Int64(v) => v.len(),
-            TensorData::Fp32(v) => v.len(),
-            TensorData::Fp64(v) => v.len(),
-            TensorData::Bytes(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn datatype(&self) -> Datatype {
-        match self {
-            TensorData::Bool(_) => Datatype::Bool,
-            TensorData::Int32(_) => Datatype::Int32,
-            TensorData::Int64(_) => Datatype::Int64,
-            TensorData::Fp32(_) => Datatype::Fp32,
-            TensorData::Fp64(_) => Datatype::Fp64,
-            TensorData::Bytes(_) => Datatype::Bytes,
-        }
-    }
-
-    /// Element `i` as a float, for numeric tensors.
-    fn float(&self, i: usize) -> Option<f64> {
-        Some(match self {
-            TensorData::Bool(v) => f64::from(u8::from(v[i])),
-            TensorData::Int32(v) => f64::from(v[i]),
-            TensorData::Int64(v) => v[i] as f64,
-            TensorData::Fp32(v) => f64::from(v[i]),
-            TensorData::Fp64(v) => v[i],
-            TensorData::Bytes(_) => return None,
-        })
-    }
-
-    /// Element `i` as JSON, the form feature-vector requests take.
-    fn json(&self, i: usize) -> std::result::Result<serde_json::Value, String> {
-        Ok(match self {
-            TensorData::Bool(v) => v[i].into(),
-            TensorData::Int32(v) => v[i].into(),
-            TensorData::Int64(v) => v[i].into(),
-            TensorData::Fp32(v) => f64::from(v[i]).into(),
-            TensorData::Fp64(v) => v[i].into(),
-            TensorData::Bytes(v) => String::from_utf8(v[i].clone())
-                .map_err(|_| format!("element {i} is not UTF-8 text"))?
-                .into(),
-        })
-    }
-}
-
-/// A named tensor of a request or a response.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    pub name: String,
-    pub shape: Vec<i64>,
-    pub data: TensorData,
-}
-
-impl Tensor {
-    pub fn datatype(&self) -> Datatype {
-        self.data.datatype()
-    }
-
-    /// Checks that the shape holds exactly the elements given.
-    pub fn check(&self) -> Result<()> {
-        let expected = self
-            .shape
-            .iter()
-            .try_fold(1_i64, |n, d| (*d >= 0).then(|| n.saturating_mul(*d)));
-        match expected {
-            Some(n) if n as usize == self.data.len() => Ok(()),
-            _ => Err(DeployError::BadRequest(format!(
-                "input '{}': shape {:?} does not hold the {} elements given",
-                self.name,
-                self.shape,
-                self.data.len()
-            ))),
-        }
-    }
-}
 
 /// An inference request on tensors.
 #[derive(Debug, Clone, Default)]
@@ -295,7 +201,7 @@ impl Deployments {
         request: InferRequest,
     ) -> Result<InferResponse> {
         for input in &request.inputs {
-            input.check()?;
+            input.check().map_err(DeployError::BadRequest)?;
         }
         for application in self.applications() {
             if let Some(answer) = application.infer(name, request.clone()).await {

@@ -44,6 +44,20 @@ pub enum LogError {
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
+impl LogError {
+    /// The same failure for another of the appends it failed (one write carries a group of
+    /// them): an I/O error keeps its kind, so every caller can tell a full disk apart.
+    pub fn for_another_waiter(&self) -> LogError {
+        match self {
+            LogError::Io { path, source } => LogError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            other => LogError::Write(other.to_string()),
+        }
+    }
+}
+
 /// What an acknowledged append tells the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendAck {

@@ -36,29 +36,23 @@ impl Default for SegmentLogOptions {
 
 /// Resolves when an appended record is durable.
 #[derive(Debug)]
-pub struct AppendTicket(oneshot::Receiver<Result<AppendAck, String>>);
+pub struct AppendTicket(oneshot::Receiver<Result<AppendAck>>);
 
 impl AppendTicket {
     pub async fn wait(self) -> Result<AppendAck> {
-        self.0
-            .await
-            .map_err(|_| LogError::Closed)?
-            .map_err(LogError::Write)
+        self.0.await.map_err(|_| LogError::Closed)?
     }
 
     /// For callers outside an async runtime.
     pub fn wait_blocking(self) -> Result<AppendAck> {
-        self.0
-            .blocking_recv()
-            .map_err(|_| LogError::Closed)?
-            .map_err(LogError::Write)
+        self.0.blocking_recv().map_err(|_| LogError::Closed)?
     }
 }
 
 struct Request {
     rows: u32,
     payload: Bytes,
-    reply: oneshot::Sender<Result<AppendAck, String>>,
+    reply: oneshot::Sender<Result<AppendAck>>,
 }
 
 /// Where one record lies.
@@ -301,7 +295,7 @@ fn write_loop(shared: &Shared, requests: &mpsc::Receiver<Request>) {
             Err(e) => {
                 tracing::error!(error = %e, "log append failed");
                 for request in group {
-                    let _ = request.reply.send(Err(e.to_string()));
+                    let _ = request.reply.send(Err(e.for_another_waiter()));
                 }
             }
         }

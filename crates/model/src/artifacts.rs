@@ -37,7 +37,8 @@ impl Artifacts {
             source: Box::new(e),
         })?;
         Ok(Artifacts {
-            store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+            // A deleted version's folder goes with its last file.
+            store: Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true)),
         })
     }
 

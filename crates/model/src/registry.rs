@@ -30,47 +30,7 @@ pub enum Framework {
     Candle,
 }
 
-/// A tensor's element type, with the Open Inference Protocol's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Datatype {
-    Bool,
-    Int32,
-    Int64,
-    Fp32,
-    Fp64,
-    Bytes,
-}
-
-impl Datatype {
-    const ALL: [Datatype; 6] = [
-        Datatype::Bool,
-        Datatype::Int32,
-        Datatype::Int64,
-        Datatype::Fp32,
-        Datatype::Fp64,
-        Datatype::Bytes,
-    ];
-
-    /// The protocol's name: `BOOL`, `INT32`, `INT64`, `FP32`, `FP64`, `BYTES`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Datatype::Bool => "BOOL",
-            Datatype::Int32 => "INT32",
-            Datatype::Int64 => "INT64",
-            Datatype::Fp32 => "FP32",
-            Datatype::Fp64 => "FP64",
-            Datatype::Bytes => "BYTES",
-        }
-    }
-
-    /// The datatype of a protocol name, in any case.
-    pub fn parse(name: &str) -> Option<Datatype> {
-        Datatype::ALL
-            .into_iter()
-            .find(|d| d.as_str().eq_ignore_ascii_case(name))
-    }
-}
+pub use kairos_tensor::Datatype;
 
 /// One tensor a model takes or gives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -262,16 +222,6 @@ mod tests {
         assert_eq!(s.signature.inputs[0].datatype, Datatype::Fp32);
         let again: ModelSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(again, s);
-    }
-
-    #[test]
-    fn datatype_names_are_the_protocols_and_serdes() {
-        for d in Datatype::ALL {
-            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
-            assert_eq!(Datatype::parse(d.as_str()), Some(d));
-            assert_eq!(Datatype::parse(&d.as_str().to_lowercase()), Some(d));
-        }
-        assert_eq!(Datatype::parse("FP16"), None);
     }
 
     /// A change that spoils a definition.

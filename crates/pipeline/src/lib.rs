@@ -9,7 +9,6 @@
 
 pub mod checkpoint;
 pub mod decode;
-mod fault;
 pub mod policy;
 pub mod runner;
 pub mod sink;

@@ -703,7 +703,7 @@ impl Run {
             held.committed = held.position;
         }
         for (batch, producer, search_from, emissions) in deliveries {
-            crate::fault::point("pipeline.after_commit");
+            kairos_types::fault::point("pipeline.after_commit");
             let ack = self
                 .placement
                 .sink
@@ -715,7 +715,7 @@ impl Run {
                     search_from,
                 )
                 .await?;
-            crate::fault::point("pipeline.after_delivery");
+            kairos_types::fault::point("pipeline.after_delivery");
             telemetry::rows_written(self.name(), self.group(), batch.num_rows() as u64);
             self.track_freshness(&emissions, ack.end_offset);
         }

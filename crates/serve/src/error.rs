@@ -187,11 +187,7 @@ pub(crate) async fn catch_panic(
     {
         Ok(response) => response,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
+            let what = kairos_types::panic::message(&*panic);
             metrics::counter!(crate::telemetry::PANICS).increment(1);
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

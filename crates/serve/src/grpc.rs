@@ -8,9 +8,8 @@ use kairos_auth::{Need, Scope, Target};
 use kairos_deploy::v2::{InferRequest, ModelMetadata, Tensor, TensorData};
 use kairos_deploy::{DeployError, Deployments};
 use kairos_model::{Datatype, TensorSpec};
+use kairos_tensor::binary::{from_binary, to_binary};
 use tonic::{Request, Response, Status};
-
-use crate::v2::{from_binary, to_binary};
 
 /// The code generated from `proto/inference.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -92,9 +92,25 @@ impl From<kairos_log::LogError> for StoreError {
             kairos_log::LogError::Closed => StoreError::Conflict(
                 "the feature group is being deleted or the server is stopping".into(),
             ),
+            // A full disk or a data dir taken away from the server: the operator's to fix,
+            // and the batch was not written; said as such, not as an internal error.
+            kairos_log::LogError::Io { source, .. } if storage_refused(&source) => {
+                StoreError::Unavailable(format!(
+                    "the data dir takes no more writes ({source}); nothing of the batch was written"
+                ))
+            }
             e => StoreError::internal(e),
         }
     }
+}
+
+/// Whether an I/O error says the storage itself refuses writes, whatever is written.
+pub fn storage_refused(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        StorageFull | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied
+    )
 }
 
 impl From<kairos_online::OnlineError> for StoreError {

@@ -196,6 +196,16 @@ impl FeatureStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Internal(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
+        // Said up front and plainly, rather than as whichever store fails to open first.
+        let probe = dir.join(".kairos-write-probe");
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "the data dir {} cannot be written: {e}",
+                    dir.display()
+                ))
+            })?;
         let catalog = SqliteCatalog::open(&dir.join("catalog.db"))?;
         let online = match &config.online {
             OnlineConfig::Redb => OnlineBackend::Redb(RedbStore::open(&dir.join("online.redb")).map_err(|e| {

@@ -232,15 +232,6 @@ pub(crate) async fn run_offline(
 /// Follows the group's log into one store until shutdown: resume where the store says, apply
 /// what the log has, publish the new position; after a failure, wait, ask the store again where
 /// it stands, and go on from there.
-/// What a panic said, when it said it with a string.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
-}
-
 pub(crate) async fn follow<M: Materialiser>(
     mut sink: M,
     group: Arc<GroupRuntime>,
@@ -306,7 +297,7 @@ pub(crate) async fn follow<M: Materialiser>(
                 .await;
             match written {
                 Ok(result) => result.map(|()| Ok((through, bytes))),
-                Err(panic) => Ok(Err(panic_message(panic.as_ref()))),
+                Err(panic) => Ok(Err(kairos_types::panic::message(panic.as_ref()))),
             }
         };
         match step.await {

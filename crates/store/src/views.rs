@@ -490,6 +490,7 @@ impl FeatureStore {
             transforms,
             path: relative.to_string_lossy().to_string(),
         };
+        kairos_types::fault::point("dataset.before_catalog");
         self.inner.catalog.save_training_dataset(&dataset)?;
         Ok(dataset)
     }

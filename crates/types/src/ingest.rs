@@ -270,30 +270,50 @@ pub fn decode(
                 IngestError::batch(format!("invalid Arrow IPC stream: {e}"))
             };
             check_ipc_framing(&bytes)?;
-            let reader =
-                arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(bad)?;
-            let schema = reader.schema();
-            let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
-            concat_batches(&schema, &batches).map_err(bad)
+            guarded("Arrow IPC stream", || {
+                let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None)
+                    .map_err(bad)?;
+                let schema = reader.schema();
+                let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
+                concat_batches(&schema, &batches).map_err(bad)
+            })
         }
         Format::Parquet => {
             use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
             let bad = |e: String| IngestError::batch(format!("invalid Parquet file: {e}"));
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?;
-            let schema = builder.schema().clone();
-            let reader = builder
-                .with_batch_size(64 * 1024)
-                .build()
-                .map_err(|e| bad(e.to_string()))?;
-            let batches = reader
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(e.to_string()))?;
-            concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))
+            guarded("Parquet file", || {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .map_err(|e| bad(e.to_string()))?;
+                let schema = builder.schema().clone();
+                let reader = builder
+                    .with_batch_size(64 * 1024)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                let batches = reader
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(e.to_string()))?;
+                concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))
+            })
         }
         Format::Csv => decode_csv(spec, bytes, false),
         Format::JsonLines => decode_json_lines(spec, &bytes, false),
     }
+}
+
+/// Runs Arrow's or Parquet's reader over a client's bytes. Both check most of what they read,
+/// but some malformed input still ends in a panic inside them (a buffer sliced past its end, an
+/// unknown type code in an embedded schema) instead of an error; such a batch is refused like
+/// any other that does not decode, and nothing is written.
+fn guarded(
+    what: &str,
+    read: impl FnOnce() -> Result<RecordBatch, IngestError>,
+) -> Result<RecordBatch, IngestError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        Err(IngestError::batch(format!(
+            "invalid {what}: the reader gave up on it ({})",
+            crate::panic::message(&*panic)
+        )))
+    })
 }
 
 /// Like [`decode`], for events that may carry more fields than `spec` names (a pipeline reads
@@ -337,7 +357,7 @@ fn decode_csv_typed(spec: &FeatureGroupSpec, bytes: &Bytes) -> Result<RecordBatc
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let reader = arrow::csv::ReaderBuilder::new(schema.clone())
         .with_format(format)
-        .with_batch_size(64 * 1024)
+        .with_batch_size(csv_batch_size(bytes))
         .with_projection(projection.clone())
         .build(Cursor::new(bytes.clone()))
         .map_err(bad)?;
@@ -452,6 +472,14 @@ fn unknown_column(spec: &FeatureGroupSpec, name: &str) -> IngestError {
 
 /// CSV cells are read as text and parsed per column type by [`to_canonical`], so every error can
 /// name its row.
+/// Rows per batch the CSV reader decodes: its buffers are sized (and zeroed) for a whole batch,
+/// so a request of a few rows must not pay for 64K of them.
+fn csv_batch_size(bytes: &[u8]) -> usize {
+    const MOST: usize = 64 * 1024;
+    let lines = bytes.iter().filter(|b| **b == b'\n').take(MOST).count();
+    (lines + 1).min(MOST)
+}
+
 fn decode_csv(
     spec: &FeatureGroupSpec,
     bytes: Bytes,
@@ -468,7 +496,7 @@ fn decode_csv(
     ));
     let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
         .with_format(format)
-        .with_batch_size(64 * 1024)
+        .with_batch_size(csv_batch_size(&bytes))
         .with_projection(projection.clone())
         .build(Cursor::new(bytes))
         .map_err(bad)?;
@@ -1054,5 +1082,27 @@ mod tests {
         assert_eq!(err.row, Some(2));
         let floats = Arc::new(arrow::array::Float64Array::from(vec![1.5])) as ArrayRef;
         assert!(to_canonical(&floats, FeatureType::Int64, "x").is_err());
+    }
+
+    /// Inputs the fuzzers found that panicked inside Arrow's IPC reader (a buffer sliced past
+    /// the body) and inside Parquet's embedded-schema reader (an unknown float precision).
+    #[test]
+    fn a_reader_that_panics_on_a_batch_refuses_it() {
+        let cases = [
+            (
+                Format::ArrowIpc,
+                &include_bytes!("../../../fuzz/corpus/ingest_arrow/regression-buffer-past-end")[..],
+            ),
+            (
+                Format::Parquet,
+                &include_bytes!(
+                    "../../../fuzz/corpus/ingest_parquet/regression-unknown-float-precision"
+                )[..],
+            ),
+        ];
+        for (format, bytes) in cases {
+            let err = parse_batch(&spec(), format, Bytes::from_static(bytes)).unwrap_err();
+            assert!(err.message.contains("the reader gave up"), "{err}");
+        }
     }
 }

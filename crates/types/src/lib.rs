@@ -8,7 +8,9 @@
 
 pub mod clock;
 pub mod export;
+pub mod fault;
 pub mod ingest;
+pub mod panic;
 pub mod schema;
 pub mod value;
 

@@ -4,6 +4,7 @@ mod auth;
 mod crash;
 mod deployments;
 mod e2e;
+mod faults;
 mod fraud;
 mod fuzz_rest;
 mod models;

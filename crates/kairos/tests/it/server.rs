@@ -13,9 +13,15 @@ pub struct Server {
 impl Server {
     /// Starts `kairos serve` on `data_dir` and waits until it is ready (deployments loaded).
     pub async fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[]).await
+    }
+
+    /// Like [`Server::start`], with environment variables set (crash points, say).
+    pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .envs(env.iter().copied())
             .env("KAIROS_LOG", "warn")
             .env("KAIROS_MAX_BATCH_BYTES", (8 << 20).to_string())
             .stdout(Stdio::piped())
@@ -58,6 +64,11 @@ impl Server {
     pub fn kill(mut self) {
         self.child.kill().expect("kill");
         self.child.wait().expect("reap");
+    }
+
+    /// Waits for the process to end by itself (a crash point aborting it).
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
     }
 
     /// SIGTERM and wait for a clean exit.
