@@ -56,11 +56,33 @@ pub trait OnlineStore: Send + Sync {
     /// The log offset applied so far, if any.
     fn offset(&self, table: &TableId) -> impl Future<Output = Result<Option<u64>>> + Send;
 
-    /// Every stored row (for consistency checks).
-    fn scan(&self, table: &TableId) -> impl Future<Output = Result<Vec<KeyedRow>>> + Send;
+    /// The stored rows whose keys `part` holds (for consistency checks, a part at a time).
+    fn scan(
+        &self,
+        table: &TableId,
+        part: KeyPart,
+    ) -> impl Future<Output = Result<Vec<KeyedRow>>> + Send;
 
     /// Removes the table's rows and offset.
     fn drop_table(&self, table: &TableId) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// One of `of` disjoint parts of a table's keys, by a stable hash of the key's bytes: a
+/// consistency check of a large table compares it a part at a time, so it never holds more
+/// than one part in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPart {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl KeyPart {
+    /// Every key.
+    pub const WHOLE: KeyPart = KeyPart { index: 0, of: 1 };
+
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.of <= 1 || crc32fast::hash(key) % self.of == self.index
+    }
 }
 
 /// Folds rows in log order into the latest row per key: the pure core of every backend's apply.
@@ -125,10 +147,10 @@ impl OnlineStore for OnlineBackend {
         }
     }
 
-    async fn scan(&self, table: &TableId) -> Result<Vec<KeyedRow>> {
+    async fn scan(&self, table: &TableId, part: KeyPart) -> Result<Vec<KeyedRow>> {
         match self {
-            OnlineBackend::Redb(s) => s.scan(table).await,
-            OnlineBackend::Redis(s) => s.scan(table).await,
+            OnlineBackend::Redb(s) => s.scan(table, part).await,
+            OnlineBackend::Redis(s) => s.scan(table, part).await,
         }
     }
 

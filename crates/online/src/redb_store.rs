@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kairos_types::{OnlineRow, TableId};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
-use crate::{KeyedRow, OnlineError, OnlineStore, Result, latest_per_key};
+use crate::{KeyPart, KeyedRow, OnlineError, OnlineStore, Result, latest_per_key};
 
 const OFFSETS: TableDefinition<&str, u64> = TableDefinition::new("__offsets");
 
@@ -138,7 +138,7 @@ impl RedbStore {
             .map(|v| v.value()))
     }
 
-    fn scan_blocking(&self, table: &TableId) -> Result<Vec<KeyedRow>> {
+    fn scan_blocking(&self, table: &TableId, part: KeyPart) -> Result<Vec<KeyedRow>> {
         let name = table_name(table);
         let txn = self.db.begin_read().map_err(err)?;
         let rows = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
@@ -146,14 +146,15 @@ impl RedbStore {
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(err(e)),
         };
-        rows.iter()
-            .map_err(err)?
-            .map(|entry| {
-                let (key, value) = entry.map_err(err)?;
+        let mut held = Vec::new();
+        for entry in rows.iter().map_err(err)? {
+            let (key, value) = entry.map_err(err)?;
+            if part.holds(key.value()) {
                 let row = OnlineRow::decode(value.value()).map_err(OnlineError::Corrupt)?;
-                Ok((key.value().to_vec(), row))
-            })
-            .collect()
+                held.push((key.value().to_vec(), row));
+            }
+        }
+        Ok(held)
     }
 
     fn drop_blocking(&self, table: &TableId) -> Result<()> {
@@ -194,9 +195,9 @@ impl OnlineStore for RedbStore {
         self.offset_blocking(table)
     }
 
-    async fn scan(&self, table: &TableId) -> Result<Vec<KeyedRow>> {
+    async fn scan(&self, table: &TableId, part: KeyPart) -> Result<Vec<KeyedRow>> {
         let table = table.clone();
-        self.blocking(move |s| s.scan_blocking(&table)).await
+        self.blocking(move |s| s.scan_blocking(&table, part)).await
     }
 
     async fn drop_table(&self, table: &TableId) -> Result<()> {

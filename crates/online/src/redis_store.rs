@@ -4,7 +4,7 @@
 use kairos_types::{OnlineRow, TableId};
 use redis::aio::MultiplexedConnection;
 
-use crate::{KeyedRow, OnlineError, OnlineStore, Result, latest_per_key};
+use crate::{KeyPart, KeyedRow, OnlineError, OnlineStore, Result, latest_per_key};
 
 /// How many keys one MGET or DEL carries.
 const CHUNK: usize = 1000;
@@ -59,7 +59,8 @@ impl RedisStore {
         Ok(out)
     }
 
-    async fn scan_keys(&self, pattern: &str) -> Result<Vec<Vec<u8>>> {
+    /// The keys matching `pattern` that `keep` keeps (dropped batch by batch, never all held).
+    async fn scan_keys(&self, pattern: &str, keep: impl Fn(&[u8]) -> bool) -> Result<Vec<Vec<u8>>> {
         let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
@@ -72,7 +73,7 @@ impl RedisStore {
                 .arg(CHUNK)
                 .query_async(&mut conn)
                 .await?;
-            keys.extend(batch);
+            keys.extend(batch.into_iter().filter(|k| keep(k)));
             if next == 0 {
                 return Ok(keys);
             }
@@ -129,11 +130,13 @@ impl OnlineStore for RedisStore {
         Ok(offset)
     }
 
-    async fn scan(&self, table: &TableId) -> Result<Vec<KeyedRow>> {
+    async fn scan(&self, table: &TableId, part: KeyPart) -> Result<Vec<KeyedRow>> {
         let prefix = self.table_prefix(table);
-        let keys = self.scan_keys(&format!("{prefix}k:*")).await?;
-        let values = self.mget(&keys).await?;
         let strip = prefix.len() + 2;
+        let keys = self
+            .scan_keys(&format!("{prefix}k:*"), |key| part.holds(&key[strip..]))
+            .await?;
+        let values = self.mget(&keys).await?;
         keys.into_iter()
             .zip(values)
             .filter_map(|(key, value)| value.map(|v| (key, v)))
@@ -146,7 +149,7 @@ impl OnlineStore for RedisStore {
 
     async fn drop_table(&self, table: &TableId) -> Result<()> {
         let prefix = self.table_prefix(table);
-        let mut keys = self.scan_keys(&format!("{prefix}k:*")).await?;
+        let mut keys = self.scan_keys(&format!("{prefix}k:*"), |_| true).await?;
         keys.push(format!("{prefix}offset").into_bytes());
         let mut conn = self.conn.clone();
         for chunk in keys.chunks(CHUNK) {

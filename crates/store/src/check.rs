@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, Int64Array};
 use kairos_offline::{DeltaOfflineStore, OFFSET, ReadFilter};
-use kairos_online::{OnlineBackend, OnlineStore};
+use kairos_online::{KeyPart, OnlineBackend, OnlineStore};
 use kairos_types::value::decode_key;
 use kairos_types::{FeatureGroup, OnlineRow};
 use serde::Serialize;
 
 use crate::error::{Result, StoreError};
-use crate::materialise::keyed_row;
+use crate::materialise::{keyed_row, row_key};
 
 /// How many differences of each kind a report lists (all are counted).
 const LISTED: usize = 20;
@@ -49,40 +49,133 @@ fn describe_key(key: &[u8]) -> String {
     }
 }
 
+/// Keys a pass of the check holds in memory at most (about; parts are by hash). A larger group
+/// is checked a part of its keys at a time, each part one more scan of both stores.
+const KEYS_PER_PASS: u64 = 1 << 20;
+
 pub(crate) async fn run(
     online: &OnlineBackend,
     offline: &DeltaOfflineStore,
     group: &FeatureGroup,
     log_end: u64,
 ) -> Result<CheckReport> {
-    let spec = &group.spec;
-    let table = group.id();
+    run_in_parts(online, offline, group, log_end, KEYS_PER_PASS).await
+}
+
+async fn run_in_parts(
+    online: &OnlineBackend,
+    offline: &DeltaOfflineStore,
+    group: &FeatureGroup,
+    log_end: u64,
+    keys_per_pass: u64,
+) -> Result<CheckReport> {
     let mut report = CheckReport {
         log_end_offset: log_end,
         ..Default::default()
     };
+    // The log's offsets bound the keys: a group of that many rows has at most that many.
+    let of = log_end.div_ceil(keys_per_pass).max(1) as u32;
+    let mut offsets = OffsetTally::new(log_end);
+    for index in 0..of {
+        let part = KeyPart { index, of };
+        let latest = latest_offline(offline, group, part, &mut offsets, &mut report).await?;
+        report.offline_keys += latest.len() as u64;
+        if group.spec.online {
+            compare_online(online, group, part, &latest, &mut report).await?;
+        }
+    }
+    offsets.report(&mut report);
+    report.clean = report.duplicate_offsets == 0
+        && report.missing_offsets == 0
+        && report.missing_online == 0
+        && report.extra_online == 0
+        && report.mismatched == 0;
+    Ok(report)
+}
 
+fn note(report: &mut CheckReport, difference: impl FnOnce() -> String) {
+    if report.differences.len() < LISTED {
+        report.differences.push(difference());
+    }
+}
+
+/// Which log offsets the offline table holds, one bit each: a group of millions of rows costs
+/// a few hundred kilobytes. Offsets past the log end (there should be none) are kept apart.
+struct OffsetTally {
+    seen: Vec<u64>,
+    end: u64,
+    past_end: HashSet<u64>,
+}
+
+impl OffsetTally {
+    fn new(end: u64) -> OffsetTally {
+        OffsetTally {
+            seen: vec![0; end.div_ceil(64) as usize],
+            end,
+            past_end: HashSet::new(),
+        }
+    }
+
+    /// Records `offset`; false when it was there already.
+    fn insert(&mut self, offset: u64) -> bool {
+        if offset >= self.end {
+            return self.past_end.insert(offset);
+        }
+        let (word, bit) = ((offset / 64) as usize, 1u64 << (offset % 64));
+        let new = self.seen[word] & bit == 0;
+        self.seen[word] |= bit;
+        new
+    }
+
+    fn report(&self, report: &mut CheckReport) {
+        let held: u64 = self.seen.iter().map(|w| u64::from(w.count_ones())).sum();
+        report.missing_offsets = self.end - held;
+        if report.missing_offsets > 0 {
+            let missing = report.missing_offsets;
+            note(report, || {
+                format!("{missing} log offsets are missing from the offline table")
+            });
+        }
+    }
+}
+
+/// The latest offline row of every key in `part`; on the first pass, also tallies every
+/// row's offset.
+async fn latest_offline(
+    offline: &DeltaOfflineStore,
+    group: &FeatureGroup,
+    part: KeyPart,
+    offsets: &mut OffsetTally,
+    report: &mut CheckReport,
+) -> Result<HashMap<Vec<u8>, OnlineRow>> {
+    let spec = &group.spec;
+    let first_pass = part.index == 0;
     let mut latest: HashMap<Vec<u8>, OnlineRow> = HashMap::new();
-    let mut seen_offsets: HashSet<i64> = HashSet::new();
-    let mut stream = offline.scan(&table, spec, ReadFilter::default()).await?;
+    let mut stream = offline
+        .scan(&group.id(), spec, ReadFilter::default())
+        .await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let offsets = batch
+        let batch_offsets = batch
             .column_by_name(OFFSET)
             .and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned())
             .ok_or_else(|| StoreError::internal("offline batch without offsets"))?;
         for row in 0..batch.num_rows() {
-            report.offline_rows += 1;
-            let offset = offsets.value(row);
-            if !seen_offsets.insert(offset) {
-                report.duplicate_offsets += 1;
-                if report.differences.len() < LISTED {
-                    report.differences.push(format!(
-                        "offset {offset} is in the offline table more than once"
-                    ));
+            let offset = batch_offsets.value(row) as u64;
+            if first_pass {
+                report.offline_rows += 1;
+                if !offsets.insert(offset) {
+                    report.duplicate_offsets += 1;
+                    note(report, || {
+                        format!("offset {offset} is in the offline table more than once")
+                    });
                 }
             }
-            let (key, candidate) = keyed_row(spec, &batch, row, offset as u64, 0)?;
+            let key = row_key(spec, &batch, row);
+            if !part.holds(&key) {
+                continue;
+            }
+            let (key, candidate) = keyed_row(spec, &batch, row, offset, 0)?;
             match latest.get(&key) {
                 Some(current) if !candidate.supersedes(current) => {}
                 _ => {
@@ -91,71 +184,154 @@ pub(crate) async fn run(
             }
         }
     }
-    report.missing_offsets = (0..log_end as i64)
-        .filter(|o| !seen_offsets.contains(o))
-        .count() as u64;
-    if report.missing_offsets > 0 && report.differences.len() < LISTED {
-        report.differences.push(format!(
-            "{} log offsets are missing from the offline table",
-            report.missing_offsets
-        ));
-    }
-    report.offline_keys = latest.len() as u64;
+    Ok(latest)
+}
 
-    if spec.online {
-        let online_rows: HashMap<Vec<u8>, OnlineRow> =
-            online.scan(&table).await?.into_iter().collect();
-        report.online_keys = Some(online_rows.len() as u64);
-        for (key, expected) in &latest {
-            match online_rows.get(key) {
-                None => {
-                    report.missing_online += 1;
-                    if report.differences.len() < LISTED {
-                        report.differences.push(format!(
-                            "key {} is offline but not online",
-                            describe_key(key)
-                        ));
-                    }
-                }
-                Some(actual)
-                    if actual.event_time != expected.event_time
-                        || actual.offset != expected.offset
-                        || actual.values.len() != expected.values.len()
-                        || !actual
-                            .values
-                            .iter()
-                            .zip(&expected.values)
-                            .all(|(a, b)| a.identical(b)) =>
-                {
-                    report.mismatched += 1;
-                    if report.differences.len() < LISTED {
-                        report.differences.push(format!(
-                            "key {}: online has offset {} (event time {}), offline latest is offset {} (event time {})",
-                            describe_key(key),
-                            actual.offset,
-                            actual.event_time,
-                            expected.offset,
-                            expected.event_time
-                        ));
-                    }
-                }
-                Some(_) => {}
+/// Compares the online rows of `part` with the latest offline rows of the same keys.
+async fn compare_online(
+    online: &OnlineBackend,
+    group: &FeatureGroup,
+    part: KeyPart,
+    latest: &HashMap<Vec<u8>, OnlineRow>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let online_rows: HashMap<Vec<u8>, OnlineRow> =
+        online.scan(&group.id(), part).await?.into_iter().collect();
+    *report.online_keys.get_or_insert(0) += online_rows.len() as u64;
+    for (key, expected) in latest {
+        match online_rows.get(key) {
+            None => {
+                report.missing_online += 1;
+                note(report, || {
+                    format!("key {} is offline but not online", describe_key(key))
+                });
             }
-        }
-        for key in online_rows.keys().filter(|k| !latest.contains_key(*k)) {
-            report.extra_online += 1;
-            if report.differences.len() < LISTED {
-                report.differences.push(format!(
-                    "key {} is online but not offline",
-                    describe_key(key)
-                ));
+            Some(actual)
+                if actual.event_time != expected.event_time
+                    || actual.offset != expected.offset
+                    || actual.values.len() != expected.values.len()
+                    || !actual
+                        .values
+                        .iter()
+                        .zip(&expected.values)
+                        .all(|(a, b)| a.identical(b)) =>
+            {
+                report.mismatched += 1;
+                note(report, || {
+                    format!(
+                        "key {}: online has offset {} (event time {}), offline latest is offset {} (event time {})",
+                        describe_key(key),
+                        actual.offset,
+                        actual.event_time,
+                        expected.offset,
+                        expected.event_time
+                    )
+                });
             }
+            Some(_) => {}
         }
     }
-    report.clean = report.duplicate_offsets == 0
-        && report.missing_offsets == 0
-        && report.missing_online == 0
-        && report.extra_online == 0
-        && report.mismatched == 0;
-    Ok(report)
+    for key in online_rows.keys().filter(|k| !latest.contains_key(*k)) {
+        report.extra_online += 1;
+        note(report, || {
+            format!("key {} is online but not offline", describe_key(key))
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FeatureStore, InsertOptions, StoreConfig};
+    use kairos_types::Format;
+
+    /// A check in parts of a few keys finds what one pass over the whole group finds, a
+    /// difference included.
+    #[tokio::test]
+    async fn a_check_in_parts_reports_what_a_whole_check_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let spec = serde_json::from_value(serde_json::json!({
+            "name": "g", "primary_key": ["k"], "event_time": "ts",
+            "columns": [{"name": "k", "type": "int64"}, {"name": "ts", "type": "timestamp"},
+                        {"name": "x", "type": "float64"}]
+        }))
+        .unwrap();
+        store.create_group(spec).await.unwrap();
+        let rows: String = (0..300)
+            .map(|i| {
+                format!(
+                    "{{\"k\": {}, \"ts\": {}, \"x\": {i}}}\n",
+                    i % 70,
+                    1_700_000_000 + i
+                )
+            })
+            .collect();
+        store
+            .insert(
+                "g",
+                None,
+                Format::JsonLines,
+                rows.into(),
+                InsertOptions::default(),
+            )
+            .await
+            .unwrap();
+        let log_end = store.wait_materialised("g", None).await.unwrap();
+        let rt = store.runtime("g", None).unwrap();
+        let (online, offline) = (&store.inner.online, &store.inner.offline);
+        let whole = run_in_parts(online, offline, &rt.group, log_end, u64::MAX)
+            .await
+            .unwrap();
+        let parts = run_in_parts(online, offline, &rt.group, log_end, 16)
+            .await
+            .unwrap();
+        assert!(whole.clean && parts.clean, "{parts:?}");
+        assert_eq!(
+            (parts.offline_rows, parts.offline_keys, parts.online_keys),
+            (300, 70, Some(70))
+        );
+
+        // An online row the offline store never had: both find it.
+        let stale = serde_json::json!({"k": 5, "ts": 1_800_000_000, "x": -1.0}).to_string();
+        let batch =
+            kairos_types::ingest::parse_batch(&rt.group.spec, Format::JsonLines, stale.into())
+                .unwrap();
+        let row = keyed_row(&rt.group.spec, &batch, 0, 999, 0).unwrap();
+        online
+            .apply(&rt.group.id(), vec![row], log_end)
+            .await
+            .unwrap();
+        let whole = run_in_parts(online, offline, &rt.group, log_end, u64::MAX)
+            .await
+            .unwrap();
+        let parts = run_in_parts(online, offline, &rt.group, log_end, 16)
+            .await
+            .unwrap();
+        assert_eq!((whole.mismatched, parts.mismatched), (1, 1), "{parts:?}");
+        assert!(!parts.clean);
+        store.close().await;
+    }
+
+    #[test]
+    fn offsets_are_tallied_once_each() {
+        let mut tally = OffsetTally::new(130);
+        for offset in (0..130).filter(|o| o % 7 != 3) {
+            assert!(tally.insert(offset));
+        }
+        assert!(!tally.insert(64), "a second time");
+        assert!(
+            tally.insert(500) && !tally.insert(500),
+            "past the end, apart"
+        );
+        let mut report = CheckReport::default();
+        tally.report(&mut report);
+        assert_eq!(
+            report.missing_offsets,
+            (0..130).filter(|o| o % 7 == 3).count() as u64
+        );
+    }
 }

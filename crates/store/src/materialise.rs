@@ -35,6 +35,16 @@ pub(crate) fn decode_record(record: &LogRecord) -> Result<Vec<RecordBatch>> {
 
 /// Row `row` of a batch in the group's column order as the online store keeps it: its key
 /// bytes and the row. Shared by the online materialiser and `check`, so both see rows alike.
+/// The encoded primary key of `row`, without decoding the rest of it.
+pub(crate) fn row_key(spec: &FeatureGroupSpec, batch: &RecordBatch, row: usize) -> Vec<u8> {
+    let key: Vec<Value> = spec
+        .key_indices()
+        .iter()
+        .map(|&i| Value::from_array(batch.column(i), spec.columns[i].ty, row))
+        .collect();
+    encode_key(&key)
+}
+
 pub(crate) fn keyed_row(
     spec: &FeatureGroupSpec,
     batch: &RecordBatch,

@@ -5,6 +5,7 @@ mod monitor;
 mod pit;
 mod recsys;
 mod serve;
+mod soak;
 mod stream;
 mod vectors;
 
@@ -100,6 +101,9 @@ pub enum BenchCommand {
     /// A recommender's end-to-end latency over HTTP on a synthetic catalogue (by default
     /// 100,000 items, 500 candidates ranked per request).
     Recsys(recsys::RecsysArgs),
+    /// Minutes of steady online reads against a server this command starts, with inserts and
+    /// a pipeline running: p99, resident memory and threads every sample period.
+    Soak(soak::SoakArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -231,6 +235,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Detectors(args) => monitor::detectors(&args),
         BenchCommand::Ann(args) => ann::ann(&args),
         BenchCommand::Recsys(args) => recsys::run(&args).await,
+        BenchCommand::Soak(args) => soak::run(&args).await,
     }
 }
 

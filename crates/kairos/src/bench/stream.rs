@@ -21,7 +21,7 @@ use reqwest::Method;
 use crate::remote::Remote;
 
 /// Cards' numbers start here, like real 16-digit card numbers.
-const FIRST_CARD: u64 = 4_000_000_000_000_000;
+pub(crate) const FIRST_CARD: u64 = 4_000_000_000_000_000;
 
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
@@ -61,7 +61,7 @@ pub fn write_data(args: &DataArgs) -> anyhow::Result<()> {
 /// The lecture's aggregation, 10-minute tumbling avg, count and max of amount per card, as
 /// pipeline `name` over `source` (a TOML `[source]` body) with checkpoints every `interval`;
 /// `window` adds lines to the `[window]` table.
-fn card_spec(
+pub(crate) fn card_spec(
     name: &str,
     source: &str,
     interval: &str,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
+use kairos_online::{KeyPart, OnlineBackend, OnlineStore, RedbStore, RedisStore};
 use kairos_types::value::encode_key;
 use kairos_types::{OnlineRow, TableId, Value};
 use proptest::prelude::*;
@@ -82,14 +82,21 @@ async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend)
     assert_eq!(got[2], None);
     assert_eq!(store.offset(&t).await.unwrap(), Some(4));
 
-    let mut scanned = store.scan(&t).await.unwrap();
+    let mut scanned = store.scan(&t, KeyPart::WHOLE).await.unwrap();
     scanned.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(scanned.len(), 2);
+    // Parts split the keys: each key in exactly one of them.
+    let mut parted = Vec::new();
+    for index in 0..3 {
+        parted.extend(store.scan(&t, KeyPart { index, of: 3 }).await.unwrap());
+    }
+    parted.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(parted, scanned);
 
     store.drop_table(&t).await.unwrap();
     assert_eq!(store.get_many(&t, &[key(1)]).await.unwrap(), vec![None]);
     assert_eq!(store.offset(&t).await.unwrap(), None);
-    assert!(store.scan(&t).await.unwrap().is_empty());
+    assert!(store.scan(&t, KeyPart::WHOLE).await.unwrap().is_empty());
 }
 
 async fn reapplying_a_batch_changes_nothing(store: &OnlineBackend) {
