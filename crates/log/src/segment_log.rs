@@ -1,13 +1,12 @@
 //! [`SegmentLog`]: the embedded log on local segment files, with group commit.
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, mpsc};
 
 use bytes::{Bytes, BytesMut};
 use kairos_types::Clock;
@@ -49,6 +48,7 @@ impl AppendTicket {
     }
 }
 
+#[derive(Debug)]
 struct Request {
     rows: u32,
     payload: Bytes,
@@ -88,14 +88,24 @@ struct Shared {
     clock: Arc<dyn Clock>,
     index: RwLock<Index>,
     end: watch::Sender<u64>,
+    queue: Mutex<Queue>,
+    /// Signalled when a drain finds the queue empty.
+    drained: Condvar,
+}
+
+/// Appends waiting for the writer.
+#[derive(Debug, Default)]
+struct Queue {
+    requests: VecDeque<Request>,
+    /// A writer thread is draining this log; it goes on until the queue is empty.
+    draining: bool,
+    closed: bool,
 }
 
 /// A feature-group log on local segment files. See the crate docs for the format.
 #[derive(Debug)]
 pub struct SegmentLog {
     shared: Arc<Shared>,
-    requests: Mutex<Option<mpsc::Sender<Request>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -217,25 +227,18 @@ impl SegmentLog {
             clock,
             index: RwLock::new(index),
             end: end_tx,
+            queue: Mutex::new(Queue::default()),
+            drained: Condvar::new(),
         });
-        let (tx, rx) = mpsc::channel();
-        let writer_shared = shared.clone();
-        let writer = std::thread::Builder::new()
-            .name("kairos-log-writer".into())
-            .spawn(move || write_loop(&writer_shared, &rx))
-            .map_err(io_err(&shared.dir))?;
-        Ok(Self {
-            shared,
-            requests: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
-        })
+        Ok(Self { shared })
     }
 
-    /// Stops the writer after the queued appends are durable.
+    /// Refuses further appends and returns once the queued ones are durable.
     pub fn close(&self) {
-        self.requests.lock().expect("lock").take();
-        if let Some(writer) = self.writer.lock().expect("lock").take() {
-            let _ = writer.join();
+        let mut queue = self.shared.queue.lock().expect("lock");
+        queue.closed = true;
+        while queue.draining {
+            queue = self.shared.drained.wait(queue).expect("lock");
         }
     }
 
@@ -271,21 +274,63 @@ fn create_segment(dir: &Path, first_offset: u64) -> Result<Segment> {
     })
 }
 
-/// The group-commit loop: take every queued request, write them, one `fsync`, acknowledge all.
-fn write_loop(shared: &Shared, requests: &mpsc::Receiver<Request>) {
-    const GROUP_BYTES: usize = 64 << 20;
-    while let Ok(first) = requests.recv() {
-        let mut group = vec![first];
-        let mut bytes = group[0].payload.len();
-        while bytes < GROUP_BYTES {
-            match requests.try_recv() {
-                Ok(request) => {
-                    bytes += request.payload.len();
-                    group.push(request);
-                }
-                Err(_) => break,
-            }
+/// Threads that write logs: shared by every log of the process, so a thousand idle feature
+/// groups hold no thread, and a log being written holds one only while its queue has appends.
+/// Writing is mostly waiting on `fsync`, so there are more of them than cores.
+const WRITERS: usize = 8;
+
+/// Hands `shared` to a writer thread, which drains its queue.
+fn schedule(shared: Arc<Shared>) {
+    static WORK: OnceLock<Mutex<mpsc::Sender<Arc<Shared>>>> = OnceLock::new();
+    let work = WORK.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Arc<Shared>>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..WRITERS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("kairos-log-writer-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = rx.lock().expect("lock").recv();
+                        match next {
+                            Ok(shared) => drain(&shared),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("a log writer thread starts");
         }
+        Mutex::new(tx)
+    });
+    work.lock()
+        .expect("lock")
+        .send(shared)
+        .expect("the log writers run as long as the process");
+}
+
+/// The group-commit loop: take every queued request, write them, one `fsync`, acknowledge all;
+/// again until the queue is empty. Appends queued meanwhile form the next group.
+fn drain(shared: &Shared) {
+    const GROUP_BYTES: usize = 64 << 20;
+    loop {
+        let group: Vec<Request> = {
+            let mut queue = shared.queue.lock().expect("lock");
+            if queue.requests.is_empty() {
+                queue.draining = false;
+                shared.drained.notify_all();
+                return;
+            }
+            let mut bytes = 0;
+            let mut group = Vec::new();
+            while bytes < GROUP_BYTES {
+                let Some(request) = queue.requests.pop_front() else {
+                    break;
+                };
+                bytes += request.payload.len();
+                group.push(request);
+            }
+            group
+        };
         match write_group(shared, &group) {
             Ok(acks) => {
                 for (request, ack) in group.into_iter().zip(acks) {
@@ -395,15 +440,20 @@ impl FeatureLog for SegmentLog {
             ));
         }
         let (reply, ticket) = oneshot::channel();
-        let requests = self.requests.lock().expect("lock");
-        let sender = requests.as_ref().ok_or(LogError::Closed)?;
-        sender
-            .send(Request {
-                rows,
-                payload,
-                reply,
-            })
-            .map_err(|_| LogError::Closed)?;
+        let mut queue = self.shared.queue.lock().expect("lock");
+        if queue.closed {
+            return Err(LogError::Closed);
+        }
+        queue.requests.push_back(Request {
+            rows,
+            payload,
+            reply,
+        });
+        if !queue.draining {
+            queue.draining = true;
+            drop(queue);
+            schedule(self.shared.clone());
+        }
         Ok(AppendTicket(ticket))
     }
 

@@ -145,3 +145,44 @@ fn segments_roll_and_old_ones_are_removed_after_retention() {
     assert_eq!(log.end_offset(), 10);
     assert_eq!(log.read_from(0, usize::MAX).unwrap().len(), 5);
 }
+
+/// The writer threads of this process (names are cut to 15 bytes by the kernel).
+fn writer_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("kairos-log-writ"))
+        .count()
+}
+
+#[test]
+fn many_logs_share_a_few_writer_threads_and_close_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs: Vec<SegmentLog> = (0..300)
+        .map(|i| open(&dir.path().join(i.to_string()), 1 << 20))
+        .collect();
+    let tickets: Vec<_> = logs
+        .iter()
+        .map(|log| log.append(1, Bytes::from_static(b"x")).unwrap())
+        .collect();
+    for ticket in tickets {
+        ticket.wait_blocking().unwrap();
+    }
+    let writers = writer_threads();
+    assert!(writers <= 8, "{writers} writer threads for 300 logs");
+
+    // Closing waits for what is queued, then refuses appends.
+    let log = &logs[0];
+    let queued: Vec<_> = (0..50)
+        .map(|_| log.append(1, Bytes::from_static(b"y")).unwrap())
+        .collect();
+    log.close();
+    assert!(matches!(
+        log.append(1, Bytes::from_static(b"z")),
+        Err(kairos_log::LogError::Closed)
+    ));
+    for ticket in queued {
+        ticket.wait_blocking().unwrap();
+    }
+    assert_eq!(all(log).len(), 51);
+}
