@@ -1,7 +1,6 @@
 //! [`SegmentLog`]: the embedded log on local segment files, with group commit.
 
-use std::collections::BTreeMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;

@@ -105,7 +105,7 @@ impl From<kairos_log::LogError> for StoreError {
 }
 
 /// Whether an I/O error says the storage itself refuses writes, whatever is written.
-pub fn storage_refused(e: &std::io::Error) -> bool {
+fn storage_refused(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),

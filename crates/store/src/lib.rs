@@ -197,7 +197,7 @@ impl FeatureStore {
             StoreError::Internal(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         // Said up front and plainly, rather than as whichever store fails to open first.
-        let probe = dir.join(".kairos-write-probe");
+        let probe = dir.join(format!(".kairos-write-probe-{}", std::process::id()));
         std::fs::write(&probe, b"")
             .and_then(|()| std::fs::remove_file(&probe))
             .map_err(|e| {
