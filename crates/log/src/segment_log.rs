@@ -280,7 +280,7 @@ const WRITERS: usize = 8;
 
 /// Hands `shared` to a writer thread, which drains its queue.
 fn schedule(shared: Arc<Shared>) {
-    static WORK: OnceLock<Mutex<mpsc::Sender<Arc<Shared>>>> = OnceLock::new();
+    static WORK: OnceLock<mpsc::Sender<Arc<Shared>>> = OnceLock::new();
     let work = WORK.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Arc<Shared>>();
         let rx = Arc::new(Mutex::new(rx));
@@ -299,11 +299,9 @@ fn schedule(shared: Arc<Shared>) {
                 })
                 .expect("a log writer thread starts");
         }
-        Mutex::new(tx)
+        tx
     });
-    work.lock()
-        .expect("lock")
-        .send(shared)
+    work.send(shared)
         .expect("the log writers run as long as the process");
 }
 
