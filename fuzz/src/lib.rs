@@ -32,6 +32,7 @@ pub fn group() -> FeatureGroupSpec {
         online: true,
         ttl_seconds: None,
         vector_index: None,
+        expectations: Vec::new(),
     }
 }
 

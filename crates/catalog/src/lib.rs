@@ -662,6 +662,7 @@ mod tests {
             online: true,
             ttl_seconds: Some(60),
             vector_index: None,
+            expectations: Vec::new(),
         }
     }
 

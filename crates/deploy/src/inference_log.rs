@@ -87,6 +87,7 @@ pub fn log_group_spec(
         online: false,
         ttl_seconds: None,
         vector_index: None,
+        expectations: Vec::new(),
     };
     spec.validate()
         .map_err(|e| DeployError::Invalid(e.to_string()))?;

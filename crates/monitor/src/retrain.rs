@@ -319,6 +319,7 @@ pub(crate) async fn ensure_decisions_group(store: &FeatureStore, monitor: &str) 
         online: false,
         ttl_seconds: None,
         vector_index: None,
+        expectations: Vec::new(),
     };
     store.create_group(spec).await?;
     Ok(())

@@ -746,6 +746,7 @@ impl Monitors {
             online: false,
             ttl_seconds: None,
             vector_index: None,
+            expectations: Vec::new(),
         };
         self.store().create_group(spec).await?;
         Ok(())

@@ -25,6 +25,7 @@ use kairos_catalog::{Catalog, SqliteCatalog};
 use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
 use kairos_offline::{CompactReport, DeltaOfflineStore, OfflineStream, ReadFilter};
 use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
+use kairos_types::expectations::{self, Expectations};
 use kairos_types::value::encode_key;
 use kairos_types::{
     Clock, FeatureGroup, FeatureGroupSpec, Format, SystemClock, TableId, Value, ingest,
@@ -37,6 +38,7 @@ pub use check::CheckReport;
 pub use config::{OnlineConfig, StoreConfig};
 pub use error::{ErrorKind, Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
+pub use kairos_types::expectations::ValidationReport;
 pub use kairos_vector::{Neighbour, SearchOutcome, SearchPath};
 pub use vectors::NearestQuery;
 pub use views::{
@@ -48,9 +50,9 @@ pub use views::{
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The acknowledgement of an accepted insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InsertAck {
-    /// Rows written.
+    /// Rows written to the group (quarantined rows are not among them).
     pub rows: u64,
     /// Log offset of the first row.
     pub first_offset: u64,
@@ -58,6 +60,9 @@ pub struct InsertAck {
     pub end_offset: u64,
     /// Whether the online store already shows the rows (asked for with `wait_online`).
     pub online_visible: bool,
+    /// What the group's expectations made of the batch, when it declares any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationReport>,
 }
 
 /// Options of an insert.
@@ -123,6 +128,8 @@ pub(crate) struct GroupRuntime {
     pub(crate) halted: watch::Sender<Option<String>>,
     /// The group's vector index, when it declares one.
     pub(crate) vectors: Option<Arc<vectors::VectorRuntime>>,
+    /// The group's expectations, compiled, when it declares any.
+    pub(crate) expectations: Option<Arc<Expectations>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -165,6 +172,8 @@ struct Inner {
     views: RwLock<views::ViewCache>,
     /// Frozen transforms by (view, view version, training dataset version).
     transforms: RwLock<HashMap<views::DatasetKey, Arc<kairos_view::TransformSet>>>,
+    /// Held while a quarantine group is looked up and, if missing, created: once, not twice.
+    quarantines: Mutex<()>,
 }
 
 /// The feature store service. Cheap to clone; clones share everything.
@@ -233,6 +242,7 @@ impl FeatureStore {
                 functions: kairos_transform::FunctionRegistry::default(),
                 views: RwLock::new(HashMap::new()),
                 transforms: RwLock::new(HashMap::new()),
+                quarantines: Mutex::new(()),
             }),
         };
         for group in store.inner.catalog.list_feature_groups()? {
@@ -292,6 +302,7 @@ impl FeatureStore {
             halted: watch::channel(None).0,
             log: Arc::new(log),
             vectors: vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table))?,
+            expectations: Expectations::compile(&group.spec)?.map(Arc::new),
             group,
             tasks: Mutex::new(Vec::new()),
         });
@@ -353,6 +364,8 @@ impl FeatureStore {
     /// Creates a feature group, or the next version of an existing name.
     pub async fn create_group(&self, spec: FeatureGroupSpec) -> Result<FeatureGroup> {
         spec.validate()?;
+        // The quarantine group first: a group that quarantines never runs without one.
+        self.quarantine_of(&spec)?;
         let group = self
             .inner
             .catalog
@@ -482,18 +495,100 @@ impl FeatureStore {
         self.append(&rt, batch, options).await
     }
 
+    /// Checks a canonical batch against the group's expectations, sends what they quarantine
+    /// to the quarantine group, and appends the rest.
     async fn append(
         &self,
         rt: &Arc<GroupRuntime>,
         batch: RecordBatch,
         options: InsertOptions,
     ) -> Result<InsertAck> {
-        let rows = batch.num_rows();
-        if rows == 0 {
+        if batch.num_rows() == 0 {
             return Err(StoreError::BadRequest(
                 "empty batch: no rows to insert".into(),
             ));
         }
+        let Some(expectations) = rt.expectations.clone() else {
+            return self.write(rt, batch, options).await;
+        };
+        let now = self.inner.clock.now_micros();
+        let checked = tokio::task::spawn_blocking(move || expectations.check(&batch, now))
+            .await
+            .map_err(StoreError::internal)?;
+        let table = rt.group.id();
+        let report = match &checked {
+            Ok(checked) => &checked.report,
+            Err(refused) => &refused.report,
+        };
+        for result in report.results.iter().filter(|r| r.failed_rows > 0) {
+            telemetry::expectation_failed(&table, &result.column, &result.rule, result.failed_rows);
+        }
+        let checked = checked.map_err(|refused| {
+            telemetry::batch_refused(&table);
+            StoreError::BadRequest(refused.message)
+        })?;
+        // Quarantined rows first: once the batch is acknowledged, they are kept too.
+        if let Some(quarantined) = checked.quarantined {
+            let quarantine = self
+                .quarantine_of(&rt.group.spec)?
+                .expect("a rule quarantines");
+            self.write(&quarantine, quarantined, InsertOptions::default())
+                .await?;
+            telemetry::rows_quarantined(&table, checked.report.quarantined);
+        }
+        let mut ack = if checked.accepted.num_rows() == 0 {
+            let end_offset = rt.log.end_offset();
+            InsertAck {
+                rows: 0,
+                first_offset: end_offset,
+                end_offset,
+                online_visible: false,
+                validation: None,
+            }
+        } else {
+            self.write(rt, checked.accepted, options).await?
+        };
+        ack.validation = Some(checked.report);
+        Ok(ack)
+    }
+
+    /// The group's quarantine group (see [`kairos_types::expectations::quarantine_spec`]),
+    /// created if it is missing or no longer has the group's columns; `None` when no
+    /// expectation of the group quarantines.
+    fn quarantine_of(&self, spec: &FeatureGroupSpec) -> Result<Option<Arc<GroupRuntime>>> {
+        let Some(wanted) = expectations::quarantine_spec(spec) else {
+            return Ok(None);
+        };
+        let wanted = wanted.normalised();
+        let _once = self.inner.quarantines.lock().expect("lock");
+        let existing = self
+            .inner
+            .groups
+            .read()
+            .expect("lock")
+            .get(&wanted.name)
+            .and_then(|versions| {
+                versions
+                    .values()
+                    .rev()
+                    .find(|rt| rt.group.spec == wanted)
+                    .cloned()
+            });
+        if let Some(rt) = existing {
+            return Ok(Some(rt));
+        }
+        let group = self.inner.catalog.create_feature_group(&wanted)?;
+        self.start(group).map(Some)
+    }
+
+    /// Appends a canonical, checked batch to the group's log.
+    async fn write(
+        &self,
+        rt: &Arc<GroupRuntime>,
+        batch: RecordBatch,
+        options: InsertOptions,
+    ) -> Result<InsertAck> {
+        let rows = batch.num_rows();
         let rows32 = u32::try_from(rows).map_err(|_| {
             StoreError::BadRequest(format!(
                 "batch of {rows} rows is over the limit of {} rows",
@@ -513,6 +608,7 @@ impl FeatureStore {
             first_offset: ack.first_offset,
             end_offset: ack.end_offset,
             online_visible,
+            validation: None,
         })
     }
 
@@ -784,6 +880,7 @@ async fn find_producer(
                         first_offset: record.first_offset,
                         end_offset: record.end_offset(),
                         online_visible: false,
+                        validation: None,
                     }));
                 }
             }

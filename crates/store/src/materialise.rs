@@ -435,6 +435,7 @@ mod tests {
             shutdown: watch::channel(false).0,
             halted: watch::channel(None).0,
             vectors: None,
+            expectations: None,
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let published = watch::channel(0).0;

@@ -64,3 +64,21 @@ pub fn batch_refused(table: &TableId) {
     metrics::counter!("kairos_batches_refused_total", "group" => table.name.clone(), "version" => table.version.to_string())
         .increment(1);
 }
+
+/// Rows that broke one expectation of a group, by column and rule.
+pub fn expectation_failed(table: &TableId, column: &str, rule: &str, rows: u64) {
+    metrics::counter!(
+        "kairos_expectation_failures_total",
+        "group" => table.name.clone(),
+        "version" => table.version.to_string(),
+        "column" => column.to_owned(),
+        "rule" => rule.to_owned()
+    )
+    .increment(rows);
+}
+
+/// Rows a group's expectations sent to its quarantine group.
+pub fn rows_quarantined(table: &TableId, rows: u64) {
+    metrics::counter!("kairos_rows_quarantined_total", "group" => table.name.clone(), "version" => table.version.to_string())
+        .increment(rows);
+}

@@ -450,6 +450,7 @@ impl PipelineSpec {
             online: false,
             ttl_seconds: None,
             vector_index: None,
+            expectations: Vec::new(),
         };
         input
             .validate()
@@ -615,6 +616,7 @@ impl PipelineSpec {
             online: out.online,
             ttl_seconds: None,
             vector_index: None,
+            expectations: Vec::new(),
         };
         output
             .validate()

@@ -870,6 +870,7 @@ mod tests {
             online: true,
             ttl_seconds: None,
             vector_index: None,
+            expectations: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! Nothing here does I/O beyond decoding bytes a caller already holds.
 
 pub mod clock;
+pub mod expectations;
 pub mod export;
 pub mod fault;
 pub mod ingest;

@@ -9,6 +9,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::expectations::{Expectation, Expectations};
+
 /// The time zone every timestamp is stored in.
 pub const UTC: &str = "UTC";
 
@@ -207,6 +209,9 @@ pub struct FeatureGroupSpec {
     /// An approximate-nearest-neighbour index over an embedding column, fed by the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector_index: Option<VectorIndexSpec>,
+    /// Rules every written row must meet, checked on every insert (see [`crate::expectations`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expectations: Vec<Expectation>,
 }
 
 /// A feature group's vector index: which embedding column, which distance, how the graph is
@@ -317,6 +322,7 @@ impl FeatureGroupSpec {
         if let Some(index) = &self.vector_index {
             self.validate_vector_index(index)?;
         }
+        Expectations::compile(self)?;
         Ok(())
     }
 
@@ -488,6 +494,7 @@ mod tests {
             online: true,
             ttl_seconds: None,
             vector_index: None,
+            expectations: Vec::new(),
         }
     }
 

@@ -122,6 +122,7 @@ pub(crate) fn bench_spec(name: &str, features: usize) -> FeatureGroupSpec {
         online: true,
         ttl_seconds: None,
         vector_index: None,
+        expectations: Vec::new(),
     }
 }
 

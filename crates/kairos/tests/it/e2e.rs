@@ -50,8 +50,12 @@ async fn insert(
 }
 
 async fn offline_lines(client: &Client, url: &str, query: &str) -> Vec<Value> {
+    group_offline_lines(client, url, "cards", query).await
+}
+
+async fn group_offline_lines(client: &Client, url: &str, group: &str, query: &str) -> Vec<Value> {
     let text = client
-        .get(format!("{url}/v1/feature-groups/cards/offline?{query}"))
+        .get(format!("{url}/v1/feature-groups/{group}/offline?{query}"))
         .send()
         .await
         .unwrap()
@@ -378,4 +382,119 @@ async fn oversized_upload_is_refused_up_front(url: &str) -> bool {
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     text.contains("payload_too_large")
+}
+
+/// The README's expectations example over REST: the report in the answer, quarantined rows
+/// readable as a group of their own, a refusal naming column, rule and row, and the metrics.
+#[tokio::test]
+async fn expectations_refuse_or_quarantine_and_report_every_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let url = server.url.clone();
+    let client = Client::new();
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/feature_groups");
+    let definition = std::fs::read_to_string(examples.join("card_payments.toml")).unwrap();
+    let definition: Value = toml::from_str(&definition).unwrap();
+    let created = client
+        .post(format!("{url}/v1/feature-groups"))
+        .json(&definition)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "{}",
+        created.text().await.unwrap()
+    );
+
+    let rows = |body: Vec<u8>| {
+        client
+            .post(format!(
+                "{url}/v1/feature-groups/card_payments/rows?wait=online"
+            ))
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let answer = rows(std::fs::read(examples.join("card_payments.csv")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let ack: Value = answer.json().await.unwrap();
+    assert_eq!(ack["rows"], 2, "{ack}");
+    let report = &ack["validation"];
+    assert_eq!(
+        (report["rows"].as_u64(), report["quarantined"].as_u64()),
+        (Some(4), Some(2))
+    );
+    let outcomes: Vec<(&str, &str, u64)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+                r["failed_rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("min 0", "passed", 0),
+            ("max 100000", "passed", 0),
+            ("one_of [\"EUR\",\"SEK\",\"USD\"]", "quarantined", 1),
+            ("matches ^[a-z0-9_]+$", "quarantined", 1),
+            ("min_not_null_share 0.9", "passed", 0),
+        ]
+    );
+
+    let quarantined = group_offline_lines(&client, &url, "card_payments_quarantine", "").await;
+    let mut held: Vec<(&str, &str)> = quarantined
+        .iter()
+        .map(|r| {
+            (
+                r["currency"].as_str().unwrap(),
+                r["failed_expectations"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            ("DKK", "currency one_of [\"EUR\",\"SEK\",\"USD\"]"),
+            ("EUR", "merchant matches ^[a-z0-9_]+$"),
+        ]
+    );
+
+    let refused = rows(b"cc_num,ts,amount,currency,merchant\n1,2024-05-01T10:00:00Z,5,EUR,a\n2,2024-05-01T10:00:00Z,-1,EUR,b\n".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(
+        error["error"]["message"],
+        "column 'amount': expectation 'min 0' failed for 1 of 2 rows, the first at row 1; \
+         the batch is refused whole",
+        "{error}"
+    );
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "kairos_rows_quarantined_total{group=\"card_payments\",version=\"1\"} 2",
+        "kairos_expectation_failures_total{group=\"card_payments\",version=\"1\",column=\"amount\",rule=\"min 0\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    server.stop();
 }

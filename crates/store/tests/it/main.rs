@@ -1,6 +1,7 @@
 //! The feature store through its service API, on both online backends: the write path, reads,
 //! TTL, as-of reads, delete, and the Delta tables read back by another tool.
 
+mod expectations;
 mod vectors;
 mod views;
 
@@ -31,6 +32,7 @@ fn spec(ttl_seconds: Option<u64>) -> FeatureGroupSpec {
         online: true,
         ttl_seconds,
         vector_index: None,
+        expectations: Vec::new(),
     }
 }
 
