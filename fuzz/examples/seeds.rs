@@ -30,6 +30,7 @@ const EXPRESSIONS: [&str; 6] = [
 ];
 
 const GROUP_TOML: &str = include_str!("../../examples/feature_groups/card_transactions.toml");
+const CHECKED_GROUP_TOML: &str = include_str!("../../examples/feature_groups/card_payments.toml");
 const PIPELINE_TOML: &str = include_str!("../../examples/pipelines/card_amount_10m.toml");
 
 const GROUP_JSON: &str = r#"{"name":"items","columns":[{"name":"id","type":"int64"},{"name":"ts","type":"timestamp"},{"name":"emb","type":"embedding(4)"},{"name":"in_stock","type":"bool"}],"primary_key":["id"],"event_time":"ts","ttl_seconds":60,"vector_index":{"column":"emb","metric":"cosine","attributes":["in_stock"]}}"#;
@@ -156,6 +157,11 @@ fn main() {
 
     write("definition", "group.toml", with_kind(0, GROUP_TOML));
     write("definition", "group.json", with_kind(4, GROUP_JSON));
+    write(
+        "definition",
+        "group_expectations.toml",
+        with_kind(0, CHECKED_GROUP_TOML),
+    );
     write("definition", "pipeline.toml", with_kind(1, PIPELINE_TOML));
     write("definition", "view.toml", with_kind(2, VIEW_TOML));
     write("definition", "on_demand.json", with_kind(7, ON_DEMAND_JSON));

@@ -1,11 +1,12 @@
 //! What the fuzz targets share: the feature group every ingest target writes to, a batch the
 //! expression target evaluates over, and the properties each parser must keep for any input.
 
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 use bytes::Bytes;
+use kairos_types::expectations::{Expectations, Outcome};
 use kairos_types::ingest::{
     MAX_TIMESTAMP_MICROS, MIN_TIMESTAMP_MICROS, conform, decode_events, parse_batch,
 };
@@ -62,6 +63,7 @@ pub fn ingest(format: Format, data: &[u8]) {
     let bytes = Bytes::copy_from_slice(data);
     if let Ok(batch) = parse_batch(&spec, format, bytes.clone()) {
         assert_conforms(&spec, &batch);
+        assert_checked(&batch);
     }
     if let Ok(events) = decode_events(&spec, format, bytes)
         && let Ok(batch) = conform(&spec, &events)
@@ -87,6 +89,54 @@ pub fn assert_conforms(spec: &FeatureGroupSpec, batch: &RecordBatch) {
             (MIN_TIMESTAMP_MICROS..=MAX_TIMESTAMP_MICROS).contains(&t),
             "event time {t} accepted outside the years 1 to 9999"
         );
+    }
+}
+
+/// [`group`]'s expectations: a rule of every kind, some refusing and some quarantining.
+fn expectations() -> &'static Expectations {
+    static COMPILED: OnceLock<Expectations> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let mut spec = group();
+        spec.expectations = serde_json::from_str(
+            r#"[
+                {"column": "amount", "min": -1e6, "max": 1e6, "on_failure": "quarantine"},
+                {"column": "small", "one_of": [3, -7, 2147483647]},
+                {"column": "flag", "one_of": [true], "on_failure": "quarantine"},
+                {"column": "category", "matches": "^[a-z]+$", "on_failure": "quarantine"},
+                {"column": "ratio", "min_not_null_share": 0.5},
+                {"column": "ts", "max_age_seconds": 86400, "on_failure": "quarantine"}
+            ]"#,
+        )
+        .expect("expectations");
+        Expectations::compile(&spec)
+            .expect("valid expectations")
+            .expect("some expectations")
+    })
+}
+
+/// A batch the expectations check is refused by a refusing rule, or split whole: every row
+/// either accepted or quarantined, and the report counts them.
+fn assert_checked(batch: &RecordBatch) {
+    let now = 1_704_067_200_000_000; // 2024-01-01T00:00:00Z
+    match expectations().check(batch, now) {
+        Ok(checked) => {
+            let report = &checked.report;
+            let quarantined = checked
+                .quarantined
+                .as_ref()
+                .map_or(0, RecordBatch::num_rows);
+            assert_eq!(report.rows as usize, batch.num_rows());
+            assert_eq!(report.accepted as usize, checked.accepted.num_rows());
+            assert_eq!(report.quarantined as usize, quarantined);
+            assert_eq!(report.accepted + report.quarantined, report.rows);
+        }
+        Err(refused) => assert!(
+            refused
+                .report
+                .results
+                .iter()
+                .any(|r| r.outcome == Outcome::Refused)
+        ),
     }
 }
 

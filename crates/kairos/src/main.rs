@@ -109,6 +109,12 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// The most threads blocking work (file I/O, redb transactions, Delta log reads, training) may
+/// hold at once. Tokio's default, 512, lets one burst — a Delta checkpoint reads a hundred log
+/// files at once — leave a hundred threads behind that the steady work that follows keeps
+/// alive; past this many, blocking work queues instead.
+const MAX_BLOCKING_THREADS: usize = 32;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The Delta kernel logs every snapshot and scan at info: too chatty for a terminal. The demo
@@ -140,6 +146,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()?;
     runtime.block_on(async move {
         match cli.command {

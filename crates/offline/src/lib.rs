@@ -105,6 +105,7 @@ impl DeltaOfflineStore {
         Ok(OfflineWriter {
             table: Some(self.open(table).await?),
             spec: spec.clone(),
+            commits_since_compaction: 0,
         })
     }
 
@@ -240,11 +241,21 @@ impl OfflineStream {
     }
 }
 
-/// Appends to one table, one Delta commit per call, each commit recording the offset.
+/// Commits a writer makes between two compactions of its table.
+///
+/// A materialiser that keeps up commits about once a second, a small file each time; left
+/// alone, every commit then costs more (each reads the table's growing list of files) and the
+/// process's memory grows with it. Compacting as often as Delta checkpoints (every 100 commits)
+/// keeps the files of a partition few.
+pub const COMPACT_EVERY: u32 = 100;
+
+/// Appends to one table, one Delta commit per call, each commit recording the offset, and
+/// compacts the table every [`COMPACT_EVERY`] commits.
 #[derive(Debug)]
 pub struct OfflineWriter {
     table: Option<DeltaTable>,
     spec: FeatureGroupSpec,
+    commits_since_compaction: u32,
 }
 
 impl OfflineWriter {
@@ -273,12 +284,25 @@ impl OfflineWriter {
             .with_commit_properties(commit)
             .with_table_name(self.spec.name.clone())
             .await;
-        match written {
-            Ok(table) => {
-                self.table = Some(table);
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
+        let table = written?;
+        self.commits_since_compaction += 1;
+        if self.commits_since_compaction < COMPACT_EVERY {
+            self.table = Some(table);
+            return Ok(());
         }
+        // The rows are committed whatever happens now: a compaction that fails is tried again
+        // after the next commits, and the table is what it was.
+        self.commits_since_compaction = 0;
+        match table.clone().optimize().await {
+            Ok((compacted, metrics)) => {
+                tracing::debug!(table = %self.spec.name, removed = metrics.num_files_removed, added = metrics.num_files_added, "offline table compacted");
+                self.table = Some(compacted);
+            }
+            Err(e) => {
+                tracing::warn!(table = %self.spec.name, error = %e, "cannot compact the offline table");
+                self.table = Some(table);
+            }
+        }
+        Ok(())
     }
 }

@@ -23,6 +23,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use crate::schema::{FeatureGroupSpec, FeatureType, UTC};
 use crate::value::Value;
 
+mod parquet_pages;
+
 /// The wire formats an insert may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -282,8 +284,10 @@ pub fn decode(
             use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
             let bad = |e: String| IngestError::batch(format!("invalid Parquet file: {e}"));
             guarded("Parquet file", || {
-                let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                parquet_pages::check_footer(&bytes).map_err(bad)?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
                     .map_err(|e| bad(e.to_string()))?;
+                parquet_pages::check(&bytes, builder.metadata()).map_err(bad)?;
                 let schema = builder.schema().clone();
                 let reader = builder
                     .with_batch_size(64 * 1024)
@@ -1105,5 +1109,16 @@ mod tests {
             let err = parse_batch(&spec(), format, Bytes::from_static(bytes)).unwrap_err();
             assert!(err.message.contains("the reader gave up"), "{err}");
         }
+    }
+
+    /// A 784-byte file the fuzzer found, whose footer nests lists (of booleans, which Parquet's
+    /// footer decoder steps over without reading) so deep and long that the decoder spun for
+    /// seconds: refused before it sees it.
+    #[test]
+    fn a_footer_that_would_spin_the_reader_is_refused() {
+        let bytes =
+            include_bytes!("../../../fuzz/corpus/ingest_parquet/regression-footer-bool-list-spin");
+        let err = parse_batch(&spec(), Format::Parquet, Bytes::from_static(bytes)).unwrap_err();
+        assert!(err.message.contains("its footer nests deeper"), "{err}");
     }
 }

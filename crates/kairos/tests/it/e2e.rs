@@ -80,8 +80,12 @@ async fn online(client: &Client, url: &str, entries: Value) -> Value {
 }
 
 async fn check_clean(client: &Client, url: &str) -> Value {
+    group_check_clean(client, url, "cards").await
+}
+
+async fn group_check_clean(client: &Client, url: &str, group: &str) -> Value {
     let report: Value = client
-        .get(format!("{url}/v1/feature-groups/cards/check"))
+        .get(format!("{url}/v1/feature-groups/{group}/check"))
         .send()
         .await
         .unwrap()
@@ -452,6 +456,9 @@ async fn expectations_refuse_or_quarantine_and_report_every_batch() {
         ]
     );
 
+    // `check` waits for the materialisers: the quarantined rows are in the offline table then.
+    let check = group_check_clean(&client, &url, "card_payments_quarantine").await;
+    assert_eq!(check["offline_rows"], 2, "{check}");
     let quarantined = group_offline_lines(&client, &url, "card_payments_quarantine", "").await;
     let mut held: Vec<(&str, &str)> = quarantined
         .iter()

@@ -356,3 +356,29 @@ async fn delta_tables_read_back_with_python_deltalake() {
         .collect();
     assert_eq!(read, expected);
 }
+
+/// A materialiser that commits once per small insert compacts its table as it goes: after
+/// more than two rounds of commits, an explicit compaction finds only the files since the last.
+#[tokio::test]
+async fn the_offline_materialiser_compacts_its_small_files() {
+    let f = open(OnlineConfig::Redb).await;
+    f.store.create_group(spec(None)).await.unwrap();
+    let s = spec(None);
+    let commits = 2 * kairos_offline::COMPACT_EVERY as i64 + 5;
+    for i in 0..commits {
+        let rows = batch(&s, &[(i % 7, T0 + i, i as f64)]);
+        f.store
+            .insert_batch("cards", None, &rows, InsertOptions::default())
+            .await
+            .unwrap();
+        f.store.wait_materialised("cards", None).await.unwrap();
+    }
+    let report = f.store.compact("cards", None).await.unwrap();
+    assert!(report.files_removed <= 6, "{report:?}");
+    let check = f.store.check("cards", None).await.unwrap();
+    assert!(
+        check.clean && check.offline_rows == commits as u64,
+        "{check:?}"
+    );
+    f.store.close().await;
+}
