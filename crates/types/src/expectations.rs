@@ -204,8 +204,8 @@ enum Allowed {
 }
 
 impl Expectations {
-    /// Compiles the expectations of a group definition; `None` when it declares none. The
-    /// errors are those of [`validate`].
+    /// Compiles the expectations of a group definition; `None` when it declares none. Its
+    /// errors are the ones [`FeatureGroupSpec::validate`] reports.
     pub fn compile(spec: &FeatureGroupSpec) -> Result<Option<Expectations>, SpecError> {
         if spec.expectations.is_empty() {
             return Ok(None);
@@ -235,8 +235,8 @@ impl Expectations {
                 });
             }
         }
-        let quarantine_schema = quarantine_spec(spec).map(|q| q.arrow_schema());
-        if let Some(quarantine) = quarantine_spec(spec) {
+        let quarantine = quarantine_spec(spec);
+        if let Some(quarantine) = &quarantine {
             if !is_identifier(&quarantine.name) {
                 return Err(SpecError(format!(
                     "expectations: the quarantine group's name '{}' is too long; shorten the group's name",
@@ -251,7 +251,7 @@ impl Expectations {
         }
         Ok(Some(Expectations {
             rules,
-            quarantine_schema,
+            quarantine_schema: quarantine.map(|q| q.arrow_schema()),
         }))
     }
 
@@ -259,7 +259,7 @@ impl Expectations {
     pub fn check(&self, batch: &RecordBatch, now_micros: i64) -> Result<Checked, Refused> {
         let rows = batch.num_rows();
         let mut results = Vec::with_capacity(self.rules.len());
-        // Per row, the labels of the quarantining rules it broke.
+        // Per row, the quarantining rules it broke (their indices).
         let mut broken: Vec<Vec<usize>> = Vec::new();
         for (r, rule) in self.rules.iter().enumerate() {
             let failed = rule.failures(batch.column(rule.column), now_micros);
