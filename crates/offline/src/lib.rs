@@ -243,10 +243,10 @@ impl OfflineStream {
 
 /// Commits a writer makes between two compactions of its table.
 ///
-/// A materialiser that keeps up commits about once a second, a small file each time; left
-/// alone, every commit then costs more (each reads the table's growing list of files) and the
-/// process's memory grows with it. Compacting as often as Delta checkpoints (every 100 commits)
-/// keeps the files of a partition few.
+/// A materialiser that keeps up commits about once a second, a small file each time: left
+/// alone, a partition gathers tens of thousands of files a day, which every scan, checkpoint and
+/// table state must list. Compacting as often as Delta checkpoints (every 100 commits) keeps the
+/// files of a partition few.
 pub const COMPACT_EVERY: u32 = 100;
 
 /// Appends to one table, one Delta commit per call, each commit recording the offset, and
