@@ -54,17 +54,25 @@ async fn offline_lines(client: &Client, url: &str, query: &str) -> Vec<Value> {
 }
 
 async fn group_offline_lines(client: &Client, url: &str, group: &str, query: &str) -> Vec<Value> {
-    let text = client
-        .get(format!("{url}/v1/feature-groups/{group}/offline?{query}"))
+    get_text(
+        client,
+        &format!("{url}/v1/feature-groups/{group}/offline?{query}"),
+    )
+    .await
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+async fn get_text(client: &Client, address: &str) -> String {
+    client
+        .get(address)
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+        .unwrap()
 }
 
 async fn online(client: &Client, url: &str, entries: Value) -> Value {
@@ -312,14 +320,7 @@ async fn rest_walkthrough_bad_input_and_restart() {
         .await
         .unwrap();
     assert!(openapi["paths"]["/v1/feature-groups/{name}/rows"]["post"].is_object());
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &format!("{url}/metrics")).await;
     assert!(
         metrics.contains("kairos_http_request_duration_seconds"),
         "{metrics}"
@@ -489,14 +490,7 @@ async fn expectations_refuse_or_quarantine_and_report_every_batch() {
          the batch is refused whole",
         "{error}"
     );
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &format!("{url}/metrics")).await;
     for line in [
         "kairos_rows_quarantined_total{group=\"card_payments\",version=\"1\"} 2",
         "kairos_expectation_failures_total{group=\"card_payments\",version=\"1\",column=\"amount\",rule=\"min 0\"} 1",
