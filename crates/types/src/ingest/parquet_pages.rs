@@ -3,12 +3,17 @@
 //! took that reader seconds or gigabytes):
 //!
 //! - The footer's decoder skips a boolean in a list without reading its byte, so lists that
-//!   declare billions of them, or nest many deep, spin for seconds on a few bytes.
-//!   [`check_footer`] walks the footer first the way that decoder would, and refuses it when
-//!   the walk takes more steps than its bytes could justify.
+//!   declare billions of them, or nest many deep, spin for seconds on a few bytes. And its typed
+//!   readers take a field's value without looking at the field's wire type, so a field that
+//!   says "list" where the format has an integer sends that reader down a path no generic
+//!   walk would take. [`check_footer`] walks the footer first as that decoder reads it — the
+//!   fields it decodes by the format's layout ([`format`]), each of which must arrive with a
+//!   wire type that reads the same, and the rest skipped as it skips them — and refuses it
+//!   when the walk takes more steps than its bytes could justify.
 //! - The page reader believes each page header's `uncompressed_page_size`, and allocates and
 //!   zero-fills that much before it decompresses the page (up to 2 GiB a page). [`check`] reads
-//!   the two sizes from each header and holds the file to a budget before any page is unpacked.
+//!   the two sizes from each header (walked the same way) and holds the file to a budget
+//!   before any page is unpacked.
 //!
 //! The parquet crate keeps its Thrift reader private; [`Compact`] is the little of the compact
 //! protocol these checks need.
@@ -38,7 +43,7 @@ pub(super) fn check_footer(file: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     Compact::new(&file[start..file.len() - 8])
-        .skip(ty::STRUCT, 0)
+        .record(&format::FILE_META_DATA, 0)
         .map_err(|e| format!("its footer {e}"))
 }
 
@@ -140,24 +145,24 @@ impl<'a> Compact<'a> {
         }
     }
 
-    /// `PageHeader`'s fields 2 (`uncompressed_page_size`) and 3 (`compressed_page_size`).
+    /// `PageHeader`'s fields 2 (`uncompressed_page_size`) and 3 (`compressed_page_size`), the
+    /// rest walked as parquet reads them.
     fn page_sizes(&mut self) -> Result<PageSizes, String> {
         let (mut uncompressed, mut compressed) = (None, None);
-        let mut field: i64 = 0;
-        loop {
-            let header = self.byte()?;
-            let kind = header & 0x0f;
-            if kind == ty::STOP {
-                break;
-            }
-            field = match header >> 4 {
-                0 => zigzag(self.varint()?),
-                delta => field + i64::from(delta),
-            };
-            match (field, kind) {
-                (2, ty::I32) => uncompressed = Some(self.size()?),
-                (3, ty::I32) => compressed = Some(self.size()?),
-                _ => self.skip(kind, 0)?,
+        let mut last = 0;
+        while let Some((id, kind)) = self.field(&mut last)? {
+            let shape = format::PAGE_HEADER.shape_of(id);
+            match id {
+                2 | 3 => {
+                    self.expect(kind, shape, id, &format::PAGE_HEADER)?;
+                    let size = Some(self.size()?);
+                    *(if id == 2 {
+                        &mut uncompressed
+                    } else {
+                        &mut compressed
+                    }) = size;
+                }
+                _ => self.value(kind, shape, id, &format::PAGE_HEADER, 0)?,
             }
         }
         match (uncompressed, compressed) {
@@ -166,6 +171,101 @@ impl<'a> Compact<'a> {
                 compressed,
             }),
             _ => Err("lacks its sizes".into()),
+        }
+    }
+
+    /// A structure parquet decodes field by field: those the layout names, read as it says,
+    /// and the rest skipped.
+    fn record(&mut self, layout: &Layout, depth: usize) -> Result<(), String> {
+        self.step(depth)?;
+        let mut last = 0;
+        while let Some((id, kind)) = self.field(&mut last)? {
+            self.value(kind, layout.shape_of(id), id, layout, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// The next field's id and wire type, or `None` at the structure's end. The id is worked
+    /// out as parquet's typed readers do (a delta from the last id, or a full i16 truncated
+    /// from its varint), so that both take the same field for the same one.
+    fn field(&mut self, last: &mut i16) -> Result<Option<(i16, u8)>, String> {
+        let header = self.byte()?;
+        let kind = header & 0x0f;
+        if kind == ty::STOP {
+            return Ok(None);
+        }
+        *last = match header >> 4 {
+            0 => zigzag(self.varint()?) as i16,
+            delta => last
+                .checked_add(i16::from(delta))
+                .ok_or("numbers a field past 32767")?,
+        };
+        Ok(Some((*last, kind)))
+    }
+
+    /// One field's value: decoded by its shape where parquet decodes it, skipped where parquet
+    /// skips it.
+    fn value(
+        &mut self,
+        kind: u8,
+        shape: Option<Shape>,
+        id: i16,
+        layout: &Layout,
+        depth: usize,
+    ) -> Result<(), String> {
+        let Some(shape) = shape else {
+            return self.skip(kind, depth);
+        };
+        self.expect(kind, Some(shape), id, layout)?;
+        self.shaped(shape, depth)
+    }
+
+    /// Refuses a field whose wire type parquet's typed reader would not read the same way.
+    fn expect(
+        &self,
+        kind: u8,
+        shape: Option<Shape>,
+        id: i16,
+        layout: &Layout,
+    ) -> Result<(), String> {
+        match shape {
+            Some(shape) if !shape.read_as(kind) => Err(format!(
+                "sends field {id} of {} as Thrift type {kind}, where Parquet reads {}",
+                layout.name,
+                shape.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn shaped(&mut self, shape: Shape, depth: usize) -> Result<(), String> {
+        match shape {
+            Shape::Byte => self.skip(ty::BYTE, depth),
+            Shape::Int => self.skip(ty::I64, depth),
+            Shape::Bool => self.skip(ty::BOOL_TRUE, depth),
+            Shape::Double => self.skip(ty::DOUBLE, depth),
+            Shape::Binary => self.skip(ty::BINARY, depth),
+            Shape::Record(layout) => self.record(layout, depth),
+            Shape::List(item) => {
+                self.step(depth)?;
+                let header = self.byte()?;
+                let items = match header >> 4 {
+                    15 => self.varint()?,
+                    n => u64::from(n),
+                };
+                self.items(items)?;
+                if items > 0 && !item.read_as(header & 0x0f) {
+                    return Err(format!(
+                        "holds a list of Thrift type {} where Parquet reads {}",
+                        header & 0x0f,
+                        item.name()
+                    ));
+                }
+                for _ in 0..items {
+                    self.shaped(*item, depth + 1)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -178,17 +278,9 @@ impl<'a> Compact<'a> {
             .ok_or_else(|| format!("declares a size of {value}"))
     }
 
+    /// Skips a value as parquet's reader skips one it does not decode.
     fn skip(&mut self, kind: u8, depth: usize) -> Result<(), String> {
-        if depth > MAX_DEPTH {
-            return Err(format!("nests deeper than {MAX_DEPTH}"));
-        }
-        self.steps += 1;
-        if self.steps > 1024 + STEPS_PER_BYTE * self.bytes.len() {
-            return Err(format!(
-                "holds more values than its {} bytes could",
-                self.bytes.len()
-            ));
-        }
+        self.step(depth)?;
         match kind {
             ty::BOOL_TRUE | ty::BOOL_FALSE => Ok(()),
             ty::BYTE => self.take(1),
@@ -241,6 +333,22 @@ impl<'a> Compact<'a> {
         }
     }
 
+    /// Counts one value walked, and refuses a walk nested too deep or longer than its bytes
+    /// could justify.
+    fn step(&mut self, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("nests deeper than {MAX_DEPTH}"));
+        }
+        self.steps += 1;
+        if self.steps > 1024 + STEPS_PER_BYTE * self.bytes.len() {
+            return Err(format!(
+                "holds more values than its {} bytes could",
+                self.bytes.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses a collection longer than the bytes left could hold (each item takes one at
     /// least), before it is walked.
     fn items(&self, count: u64) -> Result<(), String> {
@@ -280,6 +388,302 @@ impl<'a> Compact<'a> {
 
 fn zigzag(n: u64) -> i64 {
     (n >> 1) as i64 ^ -((n & 1) as i64)
+}
+
+/// What parquet's typed readers decode a field as.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// An `i8`: one byte.
+    Byte,
+    /// An integer of any width, or an enum: a zigzag varint.
+    Int,
+    /// A boolean field, whose value is its wire type.
+    Bool,
+    Double,
+    /// A string or bytes.
+    Binary,
+    /// A list of values of one shape.
+    List(&'static Shape),
+    /// A structure or a union (a structure of one field).
+    Record(&'static Layout),
+}
+
+impl Shape {
+    /// Whether a value sent as wire type `kind` is read the same by parquet's typed reader,
+    /// which goes by the shape, as by a walk that goes by the wire type.
+    fn read_as(self, kind: u8) -> bool {
+        match self {
+            Self::Byte => kind == ty::BYTE,
+            Self::Int => matches!(kind, ty::I16 | ty::I32 | ty::I64),
+            Self::Bool => matches!(kind, ty::BOOL_TRUE | ty::BOOL_FALSE),
+            Self::Double => kind == ty::DOUBLE,
+            Self::Binary => kind == ty::BINARY,
+            Self::List(_) => matches!(kind, ty::LIST | ty::SET),
+            Self::Record(_) => kind == ty::STRUCT,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Byte => "a byte",
+            Self::Int => "an integer",
+            Self::Bool => "a boolean",
+            Self::Double => "a double",
+            Self::Binary => "a string",
+            Self::List(_) => "a list",
+            Self::Record(layout) => layout.name,
+        }
+    }
+}
+
+/// A Thrift structure's fields, by id.
+#[derive(Debug)]
+struct Layout {
+    name: &'static str,
+    fields: &'static [(i16, Shape)],
+}
+
+impl Layout {
+    fn shape_of(&self, id: i16) -> Option<Shape> {
+        self.fields
+            .iter()
+            .find_map(|&(field, shape)| (field == id).then_some(shape))
+    }
+}
+
+/// parquet-format's footer and page header, as parquet 59 decodes them: every field of the
+/// format's Thrift definition, so that a field parquet decodes (or will decode, in a later
+/// version or with its encryption feature) never escapes the check on its wire type. Fields
+/// the format does not define are skipped by both.
+mod format {
+    use super::Layout;
+    use super::Shape::{Binary, Bool, Byte, Double, Int, List, Record};
+
+    const fn record(name: &'static str, fields: &'static [(i16, super::Shape)]) -> Layout {
+        Layout { name, fields }
+    }
+
+    /// A union member without a value, which parquet reads as exactly one stop byte.
+    static EMPTY: Layout = record("an empty struct", &[]);
+
+    pub(super) static FILE_META_DATA: Layout = record(
+        "FileMetaData",
+        &[
+            (1, Int), // version
+            (2, List(&Record(&SCHEMA_ELEMENT))),
+            (3, Int), // num_rows
+            (4, List(&Record(&ROW_GROUP))),
+            (5, List(&Record(&KEY_VALUE))),
+            (6, Binary), // created_by
+            (7, List(&Record(&COLUMN_ORDER))),
+            (8, Record(&ENCRYPTION_ALGORITHM)),
+            (9, Binary), // footer_signing_key_metadata
+        ],
+    );
+
+    static SCHEMA_ELEMENT: Layout = record(
+        "SchemaElement",
+        &[
+            (1, Int),    // type
+            (2, Int),    // type_length
+            (3, Int),    // repetition_type
+            (4, Binary), // name
+            (5, Int),    // num_children
+            (6, Int),    // converted_type
+            (7, Int),    // scale
+            (8, Int),    // precision
+            (9, Int),    // field_id
+            (10, Record(&LOGICAL_TYPE)),
+        ],
+    );
+
+    static LOGICAL_TYPE: Layout = record(
+        "LogicalType",
+        &[
+            (1, Record(&EMPTY)), // STRING
+            (2, Record(&EMPTY)), // MAP
+            (3, Record(&EMPTY)), // LIST
+            (4, Record(&EMPTY)), // ENUM
+            (5, Record(&DECIMAL)),
+            (6, Record(&EMPTY)), // DATE
+            (7, Record(&TIME)),
+            (8, Record(&TIME)), // TIMESTAMP
+            (10, Record(&INTEGER)),
+            (11, Record(&EMPTY)), // UNKNOWN
+            (12, Record(&EMPTY)), // JSON
+            (13, Record(&EMPTY)), // BSON
+            (14, Record(&EMPTY)), // UUID
+            (15, Record(&EMPTY)), // FLOAT16
+            (16, Record(&VARIANT)),
+            (17, Record(&GEOMETRY)),
+            (18, Record(&GEOGRAPHY)),
+        ],
+    );
+
+    static DECIMAL: Layout = record("DecimalType", &[(1, Int), (2, Int)]);
+    static TIME: Layout = record("TimeType", &[(1, Bool), (2, Record(&TIME_UNIT))]);
+    static TIME_UNIT: Layout = record(
+        "TimeUnit",
+        &[
+            (1, Record(&EMPTY)),
+            (2, Record(&EMPTY)),
+            (3, Record(&EMPTY)),
+        ],
+    );
+    static INTEGER: Layout = record("IntType", &[(1, Byte), (2, Bool)]);
+    static VARIANT: Layout = record("VariantType", &[(1, Byte)]);
+    static GEOMETRY: Layout = record("GeometryType", &[(1, Binary)]);
+    static GEOGRAPHY: Layout = record("GeographyType", &[(1, Binary), (2, Int)]);
+
+    static ROW_GROUP: Layout = record(
+        "RowGroup",
+        &[
+            (1, List(&Record(&COLUMN_CHUNK))),
+            (2, Int), // total_byte_size
+            (3, Int), // num_rows
+            (4, List(&Record(&SORTING_COLUMN))),
+            (5, Int), // file_offset
+            (6, Int), // total_compressed_size
+            (7, Int), // ordinal
+        ],
+    );
+
+    static SORTING_COLUMN: Layout = record("SortingColumn", &[(1, Int), (2, Bool), (3, Bool)]);
+
+    static COLUMN_CHUNK: Layout = record(
+        "ColumnChunk",
+        &[
+            (1, Binary), // file_path
+            (2, Int),    // file_offset
+            (3, Record(&COLUMN_META_DATA)),
+            (4, Int), // offset_index_offset
+            (5, Int), // offset_index_length
+            (6, Int), // column_index_offset
+            (7, Int), // column_index_length
+            (8, Record(&COLUMN_CRYPTO_META_DATA)),
+            (9, Binary), // encrypted_column_metadata
+        ],
+    );
+
+    static COLUMN_META_DATA: Layout = record(
+        "ColumnMetaData",
+        &[
+            (1, Int),           // type
+            (2, List(&Int)),    // encodings
+            (3, List(&Binary)), // path_in_schema
+            (4, Int),           // codec
+            (5, Int),           // num_values
+            (6, Int),           // total_uncompressed_size
+            (7, Int),           // total_compressed_size
+            (8, List(&Record(&KEY_VALUE))),
+            (9, Int),  // data_page_offset
+            (10, Int), // index_page_offset
+            (11, Int), // dictionary_page_offset
+            (12, Record(&STATISTICS)),
+            (13, List(&Record(&PAGE_ENCODING_STATS))),
+            (14, Int), // bloom_filter_offset
+            (15, Int), // bloom_filter_length
+            (16, Record(&SIZE_STATISTICS)),
+            (17, Record(&GEOSPATIAL_STATISTICS)),
+        ],
+    );
+
+    static STATISTICS: Layout = record(
+        "Statistics",
+        &[
+            (1, Binary), // max
+            (2, Binary), // min
+            (3, Int),    // null_count
+            (4, Int),    // distinct_count
+            (5, Binary), // max_value
+            (6, Binary), // min_value
+            (7, Bool),   // is_max_value_exact
+            (8, Bool),   // is_min_value_exact
+        ],
+    );
+
+    static PAGE_ENCODING_STATS: Layout =
+        record("PageEncodingStats", &[(1, Int), (2, Int), (3, Int)]);
+    static SIZE_STATISTICS: Layout = record(
+        "SizeStatistics",
+        &[(1, Int), (2, List(&Int)), (3, List(&Int))],
+    );
+    static GEOSPATIAL_STATISTICS: Layout = record(
+        "GeospatialStatistics",
+        &[(1, Record(&BOUNDING_BOX)), (2, List(&Int))],
+    );
+    static BOUNDING_BOX: Layout = record(
+        "BoundingBox",
+        &[
+            (1, Double),
+            (2, Double),
+            (3, Double),
+            (4, Double),
+            (5, Double),
+            (6, Double),
+            (7, Double),
+            (8, Double),
+        ],
+    );
+    static KEY_VALUE: Layout = record("KeyValue", &[(1, Binary), (2, Binary)]);
+    static COLUMN_ORDER: Layout = record("ColumnOrder", &[(1, Record(&EMPTY))]);
+
+    static ENCRYPTION_ALGORITHM: Layout = record(
+        "EncryptionAlgorithm",
+        &[(1, Record(&AES_GCM)), (2, Record(&AES_GCM))],
+    );
+    static AES_GCM: Layout = record("AesGcmV1", &[(1, Binary), (2, Binary), (3, Bool)]);
+    static COLUMN_CRYPTO_META_DATA: Layout = record(
+        "ColumnCryptoMetaData",
+        &[
+            (1, Record(&EMPTY)),
+            (2, Record(&ENCRYPTION_WITH_COLUMN_KEY)),
+        ],
+    );
+    static ENCRYPTION_WITH_COLUMN_KEY: Layout = record(
+        "EncryptionWithColumnKey",
+        &[(1, List(&Binary)), (2, Binary)],
+    );
+
+    pub(super) static PAGE_HEADER: Layout = record(
+        "PageHeader",
+        &[
+            (1, Int), // type
+            (2, Int), // uncompressed_page_size
+            (3, Int), // compressed_page_size
+            (4, Int), // crc
+            (5, Record(&DATA_PAGE_HEADER)),
+            (6, Record(&EMPTY)), // index_page_header
+            (7, Record(&DICTIONARY_PAGE_HEADER)),
+            (8, Record(&DATA_PAGE_HEADER_V2)),
+        ],
+    );
+
+    static DATA_PAGE_HEADER: Layout = record(
+        "DataPageHeader",
+        &[
+            (1, Int), // num_values
+            (2, Int), // encoding
+            (3, Int), // definition_level_encoding
+            (4, Int), // repetition_level_encoding
+            (5, Record(&STATISTICS)),
+        ],
+    );
+    static DICTIONARY_PAGE_HEADER: Layout =
+        record("DictionaryPageHeader", &[(1, Int), (2, Int), (3, Bool)]);
+    static DATA_PAGE_HEADER_V2: Layout = record(
+        "DataPageHeaderV2",
+        &[
+            (1, Int),  // num_values
+            (2, Int),  // num_nulls
+            (3, Int),  // num_rows
+            (4, Int),  // encoding
+            (5, Int),  // definition_levels_byte_length
+            (6, Int),  // repetition_levels_byte_length
+            (7, Bool), // is_compressed
+            (8, Record(&STATISTICS)),
+        ],
+    );
 }
 
 #[cfg(test)]
@@ -388,9 +792,10 @@ mod tests {
     fn footers_written_by_parquet_pass_and_a_list_of_two_billion_booleans_does_not() {
         let bytes = file(1000, Compression::SNAPPY);
         check_footer(&bytes).unwrap();
-        // A footer of one field: 1, a list (0x19) of 2^31 - 1 booleans (0xf1, then the count).
+        // A footer of one field the format does not define, 10: a list (0xa9) of 2^31 - 1
+        // booleans (0xf1, then the count), which parquet's decoder would skip.
         let mut spinning = b"PAR1".to_vec();
-        let footer = [0x19, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00];
+        let footer = [0xa9, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00];
         spinning.extend_from_slice(&footer);
         spinning.extend_from_slice(&(footer.len() as u32).to_le_bytes());
         spinning.extend_from_slice(b"PAR1");
@@ -399,6 +804,133 @@ mod tests {
         // Not Parquet at all: Parquet's reader says so.
         check_footer(b"PAR1").unwrap();
         check_footer(b"id,ts\n1,2\n").unwrap();
+    }
+
+    /// A file with a column of each logical type, statistics, bloom filters, page indexes,
+    /// sorting columns, key-value metadata and version 2 data pages: every field of the footer
+    /// and the page headers that parquet writes arrives with the wire type it reads.
+    #[test]
+    fn files_with_every_kind_of_footer_field_pass() {
+        use arrow::array::{
+            ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int8Array, ListArray,
+            TimestampMicrosecondArray, UInt32Array,
+        };
+        use arrow::datatypes::{Int32Type, TimeUnit};
+        use parquet::file::metadata::{KeyValue, SortingColumn};
+        use parquet::file::properties::{EnabledStatistics, WriterVersion};
+
+        let rows = 300;
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "small",
+                Arc::new(Int8Array::from_iter_values((0..rows).map(|i| i as i8))),
+            ),
+            (
+                "count",
+                Arc::new(UInt32Array::from_iter_values(0..rows as u32)),
+            ),
+            (
+                "at",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values((0..rows).map(i64::from))
+                        .with_timezone("UTC"),
+                ),
+            ),
+            ("day", Arc::new(Date32Array::from_iter_values(0..rows))),
+            (
+                "price",
+                Arc::new(
+                    Decimal128Array::from_iter_values((0..rows).map(i128::from))
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "flag",
+                Arc::new(BooleanArray::from_iter((0..rows).map(|i| Some(i % 2 == 0)))),
+            ),
+            (
+                "tags",
+                Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(
+                    (0..rows).map(|i| Some(vec![Some(i), None])),
+                )),
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("n{i}")),
+                )),
+            ),
+        ];
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        assert!(matches!(
+            schema.field_with_name("at").unwrap().data_type(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_))
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            columns.into_iter().map(|(_, a)| a).collect(),
+        )
+        .unwrap();
+        let properties = WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_2_0)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_bloom_filter_enabled(true)
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: 1,
+                descending: false,
+                nulls_first: true,
+            }]))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "origin".into(),
+                "test".to_string(),
+            )]))
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        check_footer(&bytes).unwrap();
+        check(&bytes, &metadata(&bytes)).unwrap();
+        assert!(pages_seen_by_parquet(&bytes) > 8);
+    }
+
+    #[test]
+    fn a_field_sent_with_a_wire_type_parquet_does_not_read_it_as_is_refused() {
+        let footer = |thrift: &[u8]| {
+            let mut file = b"PAR1".to_vec();
+            file.extend_from_slice(thrift);
+            file.extend_from_slice(&(thrift.len() as u32).to_le_bytes());
+            file.extend_from_slice(b"PAR1");
+            check_footer(&file).unwrap_err()
+        };
+        // Field 1, `version`, sent as a list (0x19) of one i32 (0x15) instead of an i32.
+        assert_eq!(
+            footer(&[0x19, 0x15, 0x02, 0x00]),
+            "its footer sends field 1 of FileMetaData as Thrift type 9, where Parquet reads \
+             an integer"
+        );
+        // Field 2, `schema`, a list of i32s (0x15) instead of structures.
+        assert_eq!(
+            footer(&[0x29, 0x15, 0x02, 0x00]),
+            "its footer holds a list of Thrift type 5 where Parquet reads SchemaElement"
+        );
+        // In a page header: field 2, `uncompressed_page_size`, sent as a string.
+        let header = Compact::new(&[0x15, 0x00, 0x18, 0x01, 0x41, 0x15, 0x02, 0x00])
+            .page_sizes()
+            .unwrap_err();
+        assert_eq!(
+            header,
+            "sends field 2 of PageHeader as Thrift type 8, where Parquet reads an integer"
+        );
     }
 
     #[test]
@@ -411,11 +943,14 @@ mod tests {
         assert_eq!(negative, "declares a size of -1");
         let missing = Compact::new(&[0x15, 0x02, 0x00]).page_sizes().unwrap_err();
         assert_eq!(missing, "lacks its sizes");
-        let huge_list = Compact::new(&[0x59, 0xf5, 0xff, 0xff, 0xff, 0x0f])
+        // Field 9 (not in the format, so skipped): a list of 2^31 - 1 i32s.
+        let huge_list = Compact::new(&[0x99, 0xf5, 0xff, 0xff, 0xff, 0x0f])
             .page_sizes()
             .unwrap_err();
         assert!(huge_list.contains("items in fewer bytes"), "{huge_list}");
-        let mut deep = vec![0x1c; 40];
+        // Field 9 again, a structure whose field 1 is a structure, 40 deep.
+        let mut deep = vec![0x9c];
+        deep.extend([0x1c; 39]);
         deep.push(0);
         assert!(
             Compact::new(&deep)
