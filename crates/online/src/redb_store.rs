@@ -30,6 +30,11 @@ fn err(e: impl std::fmt::Display) -> OnlineError {
 /// The longest a materialiser commit stays unsynced.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// What redb may cache of the online store in memory: the pages of hot keys. redb's default,
+/// 1 GiB, is more than a laptop-sized server should hold on its own; reads past it come from
+/// the OS's page cache.
+const CACHE_BYTES: usize = 256 << 20;
+
 /// The online store in one redb file.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
@@ -40,7 +45,10 @@ pub struct RedbStore {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(err)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(err)?;
         Ok(Self {
             db: Arc::new(db),
             synced_at: Arc::new(Mutex::new(Instant::now())),

@@ -39,6 +39,16 @@ const LAST: &str = "last";
 /// Delta bytes past which a checkpoint folds the deltas into the base.
 pub const FOLD_AT: u64 = 64 << 20;
 
+/// What redb may cache of a checkpoint file in memory. Its default, 1 GiB, kept every delta
+/// page a checkpoint wrote until the fold (up to [`FOLD_AT`] a partition): memory that grew
+/// with each checkpoint in the soak and is read back only by a fold or a restart, which the
+/// OS's page cache serves as well.
+const CACHE_BYTES: usize = 8 << 20;
+
+fn open_db(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("checkpoint store: {e}"))
 }
@@ -68,7 +78,7 @@ impl CheckpointStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(internal)?;
         }
-        Self::with_db(Database::create(path).map_err(internal)?)
+        Self::with_db(open_db(path).map_err(internal)?)
     }
 
     /// Opens `path`, waiting up to `wait` while another process holds it open.
@@ -78,7 +88,7 @@ impl CheckpointStore {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(internal)?;
             }
-            match Database::create(path) {
+            match open_db(path) {
                 Ok(db) => return Self::with_db(db),
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,7 +1,7 @@
 //! HTTP metrics: one latency histogram per route, and the Prometheus recorder.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -51,10 +51,34 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may be installed already (tests start several servers).
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                spawn_upkeep(handle.clone());
+            }
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The recorder keeps each histogram sample until the next scrape folds it into its buckets:
+/// a server nobody scrapes grew by every request's and event's latency (9.5 MB after seven
+/// minutes of a soak at 300 reads and 1,000 events a second). Folded every few seconds
+/// instead, as the exporter's own `install` does.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let upkeep = move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(upkeep)
+    {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms fold at each scrape");
+    }
 }
 
 /// Records the latency of every request under its route pattern, not its raw path.

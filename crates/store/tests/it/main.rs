@@ -359,6 +359,7 @@ async fn delta_tables_read_back_with_python_deltalake() {
 
 /// A materialiser that commits once per small insert compacts its table as it goes: after
 /// more than two rounds of commits, an explicit compaction finds only the files since the last.
+/// And it checkpoints the table every `CHECKPOINT_EVERY` commits, not Delta's 100.
 #[tokio::test]
 async fn the_offline_materialiser_compacts_its_small_files() {
     let f = open(OnlineConfig::Redb).await;
@@ -373,6 +374,24 @@ async fn the_offline_materialiser_compacts_its_small_files() {
             .unwrap();
         f.store.wait_materialised("cards", None).await.unwrap();
     }
+    let log = f
+        .store
+        .offline_table_path("cards", None)
+        .unwrap()
+        .join("_delta_log");
+    let checkpoints = std::fs::read_dir(&log)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".checkpoint.parquet")
+        })
+        .count();
+    // Commit versions start at 0 (the first append creates the table); a checkpoint follows
+    // every CHECKPOINT_EVERY-th, and each compaction is a commit too.
+    assert!(
+        checkpoints as i64 >= commits / i64::from(kairos_offline::CHECKPOINT_EVERY),
+        "{checkpoints} checkpoints after {commits} commits"
+    );
     let report = f.store.compact("cards", None).await.unwrap();
     assert!(report.files_removed <= 6, "{report:?}");
     let check = f.store.check("cards", None).await.unwrap();
