@@ -150,19 +150,19 @@ impl<'a> Compact<'a> {
     fn page_sizes(&mut self) -> Result<PageSizes, String> {
         let (mut uncompressed, mut compressed) = (None, None);
         let mut last = 0;
+        let layout = &format::PAGE_HEADER;
         while let Some((id, kind)) = self.field(&mut last)? {
-            let shape = format::PAGE_HEADER.shape_of(id);
             match id {
                 2 | 3 => {
-                    self.expect(kind, shape, id, &format::PAGE_HEADER)?;
-                    let size = Some(self.size()?);
-                    *(if id == 2 {
-                        &mut uncompressed
+                    self.expect(kind, Shape::Int, id, layout)?;
+                    let size = self.size()?;
+                    if id == 2 {
+                        uncompressed = Some(size);
                     } else {
-                        &mut compressed
-                    }) = size;
+                        compressed = Some(size);
+                    }
                 }
-                _ => self.value(kind, shape, id, &format::PAGE_HEADER, 0)?,
+                _ => self.value(kind, layout.shape_of(id), id, layout, 0)?,
             }
         }
         match (uncompressed, compressed) {
@@ -216,26 +216,20 @@ impl<'a> Compact<'a> {
         let Some(shape) = shape else {
             return self.skip(kind, depth);
         };
-        self.expect(kind, Some(shape), id, layout)?;
+        self.expect(kind, shape, id, layout)?;
         self.shaped(shape, depth)
     }
 
     /// Refuses a field whose wire type parquet's typed reader would not read the same way.
-    fn expect(
-        &self,
-        kind: u8,
-        shape: Option<Shape>,
-        id: i16,
-        layout: &Layout,
-    ) -> Result<(), String> {
-        match shape {
-            Some(shape) if !shape.read_as(kind) => Err(format!(
-                "sends field {id} of {} as Thrift type {kind}, where Parquet reads {}",
-                layout.name,
-                shape.name()
-            )),
-            _ => Ok(()),
+    fn expect(&self, kind: u8, shape: Shape, id: i16, layout: &Layout) -> Result<(), String> {
+        if shape.read_as(kind) {
+            return Ok(());
         }
+        Err(format!(
+            "sends field {id} of {} as Thrift type {kind}, where Parquet reads {}",
+            layout.name,
+            shape.name()
+        ))
     }
 
     fn shaped(&mut self, shape: Shape, depth: usize) -> Result<(), String> {
