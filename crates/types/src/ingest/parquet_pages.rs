@@ -242,16 +242,10 @@ impl<'a> Compact<'a> {
             Shape::Record(layout) => self.record(layout, depth),
             Shape::List(item) => {
                 self.step(depth)?;
-                let header = self.byte()?;
-                let items = match header >> 4 {
-                    15 => self.varint()?,
-                    n => u64::from(n),
-                };
-                self.items(items)?;
-                if items > 0 && !item.read_as(header & 0x0f) {
+                let (kind, items) = self.list_header()?;
+                if items > 0 && !item.read_as(kind) {
                     return Err(format!(
-                        "holds a list of Thrift type {} where Parquet reads {}",
-                        header & 0x0f,
+                        "holds a list of Thrift type {kind} where Parquet reads {}",
                         item.name()
                     ));
                 }
@@ -285,17 +279,12 @@ impl<'a> Compact<'a> {
                 self.take(usize::try_from(len).map_err(|_| "declares a huge string")?)
             }
             ty::LIST | ty::SET => {
-                let header = self.byte()?;
-                let items = match header >> 4 {
-                    15 => self.varint()?,
-                    n => u64::from(n),
-                };
-                self.items(items)?;
+                let (kind, items) = self.list_header()?;
                 // A boolean item has a byte of its own in the compact protocol, which
                 // parquet's reader skips without reading: walked as it does, so both read the
                 // same bytes, and counted as a step.
                 for _ in 0..items {
-                    self.skip(header & 0x0f, depth + 1)?;
+                    self.skip(kind, depth + 1)?;
                 }
                 Ok(())
             }
@@ -325,6 +314,18 @@ impl<'a> Compact<'a> {
             ty::UUID => self.take(16),
             other => Err(format!("holds an unknown Thrift type {other}")),
         }
+    }
+
+    /// A list's or set's header: its items' wire type and how many there are, no more than
+    /// the bytes left could hold.
+    fn list_header(&mut self) -> Result<(u8, u64), String> {
+        let header = self.byte()?;
+        let items = match header >> 4 {
+            15 => self.varint()?,
+            n => u64::from(n),
+        };
+        self.items(items)?;
+        Ok((header & 0x0f, items))
     }
 
     /// Counts one value walked, and refuses a walk nested too deep or longer than its bytes
