@@ -17,7 +17,7 @@ pub const EVENT_DATE: &str = "_event_date";
 pub const INGESTED_AT: &str = "_ingested_at";
 pub const OFFSET: &str = "_offset";
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 fn offline_type(ty: FeatureType) -> DataType {
     match ty {
@@ -94,13 +94,35 @@ pub fn to_offline(
     RecordBatch::try_new(offline_schema(spec), columns)
 }
 
+/// The columns a data file of the group's table holds.
+pub(crate) fn stored_schema(spec: &FeatureGroupSpec) -> SchemaRef {
+    file_schema(&offline_schema(spec), &[EVENT_DATE.to_string()])
+}
+
+/// A table's columns less its partition columns, which Delta keeps in the log: the columns of
+/// its data files.
+pub(crate) fn file_schema(table: &SchemaRef, partition_columns: &[String]) -> SchemaRef {
+    let fields: Vec<Field> = table
+        .fields()
+        .iter()
+        .filter(|f| !partition_columns.contains(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 /// Turns a batch read from an offline table (with at least the output columns) into the
 /// output schema.
 pub fn from_offline(
     spec: &FeatureGroupSpec,
     batch: &RecordBatch,
 ) -> Result<RecordBatch, ArrowError> {
-    let schema = output_schema(spec);
+    conform(&output_schema(spec), batch)
+}
+
+/// Picks `schema`'s columns out of `batch` by name, cast to its types: files written by other
+/// writers (or before a type's offline form changed) read the same.
+pub(crate) fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let columns = schema
         .fields()
         .iter()
@@ -115,5 +137,9 @@ pub fn from_offline(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema, columns)
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
 }

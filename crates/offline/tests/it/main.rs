@@ -1,0 +1,299 @@
+//! The offline store against a reference: every read is the rows a plain filter keeps, in
+//! log-offset order, whatever the commits, partitions, compactions and file orders that made
+//! the table.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    AsArray, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{Field, Float32Type, Int64Type, TimestampMicrosecondType};
+use kairos_offline::{DeltaOfflineStore, INGESTED_AT, OFFSET, ReadFilter, to_offline};
+use kairos_types::{Column, FeatureGroupSpec, FeatureType, TableId};
+use proptest::prelude::*;
+
+const T0: i64 = 1_714_521_600_000_000; // 2024-05-01T00:00:00Z
+const HOUR: i64 = 3_600_000_000;
+
+fn spec() -> FeatureGroupSpec {
+    FeatureGroupSpec {
+        name: "cards".into(),
+        description: String::new(),
+        columns: vec![
+            Column::new("cc_num", FeatureType::Int64),
+            Column::new("ts", FeatureType::Timestamp),
+            Column::new("amount", FeatureType::Float64),
+            Column::new("emb", FeatureType::Embedding { dim: 2 }),
+        ],
+        primary_key: vec!["cc_num".into()],
+        event_time: "ts".into(),
+        online: true,
+        ttl_seconds: None,
+        vector_index: None,
+        expectations: Vec::new(),
+    }
+}
+
+fn table() -> TableId {
+    TableId {
+        name: "cards".into(),
+        version: 1,
+    }
+}
+
+/// One row as the reference holds it: offset, key, event time, amount, ingested at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row {
+    offset: i64,
+    key: i64,
+    ts: i64,
+    amount: f64,
+    ingested_at: i64,
+}
+
+fn canonical(spec: &FeatureGroupSpec, rows: &[Row]) -> RecordBatch {
+    let emb = FixedSizeListArray::new(
+        Arc::new(Field::new(
+            "item",
+            arrow::datatypes::DataType::Float32,
+            true,
+        )),
+        2,
+        Arc::new(Float32Array::from_iter_values(
+            rows.iter().flat_map(|r| [r.offset as f32, r.amount as f32]),
+        )),
+        None,
+    );
+    RecordBatch::try_new(
+        spec.arrow_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.key))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ts))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.amount),
+            )),
+            Arc::new(emb),
+        ],
+    )
+    .unwrap()
+}
+
+fn rows_of(batches: &[RecordBatch]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let col = |name: &str| b.column_by_name(name).unwrap();
+        let keys = col("cc_num").as_primitive::<Int64Type>();
+        let ts = col("ts").as_primitive::<TimestampMicrosecondType>();
+        let amounts = col("amount").as_primitive::<arrow::datatypes::Float64Type>();
+        let ingested = col(INGESTED_AT).as_primitive::<TimestampMicrosecondType>();
+        let offsets = col(OFFSET).as_primitive::<Int64Type>();
+        let emb = col("emb").as_fixed_size_list();
+        for i in 0..b.num_rows() {
+            let vector = emb.value(i);
+            let vector = vector.as_primitive::<Float32Type>();
+            assert_eq!(
+                (vector.value(0), vector.value(1)),
+                (offsets.value(i) as f32, amounts.value(i) as f32),
+                "the embedding travels with its row"
+            );
+            rows.push(Row {
+                offset: offsets.value(i),
+                key: keys.value(i),
+                ts: ts.value(i),
+                amount: amounts.value(i),
+                ingested_at: ingested.value(i),
+            });
+        }
+    }
+    rows
+}
+
+fn reference(rows: &[Row], f: &ReadFilter) -> Vec<Row> {
+    let mut kept: Vec<Row> = rows
+        .iter()
+        .filter(|r| {
+            f.start.is_none_or(|s| r.ts >= s)
+                && f.end.is_none_or(|e| r.ts < e)
+                && f.as_of.is_none_or(|a| r.ingested_at <= a)
+                && f.before_offset.is_none_or(|b| r.offset < b as i64)
+        })
+        .copied()
+        .collect();
+    kept.sort_by_key(|r| r.offset);
+    kept
+}
+
+/// Writes `commits`, each a list of rows; a commit's rows are handed to the writer as batches
+/// in the order given, so a commit whose batches go backwards makes a file whose offsets do
+/// not rise (as a compaction by another writer does).
+async fn write(
+    store: &DeltaOfflineStore,
+    spec: &FeatureGroupSpec,
+    commits: &[Vec<Vec<Row>>],
+    compact_after: Option<usize>,
+) {
+    let mut writer = store.writer(&table(), spec).await.unwrap();
+    for (i, batches) in commits.iter().enumerate() {
+        let offline: Vec<RecordBatch> = batches
+            .iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| {
+                to_offline(
+                    spec,
+                    &canonical(spec, b),
+                    b[0].offset as u64,
+                    b[0].ingested_at,
+                )
+                .unwrap()
+            })
+            .collect();
+        let through = batches
+            .iter()
+            .flatten()
+            .map(|r| r.offset + 1)
+            .max()
+            .unwrap_or(0);
+        writer.append(offline, through as u64).await.unwrap();
+        if compact_after == Some(i) {
+            store.compact(&table()).await.unwrap();
+        }
+    }
+}
+
+async fn read(store: &DeltaOfflineStore, spec: &FeatureGroupSpec, f: ReadFilter) -> Vec<Row> {
+    let batches = store
+        .scan(&table(), spec, f)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    rows_of(&batches)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Commits of rows with consecutive offsets, event times over four days (so a commit spans
+/// partitions and files interleave by offset), each commit cut into batches that may come in
+/// reverse.
+fn commits() -> impl Strategy<Value = Vec<Vec<Vec<Row>>>> {
+    let commit = (
+        prop::collection::vec((0i64..5, 0i64..96, -100i32..100), 1..40),
+        1usize..4,
+        any::<bool>(),
+    );
+    prop::collection::vec(commit, 1..6).prop_map(|commits| {
+        let mut offset = 0;
+        let mut out = Vec::new();
+        for (c, (rows, pieces, backwards)) in commits.into_iter().enumerate() {
+            let rows: Vec<Row> = rows
+                .into_iter()
+                .map(|(key, hour, amount)| {
+                    let row = Row {
+                        offset,
+                        key,
+                        ts: T0 + hour * HOUR,
+                        amount: f64::from(amount),
+                        ingested_at: T0 + c as i64,
+                    };
+                    offset += 1;
+                    row
+                })
+                .collect();
+            let size = rows.len().div_ceil(pieces);
+            let mut batches: Vec<Vec<Row>> = rows.chunks(size).map(<[Row]>::to_vec).collect();
+            if backwards {
+                batches.reverse();
+            }
+            out.push(batches);
+        }
+        out
+    })
+}
+
+fn filter(total: i64) -> impl Strategy<Value = ReadFilter> {
+    (
+        prop::option::of(0i64..96),
+        prop::option::of(0i64..97),
+        prop::option::of(0i64..6),
+        prop::option::of(0..total.max(1) + 1),
+    )
+        .prop_map(|(start, end, as_of, before)| ReadFilter {
+            start: start.map(|h| T0 + h * HOUR),
+            end: end.map(|h| T0 + h * HOUR),
+            as_of: as_of.map(|c| T0 + c),
+            before_offset: before.map(|b| b as u64),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn reads_are_the_reference_rows_in_offset_order(
+        (commits, filter, compact_after) in commits().prop_flat_map(|commits| {
+            let total = commits.iter().flatten().flatten().count() as i64;
+            let n = commits.len();
+            (Just(commits), filter(total), prop::option::of(0..n))
+        })
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeltaOfflineStore::new(dir.path());
+        let spec = spec();
+        let all: Vec<Row> = commits.iter().flatten().flatten().copied().collect();
+        let got = runtime().block_on(async {
+            write(&store, &spec, &commits, compact_after).await;
+            read(&store, &spec, filter).await
+        });
+        prop_assert_eq!(got, reference(&all, &filter));
+    }
+}
+
+/// A compaction merges each day's small files into one, in offset order, in a commit that keeps
+/// the materialiser's offset; a second finds nothing to do.
+#[tokio::test]
+async fn compaction_merges_each_partition_and_keeps_rows_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DeltaOfflineStore::new(dir.path());
+    let spec = spec();
+    let commits: Vec<Vec<Vec<Row>>> = (0..12)
+        .map(|c| {
+            vec![
+                (0..5)
+                    .map(|i| {
+                        let offset = c * 5 + i;
+                        Row {
+                            offset,
+                            key: i,
+                            // Two days, alternating row by row.
+                            ts: T0 + (offset % 2) * 24 * HOUR,
+                            amount: offset as f64,
+                            ingested_at: T0 + c,
+                        }
+                    })
+                    .collect(),
+            ]
+        })
+        .collect();
+    write(&store, &spec, &commits, None).await;
+    let before = read(&store, &spec, ReadFilter::default()).await;
+    assert_eq!(before.len(), 60);
+
+    let report = store.compact(&table()).await.unwrap();
+    assert_eq!((report.files_removed, report.files_added), (24, 2));
+    assert_eq!(read(&store, &spec, ReadFilter::default()).await, before);
+    let again = store.compact(&table()).await.unwrap();
+    assert_eq!((again.files_removed, again.files_added), (0, 0));
+
+    let writer = store.writer(&table(), &spec).await.unwrap();
+    assert_eq!(writer.committed_offset().await.unwrap(), Some(60));
+}
