@@ -58,7 +58,10 @@ pub(crate) async fn compact(table: &DeltaTable) -> Result<CompactReport> {
             .unwrap_or_default();
         let mut merge = OffsetMerge::new(
             table.object_store(),
-            files.iter().map(DataFile::from_view).collect(),
+            files
+                .iter()
+                .map(DataFile::from_view)
+                .collect::<Result<_>>()?,
             stored.clone(),
             RowFilter::everything(),
         )

@@ -137,7 +137,7 @@ impl DeltaOfflineStore {
             .log_data()
             .iter()
             .map(|f| DataFile::from_view(&f))
-            .collect();
+            .collect::<Result<_>>()?;
         let merge = OffsetMerge::new(
             delta.object_store(),
             files,

@@ -47,7 +47,15 @@ pub(crate) struct DataFile {
 }
 
 impl DataFile {
-    pub fn from_view(file: &LogicalFileView) -> Self {
+    /// The file as the log lists it; one with a deletion vector (written by another engine's
+    /// `DELETE`) is refused, since a read would return the rows it deletes.
+    pub fn from_view(file: &LogicalFileView) -> Result<Self> {
+        if file.deletion_vector_descriptor().is_some() {
+            return Err(crate::OfflineError::Layout(format!(
+                "data file {} has a deletion vector, which the offline store does not apply",
+                file.path()
+            )));
+        }
         let event_date = file
             .partition_values_map()
             .get(EVENT_DATE)
@@ -55,11 +63,11 @@ impl DataFile {
             .flatten()
             .and_then(|day| chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").ok())
             .map(|day| (day - chrono::NaiveDate::default()).num_days() as i32);
-        Self {
+        Ok(Self {
             path: file.object_store_path(),
             size: file.size().max(0) as u64,
             event_date,
-        }
+        })
     }
 
     /// Whether the file's partition can hold rows `filter` keeps; a file without one can.
