@@ -1,31 +1,42 @@
 //! The Kairos catalog: what feature groups, feature views, training datasets, pipelines,
-//! models, deployments and other services' documents (monitors) exist, at which versions, with
-//! which definitions.
+//! models, deployments and other services' documents (monitors, API keys) exist, at which
+//! versions, with which definitions.
 //!
-//! [`Catalog`] is the seam; [`SqliteCatalog`] is the embedded default (one file under the data
-//! dir), and a PostgreSQL implementation can follow behind the same trait.
+//! [`Catalog`] is the seam the store and the server use. [`DocumentCatalog`] implements it once
+//! over a [`Backend`], an engine that keeps versioned JSON documents: [`Sqlite`] is the embedded
+//! default (one file under the data dir), and a PostgreSQL engine follows behind the same trait.
 
-use std::path::Path;
-use std::sync::Mutex;
+mod backend;
+mod sqlite;
 
 use kairos_model::{Deployment, DeploymentSpec, Model, ModelSpec};
 use kairos_stream::spec::{PipelineDef, PipelineSpec};
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
 use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use backend::{Backend, Doc, StoredDoc};
+pub use sqlite::Sqlite;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    #[error("catalog storage ({engine}): {source}")]
+    Storage {
+        engine: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("catalog holds an unreadable definition for {name} v{version}: {reason}")]
     Corrupt {
         name: String,
         version: u32,
         reason: String,
     },
+    #[error(
+        "catalog schema version {found} is newer than this build knows ({known}): \
+         open it with the Kairos that wrote it"
+    )]
+    NewerSchema { found: usize, known: usize },
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -146,154 +157,38 @@ fn service_kind(kind: &str) -> String {
     format!("service:{kind}")
 }
 
-/// The catalog in one SQLite file.
-#[derive(Debug)]
-pub struct SqliteCatalog {
-    conn: Mutex<Connection>,
-}
-
-impl SqliteCatalog {
-    pub fn open(path: &Path) -> Result<Self> {
-        Self::init(Connection::open(path)?)
-    }
-
-    pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(conn: Connection) -> Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS feature_groups (
-                 name       TEXT    NOT NULL,
-                 version    INTEGER NOT NULL,
-                 spec       TEXT    NOT NULL,
-                 created_at TEXT    NOT NULL,
-                 PRIMARY KEY (name, version)
-             );
-             CREATE TABLE IF NOT EXISTS name_versions (
-                 name         TEXT    PRIMARY KEY,
-                 last_version INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS documents (
-                 kind    TEXT    NOT NULL,
-                 name    TEXT    NOT NULL,
-                 version INTEGER NOT NULL,
-                 body    TEXT    NOT NULL,
-                 PRIMARY KEY (kind, name, version)
-             );
-             CREATE TABLE IF NOT EXISTS document_versions (
-                 kind         TEXT    NOT NULL,
-                 name         TEXT    NOT NULL,
-                 last_version INTEGER NOT NULL,
-                 PRIMARY KEY (kind, name)
-             );",
-        )?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
-    }
-}
-
+const FEATURE_GROUP: &str = "feature_group";
 const FEATURE_VIEW: &str = "feature_view";
 const TRAINING_DATASET: &str = "training_dataset";
 const PIPELINE: &str = "pipeline";
 const MODEL: &str = "model";
 const DEPLOYMENT: &str = "deployment";
 
+/// The embedded catalog: one SQLite file.
+pub type SqliteCatalog = DocumentCatalog<Sqlite>;
+
+impl SqliteCatalog {
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        Ok(Self::new(Sqlite::open(path)?))
+    }
+
+    pub fn in_memory() -> Result<Self> {
+        Ok(Self::new(Sqlite::in_memory()?))
+    }
+}
+
+/// The typed catalog over any engine's documents.
+#[derive(Debug)]
+pub struct DocumentCatalog<B> {
+    docs: B,
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Feature views and training datasets are versioned JSON documents: one table for both, with
-/// versions counted per (kind, name) and never reused.
-impl SqliteCatalog {
-    fn next_version(conn: &Connection, kind: &str, name: &str) -> Result<u32> {
-        let latest: Option<u32> = conn
-            .query_row(
-                "SELECT last_version FROM document_versions WHERE kind = ?1 AND name = ?2",
-                params![kind, name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let version = latest.unwrap_or(0) + 1;
-        conn.execute(
-            "INSERT INTO document_versions (kind, name, last_version) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(kind, name) DO UPDATE SET last_version = excluded.last_version",
-            params![kind, name, version],
-        )?;
-        Ok(version)
-    }
-
-    fn put_document(
-        conn: &Connection,
-        kind: &str,
-        name: &str,
-        version: u32,
-        body: &impl Serialize,
-    ) -> Result<()> {
-        let json = serde_json::to_string(body).expect("documents serialize");
-        conn.execute(
-            "INSERT OR REPLACE INTO documents (kind, name, version, body) VALUES (?1, ?2, ?3, ?4)",
-            params![kind, name, version, json],
-        )?;
-        Ok(())
-    }
-
-    fn get_document<T: DeserializeOwned>(
-        &self,
-        kind: &str,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<Option<T>> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let row: Option<(u32, String)> = conn
-            .query_row(
-                "SELECT version, body FROM documents WHERE kind = ?1 AND name = ?2 \
-                 AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1",
-                params![kind, name, version],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        row.map(|(v, body)| parse_document(name, v, &body))
-            .transpose()
-    }
-
-    fn list_documents<T: DeserializeOwned>(
-        &self,
-        kind: &str,
-        name: Option<&str>,
-    ) -> Result<Vec<T>> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let mut stmt = conn.prepare(
-            "SELECT name, version, body FROM documents WHERE kind = ?1 AND (?2 IS NULL OR name = ?2) \
-             ORDER BY name, version",
-        )?;
-        let rows = stmt.query_map(params![kind, name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (n, v, body) = row?;
-            parse_document(&n, v, &body)
-        })
-        .collect()
-    }
-}
-
-impl SqliteCatalog {
-    fn delete_document(&self, kind: &str, name: &str, version: u32) -> Result<bool> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let n = conn.execute(
-            "DELETE FROM documents WHERE kind = ?1 AND name = ?2 AND version = ?3",
-            params![kind, name, version],
-        )?;
-        Ok(n > 0)
-    }
+fn to_json(body: &impl Serialize) -> String {
+    serde_json::to_string(body).expect("catalog documents serialize")
 }
 
 fn parse_document<T: DeserializeOwned>(name: &str, version: u32, body: &str) -> Result<T> {
@@ -304,158 +199,137 @@ fn parse_document<T: DeserializeOwned>(name: &str, version: u32, body: &str) -> 
     })
 }
 
+/// The last of each name's items, from items listed by name then version.
+fn latest_per_name<T>(items: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut latest: Vec<T> = Vec::new();
+    for item in items {
+        match latest.last_mut() {
+            Some(last) if name(last) == name(&item) => *last = item,
+            _ => latest.push(item),
+        }
+    }
+    latest
+}
+
 fn dataset_key(view: &str, view_version: u32) -> String {
     format!("{view}@{view_version}")
 }
 
-fn row_to_group(
-    name: String,
-    version: u32,
-    spec: String,
-    created_at: String,
-) -> Result<FeatureGroup> {
-    let spec: FeatureGroupSpec =
-        serde_json::from_str(&spec).map_err(|e| CatalogError::Corrupt {
-            name: name.clone(),
+impl<B: Backend> DocumentCatalog<B> {
+    pub fn new(docs: B) -> Self {
+        Self { docs }
+    }
+
+    /// Stores `make(version, created_at)` as the next version of `name`.
+    fn create<T: Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        make: impl Fn(u32, String) -> T,
+    ) -> Result<T> {
+        let created_at = now();
+        let body = |version| to_json(&make(version, created_at.clone()));
+        let version = self.docs.next_version(kind, name, Some(&body))?;
+        Ok(make(version, created_at))
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<T>> {
+        self.docs
+            .get(kind, name, version)?
+            .map(|(v, body)| parse_document(name, v, &body))
+            .transpose()
+    }
+
+    fn list<T: DeserializeOwned>(&self, kind: &str, name: Option<&str>) -> Result<Vec<T>> {
+        self.docs
+            .list(kind, name)?
+            .into_iter()
+            .map(|(n, v, body)| parse_document(&n, v, &body))
+            .collect()
+    }
+
+    fn delete_one(&self, kind: &str, name: &str, version: Option<u32>) -> Result<bool> {
+        self.docs.delete(&[Doc {
+            kind,
+            name,
             version,
-            reason: e.to_string(),
-        })?;
-    Ok(FeatureGroup {
-        spec,
-        version,
-        created_at,
-    })
+        }])
+    }
 }
 
-impl Catalog for SqliteCatalog {
+impl<B: Backend> Catalog for DocumentCatalog<B> {
     fn create_feature_group(&self, spec: &FeatureGroupSpec) -> Result<FeatureGroup> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        // Versions are never reused, even after a delete, so old data cannot be confused with new.
-        let latest: Option<u32> = tx
-            .query_row(
-                "SELECT last_version FROM name_versions WHERE name = ?1",
-                params![spec.name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let version = latest.unwrap_or(0) + 1;
-        tx.execute(
-            "INSERT INTO name_versions (name, last_version) VALUES (?1, ?2) \
-             ON CONFLICT(name) DO UPDATE SET last_version = excluded.last_version",
-            params![spec.name, version],
-        )?;
-        let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let json = serde_json::to_string(spec).expect("specs serialize");
-        tx.execute(
-            "INSERT INTO feature_groups (name, version, spec, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![spec.name, version, json, created_at],
-        )?;
-        tx.commit()?;
-        Ok(FeatureGroup {
-            spec: spec.clone(),
-            version,
-            created_at,
+        self.create(FEATURE_GROUP, &spec.name, |version, created_at| {
+            FeatureGroup {
+                spec: spec.clone(),
+                version,
+                created_at,
+            }
         })
     }
 
     fn get_feature_group(&self, name: &str, version: Option<u32>) -> Result<Option<FeatureGroup>> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let row = match version {
-            Some(v) => conn
-                .query_row(
-                    "SELECT name, version, spec, created_at FROM feature_groups WHERE name = ?1 AND version = ?2",
-                    params![name, v],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?,
-            None => conn
-                .query_row(
-                    "SELECT name, version, spec, created_at FROM feature_groups WHERE name = ?1 \
-                     ORDER BY version DESC LIMIT 1",
-                    params![name],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?,
-        };
-        row.map(|(n, v, s, c)| row_to_group(n, v, s, c)).transpose()
+        self.get(FEATURE_GROUP, name, version)
     }
 
     fn list_feature_groups(&self) -> Result<Vec<FeatureGroup>> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let mut stmt = conn.prepare(
-            "SELECT name, version, spec, created_at FROM feature_groups ORDER BY name, version",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        rows.map(|row| {
-            let (n, v, s, c) = row?;
-            row_to_group(n, v, s, c)
-        })
-        .collect()
+        self.list(FEATURE_GROUP, None)
     }
 
     fn delete_feature_group(&self, name: &str, version: u32) -> Result<bool> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let n = conn.execute(
-            "DELETE FROM feature_groups WHERE name = ?1 AND version = ?2",
-            params![name, version],
-        )?;
-        Ok(n > 0)
+        self.delete_one(FEATURE_GROUP, name, Some(version))
     }
 
     fn create_feature_view(&self, spec: &FeatureViewSpec) -> Result<FeatureView> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let version = Self::next_version(&tx, FEATURE_VIEW, &spec.name)?;
-        let view = FeatureView {
-            spec: spec.clone(),
-            version,
-            created_at: now(),
-        };
-        Self::put_document(&tx, FEATURE_VIEW, &spec.name, version, &view)?;
-        tx.commit()?;
-        Ok(view)
+        self.create(FEATURE_VIEW, &spec.name, |version, created_at| {
+            FeatureView {
+                spec: spec.clone(),
+                version,
+                created_at,
+            }
+        })
     }
 
     fn get_feature_view(&self, name: &str, version: Option<u32>) -> Result<Option<FeatureView>> {
-        self.get_document(FEATURE_VIEW, name, version)
+        self.get(FEATURE_VIEW, name, version)
     }
 
     fn list_feature_views(&self) -> Result<Vec<FeatureView>> {
-        self.list_documents(FEATURE_VIEW, None)
+        self.list(FEATURE_VIEW, None)
     }
 
     fn delete_feature_view(&self, name: &str, version: u32) -> Result<bool> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM documents WHERE kind = ?1 AND name = ?2 AND version = ?3",
-            params![FEATURE_VIEW, name, version],
-        )?;
-        tx.execute(
-            "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
-            params![TRAINING_DATASET, dataset_key(name, version)],
-        )?;
-        tx.commit()?;
-        Ok(n > 0)
+        let datasets = dataset_key(name, version);
+        self.docs.delete(&[
+            Doc {
+                kind: FEATURE_VIEW,
+                name,
+                version: Some(version),
+            },
+            Doc {
+                kind: TRAINING_DATASET,
+                name: &datasets,
+                version: None,
+            },
+        ])
     }
 
     fn next_training_dataset_version(&self, view: &str, view_version: u32) -> Result<u32> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let version = Self::next_version(&tx, TRAINING_DATASET, &dataset_key(view, view_version))?;
-        tx.commit()?;
-        Ok(version)
+        self.docs
+            .next_version(TRAINING_DATASET, &dataset_key(view, view_version), None)
     }
 
     fn save_training_dataset(&self, dataset: &TrainingDataset) -> Result<()> {
-        let conn = self.conn.lock().expect("catalog lock");
-        Self::put_document(
-            &conn,
+        self.docs.put(
             TRAINING_DATASET,
             &dataset_key(&dataset.view, dataset.view_version),
             dataset.version,
-            dataset,
+            &to_json(dataset),
         )
     }
 
@@ -465,7 +339,7 @@ impl Catalog for SqliteCatalog {
         view_version: u32,
         version: Option<u32>,
     ) -> Result<Option<TrainingDataset>> {
-        self.get_document(TRAINING_DATASET, &dataset_key(view, view_version), version)
+        self.get(TRAINING_DATASET, &dataset_key(view, view_version), version)
     }
 
     fn list_training_datasets(
@@ -473,111 +347,77 @@ impl Catalog for SqliteCatalog {
         view: &str,
         view_version: u32,
     ) -> Result<Vec<TrainingDataset>> {
-        self.list_documents(TRAINING_DATASET, Some(&dataset_key(view, view_version)))
+        self.list(TRAINING_DATASET, Some(&dataset_key(view, view_version)))
     }
 
     fn create_pipeline(&self, spec: &PipelineSpec) -> Result<PipelineDef> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let version = Self::next_version(&tx, PIPELINE, &spec.name)?;
-        let def = PipelineDef {
+        self.create(PIPELINE, &spec.name, |version, created_at| PipelineDef {
             spec: spec.clone(),
             version,
-            created_at: now(),
-        };
-        Self::put_document(&tx, PIPELINE, &spec.name, version, &def)?;
-        tx.commit()?;
-        Ok(def)
+            created_at,
+        })
     }
 
     fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineDef>> {
-        self.get_document(PIPELINE, name, version)
+        self.get(PIPELINE, name, version)
     }
 
     fn list_pipelines(&self) -> Result<Vec<PipelineDef>> {
-        self.list_documents(PIPELINE, None)
+        self.list(PIPELINE, None)
     }
 
     fn delete_pipeline(&self, name: &str, version: u32) -> Result<bool> {
-        self.delete_document(PIPELINE, name, version)
+        self.delete_one(PIPELINE, name, Some(version))
     }
 
     fn create_model(&self, spec: &ModelSpec) -> Result<Model> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let version = Self::next_version(&tx, MODEL, &spec.name)?;
-        let model = Model {
+        self.create(MODEL, &spec.name, |version, created_at| Model {
             spec: spec.clone(),
             version,
-            created_at: now(),
-        };
-        Self::put_document(&tx, MODEL, &spec.name, version, &model)?;
-        tx.commit()?;
-        Ok(model)
+            created_at,
+        })
     }
 
     fn reserve_model_version(&self, name: &str) -> Result<u32> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let version = Self::next_version(&tx, MODEL, name)?;
-        tx.commit()?;
-        Ok(version)
+        self.docs.next_version(MODEL, name, None)
     }
 
     fn save_model(&self, model: &Model) -> Result<()> {
-        let conn = self.conn.lock().expect("catalog lock");
-        Self::put_document(&conn, MODEL, &model.spec.name, model.version, model)
+        self.docs
+            .put(MODEL, &model.spec.name, model.version, &to_json(model))
     }
 
     fn get_model(&self, name: &str, version: Option<u32>) -> Result<Option<Model>> {
-        self.get_document(MODEL, name, version)
+        self.get(MODEL, name, version)
     }
 
     fn list_models(&self) -> Result<Vec<Model>> {
-        self.list_documents(MODEL, None)
+        self.list(MODEL, None)
     }
 
     fn delete_model(&self, name: &str, version: u32) -> Result<bool> {
-        self.delete_document(MODEL, name, version)
+        self.delete_one(MODEL, name, Some(version))
     }
 
     fn create_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment> {
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let revision = Self::next_version(&tx, DEPLOYMENT, &spec.name)?;
-        let deployment = Deployment {
+        self.create(DEPLOYMENT, &spec.name, |revision, created_at| Deployment {
             spec: spec.clone(),
             revision,
-            created_at: now(),
-        };
-        Self::put_document(&tx, DEPLOYMENT, &spec.name, revision, &deployment)?;
-        tx.commit()?;
-        Ok(deployment)
+            created_at,
+        })
     }
 
     fn get_deployment(&self, name: &str) -> Result<Option<Deployment>> {
-        self.get_document(DEPLOYMENT, name, None)
+        self.get(DEPLOYMENT, name, None)
     }
 
     fn list_deployments(&self) -> Result<Vec<Deployment>> {
-        let mut live: Vec<Deployment> = Vec::new();
-        for d in self.list_documents::<Deployment>(DEPLOYMENT, None)? {
-            // Listed by name then revision: a later revision replaces the one before.
-            match live.last_mut() {
-                Some(last) if last.spec.name == d.spec.name => *last = d,
-                _ => live.push(d),
-            }
-        }
-        Ok(live)
+        let all = self.list::<Deployment>(DEPLOYMENT, None)?;
+        Ok(latest_per_name(all, |d| &d.spec.name))
     }
 
     fn delete_deployment(&self, name: &str) -> Result<bool> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let n = conn.execute(
-            "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
-            params![DEPLOYMENT, name],
-        )?;
-        Ok(n > 0)
+        self.delete_one(DEPLOYMENT, name, None)
     }
 
     fn put_service_document(
@@ -586,13 +426,9 @@ impl Catalog for SqliteCatalog {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<u32> {
-        let kind = service_kind(kind);
-        let mut conn = self.conn.lock().expect("catalog lock");
-        let tx = conn.transaction()?;
-        let version = Self::next_version(&tx, &kind, name)?;
-        Self::put_document(&tx, &kind, name, version, body)?;
-        tx.commit()?;
-        Ok(version)
+        let body = to_json(body);
+        self.docs
+            .next_version(&service_kind(kind), name, Some(&|_| body.clone()))
     }
 
     fn get_service_document(
@@ -601,46 +437,25 @@ impl Catalog for SqliteCatalog {
         name: &str,
         version: Option<u32>,
     ) -> Result<Option<(u32, serde_json::Value)>> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let row: Option<(u32, String)> = conn
-            .query_row(
-                "SELECT version, body FROM documents WHERE kind = ?1 AND name = ?2 \
-                 AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1",
-                params![service_kind(kind), name, version],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        row.map(|(v, body)| Ok((v, parse_document(name, v, &body)?)))
+        self.docs
+            .get(&service_kind(kind), name, version)?
+            .map(|(v, body)| Ok((v, parse_document(name, v, &body)?)))
             .transpose()
     }
 
     fn list_service_documents(&self, kind: &str) -> Result<Vec<(String, u32, serde_json::Value)>> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let mut stmt = conn.prepare(
-            "SELECT name, MAX(version), body FROM documents WHERE kind = ?1 GROUP BY name \
-             ORDER BY name",
-        )?;
-        let rows = stmt.query_map(params![service_kind(kind)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (n, v, body) = row?;
-            Ok((n.clone(), v, parse_document(&n, v, &body)?))
-        })
-        .collect()
+        let all = self.docs.list(&service_kind(kind), None)?;
+        latest_per_name(all, |doc| &doc.0)
+            .into_iter()
+            .map(|(n, v, body)| {
+                let value = parse_document(&n, v, &body)?;
+                Ok((n, v, value))
+            })
+            .collect()
     }
 
     fn delete_service_document(&self, kind: &str, name: &str) -> Result<bool> {
-        let conn = self.conn.lock().expect("catalog lock");
-        let n = conn.execute(
-            "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
-            params![service_kind(kind), name],
-        )?;
-        Ok(n > 0)
+        self.delete_one(&service_kind(kind), name, None)
     }
 }
 

@@ -1,0 +1,262 @@
+//! The embedded catalog engine: one SQLite file under the data dir.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::backend::{Backend, Doc, StoredDoc};
+use crate::{CatalogError, Result};
+
+/// The schema's versions, in order; a catalog records how many it has applied in SQLite's
+/// `user_version`, and opening it applies the rest in one transaction.
+const MIGRATIONS: &[&str] = &[
+    // 1: feature groups in a table of their own, everything else as documents.
+    "CREATE TABLE IF NOT EXISTS feature_groups (
+         name       TEXT    NOT NULL,
+         version    INTEGER NOT NULL,
+         spec       TEXT    NOT NULL,
+         created_at TEXT    NOT NULL,
+         PRIMARY KEY (name, version)
+     );
+     CREATE TABLE IF NOT EXISTS name_versions (
+         name         TEXT    PRIMARY KEY,
+         last_version INTEGER NOT NULL
+     );
+     CREATE TABLE IF NOT EXISTS documents (
+         kind    TEXT    NOT NULL,
+         name    TEXT    NOT NULL,
+         version INTEGER NOT NULL,
+         body    TEXT    NOT NULL,
+         PRIMARY KEY (kind, name, version)
+     );
+     CREATE TABLE IF NOT EXISTS document_versions (
+         kind         TEXT    NOT NULL,
+         name         TEXT    NOT NULL,
+         last_version INTEGER NOT NULL,
+         PRIMARY KEY (kind, name)
+     );",
+    // 2: feature groups become documents too (the body is the `FeatureGroup`: its spec's
+    // fields, `version` and `created_at`), so every engine keeps one kind of record.
+    "INSERT INTO documents (kind, name, version, body)
+         SELECT 'feature_group', name, version,
+                json_patch(spec, json_object('version', version, 'created_at', created_at))
+         FROM feature_groups;
+     INSERT INTO document_versions (kind, name, last_version)
+         SELECT 'feature_group', name, last_version FROM name_versions;
+     DROP TABLE feature_groups;
+     DROP TABLE name_versions;",
+];
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> Self {
+        CatalogError::Storage {
+            engine: "sqlite",
+            source: Box::new(e),
+        }
+    }
+}
+
+/// The catalog's documents in one SQLite file.
+#[derive(Debug)]
+pub struct Sqlite {
+    conn: Mutex<Connection>,
+}
+
+impl Sqlite {
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::init(Connection::open(path)?)
+    }
+
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().expect("catalog lock")
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction()?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(CatalogError::NewerSchema {
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Backend for Sqlite {
+    fn next_version(
+        &self,
+        kind: &str,
+        name: &str,
+        body: Option<&dyn Fn(u32) -> String>,
+    ) -> Result<u32> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let version: u32 = tx.query_row(
+            "INSERT INTO document_versions (kind, name, last_version) VALUES (?1, ?2, 1) \
+             ON CONFLICT(kind, name) DO UPDATE SET last_version = last_version + 1 \
+             RETURNING last_version",
+            params![kind, name],
+            |r| r.get(0),
+        )?;
+        if let Some(body) = body {
+            tx.execute(
+                "INSERT INTO documents (kind, name, version, body) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, name, version, body(version)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(version)
+    }
+
+    fn put(&self, kind: &str, name: &str, version: u32, body: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO documents (kind, name, version, body) VALUES (?1, ?2, ?3, ?4)",
+            params![kind, name, version, body],
+        )?;
+        Ok(())
+    }
+
+    fn get(&self, kind: &str, name: &str, version: Option<u32>) -> Result<Option<(u32, String)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT version, body FROM documents WHERE kind = ?1 AND name = ?2 \
+                 AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1",
+                params![kind, name, version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn list(&self, kind: &str, name: Option<&str>) -> Result<Vec<StoredDoc>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, version, body FROM documents WHERE kind = ?1 \
+             AND (?2 IS NULL OR name = ?2) ORDER BY name, version",
+        )?;
+        let rows = stmt.query_map(params![kind, name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete(&self, docs: &[Doc<'_>]) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut first = None;
+        for doc in docs {
+            let n = tx.execute(
+                "DELETE FROM documents WHERE kind = ?1 AND name = ?2 \
+                 AND (?3 IS NULL OR version = ?3)",
+                params![doc.kind, doc.name, doc.version],
+            )?;
+            first.get_or_insert(n > 0);
+        }
+        tx.commit()?;
+        Ok(first.unwrap_or(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Catalog, SqliteCatalog};
+
+    /// A catalog written before feature groups were documents (schema 1, as every catalog
+    /// made before versioned migrations has `user_version` 0) opens with its groups, their
+    /// version counters and its documents intact.
+    #[test]
+    fn a_catalog_of_the_first_schema_migrates_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            let spec = r#"{"name":"cards","description":"","columns":[{"name":"id","type":"int64"},{"name":"ts","type":"timestamp"}],"primary_key":["id"],"event_time":"ts","online":true,"ttl_seconds":null}"#;
+            for version in [1, 3] {
+                conn.execute(
+                    "INSERT INTO feature_groups VALUES ('cards', ?1, ?2, '2026-01-01T00:00:00.000Z')",
+                    params![version, spec],
+                )
+                .unwrap();
+            }
+            conn.execute("INSERT INTO name_versions VALUES ('cards', 3)", [])
+                .unwrap();
+            conn.execute(
+                "INSERT INTO documents VALUES ('service:monitor', 'm', 1, '{\"a\":1}')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO document_versions VALUES ('service:monitor', 'm', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        let groups = catalog.list_feature_groups().unwrap();
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.spec.name.as_str(), g.version, g.created_at.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("cards", 1, "2026-01-01T00:00:00.000Z"),
+                ("cards", 3, "2026-01-01T00:00:00.000Z")
+            ]
+        );
+        assert_eq!(groups[0].spec.primary_key, ["id"]);
+        let next = catalog
+            .create_feature_group(&groups[0].spec)
+            .unwrap()
+            .version;
+        assert_eq!(next, 4, "a migrated name's versions go on from its last");
+        assert_eq!(
+            catalog.get_service_document("monitor", "m", None).unwrap(),
+            Some((1, serde_json::json!({ "a": 1 })))
+        );
+        drop(catalog);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_catalog_of_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+            .unwrap();
+        let err = Sqlite::open(&path).unwrap_err();
+        assert!(
+            matches!(err, CatalogError::NewerSchema { found, known } if found == known + 1),
+            "{err}"
+        );
+    }
+}
