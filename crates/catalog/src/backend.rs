@@ -5,7 +5,7 @@
 //! PostgreSQL for a cluster) implements these few operations and the typed catalog above them
 //! ([`crate::DocumentCatalog`]) is written once.
 
-use crate::Result;
+use crate::{CatalogError, Result};
 
 /// Documents one [`Backend::delete`] removes: one version, or every version of a name.
 #[derive(Debug, Clone, Copy)]
@@ -18,17 +18,16 @@ pub struct Doc<'a> {
 /// A document as stored: its name, version and JSON body.
 pub type StoredDoc = (String, u32, String);
 
+/// Writes a new document's body once its version is known (the body records its version).
+/// Owned and `Send`, since an engine may run its transactions on a thread of its own.
+pub type MakeBody = Box<dyn Fn(u32) -> String + Send>;
+
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Hands out the next version of `name` among `kind`'s documents — one more than any
     /// version ever handed out for it, deleted ones included, so old data is never mistaken
     /// for new — and, when `body` is given, stores `body(version)` under it in the same
     /// transaction. Two writers at once never get the same version.
-    fn next_version(
-        &self,
-        kind: &str,
-        name: &str,
-        body: Option<&dyn Fn(u32) -> String>,
-    ) -> Result<u32>;
+    fn next_version(&self, kind: &str, name: &str, body: Option<MakeBody>) -> Result<u32>;
 
     /// Stores `body` under a version handed out before, replacing what it held.
     fn put(&self, kind: &str, name: &str, version: u32, body: &str) -> Result<()>;
@@ -41,4 +40,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Deletes `docs` in one transaction; returns whether the first of them existed.
     fn delete(&self, docs: &[Doc<'_>]) -> Result<bool>;
+}
+
+/// The migrations an engine's schema still needs, each with the schema version it brings,
+/// when `applied` of `all` are in; a schema newer than this build knows is refused.
+pub(crate) fn pending_migrations(
+    applied: i64,
+    all: &'static [&'static str],
+) -> Result<impl Iterator<Item = (i64, &'static str)>> {
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > all.len() {
+        return Err(CatalogError::NewerSchema {
+            found: applied,
+            known: all.len(),
+        });
+    }
+    Ok(all
+        .iter()
+        .enumerate()
+        .skip(applied)
+        .map(|(i, sql)| (i as i64 + 1, *sql)))
 }

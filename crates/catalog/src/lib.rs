@@ -4,9 +4,10 @@
 //!
 //! [`Catalog`] is the seam the store and the server use. [`DocumentCatalog`] implements it once
 //! over a [`Backend`], an engine that keeps versioned JSON documents: [`Sqlite`] is the embedded
-//! default (one file under the data dir), and a PostgreSQL engine follows behind the same trait.
+//! default (one file under the data dir), [`Postgres`] the catalog a cluster's replicas share.
 
 mod backend;
+mod postgresql;
 mod sqlite;
 
 use kairos_model::{Deployment, DeploymentSpec, Model, ModelSpec};
@@ -16,7 +17,8 @@ use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use backend::{Backend, Doc, StoredDoc};
+pub use backend::{Backend, Doc, MakeBody, StoredDoc};
+pub use postgresql::Postgres;
 pub use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +179,15 @@ impl SqliteCatalog {
     }
 }
 
+/// The catalog of a cluster: a PostgreSQL database every replica shares.
+pub type PostgresCatalog = DocumentCatalog<Postgres>;
+
+impl PostgresCatalog {
+    pub fn connect(url: &str) -> Result<Self> {
+        Ok(Self::new(Postgres::connect(url)?))
+    }
+}
+
 /// The typed catalog over any engine's documents.
 #[derive(Debug)]
 pub struct DocumentCatalog<B> {
@@ -225,11 +236,14 @@ impl<B: Backend> DocumentCatalog<B> {
         &self,
         kind: &str,
         name: &str,
-        make: impl Fn(u32, String) -> T,
+        make: impl Fn(u32, String) -> T + Clone + Send + 'static,
     ) -> Result<T> {
         let created_at = now();
-        let body = |version| to_json(&make(version, created_at.clone()));
-        let version = self.docs.next_version(kind, name, Some(&body))?;
+        let body = {
+            let (make, created_at) = (make.clone(), created_at.clone());
+            move |version| to_json(&make(version, created_at.clone()))
+        };
+        let version = self.docs.next_version(kind, name, Some(Box::new(body)))?;
         Ok(make(version, created_at))
     }
 
@@ -264,13 +278,16 @@ impl<B: Backend> DocumentCatalog<B> {
 
 impl<B: Backend> Catalog for DocumentCatalog<B> {
     fn create_feature_group(&self, spec: &FeatureGroupSpec) -> Result<FeatureGroup> {
-        self.create(FEATURE_GROUP, &spec.name, |version, created_at| {
-            FeatureGroup {
+        let spec = spec.clone();
+        self.create(
+            FEATURE_GROUP,
+            &spec.name.clone(),
+            move |version, created_at| FeatureGroup {
                 spec: spec.clone(),
                 version,
                 created_at,
-            }
-        })
+            },
+        )
     }
 
     fn get_feature_group(&self, name: &str, version: Option<u32>) -> Result<Option<FeatureGroup>> {
@@ -286,13 +303,16 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
     }
 
     fn create_feature_view(&self, spec: &FeatureViewSpec) -> Result<FeatureView> {
-        self.create(FEATURE_VIEW, &spec.name, |version, created_at| {
-            FeatureView {
+        let spec = spec.clone();
+        self.create(
+            FEATURE_VIEW,
+            &spec.name.clone(),
+            move |version, created_at| FeatureView {
                 spec: spec.clone(),
                 version,
                 created_at,
-            }
-        })
+            },
+        )
     }
 
     fn get_feature_view(&self, name: &str, version: Option<u32>) -> Result<Option<FeatureView>> {
@@ -351,10 +371,13 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
     }
 
     fn create_pipeline(&self, spec: &PipelineSpec) -> Result<PipelineDef> {
-        self.create(PIPELINE, &spec.name, |version, created_at| PipelineDef {
-            spec: spec.clone(),
-            version,
-            created_at,
+        let spec = spec.clone();
+        self.create(PIPELINE, &spec.name.clone(), move |version, created_at| {
+            PipelineDef {
+                spec: spec.clone(),
+                version,
+                created_at,
+            }
         })
     }
 
@@ -371,10 +394,13 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
     }
 
     fn create_model(&self, spec: &ModelSpec) -> Result<Model> {
-        self.create(MODEL, &spec.name, |version, created_at| Model {
-            spec: spec.clone(),
-            version,
-            created_at,
+        let spec = spec.clone();
+        self.create(MODEL, &spec.name.clone(), move |version, created_at| {
+            Model {
+                spec: spec.clone(),
+                version,
+                created_at,
+            }
         })
     }
 
@@ -400,11 +426,16 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
     }
 
     fn create_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment> {
-        self.create(DEPLOYMENT, &spec.name, |revision, created_at| Deployment {
-            spec: spec.clone(),
-            revision,
-            created_at,
-        })
+        let spec = spec.clone();
+        self.create(
+            DEPLOYMENT,
+            &spec.name.clone(),
+            move |revision, created_at| Deployment {
+                spec: spec.clone(),
+                revision,
+                created_at,
+            },
+        )
     }
 
     fn get_deployment(&self, name: &str) -> Result<Option<Deployment>> {
@@ -427,8 +458,11 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
         body: &serde_json::Value,
     ) -> Result<u32> {
         let body = to_json(body);
-        self.docs
-            .next_version(&service_kind(kind), name, Some(&|_| body.clone()))
+        self.docs.next_version(
+            &service_kind(kind),
+            name,
+            Some(Box::new(move |_| body.clone())),
+        )
     }
 
     fn get_service_document(
@@ -456,186 +490,5 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
 
     fn delete_service_document(&self, kind: &str, name: &str) -> Result<bool> {
         self.delete_one(&service_kind(kind), name, None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kairos_types::{Column, FeatureType};
-
-    fn spec(name: &str) -> FeatureGroupSpec {
-        FeatureGroupSpec {
-            name: name.into(),
-            description: "test".into(),
-            columns: vec![
-                Column::new("id", FeatureType::Int64),
-                Column::new("ts", FeatureType::Timestamp),
-            ],
-            primary_key: vec!["id".into()],
-            event_time: "ts".into(),
-            online: true,
-            ttl_seconds: Some(60),
-            vector_index: None,
-            expectations: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn versions_count_up_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.db");
-        {
-            let catalog = SqliteCatalog::open(&path).unwrap();
-            assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 1);
-            assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 2);
-            assert_eq!(catalog.create_feature_group(&spec("b")).unwrap().version, 1);
-        }
-        let catalog = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(
-            catalog
-                .get_feature_group("a", None)
-                .unwrap()
-                .unwrap()
-                .version,
-            2
-        );
-        assert_eq!(
-            catalog
-                .get_feature_group("a", Some(1))
-                .unwrap()
-                .unwrap()
-                .spec,
-            spec("a")
-        );
-        assert!(catalog.get_feature_group("c", None).unwrap().is_none());
-        assert_eq!(catalog.list_feature_groups().unwrap().len(), 3);
-
-        assert!(catalog.delete_feature_group("a", 2).unwrap());
-        assert!(!catalog.delete_feature_group("a", 2).unwrap());
-        assert_eq!(
-            catalog
-                .get_feature_group("a", None)
-                .unwrap()
-                .unwrap()
-                .version,
-            1
-        );
-        // A deleted version's number is not handed out again.
-        catalog.delete_feature_group("a", 1).unwrap();
-        assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 3);
-    }
-
-    #[test]
-    fn models_are_versioned_documents() {
-        let catalog = SqliteCatalog::in_memory().unwrap();
-        let spec: ModelSpec = serde_json::from_str(
-            r#"{"name": "fraud", "framework": "gbdt", "artifact": "model.json",
-                "signature": {"inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 3]}],
-                              "outputs": [{"name": "p", "datatype": "FP64", "shape": [-1]}]}}"#,
-        )
-        .unwrap();
-        assert_eq!(catalog.create_model(&spec).unwrap().version, 1);
-        let second = catalog.create_model(&spec).unwrap();
-        assert_eq!(second.version, 2);
-        assert_eq!(catalog.get_model("fraud", None).unwrap().unwrap(), second);
-        assert_eq!(
-            catalog.get_model("fraud", Some(1)).unwrap().unwrap().spec,
-            spec
-        );
-        assert_eq!(catalog.list_models().unwrap().len(), 2);
-        assert!(catalog.delete_model("fraud", 2).unwrap());
-        assert!(!catalog.delete_model("fraud", 2).unwrap());
-        assert_eq!(
-            catalog.get_model("fraud", None).unwrap().unwrap().version,
-            1
-        );
-        assert_eq!(catalog.create_model(&spec).unwrap().version, 3);
-    }
-
-    #[test]
-    fn deployments_list_their_live_revision() {
-        let catalog = SqliteCatalog::in_memory().unwrap();
-        let mut spec: DeploymentSpec =
-            serde_json::from_str(r#"{"name": "fraud", "model": "m", "model_version": 1}"#).unwrap();
-        catalog.create_deployment(&spec).unwrap();
-        spec.model_version = Some(2);
-        let live = catalog.create_deployment(&spec).unwrap();
-        assert_eq!(live.revision, 2);
-        let other: DeploymentSpec =
-            serde_json::from_str(r#"{"name": "churn", "model": "c"}"#).unwrap();
-        catalog.create_deployment(&other).unwrap();
-        let listed = catalog.list_deployments().unwrap();
-        assert_eq!(
-            listed
-                .iter()
-                .map(|d| (d.spec.name.as_str(), d.revision))
-                .collect::<Vec<_>>(),
-            [("churn", 1), ("fraud", 2)]
-        );
-        assert_eq!(catalog.get_deployment("fraud").unwrap().unwrap(), live);
-        assert!(catalog.delete_deployment("fraud").unwrap());
-        assert!(catalog.get_deployment("fraud").unwrap().is_none());
-        assert!(!catalog.delete_deployment("fraud").unwrap());
-        assert_eq!(catalog.create_deployment(&spec).unwrap().revision, 3);
-    }
-
-    #[test]
-    fn service_documents_are_versioned_by_kind_and_name() {
-        let catalog = SqliteCatalog::in_memory().unwrap();
-        let body = |n: u32| serde_json::json!({ "window": n });
-        assert_eq!(
-            catalog
-                .put_service_document("monitor", "a", &body(1))
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            catalog
-                .put_service_document("monitor", "a", &body(2))
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            catalog
-                .put_service_document("monitor", "b", &body(3))
-                .unwrap(),
-            1
-        );
-        // Another kind, and a name the catalog's own kinds use, stay apart.
-        assert_eq!(
-            catalog
-                .put_service_document("other", "a", &body(4))
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            catalog.get_service_document("monitor", "a", None).unwrap(),
-            Some((2, body(2)))
-        );
-        assert_eq!(
-            catalog
-                .get_service_document("monitor", "a", Some(1))
-                .unwrap(),
-            Some((1, body(1)))
-        );
-        assert_eq!(
-            catalog.list_service_documents("monitor").unwrap(),
-            [("a".to_string(), 2, body(2)), ("b".to_string(), 1, body(3))]
-        );
-        assert!(catalog.delete_service_document("monitor", "a").unwrap());
-        assert!(
-            catalog
-                .get_service_document("monitor", "a", None)
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(
-            catalog
-                .put_service_document("monitor", "a", &body(5))
-                .unwrap(),
-            3
-        );
-        assert!(catalog.list_deployments().unwrap().is_empty());
     }
 }

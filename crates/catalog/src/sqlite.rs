@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::backend::{Backend, Doc, StoredDoc};
+use crate::backend::{Backend, Doc, MakeBody, StoredDoc, pending_migrations};
 use crate::{CatalogError, Result};
 
 /// The schema's versions, in order; a catalog records how many it has applied in SQLite's
@@ -73,6 +73,9 @@ impl Sqlite {
     }
 
     fn init(mut conn: Connection) -> Result<Self> {
+        // Other processes (the CLI beside a server, a second server) share the file: a writer
+        // waits for another's transaction instead of failing at once.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrate(&mut conn)?;
@@ -86,33 +89,31 @@ impl Sqlite {
     }
 }
 
+/// How long a write waits for another process's transaction on the file.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A transaction that takes the write lock at its start: one that read first and wrote later
+/// would fail at once when another writer came between (SQLite cannot wait there without
+/// risking a deadlock).
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
-    if applied > MIGRATIONS.len() {
-        return Err(CatalogError::NewerSchema {
-            found: applied,
-            known: MIGRATIONS.len(),
-        });
-    }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (version, migration) in pending_migrations(applied, MIGRATIONS)? {
         tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.pragma_update(None, "user_version", version)?;
     }
     tx.commit()?;
     Ok(())
 }
 
 impl Backend for Sqlite {
-    fn next_version(
-        &self,
-        kind: &str,
-        name: &str,
-        body: Option<&dyn Fn(u32) -> String>,
-    ) -> Result<u32> {
+    fn next_version(&self, kind: &str, name: &str, body: Option<MakeBody>) -> Result<u32> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = write_transaction(&mut conn)?;
         let version: u32 = tx.query_row(
             "INSERT INTO document_versions (kind, name, last_version) VALUES (?1, ?2, 1) \
              ON CONFLICT(kind, name) DO UPDATE SET last_version = last_version + 1 \
@@ -164,7 +165,7 @@ impl Backend for Sqlite {
 
     fn delete(&self, docs: &[Doc<'_>]) -> Result<bool> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = write_transaction(&mut conn)?;
         let mut first = None;
         for doc in docs {
             let n = tx.execute(

@@ -1,0 +1,254 @@
+//! The cluster's catalog engine: PostgreSQL, shared by every replica.
+//!
+//! The synchronous `postgres` client drives a runtime of its own, which must not run inside
+//! the server's async workers; so one thread per catalog owns the connection and runs each
+//! call's transaction, and a call waits for its answer as it waits for SQLite's lock. A lost
+//! connection is made again on the next call, with a connect timeout, so an unreachable server
+//! is an error naming PostgreSQL, never a hang.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use crate::backend::{Backend, Doc, MakeBody, StoredDoc, pending_migrations};
+use crate::{CatalogError, Result};
+
+/// The schema's versions, in order, recorded in `kairos_schema`.
+const MIGRATIONS: &[&str] = &[
+    // 1: versioned documents and the counters that hand out their versions.
+    "CREATE TABLE documents (
+         kind    TEXT   NOT NULL,
+         name    TEXT   NOT NULL,
+         version BIGINT NOT NULL,
+         body    TEXT   NOT NULL,
+         PRIMARY KEY (kind, name, version)
+     );
+     CREATE TABLE document_versions (
+         kind         TEXT   NOT NULL,
+         name         TEXT   NOT NULL,
+         last_version BIGINT NOT NULL,
+         PRIMARY KEY (kind, name)
+     );",
+];
+
+/// The advisory lock replicas starting at once take to migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x6b61_6972_6f73; // "kairos"
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> CatalogError {
+    CatalogError::Storage {
+        engine: "postgresql",
+        source: Box::new(e),
+    }
+}
+
+fn gone() -> CatalogError {
+    CatalogError::Storage {
+        engine: "postgresql",
+        source: "the catalog's connection thread has stopped".into(),
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The catalog's documents in a PostgreSQL database.
+#[derive(Debug)]
+pub struct Postgres {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The connection the catalog's thread owns, made again when lost.
+struct Connection {
+    config: postgres::Config,
+    client: Option<Client>,
+}
+
+impl Connection {
+    fn client(&mut self) -> Result<&mut Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let mut client = self.config.connect(NoTls).map_err(storage)?;
+            migrate(&mut client)?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+}
+
+impl Postgres {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and brings the schema
+    /// up to date.
+    pub fn connect(url: &str) -> Result<Self> {
+        let mut config: postgres::Config = url.parse().map_err(storage)?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("kairos-catalog".into())
+            .spawn(move || {
+                let mut connection = Connection {
+                    config,
+                    client: None,
+                };
+                // Ends when the catalog is dropped.
+                for job in queue {
+                    job(&mut connection);
+                }
+            })
+            .map_err(storage)?;
+        let catalog = Self { jobs };
+        catalog.run(|_| Ok(()))?;
+        Ok(catalog)
+    }
+
+    /// Runs `work` on the connection's thread and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |connection: &mut Connection| {
+                let _ = answer.send(connection.client().and_then(work));
+            }))
+            .map_err(|_| gone())?;
+        answered.recv().map_err(|_| gone())?
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction().map_err(storage)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(storage)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS kairos_schema (version BIGINT NOT NULL)")
+        .map_err(storage)?;
+    let applied: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM kairos_schema", &[])
+        .map_err(storage)?
+        .get(0);
+    for (version, migration) in pending_migrations(applied, MIGRATIONS)? {
+        tx.batch_execute(migration).map_err(storage)?;
+        tx.execute(
+            "INSERT INTO kairos_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .map_err(storage)?;
+    }
+    tx.commit().map_err(storage)
+}
+
+fn version_of(v: i64, name: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| CatalogError::Corrupt {
+        name: name.to_string(),
+        version: 0,
+        reason: format!("version {v} is out of range"),
+    })
+}
+
+impl Backend for Postgres {
+    fn next_version(&self, kind: &str, name: &str, body: Option<MakeBody>) -> Result<u32> {
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.run(move |client| {
+            let mut tx = client.transaction().map_err(storage)?;
+            // The counter's row lock orders writers of one name: each gets its own version.
+            let version: i64 = tx
+                .query_one(
+                    "INSERT INTO document_versions (kind, name, last_version) VALUES ($1, $2, 1) \
+                     ON CONFLICT (kind, name) \
+                     DO UPDATE SET last_version = document_versions.last_version + 1 \
+                     RETURNING last_version",
+                    &[&kind, &name],
+                )
+                .map_err(storage)?
+                .get(0);
+            let version = version_of(version, &name)?;
+            if let Some(body) = body {
+                tx.execute(
+                    "INSERT INTO documents (kind, name, version, body) VALUES ($1, $2, $3, $4)",
+                    &[&kind, &name, &i64::from(version), &body(version)],
+                )
+                .map_err(storage)?;
+            }
+            tx.commit().map_err(storage)?;
+            Ok(version)
+        })
+    }
+
+    fn put(&self, kind: &str, name: &str, version: u32, body: &str) -> Result<()> {
+        let (kind, name, body) = (kind.to_string(), name.to_string(), body.to_string());
+        self.run(move |client| {
+            client
+                .execute(
+                    "INSERT INTO documents (kind, name, version, body) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (kind, name, version) DO UPDATE SET body = excluded.body",
+                    &[&kind, &name, &i64::from(version), &body],
+                )
+                .map_err(storage)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, kind: &str, name: &str, version: Option<u32>) -> Result<Option<(u32, String)>> {
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.run(move |client| {
+            let row = client
+                .query_opt(
+                    "SELECT version, body FROM documents WHERE kind = $1 AND name = $2 \
+                     AND ($3::BIGINT IS NULL OR version = $3) ORDER BY version DESC LIMIT 1",
+                    &[&kind, &name, &version.map(i64::from)],
+                )
+                .map_err(storage)?;
+            row.map(|r| Ok((version_of(r.get(0), &name)?, r.get(1))))
+                .transpose()
+        })
+    }
+
+    fn list(&self, kind: &str, name: Option<&str>) -> Result<Vec<StoredDoc>> {
+        let (kind, name) = (kind.to_string(), name.map(str::to_string));
+        self.run(move |client| {
+            client
+                .query(
+                    "SELECT name, version, body FROM documents WHERE kind = $1 \
+                     AND ($2::TEXT IS NULL OR name = $2) ORDER BY name, version",
+                    &[&kind, &name],
+                )
+                .map_err(storage)?
+                .into_iter()
+                .map(|r| {
+                    let name: String = r.get(0);
+                    let version = version_of(r.get(1), &name)?;
+                    Ok((name, version, r.get(2)))
+                })
+                .collect()
+        })
+    }
+
+    fn delete(&self, docs: &[Doc<'_>]) -> Result<bool> {
+        let docs: Vec<(String, String, Option<i64>)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d.kind.to_string(),
+                    d.name.to_string(),
+                    d.version.map(i64::from),
+                )
+            })
+            .collect();
+        self.run(move |client| {
+            let mut tx = client.transaction().map_err(storage)?;
+            let mut first = None;
+            for (kind, name, version) in &docs {
+                let n = tx
+                    .execute(
+                        "DELETE FROM documents WHERE kind = $1 AND name = $2 \
+                         AND ($3::BIGINT IS NULL OR version = $3)",
+                        &[kind, name, version],
+                    )
+                    .map_err(storage)?;
+                first.get_or_insert(n > 0);
+            }
+            tx.commit().map_err(storage)?;
+            Ok(first.unwrap_or(false))
+        })
+    }
+}

@@ -1,0 +1,322 @@
+//! One suite for every catalog engine: SQLite always, PostgreSQL when
+//! `KAIROS_TEST_POSTGRES_URL` names a server (`.ci/run` starts one), each test in a database of
+//! its own. And two processes racing for the next versions of one name, on each engine.
+
+use std::process::{Command, Stdio};
+
+use kairos_catalog::{Catalog, PostgresCatalog, SqliteCatalog};
+use kairos_model::{DeploymentSpec, ModelSpec};
+use kairos_types::{Column, FeatureGroupSpec, FeatureType};
+
+/// Where a test's catalog lives, so it can be opened again (by this process or another).
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin: String, database: String },
+}
+
+impl Place {
+    fn open(&self) -> Box<dyn Catalog> {
+        match self {
+            Place::Sqlite(dir) => {
+                Box::new(SqliteCatalog::open(&dir.path().join("catalog.db")).unwrap())
+            }
+            Place::Postgres { admin, database } => {
+                Box::new(PostgresCatalog::connect(&database_url(admin, database)).unwrap())
+            }
+        }
+    }
+
+    /// The `KAIROS_CATALOG_RACER` value a racing child opens.
+    fn url(&self) -> String {
+        match self {
+            Place::Sqlite(dir) => format!("sqlite:{}", dir.path().join("catalog.db").display()),
+            Place::Postgres { admin, database } => database_url(admin, database),
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Place::Postgres { admin, database } = self
+            && let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls)
+        {
+            let _ =
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+        }
+    }
+}
+
+fn database_url(admin: &str, database: &str) -> String {
+    let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+    format!("{base}/{database}")
+}
+
+/// A fresh catalog place on every engine this run has.
+fn places() -> Vec<Place> {
+    let mut places = vec![Place::Sqlite(tempfile::tempdir().unwrap())];
+    if let Ok(admin) = std::env::var("KAIROS_TEST_POSTGRES_URL") {
+        let database = format!(
+            "kairos_test_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .expect("KAIROS_TEST_POSTGRES_URL is set but unreachable");
+        client
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .unwrap();
+        places.push(Place::Postgres { admin, database });
+    }
+    places
+}
+
+fn spec(name: &str) -> FeatureGroupSpec {
+    FeatureGroupSpec {
+        name: name.into(),
+        description: "test".into(),
+        columns: vec![
+            Column::new("id", FeatureType::Int64),
+            Column::new("ts", FeatureType::Timestamp),
+        ],
+        primary_key: vec!["id".into()],
+        event_time: "ts".into(),
+        online: true,
+        ttl_seconds: Some(60),
+        vector_index: None,
+        expectations: Vec::new(),
+    }
+}
+
+#[test]
+fn versions_count_up_and_survive_reopen() {
+    for place in places() {
+        {
+            let catalog = place.open();
+            assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 1);
+            assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 2);
+            assert_eq!(catalog.create_feature_group(&spec("b")).unwrap().version, 1);
+        }
+        let catalog = place.open();
+        assert_eq!(
+            catalog
+                .get_feature_group("a", None)
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
+        assert_eq!(
+            catalog
+                .get_feature_group("a", Some(1))
+                .unwrap()
+                .unwrap()
+                .spec,
+            spec("a")
+        );
+        assert!(catalog.get_feature_group("c", None).unwrap().is_none());
+        assert_eq!(catalog.list_feature_groups().unwrap().len(), 3);
+
+        assert!(catalog.delete_feature_group("a", 2).unwrap());
+        assert!(!catalog.delete_feature_group("a", 2).unwrap());
+        assert_eq!(
+            catalog
+                .get_feature_group("a", None)
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
+        // A deleted version's number is not handed out again.
+        catalog.delete_feature_group("a", 1).unwrap();
+        assert_eq!(catalog.create_feature_group(&spec("a")).unwrap().version, 3);
+    }
+}
+
+#[test]
+fn models_are_versioned_documents() {
+    for place in places() {
+        let catalog = place.open();
+        let spec: ModelSpec = serde_json::from_str(
+            r#"{"name": "fraud", "framework": "gbdt", "artifact": "model.json",
+            "signature": {"inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 3]}],
+                          "outputs": [{"name": "p", "datatype": "FP64", "shape": [-1]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(catalog.create_model(&spec).unwrap().version, 1);
+        let second = catalog.create_model(&spec).unwrap();
+        assert_eq!(second.version, 2);
+        assert_eq!(catalog.get_model("fraud", None).unwrap().unwrap(), second);
+        assert_eq!(
+            catalog.get_model("fraud", Some(1)).unwrap().unwrap().spec,
+            spec
+        );
+        assert_eq!(catalog.list_models().unwrap().len(), 2);
+        assert!(catalog.delete_model("fraud", 2).unwrap());
+        assert!(!catalog.delete_model("fraud", 2).unwrap());
+        assert_eq!(
+            catalog.get_model("fraud", None).unwrap().unwrap().version,
+            1
+        );
+        assert_eq!(catalog.create_model(&spec).unwrap().version, 3);
+    }
+}
+
+#[test]
+fn deployments_list_their_live_revision() {
+    for place in places() {
+        let catalog = place.open();
+        let mut spec: DeploymentSpec =
+            serde_json::from_str(r#"{"name": "fraud", "model": "m", "model_version": 1}"#).unwrap();
+        catalog.create_deployment(&spec).unwrap();
+        spec.model_version = Some(2);
+        let live = catalog.create_deployment(&spec).unwrap();
+        assert_eq!(live.revision, 2);
+        let other: DeploymentSpec =
+            serde_json::from_str(r#"{"name": "churn", "model": "c"}"#).unwrap();
+        catalog.create_deployment(&other).unwrap();
+        let listed = catalog.list_deployments().unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|d| (d.spec.name.as_str(), d.revision))
+                .collect::<Vec<_>>(),
+            [("churn", 1), ("fraud", 2)]
+        );
+        assert_eq!(catalog.get_deployment("fraud").unwrap().unwrap(), live);
+        assert!(catalog.delete_deployment("fraud").unwrap());
+        assert!(catalog.get_deployment("fraud").unwrap().is_none());
+        assert!(!catalog.delete_deployment("fraud").unwrap());
+        assert_eq!(catalog.create_deployment(&spec).unwrap().revision, 3);
+    }
+}
+
+#[test]
+fn service_documents_are_versioned_by_kind_and_name() {
+    for place in places() {
+        let catalog = place.open();
+        let body = |n: u32| serde_json::json!({ "window": n });
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "a", &body(1))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "a", &body(2))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "b", &body(3))
+                .unwrap(),
+            1
+        );
+        // Another kind, and a name the catalog's own kinds use, stay apart.
+        assert_eq!(
+            catalog
+                .put_service_document("other", "a", &body(4))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            catalog.get_service_document("monitor", "a", None).unwrap(),
+            Some((2, body(2)))
+        );
+        assert_eq!(
+            catalog
+                .get_service_document("monitor", "a", Some(1))
+                .unwrap(),
+            Some((1, body(1)))
+        );
+        assert_eq!(
+            catalog.list_service_documents("monitor").unwrap(),
+            [("a".to_string(), 2, body(2)), ("b".to_string(), 1, body(3))]
+        );
+        assert!(catalog.delete_service_document("monitor", "a").unwrap());
+        assert!(
+            catalog
+                .get_service_document("monitor", "a", None)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            catalog
+                .put_service_document("monitor", "a", &body(5))
+                .unwrap(),
+            3
+        );
+        assert!(catalog.list_deployments().unwrap().is_empty());
+    }
+}
+
+/// The racing child: creates versions of one name and prints the versions it was given. A
+/// no-op unless the parent test below runs it.
+#[test]
+fn racer_child() {
+    let Ok(url) = std::env::var("KAIROS_CATALOG_RACER") else {
+        return;
+    };
+    let catalog: Box<dyn Catalog> = match url.strip_prefix("sqlite:") {
+        Some(path) => Box::new(SqliteCatalog::open(std::path::Path::new(path)).unwrap()),
+        None => Box::new(PostgresCatalog::connect(&url).unwrap()),
+    };
+    let versions: Vec<String> = (0..RACE_ROUNDS)
+        .map(|_| {
+            catalog
+                .create_feature_group(&spec("race"))
+                .unwrap()
+                .version
+                .to_string()
+        })
+        .collect();
+    println!("RACER {}", versions.join(","));
+}
+
+const RACE_ROUNDS: usize = 40;
+
+/// Two processes creating the next version of one name at the same moment never get the same
+/// number: between them they get every version from 1 up, each once.
+#[test]
+fn racing_processes_never_share_a_version() {
+    let exe = std::env::current_exe().unwrap();
+    for place in places() {
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(&exe)
+                    .args(["--exact", "racer_child", "--nocapture", "--test-threads=1"])
+                    .env("KAIROS_CATALOG_RACER", place.url())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut versions: Vec<u32> = Vec::new();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "racer failed: {out:?}");
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            let line = stdout
+                .lines()
+                .find_map(|l| l.split_once("RACER ").map(|(_, versions)| versions))
+                .expect("the racer printed its versions");
+            versions.extend(line.split(',').map(|v| v.parse::<u32>().unwrap()));
+        }
+        versions.sort_unstable();
+        let expected: Vec<u32> = (1..=2 * RACE_ROUNDS as u32).collect();
+        assert_eq!(versions, expected, "on {}", place.url());
+        let listed = place.open().list_feature_groups().unwrap();
+        assert_eq!(listed.len(), 2 * RACE_ROUNDS);
+    }
+}
+
+/// A PostgreSQL server that is not there is an error naming the engine, at once.
+#[test]
+fn an_unreachable_postgres_is_an_error_naming_it() {
+    let err = PostgresCatalog::connect("postgres://kairos@127.0.0.1:1/kairos").unwrap_err();
+    assert!(
+        err.to_string().starts_with("catalog storage (postgresql)"),
+        "{err}"
+    );
+}
