@@ -9,6 +9,7 @@
 mod backend;
 mod postgresql;
 mod sqlite;
+pub mod testing;
 
 use kairos_model::{Deployment, DeploymentSpec, Model, ModelSpec};
 use kairos_stream::spec::{PipelineDef, PipelineSpec};
@@ -23,6 +24,12 @@ pub use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// The engine cannot be reached (a connection refused, lost or timed out).
+    #[error("catalog unavailable ({engine}): {source}")]
+    Unavailable {
+        engine: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("catalog storage ({engine}): {source}")]
     Storage {
         engine: &'static str,
@@ -177,6 +184,15 @@ impl SqliteCatalog {
     pub fn in_memory() -> Result<Self> {
         Ok(Self::new(Sqlite::in_memory()?))
     }
+}
+
+/// Opens the catalog `url` names (a PostgreSQL database), or `catalog.db` in `data_dir` when
+/// there is none.
+pub fn open(url: Option<&str>, data_dir: &std::path::Path) -> Result<Box<dyn Catalog>> {
+    Ok(match url {
+        Some(url) => Box::new(PostgresCatalog::connect(url)?),
+        None => Box::new(SqliteCatalog::open(&data_dir.join("catalog.db"))?),
+    })
 }
 
 /// The catalog of a cluster: a PostgreSQL database every replica shares.

@@ -37,10 +37,19 @@ const MIGRATION_LOCK: i64 = 0x6b61_6972_6f73; // "kairos"
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn storage(e: impl std::error::Error + Send + Sync + 'static) -> CatalogError {
-    CatalogError::Storage {
-        engine: "postgresql",
-        source: Box::new(e),
+/// An error of the server (a statement it refused) is the catalog's; anything else — refused,
+/// lost or timed-out connections — means PostgreSQL cannot be reached.
+fn storage(e: postgres::Error) -> CatalogError {
+    if e.as_db_error().is_some() {
+        CatalogError::Storage {
+            engine: "postgresql",
+            source: Box::new(e),
+        }
+    } else {
+        CatalogError::Unavailable {
+            engine: "postgresql",
+            source: Box::new(e),
+        }
     }
 }
 
@@ -95,7 +104,10 @@ impl Postgres {
                     job(&mut connection);
                 }
             })
-            .map_err(storage)?;
+            .map_err(|e| CatalogError::Storage {
+                engine: "postgresql",
+                source: Box::new(e),
+            })?;
         let catalog = Self { jobs };
         catalog.run(|_| Ok(()))?;
         Ok(catalog)

@@ -5,7 +5,6 @@
 use anyhow::Context;
 use clap::Subcommand;
 use kairos_auth::{KeySpec, Keys, Scope};
-use kairos_catalog::SqliteCatalog;
 use reqwest::Method;
 
 use crate::config::Config;
@@ -52,17 +51,17 @@ pub async fn run(command: AuthCommand, config: &Config, url: Option<&str>) -> an
     let data_dir = &config.store.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"))?;
-    let keys = Keys::load(&catalog)?;
+    let catalog = kairos_catalog::open(config.store.catalog.url.as_deref(), data_dir)?;
+    let keys = Keys::load(catalog.as_ref())?;
     match command {
         AuthCommand::Create { .. } => {
-            let issued = keys.create(&catalog, spec(command))?;
+            let issued = keys.create(catalog.as_ref(), spec(command))?;
             print_json(&issued)?;
             eprintln!("Keep the token: it is not shown again.");
             Ok(())
         }
         AuthCommand::List => print_json(&keys.list()),
-        AuthCommand::Revoke { id } => print_json(&keys.revoke(&catalog, &id)?),
+        AuthCommand::Revoke { id } => print_json(&keys.revoke(catalog.as_ref(), &id)?),
     }
 }
 

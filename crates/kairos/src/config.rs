@@ -117,6 +117,9 @@ impl Config {
                 .parse()
                 .context("KAIROS_LOG_RETENTION_SECS: expected seconds")?;
         }
+        if let Some(url) = env("KAIROS_CATALOG_URL") {
+            config.store.catalog.url = Some(url);
+        }
         if let Some(v) = env("KAIROS_SOURCE_DIRS") {
             config.pipelines.source_dirs = std::env::split_paths(&v).collect();
         }
@@ -227,5 +230,35 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(None, |_| None, flags).is_err());
+        let env = |k: &str| (k == "KAIROS_CATALOG_URL").then(|| "mysql://db".to_string());
+        let err = Config::load(None, env, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("store.catalog.url"), "{err}");
+    }
+
+    #[test]
+    fn the_catalog_comes_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kairos.toml");
+        std::fs::write(
+            &file,
+            "[store.catalog]\nurl = \"postgres://kairos@db:5432/kairos\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), |_| None, Overrides::default()).unwrap();
+        assert_eq!(
+            config.store.catalog.url.as_deref(),
+            Some("postgres://kairos@db:5432/kairos")
+        );
+        let env = |k: &str| (k == "KAIROS_CATALOG_URL").then(|| "postgresql://other/k".to_string());
+        let config = Config::load(Some(&file), env, Overrides::default()).unwrap();
+        assert_eq!(
+            config.store.catalog.url.as_deref(),
+            Some("postgresql://other/k")
+        );
+        let config = Config::load(None, |_| None, Overrides::default()).unwrap();
+        assert_eq!(
+            config.store.catalog.url, None,
+            "SQLite in the data dir by default"
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use kairos_catalog::{Catalog, SqliteCatalog};
+use kairos_catalog::Catalog;
 use kairos_model::{Artifacts, Model, ModelSpec};
 
 use reqwest::Method;
@@ -48,13 +48,13 @@ pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> a
     let data_dir = &config.store.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"))?;
+    let catalog = kairos_catalog::open(config.store.catalog.url.as_deref(), data_dir)?;
     let artifacts = Artifacts::in_data_dir(data_dir)?;
     match command {
         ModelCommand::Register {
             definition,
             artifact,
-        } => print_json(&register(&catalog, &artifacts, &definition, &artifact).await?),
+        } => print_json(&register(catalog.as_ref(), &artifacts, &definition, &artifact).await?),
         ModelCommand::List => print_json(&catalog.list_models()?),
         ModelCommand::Describe { name, version } => print_json(
             &catalog
@@ -134,7 +134,7 @@ fn not_found(name: &str, version: Option<u32>) -> String {
 
 /// Reads and checks the definition and registers it with the artifact's bytes.
 async fn register(
-    catalog: &SqliteCatalog,
+    catalog: &dyn Catalog,
     artifacts: &Artifacts,
     definition: &Path,
     artifact: &Path,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use kairos_catalog::{Catalog, SqliteCatalog};
+use kairos_catalog::Catalog;
 use kairos_pipeline::{PipelineStatus, Pipelines, RunState};
 use kairos_store::FeatureStore;
 use kairos_stream::{PipelineSpec, SourceSpec};
@@ -92,7 +92,7 @@ async fn run_local(command: PipelineCommand, config: &Config) -> anyhow::Result<
         // Status, list and stop read only the catalog and the files a running pipeline writes,
         // so they work while `kairos pipeline run` holds the stores in another process.
         PipelineCommand::List => {
-            let catalog = catalog(data_dir)?;
+            let catalog = catalog(config)?;
             let mut latest = std::collections::BTreeMap::new();
             for def in catalog.list_pipelines()? {
                 latest.insert(def.spec.name.clone(), def);
@@ -104,12 +104,12 @@ async fn run_local(command: PipelineCommand, config: &Config) -> anyhow::Result<
             print_json(&statuses)
         }
         PipelineCommand::Status { name } => {
-            let def = definition(&catalog(data_dir)?, &name)?;
+            let def = definition(catalog(config)?.as_ref(), &name)?;
             print_json(&kairos_pipeline::runner::status_on_disk(data_dir, &def))
         }
         PipelineCommand::Worker { .. } => unreachable!("run() handles workers"),
         PipelineCommand::Stop { name } => {
-            let def = definition(&catalog(data_dir)?, &name)?;
+            let def = definition(catalog(config)?.as_ref(), &name)?;
             kairos_pipeline::runner::request_stop_on_disk(data_dir, &def)?;
             eprintln!("asked pipeline {name} to stop after a last checkpoint");
             Ok(())
@@ -117,16 +117,17 @@ async fn run_local(command: PipelineCommand, config: &Config) -> anyhow::Result<
     }
 }
 
-fn catalog(data_dir: &Path) -> anyhow::Result<SqliteCatalog> {
-    let path = data_dir.join("catalog.db");
-    if !path.exists() {
+fn catalog(config: &Config) -> anyhow::Result<Box<dyn Catalog>> {
+    let data_dir = &config.store.data_dir;
+    let url = config.store.catalog.url.as_deref();
+    if url.is_none() && !data_dir.join("catalog.db").exists() {
         bail!("no Kairos data in {}", data_dir.display());
     }
-    Ok(SqliteCatalog::open(&path)?)
+    Ok(kairos_catalog::open(url, data_dir)?)
 }
 
 fn definition(
-    catalog: &SqliteCatalog,
+    catalog: &dyn Catalog,
     name: &str,
 ) -> anyhow::Result<kairos_stream::spec::PipelineDef> {
     catalog

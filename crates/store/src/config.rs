@@ -24,11 +24,21 @@ fn default_prefix() -> String {
     "kairos:".into()
 }
 
+/// Where the catalog lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// A PostgreSQL database (`postgres://user:password@host:port/database`) the replicas of a
+    /// cluster share; when absent, `catalog.db` (SQLite) in the data dir.
+    pub url: Option<String>,
+}
+
 /// Settings of the feature store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub data_dir: PathBuf,
+    pub catalog: CatalogConfig,
     pub online: OnlineConfig,
     /// A log segment is closed once it holds this many bytes.
     pub segment_bytes: u64,
@@ -49,6 +59,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("kairos-data"),
+            catalog: CatalogConfig::default(),
             online: OnlineConfig::Redb,
             segment_bytes: 64 << 20,
             log_retention_secs: 3600,
@@ -91,6 +102,11 @@ impl StoreConfig {
                 || url.starts_with("unix://"))
         {
             return Err(format!("online.url: '{url}' is not a redis:// URL"));
+        }
+        if let Some(url) = &self.catalog.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(format!("catalog.url: '{url}' is not a postgres:// URL"));
         }
         Ok(())
     }

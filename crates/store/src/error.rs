@@ -80,7 +80,13 @@ impl From<kairos_stream::StreamError> for StoreError {
 
 impl From<kairos_catalog::CatalogError> for StoreError {
     fn from(e: kairos_catalog::CatalogError) -> Self {
-        StoreError::internal(e)
+        match e {
+            // Names the engine: "catalog unavailable (postgresql): …".
+            kairos_catalog::CatalogError::Unavailable { .. } => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::internal(other),
+        }
     }
 }
 

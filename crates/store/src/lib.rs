@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use kairos_catalog::{Catalog, SqliteCatalog};
+use kairos_catalog::Catalog;
 use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
 use kairos_offline::{CompactReport, DeltaOfflineStore, OfflineStream, ReadFilter};
 use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use check::CheckReport;
-pub use config::{OnlineConfig, StoreConfig};
+pub use config::{CatalogConfig, OnlineConfig, StoreConfig};
 pub use error::{ErrorKind, Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use kairos_types::expectations::ValidationReport;
@@ -215,7 +215,7 @@ impl FeatureStore {
                     dir.display()
                 ))
             })?;
-        let catalog = SqliteCatalog::open(&dir.join("catalog.db"))?;
+        let catalog = kairos_catalog::open(config.catalog.url.as_deref(), dir)?;
         let online = match &config.online {
             OnlineConfig::Redb => OnlineBackend::Redb(RedbStore::open(&dir.join("online.redb")).map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -234,7 +234,7 @@ impl FeatureStore {
         let store = FeatureStore {
             inner: Arc::new(Inner {
                 config,
-                catalog: Box::new(catalog),
+                catalog,
                 online,
                 offline,
                 clock,

@@ -4,6 +4,7 @@
 
 use std::process::{Command, Stdio};
 
+use kairos_catalog::testing::TestDatabase;
 use kairos_catalog::{Catalog, PostgresCatalog, SqliteCatalog};
 use kairos_model::{DeploymentSpec, ModelSpec};
 use kairos_types::{Column, FeatureGroupSpec, FeatureType};
@@ -11,7 +12,7 @@ use kairos_types::{Column, FeatureGroupSpec, FeatureType};
 /// Where a test's catalog lives, so it can be opened again (by this process or another).
 enum Place {
     Sqlite(tempfile::TempDir),
-    Postgres { admin: String, database: String },
+    Postgres(TestDatabase),
 }
 
 impl Place {
@@ -20,9 +21,7 @@ impl Place {
             Place::Sqlite(dir) => {
                 Box::new(SqliteCatalog::open(&dir.path().join("catalog.db")).unwrap())
             }
-            Place::Postgres { admin, database } => {
-                Box::new(PostgresCatalog::connect(&database_url(admin, database)).unwrap())
-            }
+            Place::Postgres(db) => Box::new(PostgresCatalog::connect(&db.url()).unwrap()),
         }
     }
 
@@ -30,43 +29,15 @@ impl Place {
     fn url(&self) -> String {
         match self {
             Place::Sqlite(dir) => format!("sqlite:{}", dir.path().join("catalog.db").display()),
-            Place::Postgres { admin, database } => database_url(admin, database),
+            Place::Postgres(db) => db.url(),
         }
     }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        if let Place::Postgres { admin, database } = self
-            && let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls)
-        {
-            let _ =
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
-        }
-    }
-}
-
-fn database_url(admin: &str, database: &str) -> String {
-    let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
-    format!("{base}/{database}")
 }
 
 /// A fresh catalog place on every engine this run has.
 fn places() -> Vec<Place> {
     let mut places = vec![Place::Sqlite(tempfile::tempdir().unwrap())];
-    if let Ok(admin) = std::env::var("KAIROS_TEST_POSTGRES_URL") {
-        let database = format!(
-            "kairos_test_{}_{}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-            .expect("KAIROS_TEST_POSTGRES_URL is set but unreachable");
-        client
-            .batch_execute(&format!("CREATE DATABASE {database}"))
-            .unwrap();
-        places.push(Place::Postgres { admin, database });
-    }
+    places.extend(TestDatabase::create("kairos_catalog_test").map(Place::Postgres));
     places
 }
 
@@ -316,7 +287,8 @@ fn racing_processes_never_share_a_version() {
 fn an_unreachable_postgres_is_an_error_naming_it() {
     let err = PostgresCatalog::connect("postgres://kairos@127.0.0.1:1/kairos").unwrap_err();
     assert!(
-        err.to_string().starts_with("catalog storage (postgresql)"),
+        err.to_string()
+            .starts_with("catalog unavailable (postgresql)"),
         "{err}"
     );
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use arrow::array::{AsArray, Float64Array, Int64Array, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use kairos_catalog::testing::TestDatabase;
 use kairos_store::{
-    FeatureStore, InsertOptions, KeyStatus, OfflineFilter, OnlineConfig, StoreConfig, StoreError,
+    CatalogConfig, FeatureStore, InsertOptions, KeyStatus, OfflineFilter, OnlineConfig,
+    StoreConfig, StoreError,
 };
 use kairos_types::{Clock, Column, FeatureGroupSpec, FeatureType, Format, ManualClock, Value};
 
@@ -400,4 +402,60 @@ async fn the_offline_materialiser_compacts_its_small_files() {
         "{check:?}"
     );
     f.store.close().await;
+}
+
+/// Two stores on two data dirs sharing one PostgreSQL catalog, as two replicas do: a group
+/// one defines opens in the other, and versions count on across both.
+#[tokio::test]
+async fn stores_sharing_a_postgres_catalog_see_each_others_groups() {
+    // The synchronous client that makes the database runs a runtime of its own.
+    let create = || TestDatabase::create("kairos_store_test");
+    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
+        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let url = db.url();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &tempfile::TempDir| StoreConfig {
+        catalog: CatalogConfig {
+            url: Some(url.clone()),
+        },
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    let a = FeatureStore::open(config(&dir_a)).await.unwrap();
+    assert_eq!(a.create_group(spec(None)).await.unwrap().version, 1);
+    assert!(
+        !dir_a.path().join("catalog.db").exists(),
+        "no SQLite catalog beside a PostgreSQL one"
+    );
+    let b = FeatureStore::open(config(&dir_b)).await.unwrap();
+    let listed: Vec<(String, u32)> = b
+        .list_groups()
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.spec.name, g.version))
+        .collect();
+    assert_eq!(listed, [("cards".to_string(), 1)]);
+    assert_eq!(b.create_group(spec(None)).await.unwrap().version, 2);
+    a.close().await;
+    b.close().await;
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
+
+/// A catalog server that cannot be reached stops the store from opening, with an error that
+/// names it, instead of hanging or falling back to a local catalog.
+#[tokio::test]
+async fn an_unreachable_catalog_is_unavailable_naming_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        catalog: CatalogConfig {
+            url: Some("postgres://kairos@127.0.0.1:1/kairos".into()),
+        },
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    let err = FeatureStore::open(config).await.err().unwrap();
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.contains("postgresql")),
+        "{err:?}"
+    );
 }
