@@ -22,6 +22,30 @@ pub type StoredDoc = (String, u32, String);
 /// Owned and `Send`, since an engine may run its transactions on a thread of its own.
 pub type MakeBody = Box<dyn Fn(u32) -> String + Send>;
 
+/// One change to the catalog: a document written, or deleted (`deleted`; `version` `None` when
+/// every version of the name went). Changes are numbered in the order they were committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: String,
+    pub name: String,
+    pub version: Option<u32>,
+    pub deleted: bool,
+}
+
+/// The changes after a position, as far as the catalog still keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub changes: Vec<Change>,
+    /// False when changes after the position were already pruned: a reader that far behind
+    /// must read everything again rather than apply these.
+    pub complete: bool,
+}
+
+/// Changes a catalog keeps for readers that fall behind (a replica cut off for a while); one
+/// further behind reads everything again.
+pub const KEPT_CHANGES: i64 = 10_000;
+
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Hands out the next version of `name` among `kind`'s documents — one more than any
     /// version ever handed out for it, deleted ones included, so old data is never mistaken
@@ -40,6 +64,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Deletes `docs` in one transaction; returns whether the first of them existed.
     fn delete(&self, docs: &[Doc<'_>]) -> Result<bool>;
+
+    /// The changes committed after change `seq` (0: from the start), in commit order; every
+    /// write above records its change in its own transaction (a bare version reservation
+    /// changes nothing).
+    fn changes_since(&self, seq: i64) -> Result<Changes>;
 }
 
 /// The migrations an engine's schema still needs, each with the schema version it brings,

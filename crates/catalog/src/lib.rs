@@ -18,7 +18,7 @@ use kairos_view::{FeatureView, FeatureViewSpec, TrainingDataset};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use backend::{Backend, Doc, MakeBody, StoredDoc};
+pub use backend::{Backend, Change, Changes, Doc, KEPT_CHANGES, MakeBody, StoredDoc};
 pub use postgresql::Postgres;
 pub use sqlite::Sqlite;
 
@@ -158,20 +158,29 @@ pub trait Catalog: Send + Sync {
 
     /// Deletes every version of a service document; false when there was none.
     fn delete_service_document(&self, kind: &str, name: &str) -> Result<bool>;
+
+    /// The changes committed after change `seq` (0: from the start), in commit order: what
+    /// another process or replica changed, for caches to follow. Kinds are those of [`kind`].
+    fn changes_since(&self, seq: i64) -> Result<Changes>;
 }
 
-/// Service documents live beside the catalog's own kinds, under a prefix no kind of its own
-/// has.
-fn service_kind(kind: &str) -> String {
-    format!("service:{kind}")
+/// The kinds of the catalog's documents, as its changes name them.
+pub mod kind {
+    pub const FEATURE_GROUP: &str = "feature_group";
+    pub const FEATURE_VIEW: &str = "feature_view";
+    /// Named `<view>@<view version>`.
+    pub const TRAINING_DATASET: &str = "training_dataset";
+    pub const PIPELINE: &str = "pipeline";
+    pub const MODEL: &str = "model";
+    pub const DEPLOYMENT: &str = "deployment";
+
+    /// A service's documents (monitors, API keys): `service:<kind>`.
+    pub fn service(kind: &str) -> String {
+        format!("service:{kind}")
+    }
 }
 
-const FEATURE_GROUP: &str = "feature_group";
-const FEATURE_VIEW: &str = "feature_view";
-const TRAINING_DATASET: &str = "training_dataset";
-const PIPELINE: &str = "pipeline";
-const MODEL: &str = "model";
-const DEPLOYMENT: &str = "deployment";
+use kind::{DEPLOYMENT, FEATURE_GROUP, FEATURE_VIEW, MODEL, PIPELINE, TRAINING_DATASET};
 
 /// The embedded catalog: one SQLite file.
 pub type SqliteCatalog = DocumentCatalog<Sqlite>;
@@ -475,7 +484,7 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
     ) -> Result<u32> {
         let body = to_json(body);
         self.docs.next_version(
-            &service_kind(kind),
+            &kind::service(kind),
             name,
             Some(Box::new(move |_| body.clone())),
         )
@@ -488,13 +497,13 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
         version: Option<u32>,
     ) -> Result<Option<(u32, serde_json::Value)>> {
         self.docs
-            .get(&service_kind(kind), name, version)?
+            .get(&kind::service(kind), name, version)?
             .map(|(v, body)| Ok((v, parse_document(name, v, &body)?)))
             .transpose()
     }
 
     fn list_service_documents(&self, kind: &str) -> Result<Vec<(String, u32, serde_json::Value)>> {
-        let all = self.docs.list(&service_kind(kind), None)?;
+        let all = self.docs.list(&kind::service(kind), None)?;
         latest_per_name(all, |doc| &doc.0)
             .into_iter()
             .map(|(n, v, body)| {
@@ -505,6 +514,10 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
     }
 
     fn delete_service_document(&self, kind: &str, name: &str) -> Result<bool> {
-        self.delete_one(&service_kind(kind), name, None)
+        self.delete_one(&kind::service(kind), name, None)
+    }
+
+    fn changes_since(&self, seq: i64) -> Result<Changes> {
+        self.docs.changes_since(seq)
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
-use crate::backend::{Backend, Doc, MakeBody, StoredDoc, pending_migrations};
+use crate::backend::{
+    Backend, Change, Changes, Doc, KEPT_CHANGES, MakeBody, StoredDoc, pending_migrations,
+};
 use crate::{CatalogError, Result};
 
 /// The schema's versions, in order, recorded in `kairos_schema`.
@@ -30,10 +32,25 @@ const MIGRATIONS: &[&str] = &[
          last_version BIGINT NOT NULL,
          PRIMARY KEY (kind, name)
      );",
+    // 2: the change log replicas follow, and how far it was pruned.
+    "CREATE TABLE changes (
+         seq     BIGSERIAL PRIMARY KEY,
+         kind    TEXT    NOT NULL,
+         name    TEXT    NOT NULL,
+         version BIGINT,
+         deleted BOOLEAN NOT NULL
+     );
+     CREATE TABLE change_horizon (pruned_through BIGINT NOT NULL);
+     INSERT INTO change_horizon VALUES (0);",
 ];
 
 /// The advisory lock replicas starting at once take to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x6b61_6972_6f73; // "kairos"
+
+/// The advisory lock a transaction holds from numbering its change until it commits, so
+/// changes commit in `seq` order: without it, a reader could pass a number whose transaction
+/// had not committed yet, and never see that change.
+const CHANGE_LOCK: i64 = MIGRATION_LOCK + 1;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -157,6 +174,38 @@ fn version_of(v: i64, name: &str) -> Result<u32> {
     })
 }
 
+/// Records a change in the transaction that makes it, and prunes what is more than
+/// [`KEPT_CHANGES`] behind it.
+fn record(
+    tx: &mut postgres::Transaction<'_>,
+    kind: &str,
+    name: &str,
+    version: Option<u32>,
+    deleted: bool,
+) -> Result<()> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])
+        .map_err(storage)?;
+    let seq: i64 = tx
+        .query_one(
+            "INSERT INTO changes (kind, name, version, deleted) VALUES ($1, $2, $3, $4) \
+             RETURNING seq",
+            &[&kind, &name, &version.map(i64::from), &deleted],
+        )
+        .map_err(storage)?
+        .get(0);
+    let horizon = seq - KEPT_CHANGES;
+    if horizon > 0 {
+        tx.execute("DELETE FROM changes WHERE seq <= $1", &[&horizon])
+            .map_err(storage)?;
+        tx.execute(
+            "UPDATE change_horizon SET pruned_through = GREATEST(pruned_through, $1)",
+            &[&horizon],
+        )
+        .map_err(storage)?;
+    }
+    Ok(())
+}
+
 impl Backend for Postgres {
     fn next_version(&self, kind: &str, name: &str, body: Option<MakeBody>) -> Result<u32> {
         let (kind, name) = (kind.to_string(), name.to_string());
@@ -180,6 +229,7 @@ impl Backend for Postgres {
                     &[&kind, &name, &i64::from(version), &body(version)],
                 )
                 .map_err(storage)?;
+                record(&mut tx, &kind, &name, Some(version), false)?;
             }
             tx.commit().map_err(storage)?;
             Ok(version)
@@ -189,14 +239,15 @@ impl Backend for Postgres {
     fn put(&self, kind: &str, name: &str, version: u32, body: &str) -> Result<()> {
         let (kind, name, body) = (kind.to_string(), name.to_string(), body.to_string());
         self.run(move |client| {
-            client
-                .execute(
-                    "INSERT INTO documents (kind, name, version, body) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (kind, name, version) DO UPDATE SET body = excluded.body",
-                    &[&kind, &name, &i64::from(version), &body],
-                )
-                .map_err(storage)?;
-            Ok(())
+            let mut tx = client.transaction().map_err(storage)?;
+            tx.execute(
+                "INSERT INTO documents (kind, name, version, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kind, name, version) DO UPDATE SET body = excluded.body",
+                &[&kind, &name, &i64::from(version), &body],
+            )
+            .map_err(storage)?;
+            record(&mut tx, &kind, &name, Some(version), false)?;
+            tx.commit().map_err(storage)
         })
     }
 
@@ -248,7 +299,7 @@ impl Backend for Postgres {
             .collect();
         self.run(move |client| {
             let mut tx = client.transaction().map_err(storage)?;
-            let mut first = None;
+            let mut deleted = Vec::new();
             for (kind, name, version) in &docs {
                 let n = tx
                     .execute(
@@ -257,10 +308,58 @@ impl Backend for Postgres {
                         &[kind, name, version],
                     )
                     .map_err(storage)?;
-                first.get_or_insert(n > 0);
+                deleted.push(n > 0);
             }
+            // Recorded last, as every write does, so the change lock is the last one taken.
+            for ((kind, name, version), _) in docs.iter().zip(&deleted).filter(|(_, d)| **d) {
+                let version = version.map(|v| version_of(v, name)).transpose()?;
+                record(&mut tx, kind, name, version, true)?;
+            }
+            let first = deleted.first().copied();
             tx.commit().map_err(storage)?;
             Ok(first.unwrap_or(false))
+        })
+    }
+
+    fn changes_since(&self, seq: i64) -> Result<Changes> {
+        self.run(move |client| {
+            // One snapshot for the horizon and the rows.
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(storage)?;
+            let pruned_through: i64 = tx
+                .query_one("SELECT pruned_through FROM change_horizon", &[])
+                .map_err(storage)?
+                .get(0);
+            let changes = tx
+                .query(
+                    "SELECT seq, kind, name, version, deleted FROM changes WHERE seq > $1 \
+                     ORDER BY seq",
+                    &[&seq],
+                )
+                .map_err(storage)?
+                .into_iter()
+                .map(|r| {
+                    let name: String = r.get(2);
+                    let version: Option<i64> = r.get(3);
+                    let version = version.map(|v| version_of(v, &name)).transpose()?;
+                    Ok(Change {
+                        seq: r.get(0),
+                        kind: r.get(1),
+                        name,
+                        version,
+                        deleted: r.get(4),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            tx.commit().map_err(storage)?;
+            Ok(Changes {
+                changes,
+                complete: seq >= pruned_through,
+            })
         })
     }
 }

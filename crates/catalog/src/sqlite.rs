@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::backend::{Backend, Doc, MakeBody, StoredDoc, pending_migrations};
+use crate::backend::{
+    Backend, Change, Changes, Doc, KEPT_CHANGES, MakeBody, StoredDoc, pending_migrations,
+};
 use crate::{CatalogError, Result};
 
 /// The schema's versions, in order; a catalog records how many it has applied in SQLite's
@@ -46,6 +48,16 @@ const MIGRATIONS: &[&str] = &[
          SELECT 'feature_group', name, last_version FROM name_versions;
      DROP TABLE feature_groups;
      DROP TABLE name_versions;",
+    // 3: the change log replicas and other processes follow, and how far it was pruned.
+    "CREATE TABLE changes (
+         seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+         kind    TEXT    NOT NULL,
+         name    TEXT    NOT NULL,
+         version INTEGER,
+         deleted INTEGER NOT NULL
+     );
+     CREATE TABLE change_horizon (pruned_through INTEGER NOT NULL);
+     INSERT INTO change_horizon VALUES (0);",
 ];
 
 impl From<rusqlite::Error> for CatalogError {
@@ -110,6 +122,31 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// Records a change in the transaction that makes it, and prunes what is more than
+/// [`KEPT_CHANGES`] behind it. SQLite's one writer at a time keeps commit order and `seq` order
+/// the same.
+fn record(
+    tx: &rusqlite::Transaction<'_>,
+    kind: &str,
+    name: &str,
+    version: Option<u32>,
+    deleted: bool,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO changes (kind, name, version, deleted) VALUES (?1, ?2, ?3, ?4)",
+        params![kind, name, version, deleted],
+    )?;
+    let horizon = tx.last_insert_rowid() - KEPT_CHANGES;
+    if horizon > 0 {
+        tx.execute("DELETE FROM changes WHERE seq <= ?1", params![horizon])?;
+        tx.execute(
+            "UPDATE change_horizon SET pruned_through = MAX(pruned_through, ?1)",
+            params![horizon],
+        )?;
+    }
+    Ok(())
+}
+
 impl Backend for Sqlite {
     fn next_version(&self, kind: &str, name: &str, body: Option<MakeBody>) -> Result<u32> {
         let mut conn = self.conn();
@@ -126,16 +163,21 @@ impl Backend for Sqlite {
                 "INSERT INTO documents (kind, name, version, body) VALUES (?1, ?2, ?3, ?4)",
                 params![kind, name, version, body(version)],
             )?;
+            record(&tx, kind, name, Some(version), false)?;
         }
         tx.commit()?;
         Ok(version)
     }
 
     fn put(&self, kind: &str, name: &str, version: u32, body: &str) -> Result<()> {
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        tx.execute(
             "INSERT OR REPLACE INTO documents (kind, name, version, body) VALUES (?1, ?2, ?3, ?4)",
             params![kind, name, version, body],
         )?;
+        record(&tx, kind, name, Some(version), false)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -174,9 +216,38 @@ impl Backend for Sqlite {
                 params![doc.kind, doc.name, doc.version],
             )?;
             first.get_or_insert(n > 0);
+            if n > 0 {
+                record(&tx, doc.kind, doc.name, doc.version, true)?;
+            }
         }
         tx.commit()?;
         Ok(first.unwrap_or(false))
+    }
+
+    fn changes_since(&self, seq: i64) -> Result<Changes> {
+        let conn = self.conn();
+        let pruned_through: i64 =
+            conn.query_row("SELECT pruned_through FROM change_horizon", [], |r| {
+                r.get(0)
+            })?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, kind, name, version, deleted FROM changes WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let changes = stmt
+            .query_map(params![seq], |r| {
+                Ok(Change {
+                    seq: r.get(0)?,
+                    kind: r.get(1)?,
+                    name: r.get(2)?,
+                    version: r.get(3)?,
+                    deleted: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Changes {
+            changes,
+            complete: seq >= pruned_through,
+        })
     }
 }
 
@@ -244,6 +315,32 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    /// A reader behind the pruned part of the change log is told to read everything again.
+    #[test]
+    fn a_reader_behind_the_pruned_changes_is_told_so() {
+        let sqlite = Sqlite::in_memory().unwrap();
+        for i in 0..4 {
+            sqlite
+                .next_version("k", "n", Some(Box::new(move |_| i.to_string())))
+                .unwrap();
+        }
+        // As `record` leaves it once the log is KEPT_CHANGES past change 2.
+        sqlite
+            .conn()
+            .execute_batch(
+                "DELETE FROM changes WHERE seq <= 2; UPDATE change_horizon SET pruned_through = 2",
+            )
+            .unwrap();
+        let behind = sqlite.changes_since(1).unwrap();
+        assert!(!behind.complete);
+        let caught_up = sqlite.changes_since(2).unwrap();
+        assert!(caught_up.complete);
+        assert_eq!(
+            caught_up.changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            [3, 4]
+        );
     }
 
     #[test]

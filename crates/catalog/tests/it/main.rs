@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 
 use kairos_catalog::testing::TestDatabase;
-use kairos_catalog::{Catalog, PostgresCatalog, SqliteCatalog};
+use kairos_catalog::{Catalog, Changes, PostgresCatalog, SqliteCatalog};
 use kairos_model::{DeploymentSpec, ModelSpec};
 use kairos_types::{Column, FeatureGroupSpec, FeatureType};
 
@@ -277,8 +277,19 @@ fn racing_processes_never_share_a_version() {
         versions.sort_unstable();
         let expected: Vec<u32> = (1..=2 * RACE_ROUNDS as u32).collect();
         assert_eq!(versions, expected, "on {}", place.url());
-        let listed = place.open().list_feature_groups().unwrap();
-        assert_eq!(listed.len(), 2 * RACE_ROUNDS);
+        let catalog = place.open();
+        assert_eq!(
+            catalog.list_feature_groups().unwrap().len(),
+            2 * RACE_ROUNDS
+        );
+        // The change log has every creation once, in the order the versions were taken.
+        let changes = catalog.changes_since(0).unwrap().changes;
+        let logged: Vec<Option<u32>> = changes.iter().map(|c| c.version).collect();
+        assert_eq!(
+            logged,
+            expected.iter().copied().map(Some).collect::<Vec<_>>()
+        );
+        assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 }
 
@@ -290,5 +301,99 @@ fn an_unreachable_postgres_is_an_error_naming_it() {
         err.to_string()
             .starts_with("catalog unavailable (postgresql)"),
         "{err}"
+    );
+}
+
+fn summary(changes: &Changes) -> Vec<(&str, &str, Option<u32>, bool)> {
+    changes
+        .changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.name.as_str(), c.version, c.deleted))
+        .collect()
+}
+
+/// Every write records what it changed, in commit order, for another connection (a replica, a
+/// CLI beside the server) to follow from where it last read; a bare version reservation
+/// changes nothing.
+#[test]
+fn changes_are_logged_in_order_for_other_connections() {
+    for place in places() {
+        let (writer, reader) = (place.open(), place.open());
+        let start = reader.changes_since(0).unwrap();
+        assert!(start.complete && start.changes.is_empty());
+
+        writer.create_feature_group(&spec("cards")).unwrap();
+        writer
+            .put_service_document("monitor", "drift", &serde_json::json!({}))
+            .unwrap();
+        let reserved = writer.reserve_model_version("fraud").unwrap();
+        let model: kairos_model::Model = serde_json::from_value(serde_json::json!({
+            "name": "fraud", "framework": "gbdt", "artifact": "model.json",
+            "signature": {"inputs": [], "outputs": []},
+            "version": reserved, "created_at": "2026-01-01T00:00:00.000Z"
+        }))
+        .unwrap();
+        writer.save_model(&model).unwrap();
+        writer.delete_feature_group("cards", 1).unwrap();
+        writer.delete_service_document("monitor", "drift").unwrap();
+        assert!(!writer.delete_feature_group("cards", 1).unwrap());
+
+        let seen = reader.changes_since(0).unwrap();
+        assert!(seen.complete);
+        assert_eq!(
+            summary(&seen),
+            [
+                ("feature_group", "cards", Some(1), false),
+                ("service:monitor", "drift", Some(1), false),
+                ("model", "fraud", Some(1), false),
+                ("feature_group", "cards", Some(1), true),
+                ("service:monitor", "drift", None, true),
+            ],
+            "on {}",
+            place.url()
+        );
+        let last = seen.changes.last().unwrap().seq;
+        assert!(reader.changes_since(last).unwrap().changes.is_empty());
+        writer.create_feature_group(&spec("cards")).unwrap();
+        assert_eq!(
+            summary(&reader.changes_since(last).unwrap()),
+            [("feature_group", "cards", Some(2), false)]
+        );
+    }
+}
+
+/// A replica whose connection to PostgreSQL was cut reads the changes it missed once it can
+/// reach the server again, from where it had read.
+#[test]
+fn a_reader_cut_off_from_postgres_catches_up_when_it_returns() {
+    let Some(db) = TestDatabase::create("kairos_catalog_test") else {
+        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let writer = PostgresCatalog::connect(&db.url()).unwrap();
+    let reader = PostgresCatalog::connect(&db.url()).unwrap();
+    writer.create_feature_group(&spec("a")).unwrap();
+    let cursor = reader.changes_since(0).unwrap().changes.last().unwrap().seq;
+
+    // Every connection to the database is cut, as a server restart or a network cut does.
+    let admin = std::env::var("KAIROS_TEST_POSTGRES_URL").unwrap();
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let database = db.url().rsplit_once('/').unwrap().1.to_string();
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&database],
+        )
+        .unwrap();
+    let writer = PostgresCatalog::connect(&db.url()).unwrap();
+    writer.create_feature_group(&spec("b")).unwrap();
+
+    // The first call may find the connection dead; a later one connects again.
+    let caught_up = (0..5)
+        .find_map(|_| reader.changes_since(cursor).ok())
+        .expect("the reader connects again");
+    assert_eq!(
+        summary(&caught_up),
+        [("feature_group", "b", Some(1), false)]
     );
 }
