@@ -69,6 +69,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// write above records its change in its own transaction (a bare version reservation
     /// changes nothing).
     fn changes_since(&self, seq: i64) -> Result<Changes>;
+
+    /// Whether the engine answers (a replica's readiness).
+    fn ping(&self) -> Result<()>;
+
+    /// The engine's name, as errors and readiness name it.
+    fn engine(&self) -> &'static str;
 }
 
 /// The migrations an engine's schema still needs, each with the schema version it brings,

@@ -162,6 +162,12 @@ pub trait Catalog: Send + Sync {
     /// The changes committed after change `seq` (0: from the start), in commit order: what
     /// another process or replica changed, for caches to follow. Kinds are those of [`kind`].
     fn changes_since(&self, seq: i64) -> Result<Changes>;
+
+    /// Whether the catalog's engine answers.
+    fn ping(&self) -> Result<()>;
+
+    /// The engine's name: `sqlite` or `postgresql`.
+    fn engine(&self) -> &'static str;
 }
 
 /// The kinds of the catalog's documents, as its changes name them.
@@ -519,5 +525,13 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
 
     fn changes_since(&self, seq: i64) -> Result<Changes> {
         self.docs.changes_since(seq)
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.docs.ping()
+    }
+
+    fn engine(&self) -> &'static str {
+        self.docs.engine()
     }
 }

@@ -321,6 +321,14 @@ impl Backend for Postgres {
         })
     }
 
+    fn engine(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.run(|client| client.batch_execute("SELECT 1").map_err(storage))
+    }
+
     fn changes_since(&self, seq: i64) -> Result<Changes> {
         self.run(move |client| {
             // One snapshot for the horizon and the rows.

@@ -224,6 +224,15 @@ impl Backend for Sqlite {
         Ok(first.unwrap_or(false))
     }
 
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn changes_since(&self, seq: i64) -> Result<Changes> {
         let conn = self.conn();
         let pruned_through: i64 =

@@ -203,14 +203,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         "http"
     };
+    // The handlers are in place before the address is announced: a SIGTERM that follows the
+    // announcement at once stops the server cleanly instead of killing it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     println!("kairos listening on {scheme}://{addr}");
     let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
     let shutdown = async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
         let _ = stopping.send(true);

@@ -123,6 +123,15 @@ impl OnlineBackend {
             OnlineBackend::Redis(_) => Ok(()),
         }
     }
+
+    /// Whether the backend answers: a Redis server a round trip away; redb, in this process,
+    /// always.
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            OnlineBackend::Redb(_) => Ok(()),
+            OnlineBackend::Redis(s) => s.ping().await,
+        }
+    }
 }
 
 impl OnlineStore for OnlineBackend {

@@ -36,6 +36,12 @@ impl RedisStore {
         })
     }
 
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     fn table_prefix(&self, table: &TableId) -> String {
         format!("{}fg:{}:v{}:", self.prefix, table.name, table.version)
     }

@@ -234,7 +234,11 @@ pub(crate) fn rule<'a>(
     let post = method == Method::POST;
     let delete = method == Method::DELETE;
     match route {
-        "/healthz" | "/openapi.json" | "/v2/health/live" | "/v2/health/ready" if get => open(Empty),
+        "/healthz" | "/readyz" | "/openapi.json" | "/v2/health/live" | "/v2/health/ready"
+            if get =>
+        {
+            open(Empty)
+        }
         "/metrics" | "/v2" if get => needs(Read, Target::Server, Empty),
 
         "/v1/auth/keys" if post => needs(Admin, defs, Json),

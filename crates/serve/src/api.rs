@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -15,7 +15,8 @@ use kairos_monitor::Monitors;
 use kairos_pipeline::{PipelineStatus, Pipelines};
 use kairos_recommend::Recommenders;
 use kairos_store::{
-    CheckReport, GroupStatus, InsertAck, KeyStatus, NearestQuery, VectorAnswer, ViewStatus,
+    CheckReport, FeatureStore, GroupStatus, InsertAck, KeyStatus, NearestQuery, VectorAnswer,
+    ViewStatus,
 };
 use kairos_stream::PipelineSpec;
 use kairos_stream::spec::PipelineDef;
@@ -49,6 +50,7 @@ use crate::{
         groups::check_group,
         groups::compact_group,
         healthz,
+        readyz,
         views::apply_view,
         views::list_views,
         views::describe_view,
@@ -176,6 +178,7 @@ pub fn router(
     let _ = telemetry::prometheus();
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route(
@@ -324,6 +327,34 @@ async fn not_found() -> ApiError {
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: whether the catalog, the online store and the data dir answer, each within 2 s;
+/// 503 names those that do not (a replica a load balancer should leave out), and the server's
+/// log says why.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "every engine answers"),
+    (status = 503, description = "an engine does not answer; the body names it")))]
+async fn readyz(State(store): State<FeatureStore>) -> (StatusCode, Json<serde_json::Value>) {
+    let engines = store.readiness().await;
+    let ready = engines.iter().all(|e| e.ready);
+    // The probe is open to anyone: the causes go to the log, the answer names engines only.
+    for engine in engines.iter().filter(|e| !e.ready) {
+        tracing::warn!(engine = %engine.engine, error = ?engine.error, "not ready");
+    }
+    let engines: Vec<serde_json::Value> = engines
+        .iter()
+        .map(|e| serde_json::json!({ "engine": e.engine, "ready": e.ready }))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "engines": engines })),
+    )
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -35,6 +35,34 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use check::CheckReport;
+
+/// How long a readiness probe waits for one engine.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One engine's answer to a readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineStatus {
+    pub engine: String,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+async fn probe(
+    engine: String,
+    answer: impl std::future::Future<Output = std::result::Result<(), String>>,
+) -> EngineStatus {
+    let error = match tokio::time::timeout(PROBE_TIMEOUT, answer).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    };
+    EngineStatus {
+        engine,
+        ready: error.is_none(),
+        error,
+    }
+}
 pub use config::{CatalogConfig, OnlineConfig, StoreConfig};
 pub use error::{ErrorKind, Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
@@ -262,6 +290,40 @@ impl FeatureStore {
     /// The catalog, for definitions the store does not run itself (pipelines).
     pub fn catalog(&self) -> &dyn Catalog {
         self.inner.catalog.as_ref()
+    }
+
+    /// Whether each engine the store depends on answers: the catalog, the online store and
+    /// the data dir (the log and the offline tables). What a replica's `/readyz` reports; each
+    /// probe waits at most [`PROBE_TIMEOUT`].
+    pub async fn readiness(&self) -> Vec<EngineStatus> {
+        let catalog_engine = format!("catalog ({})", self.inner.catalog.engine());
+        let store = self.clone();
+        let catalog = async move {
+            tokio::task::spawn_blocking(move || store.catalog().ping().map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let online = async { self.inner.online.ping().await.map_err(|e| e.to_string()) };
+        let dir = self.inner.config.data_dir.clone();
+        let data_dir = async move {
+            tokio::task::spawn_blocking(move || {
+                let probe = dir.join(format!(".kairos-ready-probe-{}", std::process::id()));
+                std::fs::write(&probe, b"")
+                    .and_then(|()| std::fs::remove_file(&probe))
+                    .map_err(|e| format!("the data dir {} cannot be written: {e}", dir.display()))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        };
+        let (catalog, online, data_dir) = tokio::join!(
+            probe(catalog_engine, catalog),
+            probe(
+                format!("online store ({})", self.inner.online.name()),
+                online
+            ),
+            probe("data dir".to_string(), data_dir),
+        );
+        vec![catalog, online, data_dir]
     }
 
     /// The online backend's name (`redb` or `redis`).

@@ -71,6 +71,7 @@ async fn server(policy: AccessPolicy, with_keys: bool) -> Server {
 fn needed(method: &Method, path: &str) -> Option<Scope> {
     const OPEN: &[&str] = &[
         "/healthz",
+        "/readyz",
         "/openapi.json",
         "/v2/health/live",
         "/v2/health/ready",

@@ -459,3 +459,78 @@ async fn an_unreachable_catalog_is_unavailable_naming_postgresql() {
         "{err:?}"
     );
 }
+
+/// Readiness names each engine; a Redis server that goes away turns the online store's probe
+/// to not ready, with its error, and leaves the others ready.
+#[tokio::test]
+async fn readiness_names_the_engine_that_stopped_answering() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("KAIROS_TEST_REDIS_URL").is_err(),
+            "redis-server is required where KAIROS_TEST_REDIS_URL is set"
+        );
+        eprintln!("skipped: no redis-server");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut f = None;
+    for _ in 0..50 {
+        let online = OnlineConfig::Redis {
+            url: url.clone(),
+            prefix: "kairos-ready:".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            online,
+            ..StoreConfig::with_data_dir(dir.path())
+        };
+        if let Ok(store) = FeatureStore::open(config).await {
+            f = Some((store, dir));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (store, _dir) = f.expect("the store opens on the test's Redis");
+    let ready = |s: &[kairos_store::EngineStatus]| {
+        s.iter()
+            .map(|e| (e.engine.clone(), e.ready))
+            .collect::<Vec<_>>()
+    };
+    let before = store.readiness().await;
+    assert_eq!(
+        ready(&before),
+        [
+            ("catalog (sqlite)".to_string(), true),
+            ("online store (redis)".to_string(), true),
+            ("data dir".to_string(), true),
+        ]
+    );
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let after = store.readiness().await;
+    assert_eq!(
+        ready(&after),
+        [
+            ("catalog (sqlite)".to_string(), true),
+            ("online store (redis)".to_string(), false),
+            ("data dir".to_string(), true),
+        ]
+    );
+    assert!(after[1].error.is_some());
+    store.close().await;
+}
