@@ -50,7 +50,7 @@ pub enum CatalogError {
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
-/// Metadata of feature groups. Versions of a name count up from 1.
+/// Every definition Kairos keeps, by kind and name. Versions of a name count up from 1.
 pub trait Catalog: Send + Sync {
     /// Stores `spec` as the next version of its name (1 if the name is new).
     fn create_feature_group(&self, spec: &FeatureGroupSpec) -> Result<FeatureGroup>;

@@ -53,6 +53,7 @@ const MIGRATION_LOCK: i64 = 0x6b61_6972_6f73; // "kairos"
 const CHANGE_LOCK: i64 = MIGRATION_LOCK + 1;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An error of the server (a statement it refused) is the catalog's; anything else — refused,
 /// lost or timed-out connections — means PostgreSQL cannot be reached.
@@ -106,8 +107,23 @@ impl Postgres {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and brings the schema
     /// up to date.
     pub fn connect(url: &str) -> Result<Self> {
-        let mut config: postgres::Config = url.parse().map_err(storage)?;
-        config.connect_timeout(CONNECT_TIMEOUT);
+        let mut config: postgres::Config = url.parse().map_err(|e| CatalogError::Storage {
+            engine: "postgresql",
+            source: format!("the catalog URL is not a PostgreSQL connection string: {e}").into(),
+        })?;
+        // Bounds on every wait, so a server that stops answering is an error, not a hang: the
+        // connection, each statement (a lock held elsewhere included), and a peer gone
+        // silently.
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(STATEMENT_TIMEOUT)
+            .keepalives_idle(CONNECT_TIMEOUT);
+        let options = format!(
+            "{} -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            STATEMENT_TIMEOUT.as_millis()
+        );
+        config.options(options.trim());
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("kairos-catalog".into())
@@ -369,5 +385,31 @@ impl Backend for Postgres {
                 complete: seq >= pruned_through,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    /// Every statement of the catalog's connection is bounded, so a lock held elsewhere or a
+    /// server that stops answering ends in an error.
+    #[test]
+    fn the_connection_bounds_its_statements() {
+        let Some(db) = TestDatabase::create("kairos_catalog_unit") else {
+            eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let catalog = Postgres::connect(&db.url()).unwrap();
+        let timeout: String = catalog
+            .run(|client| {
+                Ok(client
+                    .query_one("SHOW statement_timeout", &[])
+                    .map_err(storage)?
+                    .get(0))
+            })
+            .unwrap();
+        assert_eq!(timeout, "30s");
     }
 }
