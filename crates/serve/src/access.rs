@@ -20,8 +20,9 @@ use kairos_store::FeatureStore;
 use crate::error::ApiError;
 use crate::telemetry;
 
-/// How often a server reads its keys from the catalog again.
-pub const KEY_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a server looks for keys made or revoked elsewhere (in the catalog's change log, a
+/// cheap read; the keys themselves are read again only when one changed).
+pub const KEY_RELOAD: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Who may reach the server from where: the operator's settings.
 #[derive(Debug, Clone, Default)]

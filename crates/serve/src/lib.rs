@@ -74,16 +74,34 @@ pub async fn serve(
         ));
     }
     let access = Arc::new(access);
-    // Keys made or revoked by another process on the same catalog (`kairos auth` on the data
-    // dir) take effect within this interval.
+    // Keys made or revoked by another process or replica on the same catalog (`kairos auth` on
+    // the data dir, another server on the same PostgreSQL) take effect within this interval:
+    // the catalog's change log is read each tick, and the keys again when one of them changed.
     let reloading_keys = tokio::spawn({
         let access = access.clone();
         async move {
             let mut tick = tokio::time::interval(access::KEY_RELOAD);
+            let key_kind = kairos_catalog::kind::service(kairos_auth::KIND);
+            let mut seen = 0;
             loop {
                 tick.tick().await;
-                if let Err(e) = access.keys.reload(access.store.catalog()) {
+                let catalog = access.store.catalog();
+                let changes = match catalog.changes_since(seen) {
+                    Ok(changes) => changes,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the catalog's changes");
+                        continue;
+                    }
+                };
+                let keys_changed =
+                    !changes.complete || changes.changes.iter().any(|c| c.kind == key_kind);
+                if keys_changed && let Err(e) = access.keys.reload(catalog) {
+                    // Read again from the same place next tick.
                     tracing::warn!(error = %e, "cannot reload the API keys");
+                    continue;
+                }
+                if let Some(last) = changes.changes.last() {
+                    seen = last.seq;
                 }
             }
         }
