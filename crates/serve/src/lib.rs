@@ -38,7 +38,7 @@ use kairos_recommend::Recommenders;
 use kairos_store::FeatureStore;
 use tokio::net::TcpListener;
 
-pub use access::{Access, AccessPolicy};
+pub use access::{Access, AccessPolicy, KEY_RELOAD};
 pub use api::{ApiDoc, router};
 
 pub use transport::{TlsFiles, TransportOptions};

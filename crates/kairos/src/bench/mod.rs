@@ -4,6 +4,7 @@ mod ann;
 mod monitor;
 mod pit;
 mod recsys;
+mod replicas;
 mod serve;
 mod soak;
 mod stream;
@@ -104,6 +105,9 @@ pub enum BenchCommand {
     /// Minutes of steady online reads against a server this command starts, with inserts and
     /// a pipeline running: p99, resident memory and threads every sample period.
     Soak(soak::SoakArgs),
+    /// Two servers this command starts on one PostgreSQL catalog: how long an API key made or
+    /// revoked through one takes to act on the other.
+    Replicas(replicas::ReplicasArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -237,6 +241,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Ann(args) => ann::ann(&args),
         BenchCommand::Recsys(args) => recsys::run(&args).await,
         BenchCommand::Soak(args) => soak::run(&args).await,
+        BenchCommand::Replicas(args) => replicas::run(&args).await,
     }
 }
 

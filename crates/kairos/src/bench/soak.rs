@@ -79,19 +79,21 @@ impl Tally {
 }
 
 /// A server this benchmark started, stopped when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub url: String,
     _data: tempfile::TempDir,
 }
 
 impl Server {
-    fn start() -> anyhow::Result<Server> {
+    /// `kairos serve` on a fresh data dir and a free loopback port, with `env` set.
+    pub fn start(env: &[(&str, &str)]) -> anyhow::Result<Server> {
         let data = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
             .env("KAIROS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .context("starting kairos serve")?;
@@ -137,7 +139,7 @@ impl Drop for Server {
 }
 
 pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = Server::start(&[])?;
     let remote = Remote::new(&server.url);
     let group = bench_spec("soak_online", 10);
     create_and_fill(&remote, &group, args.keys).await?;
