@@ -153,14 +153,7 @@ impl DeltaOfflineStore {
 
     /// Rewrites small files into large ones (Delta `OPTIMIZE`).
     pub async fn compact(&self, table: &TableId) -> Result<CompactReport> {
-        let delta = self.open(table).await?;
-        if delta.version().is_none() {
-            return Ok(CompactReport {
-                files_removed: 0,
-                files_added: 0,
-            });
-        }
-        compact::compact(&delta).await
+        compact::compact(&self.open(table).await?).await
     }
 
     /// Deletes the table and its files.

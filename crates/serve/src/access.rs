@@ -59,6 +59,27 @@ pub struct Access {
 }
 
 impl Access {
+    /// Reads the catalog's changes after `seen`, and the keys again when one of them changed;
+    /// returns how far it has read. On an error it stays where it was, to read the same
+    /// changes again next time.
+    pub(crate) fn follow_key_changes(&self, seen: i64) -> i64 {
+        let catalog = self.store.catalog();
+        let changes = match catalog.changes_since(seen) {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the catalog's changes");
+                return seen;
+            }
+        };
+        let key_kind = kairos_catalog::kind::service(kairos_auth::KIND);
+        let keys_changed = !changes.complete || changes.changes.iter().any(|c| c.kind == key_kind);
+        if keys_changed && let Err(e) = self.keys.reload(catalog) {
+            tracing::warn!(error = %e, "cannot reload the API keys");
+            return seen;
+        }
+        changes.changes.last().map_or(seen, |last| last.seq)
+    }
+
     /// Loads the keys from the store's catalog. `listen` is the bound address, whose host is
     /// always allowed.
     pub fn new(

@@ -75,33 +75,22 @@ pub async fn serve(
     }
     let access = Arc::new(access);
     // Keys made or revoked by another process or replica on the same catalog (`kairos auth` on
-    // the data dir, another server on the same PostgreSQL) take effect within this interval:
-    // the catalog's change log is read each tick, and the keys again when one of them changed.
+    // the data dir, another server on the same PostgreSQL) take effect within this interval.
     let reloading_keys = tokio::spawn({
         let access = access.clone();
         async move {
             let mut tick = tokio::time::interval(access::KEY_RELOAD);
-            let key_kind = kairos_catalog::kind::service(kairos_auth::KIND);
             let mut seen = 0;
             loop {
                 tick.tick().await;
-                let catalog = access.store.catalog();
-                let changes = match catalog.changes_since(seen) {
-                    Ok(changes) => changes,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the catalog's changes");
-                        continue;
-                    }
+                // The catalog's calls block (a PostgreSQL round trip): off the async workers.
+                let follow = {
+                    let access = access.clone();
+                    tokio::task::spawn_blocking(move || access.follow_key_changes(seen))
                 };
-                let keys_changed =
-                    !changes.complete || changes.changes.iter().any(|c| c.kind == key_kind);
-                if keys_changed && let Err(e) = access.keys.reload(catalog) {
-                    // Read again from the same place next tick.
-                    tracing::warn!(error = %e, "cannot reload the API keys");
-                    continue;
-                }
-                if let Some(last) = changes.changes.last() {
-                    seen = last.seq;
+                match follow.await {
+                    Ok(next) => seen = next,
+                    Err(e) => tracing::warn!(error = %e, "the key reload stopped"),
                 }
             }
         }

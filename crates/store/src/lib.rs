@@ -48,6 +48,26 @@ pub struct EngineStatus {
     pub error: Option<String>,
 }
 
+/// Whether `dir` takes a write: a file made there and removed (each call its own file, so
+/// probes at once do not trip on each other).
+fn check_writable(dir: &std::path::Path) -> std::result::Result<(), String> {
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".kairos-write-probe-{}-{n}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("the data dir {} cannot be written: {e}", dir.display()))
+}
+
+/// A blocking probe, off the async workers.
+async fn blocking(
+    work: impl FnOnce() -> std::result::Result<(), String> + Send + 'static,
+) -> std::result::Result<(), String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| e.to_string())?
+}
+
 async fn probe(
     engine: String,
     answer: impl std::future::Future<Output = std::result::Result<(), String>>,
@@ -234,15 +254,7 @@ impl FeatureStore {
             StoreError::Internal(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         // Said up front and plainly, rather than as whichever store fails to open first.
-        let probe = dir.join(format!(".kairos-write-probe-{}", std::process::id()));
-        std::fs::write(&probe, b"")
-            .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "the data dir {} cannot be written: {e}",
-                    dir.display()
-                ))
-            })?;
+        check_writable(dir).map_err(StoreError::Unavailable)?;
         let catalog = kairos_catalog::open(config.catalog.url.as_deref(), dir)?;
         let online = match &config.online {
             OnlineConfig::Redb => OnlineBackend::Redb(RedbStore::open(&dir.join("online.redb")).map_err(|e| {
@@ -298,23 +310,10 @@ impl FeatureStore {
     pub async fn readiness(&self) -> Vec<EngineStatus> {
         let catalog_engine = format!("catalog ({})", self.inner.catalog.engine());
         let store = self.clone();
-        let catalog = async move {
-            tokio::task::spawn_blocking(move || store.catalog().ping().map_err(|e| e.to_string()))
-                .await
-                .map_err(|e| e.to_string())?
-        };
+        let catalog = blocking(move || store.catalog().ping().map_err(|e| e.to_string()));
         let online = async { self.inner.online.ping().await.map_err(|e| e.to_string()) };
         let dir = self.inner.config.data_dir.clone();
-        let data_dir = async move {
-            tokio::task::spawn_blocking(move || {
-                let probe = dir.join(format!(".kairos-ready-probe-{}", std::process::id()));
-                std::fs::write(&probe, b"")
-                    .and_then(|()| std::fs::remove_file(&probe))
-                    .map_err(|e| format!("the data dir {} cannot be written: {e}", dir.display()))
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        };
+        let data_dir = blocking(move || check_writable(&dir));
         let (catalog, online, data_dir) = tokio::join!(
             probe(catalog_engine, catalog),
             probe(
