@@ -122,8 +122,7 @@ pub struct Deployments {
 
 impl Deployments {
     pub fn new(store: FeatureStore) -> Result<Deployments> {
-        let artifacts =
-            Artifacts::in_data_dir(&store.config().data_dir).map_err(DeployError::internal)?;
+        let artifacts = Artifacts::new(store.storage());
         Ok(Deployments {
             store,
             artifacts,

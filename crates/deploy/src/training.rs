@@ -275,8 +275,7 @@ pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model
             training: Some(serde_json::to_value(request).map_err(DeployError::internal)?),
         },
     };
-    let artifacts =
-        Artifacts::in_data_dir(&store.config().data_dir).map_err(DeployError::internal)?;
+    let artifacts = Artifacts::new(store.storage());
     register(store.catalog(), &artifacts, &spec, trained.artifact).await
 }
 
@@ -399,7 +398,7 @@ mod tests {
         use kairos_catalog::{Catalog, SqliteCatalog};
         let dir = tempfile::tempdir().unwrap();
         let catalog = SqliteCatalog::in_memory().unwrap();
-        let artifacts = Artifacts::local(dir.path()).unwrap();
+        let artifacts = Artifacts::new(&kairos_store::Storage::data_dir(dir.path()).unwrap());
         let spec: ModelSpec = serde_json::from_value(serde_json::json!({
             "name": "m", "framework": "candle", "artifact": "weights.safetensors",
             "signature": {"inputs": [], "outputs": []}

@@ -120,6 +120,9 @@ impl Config {
         if let Some(url) = env("KAIROS_CATALOG_URL") {
             config.store.catalog.url = Some(url);
         }
+        if let Some(url) = env("KAIROS_STORAGE_URL") {
+            config.store.storage.url = Some(url);
+        }
         if let Some(v) = env("KAIROS_SOURCE_DIRS") {
             config.pipelines.source_dirs = std::env::split_paths(&v).collect();
         }

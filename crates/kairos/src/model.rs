@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use kairos_catalog::Catalog;
 use kairos_model::{Artifacts, Model, ModelSpec};
+use kairos_store::Storage;
 
 use reqwest::Method;
 
@@ -49,7 +50,10 @@ pub async fn run(command: ModelCommand, config: &Config, url: Option<&str>) -> a
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let catalog = kairos_catalog::open(config.store.catalog.url.as_deref(), data_dir)?;
-    let artifacts = Artifacts::in_data_dir(data_dir)?;
+    let artifacts = Artifacts::new(&Storage::open(
+        config.store.storage.url.as_deref(),
+        data_dir,
+    )?);
     match command {
         ModelCommand::Register {
             definition,

@@ -1,14 +1,13 @@
-//! Model artifacts: one directory per model version, `<name>/v<version>/`, in an object store —
-//! the data dir's `models/` folder by default, a bucket later, behind the same trait.
+//! Model artifacts: one folder per model version, `models/<name>/v<version>/`, in the
+//! deployment's storage — the data dir, or the bucket every replica of a cluster reads.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use kairos_storage::Storage;
+use kairos_storage::object_store::path::Path as StorePath;
+use kairos_storage::object_store::{self as object_store, ObjectStore, ObjectStoreExt, PutPayload};
 
 #[derive(Debug, thiserror::Error)]
 #[error("model artifacts: {0}")]
@@ -25,25 +24,15 @@ fn path(model: &str, version: u32, file: &str) -> StorePath {
 }
 
 impl Artifacts {
-    /// The artifacts of the store at `data_dir`: its `models/` folder.
-    pub fn in_data_dir(data_dir: &Path) -> Result<Artifacts, ArtifactError> {
-        Artifacts::local(&data_dir.join("models"))
-    }
-
-    /// Artifacts under `dir` on the local file system (created if absent).
-    pub fn local(dir: &Path) -> Result<Artifacts, ArtifactError> {
-        std::fs::create_dir_all(dir).map_err(|e| object_store::Error::Generic {
-            store: "local",
-            source: Box::new(e),
-        })?;
-        Ok(Artifacts {
-            // A deleted version's folder goes with its last file.
-            store: Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true)),
-        })
+    /// The `models/` area of `storage`.
+    pub fn new(storage: &Storage) -> Artifacts {
+        Artifacts {
+            store: storage.area(&["models"]),
+        }
     }
 
     /// Stores `bytes` as `file` of the model version (whole or not at all: the local store
-    /// writes a temporary file and renames it).
+    /// writes a temporary file and renames it, and an S3 PUT is atomic).
     pub async fn put(
         &self,
         model: &str,
@@ -113,13 +102,13 @@ mod tests {
     #[tokio::test]
     async fn an_artifact_is_stored_read_and_deleted_per_model_version() {
         let dir = tempfile::tempdir().unwrap();
-        let artifacts = Artifacts::local(dir.path()).unwrap();
+        let artifacts = Artifacts::new(&Storage::data_dir(dir.path()).unwrap());
         let body = Bytes::from_static(b"\x08\x07onnx bytes");
         artifacts
             .put("fraud", 2, "model.onnx", body.clone())
             .await
             .unwrap();
-        assert!(dir.path().join("fraud/v2/model.onnx").is_file());
+        assert!(dir.path().join("models/fraud/v2/model.onnx").is_file());
         assert_eq!(artifacts.get("fraud", 2, "model.onnx").await.unwrap(), body);
         assert!(artifacts.get("fraud", 1, "model.onnx").await.is_err());
         artifacts.delete("fraud", 2).await.unwrap();

@@ -14,17 +14,18 @@
 
 mod compact;
 mod layout;
+mod s3;
 mod scan;
-
-use std::path::PathBuf;
 
 use arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
+use kairos_storage::Storage;
 use kairos_types::{FeatureGroupSpec, TableId};
+use url::Url;
 
 pub use layout::{
     EVENT_DATE, INGESTED_AT, OFFSET, from_offline, offline_schema, output_schema, to_offline,
@@ -34,16 +35,35 @@ use scan::{DataFile, OffsetMerge, RowFilter};
 /// The Delta application-transaction id under which the materialiser records its offset.
 const MATERIALISER_APP_ID: &str = "kairos-offline-materialiser";
 
+/// The application-transaction id of one log partition's materialiser. Partition 0 keeps the
+/// id of the single-node log, so its tables read on as they were written.
+fn materialiser_app_id(partition: u32) -> String {
+    match partition {
+        0 => MATERIALISER_APP_ID.to_string(),
+        p => format!("{MATERIALISER_APP_ID}-p{p}"),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
     #[error("offline store (delta): {0}")]
     Delta(#[from] DeltaTableError),
+    /// Another writer committed the same log partition since this writer last read the table:
+    /// two owners of one partition at once, and this one is the stale owner. Delta's conflict
+    /// check on the partition's application transaction refused the commit whole.
+    #[error(
+        "offline store: another writer committed log partition {partition} of {table} since \
+         this one read it; its commit was refused"
+    )]
+    Fenced { table: String, partition: u32 },
     #[error("offline store parquet: {0}")]
     Parquet(#[from] deltalake::parquet::errors::ParquetError),
     #[error("offline store table layout: {0}")]
     Layout(String),
     #[error("offline store arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("offline store: {0}")]
+    Storage(#[from] kairos_storage::StorageError),
     #[error("offline store I/O at {path}: {source}")]
     Io {
         path: String,
@@ -74,45 +94,71 @@ pub struct CompactReport {
     pub files_added: u64,
 }
 
-/// Delta Lake tables under one root folder.
+/// Delta Lake tables under the storage's `offline/` area: the data dir's folder, or a bucket
+/// every replica of a cluster shares.
 #[derive(Debug, Clone)]
 pub struct DeltaOfflineStore {
-    root: PathBuf,
+    storage: Storage,
 }
 
 impl DeltaOfflineStore {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+    pub fn new(storage: Storage) -> Self {
+        if storage.is_shared() {
+            s3::register();
+        }
+        Self { storage }
     }
 
-    /// The folder of one feature-group version's table.
-    pub fn table_path(&self, table: &TableId) -> PathBuf {
-        self.root
-            .join(&table.name)
-            .join(format!("v{}", table.version))
+    fn table_parts(table: &TableId) -> [String; 3] {
+        [
+            "offline".to_string(),
+            table.name.clone(),
+            format!("v{}", table.version),
+        ]
+    }
+
+    /// The URL of one feature-group version's table (`file://…` or `s3://…`), as any Delta
+    /// reader opens it.
+    pub fn table_url(&self, table: &TableId) -> Url {
+        self.storage
+            .url(&Self::table_parts(table).each_ref().map(String::as_str))
     }
 
     /// Opens the table; one that was never written comes back unloaded (`version()` is `None`)
     /// and is created by its first write.
     async fn open(&self, table: &TableId) -> Result<DeltaTable> {
-        let path = self.table_path(table);
-        std::fs::create_dir_all(&path).map_err(|source| OfflineError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let url = deltalake::ensure_table_uri(path.to_string_lossy())?;
-        let mut delta = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
-        if path.join("_delta_log").exists() {
-            delta.load().await?;
+        let url = self.table_url(table);
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(&path).map_err(|source| OfflineError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         }
-        Ok(delta)
+        let mut delta = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
+        match delta.load().await {
+            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(delta),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A writer for one table; the materialiser holds it so the table is not reloaded per commit.
     pub async fn writer(&self, table: &TableId, spec: &FeatureGroupSpec) -> Result<OfflineWriter> {
+        self.partition_writer(table, spec, 0).await
+    }
+
+    /// A writer of one log partition's rows. Each partition records its offset under an
+    /// application transaction of its own, so writers of different partitions commit side by
+    /// side, and of two writers of one partition only one can commit what it read.
+    pub async fn partition_writer(
+        &self,
+        table: &TableId,
+        spec: &FeatureGroupSpec,
+        partition: u32,
+    ) -> Result<OfflineWriter> {
         Ok(OfflineWriter {
             table: self.open(table).await?,
             spec: spec.clone(),
+            partition,
             commits_since_compaction: 0,
         })
     }
@@ -158,15 +204,11 @@ impl DeltaOfflineStore {
 
     /// Deletes the table and its files.
     pub async fn drop_table(&self, table: &TableId) -> Result<()> {
-        let path = self.table_path(table);
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(OfflineError::Io {
-                path: path.display().to_string(),
-                source,
-            }),
-        }
+        let parts = Self::table_parts(table);
+        Ok(self
+            .storage
+            .delete_all(&parts.each_ref().map(String::as_str))
+            .await?)
     }
 }
 
@@ -226,6 +268,7 @@ pub const CHECKPOINT_EVERY: u32 = 10;
 pub struct OfflineWriter {
     table: DeltaTable,
     spec: FeatureGroupSpec,
+    partition: u32,
     commits_since_compaction: u32,
 }
 
@@ -238,7 +281,10 @@ impl OfflineWriter {
         let version = self
             .table
             .snapshot()?
-            .transaction_version(self.table.log_store().as_ref(), MATERIALISER_APP_ID)
+            .transaction_version(
+                self.table.log_store().as_ref(),
+                &materialiser_app_id(self.partition),
+            )
             .await?;
         Ok(version.map(|v| v as u64))
     }
@@ -246,8 +292,9 @@ impl OfflineWriter {
     /// Appends `batches` (already in the offline layout, see [`to_offline`]) and records that
     /// the table now holds every row before `offset`, in one commit.
     pub async fn append(&mut self, batches: Vec<RecordBatch>, offset: u64) -> Result<()> {
+        let app_id = materialiser_app_id(self.partition);
         let commit = CommitProperties::default()
-            .with_application_transaction(Transaction::new(MATERIALISER_APP_ID, offset as i64));
+            .with_application_transaction(Transaction::new(&app_id, offset as i64));
         if self.table.version().is_none() {
             self.create(batches, commit).await?;
         } else {
@@ -256,7 +303,10 @@ impl OfflineWriter {
             for batch in batches {
                 writer.write(batch).await?;
             }
-            writer.flush_and_commit(&mut self.table).await?;
+            writer
+                .flush_and_commit(&mut self.table)
+                .await
+                .map_err(|e| self.fenced_or(e))?;
         }
         self.commits_since_compaction += 1;
         if self.commits_since_compaction < COMPACT_EVERY {
@@ -276,6 +326,18 @@ impl OfflineWriter {
         // Whether or not it compacted, the table moved on under this writer's state.
         self.table.update_incremental(None).await?;
         Ok(())
+    }
+
+    fn fenced_or(&self, e: DeltaTableError) -> OfflineError {
+        match e {
+            DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+            } => OfflineError::Fenced {
+                table: self.spec.name.clone(),
+                partition: self.partition,
+            },
+            e => e.into(),
+        }
     }
 
     /// Creates the table with its first rows, in one commit.

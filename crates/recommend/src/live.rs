@@ -227,8 +227,7 @@ impl Live {
                 spec.items.embeddings
             )));
         }
-        let artifacts =
-            Artifacts::in_data_dir(&store.config().data_dir).map_err(DeployError::internal)?;
+        let artifacts = Artifacts::new(store.storage());
         let (user_model, user_weights, vocabulary) = model_file(
             store,
             &artifacts,

@@ -164,8 +164,7 @@ pub async fn train(
         traits: vocabulary_traits,
     })
     .map_err(DeployError::internal)?;
-    let artifacts =
-        Artifacts::in_data_dir(&store.config().data_dir).map_err(DeployError::internal)?;
+    let artifacts = Artifacts::new(store.storage());
     let tensor = |name: &str, datatype, shape: Vec<i64>| TensorSpec {
         name: name.into(),
         datatype,

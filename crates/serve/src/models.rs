@@ -67,8 +67,7 @@ pub async fn delete_model(
     {
         return Err(not_found(&name, Some(version)).into());
     }
-    let artifacts =
-        Artifacts::in_data_dir(&store.config().data_dir).map_err(StoreError::internal)?;
+    let artifacts = Artifacts::new(store.storage());
     artifacts
         .delete(&name, version)
         .await
@@ -126,8 +125,7 @@ pub async fn register_model(
     if spec.artifact.is_empty() {
         spec.artifact = file_name.unwrap_or_default();
     }
-    let artifacts =
-        Artifacts::in_data_dir(&store.config().data_dir).map_err(StoreError::internal)?;
+    let artifacts = Artifacts::new(store.storage());
     let model =
         kairos_deploy::training::register(store.catalog(), &artifacts, &spec, bytes.to_vec())
             .await?;

@@ -33,12 +33,23 @@ pub struct CatalogConfig {
     pub url: Option<String>,
 }
 
+/// Where the files that are neither the log nor the online store live: the offline Delta
+/// tables, model artifacts, training datasets and vector-index snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// An S3 bucket the replicas of a cluster share (`s3://bucket/prefix`; the endpoint,
+    /// region and credentials from the `AWS_*` variables); when absent, the data dir.
+    pub url: Option<String>,
+}
+
 /// Settings of the feature store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub catalog: CatalogConfig,
+    pub storage: StorageConfig,
     pub online: OnlineConfig,
     /// A log segment is closed once it holds this many bytes.
     pub segment_bytes: u64,
@@ -60,6 +71,7 @@ impl Default for StoreConfig {
         Self {
             data_dir: PathBuf::from("kairos-data"),
             catalog: CatalogConfig::default(),
+            storage: StorageConfig::default(),
             online: OnlineConfig::Redb,
             segment_bytes: 64 << 20,
             log_retention_secs: 3600,
@@ -107,6 +119,13 @@ impl StoreConfig {
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err(format!("catalog.url: '{url}' is not a postgres:// URL"));
+        }
+        if let Some(url) = &self.storage.url
+            && !url.starts_with("s3://")
+        {
+            return Err(format!(
+                "storage.url: '{url}' is not an s3://bucket/prefix URL"
+            ));
         }
         Ok(())
     }

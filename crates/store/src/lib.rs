@@ -36,6 +36,9 @@ use tokio::task::JoinHandle;
 
 pub use check::CheckReport;
 
+/// How long opening the store waits for a bucket to answer its check.
+const STORAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How long a readiness probe waits for one engine.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -83,9 +86,10 @@ async fn probe(
         error,
     }
 }
-pub use config::{CatalogConfig, OnlineConfig, StoreConfig};
+pub use config::{CatalogConfig, OnlineConfig, StorageConfig, StoreConfig};
 pub use error::{ErrorKind, Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
+pub use kairos_storage::Storage;
 pub use kairos_types::expectations::ValidationReport;
 pub use kairos_vector::{Neighbour, SearchOutcome, SearchPath};
 pub use vectors::NearestQuery;
@@ -210,6 +214,7 @@ struct Inner {
     config: StoreConfig,
     catalog: Box<dyn Catalog>,
     online: OnlineBackend,
+    storage: Storage,
     offline: DeltaOfflineStore,
     clock: Arc<dyn Clock>,
     /// Running groups by name, then version.
@@ -270,11 +275,28 @@ impl FeatureStore {
                     .map_err(|e| StoreError::Unavailable(format!("cannot reach Redis at {url}: {e}")))?,
             ),
         };
-        let offline = DeltaOfflineStore::new(dir.join("offline"));
+        let storage = Storage::open(config.storage.url.as_deref(), dir)
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        if storage.is_shared() {
+            // A bucket that cannot be reached, or that would let two Delta committers
+            // overwrite each other, is refused before anything is written to it.
+            tokio::time::timeout(STORAGE_CHECK_TIMEOUT, storage.verify())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "{}: no answer within {} s",
+                        storage.engine(),
+                        STORAGE_CHECK_TIMEOUT.as_secs()
+                    ))
+                })?
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        let offline = DeltaOfflineStore::new(storage.clone());
         let store = FeatureStore {
             inner: Arc::new(Inner {
                 config,
                 catalog,
+                storage,
                 online,
                 offline,
                 clock,
@@ -299,6 +321,12 @@ impl FeatureStore {
         &self.inner.config
     }
 
+    /// Where the files that are neither the log nor the online store live (model artifacts,
+    /// offline tables, …): the data dir, or the cluster's bucket.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
     /// The catalog, for definitions the store does not run itself (pipelines).
     pub fn catalog(&self) -> &dyn Catalog {
         self.inner.catalog.as_ref()
@@ -314,15 +342,23 @@ impl FeatureStore {
         let online = async { self.inner.online.ping().await.map_err(|e| e.to_string()) };
         let dir = self.inner.config.data_dir.clone();
         let data_dir = blocking(move || check_writable(&dir));
-        let (catalog, online, data_dir) = tokio::join!(
+        let storage = &self.inner.storage;
+        let shared = async { storage.ping().await.map_err(|e| e.to_string()) };
+        let (catalog, online, data_dir, shared) = tokio::join!(
             probe(catalog_engine, catalog),
             probe(
                 format!("online store ({})", self.inner.online.name()),
                 online
             ),
             probe("data dir".to_string(), data_dir),
+            probe(format!("storage ({})", storage.engine()), shared),
         );
-        vec![catalog, online, data_dir]
+        let mut engines = vec![catalog, online, data_dir];
+        // The data dir's probe already covers the storage when they are one.
+        if storage.is_shared() {
+            engines.push(shared);
+        }
+        engines
     }
 
     /// The online backend's name (`redb` or `redis`).
@@ -848,10 +884,11 @@ impl FeatureStore {
         Ok(self.inner.offline.compact(&rt.group.id()).await?)
     }
 
-    /// Where the group's offline Delta table lives.
-    pub fn offline_table_path(&self, name: &str, version: Option<u32>) -> Result<PathBuf> {
+    /// Where the group's offline Delta table lives, as any Delta reader opens it (`file://…`
+    /// in the data dir, `s3://…` in a bucket).
+    pub fn offline_table_url(&self, name: &str, version: Option<u32>) -> Result<url::Url> {
         let rt = self.runtime(name, version)?;
-        Ok(self.inner.offline.table_path(&rt.group.id()))
+        Ok(self.inner.offline.table_url(&rt.group.id()))
     }
 
     /// Stops every materialiser and closes the logs; acknowledged writes are already durable.

@@ -286,3 +286,50 @@ async fn wait_clean(client: &Client, url: &str) {
     }
     panic!("the stores never agreed: {report:#}");
 }
+
+/// A server started on storage it cannot use stops at once and names the engine and the
+/// reason: a bucket that does not exist, an endpoint nothing listens on (within the check's
+/// bound, not a hang), and a bucket without conditional PUT (turned off in the client here,
+/// as a service without it would leave it), which would let two Delta committers overwrite
+/// each other. Needs the test S3 service (`KAIROS_TEST_S3_URL`).
+#[test]
+fn a_server_refuses_storage_it_cannot_use_at_start() {
+    let Some(url) = kairos_storage::testing::s3_url("refused") else {
+        return;
+    };
+    let bucket = url.trim_start_matches("s3://").split('/').next().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let start = |storage: &str, env: &[(&str, &str)]| {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env("KAIROS_LOG", "warn")
+            .env("KAIROS_STORAGE_URL", storage)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "started on {storage} {env:?}: {stderr}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "{stderr}");
+        stderr
+    };
+
+    let missing = start("s3://kairos-no-such-bucket/x", &[]);
+    assert!(
+        missing.contains("S3 s3://kairos-no-such-bucket/x") && missing.contains("NoSuchBucket"),
+        "{missing}"
+    );
+
+    let nobody = start(&url, &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9")]);
+    assert!(nobody.contains(&format!("S3 s3://{bucket}")), "{nobody}");
+
+    let unconditional = start(&url, &[("AWS_CONDITIONAL_PUT", "disabled")]);
+    assert!(
+        unconditional.contains("conditional PUT is turned off"),
+        "{unconditional}"
+    );
+}

@@ -10,6 +10,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Field, Float32Type, Int64Type, TimestampMicrosecondType};
 use kairos_offline::{DeltaOfflineStore, INGESTED_AT, OFFSET, ReadFilter, to_offline};
+use kairos_storage::Storage;
 use kairos_types::{Column, FeatureGroupSpec, FeatureType, TableId};
 use proptest::prelude::*;
 
@@ -247,7 +248,7 @@ proptest! {
         })
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = DeltaOfflineStore::new(dir.path());
+        let store = local(dir.path());
         let spec = spec();
         let all: Vec<Row> = commits.iter().flatten().flatten().copied().collect();
         let got = runtime().block_on(async {
@@ -258,12 +259,36 @@ proptest! {
     }
 }
 
+fn local(dir: &std::path::Path) -> DeltaOfflineStore {
+    DeltaOfflineStore::new(Storage::data_dir(dir).unwrap())
+}
+
+/// A store in a fresh prefix of the test bucket (a real S3 API: moto in CI), or `None` where
+/// `KAIROS_TEST_S3_URL` is not set.
+fn in_bucket(name: &str) -> Option<DeltaOfflineStore> {
+    let url = kairos_storage::testing::s3_url(name)?;
+    Some(DeltaOfflineStore::new(
+        Storage::open(Some(&url), std::path::Path::new("unused")).unwrap(),
+    ))
+}
+
 /// A compaction merges each day's small files into one, in offset order, in a commit that keeps
 /// the materialiser's offset; a second finds nothing to do.
 #[tokio::test]
 async fn compaction_merges_each_partition_and_keeps_rows_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let store = DeltaOfflineStore::new(dir.path());
+    compaction_merges_each_partition(&local(dir.path())).await;
+}
+
+/// The same in a bucket: the Delta log, the Parquet files and the compaction's commit on S3.
+#[tokio::test]
+async fn compaction_merges_each_partition_in_a_bucket() {
+    if let Some(store) = in_bucket("offline-compaction") {
+        compaction_merges_each_partition(&store).await;
+    }
+}
+
+async fn compaction_merges_each_partition(store: &DeltaOfflineStore) {
     let spec = spec();
     let commits: Vec<Vec<Vec<Row>>> = (0..12)
         .map(|c| {
@@ -284,16 +309,156 @@ async fn compaction_merges_each_partition_and_keeps_rows_and_offset() {
             ]
         })
         .collect();
-    write(&store, &spec, &commits, None).await;
-    let before = read(&store, &spec, ReadFilter::default()).await;
+    write(store, &spec, &commits, None).await;
+    let before = read(store, &spec, ReadFilter::default()).await;
     assert_eq!(before.len(), 60);
 
     let report = store.compact(&table()).await.unwrap();
     assert_eq!((report.files_removed, report.files_added), (24, 2));
-    assert_eq!(read(&store, &spec, ReadFilter::default()).await, before);
+    assert_eq!(read(store, &spec, ReadFilter::default()).await, before);
     let again = store.compact(&table()).await.unwrap();
     assert_eq!((again.files_removed, again.files_added), (0, 0));
 
     let writer = store.writer(&table(), &spec).await.unwrap();
     assert_eq!(writer.committed_offset().await.unwrap(), Some(60));
+}
+
+/// Two writers of different log partitions append to one table at the same moment, again and
+/// again: each commit is a conditional PUT of the next version, so when both try one version
+/// the loser is refused and retries at the next. Every row of both lands, and the log's
+/// versions are every commit once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_committers_never_overwrite_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    racing_committers(&local(dir.path())).await;
+}
+
+/// The same in a bucket, where only the service's `If-None-Match` keeps the commits apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_committers_in_a_bucket_never_overwrite_each_other() {
+    if let Some(store) = in_bucket("offline-race") {
+        racing_committers(&store).await;
+    }
+}
+
+async fn racing_committers(store: &DeltaOfflineStore) {
+    const COMMITS: i64 = 8;
+    let spec = spec();
+    // The table exists before the race: creating it is a race of its own, at version 0.
+    write(store, &spec, &[vec![vec![row(0)]]], None).await;
+    let writers = (0..2).map(|w| {
+        let (store, spec) = (store.clone(), spec.clone());
+        tokio::spawn(async move {
+            let partition = 1 + w as u32;
+            let mut writer = store
+                .partition_writer(&table(), &spec, partition)
+                .await
+                .unwrap();
+            for c in 0..COMMITS {
+                let r = row(1 + w * COMMITS + c);
+                let batch = to_offline(
+                    &spec,
+                    &canonical(&spec, &[r]),
+                    r.offset as u64,
+                    r.ingested_at,
+                )
+                .unwrap();
+                writer
+                    .append(vec![batch], r.offset as u64 + 1)
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    for writer in futures::future::join_all(writers).await {
+        writer.unwrap();
+    }
+    let got = read(store, &spec, ReadFilter::default()).await;
+    let expected: Vec<Row> = (0..1 + 2 * COMMITS).map(row).collect();
+    assert_eq!(got, expected);
+
+    // The commit files themselves: versions 0 to 2 × COMMITS, each written once, and a second
+    // PUT of an existing version refused by the store (what made the loser of each race retry).
+    let mut table = deltalake::DeltaTableBuilder::from_url(store.table_url(&table()))
+        .unwrap()
+        .build()
+        .unwrap();
+    table.load().await.unwrap();
+    assert_eq!(table.version(), Some(2 * COMMITS as u64));
+    let taken = table
+        .log_store()
+        .write_commit_entry(
+            1,
+            deltalake::logstore::CommitOrBytes::LogBytes(bytes::Bytes::from_static(b"{}\n")),
+            uuid::Uuid::new_v4(),
+        )
+        .await;
+    assert!(
+        matches!(
+            taken,
+            Err(deltalake::kernel::transaction::TransactionError::VersionAlreadyExists(1))
+        ),
+        "{taken:?}"
+    );
+    let still = read(store, &spec, ReadFilter::default()).await;
+    assert_eq!(still, expected);
+}
+
+/// Two writers of one log partition (a stale owner and its successor): the first to commit
+/// wins, and the other's commit is refused whole — none of its rows land — because the
+/// partition's offset moved under it. Reopened, it reads the offset the winner left.
+#[tokio::test]
+async fn a_stale_writer_of_a_partition_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    stale_writer_is_fenced(&local(dir.path())).await;
+}
+
+#[tokio::test]
+async fn a_stale_writer_of_a_partition_in_a_bucket_is_fenced() {
+    if let Some(store) = in_bucket("offline-fence") {
+        stale_writer_is_fenced(&store).await;
+    }
+}
+
+async fn stale_writer_is_fenced(store: &DeltaOfflineStore) {
+    let spec = spec();
+    write(store, &spec, &[vec![vec![row(0)]]], None).await;
+    let append = |r: Row| {
+        vec![
+            to_offline(
+                &spec,
+                &canonical(&spec, &[r]),
+                r.offset as u64,
+                r.ingested_at,
+            )
+            .unwrap(),
+        ]
+    };
+    let mut stale = store.partition_writer(&table(), &spec, 0).await.unwrap();
+    let mut successor = store.partition_writer(&table(), &spec, 0).await.unwrap();
+    successor.append(append(row(1)), 2).await.unwrap();
+    let refused = stale.append(append(row(7)), 8).await;
+    assert!(
+        matches!(
+            refused,
+            Err(kairos_offline::OfflineError::Fenced { partition: 0, .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        read(store, &spec, ReadFilter::default()).await,
+        vec![row(0), row(1)]
+    );
+    let reopened = store.partition_writer(&table(), &spec, 0).await.unwrap();
+    assert_eq!(reopened.committed_offset().await.unwrap(), Some(2));
+}
+
+fn row(offset: i64) -> Row {
+    Row {
+        offset,
+        key: offset % 3,
+        ts: T0 + offset * HOUR,
+        amount: offset as f64,
+        ingested_at: T0 + offset,
+    }
 }

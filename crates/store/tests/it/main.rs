@@ -60,12 +60,14 @@ struct Fixture {
 }
 
 async fn open(online: OnlineConfig) -> Fixture {
+    open_with(|config| config.online = online).await
+}
+
+async fn open_with(configure: impl FnOnce(&mut StoreConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0 + 10 * HOUR));
-    let config = StoreConfig {
-        online,
-        ..StoreConfig::with_data_dir(dir.path())
-    };
+    let mut config = StoreConfig::with_data_dir(dir.path());
+    configure(&mut config);
     let store = FeatureStore::open_with_clock(config, clock.clone())
         .await
         .unwrap();
@@ -279,7 +281,11 @@ async fn restart_resumes_and_delete_removes_everything() {
     let report = store.check("cards", None).await.unwrap();
     assert!(report.clean && report.offline_rows == 2, "{report:?}");
 
-    let table = store.offline_table_path("cards", None).unwrap();
+    let table = store
+        .offline_table_url("cards", None)
+        .unwrap()
+        .to_file_path()
+        .unwrap();
     assert!(table.exists());
     store.delete_group("cards", 1).await.unwrap();
     assert!(!table.exists());
@@ -304,6 +310,20 @@ async fn restart_resumes_and_delete_removes_everything() {
 /// `KAIROS_REQUIRE_INTEROP=1` (as in CI).
 #[tokio::test]
 async fn delta_tables_read_back_with_python_deltalake() {
+    python_deltalake_reads(open(OnlineConfig::Redb).await).await;
+}
+
+/// The same for a table in a bucket (a real S3 API: moto in CI), the reader reaching it with
+/// the same `AWS_*` variables.
+#[tokio::test]
+async fn delta_tables_in_a_bucket_read_back_with_python_deltalake() {
+    let Some(url) = kairos_storage::testing::s3_url("store-python") else {
+        return;
+    };
+    python_deltalake_reads(open_with(|config| config.storage.url = Some(url)).await).await;
+}
+
+async fn python_deltalake_reads(f: Fixture) {
     let probe = std::process::Command::new("python3")
         .args(["-c", "import deltalake, pyarrow"])
         .output();
@@ -315,7 +335,6 @@ async fn delta_tables_read_back_with_python_deltalake() {
         eprintln!("skipped: python3 -c 'import deltalake' failed");
         return;
     }
-    let f = open(OnlineConfig::Redb).await;
     let s = spec(None);
     f.store.create_group(s.clone()).await.unwrap();
     let rows = [(1, T0, 1.5), (2, T0 + HOUR, 2.5), (1, T0 + 30 * HOUR, 3.5)];
@@ -324,7 +343,7 @@ async fn delta_tables_read_back_with_python_deltalake() {
         .await
         .unwrap();
     f.store.wait_materialised("cards", None).await.unwrap();
-    let path = f.store.offline_table_path("cards", None).unwrap();
+    let url = f.store.offline_table_url("cards", None).unwrap();
     let script = "import sys, json, deltalake\n\
                   t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table().sort_by('_offset')\n\
                   d = t.to_pydict()\n\
@@ -336,7 +355,7 @@ async fn delta_tables_read_back_with_python_deltalake() {
         let run = std::process::Command::new("python3")
             .arg("-c")
             .arg(script)
-            .arg(&path)
+            .arg(url.as_str())
             .output()
             .unwrap();
         if run.status.success() {
@@ -378,7 +397,9 @@ async fn the_offline_materialiser_compacts_its_small_files() {
     }
     let log = f
         .store
-        .offline_table_path("cards", None)
+        .offline_table_url("cards", None)
+        .unwrap()
+        .to_file_path()
         .unwrap()
         .join("_delta_log");
     let checkpoints = std::fs::read_dir(&log)
