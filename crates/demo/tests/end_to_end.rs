@@ -162,6 +162,7 @@ async fn generate_stream_train_deploy_score_with_no_skew() {
     };
     let batches = store
         .read_training_dataset(&frozen, SplitName::Train, true)
+        .await
         .unwrap();
     let offline = offline_scores(&store, &model, &batches).await;
     assert_eq!(

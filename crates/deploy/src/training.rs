@@ -162,13 +162,13 @@ pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model
     )?;
     let root = store.describe(&view.view.spec.root.group, view.view.spec.root.version)?;
     let root = &root.group.spec;
-    let split = |name: SplitName| -> Result<Vec<arrow::array::RecordBatch>> {
+    let split = async |name: SplitName| -> Result<Vec<arrow::array::RecordBatch>> {
         if dataset.row_counts.get(&name).copied().unwrap_or(0) == 0 {
             return Ok(Vec::new());
         }
-        Ok(store.read_training_dataset(&dataset, name, true)?)
+        Ok(store.read_training_dataset(&dataset, name, true).await?)
     };
-    let train_rows = split(SplitName::Train)?;
+    let train_rows = split(SplitName::Train).await?;
     let schema = train_rows.first().map(|b| b.schema()).ok_or_else(|| {
         DeployError::BadRequest("the training dataset's train split has no rows".into())
     })?;
@@ -220,8 +220,8 @@ pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model
             .map_err(|e| DeployError::BadRequest(e.to_string()))
     };
     let train = labelled(SplitName::Train, &train_rows)?;
-    let validation = labelled(SplitName::Validation, &split(SplitName::Validation)?)?;
-    let test = labelled(SplitName::Test, &split(SplitName::Test)?)?;
+    let validation = labelled(SplitName::Validation, &split(SplitName::Validation).await?)?;
+    let test = labelled(SplitName::Test, &split(SplitName::Test).await?)?;
     let task = match request.task {
         TaskName::Binary => Task::Binary,
         TaskName::Regression => Task::Regression,

@@ -262,7 +262,9 @@ async fn run_local(command: FvCommand, store: &FeatureStore) -> anyhow::Result<(
             let format =
                 Format::from_name(&format).with_context(|| format!("unknown format '{format}'"))?;
             let dataset = store.training_dataset(&name, version, Some(td))?;
-            let batches = store.read_training_dataset(&dataset, split, transformed)?;
+            let batches = store
+                .read_training_dataset(&dataset, split, transformed)
+                .await?;
             let mut out: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
                 None => Box::new(std::io::stdout().lock()),

@@ -211,6 +211,10 @@ async fn worker(config: &Config, url: &str, file: &Path, id: Option<String>) -> 
         store: None,
         streams: None,
         data_dir: config.store.data_dir.clone(),
+        storage: kairos_store::Storage::open(
+            config.store.storage.url.as_deref(),
+            &config.store.data_dir,
+        )?,
         worker: Some(id.clone()),
     };
     let name = def.spec.name.clone();

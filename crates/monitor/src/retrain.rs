@@ -243,10 +243,10 @@ async fn score(
         None => TransformSet::default(),
     };
     let label = lineage.label.clone().unwrap_or_default();
-    let batches: Vec<RecordBatch> =
-        deployments
-            .store()
-            .read_training_dataset_with(dataset, SplitName::Test, &transforms)?;
+    let batches: Vec<RecordBatch> = deployments
+        .store()
+        .read_training_dataset_with(dataset, SplitName::Test, &transforms)
+        .await?;
     let labelled = Labelled::from_batches("test", &batches, &lineage.features, &label)
         .map_err(|e| DeployError::BadRequest(e.to_string()))?;
     let (_, predictor) = deployments

@@ -611,7 +611,9 @@ impl Monitors {
         };
         let store = self.store();
         let dataset = store.training_dataset(view, Some(view_version), Some(dataset))?;
-        let batches = store.read_training_dataset(&dataset, SplitName::Train, true)?;
+        let batches = store
+            .read_training_dataset(&dataset, SplitName::Train, true)
+            .await?;
         let (_, predictor) = self
             .inner
             .deployments

@@ -23,6 +23,7 @@ use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, Tran
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt as _;
 use kairos_storage::Storage;
 use kairos_types::{FeatureGroupSpec, TableId};
 use url::Url;
@@ -135,10 +136,20 @@ impl DeltaOfflineStore {
             })?;
         }
         let mut delta = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
-        match delta.load().await {
-            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(delta),
-            Err(e) => Err(e.into()),
+        // Asked first rather than by loading: the kernel logs a missing table as an error.
+        let log = object_store::path::Path::from("_delta_log");
+        let written = delta
+            .object_store()
+            .list(Some(&log))
+            .next()
+            .await
+            .transpose()
+            .map_err(DeltaTableError::from)?
+            .is_some();
+        if written {
+            delta.load().await?;
         }
+        Ok(delta)
     }
 
     /// A writer for one table; the materialiser holds it so the table is not reloaded per commit.

@@ -14,7 +14,7 @@
 //! state. A partition's checkpoint file is held open (locked) by its owner, so a new owner
 //! starts only once the previous one has let go or died.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use hdrhistogram::Histogram;
-use kairos_store::{FeatureStore, Result, StoreError};
+use kairos_store::{FeatureStore, Result, Storage, StoreError};
 use kairos_stream::checkpoint::{CheckpointMeta, PendingOutput, producer_tag};
 use kairos_stream::spec::PipelineDef;
 use kairos_stream::{Plan, SourceSpec, WindowOperator};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{Checkpoints, Committed, LocalCheckpoints, SharedCheckpoints};
 use crate::decode::{self, Malformed};
 use crate::sink::Sink;
 use crate::source::{Poll, Source, Streams};
@@ -282,8 +282,12 @@ pub struct Placement {
     pub store: Option<FeatureStore>,
     /// The HTTP push streams, when they are in this process.
     pub streams: Option<Arc<Streams>>,
-    /// The data dir holding the pipeline's partition checkpoints.
+    /// The data dir holding the pipeline's partition checkpoints (when the storage is the data
+    /// dir) and each worker's status, dead letters and stop request.
     pub data_dir: PathBuf,
+    /// Where partition checkpoints live: the data dir, or the cluster's bucket, where any
+    /// replica can take a partition over.
+    pub storage: Storage,
     /// `None` for the pipeline's own run (in `kairos serve` or `kairos pipeline run`); a name
     /// for an extra worker, whose status, dead letters and stop request are kept apart.
     pub worker: Option<String>,
@@ -294,6 +298,7 @@ impl Placement {
     pub fn local(store: FeatureStore, streams: Arc<Streams>) -> Placement {
         Placement {
             data_dir: store.config().data_dir.clone(),
+            storage: store.storage().clone(),
             sink: Sink::Store(store.clone()),
             store: Some(store),
             streams: Some(streams),
@@ -370,7 +375,7 @@ struct Run {
 
 /// A source partition this run holds, and its checkpoint.
 struct Held {
-    checkpoints: CheckpointStore,
+    checkpoints: Checkpoints,
     /// Checkpoints of the partition so far.
     epoch: u64,
     /// The position of the next event to read.
@@ -388,6 +393,9 @@ struct Held {
 struct Progress {
     op: WindowOperator,
     held: BTreeMap<u32, Held>,
+    /// Partitions another worker took over from this one (its commit was fenced), not taken
+    /// on again until the source revokes them.
+    fenced: BTreeSet<u32>,
     dead: DeadLetters,
     persisted_at: Instant,
 }
@@ -422,6 +430,7 @@ impl Run {
         let mut progress = Progress {
             op: WindowOperator::new(self.plan.clone())?,
             held: BTreeMap::new(),
+            fenced: BTreeSet::new(),
             dead: DeadLetters::open(&self.own.join("dead_letter.jsonl"))?,
             persisted_at: Instant::now(),
         };
@@ -457,6 +466,7 @@ impl Run {
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100));
             match source.poll(wait).await? {
+                Poll::Chunk(chunk) if progress.fenced.contains(&chunk.partition) => {}
                 Poll::Chunk(chunk) => {
                     let partition = chunk.partition;
                     let arrival = chunk.arrived_at.unwrap_or_else(now_micros);
@@ -523,13 +533,14 @@ impl Run {
     /// Lets go of the partitions the source took away and takes on those it assigned.
     async fn rebalance(&self, source: &mut Source, progress: &mut Progress) -> Result<()> {
         for p in source.take_revoked() {
+            progress.fenced.remove(&p);
             if progress.held.remove(&p).is_some() {
                 progress.op.remove_partition(p);
                 tracing::info!(pipeline = self.name(), partition = p, "partition let go");
             }
         }
         for p in source.partitions() {
-            if progress.held.contains_key(&p) {
+            if progress.held.contains_key(&p) || progress.fenced.contains(&p) {
                 continue;
             }
             let held = self.take(p, &mut progress.op).await?;
@@ -539,11 +550,29 @@ impl Run {
         Ok(())
     }
 
-    /// Takes on partition `p` from its checkpoint: waits for its previous owner to let the
-    /// checkpoint go, delivers the rows it left pending, restores its windows.
+    /// Takes on partition `p` from its checkpoint: in the data dir, waits for its previous
+    /// owner to let the checkpoint go; in a bucket, fences it by raising the owner epoch. Then
+    /// delivers the rows it left pending and restores its windows.
     async fn take(&self, p: u32, op: &mut WindowOperator) -> Result<Held> {
-        let path = self.dir.join("partitions").join(format!("p{p}.redb"));
-        let checkpoints = CheckpointStore::open_when_free(&path, TAKEOVER_WAIT).await?;
+        let storage = &self.placement.storage;
+        let checkpoints = if storage.is_shared() {
+            let folder = storage.area(&[
+                "pipelines",
+                self.name(),
+                &format!("v{}", self.def.version),
+                "partitions",
+                &format!("p{p}"),
+            ]);
+            let owner = format!(
+                "{} (process {})",
+                self.placement.worker.as_deref().unwrap_or("server"),
+                std::process::id()
+            );
+            Checkpoints::Shared(SharedCheckpoints::take_over(folder, &owner).await?)
+        } else {
+            let path = self.dir.join("partitions").join(format!("p{p}.redb"));
+            Checkpoints::Local(LocalCheckpoints::open_when_free(&path, TAKEOVER_WAIT).await?)
+        };
         let mut held = Held {
             checkpoints,
             epoch: 0,
@@ -553,7 +582,7 @@ impl Run {
             last_events: Instant::now(),
             idle: false,
         };
-        match held.checkpoints.load()? {
+        match held.checkpoints.load().await? {
             Some((meta, windows)) => {
                 self.recover(&meta).await?;
                 op.restore_partition(
@@ -652,6 +681,7 @@ impl Run {
         }
         let deltas = progress.op.checkpoint_delta()?;
         let mut deliveries = Vec::new();
+        let mut fenced = Vec::new();
         let mut dead_synced = false;
         for (p, delta) in deltas {
             let Some(held) = progress.held.get_mut(&p) else {
@@ -669,6 +699,7 @@ impl Run {
             }
             let epoch = held.epoch + 1;
             let producer = producer_tag(self.name(), self.def.version, p, epoch);
+            let mut delivery = None;
             let pending = if emissions.is_empty() {
                 None
             } else {
@@ -686,7 +717,7 @@ impl Run {
                         .map_err(StoreError::internal)?
                         .to_vec(),
                 };
-                deliveries.push((batch, producer, search_from, emissions));
+                delivery = Some((batch, producer, search_from, emissions));
                 Some(pending)
             };
             let meta = CheckpointMeta {
@@ -698,9 +729,24 @@ impl Run {
                 malformed: held.malformed,
                 pending,
             };
-            held.checkpoints.commit(&meta, &delta)?;
-            held.epoch = epoch;
-            held.committed = held.position;
+            match held.checkpoints.commit(&meta, &delta).await? {
+                Committed::Written => {
+                    held.epoch = epoch;
+                    held.committed = held.position;
+                    deliveries.extend(delivery);
+                }
+                // The new owner redoes this checkpoint's work from the last one it read;
+                // nothing of it is delivered here.
+                Committed::Fenced(reason) => {
+                    tracing::warn!(pipeline = self.name(), partition = p, %reason, "partition lost to another worker; let go");
+                    fenced.push(p);
+                }
+            }
+        }
+        for p in fenced {
+            progress.held.remove(&p);
+            progress.op.remove_partition(p);
+            progress.fenced.insert(p);
         }
         for (batch, producer, search_from, emissions) in deliveries {
             kairos_types::fault::point("pipeline.after_commit");

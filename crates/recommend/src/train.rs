@@ -112,7 +112,9 @@ pub async fn train(
             None,
         )
         .await?;
-    let rows = store.read_training_dataset(&dataset, SplitName::Train, false)?;
+    let rows = store
+        .read_training_dataset(&dataset, SplitName::Train, false)
+        .await?;
     progress("training data");
 
     store.wait_materialised(&spec.items.group, None).await?;

@@ -193,7 +193,9 @@ pub async fn read_training_dataset(
         None => Format::JsonLines,
     };
     let dataset = store.training_dataset(&name, q.version, Some(td))?;
-    let batches = store.read_training_dataset(&dataset, split, q.transformed)?;
+    let batches = store
+        .read_training_dataset(&dataset, split, q.transformed)
+        .await?;
     let internal =
         |e: arrow::error::ArrowError| ApiError::from(kairos_store::StoreError::internal(e));
     let mut out = Vec::new();

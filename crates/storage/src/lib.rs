@@ -21,7 +21,9 @@ use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{
     ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
 };
+use tokio::io::AsyncReadExt;
 use url::Url;
 
 pub use object_store;
@@ -169,6 +171,80 @@ impl Storage {
         }
     }
 
+    /// Moves the finished files of the local folder `local` into `<location>/<parts…>`,
+    /// replacing what was there; `local` is gone afterwards. In the data dir it is a rename (so
+    /// `local` must be on the data dir's file system); in a bucket, an upload of each file,
+    /// streamed in parts. Either way a reader sees each file whole or not at all; the caller
+    /// makes the folder visible as a whole (a catalog entry written last).
+    pub async fn publish_dir(&self, local: &Path, parts: &[&str]) -> Result<()> {
+        let io = |e: std::io::Error| {
+            self.unavailable(object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            })
+        };
+        match &self.location {
+            Location::DataDir(dir) => {
+                let mut target = dir.clone();
+                target.extend(parts);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                match std::fs::remove_dir_all(&target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
+                std::fs::rename(local, &target).map_err(io)
+            }
+            Location::S3 { .. } => {
+                self.delete_all(parts).await?;
+                let area = self.area(parts);
+                for entry in std::fs::read_dir(local).map_err(io)? {
+                    let entry = entry.map_err(io)?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let upload = area
+                        .put_multipart(&StorePath::from(name))
+                        .await
+                        .map_err(|source| self.unavailable(source))?;
+                    let mut upload = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+                    let mut file = tokio::fs::File::open(entry.path()).await.map_err(io)?;
+                    let mut buffer = vec![0; UPLOAD_PART_BYTES];
+                    loop {
+                        let n = file.read(&mut buffer).await.map_err(io)?;
+                        if n == 0 {
+                            break;
+                        }
+                        upload
+                            .wait_for_capacity(UPLOADS_IN_FLIGHT)
+                            .await
+                            .map_err(|source| self.unavailable(source))?;
+                        upload.write(&buffer[..n]);
+                    }
+                    upload
+                        .finish()
+                        .await
+                        .map_err(|source| self.unavailable(source))?;
+                }
+                std::fs::remove_dir_all(local).map_err(io)
+            }
+        }
+    }
+
+    /// The bytes of the file `<location>/<parts…>`, or `None` when there is none.
+    pub async fn read(&self, parts: &[&str]) -> Result<Option<bytes::Bytes>> {
+        let path = area_path(parts);
+        let got = match self.root.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(self.unavailable(source)),
+        };
+        got.bytes()
+            .await
+            .map(Some)
+            .map_err(|source| self.unavailable(source))
+    }
+
     /// Deletes every file under `<location>/<parts…>`.
     pub async fn delete_all(&self, parts: &[&str]) -> Result<()> {
         let area = self.area(parts);
@@ -260,6 +336,12 @@ fn area_path(parts: &[&str]) -> StorePath {
     StorePath::from_iter(parts.iter().copied())
 }
 
+/// The size of one part of an upload (S3 takes parts of 5 MiB and more).
+const UPLOAD_PART_BYTES: usize = 8 << 20;
+
+/// Parts of one upload in flight at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
 /// How long one storage request may take, retries included, before its caller is answered with
 /// an error naming the storage (object_store's default, three minutes, would read as a hang).
 const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
@@ -323,6 +405,47 @@ mod tests {
         storage.verify().await.unwrap();
         storage.delete_all(&["models", "fraud"]).await.unwrap();
         assert!(!dir.path().join("models/fraud").exists());
+        publishes_a_folder(&storage, &dir.path().join("tmp")).await;
+        assert!(dir.path().join("datasets/td1/train.parquet").is_file());
+    }
+
+    /// A folder built locally lands whole in the storage, and replaces what was there.
+    async fn publishes_a_folder(storage: &Storage, scratch: &Path) {
+        for (round, sizes) in [[3usize, 0], [UPLOAD_PART_BYTES * 2 + 17, 5]]
+            .iter()
+            .enumerate()
+        {
+            let local = scratch.join(format!("build-{round}"));
+            std::fs::create_dir_all(&local).unwrap();
+            let files: Vec<(String, Vec<u8>)> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    (
+                        format!("f{}-{i}", round),
+                        (0..*n).map(|b| (b % 251) as u8).collect(),
+                    )
+                })
+                .collect();
+            for (name, bytes) in &files {
+                std::fs::write(local.join(name), bytes).unwrap();
+            }
+            std::fs::write(local.join("train.parquet"), b"rows").unwrap();
+            storage
+                .publish_dir(&local, &["datasets", "td1"])
+                .await
+                .unwrap();
+            assert!(!local.exists());
+            for (name, bytes) in &files {
+                let got = storage.read(&["datasets", "td1", name]).await.unwrap();
+                assert_eq!(got.as_deref(), Some(bytes.as_slice()), "{name}");
+            }
+        }
+        assert_eq!(
+            storage.read(&["datasets", "td1", "f0-0"]).await.unwrap(),
+            None,
+            "replaced"
+        );
     }
 
     /// Against a real S3 API (moto in CI): the probe passes, files land under the prefix, and
@@ -354,6 +477,8 @@ mod tests {
         assert_eq!(bytes.as_ref(), b"one");
         storage.delete_all(&["models"]).await.unwrap();
         assert!(area.get(&file).await.is_err());
+        let scratch = tempfile::tempdir().unwrap();
+        publishes_a_folder(&storage, scratch.path()).await;
     }
 
     #[test]

@@ -90,6 +90,16 @@ impl From<kairos_catalog::CatalogError> for StoreError {
     }
 }
 
+impl From<kairos_storage::StorageError> for StoreError {
+    fn from(e: kairos_storage::StorageError) -> Self {
+        match e {
+            kairos_storage::StorageError::BadUrl(_) => StoreError::BadRequest(e.to_string()),
+            // Names the engine: "S3 s3://bucket/prefix: …".
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<kairos_log::LogError> for StoreError {
     fn from(e: kairos_log::LogError) -> Self {
         match e {

@@ -275,8 +275,7 @@ impl FeatureStore {
                     .map_err(|e| StoreError::Unavailable(format!("cannot reach Redis at {url}: {e}")))?,
             ),
         };
-        let storage = Storage::open(config.storage.url.as_deref(), dir)
-            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        let storage = Storage::open(config.storage.url.as_deref(), dir)?;
         if storage.is_shared() {
             // A bucket that cannot be reached, or that would let two Delta committers
             // overwrite each other, is refused before anything is written to it.
@@ -288,8 +287,7 @@ impl FeatureStore {
                         storage.engine(),
                         STORAGE_CHECK_TIMEOUT.as_secs()
                     ))
-                })?
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                })??;
         }
         let offline = DeltaOfflineStore::new(storage.clone());
         let store = FeatureStore {

@@ -16,7 +16,7 @@ use kairos_offline::{INGESTED_AT, OFFSET, ReadFilter};
 use kairos_transform::{FunctionRegistry, UserFunction};
 use kairos_types::value::format_timestamp;
 use kairos_types::{FeatureGroupSpec, FeatureType, Format, Value, ingest};
-use kairos_view::dataset::read_split;
+use kairos_view::dataset::{decode_split, split_file};
 use kairos_view::vector::EntryStatus;
 use kairos_view::{
     AsofJoin, AsofOptions, AsofOutput, AsofStage, DatasetWriter, FeatureView, FeatureViewSpec,
@@ -26,6 +26,9 @@ use kairos_view::{
 use serde::Serialize;
 
 use crate::{FeatureStore, GroupRuntime, KeyStatus, Result, StoreError, parse_key};
+
+/// The storage area of training datasets: `<view>/v<version>/td<version>/<split>.parquet`.
+const DATASETS: &str = "training_datasets";
 
 /// Resolved views by (name, version asked for; `None` is the latest).
 pub(crate) type ViewCache = HashMap<(String, Option<u32>), Arc<ResolvedView>>;
@@ -147,17 +150,11 @@ impl FeatureStore {
             )));
         }
         self.inner.views.write().expect("lock").clear();
-        let dir = self.datasets_dir().join(name).join(format!("v{version}"));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| {
-                StoreError::Internal(format!("cannot remove {}: {e}", dir.display()))
-            })?;
-        }
+        self.inner
+            .storage
+            .delete_all(&[DATASETS, name, &format!("v{version}")])
+            .await?;
         Ok(())
-    }
-
-    fn datasets_dir(&self) -> PathBuf {
-        self.inner.config.data_dir.join("training_datasets")
     }
 
     pub(crate) fn resolve_view(
@@ -192,14 +189,18 @@ impl FeatureStore {
     }
 
     /// Removes what builds that never finished left: training-dataset folders the catalog
-    /// does not list (a crash between writing the files and recording them) and the spill
-    /// files of joins; returns how many datasets it removed. [`FeatureStore::open`] runs it,
-    /// when no build of this data dir can be running (the process holding the store is the
-    /// only one that builds); call it only while none runs.
+    /// does not list (a crash between writing the files and recording them) and the local
+    /// scratch files of builds; returns how many datasets it removed. [`FeatureStore::open`]
+    /// runs it, when no build of this data dir can be running (the process holding the store
+    /// is the only one that builds); call it only while none runs. A bucket that replicas share
+    /// is not swept: another replica's build may be between its files and its catalog entry.
     pub fn sweep_unfinished_builds(&self) -> Result<usize> {
         let data_dir = &self.inner.config.data_dir;
         let _ = std::fs::remove_dir_all(data_dir.join("tmp"));
-        let root = data_dir.join("training_datasets");
+        if self.inner.storage.is_shared() {
+            return Ok(0);
+        }
+        let root = data_dir.join(DATASETS);
         let entries = |dir: &std::path::Path| -> Vec<(String, PathBuf)> {
             std::fs::read_dir(dir)
                 .into_iter()
@@ -254,11 +255,19 @@ impl FeatureStore {
             .inner
             .catalog
             .next_training_dataset_version(name, view.version)?;
-        let relative = PathBuf::from("training_datasets")
-            .join(name)
-            .join(format!("v{}", view.version))
-            .join(format!("td{td_version}"));
-        let target = self.inner.config.data_dir.join(&relative);
+        let parts = [
+            DATASETS.to_string(),
+            name.to_string(),
+            format!("v{}", view.version),
+            format!("td{td_version}"),
+        ];
+        // Built in the data dir's scratch space, then published to the storage whole.
+        let target = self
+            .inner
+            .config
+            .data_dir
+            .join("tmp")
+            .join(format!("build-{}", parts[1..].join("-")));
 
         let root_rt = self.runtime(&plan.root.spec.name, Some(plan.root.version))?;
         // Feature joins (point-in-time), then label joins (the latest row known now).
@@ -466,6 +475,15 @@ impl FeatureStore {
                 return Err(e.into());
             }
         };
+        if let Err(e) = self
+            .inner
+            .storage
+            .publish_dir(&target, &parts.each_ref().map(String::as_str))
+            .await
+        {
+            let _ = std::fs::remove_dir_all(&target);
+            return Err(e.into());
+        }
         let dataset = TrainingDataset {
             view: name.to_string(),
             view_version: view.version,
@@ -488,7 +506,7 @@ impl FeatureStore {
             log_offsets,
             statistics,
             transforms,
-            path: relative.to_string_lossy().to_string(),
+            path: parts.join("/"),
         };
         kairos_types::fault::point("dataset.before_catalog");
         self.inner.catalog.save_training_dataset(&dataset)?;
@@ -518,29 +536,49 @@ impl FeatureStore {
 
     /// Reads one split of a training dataset, with its frozen transforms applied when
     /// `transformed` (what a model trains on) or as stored.
-    pub fn read_training_dataset(
+    pub async fn read_training_dataset(
         &self,
         dataset: &TrainingDataset,
         split: SplitName,
         transformed: bool,
     ) -> Result<Vec<RecordBatch>> {
         if !transformed {
-            let dir = self.inner.config.data_dir.join(&dataset.path);
-            return Ok(read_split(&dir, split)?);
+            return self.read_split(dataset, split).await;
         }
         self.read_training_dataset_with(dataset, split, &dataset.transforms)
+            .await
+    }
+
+    /// The rows of one split as stored (none when the split has no file).
+    async fn read_split(
+        &self,
+        dataset: &TrainingDataset,
+        split: SplitName,
+    ) -> Result<Vec<RecordBatch>> {
+        let file = split_file(split);
+        let parts: Vec<&str> = dataset
+            .path
+            .split('/')
+            .chain(std::iter::once(file.as_str()))
+            .collect();
+        let Some(bytes) = self.inner.storage.read(&parts).await? else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || decode_split(bytes))
+            .await
+            .map_err(StoreError::internal)?
+            .map_err(StoreError::from)
     }
 
     /// Reads a split of `dataset` through `transforms` frozen with another dataset of the
     /// same view version (a model trained on that one, evaluated on this one's rows).
-    pub fn read_training_dataset_with(
+    pub async fn read_training_dataset_with(
         &self,
         dataset: &TrainingDataset,
         split: SplitName,
         transforms: &kairos_view::TransformSet,
     ) -> Result<Vec<RecordBatch>> {
-        let dir = self.inner.config.data_dir.join(&dataset.path);
-        let batches = read_split(&dir, split)?;
+        let batches = self.read_split(dataset, split).await?;
         let resolved = self.resolve_view(&dataset.view, Some(dataset.view_version))?;
         let plan = &resolved.plan;
         let keys = plan.keys();

@@ -330,7 +330,7 @@ impl DatasetWriter {
             }
             *self.counts.entry(name).or_default() += part.num_rows() as u64;
             if !self.writers.contains_key(&name) {
-                let path = self.staging.join(format!("{}.parquet", name.as_str()));
+                let path = self.staging.join(split_file(name));
                 let file = File::create(&path)
                     .map_err(|e| ViewError::Io(format!("cannot write {}: {e}", path.display())))?;
                 let props = WriterProperties::builder()
@@ -363,19 +363,13 @@ impl DatasetWriter {
     }
 }
 
-/// Reads one split file of a training dataset.
-pub fn read_split(dir: &Path, split: SplitName) -> Result<Vec<RecordBatch>> {
-    let path = dir.join(format!("{}.parquet", split.as_str()));
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ViewError::Io(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
-    };
+/// The file name of one split of a training dataset.
+pub fn split_file(split: SplitName) -> String {
+    format!("{}.parquet", split.as_str())
+}
+
+/// Decodes one split file of a training dataset.
+pub fn decode_split(file: bytes::Bytes) -> Result<Vec<RecordBatch>> {
     let reader =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)

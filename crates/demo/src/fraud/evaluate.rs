@@ -75,7 +75,9 @@ pub async fn evaluate(store: &FeatureStore, mapping: &Mapping, csv: &[u8]) -> Re
             None,
         )
         .await?;
-    let batches = store.read_training_dataset(&dataset, SplitName::Train, false)?;
+    let batches = store
+        .read_training_dataset(&dataset, SplitName::Train, false)
+        .await?;
     let labels: Vec<bool> = column(&batches, LABEL)?
         .into_iter()
         .map(|v| v == Some(1.0))

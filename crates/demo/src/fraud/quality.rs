@@ -103,7 +103,9 @@ pub async fn report(
         let model = training::train(store, &request).await?;
         models.push((name.to_string(), description.to_string(), model));
     }
-    let test = store.read_training_dataset(dataset, SplitName::Test, true)?;
+    let test = store
+        .read_training_dataset(dataset, SplitName::Test, true)
+        .await?;
     let deployments = Deployments::new(store.clone())?;
     let mut variants = Vec::new();
     for (name, description, model) in models {

@@ -26,12 +26,18 @@ struct Fixture {
 }
 
 async fn open() -> Fixture {
+    open_on(None).await
+}
+
+/// A store whose files are in the bucket `storage` names, or in the data dir.
+async fn open_on(storage: Option<String>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store =
-        FeatureStore::open_with_clock(StoreConfig::with_data_dir(dir.path()), clock.clone())
-            .await
-            .unwrap();
+    let mut config = StoreConfig::with_data_dir(dir.path());
+    config.storage.url = storage;
+    let store = FeatureStore::open_with_clock(config, clock.clone())
+        .await
+        .unwrap();
     Fixture {
         store,
         clock,
@@ -268,10 +274,12 @@ async fn online_vectors_equal_training_rows_bit_for_bit() {
     assert_eq!(td.row_counts[&SplitName::Train], events.len() as u64);
     let raw = store
         .read_training_dataset(&td, SplitName::Train, false)
+        .await
         .unwrap();
     let raw = arrow::compute::concat_batches(&raw[0].schema(), &raw).unwrap();
     let transformed = store
         .read_training_dataset(&td, SplitName::Train, true)
+        .await
         .unwrap();
     let transformed =
         arrow::compute::concat_batches(&transformed[0].schema(), &transformed).unwrap();
@@ -398,7 +406,11 @@ async fn training_data_is_point_in_time_and_as_known_at() {
             .unwrap();
         let mut rows: Vec<(i64, Option<f64>, SplitName)> = Vec::new();
         for split in [SplitName::Train, SplitName::Validation, SplitName::Test] {
-            for b in store.read_training_dataset(&td, split, false).unwrap() {
+            for b in store
+                .read_training_dataset(&td, split, false)
+                .await
+                .unwrap()
+            {
                 let times = arrow::array::AsArray::as_primitive::<
                     arrow::datatypes::TimestampMicrosecondType,
                 >(b.column_by_name("ts").unwrap())
@@ -615,6 +627,7 @@ async fn label_joins_take_the_labels_known_when_the_dataset_is_made() {
     assert_eq!(dataset.unlabelled, 1, "payment 12 has no label yet");
     let rows = store
         .read_training_dataset(&dataset, SplitName::Train, false)
+        .await
         .unwrap();
     let mut got: Vec<(Value, Value)> = Vec::new();
     for b in &rows {
@@ -695,7 +708,77 @@ async fn unfinished_training_dataset_builds_are_swept() {
     assert!(
         !store
             .read_training_dataset(&listed, SplitName::Train, false)
+            .await
             .unwrap()
             .is_empty()
     );
+}
+
+/// A store whose offline tables and training datasets are in a bucket (a real S3 API: moto in
+/// CI) builds the training data a single-node store builds from the same writes, row for row
+/// and split for split; a view's deletion takes its datasets from the bucket.
+#[tokio::test]
+async fn training_data_from_a_bucket_equals_the_single_node_result() {
+    let Some(url) = kairos_storage::testing::s3_url("store-datasets") else {
+        return;
+    };
+    let (local, shared) = (open().await, open_on(Some(url)).await);
+    let mut rng = StdRng::seed_from_u64(7);
+    let history = history(&mut rng);
+    let transactions: Vec<serde_json::Value> = spine(&mut rng, 80)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut event)| {
+            event["is_fraud"] = json!(i % 5 == 0);
+            event
+        })
+        .collect();
+    let mut built = Vec::new();
+    for f in [&local, &shared] {
+        create_groups(&f.store).await;
+        f.store.apply_view(fraud_view()).await.unwrap();
+        for (_, name, row) in &history {
+            insert(&f.store, name, std::slice::from_ref(row)).await;
+        }
+        insert(&f.store, "transactions", &transactions).await;
+        let request = TrainingDatasetRequest {
+            split: Split::Random {
+                seed: 3,
+                train: 0.6,
+                validation: 0.2,
+                test: 0.2,
+            },
+            ..Default::default()
+        };
+        let td = f
+            .store
+            .create_training_dataset("fraud", None, request, None, None)
+            .await
+            .unwrap();
+        let mut splits = Vec::new();
+        for split in [SplitName::Train, SplitName::Validation, SplitName::Test] {
+            let rows = f
+                .store
+                .read_training_dataset(&td, split, true)
+                .await
+                .unwrap();
+            splits.push(arrow::compute::concat_batches(&rows[0].schema(), &rows).unwrap());
+        }
+        built.push((td, splits));
+    }
+    let (local_td, local_rows) = &built[0];
+    let (shared_td, shared_rows) = &built[1];
+    assert!(local_rows[0].num_rows() > 0 && local_rows[1].num_rows() > 0);
+    assert_eq!(local_rows, shared_rows);
+    assert_eq!(local_td.row_counts, shared_td.row_counts);
+    assert_eq!(local_td.log_offsets, shared_td.log_offsets);
+
+    shared.store.delete_view("fraud", 1).await.unwrap();
+    let gone = shared
+        .store
+        .storage()
+        .read(&[shared_td.path.as_str(), "train.parquet"])
+        .await
+        .unwrap();
+    assert!(gone.is_none());
 }

@@ -27,7 +27,8 @@ use kairos_store::{Result, StoreError};
 use kairos_stream::StateDelta;
 use kairos_stream::checkpoint::CheckpointMeta;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+
+use super::{DeltaRecord, Loaded, apply, decode_delta, internal};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The base: state key → encoded window, as of the last fold.
@@ -49,22 +50,8 @@ fn open_db(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
     Database::builder().set_cache_size(CACHE_BYTES).create(path)
 }
 
-fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("checkpoint store: {e}"))
-}
-
-/// A loaded checkpoint: its metadata and its window states (state key, encoded window).
-pub type Loaded = (CheckpointMeta, Vec<(Vec<u8>, Vec<u8>)>);
-
-/// One checkpoint's change to the window state, as stored.
-#[derive(Serialize, Deserialize)]
-struct DeltaRecord {
-    puts: Vec<(Vec<u8>, Vec<u8>)>,
-    deletes: Vec<Vec<u8>>,
-}
-
 #[derive(Debug)]
-pub struct CheckpointStore {
+pub struct LocalCheckpoints {
     db: Arc<Database>,
     /// Bytes of delta records not folded into the base yet (as far as this store knows).
     unfolded: u64,
@@ -73,8 +60,8 @@ pub struct CheckpointStore {
     folding: Option<JoinHandle<Result<u64>>>,
 }
 
-impl CheckpointStore {
-    pub fn open(path: &Path) -> Result<CheckpointStore> {
+impl LocalCheckpoints {
+    pub fn open(path: &Path) -> Result<LocalCheckpoints> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(internal)?;
         }
@@ -82,7 +69,7 @@ impl CheckpointStore {
     }
 
     /// Opens `path`, waiting up to `wait` while another process holds it open.
-    pub async fn open_when_free(path: &Path, wait: Duration) -> Result<CheckpointStore> {
+    pub async fn open_when_free(path: &Path, wait: Duration) -> Result<LocalCheckpoints> {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(dir) = path.parent() {
@@ -104,7 +91,7 @@ impl CheckpointStore {
         }
     }
 
-    fn with_db(db: Database) -> Result<CheckpointStore> {
+    fn with_db(db: Database) -> Result<LocalCheckpoints> {
         let mut unfolded = 0;
         let txn = db.begin_read().map_err(internal)?;
         match txn.open_table(DELTAS) {
@@ -117,7 +104,7 @@ impl CheckpointStore {
             Err(e) => return Err(internal(e)),
         }
         drop(txn);
-        Ok(CheckpointStore {
+        Ok(LocalCheckpoints {
             db: Arc::new(db),
             unfolded,
             fold_at: FOLD_AT,
@@ -126,7 +113,7 @@ impl CheckpointStore {
     }
 
     /// Folds the deltas into the base once they pass `bytes` (tests make it small).
-    pub fn fold_at(mut self, bytes: u64) -> CheckpointStore {
+    pub fn fold_at(mut self, bytes: u64) -> LocalCheckpoints {
         self.fold_at = bytes;
         self
     }
@@ -174,10 +161,7 @@ impl CheckpointStore {
         let mut written = 0;
         {
             if !delta.is_empty() {
-                let record = DeltaRecord {
-                    puts: delta.puts.clone(),
-                    deletes: delta.deletes.clone(),
-                };
+                let record = DeltaRecord::of(delta);
                 let bytes = postcard::to_allocvec(&record).map_err(internal)?;
                 let mut deltas = txn.open_table(DELTAS).map_err(internal)?;
                 deltas
@@ -218,7 +202,7 @@ impl CheckpointStore {
     }
 }
 
-impl Drop for CheckpointStore {
+impl Drop for LocalCheckpoints {
     /// A fold holds the database; it ends before the store does, so the file is let go (and
     /// another worker can take the partition) only when nothing writes it any more.
     fn drop(&mut self) {
@@ -284,35 +268,11 @@ fn fold(db: &Database) -> Result<u64> {
     Ok(bytes)
 }
 
-fn decode_delta(bytes: &[u8]) -> Result<DeltaRecord> {
-    postcard::from_bytes(bytes).map_err(|e| internal(format!("a delta does not decode: {e}")))
-}
-
-fn apply(windows: &mut BTreeMap<Vec<u8>, Vec<u8>>, record: DeltaRecord) {
-    for (k, v) in record.puts {
-        windows.insert(k, v);
-    }
-    for k in record.deletes {
-        windows.remove(&k);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{meta, random_delta};
     use super::*;
     use rand::{Rng, SeedableRng};
-
-    fn meta(epoch: u64) -> CheckpointMeta {
-        CheckpointMeta {
-            partition: 0,
-            epoch,
-            position: epoch * 10,
-            max_event_time: 0,
-            counts: Default::default(),
-            malformed: 0,
-            pending: None,
-        }
-    }
 
     /// Random puts and deletes over a small key space, checkpointed with and without folds
     /// and reopened at random points, load what a map given the same changes holds.
@@ -322,32 +282,17 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         for fold_at in [u64::MAX, 4096, 1] {
             let path = dir.path().join(format!("p{fold_at}.redb"));
-            let mut store = CheckpointStore::open(&path).unwrap().fold_at(fold_at);
+            let mut store = LocalCheckpoints::open(&path).unwrap().fold_at(fold_at);
             let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             for epoch in 1..=60u64 {
-                let mut delta = StateDelta::default();
-                for _ in 0..rng.random_range(0..40) {
-                    let key = vec![rng.random_range(0..50u8)];
-                    // A key is put or deleted once in a delta, as the operator writes a
-                    // window's last state only.
-                    delta.deletes.retain(|k| *k != key);
-                    delta.puts.retain(|(k, _)| *k != key);
-                    if rng.random_bool(0.3) {
-                        expected.remove(&key);
-                        delta.deletes.push(key);
-                    } else {
-                        let value = vec![rng.random::<u8>(); rng.random_range(1..64)];
-                        expected.insert(key.clone(), value.clone());
-                        delta.puts.push((key, value));
-                    }
-                }
+                let delta = random_delta(&mut rng, &mut expected);
                 store.commit(&meta(epoch), &delta).unwrap();
                 if rng.random_bool(0.2) {
                     store.finish_fold().unwrap();
                 }
                 if rng.random_bool(0.1) {
                     drop(store);
-                    store = CheckpointStore::open(&path).unwrap().fold_at(fold_at);
+                    store = LocalCheckpoints::open(&path).unwrap().fold_at(fold_at);
                 }
                 let (m, windows) = store.load().unwrap().unwrap();
                 assert_eq!(m, meta(epoch));
