@@ -169,22 +169,67 @@ impl Config {
         }
         self.server.insecure |= o.insecure;
         let backend = o.online_backend.as_deref();
+        let prefix = self
+            .store
+            .online
+            .redis_prefix()
+            .unwrap_or("kairos:")
+            .to_string();
         match (backend, o.redis_url) {
             (Some("redb"), _) => self.store.online = OnlineConfig::Redb,
+            (Some("redis-cluster"), urls) => {
+                let nodes = match (urls, &self.store.online) {
+                    (Some(urls), _) => urls.split(',').map(|u| u.trim().to_string()).collect(),
+                    (None, OnlineConfig::RedisCluster { nodes, .. }) => nodes.clone(),
+                    (None, _) => bail!(
+                        "online backend redis-cluster: give its nodes with --redis-url \
+                         (comma-separated) or KAIROS_REDIS_URL"
+                    ),
+                };
+                let slots = match &self.store.online {
+                    OnlineConfig::RedisCluster { slots, .. } => *slots,
+                    _ => 16,
+                };
+                self.store.online = OnlineConfig::RedisCluster {
+                    nodes,
+                    prefix,
+                    slots,
+                };
+            }
             (Some("redis"), url) | (None, url @ Some(_)) => {
+                if let (
+                    None,
+                    OnlineConfig::RedisCluster {
+                        nodes,
+                        prefix,
+                        slots,
+                    },
+                ) = (backend, &self.store.online)
+                {
+                    // A URL alone keeps a configured cluster a cluster.
+                    let nodes = url.map_or_else(
+                        || nodes.clone(),
+                        |u| u.split(',').map(|u| u.trim().to_string()).collect(),
+                    );
+                    let (prefix, slots) = (prefix.clone(), *slots);
+                    self.store.online = OnlineConfig::RedisCluster {
+                        nodes,
+                        prefix,
+                        slots,
+                    };
+                    return Ok(());
+                }
                 let url = url
                     .or_else(|| match &self.store.online {
                         OnlineConfig::Redis { url, .. } => Some(url.clone()),
-                        OnlineConfig::Redb => None,
+                        _ => None,
                     })
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-                let prefix = match &self.store.online {
-                    OnlineConfig::Redis { prefix, .. } => prefix.clone(),
-                    OnlineConfig::Redb => "kairos:".into(),
-                };
                 self.store.online = OnlineConfig::Redis { url, prefix };
             }
-            (Some(other), _) => bail!("online backend: expected 'redb' or 'redis', got '{other}'"),
+            (Some(other), _) => {
+                bail!("online backend: expected 'redb', 'redis' or 'redis-cluster', got '{other}'")
+            }
             (None, None) => {}
         }
         Ok(())
@@ -263,5 +308,50 @@ mod tests {
             config.store.catalog.url, None,
             "SQLite in the data dir by default"
         );
+    }
+
+    #[test]
+    fn a_redis_cluster_and_a_bucket_come_from_the_file_or_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kairos.toml");
+        std::fs::write(
+            &file,
+            "[store.online]\nbackend = \"redis-cluster\"\nnodes = [\"redis://a:7001\", \"redis://b:7001\"]\nslots = 8\n\
+             [store.storage]\nurl = \"s3://features/prod\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), |_| None, Overrides::default()).unwrap();
+        assert_eq!(
+            config.store.online,
+            OnlineConfig::RedisCluster {
+                nodes: vec!["redis://a:7001".into(), "redis://b:7001".into()],
+                prefix: "kairos:".into(),
+                slots: 8,
+            }
+        );
+        assert_eq!(
+            config.store.storage.url.as_deref(),
+            Some("s3://features/prod")
+        );
+
+        // A URL alone keeps the configured cluster a cluster, with its slots.
+        let flags = Overrides {
+            redis_url: Some("redis://c:7001,redis://d:7001".into()),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&file), |_| None, flags).unwrap();
+        assert!(matches!(
+            &config.store.online,
+            OnlineConfig::RedisCluster { nodes, slots: 8, .. } if nodes.len() == 2 && nodes[0] == "redis://c:7001"
+        ));
+        let flags = Overrides {
+            online_backend: Some("redis-cluster".into()),
+            ..Default::default()
+        };
+        let err = Config::load(None, |_| None, flags).unwrap_err();
+        assert!(err.to_string().contains("--redis-url"), "{err}");
+        let env = |k: &str| (k == "KAIROS_STORAGE_URL").then(|| "gs://elsewhere".to_string());
+        let err = Config::load(None, env, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("store.storage.url"), "{err}");
     }
 }

@@ -41,10 +41,11 @@ struct Cli {
     /// Talk to a running `kairos serve` at this URL instead of opening the data dir.
     #[arg(long, global = true, env = "KAIROS_URL")]
     url: Option<String>,
-    /// Online store backend: redb (embedded, default) or redis.
+    /// Online store backend: redb (embedded, default), redis or redis-cluster.
     #[arg(long, global = true)]
     online_backend: Option<String>,
-    /// Redis URL for the redis backend, e.g. redis://127.0.0.1:6379.
+    /// Redis URL for the redis backend, e.g. redis://127.0.0.1:6379; for redis-cluster, some
+    /// of its nodes' URLs, comma-separated.
     #[arg(long, global = true)]
     redis_url: Option<String>,
     /// The API key to send to the server at --url (or set KAIROS_API_KEY).

@@ -1,7 +1,7 @@
 //! The online store: per primary key, the latest row of a feature group, for low-latency reads.
 //!
 //! [`OnlineStore`] is the seam. [`RedbStore`] is the embedded default (one redb file); [`RedisStore`]
-//! is the scale-out backend Feast users run. [`OnlineBackend`] is the closed enum the hot path uses.
+//! is the scale-out backend Feast users run, on one server or a Redis Cluster. [`OnlineBackend`] is the closed enum the hot path uses.
 //!
 //! Invariants every backend keeps:
 //! - per key, the stored row is the one with the greatest `(event_time, offset)`
@@ -110,7 +110,7 @@ impl OnlineBackend {
     pub fn name(&self) -> &'static str {
         match self {
             OnlineBackend::Redb(_) => "redb",
-            OnlineBackend::Redis(_) => "redis",
+            OnlineBackend::Redis(s) => s.engine(),
         }
     }
 

@@ -18,10 +18,36 @@ pub enum OnlineConfig {
         #[serde(default = "default_prefix")]
         prefix: String,
     },
+    /// A Redis Cluster, reached through some of its nodes (the client learns the rest); each
+    /// table's keys are spread over `slots` slot groups, so over up to that many nodes.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster {
+        nodes: Vec<String>,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        #[serde(default = "default_slots")]
+        slots: u16,
+    },
 }
 
 fn default_prefix() -> String {
     "kairos:".into()
+}
+
+fn default_slots() -> u16 {
+    16
+}
+
+impl OnlineConfig {
+    /// The key prefix of a Redis backend, if it is one.
+    pub fn redis_prefix(&self) -> Option<&str> {
+        match self {
+            OnlineConfig::Redb => None,
+            OnlineConfig::Redis { prefix, .. } | OnlineConfig::RedisCluster { prefix, .. } => {
+                Some(prefix)
+            }
+        }
+    }
 }
 
 /// Where the catalog lives.
@@ -108,12 +134,28 @@ impl StoreConfig {
         if self.max_batch_bytes == 0 || self.materialise_bytes == 0 {
             return Err("max_batch_bytes and materialise_bytes must be positive".into());
         }
-        if let OnlineConfig::Redis { url, .. } = &self.online
-            && !(url.starts_with("redis://")
+        let redis_url = |url: &str| {
+            url.starts_with("redis://")
                 || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-        {
-            return Err(format!("online.url: '{url}' is not a redis:// URL"));
+                || url.starts_with("unix://")
+        };
+        match &self.online {
+            OnlineConfig::Redb => {}
+            OnlineConfig::Redis { url, .. } if !redis_url(url) => {
+                return Err(format!("online.url: '{url}' is not a redis:// URL"));
+            }
+            OnlineConfig::Redis { .. } => {}
+            OnlineConfig::RedisCluster { nodes, slots, .. } => {
+                if nodes.is_empty() {
+                    return Err("online.nodes: a Redis Cluster needs at least one node".into());
+                }
+                if let Some(url) = nodes.iter().find(|u| !redis_url(u)) {
+                    return Err(format!("online.nodes: '{url}' is not a redis:// URL"));
+                }
+                if *slots == 0 {
+                    return Err("online.slots: must be at least 1".into());
+                }
+            }
         }
         if let Some(url) = &self.catalog.url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))

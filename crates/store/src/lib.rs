@@ -274,6 +274,16 @@ impl FeatureStore {
                     .await
                     .map_err(|e| StoreError::Unavailable(format!("cannot reach Redis at {url}: {e}")))?,
             ),
+            OnlineConfig::RedisCluster { nodes, prefix, slots } => OnlineBackend::Redis(
+                RedisStore::connect_cluster(nodes, prefix, *slots)
+                    .await
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "cannot reach the Redis Cluster at {}: {e}",
+                            nodes.join(", ")
+                        ))
+                    })?,
+            ),
         };
         let storage = Storage::open(config.storage.url.as_deref(), dir)?;
         if storage.is_shared() {

@@ -1,5 +1,6 @@
-//! One test suite, run against both online-store backends: redb always, Redis when
-//! `KAIROS_TEST_REDIS_URL` names a server (`.ci/run` starts one).
+//! One test suite, run against every online-store backend: redb always, Redis when
+//! `KAIROS_TEST_REDIS_URL` names a server, and Redis Cluster when
+//! `KAIROS_TEST_REDIS_CLUSTER_URL` names its nodes (comma-separated; `.ci/run` starts both).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,31 @@ async fn redis() -> Option<Fixture> {
         store: OnlineBackend::Redis(store),
         _dir: None,
     })
+}
+
+/// A store on the Redis Cluster, its tables spread over `SLOT_GROUPS` slot groups, or `None`
+/// when no cluster is configured.
+async fn redis_cluster() -> Option<Fixture> {
+    let nodes = cluster_nodes()?;
+    let prefix = format!(
+        "kairos-test-{}-{}:",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let store = RedisStore::connect_cluster(&nodes, &prefix, SLOT_GROUPS)
+        .await
+        .expect("KAIROS_TEST_REDIS_CLUSTER_URL is set but unreachable");
+    Some(Fixture {
+        store: OnlineBackend::Redis(store),
+        _dir: None,
+    })
+}
+
+const SLOT_GROUPS: u16 = 6;
+
+fn cluster_nodes() -> Option<Vec<String>> {
+    let urls = std::env::var("KAIROS_TEST_REDIS_CLUSTER_URL").ok()?;
+    Some(urls.split(',').map(str::to_string).collect())
 }
 
 fn key(id: i64) -> Vec<u8> {
@@ -125,6 +151,75 @@ async fn redis_latest_row_wins() {
     if let Some(f) = redis().await {
         latest_row_wins_and_late_events_do_not_overwrite(&f.store).await;
     }
+}
+
+#[tokio::test]
+async fn redis_cluster_latest_row_wins() {
+    if let Some(f) = redis_cluster().await {
+        latest_row_wins_and_late_events_do_not_overwrite(&f.store).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_cluster_reapply_is_idempotent() {
+    if let Some(f) = redis_cluster().await {
+        reapplying_a_batch_changes_nothing(&f.store).await;
+    }
+}
+
+/// On a cluster a table's rows land on more than one node (its slot groups' hash tags spread
+/// it), each node holding whole groups: rows and offset side by side, as one transaction
+/// wrote them. And a multi-get finds every row wherever it is.
+#[tokio::test]
+async fn a_table_on_a_cluster_is_spread_over_its_nodes() {
+    let Some(f) = redis_cluster().await else {
+        return;
+    };
+    let t = table();
+    let rows: Vec<_> = (0..200)
+        .map(|i| (key(i), row(i, i as u64, i as f64)))
+        .collect();
+    f.store.apply(&t, rows.clone(), 200).await.unwrap();
+    let mut holding = 0;
+    for url in cluster_nodes().unwrap() {
+        let mut node = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let OnlineBackend::Redis(store) = &f.store else {
+            unreachable!()
+        };
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg(format!("{{{}fg:cards:v1:*", store.prefix()))
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        if keys.is_empty() {
+            continue;
+        }
+        holding += 1;
+        // Every group on this node has its offset here too.
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        for k in &keys {
+            let tag = &k[..=k.find('}').unwrap()];
+            assert!(
+                keys.contains(&format!("{tag}offset")),
+                "{k} without its group's offset"
+            );
+        }
+    }
+    assert!(holding > 1, "the table sits on {holding} node");
+    let ids: Vec<Vec<u8>> = (0..200).map(key).collect();
+    let got = f.store.get_many(&t, &ids).await.unwrap();
+    let expected: Vec<_> = rows.into_iter().map(|(_, r)| Some(r)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(f.store.offset(&t).await.unwrap(), Some(200));
+    f.store.drop_table(&t).await.unwrap();
+    assert_eq!(f.store.offset(&t).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -217,6 +312,19 @@ proptest! {
     ) {
         cuts.sort_unstable();
         runtime().block_on(differential(&redb().store, &writes, &cuts));
+    }
+
+    #[test]
+    fn redis_cluster_matches_the_model(
+        writes in proptest::collection::vec((0i64..8, 0i64..20), 1..80),
+        mut cuts in proptest::collection::vec(0usize..80, 0..6),
+    ) {
+        cuts.sort_unstable();
+        runtime().block_on(async {
+            if let Some(f) = redis_cluster().await {
+                differential(&f.store, &writes, &cuts).await;
+            }
+        });
     }
 
     #[test]

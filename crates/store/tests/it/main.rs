@@ -84,6 +84,21 @@ fn redis_config() -> Option<OnlineConfig> {
     Some(OnlineConfig::Redis { url, prefix })
 }
 
+/// The Redis Cluster `KAIROS_TEST_REDIS_CLUSTER_URL` names (comma-separated nodes), if any.
+fn redis_cluster_config() -> Option<OnlineConfig> {
+    let urls = std::env::var("KAIROS_TEST_REDIS_CLUSTER_URL").ok()?;
+    let prefix = format!(
+        "kairos-store-test-{}-{}:",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    Some(OnlineConfig::RedisCluster {
+        nodes: urls.split(',').map(str::to_string).collect(),
+        prefix,
+        slots: 4,
+    })
+}
+
 fn amount(values: &Option<Vec<Value>>) -> f64 {
     match values.as_ref().map(|v| &v[2]) {
         Some(Value::Float64(a)) => *a,
@@ -209,6 +224,15 @@ async fn write_read_and_check(f: &Fixture) {
 #[tokio::test]
 async fn redb_write_read_and_check() {
     write_read_and_check(&open(OnlineConfig::Redb).await).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_write_read_and_check() {
+    if let Some(config) = redis_cluster_config() {
+        let f = open(config).await;
+        write_read_and_check(&f).await;
+        f.store.delete_group("cards", 1).await.unwrap();
+    }
 }
 
 #[tokio::test]
