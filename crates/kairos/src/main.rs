@@ -3,6 +3,7 @@
 
 mod auth;
 mod bench;
+mod broker;
 mod config;
 mod datagen;
 mod demo;
@@ -108,6 +109,9 @@ enum Command {
     /// Benchmarks: online reads over HTTP or in process, bulk inserts.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A Kafka-protocol broker for development clusters and tests (librdkafka's in-memory mock
+    /// cluster, in a process of its own); prints its bootstrap address.
+    Broker(broker::BrokerArgs),
 }
 
 /// The most threads blocking work (file I/O, redb transactions, Delta log reads, training) may
@@ -164,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(c) => demo::run(c, &config).await,
             Command::Gen(c) => datagen::run(c),
             Command::Bench(command) => bench::run(command, &config).await,
+            Command::Broker(args) => broker::run(args).await,
         }
     })
 }

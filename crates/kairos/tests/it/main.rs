@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `kairos` binary: the REST walkthrough, bad input, and crashes.
 
 mod auth;
+mod broker;
 mod crash;
 mod deployments;
 mod e2e;

@@ -26,11 +26,7 @@ fn redb() -> Fixture {
 /// A Redis-backed store under a fresh key prefix, or `None` when no server is configured.
 async fn redis() -> Option<Fixture> {
     let url = std::env::var("KAIROS_TEST_REDIS_URL").ok()?;
-    let prefix = format!(
-        "kairos-test-{}-{}:",
-        std::process::id(),
-        rand::random::<u64>()
-    );
+    let prefix = test_prefix();
     let store = RedisStore::connect(&url, &prefix)
         .await
         .expect("KAIROS_TEST_REDIS_URL is set but unreachable");
@@ -44,11 +40,7 @@ async fn redis() -> Option<Fixture> {
 /// when no cluster is configured.
 async fn redis_cluster() -> Option<Fixture> {
     let nodes = cluster_nodes()?;
-    let prefix = format!(
-        "kairos-test-{}-{}:",
-        std::process::id(),
-        rand::random::<u64>()
-    );
+    let prefix = test_prefix();
     let store = RedisStore::connect_cluster(&nodes, &prefix, SLOT_GROUPS)
         .await
         .expect("KAIROS_TEST_REDIS_CLUSTER_URL is set but unreachable");
@@ -63,6 +55,15 @@ const SLOT_GROUPS: u16 = 6;
 fn cluster_nodes() -> Option<Vec<String>> {
     let urls = std::env::var("KAIROS_TEST_REDIS_CLUSTER_URL").ok()?;
     Some(urls.split(',').map(str::to_string).collect())
+}
+
+/// A key prefix no other test run uses.
+fn test_prefix() -> String {
+    format!(
+        "kairos-test-{}-{}:",
+        std::process::id(),
+        rand::random::<u64>()
+    )
 }
 
 fn key(id: i64) -> Vec<u8> {

@@ -74,27 +74,29 @@ async fn open_with(configure: impl FnOnce(&mut StoreConfig)) -> Fixture {
     Fixture { store, clock, dir }
 }
 
-fn redis_config() -> Option<OnlineConfig> {
-    let url = std::env::var("KAIROS_TEST_REDIS_URL").ok()?;
-    let prefix = format!(
+/// A key prefix no other test run uses.
+fn redis_prefix() -> String {
+    format!(
         "kairos-store-test-{}-{}:",
         std::process::id(),
         rand::random::<u64>()
-    );
-    Some(OnlineConfig::Redis { url, prefix })
+    )
+}
+
+fn redis_config() -> Option<OnlineConfig> {
+    let url = std::env::var("KAIROS_TEST_REDIS_URL").ok()?;
+    Some(OnlineConfig::Redis {
+        url,
+        prefix: redis_prefix(),
+    })
 }
 
 /// The Redis Cluster `KAIROS_TEST_REDIS_CLUSTER_URL` names (comma-separated nodes), if any.
 fn redis_cluster_config() -> Option<OnlineConfig> {
     let urls = std::env::var("KAIROS_TEST_REDIS_CLUSTER_URL").ok()?;
-    let prefix = format!(
-        "kairos-store-test-{}-{}:",
-        std::process::id(),
-        rand::random::<u64>()
-    );
     Some(OnlineConfig::RedisCluster {
         nodes: urls.split(',').map(str::to_string).collect(),
-        prefix,
+        prefix: redis_prefix(),
         slots: 4,
     })
 }
