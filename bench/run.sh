@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark of the feature-store core and prints the figures BENCHMARKS.md records.
-# Needs: a release build (made here), redis-server and redis-benchmark (apt: redis-server).
+# Needs: a release build (made here), redis-server, redis-cli and redis-benchmark (apt: redis-server).
 # Usage: bench/run.sh [seconds-per-load-test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +10,11 @@ cargo build --release -p kairos --bin kairos
 KAIROS="$CARGO_TARGET_DIR/release/kairos"
 WORK=$(mktemp -d)
 REDIS_PORT=6395
+CLUSTER_PORTS="6396 6397 6398"
 cleanup() {
     [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true
     redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    for port in $CLUSTER_PORTS; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -52,6 +54,29 @@ for i in $(seq 100); do redis-cli -p "$REDIS_PORT" set "bench:k$i" "$(head -c 12
 redis-benchmark -p "$REDIS_PORT" -c 32 -n 300000 --precision 3 GET bench:k | grep -E "throughput|avg|[0-9]\.[0-9]+ +[0-9]" | tail -3
 # shellcheck disable=SC2086
 redis-benchmark -p "$REDIS_PORT" -c 8 -n 100000 --precision 3 MGET $KEYS | grep -E "throughput|avg|[0-9]\.[0-9]+ +[0-9]" | tail -3
+
+echo "== Redis Cluster of three masters: Kairos over HTTP, and redis-benchmark MGET of 100 keys in one slot"
+nodes=()
+for port in $CLUSTER_PORTS; do
+    mkdir -p "$WORK/cluster-$port"
+    (cd "$WORK/cluster-$port" && redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file nodes.conf --save '' --appendonly no --daemonize yes >/dev/null)
+    nodes+=("127.0.0.1:$port")
+done
+sleep 0.5
+redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+until redis-cli -p 6396 cluster info | grep -q cluster_state:ok; do sleep 0.1; done
+serve_and_bench redis-cluster --online-backend redis-cluster \
+    --redis-url "$(printf 'redis://%s,' "${nodes[@]}" | sed 's/,$//')"
+CLUSTER_KEYS=$(for i in $(seq 100); do printf '{bench}:k%d ' "$i"; done)
+for i in $(seq 100); do redis-cli -c -p 6396 set "{bench}:k$i" "$(head -c 120 /dev/zero | tr '\0' x)" >/dev/null; done
+# shellcheck disable=SC2086
+# redis-benchmark sends a command with arguments of its own to any node: ask the slot's owner.
+OWNER=$(for port in $CLUSTER_PORTS; do
+    if [ "$(redis-cli -p "$port" exists "{bench}:k1")" = 1 ]; then echo "$port"; fi
+done)
+redis-benchmark -p "$OWNER" -c 8 -n 100000 --precision 3 MGET $CLUSTER_KEYS | grep -E "throughput|avg|[0-9]\.[0-9]+ +[0-9]" | tail -3
+redis-benchmark -p "$OWNER" -c 32 -n 300000 --precision 3 GET "{bench}:k1" | grep -E "throughput|avg|[0-9]\.[0-9]+ +[0-9]" | tail -3
 
 echo "== embedded KV choice and online-store get (criterion)"
 cargo bench --workspace --bench online -- --noplot --warm-up-time 1 --measurement-time 3 2>&1 | grep -E "^(kv_|online_)|time:"

@@ -369,7 +369,7 @@ impl FeatureStore {
         engines
     }
 
-    /// The online backend's name (`redb` or `redis`).
+    /// The online backend's name (`redb`, `redis` or `redis-cluster`).
     pub fn online_backend(&self) -> &'static str {
         self.inner.online.name()
     }

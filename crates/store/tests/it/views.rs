@@ -773,12 +773,10 @@ async fn training_data_from_a_bucket_equals_the_single_node_result() {
     assert_eq!(local_td.row_counts, shared_td.row_counts);
     assert_eq!(local_td.log_offsets, shared_td.log_offsets);
 
+    let mut parts: Vec<&str> = shared_td.path.split('/').collect();
+    parts.push("train.parquet");
+    let storage = shared.store.storage();
+    assert!(storage.read(&parts).await.unwrap().is_some());
     shared.store.delete_view("fraud", 1).await.unwrap();
-    let gone = shared
-        .store
-        .storage()
-        .read(&[shared_td.path.as_str(), "train.parquet"])
-        .await
-        .unwrap();
-    assert!(gone.is_none());
+    assert!(storage.read(&parts).await.unwrap().is_none());
 }
