@@ -221,6 +221,39 @@ impl Deployments {
         Ok(recorded)
     }
 
+    /// Brings one deployment in line with the catalog after another replica (or process)
+    /// changed it: loads the catalog's revision when this server serves another one or none,
+    /// and takes it out when the catalog no longer has it. A revision this server applied
+    /// itself is already live, and nothing happens.
+    pub async fn follow(&self, name: &str) -> Result<()> {
+        let _changing = self.changing.lock().await;
+        let recorded = self
+            .store
+            .catalog()
+            .get_deployment(name)
+            .map_err(StoreError::from)?;
+        let live_revision = self.live.load().get(name).map(|l| l.deployment.revision);
+        match recorded {
+            None if live_revision.is_some() => {
+                self.live.rcu(|current| {
+                    let mut next = HashMap::clone(current);
+                    next.remove(name);
+                    next
+                });
+                tracing::info!(deployment = %name, "deployment removed: deleted elsewhere");
+            }
+            Some(deployment) if live_revision != Some(deployment.revision) => {
+                let model = self.model_of(&deployment.spec)?;
+                let revision = deployment.revision;
+                let live = self.load(deployment, model).await?;
+                self.swap_in(live);
+                tracing::info!(deployment = %name, revision, "deployment loaded: applied elsewhere");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Removes a deployment: every revision, and its live model.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let _changing = self.changing.lock().await;

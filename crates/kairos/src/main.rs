@@ -34,7 +34,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "kairos", version, about, long_about = None)]
 struct Cli {
     /// Configuration file (default: ./kairos.toml if present).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "KAIROS_CONFIG")]
     config: Option<PathBuf>,
     /// Where the embedded stores keep their data (default ./kairos-data).
     #[arg(long, global = true, env = "KAIROS_DATA_DIR")]

@@ -20,10 +20,6 @@ use kairos_store::FeatureStore;
 use crate::error::ApiError;
 use crate::telemetry;
 
-/// How often a server looks for keys made or revoked elsewhere (in the catalog's change log, a
-/// cheap read; the keys themselves are read again only when one changed).
-pub const KEY_RELOAD: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// Who may reach the server from where: the operator's settings.
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
@@ -59,25 +55,11 @@ pub struct Access {
 }
 
 impl Access {
-    /// Reads the catalog's changes after `seen`, and the keys again when one of them changed;
-    /// returns how far it has read. On an error it stays where it was, to read the same
-    /// changes again next time.
-    pub(crate) fn follow_key_changes(&self, seen: i64) -> i64 {
-        let catalog = self.store.catalog();
-        let changes = match catalog.changes_since(seen) {
-            Ok(changes) => changes,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the catalog's changes");
-                return seen;
-            }
-        };
-        let key_kind = kairos_catalog::kind::service(kairos_auth::KIND);
-        let keys_changed = !changes.complete || changes.changes.iter().any(|c| c.kind == key_kind);
-        if keys_changed && let Err(e) = self.keys.reload(catalog) {
-            tracing::warn!(error = %e, "cannot reload the API keys");
-            return seen;
-        }
-        changes.changes.last().map_or(seen, |last| last.seq)
+    /// Reads the keys from the catalog again (one was made or revoked elsewhere).
+    pub(crate) fn reload_keys(&self) -> Result<(), String> {
+        self.keys
+            .reload(self.store.catalog())
+            .map_err(|e| format!("cannot reload the API keys: {e}"))
     }
 
     /// Loads the keys from the store's catalog. `listen` is the bound address, whose host is

@@ -15,6 +15,7 @@ pub mod access;
 pub mod api;
 pub mod deployments;
 pub mod error;
+mod follower;
 pub mod groups;
 pub mod grpc;
 pub mod keys;
@@ -38,8 +39,9 @@ use kairos_recommend::Recommenders;
 use kairos_store::FeatureStore;
 use tokio::net::TcpListener;
 
-pub use access::{Access, AccessPolicy, KEY_RELOAD};
+pub use access::{Access, AccessPolicy};
 pub use api::{ApiDoc, router};
+pub use follower::FOLLOW_EVERY;
 
 pub use transport::{TlsFiles, TransportOptions};
 
@@ -74,27 +76,6 @@ pub async fn serve(
         ));
     }
     let access = Arc::new(access);
-    // Keys made or revoked by another process or replica on the same catalog (`kairos auth` on
-    // the data dir, another server on the same PostgreSQL) take effect within this interval.
-    let reloading_keys = tokio::spawn({
-        let access = access.clone();
-        async move {
-            let mut tick = tokio::time::interval(access::KEY_RELOAD);
-            let mut seen = 0;
-            loop {
-                tick.tick().await;
-                // The catalog's calls block (a PostgreSQL round trip): off the async workers.
-                let follow = {
-                    let access = access.clone();
-                    tokio::task::spawn_blocking(move || access.follow_key_changes(seen))
-                };
-                match follow.await {
-                    Ok(next) => seen = next,
-                    Err(e) => tracing::warn!(error = %e, "the key reload stopped"),
-                }
-            }
-        }
-    });
     let pipelines = Arc::new(Pipelines::confined(store.clone(), options.sources));
     pipelines.start_all().await;
     let deployments = Arc::new(Deployments::new(store.clone()).map_err(std::io::Error::other)?);
@@ -111,6 +92,16 @@ pub async fn serve(
         let recommenders = recommenders.clone();
         async move { recommenders.start_all().await }
     });
+    // What another replica or process changes in the catalog (keys, groups, views,
+    // deployments) reaches this server within `FOLLOW_EVERY`.
+    let following = tokio::spawn(
+        follower::Follower {
+            access: access.clone(),
+            store: store.clone(),
+            deployments: deployments.clone(),
+        }
+        .run(),
+    );
     let monitors = Monitors::confined(deployments.clone(), options.webhook_hosts);
     // Monitors read the deployments, so their schedules start once those are loaded.
     let scheduling = tokio::spawn({
@@ -141,7 +132,7 @@ pub async fn serve(
     // Monitors stop first, then pipelines (they write), then the inference logs flush, then the
     // store closes.
     scheduling.abort();
-    reloading_keys.abort();
+    following.abort();
     monitors.stop_all();
     pipelines.close().await;
     let _ = loading.await;

@@ -219,6 +219,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Running groups by name, then version.
     groups: RwLock<HashMap<String, BTreeMap<u32, Arc<GroupRuntime>>>>,
+    /// Held while group versions are created, deleted or followed from the catalog.
+    groups_changing: tokio::sync::Mutex<()>,
+    /// Held while one group version starts, so it starts once.
+    starting: Mutex<()>,
     /// User functions on-demand features may call.
     functions: kairos_transform::FunctionRegistry,
     /// Resolved views by (name, version asked for); cleared whenever a view or function changes.
@@ -309,6 +313,8 @@ impl FeatureStore {
                 offline,
                 clock,
                 groups: RwLock::new(HashMap::new()),
+                groups_changing: tokio::sync::Mutex::new(()),
+                starting: Mutex::new(()),
                 functions: kairos_transform::FunctionRegistry::default(),
                 views: RwLock::new(HashMap::new()),
                 transforms: RwLock::new(HashMap::new()),
@@ -392,8 +398,21 @@ impl FeatureStore {
             .join(format!("v{}", table.version))
     }
 
+    /// Starts a group version's log and materialisers, or returns its runtime when it runs
+    /// already (an insert making a quarantine group and the catalog follower may both ask).
     fn start(&self, group: FeatureGroup) -> Result<Arc<GroupRuntime>> {
         let table = group.id();
+        let _starting = self.inner.starting.lock().expect("lock");
+        if let Some(running) = self
+            .inner
+            .groups
+            .read()
+            .expect("lock")
+            .get(&table.name)
+            .and_then(|versions| versions.get(&table.version))
+        {
+            return Ok(running.clone());
+        }
         let options = SegmentLogOptions {
             segment_bytes: self.inner.config.segment_bytes,
             ..Default::default()
@@ -469,6 +488,7 @@ impl FeatureStore {
     /// Creates a feature group, or the next version of an existing name.
     pub async fn create_group(&self, spec: FeatureGroupSpec) -> Result<FeatureGroup> {
         spec.validate()?;
+        let _changing = self.inner.groups_changing.lock().await;
         // The quarantine group first: a group that quarantines never runs without one.
         self.quarantine_of(&spec)?;
         let group = self
@@ -499,6 +519,7 @@ impl FeatureStore {
 
     /// Deletes one version of a group with its log, online rows and offline table.
     pub async fn delete_group(&self, name: &str, version: u32) -> Result<()> {
+        let _changing = self.inner.groups_changing.lock().await;
         let rt = {
             let mut groups = self.inner.groups.write().expect("lock");
             let versions = groups
@@ -517,7 +538,65 @@ impl FeatureStore {
         self.inner.catalog.delete_feature_group(name, version)?;
         self.inner.online.drop_table(&table).await?;
         self.inner.offline.drop_table(&table).await?;
-        for dir in [self.log_dir(&table), self.vector_dir(&table)] {
+        self.remove_local_files(&table)
+    }
+
+    /// Brings the running group versions in line with the catalog after another replica (or
+    /// process) changed it: starts the versions the catalog lists and this store does not run,
+    /// and stops those it no longer lists — their shared stores went with the deletion, so only
+    /// this replica's own log and index files are removed. Returns (started, stopped).
+    pub async fn follow_groups(&self) -> Result<(usize, usize)> {
+        let catalog = self.clone();
+        let listed =
+            tokio::task::spawn_blocking(move || catalog.inner.catalog.list_feature_groups())
+                .await
+                .map_err(StoreError::internal)??;
+        // A deletion here holds the same lock, so a version being deleted is not started again.
+        let _changing = self.inner.groups_changing.lock().await;
+        let running: Vec<TableId> = self
+            .inner
+            .groups
+            .read()
+            .expect("lock")
+            .values()
+            .flat_map(|versions| versions.values().map(|rt| rt.group.id()))
+            .collect();
+        let wanted: std::collections::HashSet<TableId> =
+            listed.iter().map(FeatureGroup::id).collect();
+        let mut started = 0;
+        for group in listed {
+            if !running.contains(&group.id()) {
+                tracing::info!(group = %group.id(), "feature group started: made elsewhere");
+                self.start(group)?;
+                started += 1;
+            }
+        }
+        let mut stopped = 0;
+        for table in running.into_iter().filter(|t| !wanted.contains(t)) {
+            let rt = {
+                let mut groups = self.inner.groups.write().expect("lock");
+                let Some(versions) = groups.get_mut(&table.name) else {
+                    continue;
+                };
+                let rt = versions.remove(&table.version);
+                if versions.is_empty() {
+                    groups.remove(&table.name);
+                }
+                rt
+            };
+            if let Some(rt) = rt {
+                tracing::info!(group = %table, "feature group stopped: deleted elsewhere");
+                rt.stop().await;
+                self.remove_local_files(&table)?;
+                stopped += 1;
+            }
+        }
+        Ok((started, stopped))
+    }
+
+    /// Removes this store's own files of a group version: its log and its vector index.
+    fn remove_local_files(&self, table: &TableId) -> Result<()> {
+        for dir in [self.log_dir(table), self.vector_dir(table)] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| {
                     StoreError::Internal(format!("cannot remove {}: {e}", dir.display()))

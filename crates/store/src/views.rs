@@ -142,6 +142,12 @@ impl FeatureStore {
         })
     }
 
+    /// Forgets the resolved views, so the next use reads the catalog again (a view changed
+    /// elsewhere: another replica, another process).
+    pub fn forget_views(&self) {
+        self.inner.views.write().expect("lock").clear();
+    }
+
     /// Deletes one version of a view with its training datasets.
     pub async fn delete_view(&self, name: &str, version: u32) -> Result<()> {
         if !self.inner.catalog.delete_feature_view(name, version)? {

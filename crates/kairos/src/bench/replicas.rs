@@ -38,7 +38,7 @@ pub async fn run(args: &ReplicasArgs) -> anyhow::Result<()> {
         // A replica looks for changes on a tick: each trial starts at another phase of it,
         // evenly spread, so the figures are the distribution a change at any moment sees
         // rather than one phase's.
-        let phase = kairos_serve::KEY_RELOAD.mul_f64(trial as f64 / args.trials as f64);
+        let phase = kairos_serve::FOLLOW_EVERY.mul_f64(trial as f64 / args.trials as f64);
         tokio::time::sleep(phase).await;
         let start = Instant::now();
         let key = create_key(
@@ -69,7 +69,7 @@ pub async fn run(args: &ReplicasArgs) -> anyhow::Result<()> {
         "trials": args.trials,
         "key_made_on_a_accepted_on_b_ms": summary(&mut made),
         "key_revoked_on_a_refused_on_b_ms": summary(&mut revoked),
-        "key_reload_interval_ms": kairos_serve::KEY_RELOAD.as_millis(),
+        "key_reload_interval_ms": kairos_serve::FOLLOW_EVERY.as_millis(),
     });
     eprintln!(
         "a key made on one replica is accepted on the other after p50 {:.0} ms, p99 {:.0} ms; \

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kairos_model::predictor::Predictor;
 use serde_json::json;
 
-use crate::models::{card_fraud_training_dataset, json as out_json, kairos};
+use crate::models::{card_fraud_training_dataset, json as out_json, kairos, train_card_fraud};
 use crate::server::Server;
 
 const CARD: i64 = 4000123412341234;
@@ -25,18 +25,7 @@ fn request() -> serde_json::Value {
 fn two_trained_versions(data: &Path) {
     card_fraud_training_dataset(data);
     for trees in ["10", "30"] {
-        out_json(&kairos(
-            data,
-            &[
-                "train",
-                "--feature-view",
-                "card_fraud",
-                "--label",
-                "is_fraud",
-                "--trees",
-                trees,
-            ],
-        ));
+        train_card_fraud(data, &[], trees);
     }
 }
 
@@ -318,18 +307,7 @@ async fn tritonclient_speaks_to_kairos_over_http_and_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     card_fraud_training_dataset(&data);
-    out_json(&kairos(
-        &data,
-        &[
-            "train",
-            "--feature-view",
-            "card_fraud",
-            "--label",
-            "is_fraud",
-            "--trees",
-            "10",
-        ],
-    ));
+    train_card_fraud(&data, &[], "10");
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models");
     out_json(&kairos(
         &data,

@@ -10,6 +10,7 @@ mod fraud;
 mod fuzz_rest;
 mod models;
 mod pipelines;
+mod replicas;
 mod server;
 mod tls;
 mod views;

@@ -5,11 +5,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 pub(crate) fn kairos(data_dir: &Path, args: &[&str]) -> Output {
+    kairos_with(data_dir, &[], args)
+}
+
+/// `kairos` on `data_dir` with environment variables set (a cluster's configuration, say).
+pub(crate) fn kairos_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kairos"))
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .env("KAIROS_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -122,6 +128,14 @@ fn a_model_is_registered_with_its_artifact_listed_described_and_deleted() {
 /// The card-fraud feature-view example on `data`: both groups created and loaded, the view
 /// applied and training dataset 1 made with a time split (5 train, 1 validation, 2 test rows).
 pub(crate) fn card_fraud_training_dataset(data: &Path) -> serde_json::Value {
+    card_fraud_training_dataset_with(data, &[])
+}
+
+/// The same with environment variables set for every command.
+pub(crate) fn card_fraud_training_dataset_with(
+    data: &Path,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
     let example = |f: &str| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples/feature_views")
@@ -130,25 +144,54 @@ pub(crate) fn card_fraud_training_dataset(data: &Path) -> serde_json::Value {
             .to_string()
     };
     for group in ["transactions", "card_profiles"] {
-        json(&kairos(
+        json(&kairos_with(
             data,
+            env,
             &["fg", "create", &example(&format!("{group}.toml"))],
         ));
         let csv = example(&format!("{group}.csv"));
-        json(&kairos(
+        json(&kairos_with(
             data,
+            env,
             &["fg", "insert", group, &csv, "--wait-online"],
         ));
     }
-    json(&kairos(data, &["fv", "apply", &example("card_fraud.toml")]));
-    json(&kairos(
+    json(&kairos_with(
         data,
+        env,
+        &["fv", "apply", &example("card_fraud.toml")],
+    ));
+    json(&kairos_with(
+        data,
+        env,
         &[
             "fv",
             "training-data",
             "card_fraud",
             "--split",
             "time:2024-05-02T00:00:00Z,2024-05-02T12:00:00Z",
+        ],
+    ))
+}
+
+/// A GBDT of `trees` trees trained on the card-fraud example's training dataset and registered
+/// (the next version of `card_fraud`).
+pub(crate) fn train_card_fraud(
+    data: &Path,
+    env: &[(&str, &str)],
+    trees: &str,
+) -> serde_json::Value {
+    json(&kairos_with(
+        data,
+        env,
+        &[
+            "train",
+            "--feature-view",
+            "card_fraud",
+            "--label",
+            "is_fraud",
+            "--trees",
+            trees,
         ],
     ))
 }

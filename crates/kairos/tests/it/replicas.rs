@@ -1,0 +1,147 @@
+//! Two replicas on one cluster configuration — a PostgreSQL catalog, an S3 bucket (moto in CI)
+//! and Redis — each with a data dir of its own: a deployment applied through one answers on the
+//! other with the same prediction, a group made through one is served by the other, and a
+//! deployment deleted through one goes from the other. Needs `KAIROS_TEST_POSTGRES_URL`,
+//! `KAIROS_TEST_S3_URL` and `KAIROS_TEST_REDIS_URL` (`.ci/run` sets all three).
+
+use std::time::{Duration, Instant};
+
+use kairos_catalog::testing::TestDatabase;
+use serde_json::json;
+
+use crate::models::{card_fraud_training_dataset_with, train_card_fraud};
+use crate::server::Server;
+
+const CARD: i64 = 4000123412341234;
+
+/// Polls `probe` until it answers, for at most 15 s; returns the answer and how long it took.
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> (T, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(answer) = probe().await {
+            return (answer, started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_replica_applies_the_other_serves_alike() {
+    let (Some(bucket), Ok(redis)) = (
+        kairos_storage::testing::s3_url("replicas"),
+        std::env::var("KAIROS_TEST_REDIS_URL"),
+    ) else {
+        eprintln!("skipped: KAIROS_TEST_S3_URL or KAIROS_TEST_REDIS_URL is not set");
+        return;
+    };
+    let create = || TestDatabase::create("kairos_replicas_test");
+    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
+        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kairos.toml");
+    let prefix = format!(
+        "kairos-replicas-{}-{}:",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "[store.catalog]\nurl = \"{}\"\n[store.storage]\nurl = \"{bucket}\"\n\
+             [store.online]\nbackend = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let env = [("KAIROS_CONFIG", config.as_str())];
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+
+    // The card-fraud example and a model trained on it, through replica A's data dir.
+    card_fraud_training_dataset_with(&a_data, &env);
+    train_card_fraud(&a_data, &env, "10");
+    let a = Server::start_with(&a_data, &env).await;
+    let b = Server::start_with(&b_data, &env).await;
+    let client = reqwest::Client::new();
+    let predict = async |server: &Server| {
+        let response = client
+            .post(format!("{}/v1/deployments/fraud/predict", server.url))
+            .json(&json!({
+                "entries": [CARD],
+                "request": {"ts": "2024-05-03T09:00:00Z", "amount": 250.0, "category": "travel",
+                            "latitude": 48.85, "longitude": 2.35}
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+
+    // A deployment applied on A answers on B, with A's answer.
+    let applied = client
+        .post(format!("{}/v1/deployments", a.url))
+        .json(&json!({"name": "fraud", "model": "card_fraud", "model_version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status().as_u16(), 201);
+    let (on_b, took) = eventually("B serves the deployment applied on A", async || {
+        let (status, answer) = predict(&b).await;
+        (status == 200).then_some(answer)
+    })
+    .await;
+    eprintln!("the deployment answered on B {took:?} after it was applied on A");
+    let (status, on_a) = predict(&a).await;
+    assert_eq!(status, 200, "{on_a}");
+    assert_eq!(on_a["predictions"], on_b["predictions"]);
+    assert_eq!(on_b["predictions"][0]["status"], "complete", "{on_b}");
+
+    // A group made on A after both started is served by B too.
+    let made = client
+        .post(format!("{}/v1/feature-groups", a.url))
+        .json(&json!({
+            "name": "merchants",
+            "columns": [{"name": "merchant", "type": "string"}, {"name": "ts", "type": "timestamp"},
+                        {"name": "risk", "type": "float64"}],
+            "primary_key": ["merchant"],
+            "event_time": "ts"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        made.status().as_u16(),
+        201,
+        "{}",
+        made.text().await.unwrap()
+    );
+    eventually("B knows the group made on A", async || {
+        let response = client
+            .get(format!("{}/v1/feature-groups/merchants", b.url))
+            .send()
+            .await
+            .unwrap();
+        response.status().is_success().then_some(())
+    })
+    .await;
+
+    // A deployment deleted on A goes from B.
+    let deleted = client
+        .delete(format!("{}/v1/deployments/fraud", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    eventually("B drops the deployment deleted on A", async || {
+        let (status, _) = predict(&b).await;
+        (status == 404).then_some(())
+    })
+    .await;
+    a.stop();
+    b.stop();
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}

@@ -1,0 +1,119 @@
+//! The catalog follower: what another replica (or a CLI process on the same data dir) changes in
+//! the catalog reaches this server's caches within [`FOLLOW_EVERY`] — API keys, feature groups,
+//! views and deployments. It reads the catalog's change log (a cheap indexed read) and hands
+//! each kind of change to its owner; every handler is idempotent, so a change this server made
+//! itself, or one read twice after an error, changes nothing. A follower that fell further
+//! behind than the catalog keeps changes for reloads everything.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_catalog::Changes;
+use kairos_catalog::kind;
+use kairos_deploy::Deployments;
+use kairos_store::FeatureStore;
+
+use crate::access::Access;
+
+/// How often the follower reads the catalog's change log.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Changes the follower applied, by kind (`/metrics`).
+pub(crate) const CHANGES: &str = "kairos_catalog_changes_followed_total";
+
+pub(crate) struct Follower {
+    pub(crate) access: Arc<Access>,
+    pub(crate) store: FeatureStore,
+    pub(crate) deployments: Arc<Deployments>,
+}
+
+impl Follower {
+    /// Follows the change log until the task is dropped.
+    pub(crate) async fn run(self) {
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        let mut seen = 0;
+        loop {
+            tick.tick().await;
+            seen = self.follow(seen).await;
+        }
+    }
+
+    /// Applies the changes after `seen`; returns how far it got. On an error it stays where it
+    /// was, to apply the same changes again next time.
+    async fn follow(&self, seen: i64) -> i64 {
+        // The catalog's calls block (a PostgreSQL round trip): off the async workers.
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || store.catalog().changes_since(seen)).await;
+        let changes = match read {
+            Ok(Ok(changes)) => changes,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the catalog's changes");
+                return seen;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the catalog read stopped");
+                return seen;
+            }
+        };
+        match self.apply(&changes).await {
+            Ok(()) => {
+                for change in &changes.changes {
+                    metrics::counter!(CHANGES, "kind" => change.kind.clone()).increment(1);
+                }
+                changes.changes.last().map_or(seen, |last| last.seq)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the catalog's changes");
+                seen
+            }
+        }
+    }
+
+    async fn apply(&self, changes: &Changes) -> Result<(), String> {
+        let everything = !changes.complete;
+        let changed = |k: &str| everything || changes.changes.iter().any(|c| c.kind == k);
+        if changed(&kind::service(kairos_auth::KIND)) {
+            let access = self.access.clone();
+            tokio::task::spawn_blocking(move || access.reload_keys())
+                .await
+                .map_err(|e| e.to_string())??;
+        }
+        if changed(kind::FEATURE_GROUP) {
+            self.store
+                .follow_groups()
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if changed(kind::FEATURE_VIEW) {
+            self.store.forget_views();
+        }
+        let mut deployments: BTreeSet<String> = changes
+            .changes
+            .iter()
+            .filter(|c| c.kind == kind::DEPLOYMENT)
+            .map(|c| c.name.clone())
+            .collect();
+        if everything {
+            deployments.extend(
+                self.deployments
+                    .list()
+                    .iter()
+                    .map(|l| l.deployment.spec.name.clone()),
+            );
+            let store = self.store.clone();
+            let listed = tokio::task::spawn_blocking(move || store.catalog().list_deployments())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            deployments.extend(listed.into_iter().map(|d| d.spec.name));
+        }
+        for name in deployments {
+            self.deployments
+                .follow(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
