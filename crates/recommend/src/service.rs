@@ -17,7 +17,8 @@ use crate::error::{DeployError, Result};
 use crate::live::{Live, RecommendRequest, RecommendResponse};
 use crate::spec::RecommenderSpec;
 
-const KIND: &str = "recommender";
+/// The catalog's service-document kind of recommenders.
+pub const KIND: &str = "recommender";
 
 /// A recommender as the API describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -78,16 +79,49 @@ impl Recommenders {
                 Err(e) => Err(DeployError::Invalid(e.to_string())),
             };
             match loaded {
-                Ok(live) => self.publish(name, revision, live),
+                Ok(live) => self.publish(name, revision, Some(live)).await,
                 Err(e) => tracing::warn!(recommender = name, error = %e, "not loaded"),
             }
         }
     }
 
-    fn publish(&self, name: String, revision: u32, live: Live) {
+    /// Swaps `live` in (or takes the recommender out, when `None`); the one it replaces stops
+    /// following the interactions log.
+    async fn publish(&self, name: String, revision: u32, live: Option<Live>) {
         let mut map = HashMap::clone(&self.live.load());
-        map.insert(name, (revision, Arc::new(live)));
+        let replaced = match live {
+            Some(live) => map.insert(name, (revision, Arc::new(live))),
+            None => map.remove(&name),
+        };
         self.live.store(Arc::new(map));
+        if let Some((_, replaced)) = replaced {
+            replaced.stop().await;
+        }
+    }
+
+    /// Brings one recommender in line with the catalog after another replica (or process)
+    /// applied or deleted it: loads the catalog's revision when this server serves another one
+    /// or none, and takes it out when the catalog no longer has it.
+    pub async fn follow(&self, name: &str) -> Result<()> {
+        let _one_at_a_time = self.applying.lock().await;
+        let recorded = self
+            .store
+            .catalog()
+            .get_service_document(KIND, name, None)
+            .map_err(StoreError::from)?;
+        let serving = self.live.load().get(name).map(|(revision, _)| *revision);
+        match recorded {
+            None if serving.is_some() => self.publish(name.to_string(), 0, None).await,
+            Some((revision, body)) if serving != Some(revision) => {
+                let spec: RecommenderSpec = serde_json::from_value(body)
+                    .map_err(|e| DeployError::Invalid(e.to_string()))?;
+                let live = Live::load(&self.store, spec).await?;
+                self.publish(name.to_string(), revision, Some(live)).await;
+                tracing::info!(recommender = %name, revision, "recommender loaded: applied elsewhere");
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Loads the recommender whole (models, groups, history) and only then records and swaps
@@ -102,7 +136,7 @@ impl Recommenders {
             .catalog()
             .put_service_document(KIND, &spec.name, &body)
             .map_err(StoreError::from)?;
-        self.publish(spec.name.clone(), revision, live);
+        self.publish(spec.name.clone(), revision, Some(live)).await;
         self.status(&spec.name)
     }
 

@@ -1,6 +1,7 @@
 //! The catalog follower: what another replica (or a CLI process on the same data dir) changes in
 //! the catalog reaches this server's caches within [`FOLLOW_EVERY`] — API keys, feature groups,
-//! views and deployments. It reads the catalog's change log (a cheap indexed read) and hands
+//! views, deployments and recommenders. Monitors and pipelines do not follow: each needs one
+//! owner among the replicas, which the leases of a later step give. It reads the catalog's change log (a cheap indexed read) and hands
 //! each kind of change to its owner; every handler is idempotent, so a change this server made
 //! itself, or one read twice after an error, changes nothing. A follower that fell further
 //! behind than the catalog keeps changes for reloads everything.
@@ -12,6 +13,7 @@ use std::time::Duration;
 use kairos_catalog::Changes;
 use kairos_catalog::kind;
 use kairos_deploy::Deployments;
+use kairos_recommend::Recommenders;
 use kairos_store::FeatureStore;
 
 use crate::access::Access;
@@ -26,6 +28,7 @@ pub(crate) struct Follower {
     pub(crate) access: Arc<Access>,
     pub(crate) store: FeatureStore,
     pub(crate) deployments: Arc<Deployments>,
+    pub(crate) recommenders: Recommenders,
 }
 
 impl Follower {
@@ -88,32 +91,72 @@ impl Follower {
         if changed(kind::FEATURE_VIEW) {
             self.store.forget_views();
         }
-        let mut deployments: BTreeSet<String> = changes
-            .changes
-            .iter()
-            .filter(|c| c.kind == kind::DEPLOYMENT)
-            .map(|c| c.name.clone())
-            .collect();
-        if everything {
-            deployments.extend(
-                self.deployments
-                    .list()
-                    .iter()
-                    .map(|l| l.deployment.spec.name.clone()),
-            );
-            let store = self.store.clone();
-            let listed = tokio::task::spawn_blocking(move || store.catalog().list_deployments())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            deployments.extend(listed.into_iter().map(|d| d.spec.name));
-        }
+        // Deployments and recommenders are followed one name at a time; after a gap, every
+        // name this server serves or the catalog lists.
+        let recommender_kind = kind::service(kairos_recommend::service::KIND);
+        let (deployments, recommenders) = if everything {
+            self.every_name().await?
+        } else {
+            (
+                touched(changes, kind::DEPLOYMENT),
+                touched(changes, &recommender_kind),
+            )
+        };
         for name in deployments {
             self.deployments
                 .follow(&name)
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        for name in recommenders {
+            self.recommenders
+                .follow(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
+
+    /// Every deployment and recommender name this server serves or the catalog lists.
+    async fn every_name(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
+        let store = self.store.clone();
+        let (mut deployments, mut recommenders) =
+            tokio::task::spawn_blocking(move || -> Result<_, String> {
+                let catalog = store.catalog();
+                let deployments = catalog.list_deployments().map_err(|e| e.to_string())?;
+                let recommenders = catalog
+                    .list_service_documents(kairos_recommend::service::KIND)
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    deployments
+                        .into_iter()
+                        .map(|d| d.spec.name)
+                        .collect::<BTreeSet<_>>(),
+                    recommenders
+                        .into_iter()
+                        .map(|(name, _, _)| name)
+                        .collect::<BTreeSet<_>>(),
+                ))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        deployments.extend(
+            self.deployments
+                .list()
+                .iter()
+                .map(|l| l.deployment.spec.name.clone()),
+        );
+        recommenders.extend(self.recommenders.list().into_iter().map(|r| r.spec.name));
+        Ok((deployments, recommenders))
+    }
+}
+
+/// The names of `kind` that `changes` touch.
+fn touched(changes: &Changes, kind: &str) -> BTreeSet<String> {
+    changes
+        .changes
+        .iter()
+        .filter(|c| c.kind == kind)
+        .map(|c| c.name.clone())
+        .collect()
 }

@@ -99,6 +99,7 @@ pub async fn serve(
             access: access.clone(),
             store: store.clone(),
             deployments: deployments.clone(),
+            recommenders: recommenders.clone(),
         }
         .run(),
     );

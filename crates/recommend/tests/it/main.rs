@@ -415,6 +415,27 @@ async fn a_trained_recommender_serves_filtered_ranked_items_and_learns_from_inte
         r.items.iter().map(|i| i.item_id).collect::<Vec<_>>()
     };
     assert_eq!(ids(&before), ids(&after));
+
+    // Another server on the same catalog follows what this one applies and deletes: it loads
+    // the catalog's revision and answers the same, does nothing more for a revision it serves,
+    // and takes the recommender out once the catalog no longer has it.
+    let other = Recommenders::new(store.clone());
+    other.follow("shop").await.unwrap();
+    let serving = |r: &Recommenders| r.status("shop").map(|s| s.revision).ok();
+    assert_eq!(serving(&other), serving(&recommenders));
+    let followed = other.recommend("shop", &request(5)).await.unwrap();
+    assert_eq!(ids(&followed), ids(&after));
+    other.follow("shop").await.unwrap();
+    assert_eq!(serving(&other), serving(&recommenders));
+    assert!(
+        store
+            .catalog()
+            .delete_service_document(kairos_recommend::service::KIND, "shop")
+            .unwrap()
+    );
+    other.follow("shop").await.unwrap();
+    assert_eq!(serving(&other), None);
+    other.close().await;
     recommenders.close().await;
     store.close().await;
 }
