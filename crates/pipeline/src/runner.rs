@@ -536,6 +536,7 @@ impl Run {
             progress.fenced.remove(&p);
             if progress.held.remove(&p).is_some() {
                 progress.op.remove_partition(p);
+                telemetry::partition_let_go(self.name(), "revoked");
                 tracing::info!(pipeline = self.name(), partition = p, "partition let go");
             }
         }
@@ -544,6 +545,7 @@ impl Run {
                 continue;
             }
             let held = self.take(p, &mut progress.op).await?;
+            telemetry::partition_taken(self.name());
             source.resume(p, held.position)?;
             progress.held.insert(p, held);
         }
@@ -744,6 +746,7 @@ impl Run {
             }
         }
         for p in fenced {
+            telemetry::partition_let_go(self.name(), "fenced");
             progress.held.remove(&p);
             progress.op.remove_partition(p);
             progress.fenced.insert(p);

@@ -31,6 +31,24 @@ pub(crate) fn checkpoint(pipeline: &str) {
         .increment(1);
 }
 
+/// Source partitions this worker took on (at start, in a rebalance, or from a worker that
+/// died): the ownership changes a cluster's dashboards follow.
+pub(crate) fn partition_taken(pipeline: &str) {
+    metrics::counter!("kairos_pipeline_partitions_taken_total", "pipeline" => pipeline.to_owned())
+        .increment(1);
+}
+
+/// Source partitions let go: revoked by the source, or lost to another worker whose newer
+/// owner epoch fenced this one's commit (`reason` = `revoked` or `fenced`).
+pub(crate) fn partition_let_go(pipeline: &str, reason: &'static str) {
+    metrics::counter!(
+        "kairos_pipeline_partitions_let_go_total",
+        "pipeline" => pipeline.to_owned(),
+        "reason" => reason
+    )
+    .increment(1);
+}
+
 /// Seconds from an event's arrival to its window's row being visible online.
 pub(crate) fn freshness(pipeline: &str, group: &str, seconds: f64) {
     metrics::histogram!(FRESHNESS, "pipeline" => pipeline.to_owned(), "group" => group.to_owned())
