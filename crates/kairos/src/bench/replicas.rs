@@ -1,6 +1,8 @@
 //! How long a change made through one replica takes to act on another: two servers this
-//! command starts on one PostgreSQL catalog; an API key made (then revoked) through the first,
-//! and the time until the second lets it in (then turns it away).
+//! command starts on one PostgreSQL catalog (or one cluster configuration); an API key made
+//! (then revoked) through the first, and the time until the second lets it in (then turns it
+//! away); and, when asked, a deployment applied again through the first, and the time until
+//! the second serves the new revision (its model loaded from the shared storage).
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,16 @@ use super::soak::Server;
 #[derive(Debug, clap::Args)]
 pub struct ReplicasArgs {
     /// The PostgreSQL database both servers keep their catalog in (it must exist).
+    #[arg(long, required_unless_present = "config")]
+    catalog_url: Option<String>,
+    /// A cluster configuration both servers start with (catalog, storage, online store), in
+    /// place of --catalog-url.
     #[arg(long)]
-    catalog_url: String,
+    config: Option<std::path::PathBuf>,
+    /// Also apply this deployment again through the first server, trial by trial (it must
+    /// exist, with its model and features, under the configuration).
+    #[arg(long, requires = "config")]
+    deployment: Option<String>,
     /// Keys made and revoked, one at a time.
     #[arg(long, default_value_t = 30)]
     trials: usize,
@@ -26,7 +36,12 @@ const POLL: Duration = Duration::from_millis(5);
 const GIVE_UP: Duration = Duration::from_secs(30);
 
 pub async fn run(args: &ReplicasArgs) -> anyhow::Result<()> {
-    let env = [("KAIROS_CATALOG_URL", args.catalog_url.as_str())];
+    let config = args.config.as_ref().map(|c| c.display().to_string());
+    let env: Vec<(&str, &str)> = match (&args.catalog_url, &config) {
+        (_, Some(config)) => vec![("KAIROS_CONFIG", config.as_str())],
+        (Some(url), None) => vec![("KAIROS_CATALOG_URL", url.as_str())],
+        (None, None) => bail!("give --catalog-url or --config"),
+    };
     let (a, b) = (Server::start(&env)?, Server::start(&env)?);
     let client = reqwest::Client::new();
     // The first key, made while the servers are still open on loopback.
@@ -65,12 +80,31 @@ pub async fn run(args: &ReplicasArgs) -> anyhow::Result<()> {
         wait_for(&client, &b.url, Some(&key.token), StatusCode::UNAUTHORIZED).await?;
         revoked.push(start.elapsed());
     }
-    let report = json!({
+    let mut report = json!({
         "trials": args.trials,
         "key_made_on_a_accepted_on_b_ms": summary(&mut made),
         "key_revoked_on_a_refused_on_b_ms": summary(&mut revoked),
         "key_reload_interval_ms": kairos_serve::FOLLOW_EVERY.as_millis(),
     });
+    if let Some(name) = &args.deployment {
+        let mut served = Vec::new();
+        for trial in 0..args.trials {
+            let phase = kairos_serve::FOLLOW_EVERY.mul_f64(trial as f64 / args.trials as f64);
+            tokio::time::sleep(phase).await;
+            served.push(redeploy(&client, &a.url, &b.url, &admin.token, name).await?);
+        }
+        report["deployment_applied_on_a_served_on_b_ms"] = summary(&mut served);
+        eprintln!(
+            "a deployment applied again on one replica is served on the other after p50 {:.0} ms, \
+             p99 {:.0} ms",
+            report["deployment_applied_on_a_served_on_b_ms"]["p50"]
+                .as_f64()
+                .unwrap_or(0.0),
+            report["deployment_applied_on_a_served_on_b_ms"]["p99"]
+                .as_f64()
+                .unwrap_or(0.0),
+        );
+    }
     eprintln!(
         "a key made on one replica is accepted on the other after p50 {:.0} ms, p99 {:.0} ms; \
          revoked, refused after p50 {:.0} ms, p99 {:.0} ms",
@@ -89,6 +123,57 @@ pub async fn run(args: &ReplicasArgs) -> anyhow::Result<()> {
     );
     println!("{report}");
     Ok(())
+}
+
+/// Applies deployment `name` again through `a` (a new revision of the same definition) and
+/// waits until `b` serves that revision; returns how long that took.
+async fn redeploy(
+    client: &reqwest::Client,
+    a: &str,
+    b: &str,
+    admin: &str,
+    name: &str,
+) -> anyhow::Result<Duration> {
+    let current: serde_json::Value = client
+        .get(format!("{a}/v1/deployments/{name}"))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let spec = current
+        .get("spec")
+        .with_context(|| format!("deployment '{name}' is not there: {current}"))?;
+    let start = Instant::now();
+    let answer = client
+        .post(format!("{a}/v1/deployments"))
+        .bearer_auth(admin)
+        .json(spec)
+        .send()
+        .await?;
+    let status = answer.status();
+    let applied: serde_json::Value = answer.json().await?;
+    if !status.is_success() {
+        bail!("applying deployment '{name}' answered {status}: {applied}");
+    }
+    let revision = applied["revision"].clone();
+    let deadline = Instant::now() + GIVE_UP;
+    loop {
+        let on_b: serde_json::Value = client
+            .get(format!("{b}/v1/deployments/{name}"))
+            .bearer_auth(admin)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if on_b["revision"] == revision {
+            return Ok(start.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("the other replica did not serve revision {revision} within {GIVE_UP:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 struct Key {
