@@ -186,6 +186,31 @@ pub(crate) struct GroupRuntime {
 }
 
 impl GroupRuntime {
+    /// Refuses a write while a store holds this group beyond this process's log: another
+    /// process writes the group's stores through a log of its own (two replicas of a cluster
+    /// whose log is not shared, or a data dir lost under a Redis that kept its rows), and rows
+    /// appended here would reach the stores under offsets that already mean other rows there.
+    /// Found as each materialiser reads its store's position; until then a write passes.
+    fn check_sole_writer(&self) -> Result<()> {
+        let end = self.log.end_offset();
+        let stores = [
+            ("online", *self.online_applied.borrow()),
+            ("offline", *self.offline_applied.borrow()),
+        ];
+        for (store, position) in stores {
+            if position > end {
+                return Err(StoreError::Conflict(format!(
+                    "feature group '{}' v{}: the {store} store holds its rows up to log offset \
+                     {position}, beyond this process's log (which ends at {end}), so another \
+                     process writes this group through a log of its own; write it through that \
+                     process",
+                    self.group.spec.name, self.group.version
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The log offset every store has passed.
     pub(crate) fn materialised_through(&self) -> u64 {
         let mut passed = *self.offline_applied.borrow();
@@ -779,6 +804,7 @@ impl FeatureStore {
                 u32::MAX
             ))
         })?;
+        rt.check_sole_writer()?;
         let payload = kairos_types::export::encode_ipc(&batch).map_err(StoreError::internal)?;
         let ack = rt.log.append(rows32, payload)?.wait().await?;
         telemetry::rows_ingested(&rt.group.id(), rows as u64);

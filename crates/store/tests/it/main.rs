@@ -228,6 +228,70 @@ async fn redb_write_read_and_check() {
     write_read_and_check(&open(OnlineConfig::Redb).await).await;
 }
 
+/// Two processes, each with a log of its own, on one Redis: once the first has written a
+/// group, the second finds the online store ahead of its log and refuses writes, naming why,
+/// rather than materialising its rows under offsets that already mean the first's. Its reads
+/// are the first's rows.
+#[tokio::test]
+async fn a_second_writer_with_a_log_of_its_own_is_refused() {
+    let Some(config) = redis_config() else {
+        return;
+    };
+    let first = open(config.clone()).await;
+    let second = open(config).await;
+    let s = spec(None);
+    first.store.create_group(s.clone()).await.unwrap();
+    second.store.create_group(s.clone()).await.unwrap();
+    let wait = InsertOptions { wait_online: true };
+    first
+        .store
+        .insert_batch(
+            "cards",
+            None,
+            &batch(&s, &[(1, T0, 1.0), (2, T0, 2.0)]),
+            wait,
+        )
+        .await
+        .unwrap();
+    // The second's materialiser reads the online store's position when it (re)starts.
+    second.store.close().await;
+    let second = Fixture {
+        store: FeatureStore::open_with_clock(second.store.config().clone(), second.clock.clone())
+            .await
+            .unwrap(),
+        ..second
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while second.store.describe("cards", None).unwrap().online_offset != Some(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the materialiser never read its position"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = second
+        .store
+        .insert_batch(
+            "cards",
+            None,
+            &batch(&s, &[(3, T0, 3.0)]),
+            InsertOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Conflict(m) if m.contains("another process writes this group")),
+        "{refused}"
+    );
+    let got = second
+        .store
+        .get_online("cards", None, &[vec![Value::Int64(2)]])
+        .await
+        .unwrap();
+    assert_eq!(got[0].status, KeyStatus::Present);
+    first.store.delete_group("cards", 1).await.unwrap();
+}
+
 #[tokio::test]
 async fn redis_cluster_write_read_and_check() {
     if let Some(config) = redis_cluster_config() {
