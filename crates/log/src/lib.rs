@@ -9,9 +9,10 @@
 //! endian, the CRC covering everything after itself. A torn record at the tail (a crash mid-write,
 //! so never acknowledged) is cut off when the log is opened; a bad CRC anywhere else is an error.
 //!
-//! [`FeatureLog`] is the seam: Kafka topics can stand in for [`SegmentLog`] when one machine is
-//! not enough.
+//! [`FeatureLog`] is the seam. [`kafka::KafkaLog`] is the log a cluster's replicas will share: a
+//! topic per group version, partitioned by key, each partition a row-counting log like this one.
 
+pub mod kafka;
 mod record;
 mod segment_log;
 
@@ -40,6 +41,9 @@ pub enum LogError {
     Write(String),
     #[error("the log is closed")]
     Closed,
+    /// The brokers did not take or give what was asked (the message names the topic).
+    #[error("{0}")]
+    Kafka(String),
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,5 +1,7 @@
 //! Integration tests of the segment log: durability across reopen, torn tails, group commit,
-//! segment rolling and retention.
+//! segment rolling and retention; and of the Kafka log (`kafka`).
+
+mod kafka;
 
 use std::sync::Arc;
 

@@ -1,0 +1,318 @@
+//! A feature-group log on Kafka: one topic per group version, partitioned by a stable hash of
+//! the primary key, one message per row. A key's rows therefore stay in one partition, in
+//! order, and a partition's offsets count its rows — each partition is what a [`SegmentLog`]
+//! is for a single-node group, and a position is (partition, offset).
+//!
+//! The producer is idempotent with `acks=all`: an append is acknowledged once every one of its
+//! rows is, each with its partition and offset, and a broker that does not answer fails it
+//! within the message timeout rather than hanging it. Kafka transactions are not used (the
+//! development broker does not isolate them, see `kairos broker`), so a broker failure in the
+//! middle of an append can leave part of it written; the append reports the failure, and the
+//! rows that were written carry their producer tag, by which a retry of the same tagged batch
+//! finds them.
+//!
+//! [`SegmentLog`]: crate::SegmentLog
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::try_join_all;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::{LogError, Result};
+
+/// The header naming the producer tag of an appended batch (pipelines' `append_once`).
+const PRODUCER_HEADER: &str = "kairos-producer";
+/// The header numbering a row within its tagged batch.
+const ROW_HEADER: &str = "kairos-row";
+
+/// How the log reaches its brokers.
+#[derive(Debug, Clone)]
+pub struct KafkaLogOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Partitions the group's topic must have.
+    pub partitions: u32,
+    /// How long an append waits for the brokers before it fails.
+    pub message_timeout: Duration,
+    /// Further librdkafka properties (security, say), set on producer and readers alike.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaLogOptions {
+    pub fn new(brokers: impl Into<String>, partitions: u32) -> KafkaLogOptions {
+        KafkaLogOptions {
+            brokers: brokers.into(),
+            partitions,
+            message_timeout: Duration::from_secs(30),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// One row to append: its encoded primary key (which picks its partition) and its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub key: Bytes,
+    pub payload: Bytes,
+}
+
+/// Where an appended row landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A row read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRow {
+    pub offset: u64,
+    pub key: Bytes,
+    pub payload: Bytes,
+    /// When the row was appended, microseconds since the epoch.
+    pub ingested_at: i64,
+    /// The producer tag and the row's number in its batch, when the batch was tagged.
+    pub producer: Option<(String, u32)>,
+}
+
+/// The partition of an encoded key among `partitions`: a stable hash, so every writer, reader
+/// and store agrees on it.
+pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
+    crc32fast::hash(key) % partitions.max(1)
+}
+
+/// One group version's log on Kafka.
+pub struct KafkaLog {
+    topic: String,
+    options: KafkaLogOptions,
+    producer: FutureProducer,
+    /// One reader per partition, made when first read.
+    readers: Vec<Mutex<Option<Reader>>>,
+}
+
+/// A partition's reader and the offset its assignment reads next: a read that goes on from
+/// there keeps what the reader has fetched ahead; one from elsewhere moves the assignment.
+struct Reader {
+    consumer: BaseConsumer,
+    next: u64,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("topic", &self.topic)
+            .field("partitions", &self.options.partitions)
+            .finish()
+    }
+}
+
+fn kafka(topic: &str, what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Kafka(format!("Kafka topic {topic}: {what}: {e}"))
+}
+
+impl KafkaLog {
+    /// Opens the log of `topic`, which must exist with `options.partitions` partitions: a
+    /// topic with another count would move keys to other partitions than the stores expect.
+    pub fn open(topic: &str, options: KafkaLogOptions) -> Result<KafkaLog> {
+        let producer: FutureProducer = options
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                options.message_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| kafka(topic, "cannot make a producer", e))?;
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), options.message_timeout)
+            .map_err(|e| kafka(topic, &format!("no answer from {}", options.brokers), e))?;
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len()) as u32;
+        if found != options.partitions {
+            return Err(LogError::Kafka(format!(
+                "Kafka topic {topic} has {found} partitions where the log expects {}: make it \
+                 with that many, or set the log's partitions to {found}",
+                options.partitions
+            )));
+        }
+        Ok(KafkaLog {
+            topic: topic.to_string(),
+            readers: (0..options.partitions).map(|_| Mutex::new(None)).collect(),
+            options,
+            producer,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.options.partitions
+    }
+
+    /// Appends `rows`, each to its key's partition, and answers once every one is acknowledged
+    /// by the brokers (`acks=all`): where each landed, in the order given. `producer` tags the
+    /// rows so that a retry can find them.
+    pub async fn append(
+        &self,
+        rows: &[Row],
+        ingested_at: i64,
+        producer: Option<&str>,
+    ) -> Result<Vec<Position>> {
+        let millis = ingested_at.div_euclid(1000);
+        let sends = rows.iter().enumerate().map(|(i, row)| {
+            let partition = partition_of(&row.key, self.options.partitions);
+            let mut record = FutureRecord::to(&self.topic)
+                .partition(partition as i32)
+                .key(row.key.as_ref())
+                .payload(row.payload.as_ref())
+                .timestamp(millis);
+            if let Some(tag) = producer {
+                let index = (i as u32).to_be_bytes();
+                record = record.headers(
+                    OwnedHeaders::new()
+                        .insert(Header {
+                            key: PRODUCER_HEADER,
+                            value: Some(tag),
+                        })
+                        .insert(Header {
+                            key: ROW_HEADER,
+                            value: Some(&index),
+                        }),
+                );
+            }
+            let delivery = self.producer.send(record, self.options.message_timeout);
+            async move {
+                let delivered = delivery.await.map_err(|(e, _)| e)?;
+                Ok::<_, rdkafka::error::KafkaError>(Position {
+                    partition: delivered.partition as u32,
+                    offset: delivered.offset as u64,
+                })
+            }
+        });
+        try_join_all(sends)
+            .await
+            .map_err(|e| kafka(&self.topic, "an append was not acknowledged", e))
+    }
+
+    /// One past the last acknowledged offset of `partition` (its high watermark).
+    pub fn end_offset(&self, partition: u32) -> Result<u64> {
+        let (_, high) = self
+            .producer
+            .client()
+            .fetch_watermarks(&self.topic, partition as i32, self.options.message_timeout)
+            .map_err(|e| kafka(&self.topic, "no high watermark", e))?;
+        Ok(high.max(0) as u64)
+    }
+
+    /// The rows of `partition` from `offset` on, in order, up to about `max_bytes` of payload
+    /// (at least one row when there is any); waits up to `wait` for the first.
+    pub fn read_from(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<LoggedRow>> {
+        let mut slot = self.readers[partition as usize]
+            .lock()
+            .expect("reader lock");
+        let reader = match &mut *slot {
+            Some(reader) => reader,
+            None => slot.insert(Reader {
+                consumer: self
+                    .options
+                    .client()
+                    .set("enable.auto.commit", "false")
+                    .set("enable.partition.eof", "false")
+                    .set("group.id", format!("kairos-reader-{}", self.topic))
+                    .create::<BaseConsumer>()
+                    .map_err(|e| kafka(&self.topic, "cannot make a reader", e))?,
+                // Never a real position, so the first read assigns.
+                next: u64::MAX,
+            }),
+        };
+        if reader.next != offset {
+            let mut assignment = TopicPartitionList::new();
+            assignment
+                .add_partition_offset(&self.topic, partition as i32, Offset::Offset(offset as i64))
+                .map_err(|e| kafka(&self.topic, "bad position", e))?;
+            reader
+                .consumer
+                .assign(&assignment)
+                .map_err(|e| kafka(&self.topic, "cannot read", e))?;
+            reader.next = offset;
+        }
+        let deadline = Instant::now() + wait;
+        let mut rows = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let timeout = if rows.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let Some(message) = reader.consumer.poll(timeout) else {
+                break;
+            };
+            let message = message.map_err(|e| kafka(&self.topic, "read failed", e))?;
+            let at = message.offset() as u64;
+            if at < reader.next {
+                continue;
+            }
+            reader.next = at + 1;
+            let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+            bytes += payload.len();
+            let producer = message.headers().and_then(|headers| {
+                let mut tag = None;
+                let mut index = None;
+                for header in headers.iter() {
+                    match (header.key, header.value) {
+                        (PRODUCER_HEADER, Some(v)) => {
+                            tag = Some(String::from_utf8_lossy(v).into_owned());
+                        }
+                        (ROW_HEADER, Some(v)) => {
+                            index = v.try_into().ok().map(u32::from_be_bytes);
+                        }
+                        _ => {}
+                    }
+                }
+                tag.zip(index)
+            });
+            rows.push(LoggedRow {
+                offset: at,
+                key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
+                payload,
+                ingested_at: message.timestamp().to_millis().unwrap_or(0) * 1000,
+                producer,
+            });
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,134 @@
+//! The Kafka log against librdkafka's mock cluster (the broker `kairos broker` hosts): rows go
+//! to their key's partition in order and come back with their tags; the high watermark counts
+//! them; a topic with another partition count is refused; brokers that do not answer fail an
+//! append within its timeout instead of hanging it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kairos_log::kafka::{KafkaLog, KafkaLogOptions, Row, partition_of};
+use rdkafka::mocking::MockCluster;
+
+/// A row as sent: its offset, the row, and its producer tag with its number in the batch.
+type Sent = (u64, Row, Option<(String, u32)>);
+
+fn row(key: u32, n: u32) -> Row {
+    Row {
+        key: Bytes::from(format!("key-{key}")),
+        payload: Bytes::from(format!("{key}:{n}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_go_to_their_keys_partition_in_order_and_read_back_with_their_tags() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("fg.cards.v1", 4, 1).unwrap();
+    let log = KafkaLog::open(
+        "fg.cards.v1",
+        KafkaLogOptions::new(cluster.bootstrap_servers(), 4),
+    )
+    .unwrap();
+
+    // Three appends of 50 rows over 13 keys, the second tagged.
+    let mut sent: BTreeMap<u32, Vec<Sent>> = BTreeMap::new();
+    let mut n = 0;
+    for batch in 0..3 {
+        let rows: Vec<Row> = (0..50)
+            .map(|_| {
+                n += 1;
+                row(n % 13, n)
+            })
+            .collect();
+        let tag = (batch == 1).then_some("pipeline/p/v1/p0/7");
+        let ingested_at = 1_714_521_600_000_000 + batch;
+        let at = log.append(&rows, ingested_at * 1000, tag).await.unwrap();
+        assert_eq!(at.len(), rows.len());
+        for (i, (position, row)) in at.iter().zip(rows).enumerate() {
+            assert_eq!(position.partition, partition_of(&row.key, 4));
+            let tagged = tag.map(|t| (t.to_string(), i as u32));
+            sent.entry(position.partition)
+                .or_default()
+                .push((position.offset, row, tagged));
+        }
+    }
+    assert!(sent.len() > 1, "every key in one partition");
+    for (partition, rows) in &sent {
+        // One partition, one writer: consecutive offsets from 0, in append order.
+        let offsets: Vec<u64> = rows.iter().map(|(o, _, _)| *o).collect();
+        assert_eq!(offsets, (0..rows.len() as u64).collect::<Vec<_>>());
+        assert_eq!(log.end_offset(*partition).unwrap(), rows.len() as u64);
+        // Read back in small steps, from the start and from the middle.
+        for start in [0, rows.len() as u64 / 2] {
+            let mut read = Vec::new();
+            let mut next = start;
+            while next < rows.len() as u64 {
+                let got = log
+                    .read_from(*partition, next, 64, Duration::from_secs(10))
+                    .unwrap();
+                assert!(
+                    !got.is_empty(),
+                    "nothing at {next} of partition {partition}"
+                );
+                next = got.last().unwrap().offset + 1;
+                read.extend(got);
+            }
+            let expected = &rows[start as usize..];
+            assert_eq!(read.len(), expected.len());
+            for (got, (offset, row, tag)) in read.iter().zip(expected) {
+                assert_eq!(
+                    (got.offset, &got.key, &got.payload),
+                    (*offset, &row.key, &row.payload)
+                );
+                assert_eq!(&got.producer, tag);
+            }
+        }
+    }
+    // Nothing past the end: an empty answer once the wait is over.
+    let (partition, rows) = sent.iter().next().unwrap();
+    let started = Instant::now();
+    let none = log
+        .read_from(
+            *partition,
+            rows.len() as u64,
+            1 << 20,
+            Duration::from_millis(200),
+        )
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[test]
+fn a_topic_with_another_partition_count_is_refused() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("fg.cards.v2", 3, 1).unwrap();
+    let err = KafkaLog::open(
+        "fg.cards.v2",
+        KafkaLogOptions::new(cluster.bootstrap_servers(), 4),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("fg.cards.v2") && err.contains("3 partitions") && err.contains("expects 4"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_to_brokers_that_do_not_answer_fails_within_its_timeout() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("fg.cards.v3", 2, 1).unwrap();
+    let mut options = KafkaLogOptions::new(cluster.bootstrap_servers(), 2);
+    options.message_timeout = Duration::from_secs(2);
+    let log = KafkaLog::open("fg.cards.v3", options).unwrap();
+    log.append(&[row(1, 1)], 0, None).await.unwrap();
+    cluster.broker_down(1).unwrap();
+    let started = Instant::now();
+    let err = log
+        .append(&[row(1, 2), row(2, 3)], 0, None)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    assert!(err.to_string().contains("fg.cards.v3"), "{err}");
+}
