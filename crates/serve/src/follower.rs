@@ -1,7 +1,8 @@
 //! The catalog follower: what another replica (or a CLI process on the same data dir) changes in
 //! the catalog reaches this server's caches within [`FOLLOW_EVERY`] — API keys, feature groups,
 //! views, deployments and recommenders. Monitors and pipelines do not follow: each needs one
-//! owner among the replicas, which the leases of a later step give. It reads the catalog's change log (a cheap indexed read) and hands
+//! owner among the replicas (a server runs those the catalog held when it started), which the
+//! leases of a later step give. It reads the catalog's change log (a cheap indexed read) and hands
 //! each kind of change to its owner; every handler is idempotent, so a change this server made
 //! itself, or one read twice after an error, changes nothing. A follower that fell further
 //! behind than the catalog keeps changes for reloads everything.
