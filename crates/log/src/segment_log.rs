@@ -346,6 +346,22 @@ fn drain(shared: &Shared) {
 
 fn write_group(shared: &Shared, group: &[Request]) -> Result<Vec<AppendAck>> {
     let mut index = shared.index.write().expect("lock");
+    let written = write_records(shared, &mut index, group);
+    // The end of what is durable, whatever happened (a group that rolled a segment and then
+    // failed has its first part on disk), published before the index is let go: a reader never
+    // sees a record past the end offset, so no store a materialiser writes is ever ahead of it.
+    let end = index
+        .segments
+        .values()
+        .next_back()
+        .expect("at least one segment")
+        .end_offset;
+    shared.end.send_replace(end);
+    drop(index);
+    written
+}
+
+fn write_records(shared: &Shared, index: &mut Index, group: &[Request]) -> Result<Vec<AppendAck>> {
     let now = shared.clock.now_micros().max(index.last_ingested_at);
     let mut acks = Vec::with_capacity(group.len());
     let mut buf = BytesMut::new();
@@ -365,7 +381,7 @@ fn write_group(shared: &Shared, group: &[Request]) -> Result<Vec<AppendAck>> {
         if active_len + buf.len() as u64 > 0
             && active_len + buf.len() as u64 + record_len > shared.options.segment_bytes
         {
-            flush(&mut index, active_first, &mut buf, &mut pending, next)?;
+            flush(index, active_first, &mut buf, &mut pending, next)?;
             let segment = create_segment(&shared.dir, next)?;
             index.segments.insert(next, segment);
             active_first = next;
@@ -387,10 +403,8 @@ fn write_group(shared: &Shared, group: &[Request]) -> Result<Vec<AppendAck>> {
         });
         next = end;
     }
-    flush(&mut index, active_first, &mut buf, &mut pending, next)?;
+    flush(index, active_first, &mut buf, &mut pending, next)?;
     index.last_ingested_at = now;
-    drop(index);
-    shared.end.send_replace(next);
     Ok(acks)
 }
 
