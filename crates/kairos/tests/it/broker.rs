@@ -32,6 +32,7 @@ impl Broker {
     /// brokers of `KAIROS_TEST_KAFKA_BROKERS`.
     fn start(topics: &[(&str, i32)]) -> Broker {
         if let Ok(bootstrap) = std::env::var("KAIROS_TEST_KAFKA_BROKERS") {
+            create_topics(&bootstrap, topics);
             return Broker {
                 bootstrap,
                 process: None,
@@ -73,6 +74,37 @@ impl Broker {
             .set("heartbeat.interval.ms", "200")
             .create()
             .unwrap()
+    }
+}
+
+/// Makes `topics` on external brokers (each test's topics under a name of their own, so runs
+/// do not meet).
+fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let made = std::thread::scope(|s| {
+        s.spawn(|| runtime.block_on(admin.create_topics(&new, &AdminOptions::new())))
+            .join()
+            .unwrap()
+    })
+    .unwrap();
+    for result in made {
+        if let Err((topic, e)) = result
+            && e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            panic!("cannot make topic {topic}: {e}");
+        }
     }
 }
 
@@ -283,5 +315,54 @@ fn a_consumer_group_shares_partitions_and_hands_a_leavers_over_at_its_committed_
     }
     for (partition, offset) in resumed {
         assert_eq!(offset, 3 + i64::from(partition), "partition {partition}");
+    }
+}
+
+/// The log relies on its broker keeping a partition's rows until every materialiser has read
+/// them (Kafka's retention, set long). librdkafka's mock keeps 5 MiB a partition and drops the
+/// oldest beyond that, which is why it serves tests only: this writes 8 MiB to one partition and
+/// checks that the mock dropped the start — so the figure ARCHITECTURE.md gives stays true —
+/// and that any other broker kept all of it.
+#[test]
+fn a_partition_keeps_what_was_written_except_on_the_capped_mock() {
+    const TOPIC: &str = "conformance_retention";
+    let broker = Broker::start(&[(TOPIC, 1)]);
+    let producer: rdkafka::producer::BaseProducer = broker
+        .client()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; 1024];
+    for _ in 0..8192 {
+        loop {
+            match producer.send(
+                rdkafka::producer::BaseRecord::<(), _>::to(TOPIC)
+                    .partition(0)
+                    .payload(&payload),
+            ) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    let (low, high) = broker
+        .consumer("conformance-retention")
+        .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(high, 8192);
+    if broker.process.is_some() {
+        assert!(
+            low > 0,
+            "the mock kept all 8 MiB: its cap is not what ARCHITECTURE.md says"
+        );
+    } else {
+        assert_eq!(
+            low, 0,
+            "the broker dropped the partition's first {low} rows"
+        );
     }
 }
