@@ -66,6 +66,8 @@ impl Recommenders {
 
     /// Loads every recommender the catalog holds; one that cannot load is logged and left out.
     pub async fn start_all(&self) {
+        // A follower's load of the same recommender waits, and then finds it served.
+        let _one_at_a_time = self.applying.lock().await;
         let documents = match self.store.catalog().list_service_documents(KIND) {
             Ok(documents) => documents,
             Err(e) => {
