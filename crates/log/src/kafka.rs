@@ -31,6 +31,8 @@ use crate::{LogError, Result};
 const PRODUCER_HEADER: &str = "kairos-producer";
 /// The header numbering a row within its tagged batch.
 const ROW_HEADER: &str = "kairos-row";
+/// How long past the message timeout an append waits for librdkafka's own verdict.
+const APPEND_GRACE: Duration = Duration::from_secs(1);
 
 /// How the log reaches its brokers.
 #[derive(Debug, Clone)]
@@ -213,9 +215,20 @@ impl KafkaLog {
                 })
             }
         });
-        try_join_all(sends)
-            .await
-            .map_err(|e| kafka(&self.topic, "an append was not acknowledged", e))
+        // librdkafka times each message out itself, yet a message in flight to a broker that
+        // went away can outlive that by a reconnect backoff; the append's own deadline is what
+        // bounds the caller's wait. A row it gave up on may still land: its tag finds it.
+        let deadline = self.options.message_timeout + APPEND_GRACE;
+        match tokio::time::timeout(deadline, try_join_all(sends)).await {
+            Ok(acknowledged) => {
+                acknowledged.map_err(|e| kafka(&self.topic, "an append was not acknowledged", e))
+            }
+            Err(_) => Err(kafka(
+                &self.topic,
+                "an append was not acknowledged",
+                format!("no answer from the brokers within {deadline:?}"),
+            )),
+        }
     }
 
     /// One past the last acknowledged offset of `partition` (its high watermark).
