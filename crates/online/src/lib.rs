@@ -7,7 +7,10 @@
 //! - per key, the stored row is the one with the greatest `(event_time, offset)`
 //!   ([`OnlineRow::supersedes`]): a late, older event never overwrites a newer one;
 //! - [`OnlineStore::apply`] stores its rows and the materialiser's log offset atomically, so a
-//!   crash leaves either both or neither.
+//!   crash leaves either both or neither;
+//! - a log partition's offset only moves from where a step says it starts ([`Step::from`]): a
+//!   second materialiser of the same partition (a stale owner after a rebalance) has its step
+//!   refused ([`OnlineError::Moved`]) rather than writing over the rows its successor wrote.
 
 mod redb_store;
 mod redis_store;
@@ -28,6 +31,17 @@ pub enum OnlineError {
     Redis(#[from] redis::RedisError),
     #[error("online store holds a corrupt row: {0}")]
     Corrupt(String),
+    /// Another materialiser moved the partition's offset since this one read it.
+    #[error(
+        "online store: log partition {partition} of {table} moved to offset {found:?} while a \
+         step from {from} was written (another materialiser writes it)"
+    )]
+    Moved {
+        table: String,
+        partition: u32,
+        from: u64,
+        found: Option<u64>,
+    },
 }
 
 pub type Result<T, E = OnlineError> = std::result::Result<T, E>;
@@ -35,15 +49,48 @@ pub type Result<T, E = OnlineError> = std::result::Result<T, E>;
 /// A key's encoded bytes ([`kairos_types::value::encode_key`]) and its row.
 pub type KeyedRow = (Vec<u8>, OnlineRow);
 
-/// Latest-row-per-key storage with the materialiser's offset kept beside the rows.
+/// One materialiser step of one log partition: its rows lie at offsets `from .. through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub partition: u32,
+    /// The partition's offset the step starts from: what its materialiser read as the store's
+    /// position (0 for a partition never written).
+    pub from: u64,
+    /// One past the step's last row: the partition's offset once the step is applied.
+    pub through: u64,
+}
+
+impl Step {
+    /// What of this step a part of the store whose partition offset is `stored` still lacks:
+    /// the offset its rows start from (rows before it are there already), or `None` when it
+    /// holds the whole step. A part behind the step's start is refused: it lacks rows from
+    /// before the step, so the materialiser must read its position again.
+    pub fn lacking(&self, table: &TableId, stored: Option<u64>) -> Result<Option<u64>> {
+        let at = stored.unwrap_or(0);
+        if at < self.from {
+            return Err(OnlineError::Moved {
+                table: table.to_string(),
+                partition: self.partition,
+                from: self.from,
+                found: stored,
+            });
+        }
+        Ok((at < self.through).then_some(at))
+    }
+}
+
+/// Latest-row-per-key storage with each log partition's materialiser offset kept beside the
+/// rows. A key's rows all come from one partition (the log partitions by key).
 pub trait OnlineStore: Send + Sync {
     /// Merges `rows` (in log order) into `table`, keeping per key the superseding row, and
-    /// records `offset` as the log position applied, all in one atomic write.
+    /// records `step.through` as the partition's offset, all in one atomic write — provided
+    /// the stored offset is still the one the step was planned from; otherwise nothing is
+    /// written and the answer is [`OnlineError::Moved`].
     fn apply(
         &self,
         table: &TableId,
+        step: Step,
         rows: Vec<KeyedRow>,
-        offset: u64,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// The rows for `keys`, in the same order; one round trip for all of them.
@@ -53,8 +100,12 @@ pub trait OnlineStore: Send + Sync {
         keys: &[Vec<u8>],
     ) -> impl Future<Output = Result<Vec<Option<OnlineRow>>>> + Send;
 
-    /// The log offset applied so far, if any.
-    fn offset(&self, table: &TableId) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// The offset of log partition `partition` applied so far, if any.
+    fn offset(
+        &self,
+        table: &TableId,
+        partition: u32,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
 
     /// The stored rows whose keys `part` holds (for consistency checks, a part at a time).
     fn scan(
@@ -63,7 +114,7 @@ pub trait OnlineStore: Send + Sync {
         part: KeyPart,
     ) -> impl Future<Output = Result<Vec<KeyedRow>>> + Send;
 
-    /// Removes the table's rows and offset.
+    /// Removes the table's rows and every partition's offset.
     fn drop_table(&self, table: &TableId) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -135,10 +186,10 @@ impl OnlineBackend {
 }
 
 impl OnlineStore for OnlineBackend {
-    async fn apply(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> Result<()> {
+    async fn apply(&self, table: &TableId, step: Step, rows: Vec<KeyedRow>) -> Result<()> {
         match self {
-            OnlineBackend::Redb(s) => s.apply(table, rows, offset).await,
-            OnlineBackend::Redis(s) => s.apply(table, rows, offset).await,
+            OnlineBackend::Redb(s) => s.apply(table, step, rows).await,
+            OnlineBackend::Redis(s) => s.apply(table, step, rows).await,
         }
     }
 
@@ -149,10 +200,10 @@ impl OnlineStore for OnlineBackend {
         }
     }
 
-    async fn offset(&self, table: &TableId) -> Result<Option<u64>> {
+    async fn offset(&self, table: &TableId, partition: u32) -> Result<Option<u64>> {
         match self {
-            OnlineBackend::Redb(s) => s.offset(table).await,
-            OnlineBackend::Redis(s) => s.offset(table).await,
+            OnlineBackend::Redb(s) => s.offset(table, partition).await,
+            OnlineBackend::Redis(s) => s.offset(table, partition).await,
         }
     }
 

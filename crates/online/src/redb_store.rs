@@ -15,12 +15,22 @@ use std::time::{Duration, Instant};
 use kairos_types::{OnlineRow, TableId};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
-use crate::{KeyPart, KeyedRow, OnlineError, OnlineStore, Result, latest_per_key};
+use crate::{KeyPart, KeyedRow, OnlineError, OnlineStore, Result, Step, latest_per_key};
 
 const OFFSETS: TableDefinition<&str, u64> = TableDefinition::new("__offsets");
 
 fn table_name(table: &TableId) -> String {
     format!("fg/{}/v{}", table.name, table.version)
+}
+
+/// The key of a log partition's offset: the table's name for partition 0 (as before the log
+/// had partitions), `<name>#<p>` for the others.
+fn offset_key(name: &str, partition: u32) -> String {
+    if partition == 0 {
+        name.to_string()
+    } else {
+        format!("{name}#{partition}")
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> OnlineError {
@@ -78,11 +88,9 @@ impl RedbStore {
             .collect()
     }
 
-    fn apply_blocking(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> Result<()> {
+    fn apply_blocking(&self, table: &TableId, step: Step, rows: Vec<KeyedRow>) -> Result<()> {
         let name = table_name(table);
-        // Key order makes a bulk upsert walk the B-tree in order rather than at random.
-        let mut latest: Vec<KeyedRow> = latest_per_key(rows).into_iter().collect();
-        latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let offset_key = offset_key(&name, step.partition);
         let mut txn = self.db.begin_write().map_err(err)?;
         let mut synced_at = self.synced_at.lock().expect("lock");
         let sync = synced_at.elapsed() >= SYNC_EVERY;
@@ -90,6 +98,21 @@ impl RedbStore {
             txn.set_durability(Durability::None).map_err(err)?;
         }
         {
+            let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
+            let at = offsets
+                .get(offset_key.as_str())
+                .map_err(err)?
+                .map(|v| v.value());
+            let Some(lacking) = step.lacking(table, at)? else {
+                return Ok(());
+            };
+            offsets
+                .insert(offset_key.as_str(), step.through)
+                .map_err(err)?;
+            // Key order makes a bulk upsert walk the B-tree in order rather than at random.
+            let lacked = rows.into_iter().filter(|(_, row)| row.offset >= lacking);
+            let mut latest: Vec<KeyedRow> = latest_per_key(lacked.collect()).into_iter().collect();
+            latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut stored = txn
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                 .map_err(err)?;
@@ -109,8 +132,6 @@ impl RedbStore {
                     }
                 }
             }
-            let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
-            offsets.insert(name.as_str(), offset).map_err(err)?;
         }
         txn.commit().map_err(err)?;
         if sync {
@@ -133,7 +154,7 @@ impl RedbStore {
         .await
     }
 
-    fn offset_blocking(&self, table: &TableId) -> Result<Option<u64>> {
+    fn offset_blocking(&self, table: &TableId, partition: u32) -> Result<Option<u64>> {
         let txn = self.db.begin_read().map_err(err)?;
         let offsets = match txn.open_table(OFFSETS) {
             Ok(t) => t,
@@ -141,7 +162,7 @@ impl RedbStore {
             Err(e) => return Err(err(e)),
         };
         Ok(offsets
-            .get(table_name(table).as_str())
+            .get(offset_key(&table_name(table), partition).as_str())
             .map_err(err)?
             .map(|v| v.value()))
     }
@@ -173,6 +194,11 @@ impl RedbStore {
         {
             let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
             offsets.remove(name.as_str()).map_err(err)?;
+            // The other partitions' keys: `<name>#…`, all before `<name>$`.
+            let (first, end) = (format!("{name}#"), format!("{name}$"));
+            offsets
+                .retain_in(first.as_str()..end.as_str(), |_, _| false)
+                .map_err(err)?;
         }
         txn.commit().map_err(err)
     }
@@ -189,9 +215,9 @@ impl RedbStore {
 }
 
 impl OnlineStore for RedbStore {
-    async fn apply(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> Result<()> {
+    async fn apply(&self, table: &TableId, step: Step, rows: Vec<KeyedRow>) -> Result<()> {
         let table = table.clone();
-        self.blocking(move |s| s.apply_blocking(&table, rows, offset))
+        self.blocking(move |s| s.apply_blocking(&table, step, rows))
             .await
     }
 
@@ -199,8 +225,8 @@ impl OnlineStore for RedbStore {
         self.get_many_blocking(table, keys)
     }
 
-    async fn offset(&self, table: &TableId) -> Result<Option<u64>> {
-        self.offset_blocking(table)
+    async fn offset(&self, table: &TableId, partition: u32) -> Result<Option<u64>> {
+        self.offset_blocking(table, partition)
     }
 
     async fn scan(&self, table: &TableId, part: KeyPart) -> Result<Vec<KeyedRow>> {

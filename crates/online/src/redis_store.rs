@@ -4,11 +4,14 @@
 //! A transaction's keys must share a hash slot in a cluster, so there a table's keys are spread
 //! over [`RedisStore::slots`] *slot groups*, each with a hash tag of its own
 //! (`{<prefix>fg:<name>:v<version>:s<n>}k:<key>`) and an offset key beside its rows: a key's
-//! group is a stable hash of the key. A materialiser step writes one transaction per group, all
-//! with the step's offset, so each group holds its rows and its offset atomically, and the
-//! table's offset is the least of its groups' (a crash between two groups' transactions makes
-//! the restart apply the step again, which changes nothing where it had landed). A multi-get is
-//! one MGET per group, sent together, which the cluster client pipelines per node.
+//! group is a stable hash of the key. Each group keeps an offset per log partition beside its
+//! rows. A materialiser step of a partition writes, per group, what that group lacks of it and
+//! the step's end as the partition's offset, in one script run that first checks the offset is
+//! still the one the step was planned from — so a second materialiser of the partition (a
+//! stale owner) cannot write over its successor's rows. A partition's offset is the least of
+//! its groups' (a crash between two groups' writes makes the restart apply the step again, and
+//! each group takes only what it lacks). A multi-get is one MGET per group, sent together,
+//! which the cluster client pipelines per node.
 //!
 //! One server keeps the layout it always had: one group, no hash tag.
 
@@ -21,7 +24,18 @@ use redis::cluster_routing::{
 };
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use crate::{KeyPart, KeyedRow, OnlineError, OnlineStore, Result, latest_per_key};
+use crate::{KeyPart, KeyedRow, OnlineError, OnlineStore, Result, Step, latest_per_key};
+
+/// Writes a slot group's share of a step if the partition's offset (`KEYS[1]`) is still
+/// `ARGV[1]` (empty: none yet): `ARGV[2]` becomes the offset, and each further key takes the
+/// value at its place in `ARGV[3..]`. Answers `ok`, or the offset it found instead.
+const APPLY_IF_UNMOVED: &str = r"
+local found = redis.call('GET', KEYS[1]) or ''
+if found ~= ARGV[1] then return found end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[1], ARGV[2])
+return 'ok'
+";
 
 /// How many keys one MGET or DEL carries.
 const CHUNK: usize = 1000;
@@ -165,6 +179,16 @@ impl RedisStore {
         (crc32fast::hash(key) % u32::from(self.slots)) as u16
     }
 
+    /// A slot group's offset of log partition `partition`: `offset` for partition 0 (as
+    /// before the log had partitions), `offset:<p>` for the others.
+    fn offset_key(group_prefix: &str, partition: u32) -> String {
+        if partition == 0 {
+            format!("{group_prefix}offset")
+        } else {
+            format!("{group_prefix}offset:{partition}")
+        }
+    }
+
     fn row_key(group_prefix: &str, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(group_prefix.len() + 2 + key.len());
         k.extend_from_slice(group_prefix.as_bytes());
@@ -199,14 +223,16 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// The row keys of one slot group that `keep` keeps (dropped page by page, never all
-    /// held). In a cluster the SCAN goes to the node that owns the group's slot.
+    /// The keys of one slot group that start with `kind` (`k:` rows, `offset` offsets) and
+    /// that `keep` keeps (dropped page by page, never all held). In a cluster the SCAN goes to
+    /// the node that owns the group's slot.
     async fn scan_keys(
         &self,
         group_prefix: &str,
+        kind: &str,
         keep: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<Vec<u8>>> {
-        let pattern = format!("{}k:*", glob_escape(group_prefix));
+        let pattern = format!("{}{kind}*", glob_escape(group_prefix));
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
@@ -234,33 +260,65 @@ impl RedisStore {
         }
     }
 
-    /// Applies one slot group's share of a step, with the step's offset, in one transaction.
+    /// Applies what one slot group lacks of a step, and the step's end as the partition's
+    /// offset, in one script run that refuses it if the offset moved since it was read.
     async fn apply_group(
         &self,
+        table: &TableId,
         group_prefix: String,
+        step: Step,
         rows: Vec<KeyedRow>,
-        offset: u64,
     ) -> Result<()> {
+        let offset_key = Self::offset_key(&group_prefix, step.partition);
+        let Some(stored) = self.mget(&[offset_key.clone().into_bytes()]).await?.pop() else {
+            return Err(OnlineError::Corrupt("MGET answered no value".into()));
+        };
+        let stored = stored
+            .map(|bytes| {
+                String::from_utf8_lossy(&bytes).parse::<u64>().map_err(|e| {
+                    OnlineError::Corrupt(format!("offset {offset_key} is not a number: {e}"))
+                })
+            })
+            .transpose()?;
+        let Some(lacking) = step.lacking(table, stored)? else {
+            return Ok(());
+        };
+        let lacked = rows.into_iter().filter(|(_, row)| row.offset >= lacking);
+        let rows: Vec<KeyedRow> = latest_per_key(lacked.collect()).into_iter().collect();
         let keys: Vec<Vec<u8>> = rows
             .iter()
             .map(|(k, _)| Self::row_key(&group_prefix, k))
             .collect();
-        // One materialiser writes a table, so reading then writing cannot race another writer.
         let current = self.mget(&keys).await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut script = redis::cmd("EVAL");
+        let mut written = Vec::new();
         for ((key, (_, row)), current) in keys.iter().zip(&rows).zip(current) {
             let keep_current = match decode(current)? {
                 Some(current) => !row.supersedes(&current),
                 None => false,
             };
             if !keep_current {
-                pipe.set(key, row.encode()).ignore();
+                written.push((key, row.encode()));
             }
         }
-        pipe.set(format!("{group_prefix}offset"), offset).ignore();
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
-        Ok(())
+        script
+            .arg(APPLY_IF_UNMOVED)
+            .arg(1 + written.len())
+            .arg(&offset_key)
+            .arg(written.iter().map(|(key, _)| *key).collect::<Vec<_>>())
+            .arg(stored.map(|o| o.to_string()).unwrap_or_default())
+            .arg(step.through)
+            .arg(written.iter().map(|(_, row)| row).collect::<Vec<_>>());
+        let answer: String = script.query_async(&mut self.conn.clone()).await?;
+        if answer == "ok" {
+            return Ok(());
+        }
+        Err(OnlineError::Moved {
+            table: table.to_string(),
+            partition: step.partition,
+            from: step.from,
+            found: answer.parse().ok(),
+        })
     }
 }
 
@@ -284,17 +342,16 @@ fn decode(bytes: Option<Vec<u8>>) -> Result<Option<OnlineRow>> {
 }
 
 impl OnlineStore for RedisStore {
-    async fn apply(&self, table: &TableId, rows: Vec<KeyedRow>, offset: u64) -> Result<()> {
+    async fn apply(&self, table: &TableId, step: Step, rows: Vec<KeyedRow>) -> Result<()> {
         let mut groups: Vec<Vec<KeyedRow>> = vec![Vec::new(); usize::from(self.slots)];
-        for (key, row) in latest_per_key(rows) {
+        for (key, row) in rows {
             groups[usize::from(self.group_of(&key))].push((key, row));
         }
-        // Every group takes the offset, rows or not: the table's offset is the least of them.
-        try_join_all(
-            groups.into_iter().enumerate().map(|(g, rows)| {
-                self.apply_group(self.group_prefix(table, g as u16), rows, offset)
-            }),
-        )
+        // Every group takes the offset, rows or not: the partition's offset is the least of
+        // them.
+        try_join_all(groups.into_iter().enumerate().map(|(g, rows)| {
+            self.apply_group(table, self.group_prefix(table, g as u16), step, rows)
+        }))
         .await?;
         Ok(())
     }
@@ -319,9 +376,9 @@ impl OnlineStore for RedisStore {
         Ok(out)
     }
 
-    async fn offset(&self, table: &TableId) -> Result<Option<u64>> {
+    async fn offset(&self, table: &TableId, partition: u32) -> Result<Option<u64>> {
         let offsets = try_join_all((0..self.slots).map(|g| {
-            let key = format!("{}offset", self.group_prefix(table, g));
+            let key = Self::offset_key(&self.group_prefix(table, g), partition);
             let mut conn = self.conn.clone();
             async move {
                 redis::cmd("GET")
@@ -344,7 +401,7 @@ impl OnlineStore for RedisStore {
             let prefix = self.group_prefix(table, g);
             let strip = prefix.len() + 2;
             let keys = self
-                .scan_keys(&prefix, |key| part.holds(&key[strip..]))
+                .scan_keys(&prefix, "k:", |key| part.holds(&key[strip..]))
                 .await?;
             let values = self.mget(&keys).await?;
             for (key, value) in keys.into_iter().zip(values) {
@@ -360,8 +417,8 @@ impl OnlineStore for RedisStore {
     async fn drop_table(&self, table: &TableId) -> Result<()> {
         for g in 0..self.slots {
             let prefix = self.group_prefix(table, g);
-            let mut keys = self.scan_keys(&prefix, |_| true).await?;
-            keys.push(format!("{prefix}offset").into_bytes());
+            let mut keys = self.scan_keys(&prefix, "k:", |_| true).await?;
+            keys.extend(self.scan_keys(&prefix, "offset", |_| true).await?);
             let mut conn = self.conn.clone();
             for chunk in keys.chunks(CHUNK) {
                 redis::cmd("DEL")

@@ -302,7 +302,15 @@ mod tests {
                 .unwrap();
         let row = keyed_row(&rt.group.spec, &batch, 0, 999, 0).unwrap();
         online
-            .apply(&rt.group.id(), vec![row], log_end)
+            .apply(
+                &rt.group.id(),
+                kairos_online::Step {
+                    partition: 0,
+                    from: log_end,
+                    through: 1000,
+                },
+                vec![row],
+            )
             .await
             .unwrap();
         let whole = run_in_parts(online, offline, &rt.group, log_end, u64::MAX)

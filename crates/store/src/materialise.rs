@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use futures::FutureExt;
 use kairos_log::{FeatureLog, LogRecord};
 use kairos_offline::{DeltaOfflineStore, OfflineWriter, to_offline};
-use kairos_online::{KeyedRow, OnlineBackend, OnlineStore};
+use kairos_online::{KeyedRow, OnlineBackend, OnlineStore, Step};
 use kairos_types::value::encode_key;
 use kairos_types::{FeatureGroupSpec, OnlineRow, Value};
 use tokio::sync::watch;
@@ -127,10 +127,12 @@ pub(crate) trait Materialiser: Send {
     /// The offset the store says it holds everything before: where to resume.
     fn position(&mut self) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Writes `records` and records `through` as the new position, atomically.
+    /// Writes `records`, read from position `from` on, and records `through` as the new
+    /// position, atomically.
     fn apply(
         &mut self,
         records: &[LogRecord],
+        from: u64,
         through: u64,
     ) -> impl Future<Output = Result<()>> + Send;
 }
@@ -146,20 +148,22 @@ impl Materialiser for OnlineSink {
     async fn position(&mut self) -> Result<u64> {
         Ok(self
             .store
-            .offset(&self.group.group.id())
+            .offset(&self.group.group.id(), 0)
             .await?
             .unwrap_or(0))
     }
 
-    async fn apply(&mut self, records: &[LogRecord], through: u64) -> Result<()> {
+    async fn apply(&mut self, records: &[LogRecord], from: u64, through: u64) -> Result<()> {
         let mut rows = Vec::new();
         for record in records {
             rows.extend(online_rows(&self.group.group.spec, record)?);
         }
-        Ok(self
-            .store
-            .apply(&self.group.group.id(), rows, through)
-            .await?)
+        let step = Step {
+            partition: 0,
+            from,
+            through,
+        };
+        Ok(self.store.apply(&self.group.group.id(), step, rows).await?)
     }
 }
 
@@ -182,7 +186,7 @@ impl Materialiser for OfflineSink {
         Ok(offset)
     }
 
-    async fn apply(&mut self, records: &[LogRecord], through: u64) -> Result<()> {
+    async fn apply(&mut self, records: &[LogRecord], _from: u64, through: u64) -> Result<()> {
         let spec = &self.group.group.spec;
         let mut batches = Vec::new();
         for record in records {
@@ -302,7 +306,7 @@ pub(crate) async fn follow<M: Materialiser>(
             let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
             // A panic while writing is no passing trouble: the same records would panic again
             // on every retry, and across restarts. It halts the group instead, loudly.
-            let written = std::panic::AssertUnwindSafe(sink.apply(&records, through))
+            let written = std::panic::AssertUnwindSafe(sink.apply(&records, position, through))
                 .catch_unwind()
                 .await;
             match written {
@@ -402,7 +406,7 @@ mod tests {
             Ok(0)
         }
 
-        async fn apply(&mut self, _: &[LogRecord], _: u64) -> Result<()> {
+        async fn apply(&mut self, _: &[LogRecord], _: u64, _: u64) -> Result<()> {
             panic!("timestamp out of range")
         }
     }

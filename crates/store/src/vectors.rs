@@ -377,7 +377,7 @@ impl Materialiser for VectorSink {
         Ok(self.runtime.position.load(Ordering::Acquire))
     }
 
-    async fn apply(&mut self, records: &[LogRecord], through: u64) -> Result<()> {
+    async fn apply(&mut self, records: &[LogRecord], _from: u64, through: u64) -> Result<()> {
         let runtime = self.runtime.clone();
         let group = self.group.clone();
         let records = records.to_vec();

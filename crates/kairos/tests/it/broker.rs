@@ -89,14 +89,18 @@ fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
         .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // A runtime of its own on a thread of its own: the caller may be an async test, where a
+    // runtime can neither block nor be dropped.
     let made = std::thread::scope(|s| {
-        s.spawn(|| runtime.block_on(admin.create_topics(&new, &AdminOptions::new())))
-            .join()
-            .unwrap()
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        })
+        .join()
+        .unwrap()
     })
     .unwrap();
     for result in made {

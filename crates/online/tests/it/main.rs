@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use kairos_online::{KeyPart, OnlineBackend, OnlineStore, RedbStore, RedisStore};
+use kairos_online::{
+    KeyPart, OnlineBackend, OnlineError, OnlineStore, RedbStore, RedisStore, Step,
+};
 use kairos_types::value::encode_key;
 use kairos_types::{OnlineRow, TableId, Value};
 use proptest::prelude::*;
@@ -83,14 +85,23 @@ fn table() -> TableId {
     TableId::new("cards", 1)
 }
 
+/// A step of log partition 0.
+fn step(from: u64, through: u64) -> Step {
+    Step {
+        partition: 0,
+        from,
+        through,
+    }
+}
+
 async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend) {
     let t = table();
-    assert_eq!(store.offset(&t).await.unwrap(), None);
+    assert_eq!(store.offset(&t, 0).await.unwrap(), None);
     store
         .apply(
             &t,
+            step(0, 2),
             vec![(key(1), row(100, 0, 1.0)), (key(2), row(50, 1, 2.0))],
-            2,
         )
         .await
         .unwrap();
@@ -98,8 +109,8 @@ async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend)
     store
         .apply(
             &t,
+            step(2, 4),
             vec![(key(1), row(90, 2, 9.0)), (key(2), row(50, 3, 3.0))],
-            4,
         )
         .await
         .unwrap();
@@ -107,7 +118,7 @@ async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend)
     assert_eq!(got[0], Some(row(100, 0, 1.0)));
     assert_eq!(got[1], Some(row(50, 3, 3.0)));
     assert_eq!(got[2], None);
-    assert_eq!(store.offset(&t).await.unwrap(), Some(4));
+    assert_eq!(store.offset(&t, 0).await.unwrap(), Some(4));
 
     let mut scanned = store.scan(&t, KeyPart::WHOLE).await.unwrap();
     scanned.sort_by(|a, b| a.0.cmp(&b.0));
@@ -122,7 +133,7 @@ async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend)
 
     store.drop_table(&t).await.unwrap();
     assert_eq!(store.get_many(&t, &[key(1)]).await.unwrap(), vec![None]);
-    assert_eq!(store.offset(&t).await.unwrap(), None);
+    assert_eq!(store.offset(&t, 0).await.unwrap(), None);
     assert!(store.scan(&t, KeyPart::WHOLE).await.unwrap().is_empty());
 }
 
@@ -133,13 +144,131 @@ async fn reapplying_a_batch_changes_nothing(store: &OnlineBackend) {
         (key(1), row(20, 6, 2.0)),
         (key(1), row(15, 7, 3.0)),
     ];
-    store.apply(&t, batch.clone(), 8).await.unwrap();
-    store.apply(&t, batch, 8).await.unwrap();
+    store.apply(&t, step(0, 8), batch.clone()).await.unwrap();
+    store.apply(&t, step(0, 8), batch).await.unwrap();
     assert_eq!(
         store.get_many(&t, &[key(1)]).await.unwrap(),
         vec![Some(row(20, 6, 2.0))]
     );
     store.drop_table(&t).await.unwrap();
+}
+
+/// Each log partition has an offset of its own, and a step is written only from where its
+/// partition stands: one planned from further on (a materialiser that lost track) is refused
+/// whole, and one planned from before takes only what the store lacks of it.
+async fn partitions_move_on_their_own_and_only_from_where_they_stand(store: &OnlineBackend) {
+    let t = table();
+    store.drop_table(&t).await.unwrap();
+    let p1 = |from, through| Step {
+        partition: 1,
+        from,
+        through,
+    };
+    store
+        .apply(
+            &t,
+            step(0, 2),
+            vec![(key(1), row(10, 0, 1.0)), (key(2), row(10, 1, 2.0))],
+        )
+        .await
+        .unwrap();
+    store
+        .apply(&t, p1(0, 3), vec![(key(3), row(10, 2, 3.0))])
+        .await
+        .unwrap();
+    assert_eq!(store.offset(&t, 0).await.unwrap(), Some(2));
+    assert_eq!(store.offset(&t, 1).await.unwrap(), Some(3));
+    assert_eq!(store.offset(&t, 2).await.unwrap(), None);
+
+    let err = store
+        .apply(&t, step(5, 6), vec![(key(1), row(99, 5, 99.0))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OnlineError::Moved {
+                partition: 0,
+                from: 5,
+                found: Some(2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_many(&t, &[key(1)]).await.unwrap(),
+        vec![Some(row(10, 0, 1.0))]
+    );
+
+    // From offset 1, through 4: the rows before 2 are held, so only 2 and 3 are written. (The
+    // log never changes a row; a different row at offset 1 shows that it was not rewritten.)
+    store
+        .apply(
+            &t,
+            step(1, 4),
+            vec![(key(2), row(20, 1, 0.0)), (key(1), row(30, 3, 4.0))],
+        )
+        .await
+        .unwrap();
+    let got = store.get_many(&t, &[key(1), key(2)]).await.unwrap();
+    assert_eq!(got, vec![Some(row(30, 3, 4.0)), Some(row(10, 1, 2.0))]);
+    assert_eq!(store.offset(&t, 0).await.unwrap(), Some(4));
+
+    store.drop_table(&t).await.unwrap();
+    assert_eq!(store.offset(&t, 0).await.unwrap(), None);
+    assert_eq!(store.offset(&t, 1).await.unwrap(), None);
+}
+
+/// Two materialisers of one partition at once (an owner and the stale one it replaced): each
+/// step lands whole or not at all, and the rows end as one writer would leave them.
+async fn racing_writers_of_one_partition_leave_one_writers_rows(store: &OnlineBackend) {
+    let t = table();
+    store.drop_table(&t).await.unwrap();
+    let rows: Vec<_> = (0..64)
+        .map(|i| (key(i % 16), row(i, i as u64, i as f64)))
+        .collect();
+    let (a, b) = tokio::join!(
+        store.apply(&t, step(0, 64), rows.clone()),
+        store.apply(&t, step(0, 64), rows.clone()),
+    );
+    for outcome in [a, b] {
+        match outcome {
+            Ok(()) | Err(OnlineError::Moved { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let got = store
+        .get_many(&t, &(0..16).map(key).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let expected: Vec<_> = (48..64).map(|i| Some(row(i, i as u64, i as f64))).collect();
+    assert_eq!(got, expected);
+    assert_eq!(store.offset(&t, 0).await.unwrap(), Some(64));
+    store.drop_table(&t).await.unwrap();
+}
+
+#[tokio::test]
+async fn redb_partitions_move_on_their_own() {
+    let f = redb();
+    partitions_move_on_their_own_and_only_from_where_they_stand(&f.store).await;
+    racing_writers_of_one_partition_leave_one_writers_rows(&f.store).await;
+}
+
+#[tokio::test]
+async fn redis_partitions_move_on_their_own() {
+    if let Some(f) = redis().await {
+        partitions_move_on_their_own_and_only_from_where_they_stand(&f.store).await;
+        racing_writers_of_one_partition_leave_one_writers_rows(&f.store).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_cluster_partitions_move_on_their_own() {
+    if let Some(f) = redis_cluster().await {
+        partitions_move_on_their_own_and_only_from_where_they_stand(&f.store).await;
+        racing_writers_of_one_partition_leave_one_writers_rows(&f.store).await;
+    }
 }
 
 #[tokio::test]
@@ -180,7 +309,7 @@ async fn a_table_on_a_cluster_is_spread_over_its_nodes() {
     let rows: Vec<_> = (0..200)
         .map(|i| (key(i), row(i, i as u64, i as f64)))
         .collect();
-    f.store.apply(&t, rows.clone(), 200).await.unwrap();
+    f.store.apply(&t, step(0, 200), rows.clone()).await.unwrap();
     let mut holding = 0;
     for url in cluster_nodes().unwrap() {
         let mut node = redis::Client::open(url.as_str())
@@ -218,9 +347,9 @@ async fn a_table_on_a_cluster_is_spread_over_its_nodes() {
     let got = f.store.get_many(&t, &ids).await.unwrap();
     let expected: Vec<_> = rows.into_iter().map(|(_, r)| Some(r)).collect();
     assert_eq!(got, expected);
-    assert_eq!(f.store.offset(&t).await.unwrap(), Some(200));
+    assert_eq!(f.store.offset(&t, 0).await.unwrap(), Some(200));
     f.store.drop_table(&t).await.unwrap();
-    assert_eq!(f.store.offset(&t).await.unwrap(), None);
+    assert_eq!(f.store.offset(&t, 0).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -242,7 +371,7 @@ async fn redb_keeps_rows_across_reopen() {
     {
         let store = RedbStore::open(&path).unwrap();
         store
-            .apply(&table(), vec![(key(7), row(1, 0, 7.0))], 1)
+            .apply(&table(), step(0, 1), vec![(key(7), row(1, 0, 7.0))])
             .await
             .unwrap();
     }
@@ -251,7 +380,7 @@ async fn redb_keeps_rows_across_reopen() {
         store.get_many(&table(), &[key(7)]).await.unwrap(),
         vec![Some(row(1, 0, 7.0))]
     );
-    assert_eq!(store.offset(&table()).await.unwrap(), Some(1));
+    assert_eq!(store.offset(&table(), 0).await.unwrap(), Some(1));
 }
 
 /// The differential test: any sequence of writes, cut into any batches, leaves each backend
@@ -281,7 +410,10 @@ async fn differential(store: &OnlineBackend, writes: &[(i64, i64)], cuts: &[usiz
                 .iter()
                 .map(|(id, r)| (key(*id), r.clone()))
                 .collect();
-            store.apply(&t, batch, end as u64).await.unwrap();
+            store
+                .apply(&t, step(start as u64, end as u64), batch)
+                .await
+                .unwrap();
             start = end;
         }
         let ids: Vec<i64> = (0..8).collect();
@@ -292,7 +424,7 @@ async fn differential(store: &OnlineBackend, writes: &[(i64, i64)], cuts: &[usiz
         for (id, got) in ids.iter().zip(got) {
             assert_eq!(got.as_ref(), model.get(id), "key {id}");
         }
-        assert_eq!(store.offset(&t).await.unwrap(), Some(rows.len() as u64));
+        assert_eq!(store.offset(&t, 0).await.unwrap(), Some(rows.len() as u64));
     }
 }
 
