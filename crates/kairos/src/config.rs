@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use kairos_store::{OnlineConfig, StoreConfig};
+use kairos_store::{LogConfig, OnlineConfig, StoreConfig};
 use serde::{Deserialize, Serialize};
 
 /// Settings of the server.
@@ -122,6 +122,15 @@ impl Config {
         }
         if let Some(url) = env("KAIROS_STORAGE_URL") {
             config.store.storage.url = Some(url);
+        }
+        if let Some(brokers) = env("KAIROS_KAFKA_BROKERS") {
+            match &mut config.store.log {
+                LogConfig::Kafka { brokers: set, .. } => *set = brokers,
+                log @ LogConfig::Segment => {
+                    *log = toml::from_str(&format!("kind = 'kafka'\nbrokers = {brokers:?}"))
+                        .context("KAIROS_KAFKA_BROKERS")?;
+                }
+            }
         }
         if let Some(v) = env("KAIROS_SOURCE_DIRS") {
             config.pipelines.source_dirs = std::env::split_paths(&v).collect();
@@ -353,5 +362,23 @@ mod tests {
         let env = |k: &str| (k == "KAIROS_STORAGE_URL").then(|| "gs://elsewhere".to_string());
         let err = Config::load(None, env, Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("store.storage.url"), "{err}");
+    }
+
+    #[test]
+    fn kafka_brokers_from_the_environment_put_the_log_on_kafka() {
+        let env = |k: &str| (k == "KAIROS_KAFKA_BROKERS").then(|| "127.0.0.1:9092".to_string());
+        let config = Config::load(None, env, Overrides::default()).unwrap();
+        assert_eq!(
+            config.store.log,
+            LogConfig::Kafka {
+                brokers: "127.0.0.1:9092".into(),
+                partitions: 4,
+                topic_prefix: "kairos.fg.".into(),
+                replication: 1,
+            }
+        );
+        let env = |k: &str| (k == "KAIROS_KAFKA_BROKERS").then(|| " ".to_string());
+        let err = Config::load(None, env, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("log.brokers"), "{err:#}");
     }
 }

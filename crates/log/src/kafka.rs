@@ -31,6 +31,11 @@ use crate::{LogError, Result};
 const PRODUCER_HEADER: &str = "kairos-producer";
 /// The header numbering a row within its tagged batch.
 const ROW_HEADER: &str = "kairos-row";
+/// How long a CreateTopics request waits for its answer; a broker that has none makes the
+/// topic on first use instead.
+const CREATE_TOPIC_TIMEOUT: Duration = Duration::from_secs(2);
+/// The header holding when the row was appended, in microseconds (big-endian i64).
+const INGESTED_HEADER: &str = "kairos-ingested-at";
 /// How long past the message timeout an append waits for librdkafka's own verdict.
 const APPEND_GRACE: Duration = Duration::from_secs(1);
 
@@ -105,12 +110,16 @@ pub struct KafkaLog {
     options: KafkaLogOptions,
     producer: FutureProducer,
     /// One reader per partition, made when first read.
-    readers: Vec<Mutex<Option<Reader>>>,
+    readers: Vec<Mutex<Option<PartitionReader>>>,
 }
 
-/// A partition's reader and the offset its assignment reads next: a read that goes on from
-/// there keeps what the reader has fetched ahead; one from elsewhere moves the assignment.
-struct Reader {
+/// A reader of one partition, owned by whoever follows it (each materialiser has its own:
+/// two followers at different offsets sharing one would move its assignment back and forth,
+/// and neither would get far). It knows the offset its assignment reads next: a read that goes
+/// on from there keeps what it has fetched ahead; one from elsewhere moves the assignment.
+pub struct PartitionReader {
+    topic: String,
+    partition: u32,
     consumer: BaseConsumer,
     next: u64,
 }
@@ -129,6 +138,67 @@ fn kafka(topic: &str, what: &str, e: impl std::fmt::Display) -> LogError {
 }
 
 impl KafkaLog {
+    /// Opens the log of `topic`, making the topic first when the brokers do not have it: with
+    /// `options.partitions` partitions and `replication` replicas where the brokers take
+    /// CreateTopics (a broker that does not, like the development one, makes a topic on first
+    /// use with its own default count, which [`KafkaLog::open`] then checks). Blocks on the
+    /// brokers for up to twice the message timeout.
+    pub fn open_or_create(
+        topic: &str,
+        options: KafkaLogOptions,
+        replication: i32,
+    ) -> Result<KafkaLog> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            options
+                .client()
+                .create()
+                .map_err(|e| kafka(topic, "cannot make an admin client", e))?;
+        let exists = admin
+            .inner()
+            .fetch_metadata(None, options.message_timeout)
+            .map_err(|e| kafka(topic, &format!("no answer from {}", options.brokers), e))?
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic);
+        if !exists {
+            let new = NewTopic::new(
+                topic,
+                options.partitions as i32,
+                TopicReplication::Fixed(replication),
+            );
+            // A broker without CreateTopics (the development one) leaves the request
+            // unanswered rather than refusing it, hence the short request timeout.
+            let wait = AdminOptions::new()
+                .request_timeout(Some(CREATE_TOPIC_TIMEOUT))
+                .operation_timeout(Some(options.message_timeout));
+            // The admin client answers from a thread of its own, so this future needs no
+            // runtime to be driven.
+            let unanswered = |e: &rdkafka::types::RDKafkaErrorCode| {
+                use rdkafka::types::RDKafkaErrorCode as Code;
+                matches!(
+                    e,
+                    Code::UnsupportedVersion | Code::OperationTimedOut | Code::RequestTimedOut
+                )
+            };
+            match futures::executor::block_on(admin.create_topics([&new], &wait)) {
+                Ok(results) => {
+                    for result in results {
+                        match result {
+                            Ok(_) => {}
+                            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                            Err((_, e)) if unanswered(&e) => {}
+                            Err((_, e)) => return Err(kafka(topic, "cannot make the topic", e)),
+                        }
+                    }
+                }
+                Err(rdkafka::error::KafkaError::AdminOp(e)) if unanswered(&e) => {}
+                Err(e) => return Err(kafka(topic, "cannot make the topic", e)),
+            }
+        }
+        KafkaLog::open(topic, options)
+    }
+
     /// Opens the log of `topic`, which must exist with `options.partitions` partitions: a
     /// topic with another count would move keys to other partitions than the stores expect.
     pub fn open(topic: &str, options: KafkaLogOptions) -> Result<KafkaLog> {
@@ -185,6 +255,7 @@ impl KafkaLog {
         producer: Option<&str>,
     ) -> Result<Vec<Position>> {
         let millis = ingested_at.div_euclid(1000);
+        let ingested_micros = ingested_at.to_be_bytes();
         let sends = rows.iter().enumerate().map(|(i, row)| {
             let partition = partition_of(&row.key, self.options.partitions);
             let mut record = FutureRecord::to(&self.topic)
@@ -192,20 +263,24 @@ impl KafkaLog {
                 .key(row.key.as_ref())
                 .payload(row.payload.as_ref())
                 .timestamp(millis);
+            // The message timestamp holds milliseconds; the header keeps the microseconds.
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: INGESTED_HEADER,
+                value: Some(&ingested_micros),
+            });
             if let Some(tag) = producer {
                 let index = (i as u32).to_be_bytes();
-                record = record.headers(
-                    OwnedHeaders::new()
-                        .insert(Header {
-                            key: PRODUCER_HEADER,
-                            value: Some(tag),
-                        })
-                        .insert(Header {
-                            key: ROW_HEADER,
-                            value: Some(&index),
-                        }),
-                );
+                headers = headers
+                    .insert(Header {
+                        key: PRODUCER_HEADER,
+                        value: Some(tag),
+                    })
+                    .insert(Header {
+                        key: ROW_HEADER,
+                        value: Some(&index),
+                    });
             }
+            record = record.headers(headers);
             let delivery = self.producer.send(record, self.options.message_timeout);
             async move {
                 let delivered = delivery.await.map_err(|(e, _)| e)?;
@@ -241,8 +316,28 @@ impl KafkaLog {
         Ok(high.max(0) as u64)
     }
 
+    /// A reader of `partition` of its own for the caller.
+    pub fn reader(&self, partition: u32) -> Result<PartitionReader> {
+        let consumer = self
+            .options
+            .client()
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("group.id", format!("kairos-reader-{}", self.topic))
+            .create::<BaseConsumer>()
+            .map_err(|e| kafka(&self.topic, "cannot make a reader", e))?;
+        Ok(PartitionReader {
+            topic: self.topic.clone(),
+            partition,
+            consumer,
+            // Never a real position, so the first read assigns.
+            next: u64::MAX,
+        })
+    }
+
     /// The rows of `partition` from `offset` on, in order, up to about `max_bytes` of payload
-    /// (at least one row when there is any); waits up to `wait` for the first.
+    /// (at least one row when there is any); waits up to `wait` for the first. Reads share one
+    /// reader per partition; a follower of a partition takes a [`KafkaLog::reader`] of its own.
     pub fn read_from(
         &self,
         partition: u32,
@@ -255,29 +350,34 @@ impl KafkaLog {
             .expect("reader lock");
         let reader = match &mut *slot {
             Some(reader) => reader,
-            None => slot.insert(Reader {
-                consumer: self
-                    .options
-                    .client()
-                    .set("enable.auto.commit", "false")
-                    .set("enable.partition.eof", "false")
-                    .set("group.id", format!("kairos-reader-{}", self.topic))
-                    .create::<BaseConsumer>()
-                    .map_err(|e| kafka(&self.topic, "cannot make a reader", e))?,
-                // Never a real position, so the first read assigns.
-                next: u64::MAX,
-            }),
+            None => slot.insert(self.reader(partition)?),
         };
-        if reader.next != offset {
+        reader.read_from(offset, max_bytes, wait)
+    }
+}
+
+impl PartitionReader {
+    /// The partition's rows from `offset` on, in order, up to about `max_bytes` of payload (at
+    /// least one row when there is any); waits up to `wait` for the first.
+    pub fn read_from(
+        &mut self,
+        offset: u64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<LoggedRow>> {
+        if self.next != offset {
             let mut assignment = TopicPartitionList::new();
             assignment
-                .add_partition_offset(&self.topic, partition as i32, Offset::Offset(offset as i64))
+                .add_partition_offset(
+                    &self.topic,
+                    self.partition as i32,
+                    Offset::Offset(offset as i64),
+                )
                 .map_err(|e| kafka(&self.topic, "bad position", e))?;
-            reader
-                .consumer
+            self.consumer
                 .assign(&assignment)
                 .map_err(|e| kafka(&self.topic, "cannot read", e))?;
-            reader.next = offset;
+            self.next = offset;
         }
         let deadline = Instant::now() + wait;
         let mut rows = Vec::new();
@@ -288,38 +388,42 @@ impl KafkaLog {
             } else {
                 Duration::ZERO
             };
-            let Some(message) = reader.consumer.poll(timeout) else {
+            let Some(message) = self.consumer.poll(timeout) else {
                 break;
             };
             let message = message.map_err(|e| kafka(&self.topic, "read failed", e))?;
             let at = message.offset() as u64;
-            if at < reader.next {
+            if at < self.next {
                 continue;
             }
-            reader.next = at + 1;
+            self.next = at + 1;
             let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
             bytes += payload.len();
-            let producer = message.headers().and_then(|headers| {
-                let mut tag = None;
-                let mut index = None;
-                for header in headers.iter() {
-                    match (header.key, header.value) {
-                        (PRODUCER_HEADER, Some(v)) => {
-                            tag = Some(String::from_utf8_lossy(v).into_owned());
-                        }
-                        (ROW_HEADER, Some(v)) => {
-                            index = v.try_into().ok().map(u32::from_be_bytes);
-                        }
-                        _ => {}
+            let mut tag = None;
+            let mut index = None;
+            let mut ingested_at = message.timestamp().to_millis().unwrap_or(0) * 1000;
+            for header in message.headers().iter().flat_map(|headers| headers.iter()) {
+                match (header.key, header.value) {
+                    (PRODUCER_HEADER, Some(v)) => {
+                        tag = Some(String::from_utf8_lossy(v).into_owned());
                     }
+                    (ROW_HEADER, Some(v)) => {
+                        index = v.try_into().ok().map(u32::from_be_bytes);
+                    }
+                    (INGESTED_HEADER, Some(v)) => {
+                        if let Ok(micros) = v.try_into() {
+                            ingested_at = i64::from_be_bytes(micros);
+                        }
+                    }
+                    _ => {}
                 }
-                tag.zip(index)
-            });
+            }
+            let producer = tag.zip(index);
             rows.push(LoggedRow {
                 offset: at,
                 key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
                 payload,
-                ingested_at: message.timestamp().to_millis().unwrap_or(0) * 1000,
+                ingested_at,
                 producer,
             });
             if bytes >= max_bytes {

@@ -11,7 +11,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use kairos_types::{FeatureGroupSpec, FeatureType};
+use kairos_types::{FeatureGroupSpec, FeatureType, LogPosition};
 
 pub const EVENT_DATE: &str = "_event_date";
 pub const INGESTED_AT: &str = "_ingested_at";
@@ -58,12 +58,14 @@ pub fn output_schema(spec: &FeatureGroupSpec) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Turns a batch in the group's canonical schema, taken from the log record that starts at
-/// `first_offset`, into the offline layout.
+/// Turns a batch in the group's canonical schema, whose rows lie at consecutive offsets of one
+/// log partition from `first` on, into the offline layout: `_offset` holds each row's stored
+/// position in a log of `partitions` partitions ([`LogPosition::encode`]).
 pub fn to_offline(
     spec: &FeatureGroupSpec,
     batch: &RecordBatch,
-    first_offset: u64,
+    first: LogPosition,
+    partitions: u32,
     ingested_at: i64,
 ) -> Result<RecordBatch, ArrowError> {
     let rows = batch.num_rows();
@@ -89,7 +91,8 @@ pub fn to_offline(
         TimestampMicrosecondArray::from(vec![ingested_at; rows]).with_timezone("UTC"),
     ));
     columns.push(Arc::new(Int64Array::from_iter_values(
-        (0..rows as i64).map(|i| first_offset as i64 + i),
+        (0..rows as u64)
+            .map(|i| LogPosition::new(first.partition, first.offset + i).encode(partitions) as i64),
     )));
     RecordBatch::try_new(offline_schema(spec), columns)
 }

@@ -131,16 +131,8 @@ fn online_store_get(c: &mut Criterion) {
     let rows: Vec<_> = (0..KEYS)
         .map(|id| (key(id), OnlineRow::decode(&row(id)).unwrap()))
         .collect();
-    rt.block_on(store.apply(
-        &table,
-        kairos_online::Step {
-            partition: 0,
-            from: 0,
-            through: KEYS as u64,
-        },
-        rows,
-    ))
-    .unwrap();
+    rt.block_on(store.apply(&table, kairos_online::Step::whole(0, KEYS as u64), rows))
+        .unwrap();
     let mut group = c.benchmark_group("online_store_get_redb");
     for n in [1usize, 100] {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {

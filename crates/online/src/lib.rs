@@ -53,6 +53,9 @@ pub type KeyedRow = (Vec<u8>, OnlineRow);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
     pub partition: u32,
+    /// How many partitions the log has: rows carry their position as
+    /// [`kairos_types::LogPosition::encode`] makes it.
+    pub partitions: u32,
     /// The partition's offset the step starts from: what its materialiser read as the store's
     /// position (0 for a partition never written).
     pub from: u64,
@@ -61,10 +64,20 @@ pub struct Step {
 }
 
 impl Step {
+    /// A step of a log of one partition.
+    pub fn whole(from: u64, through: u64) -> Step {
+        Step {
+            partition: 0,
+            partitions: 1,
+            from,
+            through,
+        }
+    }
+
     /// What of this step a part of the store whose partition offset is `stored` still lacks:
-    /// the offset its rows start from (rows before it are there already), or `None` when it
-    /// holds the whole step. A part behind the step's start is refused: it lacks rows from
-    /// before the step, so the materialiser must read its position again.
+    /// the stored position its rows start from (rows before it are there already), or `None`
+    /// when it holds the whole step. A part behind the step's start is refused: it lacks rows
+    /// from before the step, so the materialiser must read its position again.
     pub fn lacking(&self, table: &TableId, stored: Option<u64>) -> Result<Option<u64>> {
         let at = stored.unwrap_or(0);
         if at < self.from {
@@ -75,7 +88,8 @@ impl Step {
                 found: stored,
             });
         }
-        Ok((at < self.through).then_some(at))
+        let position = kairos_types::LogPosition::new(self.partition, at).encode(self.partitions);
+        Ok((at < self.through).then_some(position))
     }
 }
 

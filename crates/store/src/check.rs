@@ -7,7 +7,7 @@ use arrow::array::{Array, Int64Array};
 use kairos_offline::{DeltaOfflineStore, OFFSET, ReadFilter};
 use kairos_online::{KeyPart, OnlineBackend, OnlineStore};
 use kairos_types::value::decode_key;
-use kairos_types::{FeatureGroup, OnlineRow};
+use kairos_types::{FeatureGroup, LogPosition, OnlineRow};
 use serde::Serialize;
 
 use crate::error::{Result, StoreError};
@@ -57,25 +57,27 @@ pub(crate) async fn run(
     online: &OnlineBackend,
     offline: &DeltaOfflineStore,
     group: &FeatureGroup,
-    log_end: u64,
+    log_ends: &[u64],
 ) -> Result<CheckReport> {
-    run_in_parts(online, offline, group, log_end, KEYS_PER_PASS).await
+    run_in_parts(online, offline, group, log_ends, KEYS_PER_PASS).await
 }
 
+/// Checks against a log whose partitions end at `log_ends` (one entry per partition).
 async fn run_in_parts(
     online: &OnlineBackend,
     offline: &DeltaOfflineStore,
     group: &FeatureGroup,
-    log_end: u64,
+    log_ends: &[u64],
     keys_per_pass: u64,
 ) -> Result<CheckReport> {
+    let log_rows: u64 = log_ends.iter().sum();
     let mut report = CheckReport {
-        log_end_offset: log_end,
+        log_end_offset: log_rows,
         ..Default::default()
     };
-    // The log's offsets bound the keys: a group of that many rows has at most that many.
-    let of = log_end.div_ceil(keys_per_pass).max(1) as u32;
-    let mut offsets = OffsetTally::new(log_end);
+    // The log's rows bound the keys: a group of that many rows has at most that many.
+    let of = log_rows.div_ceil(keys_per_pass).max(1) as u32;
+    let mut offsets = OffsetTally::new(log_ends);
     for index in 0..of {
         let part = KeyPart { index, of };
         let latest = latest_offline(offline, group, part, &mut offsets, &mut report).await?;
@@ -99,42 +101,55 @@ fn note(report: &mut CheckReport, difference: impl FnOnce() -> String) {
     }
 }
 
-/// Which log offsets the offline table holds, one bit each: a group of millions of rows costs
-/// a few hundred kilobytes. Offsets past the log end (there should be none) are kept apart.
+/// Which log positions the offline table holds, one bit per row of each partition: a group of
+/// millions of rows costs a few hundred kilobytes. Positions past a partition's end (there
+/// should be none) are kept apart.
 struct OffsetTally {
-    seen: Vec<u64>,
-    end: u64,
+    /// Per partition, its bits and its end.
+    partitions: Vec<(Vec<u64>, u64)>,
     past_end: HashSet<u64>,
 }
 
 impl OffsetTally {
-    fn new(end: u64) -> OffsetTally {
+    fn new(ends: &[u64]) -> OffsetTally {
         OffsetTally {
-            seen: vec![0; end.div_ceil(64) as usize],
-            end,
+            partitions: ends
+                .iter()
+                .map(|&end| (vec![0; end.div_ceil(64) as usize], end))
+                .collect(),
             past_end: HashSet::new(),
         }
     }
 
-    /// Records `offset`; false when it was there already.
-    fn insert(&mut self, offset: u64) -> bool {
-        if offset >= self.end {
-            return self.past_end.insert(offset);
+    /// Records a stored position; false when it was there already.
+    fn insert(&mut self, position: u64) -> bool {
+        let at = LogPosition::decode(position, self.partitions.len() as u32);
+        match self.partitions.get_mut(at.partition as usize) {
+            Some((seen, end)) if at.offset < *end => {
+                let (word, bit) = ((at.offset / 64) as usize, 1u64 << (at.offset % 64));
+                let new = seen[word] & bit == 0;
+                seen[word] |= bit;
+                new
+            }
+            _ => self.past_end.insert(position),
         }
-        let (word, bit) = ((offset / 64) as usize, 1u64 << (offset % 64));
-        let new = self.seen[word] & bit == 0;
-        self.seen[word] |= bit;
-        new
     }
 
     fn report(&self, report: &mut CheckReport) {
-        let held: u64 = self.seen.iter().map(|w| u64::from(w.count_ones())).sum();
-        report.missing_offsets = self.end - held;
-        if report.missing_offsets > 0 {
-            let missing = report.missing_offsets;
-            note(report, || {
-                format!("{missing} log offsets are missing from the offline table")
-            });
+        for (partition, (seen, end)) in self.partitions.iter().enumerate() {
+            let held: u64 = seen.iter().map(|w| u64::from(w.count_ones())).sum();
+            let missing = end - held;
+            report.missing_offsets += missing;
+            if missing > 0 {
+                let several = self.partitions.len() > 1;
+                note(report, || match several {
+                    true => format!(
+                        "{missing} offsets of log partition {partition} are missing from the \
+                         offline table"
+                    ),
+                    false => format!("{missing} log offsets are missing from the offline table"),
+                });
+            }
         }
     }
 }
@@ -283,10 +298,10 @@ mod tests {
         let log_end = store.wait_materialised("g", None).await.unwrap();
         let rt = store.runtime("g", None).unwrap();
         let (online, offline) = (&store.inner.online, &store.inner.offline);
-        let whole = run_in_parts(online, offline, &rt.group, log_end, u64::MAX)
+        let whole = run_in_parts(online, offline, &rt.group, &[log_end], u64::MAX)
             .await
             .unwrap();
-        let parts = run_in_parts(online, offline, &rt.group, log_end, 16)
+        let parts = run_in_parts(online, offline, &rt.group, &[log_end], 16)
             .await
             .unwrap();
         assert!(whole.clean && parts.clean, "{parts:?}");
@@ -304,19 +319,15 @@ mod tests {
         online
             .apply(
                 &rt.group.id(),
-                kairos_online::Step {
-                    partition: 0,
-                    from: log_end,
-                    through: 1000,
-                },
+                kairos_online::Step::whole(log_end, 1000),
                 vec![row],
             )
             .await
             .unwrap();
-        let whole = run_in_parts(online, offline, &rt.group, log_end, u64::MAX)
+        let whole = run_in_parts(online, offline, &rt.group, &[log_end], u64::MAX)
             .await
             .unwrap();
-        let parts = run_in_parts(online, offline, &rt.group, log_end, 16)
+        let parts = run_in_parts(online, offline, &rt.group, &[log_end], 16)
             .await
             .unwrap();
         assert_eq!((whole.mismatched, parts.mismatched), (1, 1), "{parts:?}");
@@ -326,7 +337,7 @@ mod tests {
 
     #[test]
     fn offsets_are_tallied_once_each() {
-        let mut tally = OffsetTally::new(130);
+        let mut tally = OffsetTally::new(&[130]);
         for offset in (0..130).filter(|o| o % 7 != 3) {
             assert!(tally.insert(offset));
         }

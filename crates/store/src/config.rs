@@ -69,6 +69,42 @@ pub struct StorageConfig {
     pub url: Option<String>,
 }
 
+/// Where the feature groups' logs live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LogConfig {
+    /// Segment files in `<data_dir>/logs`: the embedded default, one writer process.
+    #[default]
+    Segment,
+    /// A Kafka topic per group version (`<topic_prefix><name>.v<version>`), which the
+    /// replicas of a cluster share; made with `partitions` partitions when missing.
+    Kafka {
+        /// `bootstrap.servers`: `host:port,host:port`.
+        brokers: String,
+        #[serde(default = "default_partitions")]
+        partitions: u32,
+        #[serde(default = "default_topic_prefix")]
+        topic_prefix: String,
+        /// The replication factor of the topics it makes.
+        #[serde(default = "default_replication")]
+        replication: i32,
+    },
+}
+
+/// What the development broker (`kairos broker`, which has no CreateTopics) makes a topic with
+/// on first use, so a topic made either way has the partitions the log expects.
+fn default_partitions() -> u32 {
+    4
+}
+
+fn default_topic_prefix() -> String {
+    "kairos.fg.".into()
+}
+
+fn default_replication() -> i32 {
+    1
+}
+
 /// Settings of the feature store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,6 +113,7 @@ pub struct StoreConfig {
     pub catalog: CatalogConfig,
     pub storage: StorageConfig,
     pub online: OnlineConfig,
+    pub log: LogConfig,
     /// A log segment is closed once it holds this many bytes.
     pub segment_bytes: u64,
     /// Segments both materialisers have passed are deleted once this many seconds old.
@@ -99,6 +136,7 @@ impl Default for StoreConfig {
             catalog: CatalogConfig::default(),
             storage: StorageConfig::default(),
             online: OnlineConfig::Redb,
+            log: LogConfig::Segment,
             segment_bytes: 64 << 20,
             log_retention_secs: 3600,
             max_batch_bytes: 256 << 20,
@@ -155,6 +193,25 @@ impl StoreConfig {
                 if *slots == 0 {
                     return Err("online.slots: must be at least 1".into());
                 }
+            }
+        }
+        if let LogConfig::Kafka {
+            brokers,
+            partitions,
+            replication,
+            ..
+        } = &self.log
+        {
+            if brokers.trim().is_empty() {
+                return Err("log.brokers: a Kafka log needs at least one broker".into());
+            }
+            if !(1..=1024).contains(partitions) {
+                return Err(format!(
+                    "log.partitions: {partitions} is not between 1 and 1024"
+                ));
+            }
+            if *replication < 1 {
+                return Err(format!("log.replication: {replication} is below 1"));
             }
         }
         if let Some(url) = &self.catalog.url

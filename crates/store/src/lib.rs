@@ -9,6 +9,7 @@
 mod check;
 pub mod config;
 pub mod error;
+mod log;
 mod materialise;
 pub mod telemetry;
 mod vectors;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use kairos_catalog::Catalog;
+use kairos_log::kafka::{KafkaLog, KafkaLogOptions};
 use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
 use kairos_offline::{CompactReport, DeltaOfflineStore, OfflineStream, ReadFilter};
 use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
@@ -33,6 +35,8 @@ use kairos_types::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::log::Span;
 
 pub use check::CheckReport;
 
@@ -86,7 +90,7 @@ async fn probe(
         error,
     }
 }
-pub use config::{CatalogConfig, OnlineConfig, StorageConfig, StoreConfig};
+pub use config::{CatalogConfig, LogConfig, OnlineConfig, StorageConfig, StoreConfig};
 pub use error::{ErrorKind, Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use kairos_storage::Storage;
@@ -98,6 +102,9 @@ pub use views::{
     request_objects,
 };
 
+/// How long a Kafka log waits for its brokers before an append or a look-up fails.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a read-your-writes insert or a check waits for the materialisers.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -106,15 +113,37 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct InsertAck {
     /// Rows written to the group (quarantined rows are not among them).
     pub rows: u64,
-    /// Log offset of the first row.
+    /// Log offset of the first row (in a log of several partitions, the least stored
+    /// position, `offset × partitions + partition`, of the rows).
     pub first_offset: u64,
-    /// One past the log offset of the last row.
+    /// One past the log offset of the last row (the greatest stored position, plus one).
     pub end_offset: u64,
+    /// In a log of several partitions (Kafka), one past the last row written to each
+    /// partition the batch touched: what read-your-writes waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_ends: Vec<PartitionEnd>,
     /// Whether the online store already shows the rows (asked for with `wait_online`).
     pub online_visible: bool,
     /// What the group's expectations made of the batch, when it declares any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationReport>,
+}
+
+/// One past the last row an insert wrote to one log partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartitionEnd {
+    pub partition: u32,
+    pub end_offset: u64,
+}
+
+/// Where one log partition and its materialisers stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PartitionStatus {
+    pub partition: u32,
+    pub log_end_offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online_offset: Option<u64>,
+    pub offline_offset: u64,
 }
 
 /// Options of an insert.
@@ -151,7 +180,8 @@ pub struct OnlineAnswer {
     pub lookups: Vec<Lookup>,
 }
 
-/// A feature group and where its log and materialisers stand.
+/// A feature group and where its log and materialisers stand. In a log of several partitions
+/// the offsets are sums over them (rows logged, rows materialised), and `partitions` has each.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GroupStatus {
     #[serde(flatten)]
@@ -160,6 +190,8 @@ pub struct GroupStatus {
     pub online_offset: Option<u64>,
     pub offline_offset: u64,
     pub log_segments: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionStatus>,
     /// Set when a materialiser met a record it cannot write and stopped: why, and where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted: Option<String>,
@@ -169,11 +201,14 @@ pub struct GroupStatus {
 #[derive(Debug)]
 pub(crate) struct GroupRuntime {
     pub(crate) group: FeatureGroup,
-    pub(crate) log: Arc<SegmentLog>,
-    pub(crate) online_applied: watch::Sender<u64>,
-    pub(crate) offline_applied: watch::Sender<u64>,
-    /// Asks the offline materialiser to commit now rather than at its next interval.
-    pub(crate) offline_wanted: tokio::sync::Notify,
+    pub(crate) log: log::GroupLog,
+    /// Per log partition, the offset the online store holds everything before.
+    pub(crate) online_applied: Vec<watch::Sender<u64>>,
+    /// Per log partition, the offset the offline table holds everything before.
+    pub(crate) offline_applied: Vec<watch::Sender<u64>>,
+    /// Per log partition, asks the offline materialiser to commit now rather than at its next
+    /// interval.
+    pub(crate) offline_wanted: Vec<tokio::sync::Notify>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Why a materialiser of this group stopped for good, once one has: a record it cannot
     /// write would otherwise be retried for ever. Waiters end with this reason.
@@ -192,10 +227,14 @@ impl GroupRuntime {
     /// appended here would reach the stores under offsets that already mean other rows there.
     /// Found as each materialiser reads its store's position; until then a write passes.
     fn check_sole_writer(&self) -> Result<()> {
-        let end = self.log.end_offset();
+        // A shared log (Kafka) has no second copy to diverge from.
+        let Some(log) = self.log.segment() else {
+            return Ok(());
+        };
+        let end = log.end_offset();
         let stores = [
-            ("online", *self.online_applied.borrow()),
-            ("offline", *self.offline_applied.borrow()),
+            ("online", *self.online_applied[0].borrow()),
+            ("offline", *self.offline_applied[0].borrow()),
         ];
         for (store, position) in stores {
             if position > end {
@@ -211,11 +250,11 @@ impl GroupRuntime {
         Ok(())
     }
 
-    /// The log offset every store has passed.
+    /// The segment log's offset every store has passed.
     pub(crate) fn materialised_through(&self) -> u64 {
-        let mut passed = *self.offline_applied.borrow();
+        let mut passed = *self.offline_applied[0].borrow();
         if self.group.spec.online {
-            passed = passed.min(*self.online_applied.borrow());
+            passed = passed.min(*self.online_applied[0].borrow());
         }
         // The index in memory may be ahead of its file: a restart applies the log from the file.
         if let Some(vectors) = &self.vectors {
@@ -230,8 +269,32 @@ impl GroupRuntime {
         for task in tasks {
             let _ = task.await;
         }
-        let log = self.log.clone();
-        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        self.log.close().await;
+    }
+
+    /// The log's end in every partition, and waits until a store has reached them all.
+    async fn wait_partitions(
+        &self,
+        positions: &[watch::Sender<u64>],
+        ends: &[(u32, u64)],
+        what: &str,
+    ) -> Result<()> {
+        for &(partition, end) in ends {
+            wait_until(self, &positions[partition as usize], end, what).await?;
+        }
+        Ok(())
+    }
+
+    /// Every partition's end now, as (partition, end).
+    async fn log_ends(&self) -> Result<Vec<(u32, u64)>> {
+        Ok(self
+            .log
+            .end_offsets()
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(p, end)| (p as u32, end))
+            .collect())
     }
 }
 
@@ -438,48 +501,60 @@ impl FeatureStore {
         {
             return Ok(running.clone());
         }
-        let options = SegmentLogOptions {
-            segment_bytes: self.inner.config.segment_bytes,
-            ..Default::default()
+        let log = self.open_log(&table)?;
+        let partitions = log.partitions() as usize;
+        let vectors = match log {
+            log::GroupLog::Segment(_) => {
+                vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table))?
+            }
+            // Refused at creation (`create_group`); a group the catalog has runs without it.
+            log::GroupLog::Kafka(_) => None,
         };
-        let log = SegmentLog::open(self.log_dir(&table), options, self.inner.clock.clone())?;
         let runtime = Arc::new(GroupRuntime {
-            online_applied: watch::channel(0).0,
-            offline_applied: watch::channel(0).0,
-            offline_wanted: tokio::sync::Notify::new(),
+            online_applied: (0..partitions).map(|_| watch::channel(0).0).collect(),
+            offline_applied: (0..partitions).map(|_| watch::channel(0).0).collect(),
+            offline_wanted: (0..partitions)
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
             shutdown: watch::channel(false).0,
             halted: watch::channel(None).0,
-            log: Arc::new(log),
-            vectors: vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table))?,
+            log,
+            vectors,
             expectations: Expectations::compile(&group.spec)?.map(Arc::new),
             group,
             tasks: Mutex::new(Vec::new()),
         });
         let max_bytes = self.inner.config.materialise_bytes;
-        let mut tasks = vec![
-            tokio::spawn(materialise::run_offline(
+        let mut tasks = Vec::new();
+        for partition in 0..partitions as u32 {
+            tasks.push(tokio::spawn(materialise::run_offline(
                 self.inner.offline.clone(),
                 runtime.clone(),
+                partition,
                 max_bytes,
                 Duration::from_millis(self.inner.config.offline_commit_interval_ms),
-            )),
-            tokio::spawn(materialise::run_retention(
+            )));
+            if runtime.group.spec.online {
+                tasks.push(tokio::spawn(materialise::run_online(
+                    self.inner.online.clone(),
+                    runtime.clone(),
+                    partition,
+                    max_bytes,
+                )));
+            }
+        }
+        if let Some(log) = runtime.log.segment() {
+            tasks.push(tokio::spawn(materialise::run_retention(
                 runtime.clone(),
+                log.clone(),
                 self.inner.online.clone(),
                 self.inner.config.log_retention(),
                 self.inner.clock.clone(),
-            )),
-        ];
+            )));
+        }
         if let Some(index) = &runtime.vectors {
             tasks.push(tokio::spawn(vectors::run(
                 index.clone(),
-                runtime.clone(),
-                max_bytes,
-            )));
-        }
-        if runtime.group.spec.online {
-            tasks.push(tokio::spawn(materialise::run_online(
-                self.inner.online.clone(),
                 runtime.clone(),
                 max_bytes,
             )));
@@ -493,6 +568,34 @@ impl FeatureStore {
             .or_default()
             .insert(table.version, runtime.clone());
         Ok(runtime)
+    }
+
+    /// Opens a group version's log: its segment files, or its Kafka topic (made when
+    /// missing). Kafka's answers block for up to twice its message timeout.
+    fn open_log(&self, table: &TableId) -> Result<log::GroupLog> {
+        match &self.inner.config.log {
+            LogConfig::Segment => {
+                let options = SegmentLogOptions {
+                    segment_bytes: self.inner.config.segment_bytes,
+                    ..Default::default()
+                };
+                let log = SegmentLog::open(self.log_dir(table), options, self.inner.clock.clone())?;
+                Ok(log::GroupLog::Segment(Arc::new(log)))
+            }
+            LogConfig::Kafka {
+                brokers,
+                partitions,
+                topic_prefix,
+                replication,
+            } => {
+                let topic = format!("{topic_prefix}{}.v{}", table.name, table.version);
+                let mut options = KafkaLogOptions::new(brokers.clone(), *partitions);
+                options.message_timeout = KAFKA_TIMEOUT;
+                let log = KafkaLog::open_or_create(&topic, options, *replication)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Ok(log::GroupLog::Kafka(Arc::new(log)))
+            }
+        }
     }
 
     fn runtime(&self, name: &str, version: Option<u32>) -> Result<Arc<GroupRuntime>> {
@@ -513,6 +616,13 @@ impl FeatureStore {
     /// Creates a feature group, or the next version of an existing name.
     pub async fn create_group(&self, spec: FeatureGroupSpec) -> Result<FeatureGroup> {
         spec.validate()?;
+        if spec.vector_index.is_some() && matches!(self.inner.config.log, LogConfig::Kafka { .. }) {
+            return Err(StoreError::BadRequest(format!(
+                "feature group '{}': a vector index follows a log of one partition, and this \
+                 store's log is on Kafka; make the group without 'vector_index'",
+                spec.name
+            )));
+        }
         let _changing = self.inner.groups_changing.lock().await;
         // The quarantine group first: a group that quarantines never runs without one.
         self.quarantine_of(&spec)?;
@@ -532,13 +642,30 @@ impl FeatureStore {
     /// A group (latest version unless one is given) and its log and materialiser positions.
     pub fn describe(&self, name: &str, version: Option<u32>) -> Result<GroupStatus> {
         let rt = self.runtime(name, version)?;
+        let online = rt.group.spec.online;
+        let partitions: Vec<PartitionStatus> = (0..rt.log.partitions())
+            .map(|p| {
+                Ok(PartitionStatus {
+                    partition: p,
+                    log_end_offset: rt.log.end_offset(p)?,
+                    online_offset: online.then(|| *rt.online_applied[p as usize].borrow()),
+                    offline_offset: *rt.offline_applied[p as usize].borrow(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let sum = |of: fn(&PartitionStatus) -> u64| partitions.iter().map(of).sum::<u64>();
         Ok(GroupStatus {
             group: rt.group.clone(),
-            log_end_offset: rt.log.end_offset(),
-            online_offset: rt.group.spec.online.then(|| *rt.online_applied.borrow()),
-            offline_offset: *rt.offline_applied.borrow(),
-            log_segments: rt.log.segment_count(),
+            log_end_offset: sum(|p| p.log_end_offset),
+            online_offset: online.then(|| sum(|p| p.online_offset.unwrap_or(0))),
+            offline_offset: sum(|p| p.offline_offset),
+            log_segments: rt.log.segment().map_or(0, |log| log.segment_count()),
             halted: rt.halted.borrow().clone(),
+            partitions: if partitions.len() > 1 {
+                partitions
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -746,11 +873,13 @@ impl FeatureStore {
             telemetry::rows_quarantined(&table, checked.report.quarantined);
         }
         let mut ack = if checked.accepted.num_rows() == 0 {
-            let end_offset = rt.log.end_offset();
+            // Nothing written: the ack points where the log ends (a log of one partition).
+            let end_offset = rt.log.segment().map_or(0, |log| log.end_offset());
             InsertAck {
                 rows: 0,
                 first_offset: end_offset,
                 end_offset,
+                partition_ends: Vec::new(),
                 online_visible: false,
                 validation: None,
             }
@@ -797,26 +926,43 @@ impl FeatureStore {
         batch: RecordBatch,
         options: InsertOptions,
     ) -> Result<InsertAck> {
+        self.write_tagged(rt, batch, None, options).await
+    }
+
+    /// Appends a batch, tagged with its producer when it has one (`append_once`).
+    async fn write_tagged(
+        &self,
+        rt: &Arc<GroupRuntime>,
+        batch: RecordBatch,
+        producer: Option<&str>,
+        options: InsertOptions,
+    ) -> Result<InsertAck> {
         let rows = batch.num_rows();
-        let rows32 = u32::try_from(rows).map_err(|_| {
-            StoreError::BadRequest(format!(
-                "batch of {rows} rows is over the limit of {} rows",
-                u32::MAX
-            ))
-        })?;
         rt.check_sole_writer()?;
-        let payload = kairos_types::export::encode_ipc(&batch).map_err(StoreError::internal)?;
-        let ack = rt.log.append(rows32, payload)?.wait().await?;
+        let now = self.inner.clock.now_micros();
+        let appended = rt.log.append(&rt.group.spec, &batch, producer, now).await?;
         telemetry::rows_ingested(&rt.group.id(), rows as u64);
         let mut online_visible = false;
         if options.wait_online && rt.group.spec.online {
-            wait_until(rt, &rt.online_applied, ack.end_offset, "the online store").await?;
+            rt.wait_partitions(&rt.online_applied, &appended.ends, "the online store")
+                .await?;
             online_visible = true;
         }
+        // A log of one partition says it all with `end_offset`.
+        let partition_ends = if rt.log.partitions() > 1 {
+            let end = |&(partition, end_offset)| PartitionEnd {
+                partition,
+                end_offset,
+            };
+            appended.ends.iter().map(end).collect()
+        } else {
+            Vec::new()
+        };
         Ok(InsertAck {
             rows: rows as u64,
-            first_offset: ack.first_offset,
-            end_offset: ack.end_offset,
+            first_offset: appended.first_position,
+            end_offset: appended.end_position,
+            partition_ends,
             online_visible,
             validation: None,
         })
@@ -835,21 +981,25 @@ impl FeatureStore {
         search_from: u64,
     ) -> Result<InsertAck> {
         let rt = self.runtime(name, version)?;
-        if let Some(ack) = find_producer(&rt, producer, search_from).await? {
+        let log = one_partition(&rt, "append_once")?;
+        if let Some(ack) = find_producer(&rt, log, producer, search_from).await? {
             return Ok(ack);
         }
         let batch = ingest::conform(&rt.group.spec, batch)
             .inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
-        let mut metadata = batch.schema().metadata().clone();
-        metadata.insert(PRODUCER_KEY.into(), producer.into());
-        let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
-        let tagged = batch.with_schema(schema).map_err(StoreError::internal)?;
-        self.append(&rt, tagged, InsertOptions::default()).await
+        if batch.num_rows() == 0 {
+            return Err(StoreError::BadRequest(
+                "empty batch: no rows to insert".into(),
+            ));
+        }
+        self.write_tagged(&rt, batch, Some(producer), InsertOptions::default())
+            .await
     }
 
-    /// One past the last durable offset of the group's log.
+    /// One past the last durable offset of the group's log (a log of one partition).
     pub fn log_end(&self, name: &str, version: Option<u32>) -> Result<u64> {
-        Ok(self.runtime(name, version)?.log.end_offset())
+        let rt = self.runtime(name, version)?;
+        Ok(one_partition(&rt, "log_end")?.end_offset())
     }
 
     /// The group's log records from `offset` on, up to about `max_bytes`, decoded: (first
@@ -863,31 +1013,30 @@ impl FeatureStore {
         wait: Duration,
     ) -> Result<Vec<(u64, u64, RecordBatch)>> {
         let rt = self.runtime(name, version)?;
-        let mut end = rt.log.subscribe();
+        let mut end = one_partition(&rt, "read_log")?.subscribe();
         if *end.borrow_and_update() <= offset {
             let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > offset)).await;
         }
-        let log = rt.log.clone();
-        let records = tokio::task::spawn_blocking(move || log.read_from(offset, max_bytes))
-            .await
-            .map_err(StoreError::internal)??;
-        let mut out = Vec::with_capacity(records.len());
-        for record in &records {
-            for batch in materialise::decode_record(record)? {
-                out.push((record.first_offset, record.end_offset(), batch));
-            }
-        }
-        Ok(out)
+        let spans = rt
+            .log
+            .reader(0)?
+            .read(&rt.group.spec, offset, max_bytes)
+            .await?;
+        Ok(spans
+            .into_iter()
+            .map(|span| (span.first_offset, span.end_offset(), span.batch))
+            .collect())
     }
 
     /// Waits until the rows up to `offset` are visible online (or, for an offline-only group,
     /// offline).
     pub async fn wait_visible(&self, name: &str, version: Option<u32>, offset: u64) -> Result<()> {
         let rt = self.runtime(name, version)?;
+        one_partition(&rt, "wait_visible")?;
         if rt.group.spec.online {
-            wait_until(&rt, &rt.online_applied, offset, "the online store").await
+            wait_until(&rt, &rt.online_applied[0], offset, "the online store").await
         } else {
-            wait_offline(&rt, offset).await
+            wait_offline(&rt, 0, offset).await
         }
     }
 
@@ -974,21 +1123,28 @@ impl FeatureStore {
     }
 
     /// Waits until both materialisers have applied everything the log held when called.
+    /// Answers the rows the log held then (in a log of one partition, its end offset).
     pub async fn wait_materialised(&self, name: &str, version: Option<u32>) -> Result<u64> {
         let rt = self.runtime(name, version)?;
-        let end = rt.log.end_offset();
-        wait_offline(&rt, end).await?;
-        if rt.group.spec.online {
-            wait_until(&rt, &rt.online_applied, end, "the online store").await?;
+        let ends = rt.log_ends().await?;
+        for &(partition, end) in &ends {
+            wait_offline(&rt, partition, end).await?;
         }
-        Ok(end)
+        if rt.group.spec.online {
+            rt.wait_partitions(&rt.online_applied, &ends, "the online store")
+                .await?;
+        }
+        Ok(ends.iter().map(|(_, end)| end).sum())
     }
 
-    /// Compares the online store to the latest row per key of the offline store.
+    /// Compares the online store to the latest row per key of the offline store, and the
+    /// offline table to the log: every row of every partition there exactly once.
     pub async fn check(&self, name: &str, version: Option<u32>) -> Result<CheckReport> {
         let rt = self.runtime(name, version)?;
-        let log_end = self.wait_materialised(name, version).await?;
-        check::run(&self.inner.online, &self.inner.offline, &rt.group, log_end).await
+        let ends = rt.log_ends().await?;
+        self.wait_materialised(name, version).await?;
+        let ends: Vec<u64> = ends.into_iter().map(|(_, end)| end).collect();
+        check::run(&self.inner.online, &self.inner.offline, &rt.group, &ends).await
     }
 
     /// Rewrites the offline table's small files into large ones.
@@ -1019,13 +1175,28 @@ impl FeatureStore {
     }
 }
 
-/// Waits until the offline store has applied the log up to `offset`, asking its materialiser to
-/// commit now rather than at its next interval.
-pub(crate) async fn wait_offline(rt: &GroupRuntime, offset: u64) -> Result<()> {
-    if *rt.offline_applied.borrow() < offset {
-        rt.offline_wanted.notify_one();
+/// Waits until the offline store has applied log partition `partition` up to `offset`, asking
+/// its materialiser to commit now rather than at its next interval.
+pub(crate) async fn wait_offline(rt: &GroupRuntime, partition: u32, offset: u64) -> Result<()> {
+    let applied = &rt.offline_applied[partition as usize];
+    if *applied.borrow() < offset {
+        rt.offline_wanted[partition as usize].notify_one();
     }
-    wait_until(rt, &rt.offline_applied, offset, "the offline store").await
+    wait_until(rt, applied, offset, "the offline store").await
+}
+
+/// The group's log where a caller counts in one partition's offsets (pipelines' sources and
+/// sinks, histories): the segment log. A log of several partitions is refused by name.
+fn one_partition<'a>(rt: &'a GroupRuntime, what: &str) -> Result<&'a Arc<SegmentLog>> {
+    rt.log.segment().ok_or_else(|| {
+        StoreError::BadRequest(format!(
+            "feature group {}: {what} reads a log of one partition, and this group's log is \
+             {} of {} partitions",
+            rt.group.id(),
+            rt.log.describe(),
+            rt.log.partitions()
+        ))
+    })
 }
 
 /// Waits until `position` reaches `offset`. A group that stops (the store closing) ends the wait
@@ -1060,45 +1231,42 @@ async fn wait_until(
     }
 }
 
-/// The schema-metadata key of the producer tag on a log record's Arrow IPC payload.
-const PRODUCER_KEY: &str = "kairos.producer";
-
 /// The acknowledgement of the record tagged `producer` at or after `from`, if there is one.
 async fn find_producer(
     rt: &Arc<GroupRuntime>,
+    log: &Arc<SegmentLog>,
     producer: &str,
     from: u64,
 ) -> Result<Option<InsertAck>> {
-    let log = rt.log.clone();
-    let producer = producer.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut offset = from;
-        loop {
-            let records = log.read_from(offset, 8 << 20)?;
-            let Some(last) = records.last() else {
-                return Ok(None);
-            };
-            offset = last.end_offset();
-            for record in &records {
-                let reader = arrow::ipc::reader::StreamReader::try_new(
-                    std::io::Cursor::new(record.payload.clone()),
-                    None,
-                )
-                .map_err(StoreError::internal)?;
-                if reader.schema().metadata().get(PRODUCER_KEY) == Some(&producer) {
-                    return Ok(Some(InsertAck {
-                        rows: u64::from(record.rows),
-                        first_offset: record.first_offset,
-                        end_offset: record.end_offset(),
-                        online_visible: false,
-                        validation: None,
-                    }));
-                }
-            }
+    let mut offset = from;
+    let reader = rt.log.reader(0)?;
+    while offset < log.end_offset() {
+        let spans = reader.read(&rt.group.spec, offset, 8 << 20).await?;
+        let Some(last) = spans.last() else {
+            return Ok(None);
+        };
+        offset = last.end_offset();
+        // A record decodes into one span or more, all with its tag: the first starts it, and
+        // the rows up to the next record's are its.
+        let mut tagged = spans
+            .iter()
+            .skip_while(|span| span.producer.as_deref() != Some(producer));
+        if let Some(first) = tagged.next() {
+            let end = tagged
+                .take_while(|span| span.producer.as_deref() == Some(producer))
+                .last()
+                .map_or(first.end_offset(), Span::end_offset);
+            return Ok(Some(InsertAck {
+                rows: end - first.first_offset,
+                first_offset: first.first_offset,
+                end_offset: end,
+                partition_ends: Vec::new(),
+                online_visible: false,
+                validation: None,
+            }));
         }
-    })
-    .await
-    .map_err(StoreError::internal)?
+    }
+    Ok(None)
 }
 
 fn parse_key(

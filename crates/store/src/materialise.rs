@@ -3,38 +3,25 @@
 //! own state says (DESIGN invariant 1).
 
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 use futures::FutureExt;
-use kairos_log::{FeatureLog, LogRecord};
 use kairos_offline::{DeltaOfflineStore, OfflineWriter, to_offline};
 use kairos_online::{KeyedRow, OnlineBackend, OnlineStore, Step};
 use kairos_types::value::encode_key;
-use kairos_types::{FeatureGroupSpec, OnlineRow, Value};
+use kairos_types::{FeatureGroupSpec, LogPosition, OnlineRow, Value};
 use tokio::sync::watch;
 
 use crate::GroupRuntime;
 use crate::error::{Result, StoreError};
+use crate::log::Span;
 use crate::telemetry::{self, Sink};
 
 /// How long a failing materialiser waits before it tries again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
-/// Decodes a log record's payload (an Arrow IPC stream in the group's canonical schema).
-pub(crate) fn decode_record(record: &LogRecord) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(Cursor::new(record.payload.clone()), None)
-        .map_err(StoreError::internal)?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StoreError::internal)
-}
-
-/// Row `row` of a batch in the group's column order as the online store keeps it: its key
-/// bytes and the row. Shared by the online materialiser and `check`, so both see rows alike.
 /// The encoded primary key of `row`, without decoding the rest of it.
 pub(crate) fn row_key(spec: &FeatureGroupSpec, batch: &RecordBatch, row: usize) -> Vec<u8> {
     let key: Vec<Value> = spec
@@ -45,6 +32,18 @@ pub(crate) fn row_key(spec: &FeatureGroupSpec, batch: &RecordBatch, row: usize) 
     encode_key(&key)
 }
 
+/// Row `row` of a batch in the group's canonical schema, as values in column order.
+pub(crate) fn row_values(spec: &FeatureGroupSpec, batch: &RecordBatch, row: usize) -> Vec<Value> {
+    spec.columns
+        .iter()
+        .zip(batch.columns())
+        .map(|(col, array)| Value::from_array(array, col.ty, row))
+        .collect()
+}
+
+/// Row `row` of a batch in the group's column order as the online store keeps it: its key
+/// bytes and the row, at stored position `offset`. Shared by the online materialiser and
+/// `check`, so both see rows alike.
 pub(crate) fn keyed_row(
     spec: &FeatureGroupSpec,
     batch: &RecordBatch,
@@ -52,12 +51,7 @@ pub(crate) fn keyed_row(
     offset: u64,
     ingested_at: i64,
 ) -> Result<KeyedRow> {
-    let values: Vec<Value> = spec
-        .columns
-        .iter()
-        .zip(batch.columns())
-        .map(|(col, array)| Value::from_array(array, col.ty, row))
-        .collect();
+    let values = row_values(spec, batch, row);
     let key: Vec<Value> = spec
         .key_indices()
         .iter()
@@ -77,25 +71,30 @@ pub(crate) fn keyed_row(
     ))
 }
 
-/// The online rows of a record, offsets counting from the record's first offset.
-pub(crate) fn online_rows(spec: &FeatureGroupSpec, record: &LogRecord) -> Result<Vec<KeyedRow>> {
-    let mut rows = Vec::with_capacity(record.rows as usize);
-    let mut offset = record.first_offset;
-    for batch in decode_record(record)? {
-        for row in 0..batch.num_rows() {
-            rows.push(keyed_row(spec, &batch, row, offset, record.ingested_at)?);
-            offset += 1;
-        }
-    }
-    Ok(rows)
+/// The online rows of a span, each with its stored position in a log of `partitions`.
+pub(crate) fn online_rows(
+    spec: &FeatureGroupSpec,
+    span: &Span,
+    partitions: u32,
+) -> Result<Vec<KeyedRow>> {
+    (0..span.batch.num_rows())
+        .map(|row| {
+            let position = span.position(row, partitions);
+            keyed_row(spec, &span.batch, row, position, span.ingested_at)
+        })
+        .collect()
 }
 
-/// Waits for the log to move past `applied`, or for shutdown. Returns false on shutdown.
+/// Waits for the log to move past `applied`, or for shutdown. Returns false on shutdown. A log
+/// that cannot tell its end moves (`None`: a Kafka partition) is long-polled by the read.
 async fn wait_for_more(
-    end: &mut watch::Receiver<u64>,
+    end: Option<&mut watch::Receiver<u64>>,
     shutdown: &mut watch::Receiver<bool>,
     applied: u64,
 ) -> bool {
+    let Some(end) = end else {
+        return !*shutdown.borrow_and_update();
+    };
     loop {
         if *shutdown.borrow_and_update() {
             return false;
@@ -119,19 +118,19 @@ async fn sleep_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// One store a log is materialised into. The protocol (where to resume, what to do after a
-/// failure) is in [`follow`]; a sink only knows how to write its store.
+/// One store one log partition is materialised into. The protocol (where to resume, what to
+/// do after a failure) is in [`follow`]; a sink only knows how to write its store.
 pub(crate) trait Materialiser: Send {
     const SINK: Sink;
 
-    /// The offset the store says it holds everything before: where to resume.
+    /// The partition's offset the store says it holds everything before: where to resume.
     fn position(&mut self) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Writes `records`, read from position `from` on, and records `through` as the new
-    /// position, atomically.
+    /// Writes `spans`, read from offset `from` on, and records `through` as the partition's
+    /// new offset, atomically.
     fn apply(
         &mut self,
-        records: &[LogRecord],
+        spans: &[Span],
         from: u64,
         through: u64,
     ) -> impl Future<Output = Result<()>> + Send;
@@ -140,6 +139,7 @@ pub(crate) trait Materialiser: Send {
 struct OnlineSink {
     store: OnlineBackend,
     group: Arc<GroupRuntime>,
+    partition: u32,
 }
 
 impl Materialiser for OnlineSink {
@@ -148,18 +148,20 @@ impl Materialiser for OnlineSink {
     async fn position(&mut self) -> Result<u64> {
         Ok(self
             .store
-            .offset(&self.group.group.id(), 0)
+            .offset(&self.group.group.id(), self.partition)
             .await?
             .unwrap_or(0))
     }
 
-    async fn apply(&mut self, records: &[LogRecord], from: u64, through: u64) -> Result<()> {
+    async fn apply(&mut self, spans: &[Span], from: u64, through: u64) -> Result<()> {
+        let partitions = self.group.log.partitions();
         let mut rows = Vec::new();
-        for record in records {
-            rows.extend(online_rows(&self.group.group.spec, record)?);
+        for span in spans {
+            rows.extend(online_rows(&self.group.group.spec, span, partitions)?);
         }
         let step = Step {
-            partition: 0,
+            partition: self.partition,
+            partitions,
             from,
             through,
         };
@@ -170,6 +172,7 @@ impl Materialiser for OnlineSink {
 struct OfflineSink {
     store: DeltaOfflineStore,
     group: Arc<GroupRuntime>,
+    partition: u32,
     writer: Option<OfflineWriter>,
 }
 
@@ -180,24 +183,25 @@ impl Materialiser for OfflineSink {
     /// commit either landed with its offset or not at all.
     async fn position(&mut self) -> Result<u64> {
         let group = &self.group.group;
-        let writer = self.store.writer(&group.id(), &group.spec).await?;
+        let writer = self
+            .store
+            .partition_writer(&group.id(), &group.spec, self.partition)
+            .await?;
         let offset = writer.committed_offset().await?.unwrap_or(0);
         self.writer = Some(writer);
         Ok(offset)
     }
 
-    async fn apply(&mut self, records: &[LogRecord], _from: u64, through: u64) -> Result<()> {
+    async fn apply(&mut self, spans: &[Span], _from: u64, through: u64) -> Result<()> {
         let spec = &self.group.group.spec;
-        let mut batches = Vec::new();
-        for record in records {
-            let mut first = record.first_offset;
-            for batch in decode_record(record)? {
-                batches.push(
-                    to_offline(spec, &batch, first, record.ingested_at)
-                        .map_err(StoreError::internal)?,
-                );
-                first += batch.num_rows() as u64;
-            }
+        let partitions = self.group.log.partitions();
+        let mut batches = Vec::with_capacity(spans.len());
+        for span in spans {
+            let first = LogPosition::new(span.partition, span.first_offset);
+            batches.push(
+                to_offline(spec, &span.batch, first, partitions, span.ingested_at)
+                    .map_err(StoreError::internal)?,
+            );
         }
         let writer = self
             .writer
@@ -207,14 +211,21 @@ impl Materialiser for OfflineSink {
     }
 }
 
-pub(crate) async fn run_online(store: OnlineBackend, group: Arc<GroupRuntime>, max_bytes: usize) {
-    let applied = group.online_applied.clone();
+pub(crate) async fn run_online(
+    store: OnlineBackend,
+    group: Arc<GroupRuntime>,
+    partition: u32,
+    max_bytes: usize,
+) {
+    let applied = group.online_applied[partition as usize].clone();
     follow(
         OnlineSink {
             store,
             group: group.clone(),
+            partition,
         },
         group,
+        partition,
         &applied,
         max_bytes,
         None,
@@ -225,17 +236,20 @@ pub(crate) async fn run_online(store: OnlineBackend, group: Arc<GroupRuntime>, m
 pub(crate) async fn run_offline(
     store: DeltaOfflineStore,
     group: Arc<GroupRuntime>,
+    partition: u32,
     max_bytes: usize,
     commit_interval: Duration,
 ) {
-    let applied = group.offline_applied.clone();
+    let applied = group.offline_applied[partition as usize].clone();
     follow(
         OfflineSink {
             store,
             group: group.clone(),
+            partition,
             writer: None,
         },
         group,
+        partition,
         &applied,
         max_bytes,
         Some(commit_interval),
@@ -243,12 +257,13 @@ pub(crate) async fn run_offline(
     .await;
 }
 
-/// Follows the group's log into one store until shutdown: resume where the store says, apply
-/// what the log has, publish the new position; after a failure, wait, ask the store again where
-/// it stands, and go on from there.
+/// Follows one partition of the group's log into one store until shutdown: resume where the
+/// store says, apply what the log has, publish the new position; after a failure, wait, ask the
+/// store again where it stands, and go on from there.
 pub(crate) async fn follow<M: Materialiser>(
     mut sink: M,
     group: Arc<GroupRuntime>,
+    partition: u32,
     published: &watch::Sender<u64>,
     max_bytes: usize,
     pace: Option<Duration>,
@@ -256,6 +271,17 @@ pub(crate) async fn follow<M: Materialiser>(
     let table = group.group.id();
     let mut shutdown = group.shutdown.subscribe();
     let mut end = group.log.subscribe();
+    let reader = loop {
+        match group.log.reader(partition) {
+            Ok(reader) => break reader,
+            Err(e) => {
+                tracing::error!(group = %table, store = M::SINK.as_str(), error = %e, "materialiser cannot read its log partition");
+                if !sleep_or_shutdown(&mut shutdown).await {
+                    return;
+                }
+            }
+        }
+    };
     let mut applied = None;
     // When the last step that took less than a full step's worth finished: what trickles in
     // after it waits for the pace interval, or for someone waiting on this store
@@ -278,35 +304,30 @@ pub(crate) async fn follow<M: Materialiser>(
                 }
             },
         };
-        telemetry::materialiser_lag(
-            &table,
-            M::SINK,
-            group.log.end_offset().saturating_sub(position),
-        );
-        if !wait_for_more(&mut end, &mut shutdown, position).await {
+        if let Some(end) = &end {
+            telemetry::materialiser_lag(&table, M::SINK, end.borrow().saturating_sub(position));
+        }
+        if !wait_for_more(end.as_mut(), &mut shutdown, position).await {
             return;
         }
         if let (Some(interval), Some(at)) = (pace, drained_at.take()) {
             // A shutdown ends the wait but not the step: what the log holds is written first.
             tokio::select! {
                 _ = tokio::time::sleep_until(at + interval) => {}
-                _ = group.offline_wanted.notified() => {}
+                _ = group.offline_wanted[partition as usize].notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
         let step = async {
-            let log = group.log.clone();
-            let records = tokio::task::spawn_blocking(move || log.read_from(position, max_bytes))
-                .await
-                .map_err(StoreError::internal)??;
-            let Some(last) = records.last() else {
+            let spans = reader.read(&group.group.spec, position, max_bytes).await?;
+            let Some(last) = spans.last() else {
                 return Ok(Ok((position, 0)));
             };
             let through = last.end_offset();
-            let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+            let bytes: usize = spans.iter().map(|s| s.bytes).sum();
             // A panic while writing is no passing trouble: the same records would panic again
             // on every retry, and across restarts. It halts the group instead, loudly.
-            let written = std::panic::AssertUnwindSafe(sink.apply(&records, position, through))
+            let written = std::panic::AssertUnwindSafe(sink.apply(&spans, position, through))
                 .catch_unwind()
                 .await;
             match written {
@@ -349,9 +370,11 @@ pub(crate) async fn follow<M: Materialiser>(
     }
 }
 
-/// Deletes log segments both materialisers have passed, once older than the retention.
+/// Deletes segments of the segment log both materialisers have passed, once older than the
+/// retention. (A Kafka topic's retention is Kafka's.)
 pub(crate) async fn run_retention(
     group: Arc<GroupRuntime>,
+    log: Arc<kairos_log::SegmentLog>,
     online: OnlineBackend,
     retention: Duration,
     clock: Arc<dyn kairos_types::Clock>,
@@ -375,8 +398,12 @@ pub(crate) async fn run_retention(
             continue;
         }
         let older_than = clock.now_micros() - retention.as_micros() as i64;
-        let log = group.log.clone();
-        match tokio::task::spawn_blocking(move || log.remove_before(passed, older_than)).await {
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || {
+            kairos_log::FeatureLog::remove_before(log.as_ref(), passed, older_than)
+        })
+        .await
+        {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => {
                 tracing::info!(group = %group.group.id(), segments = n, "removed log segments past retention")
@@ -406,7 +433,7 @@ mod tests {
             Ok(0)
         }
 
-        async fn apply(&mut self, _: &[LogRecord], _: u64, _: u64) -> Result<()> {
+        async fn apply(&mut self, _: &[Span], _: u64, _: u64) -> Result<()> {
             panic!("timestamp out of range")
         }
     }
@@ -416,26 +443,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(0));
         let log = SegmentLog::open(dir.path(), SegmentLogOptions::default(), clock).unwrap();
-        log.append(1, bytes::Bytes::from_static(b"row"))
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
+        let log = crate::log::GroupLog::Segment(Arc::new(log));
         let spec: kairos_types::FeatureGroupSpec = serde_json::from_value(serde_json::json!({
             "name": "g", "primary_key": ["k"], "event_time": "ts",
             "columns": [{"name": "k", "type": "int64"}, {"name": "ts", "type": "timestamp"}]
         }))
         .unwrap();
+        let row = serde_json::json!({"k": 1, "ts": 1_700_000_000}).to_string();
+        let batch =
+            kairos_types::ingest::parse_batch(&spec, kairos_types::Format::JsonLines, row.into())
+                .unwrap();
+        log.append(&spec, &batch, None, 0).await.unwrap();
         let group = Arc::new(GroupRuntime {
             group: FeatureGroup {
                 spec,
                 version: 1,
                 created_at: String::new(),
             },
-            log: Arc::new(log),
-            online_applied: watch::channel(0).0,
-            offline_applied: watch::channel(0).0,
-            offline_wanted: tokio::sync::Notify::new(),
+            log,
+            online_applied: vec![watch::channel(0).0],
+            offline_applied: vec![watch::channel(0).0],
+            offline_wanted: vec![tokio::sync::Notify::new()],
             shutdown: watch::channel(false).0,
             halted: watch::channel(None).0,
             vectors: None,
@@ -446,7 +474,7 @@ mod tests {
         // It returns (no endless retry), and says why.
         tokio::time::timeout(
             Duration::from_secs(10),
-            follow(Poisoned, group.clone(), &published, 1 << 20, None),
+            follow(Poisoned, group.clone(), 0, &published, 1 << 20, None),
         )
         .await
         .expect("the materialiser stopped");
@@ -456,7 +484,7 @@ mod tests {
             "{why}"
         );
         // A waiter ends with the reason instead of waiting out its timeout.
-        let err = crate::wait_offline(&group, 1).await.unwrap_err();
+        let err = crate::wait_offline(&group, 0, 1).await.unwrap_err();
         assert!(err.to_string().contains("halted"), "{err}");
     }
 }

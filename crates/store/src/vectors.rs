@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use arrow::record_batch::RecordBatch;
-use kairos_log::LogRecord;
 use kairos_transform::expr::Expr;
 use kairos_types::{FeatureGroupSpec, FeatureType, Value, VectorIndexSpec};
 use kairos_vector::{HnswIndex, LoadedIndex, SearchOptions, SearchOutcome};
@@ -26,7 +25,8 @@ use tokio::sync::watch;
 
 use crate::GroupRuntime;
 use crate::error::{Result, StoreError};
-use crate::materialise::{Materialiser, decode_record};
+use crate::log::Span;
+use crate::materialise::Materialiser;
 use crate::telemetry::Sink;
 
 /// How often at most the index is saved while rows flow in.
@@ -140,8 +140,8 @@ impl VectorRuntime {
         Ok(())
     }
 
-    /// Applies log records: the winning rows' vectors in, null or unusable ones out.
-    fn apply(&self, group: &FeatureGroupSpec, records: &[LogRecord], through: u64) -> Result<()> {
+    /// Applies log spans: the winning rows' vectors in, null or unusable ones out.
+    fn apply(&self, group: &FeatureGroupSpec, spans: &[Span], through: u64) -> Result<()> {
         let key_at = group.key_indices()[0];
         let time_at = group.event_time_index();
         let vector_at = group
@@ -167,9 +167,10 @@ impl VectorRuntime {
         // applies the same range again.
         let mut winners: HashMap<u64, Option<Vec<f32>>> = HashMap::new();
         let mut staged: HashMap<u64, KeyRow> = HashMap::new();
-        for record in records {
-            let mut offset = record.first_offset;
-            for batch in decode_record(record)? {
+        for span in spans {
+            let mut offset = span.first_offset;
+            {
+                let batch = &span.batch;
                 for row in 0..batch.num_rows() {
                     let value =
                         |at: usize| Value::from_array(batch.column(at), group.columns[at].ty, row);
@@ -377,13 +378,13 @@ impl Materialiser for VectorSink {
         Ok(self.runtime.position.load(Ordering::Acquire))
     }
 
-    async fn apply(&mut self, records: &[LogRecord], _from: u64, through: u64) -> Result<()> {
+    async fn apply(&mut self, spans: &[Span], _from: u64, through: u64) -> Result<()> {
         let runtime = self.runtime.clone();
         let group = self.group.clone();
-        let records = records.to_vec();
+        let spans = spans.to_vec();
         let save = self.last_save.elapsed() >= SAVE_EVERY;
         tokio::task::spawn_blocking(move || {
-            runtime.apply(&group.group.spec, &records, through)?;
+            runtime.apply(&group.group.spec, &spans, through)?;
             if save { runtime.save() } else { Ok(()) }
         })
         .await
@@ -404,6 +405,7 @@ pub(crate) async fn run(runtime: Arc<VectorRuntime>, group: Arc<GroupRuntime>, m
             last_save: Instant::now(),
         },
         group.clone(),
+        0,
         &published,
         max_bytes,
         None,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use kairos_log::FeatureLog;
 use kairos_offline::{INGESTED_AT, OFFSET, ReadFilter};
 use kairos_transform::{FunctionRegistry, UserFunction};
 use kairos_types::value::format_timestamp;
@@ -289,13 +288,23 @@ impl FeatureStore {
             .collect::<Result<Vec<_>>>()?;
         // The dataset holds every row acknowledged before it was asked for, and nothing later:
         // each group is read up to the log end it had now, once its offline table is there.
+        // (A log of several partitions has no one offset to cut at: its rows are read as far
+        // as the offline table holds them once it reached every partition's end, and its
+        // recorded offset is the rows the log held.)
         let mut log_offsets = BTreeMap::new();
+        let mut cuts = HashMap::new();
         for rt in std::iter::once(&root_rt).chain(&join_rts) {
-            let end = rt.log.end_offset();
-            crate::wait_offline(rt, end).await?;
-            log_offsets.insert(rt.group.id().to_string(), end);
+            let ends = rt.log_ends().await?;
+            for &(partition, end) in &ends {
+                crate::wait_offline(rt, partition, end).await?;
+            }
+            let rows: u64 = ends.iter().map(|(_, end)| end).sum();
+            log_offsets.insert(rt.group.id().to_string(), rows);
+            if rt.log.partitions() == 1 {
+                cuts.insert(rt.group.id().to_string(), rows);
+            }
         }
-        let before = |rt: &GroupRuntime| log_offsets.get(&rt.group.id().to_string()).copied();
+        let before = |rt: &GroupRuntime| cuts.get(&rt.group.id().to_string()).copied();
 
         let mut options = AsofOptions {
             strict: request.strict,

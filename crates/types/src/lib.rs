@@ -12,11 +12,13 @@ pub mod export;
 pub mod fault;
 pub mod ingest;
 pub mod panic;
+pub mod position;
 pub mod schema;
 pub mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ingest::{Format, IngestError};
+pub use position::LogPosition;
 pub use schema::{
     Column, FeatureGroup, FeatureGroupSpec, FeatureType, SpecError, TableId, VectorIndexSpec,
 };

@@ -259,6 +259,7 @@ fn racing_processes_never_share_a_version() {
                     .args(["--exact", "racer_child", "--nocapture", "--test-threads=1"])
                     .env("KAIROS_CATALOG_RACER", place.url())
                     .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
                     .spawn()
                     .unwrap()
             })

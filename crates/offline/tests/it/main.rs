@@ -11,7 +11,7 @@ use arrow::array::{
 use arrow::datatypes::{Field, Float32Type, Int64Type, TimestampMicrosecondType};
 use kairos_offline::{DeltaOfflineStore, INGESTED_AT, OFFSET, ReadFilter, to_offline};
 use kairos_storage::Storage;
-use kairos_types::{Column, FeatureGroupSpec, FeatureType, TableId};
+use kairos_types::{Column, FeatureGroupSpec, FeatureType, LogPosition, TableId};
 use proptest::prelude::*;
 
 const T0: i64 = 1_714_521_600_000_000; // 2024-05-01T00:00:00Z
@@ -146,7 +146,8 @@ async fn write(
                 to_offline(
                     spec,
                     &canonical(spec, b),
-                    b[0].offset as u64,
+                    LogPosition::new(0, b[0].offset as u64),
+                    1,
                     b[0].ingested_at,
                 )
                 .unwrap()
@@ -359,7 +360,8 @@ async fn racing_committers(store: &DeltaOfflineStore) {
                 let batch = to_offline(
                     &spec,
                     &canonical(&spec, &[r]),
-                    r.offset as u64,
+                    LogPosition::new(0, r.offset as u64),
+                    1,
                     r.ingested_at,
                 )
                 .unwrap();
@@ -428,7 +430,8 @@ async fn stale_writer_is_fenced(store: &DeltaOfflineStore) {
             to_offline(
                 &spec,
                 &canonical(&spec, &[r]),
-                r.offset as u64,
+                LogPosition::new(0, r.offset as u64),
+                1,
                 r.ingested_at,
             )
             .unwrap(),

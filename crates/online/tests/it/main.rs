@@ -87,11 +87,7 @@ fn table() -> TableId {
 
 /// A step of log partition 0.
 fn step(from: u64, through: u64) -> Step {
-    Step {
-        partition: 0,
-        from,
-        through,
-    }
+    Step::whole(from, through)
 }
 
 async fn latest_row_wins_and_late_events_do_not_overwrite(store: &OnlineBackend) {
@@ -159,21 +155,24 @@ async fn reapplying_a_batch_changes_nothing(store: &OnlineBackend) {
 async fn partitions_move_on_their_own_and_only_from_where_they_stand(store: &OnlineBackend) {
     let t = table();
     store.drop_table(&t).await.unwrap();
-    let p1 = |from, through| Step {
-        partition: 1,
+    // A log of two partitions: rows carry `offset × 2 + partition` as their position.
+    let at = |partition, from, through| Step {
+        partition,
+        partitions: 2,
         from,
         through,
     };
+    let p0 = |event_time, offset: u64, amount| row(event_time, offset * 2, amount);
     store
         .apply(
             &t,
-            step(0, 2),
-            vec![(key(1), row(10, 0, 1.0)), (key(2), row(10, 1, 2.0))],
+            at(0, 0, 2),
+            vec![(key(1), p0(10, 0, 1.0)), (key(2), p0(10, 1, 2.0))],
         )
         .await
         .unwrap();
     store
-        .apply(&t, p1(0, 3), vec![(key(3), row(10, 2, 3.0))])
+        .apply(&t, at(1, 0, 3), vec![(key(3), row(10, 2 * 2 + 1, 3.0))])
         .await
         .unwrap();
     assert_eq!(store.offset(&t, 0).await.unwrap(), Some(2));
@@ -181,7 +180,7 @@ async fn partitions_move_on_their_own_and_only_from_where_they_stand(store: &Onl
     assert_eq!(store.offset(&t, 2).await.unwrap(), None);
 
     let err = store
-        .apply(&t, step(5, 6), vec![(key(1), row(99, 5, 99.0))])
+        .apply(&t, at(0, 5, 6), vec![(key(1), p0(99, 5, 99.0))])
         .await
         .unwrap_err();
     assert!(
@@ -198,7 +197,7 @@ async fn partitions_move_on_their_own_and_only_from_where_they_stand(store: &Onl
     );
     assert_eq!(
         store.get_many(&t, &[key(1)]).await.unwrap(),
-        vec![Some(row(10, 0, 1.0))]
+        vec![Some(p0(10, 0, 1.0))]
     );
 
     // From offset 1, through 4: the rows before 2 are held, so only 2 and 3 are written. (The
@@ -206,13 +205,13 @@ async fn partitions_move_on_their_own_and_only_from_where_they_stand(store: &Onl
     store
         .apply(
             &t,
-            step(1, 4),
-            vec![(key(2), row(20, 1, 0.0)), (key(1), row(30, 3, 4.0))],
+            at(0, 1, 4),
+            vec![(key(2), p0(20, 1, 0.0)), (key(1), p0(30, 3, 4.0))],
         )
         .await
         .unwrap();
     let got = store.get_many(&t, &[key(1), key(2)]).await.unwrap();
-    assert_eq!(got, vec![Some(row(30, 3, 4.0)), Some(row(10, 1, 2.0))]);
+    assert_eq!(got, vec![Some(p0(30, 3, 4.0)), Some(p0(10, 1, 2.0))]);
     assert_eq!(store.offset(&t, 0).await.unwrap(), Some(4));
 
     store.drop_table(&t).await.unwrap();

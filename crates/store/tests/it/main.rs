@@ -2,6 +2,7 @@
 //! TTL, as-of reads, delete, and the Delta tables read back by another tool.
 
 mod expectations;
+mod kafka;
 mod vectors;
 mod views;
 

@@ -1,0 +1,220 @@
+//! The feature store with its groups' logs on Kafka (librdkafka's mock cluster, in process):
+//! rows spread over the topic's partitions by key, each partition materialised on its own, and
+//! every row in both stores exactly once — with one writer, and with two stores sharing the
+//! log, the catalog and both stores as two replicas do.
+
+use std::collections::HashMap;
+
+use kairos_catalog::testing::TestDatabase;
+use kairos_store::{
+    CatalogConfig, FeatureStore, InsertOptions, KeyStatus, LogConfig, StorageConfig, StoreConfig,
+};
+use kairos_types::Value;
+use rdkafka::mocking::MockCluster;
+
+use super::{T0, amount, batch, redis_config, spec};
+
+/// Partitions of the topics the mock makes on first use.
+const PARTITIONS: u32 = 4;
+
+fn kafka(brokers: String) -> LogConfig {
+    LogConfig::Kafka {
+        brokers,
+        partitions: PARTITIONS,
+        topic_prefix: format!("kairos-test-{}.", rand::random::<u32>()),
+        replication: 1,
+    }
+}
+
+/// 50 keys, each written `rounds` times with a rising event time: the last round wins.
+fn rows(first_key: i64, rounds: i64) -> Vec<(i64, i64, f64)> {
+    (0..rounds)
+        .flat_map(|round| {
+            (first_key..first_key + 50).map(move |k| (k, T0 + round, (k * 1000 + round) as f64))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        log: kafka(cluster.bootstrap_servers()),
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    let store = FeatureStore::open(config).await.unwrap();
+    let s = spec(None);
+    store.create_group(s.clone()).await.unwrap();
+    let wait = InsertOptions { wait_online: true };
+    for round in 0..4 {
+        let ack = store
+            .insert_batch("cards", None, &batch(&s, &rows(0, 1)[..]), wait)
+            .await
+            .unwrap();
+        assert!(ack.online_visible);
+        assert_eq!(ack.rows, 50);
+        assert!(
+            ack.partition_ends.len() > 1,
+            "round {round}: 50 keys in one partition: {ack:?}"
+        );
+    }
+    store
+        .insert_batch("cards", None, &batch(&s, &rows(0, 3)), wait)
+        .await
+        .unwrap();
+    let keys: Vec<Vec<Value>> = (0..50).map(|k| vec![Value::Int64(k)]).collect();
+    let got = store.get_online("cards", None, &keys).await.unwrap();
+    for (k, lookup) in got.iter().enumerate() {
+        assert_eq!(lookup.status, KeyStatus::Present, "key {k}");
+        assert_eq!(amount(&lookup.values), (k * 1000 + 2) as f64, "key {k}");
+    }
+
+    let status = store.describe("cards", None).unwrap();
+    assert_eq!(status.partitions.len(), PARTITIONS as usize, "{status:?}");
+    assert_eq!(status.log_end_offset, 350);
+    let report = store.check("cards", None).await.unwrap();
+    assert!(report.clean, "{report:?}");
+    assert_eq!(
+        (report.offline_rows, report.offline_keys, report.online_keys),
+        (350, 50, Some(50))
+    );
+
+    // Reopened, it resumes every partition where its stores stand: nothing twice.
+    store.close().await;
+    let config = StoreConfig {
+        log: match store.config().log.clone() {
+            log @ LogConfig::Kafka { .. } => log,
+            LogConfig::Segment => unreachable!(),
+        },
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    drop(store);
+    let store = FeatureStore::open(config).await.unwrap();
+    store
+        .insert_batch("cards", None, &batch(&s, &rows(0, 1)), wait)
+        .await
+        .unwrap();
+    let report = store.check("cards", None).await.unwrap();
+    assert!(report.clean, "{report:?}");
+    assert_eq!(report.offline_rows, 400);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_vector_index_is_refused_on_a_kafka_log() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        log: kafka(cluster.bootstrap_servers()),
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    let store = FeatureStore::open(config).await.unwrap();
+    let mut s = spec(None);
+    s.columns.push(kairos_types::Column::new(
+        "embedding",
+        kairos_types::FeatureType::Embedding { dim: 2 },
+    ));
+    s.vector_index =
+        Some(serde_json::from_value(serde_json::json!({"column": "embedding"})).unwrap());
+    let err = store.create_group(s).await.unwrap_err().to_string();
+    assert!(
+        err.contains("vector_index") && err.contains("Kafka"),
+        "{err}"
+    );
+    store.close().await;
+}
+
+/// Two stores on two data dirs sharing the Kafka log, a PostgreSQL catalog, a Redis online
+/// store and a bucket — two replicas. Both write at once and both run every partition's
+/// materialisers (ownership is not shared out yet), so each partition has two writers into each
+/// store: the online store's checked steps and the offline table's per-partition transactions
+/// let one land each step. Every row ends in both stores exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_writing_one_kafka_log_land_every_row_once() {
+    let (Some(online), Some(bucket)) = (
+        redis_config(),
+        kairos_storage::testing::s3_url("store-kafka"),
+    ) else {
+        eprintln!("skipped: needs KAIROS_TEST_REDIS_URL and KAIROS_TEST_S3_URL");
+        return;
+    };
+    let create = || TestDatabase::create("kairos_store_kafka");
+    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
+        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let cluster = MockCluster::new(1).unwrap();
+    let log = kafka(cluster.bootstrap_servers());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &tempfile::TempDir| StoreConfig {
+        catalog: CatalogConfig {
+            url: Some(db.url()),
+        },
+        storage: StorageConfig {
+            url: Some(bucket.clone()),
+        },
+        online: online.clone(),
+        log: log.clone(),
+        offline_commit_interval_ms: 100,
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    let a = FeatureStore::open(config(&dir_a)).await.unwrap();
+    let s = spec(None);
+    a.create_group(s.clone()).await.unwrap();
+    let b = FeatureStore::open(config(&dir_b)).await.unwrap();
+
+    // Disjoint keys from each, several batches each, at once.
+    let write = |store: FeatureStore, first_key: i64| {
+        let s = s.clone();
+        async move {
+            for _ in 0..5 {
+                store
+                    .insert_batch(
+                        "cards",
+                        None,
+                        &batch(&s, &rows(first_key, 2)),
+                        InsertOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    tokio::join!(write(a.clone(), 0), write(b.clone(), 1000));
+
+    for store in [&a, &b] {
+        let report = match store.check("cards", None).await {
+            Ok(report) => report,
+            Err(e) => panic!(
+                "{e}: A {:?}, B {:?}",
+                a.describe("cards", None).unwrap().partitions,
+                b.describe("cards", None).unwrap().partitions
+            ),
+        };
+        assert!(report.clean, "{report:?}");
+        assert_eq!(
+            (report.offline_rows, report.offline_keys, report.online_keys),
+            (1000, 100, Some(100))
+        );
+    }
+    let keys: Vec<Vec<Value>> = (0..50)
+        .chain(1000..1050)
+        .map(|k| vec![Value::Int64(k)])
+        .collect();
+    let from_a = a.get_online("cards", None, &keys).await.unwrap();
+    let from_b = b.get_online("cards", None, &keys).await.unwrap();
+    assert_eq!(from_a, from_b);
+    let amounts: HashMap<i64, f64> = keys
+        .iter()
+        .zip(&from_a)
+        .map(|(k, lookup)| match k[0] {
+            Value::Int64(k) => (k, amount(&lookup.values)),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(amounts.iter().all(|(k, a)| *a == (k * 1000 + 1) as f64));
+    a.close().await;
+    b.close().await;
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
