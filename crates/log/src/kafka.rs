@@ -433,3 +433,114 @@ impl PartitionReader {
         Ok(rows)
     }
 }
+
+/// A change in which of a topic's partitions this member of a consumer group holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    Assigned(Vec<u32>),
+    Revoked(Vec<u32>),
+}
+
+/// Passes the group's rebalances on, and pauses what it assigns: a member takes partitions
+/// to own them, not to read them through this consumer.
+struct Rebalances {
+    events: tokio::sync::mpsc::UnboundedSender<Ownership>,
+}
+
+impl rdkafka::ClientContext for Rebalances {}
+
+impl rdkafka::consumer::ConsumerContext for Rebalances {
+    fn pre_rebalance(
+        &self,
+        _: &BaseConsumer<Rebalances>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(list) = rebalance {
+            let _ = self.events.send(Ownership::Revoked(partitions_of(list)));
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        consumer: &BaseConsumer<Rebalances>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
+            let _ = consumer.pause(list);
+            let _ = self.events.send(Ownership::Assigned(partitions_of(list)));
+        }
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<u32> {
+    let mut partitions: Vec<u32> = list
+        .elements()
+        .iter()
+        .map(|e| e.partition() as u32)
+        .collect();
+    partitions.sort_unstable();
+    partitions
+}
+
+/// This process's membership of a consumer group over the log's topic: the group shares the
+/// partitions out among its live members and hands a member's to the others when it leaves
+/// or stops answering. Dropping it leaves the group.
+pub struct Membership {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaLog {
+    /// Joins consumer group `group` over the log's topic; `Ownership` changes arrive on the
+    /// receiver, starting with this member's first assignment.
+    pub fn join(
+        &self,
+        group: &str,
+    ) -> Result<(Membership, tokio::sync::mpsc::UnboundedReceiver<Ownership>)> {
+        let (events, received) = tokio::sync::mpsc::unbounded_channel();
+        let consumer: BaseConsumer<Rebalances> = self
+            .options
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .create_with_context(Rebalances { events })
+            .map_err(|e| kafka(&self.topic, "cannot join the consumer group", e))?;
+        consumer
+            .subscribe(&[&self.topic])
+            .map_err(|e| kafka(&self.topic, "cannot join the consumer group", e))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-member-{}", self.topic))
+            .spawn(move || {
+                // Polling drives the group's heartbeats and rebalances; the assigned
+                // partitions are paused, so nothing is fetched.
+                while !stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = consumer.poll(Duration::from_millis(100));
+                }
+                // Leaves the group at once, so the others take the partitions over now
+                // rather than after the session timeout.
+                consumer.unsubscribe();
+                let _ = consumer.poll(Duration::from_millis(100));
+            })
+            .map_err(|e| kafka(&self.topic, "cannot start the member's thread", e))?;
+        Ok((
+            Membership {
+                stop,
+                thread: Some(thread),
+            },
+            received,
+        ))
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -11,12 +11,14 @@ pub mod config;
 pub mod error;
 mod log;
 mod materialise;
+mod ownership;
 pub mod telemetry;
 mod vectors;
 mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -140,6 +142,8 @@ pub struct PartitionEnd {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PartitionStatus {
     pub partition: u32,
+    /// Whether this process materialises the partition (the replicas share them out).
+    pub materialised_here: bool,
     pub log_end_offset: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub online_offset: Option<u64>,
@@ -209,6 +213,8 @@ pub(crate) struct GroupRuntime {
     /// Per log partition, asks the offline materialiser to commit now rather than at its next
     /// interval.
     pub(crate) offline_wanted: Vec<tokio::sync::Notify>,
+    /// Per log partition, whether this process runs its materialisers.
+    pub(crate) held: Vec<AtomicBool>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Why a materialiser of this group stopped for good, once one has: a record it cannot
     /// write would otherwise be retried for ever. Waiters end with this reason.
@@ -516,6 +522,10 @@ impl FeatureStore {
             offline_wanted: (0..partitions)
                 .map(|_| tokio::sync::Notify::new())
                 .collect(),
+            // A segment log is this process's own; a shared one's are taken as assigned.
+            held: (0..partitions)
+                .map(|_| AtomicBool::new(matches!(log, log::GroupLog::Segment(_))))
+                .collect(),
             shutdown: watch::channel(false).0,
             halted: watch::channel(None).0,
             log,
@@ -524,22 +534,24 @@ impl FeatureStore {
             group,
             tasks: Mutex::new(Vec::new()),
         });
-        let max_bytes = self.inner.config.materialise_bytes;
+        let materialisers = ownership::Materialisers {
+            online: self.inner.online.clone(),
+            offline: self.inner.offline.clone(),
+            max_bytes: self.inner.config.materialise_bytes,
+            commit_interval: Duration::from_millis(self.inner.config.offline_commit_interval_ms),
+        };
         let mut tasks = Vec::new();
-        for partition in 0..partitions as u32 {
-            tasks.push(tokio::spawn(materialise::run_offline(
-                self.inner.offline.clone(),
-                runtime.clone(),
-                partition,
-                max_bytes,
-                Duration::from_millis(self.inner.config.offline_commit_interval_ms),
-            )));
-            if runtime.group.spec.online {
-                tasks.push(tokio::spawn(materialise::run_online(
-                    self.inner.online.clone(),
+        match &runtime.log {
+            // One partition, this process's own: it materialises it.
+            log::GroupLog::Segment(_) => {
+                tasks.extend(materialisers.start(&runtime, 0, &runtime.shutdown));
+            }
+            // Shared: the replicas share the partitions out.
+            log::GroupLog::Kafka(log) => {
+                tasks.push(tokio::spawn(ownership::share(
+                    materialisers,
                     runtime.clone(),
-                    partition,
-                    max_bytes,
+                    log.clone(),
                 )));
             }
         }
@@ -556,7 +568,7 @@ impl FeatureStore {
             tasks.push(tokio::spawn(vectors::run(
                 index.clone(),
                 runtime.clone(),
-                max_bytes,
+                self.inner.config.materialise_bytes,
             )));
         }
         *runtime.tasks.lock().expect("lock") = tasks;
@@ -647,6 +659,7 @@ impl FeatureStore {
             .map(|p| {
                 Ok(PartitionStatus {
                     partition: p,
+                    materialised_here: rt.held[p as usize].load(Ordering::Acquire),
                     log_end_offset: rt.log.end_offset(p)?,
                     online_offset: online.then(|| *rt.online_applied[p as usize].borrow()),
                     offline_offset: *rt.offline_applied[p as usize].borrow(),

@@ -215,6 +215,7 @@ pub(crate) async fn run_online(
     store: OnlineBackend,
     group: Arc<GroupRuntime>,
     partition: u32,
+    stop: watch::Receiver<bool>,
     max_bytes: usize,
 ) {
     let applied = group.online_applied[partition as usize].clone();
@@ -226,6 +227,7 @@ pub(crate) async fn run_online(
         },
         group,
         partition,
+        stop,
         &applied,
         max_bytes,
         None,
@@ -237,6 +239,7 @@ pub(crate) async fn run_offline(
     store: DeltaOfflineStore,
     group: Arc<GroupRuntime>,
     partition: u32,
+    stop: watch::Receiver<bool>,
     max_bytes: usize,
     commit_interval: Duration,
 ) {
@@ -250,6 +253,7 @@ pub(crate) async fn run_offline(
         },
         group,
         partition,
+        stop,
         &applied,
         max_bytes,
         Some(commit_interval),
@@ -257,19 +261,20 @@ pub(crate) async fn run_offline(
     .await;
 }
 
-/// Follows one partition of the group's log into one store until shutdown: resume where the
-/// store says, apply what the log has, publish the new position; after a failure, wait, ask the
-/// store again where it stands, and go on from there.
+/// Follows one partition of the group's log into one store until `shutdown` says stop (the
+/// group stopping, or the partition taken away): resume where the store says, apply what the
+/// log has, publish the new position; after a failure, wait, ask the store again where it
+/// stands, and go on from there.
 pub(crate) async fn follow<M: Materialiser>(
     mut sink: M,
     group: Arc<GroupRuntime>,
     partition: u32,
+    mut shutdown: watch::Receiver<bool>,
     published: &watch::Sender<u64>,
     max_bytes: usize,
     pace: Option<Duration>,
 ) {
     let table = group.group.id();
-    let mut shutdown = group.shutdown.subscribe();
     let mut end = group.log.subscribe();
     let reader = loop {
         match group.log.reader(partition) {
@@ -464,6 +469,7 @@ mod tests {
             online_applied: vec![watch::channel(0).0],
             offline_applied: vec![watch::channel(0).0],
             offline_wanted: vec![tokio::sync::Notify::new()],
+            held: vec![std::sync::atomic::AtomicBool::new(true)],
             shutdown: watch::channel(false).0,
             halted: watch::channel(None).0,
             vectors: None,
@@ -474,7 +480,15 @@ mod tests {
         // It returns (no endless retry), and says why.
         tokio::time::timeout(
             Duration::from_secs(10),
-            follow(Poisoned, group.clone(), 0, &published, 1 << 20, None),
+            follow(
+                Poisoned,
+                group.clone(),
+                0,
+                group.shutdown.subscribe(),
+                &published,
+                1 << 20,
+                None,
+            ),
         )
         .await
         .expect("the materialiser stopped");

@@ -406,6 +406,7 @@ pub(crate) async fn run(runtime: Arc<VectorRuntime>, group: Arc<GroupRuntime>, m
         },
         group.clone(),
         0,
+        group.shutdown.subscribe(),
         &published,
         max_bytes,
         None,

@@ -125,11 +125,40 @@ async fn a_vector_index_is_refused_on_a_kafka_log() {
     store.close().await;
 }
 
+/// Which partitions each store materialises, once every partition has exactly one of them.
+async fn settled_ownership(stores: &[&FeatureStore]) -> Vec<Vec<u32>> {
+    let started = std::time::Instant::now();
+    loop {
+        let held: Vec<Vec<u32>> = stores
+            .iter()
+            .map(|store| {
+                let status = store.describe("cards", None).unwrap();
+                status
+                    .partitions
+                    .iter()
+                    .filter(|p| p.materialised_here)
+                    .map(|p| p.partition)
+                    .collect()
+            })
+            .collect();
+        let mut all: Vec<u32> = held.iter().flatten().copied().collect();
+        all.sort_unstable();
+        if all == (0..PARTITIONS).collect::<Vec<_>>() {
+            return held;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the partitions were not shared out: {held:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Two stores on two data dirs sharing the Kafka log, a PostgreSQL catalog, a Redis online
-/// store and a bucket — two replicas. Both write at once and both run every partition's
-/// materialisers (ownership is not shared out yet), so each partition has two writers into each
-/// store: the online store's checked steps and the offline table's per-partition transactions
-/// let one land each step. Every row ends in both stores exactly once.
+/// store and a bucket — two replicas. The consumer group shares the partitions out between
+/// them; both write at once, and every row ends in both stores exactly once, each store
+/// seeing the partitions the other materialises move too. When one leaves, the other takes its
+/// partitions over and goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_writing_one_kafka_log_land_every_row_once() {
     let (Some(online), Some(bucket)) = (
@@ -163,6 +192,9 @@ async fn two_stores_writing_one_kafka_log_land_every_row_once() {
     let s = spec(None);
     a.create_group(s.clone()).await.unwrap();
     let b = FeatureStore::open(config(&dir_b)).await.unwrap();
+
+    let held = settled_ownership(&[&a, &b]).await;
+    assert!(held.iter().all(|h| !h.is_empty()), "{held:?}");
 
     // Disjoint keys from each, several batches each, at once.
     let write = |store: FeatureStore, first_key: i64| {
@@ -214,7 +246,23 @@ async fn two_stores_writing_one_kafka_log_land_every_row_once() {
         })
         .collect();
     assert!(amounts.iter().all(|(k, a)| *a == (k * 1000 + 1) as f64));
-    a.close().await;
+
     b.close().await;
+    let held = settled_ownership(&[&a]).await;
+    assert_eq!(held[0].len(), PARTITIONS as usize);
+    let ack = a
+        .insert_batch(
+            "cards",
+            None,
+            &batch(&s, &rows(2000, 1)),
+            InsertOptions { wait_online: true },
+        )
+        .await
+        .unwrap();
+    assert!(ack.online_visible);
+    let report = a.check("cards", None).await.unwrap();
+    assert!(report.clean, "{report:?}");
+    assert_eq!(report.offline_rows, 1050);
+    a.close().await;
     tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
 }
