@@ -91,6 +91,16 @@ pub enum LogConfig {
     },
 }
 
+impl LogConfig {
+    /// `segment` or `kafka`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogConfig::Segment => "segment",
+            LogConfig::Kafka { .. } => "kafka",
+        }
+    }
+}
+
 /// What the development broker (`kairos broker`, which has no CreateTopics) makes a topic with
 /// on first use, so a topic made either way has the partitions the log expects.
 fn default_partitions() -> u32 {

@@ -26,10 +26,12 @@ const PRODUCER_KEY: &str = "kairos.producer";
 pub(crate) const KAFKA_POLL: Duration = Duration::from_millis(250);
 
 /// One follower's reader of one partition of a group's log.
-pub(crate) struct LogReader {
-    log: GroupLog,
-    partition: u32,
-    kafka: Option<Arc<Mutex<PartitionReader>>>,
+pub(crate) enum LogReader {
+    Segment(Arc<SegmentLog>),
+    Kafka {
+        partition: u32,
+        reader: Arc<Mutex<PartitionReader>>,
+    },
 }
 
 impl LogReader {
@@ -41,21 +43,25 @@ impl LogReader {
         offset: u64,
         max_bytes: usize,
     ) -> Result<Vec<Span>> {
-        let (log, kafka, partition) = (self.log.clone(), self.kafka.clone(), self.partition);
-        let spec = spec.clone();
-        tokio::task::spawn_blocking(move || match (&log, kafka) {
-            (GroupLog::Segment(log), _) => segment_spans(log, offset, max_bytes),
-            (GroupLog::Kafka(_), Some(reader)) => {
-                let rows = reader
-                    .lock()
-                    .expect("reader lock")
-                    .read_from(offset, max_bytes, KAFKA_POLL)?;
-                spans_of(&spec, partition, rows)
+        let read: Box<dyn FnOnce() -> Result<Vec<Span>> + Send> = match self {
+            LogReader::Segment(log) => {
+                let log = log.clone();
+                Box::new(move || segment_spans(&log, offset, max_bytes))
             }
-            (GroupLog::Kafka(_), None) => Err(StoreError::internal("a Kafka log without reader")),
-        })
-        .await
-        .map_err(StoreError::internal)?
+            LogReader::Kafka { partition, reader } => {
+                let (partition, reader, spec) = (*partition, reader.clone(), spec.clone());
+                Box::new(move || {
+                    let rows = reader
+                        .lock()
+                        .expect("reader lock")
+                        .read_from(offset, max_bytes, KAFKA_POLL)?;
+                    spans_of(&spec, partition, rows)
+                })
+            }
+        };
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(StoreError::internal)?
     }
 }
 
@@ -238,14 +244,12 @@ impl GroupLog {
     /// A reader of `partition` for one follower: a Kafka partition's has a consumer of its
     /// own (followers at different offsets must not share one).
     pub(crate) fn reader(&self, partition: u32) -> Result<LogReader> {
-        let kafka = match self {
-            GroupLog::Segment(_) => None,
-            GroupLog::Kafka(log) => Some(Arc::new(Mutex::new(log.reader(partition)?))),
-        };
-        Ok(LogReader {
-            log: self.clone(),
-            partition,
-            kafka,
+        Ok(match self {
+            GroupLog::Segment(log) => LogReader::Segment(log.clone()),
+            GroupLog::Kafka(log) => LogReader::Kafka {
+                partition,
+                reader: Arc::new(Mutex::new(log.reader(partition)?)),
+            },
         })
     }
 
