@@ -34,6 +34,8 @@ const ROW_HEADER: &str = "kairos-row";
 /// How long a CreateTopics request waits for its answer; a broker that has none makes the
 /// topic on first use instead.
 const CREATE_TOPIC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a read that has rows waits for the next before it answers.
+const FOLLOW_ON: Duration = Duration::from_millis(10);
 /// The header holding when the row was appended, in microseconds (big-endian i64).
 const INGESTED_HEADER: &str = "kairos-ingested-at";
 /// How long past the message timeout an append waits for librdkafka's own verdict.
@@ -383,10 +385,13 @@ impl PartitionReader {
         let mut rows = Vec::new();
         let mut bytes = 0;
         loop {
+            // Once rows come, a read goes on while more follow within a moment: a backlog
+            // arrives fetch by fetch, and a read that ended with the local queue would hand
+            // its follower one small step per fetch.
             let timeout = if rows.is_empty() {
                 deadline.saturating_duration_since(Instant::now())
             } else {
-                Duration::ZERO
+                FOLLOW_ON
             };
             let Some(message) = self.consumer.poll(timeout) else {
                 break;

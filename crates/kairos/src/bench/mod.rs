@@ -465,6 +465,21 @@ async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
     let name = format!("bench_insert_{}", chrono::Utc::now().timestamp_millis());
     let spec = bench_spec(&name, 10);
     store.create_group(spec.clone()).await?;
+    // On a shared log the materialisers start once the consumer group has handed this process
+    // its partitions; the figure is the write path's, not the group's joining.
+    let joining = Instant::now();
+    while !store
+        .describe(&name, None)?
+        .partitions
+        .iter()
+        .all(|p| p.materialised_here)
+    {
+        if joining.elapsed() > Duration::from_secs(60) {
+            bail!("the log's partitions were not assigned within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let joined = joining.elapsed();
     let parquet = parquet_bytes(&bench_batch(&spec, 0..rows))?;
     let size = parquet.len();
     let start = Instant::now();
@@ -497,6 +512,7 @@ async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "rows": ack.rows,
         "log": store.config().log.kind(),
+        "partitions_assigned_seconds": joined.as_secs_f64(),
         "parquet_bytes": size,
         "ack_seconds": acked.as_secs_f64(),
         "online_seconds": online_at.map(|d| d.as_secs_f64()),
