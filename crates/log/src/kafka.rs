@@ -31,9 +31,9 @@ use crate::{LogError, Result};
 const PRODUCER_HEADER: &str = "kairos-producer";
 /// The header numbering a row within its tagged batch.
 const ROW_HEADER: &str = "kairos-row";
-/// How long a CreateTopics request waits for its answer; a broker that has none makes the
-/// topic on first use instead.
-const CREATE_TOPIC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a CreateTopics or DeleteTopics request waits for its answer; a broker that has
+/// none makes a topic on first use instead, and keeps a deleted group's.
+const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a read that has rows waits for the next before it answers.
 const FOLLOW_ON: Duration = Duration::from_millis(10);
 /// The header holding when the row was appended, in microseconds (big-endian i64).
@@ -172,7 +172,7 @@ impl KafkaLog {
             // A broker without CreateTopics (the development one) leaves the request
             // unanswered rather than refusing it, hence the short request timeout.
             let wait = AdminOptions::new()
-                .request_timeout(Some(CREATE_TOPIC_TIMEOUT))
+                .request_timeout(Some(ADMIN_REQUEST_TIMEOUT))
                 .operation_timeout(Some(options.message_timeout));
             // The admin client answers from a thread of its own, so this future needs no
             // runtime to be driven.
@@ -199,6 +199,47 @@ impl KafkaLog {
             }
         }
         KafkaLog::open(topic, options)
+    }
+
+    /// Deletes the log's topic (its group version was deleted). A broker without
+    /// DeleteTopics (the development one) keeps it: that is said, not failed on.
+    pub fn delete_topic(&self) -> Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = self
+            .options
+            .client()
+            .create()
+            .map_err(|e| kafka(&self.topic, "cannot make an admin client", e))?;
+        let wait = AdminOptions::new()
+            .request_timeout(Some(ADMIN_REQUEST_TIMEOUT))
+            .operation_timeout(Some(self.options.message_timeout));
+        let unanswered = |e: &Code| {
+            matches!(
+                e,
+                Code::UnsupportedVersion | Code::OperationTimedOut | Code::RequestTimedOut
+            )
+        };
+        let kept = |e: Code| {
+            tracing::warn!(topic = %self.topic, error = %e, "the brokers did not delete the topic; it stays");
+            Ok(())
+        };
+        match futures::executor::block_on(admin.delete_topics(&[&self.topic], &wait)) {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(_) | Err((_, Code::UnknownTopicOrPartition)) => {}
+                        Err((_, e)) if unanswered(&e) => return kept(e),
+                        Err((_, e)) => {
+                            return Err(kafka(&self.topic, "cannot delete the topic", e));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(rdkafka::error::KafkaError::AdminOp(e)) if unanswered(&e) => kept(e),
+            Err(e) => Err(kafka(&self.topic, "cannot delete the topic", e)),
+        }
     }
 
     /// Opens the log of `topic`, which must exist with `options.partitions` partitions: a

@@ -703,6 +703,12 @@ impl FeatureStore {
         self.inner.catalog.delete_feature_group(name, version)?;
         self.inner.online.drop_table(&table).await?;
         self.inner.offline.drop_table(&table).await?;
+        if let log::GroupLog::Kafka(log) = &rt.log {
+            let log = log.clone();
+            tokio::task::spawn_blocking(move || log.delete_topic())
+                .await
+                .map_err(StoreError::internal)??;
+        }
         self.remove_local_files(&table)
     }
 

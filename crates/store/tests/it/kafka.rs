@@ -98,6 +98,14 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
     let report = store.check("cards", None).await.unwrap();
     assert!(report.clean, "{report:?}");
     assert_eq!(report.offline_rows, 400);
+
+    // Deleted, it goes with its rows (the mock has no DeleteTopics: its topic stays, said).
+    store.delete_group("cards", 1).await.unwrap();
+    assert!(store.describe("cards", None).is_err());
+    store.create_group(s.clone()).await.unwrap();
+    let keys = [vec![Value::Int64(1)]];
+    let got = store.get_online("cards", None, &keys).await.unwrap();
+    assert_eq!(got[0].status, KeyStatus::NotFound);
     store.close().await;
 }
 
