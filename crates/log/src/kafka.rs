@@ -20,10 +20,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::try_join_all;
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, TopicResult};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode as Code;
 
 use crate::{LogError, Result};
 
@@ -139,6 +143,50 @@ fn kafka(topic: &str, what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Kafka(format!("Kafka topic {topic}: {what}: {e}"))
 }
 
+fn admin_client(
+    topic: &str,
+    options: &KafkaLogOptions,
+) -> Result<AdminClient<DefaultClientContext>> {
+    options
+        .client()
+        .create()
+        .map_err(|e| kafka(topic, "cannot make an admin client", e))
+}
+
+/// How long an admin request waits: a broker without the request (the development one) leaves
+/// it unanswered rather than refusing it, hence the short request timeout. The admin client
+/// answers from a thread of its own, so its futures need no runtime to be driven.
+fn admin_wait(options: &KafkaLogOptions) -> AdminOptions {
+    AdminOptions::new()
+        .request_timeout(Some(ADMIN_REQUEST_TIMEOUT))
+        .operation_timeout(Some(options.message_timeout))
+}
+
+/// What the brokers made of an admin request on one topic: done (or already as asked,
+/// `already`), not answered (`Some` of why: the broker lacks the request), or refused.
+fn settle(
+    topic: &str,
+    what: &str,
+    answer: KafkaResult<Vec<TopicResult>>,
+    already: Code,
+) -> Result<Option<Code>> {
+    let code = match answer {
+        Ok(results) => match results.into_iter().find_map(|result| result.err()) {
+            None => return Ok(None),
+            Some((_, code)) => code,
+        },
+        Err(KafkaError::AdminOp(code)) => code,
+        Err(e) => return Err(kafka(topic, what, e)),
+    };
+    match code {
+        code if code == already => Ok(None),
+        Code::UnsupportedVersion | Code::OperationTimedOut | Code::RequestTimedOut => {
+            Ok(Some(code))
+        }
+        code => Err(kafka(topic, what, code)),
+    }
+}
+
 impl KafkaLog {
     /// Opens the log of `topic`, making the topic first when the brokers do not have it: with
     /// `options.partitions` partitions and `replication` replicas where the brokers take
@@ -150,12 +198,8 @@ impl KafkaLog {
         options: KafkaLogOptions,
         replication: i32,
     ) -> Result<KafkaLog> {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-            options
-                .client()
-                .create()
-                .map_err(|e| kafka(topic, "cannot make an admin client", e))?;
+        use rdkafka::admin::{NewTopic, TopicReplication};
+        let admin = admin_client(topic, &options)?;
         let exists = admin
             .inner()
             .fetch_metadata(None, options.message_timeout)
@@ -169,34 +213,15 @@ impl KafkaLog {
                 options.partitions as i32,
                 TopicReplication::Fixed(replication),
             );
-            // A broker without CreateTopics (the development one) leaves the request
-            // unanswered rather than refusing it, hence the short request timeout.
-            let wait = AdminOptions::new()
-                .request_timeout(Some(ADMIN_REQUEST_TIMEOUT))
-                .operation_timeout(Some(options.message_timeout));
-            // The admin client answers from a thread of its own, so this future needs no
-            // runtime to be driven.
-            let unanswered = |e: &rdkafka::types::RDKafkaErrorCode| {
-                use rdkafka::types::RDKafkaErrorCode as Code;
-                matches!(
-                    e,
-                    Code::UnsupportedVersion | Code::OperationTimedOut | Code::RequestTimedOut
-                )
-            };
-            match futures::executor::block_on(admin.create_topics([&new], &wait)) {
-                Ok(results) => {
-                    for result in results {
-                        match result {
-                            Ok(_) => {}
-                            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                            Err((_, e)) if unanswered(&e) => {}
-                            Err((_, e)) => return Err(kafka(topic, "cannot make the topic", e)),
-                        }
-                    }
-                }
-                Err(rdkafka::error::KafkaError::AdminOp(e)) if unanswered(&e) => {}
-                Err(e) => return Err(kafka(topic, "cannot make the topic", e)),
-            }
+            let answer =
+                futures::executor::block_on(admin.create_topics([&new], &admin_wait(&options)));
+            // Unanswered, the topic is made on first use instead.
+            settle(
+                topic,
+                "cannot make the topic",
+                answer,
+                Code::TopicAlreadyExists,
+            )?;
         }
         KafkaLog::open(topic, options)
     }
@@ -204,42 +229,15 @@ impl KafkaLog {
     /// Deletes the log's topic (its group version was deleted). A broker without
     /// DeleteTopics (the development one) keeps it: that is said, not failed on.
     pub fn delete_topic(&self) -> Result<()> {
-        use rdkafka::admin::{AdminClient, AdminOptions};
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let admin: AdminClient<rdkafka::client::DefaultClientContext> = self
-            .options
-            .client()
-            .create()
-            .map_err(|e| kafka(&self.topic, "cannot make an admin client", e))?;
-        let wait = AdminOptions::new()
-            .request_timeout(Some(ADMIN_REQUEST_TIMEOUT))
-            .operation_timeout(Some(self.options.message_timeout));
-        let unanswered = |e: &Code| {
-            matches!(
-                e,
-                Code::UnsupportedVersion | Code::OperationTimedOut | Code::RequestTimedOut
-            )
-        };
-        let kept = |e: Code| {
+        let admin = admin_client(&self.topic, &self.options)?;
+        let answer = futures::executor::block_on(
+            admin.delete_topics(&[&self.topic], &admin_wait(&self.options)),
+        );
+        let done = Code::UnknownTopicOrPartition;
+        if let Some(e) = settle(&self.topic, "cannot delete the topic", answer, done)? {
             tracing::warn!(topic = %self.topic, error = %e, "the brokers did not delete the topic; it stays");
-            Ok(())
-        };
-        match futures::executor::block_on(admin.delete_topics(&[&self.topic], &wait)) {
-            Ok(results) => {
-                for result in results {
-                    match result {
-                        Ok(_) | Err((_, Code::UnknownTopicOrPartition)) => {}
-                        Err((_, e)) if unanswered(&e) => return kept(e),
-                        Err((_, e)) => {
-                            return Err(kafka(&self.topic, "cannot delete the topic", e));
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Err(rdkafka::error::KafkaError::AdminOp(e)) if unanswered(&e) => kept(e),
-            Err(e) => Err(kafka(&self.topic, "cannot delete the topic", e)),
         }
+        Ok(())
     }
 
     /// Opens the log of `topic`, which must exist with `options.partitions` partitions: a

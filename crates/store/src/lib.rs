@@ -278,7 +278,7 @@ impl GroupRuntime {
         self.log.close().await;
     }
 
-    /// The log's end in every partition, and waits until a store has reached them all.
+    /// Waits until a store has reached each partition's end in `ends`.
     async fn wait_partitions(
         &self,
         positions: &[watch::Sender<u64>],
@@ -291,16 +291,18 @@ impl GroupRuntime {
         Ok(())
     }
 
-    /// Every partition's end now, as (partition, end).
-    async fn log_ends(&self) -> Result<Vec<(u32, u64)>> {
-        Ok(self
-            .log
-            .end_offsets()
-            .await?
-            .into_iter()
-            .enumerate()
-            .map(|(p, end)| (p as u32, end))
-            .collect())
+    /// Waits until both stores hold every partition up to where it ends now; answers those
+    /// ends, as (partition, end).
+    async fn materialised_to_the_end(&self) -> Result<Vec<(u32, u64)>> {
+        let ends = self.log.end_offsets().await?;
+        for &(partition, end) in &ends {
+            wait_offline(self, partition, end).await?;
+        }
+        if self.group.spec.online {
+            self.wait_partitions(&self.online_applied, &ends, "the online store")
+                .await?;
+        }
+        Ok(ends)
     }
 }
 
@@ -543,8 +545,15 @@ impl FeatureStore {
         let mut tasks = Vec::new();
         match &runtime.log {
             // One partition, this process's own: it materialises it.
-            log::GroupLog::Segment(_) => {
+            log::GroupLog::Segment(log) => {
                 tasks.extend(materialisers.start(&runtime, 0, &runtime.shutdown));
+                tasks.push(tokio::spawn(materialise::run_retention(
+                    runtime.clone(),
+                    log.clone(),
+                    self.inner.online.clone(),
+                    self.inner.config.log_retention(),
+                    self.inner.clock.clone(),
+                )));
             }
             // Shared: the replicas share the partitions out.
             log::GroupLog::Kafka(log) => {
@@ -554,15 +563,6 @@ impl FeatureStore {
                     log.clone(),
                 )));
             }
-        }
-        if let Some(log) = runtime.log.segment() {
-            tasks.push(tokio::spawn(materialise::run_retention(
-                runtime.clone(),
-                log.clone(),
-                self.inner.online.clone(),
-                self.inner.config.log_retention(),
-                self.inner.clock.clone(),
-            )));
         }
         if let Some(index) = &runtime.vectors {
             tasks.push(tokio::spawn(vectors::run(
@@ -833,7 +833,7 @@ impl FeatureStore {
             .await
             .map_err(StoreError::internal)?;
         let batch = parsed.inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
-        self.append(&rt, batch, options).await
+        self.append(&rt, batch, None, options).await
     }
 
     /// Inserts a batch already in memory (the Rust API). Validated like any other insert.
@@ -847,15 +847,16 @@ impl FeatureStore {
         let rt = self.runtime(name, version)?;
         let batch = ingest::conform(&rt.group.spec, batch)
             .inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
-        self.append(&rt, batch, options).await
+        self.append(&rt, batch, None, options).await
     }
 
     /// Checks a canonical batch against the group's expectations, sends what they quarantine
-    /// to the quarantine group, and appends the rest.
+    /// to the quarantine group, and appends the rest, tagged with its `producer` if it has one.
     async fn append(
         &self,
         rt: &Arc<GroupRuntime>,
         batch: RecordBatch,
+        producer: Option<&str>,
         options: InsertOptions,
     ) -> Result<InsertAck> {
         if batch.num_rows() == 0 {
@@ -864,7 +865,7 @@ impl FeatureStore {
             ));
         }
         let Some(expectations) = rt.expectations.clone() else {
-            return self.write(rt, batch, options).await;
+            return self.write(rt, batch, producer, options).await;
         };
         let now = self.inner.clock.now_micros();
         let checked = tokio::task::spawn_blocking(move || expectations.check(&batch, now))
@@ -887,7 +888,7 @@ impl FeatureStore {
             let quarantine = self
                 .quarantine_of(&rt.group.spec)?
                 .expect("a rule quarantines");
-            self.write(&quarantine, quarantined, InsertOptions::default())
+            self.write(&quarantine, quarantined, None, InsertOptions::default())
                 .await?;
             telemetry::rows_quarantined(&table, checked.report.quarantined);
         }
@@ -903,7 +904,7 @@ impl FeatureStore {
                 validation: None,
             }
         } else {
-            self.write(rt, checked.accepted, options).await?
+            self.write(rt, checked.accepted, producer, options).await?
         };
         ack.validation = Some(checked.report);
         Ok(ack)
@@ -939,17 +940,8 @@ impl FeatureStore {
     }
 
     /// Appends a canonical, checked batch to the group's log.
-    async fn write(
-        &self,
-        rt: &Arc<GroupRuntime>,
-        batch: RecordBatch,
-        options: InsertOptions,
-    ) -> Result<InsertAck> {
-        self.write_tagged(rt, batch, None, options).await
-    }
-
     /// Appends a batch, tagged with its producer when it has one (`append_once`).
-    async fn write_tagged(
+    async fn write(
         &self,
         rt: &Arc<GroupRuntime>,
         batch: RecordBatch,
@@ -1006,12 +998,7 @@ impl FeatureStore {
         }
         let batch = ingest::conform(&rt.group.spec, batch)
             .inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
-        if batch.num_rows() == 0 {
-            return Err(StoreError::BadRequest(
-                "empty batch: no rows to insert".into(),
-            ));
-        }
-        self.write_tagged(&rt, batch, Some(producer), InsertOptions::default())
+        self.append(&rt, batch, Some(producer), InsertOptions::default())
             .await
     }
 
@@ -1145,14 +1132,7 @@ impl FeatureStore {
     /// Answers the rows the log held then (in a log of one partition, its end offset).
     pub async fn wait_materialised(&self, name: &str, version: Option<u32>) -> Result<u64> {
         let rt = self.runtime(name, version)?;
-        let ends = rt.log_ends().await?;
-        for &(partition, end) in &ends {
-            wait_offline(&rt, partition, end).await?;
-        }
-        if rt.group.spec.online {
-            rt.wait_partitions(&rt.online_applied, &ends, "the online store")
-                .await?;
-        }
+        let ends = rt.materialised_to_the_end().await?;
         Ok(ends.iter().map(|(_, end)| end).sum())
     }
 
@@ -1160,8 +1140,7 @@ impl FeatureStore {
     /// offline table to the log: every row of every partition there exactly once.
     pub async fn check(&self, name: &str, version: Option<u32>) -> Result<CheckReport> {
         let rt = self.runtime(name, version)?;
-        let ends = rt.log_ends().await?;
-        self.wait_materialised(name, version).await?;
+        let ends = rt.materialised_to_the_end().await?;
         let ends: Vec<u64> = ends.into_iter().map(|(_, end)| end).collect();
         check::run(&self.inner.online, &self.inner.offline, &rt.group, &ends).await
     }

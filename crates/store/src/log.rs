@@ -218,15 +218,15 @@ impl GroupLog {
         }
     }
 
-    /// Every partition's end, off the async workers.
-    pub(crate) async fn end_offsets(&self) -> Result<Vec<u64>> {
+    /// Every partition's end, as (partition, end), off the async workers.
+    pub(crate) async fn end_offsets(&self) -> Result<Vec<(u32, u64)>> {
         match self {
-            GroupLog::Segment(log) => Ok(vec![log.end_offset()]),
+            GroupLog::Segment(log) => Ok(vec![(0, log.end_offset())]),
             GroupLog::Kafka(_) => {
                 let log = self.clone();
                 tokio::task::spawn_blocking(move || {
                     (0..log.partitions())
-                        .map(|p| log.end_offset(p))
+                        .map(|p| Ok((p, log.end_offset(p)?)))
                         .collect::<Result<Vec<_>>>()
                 })
                 .await

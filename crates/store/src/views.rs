@@ -294,7 +294,7 @@ impl FeatureStore {
         let mut log_offsets = BTreeMap::new();
         let mut cuts = HashMap::new();
         for rt in std::iter::once(&root_rt).chain(&join_rts) {
-            let ends = rt.log_ends().await?;
+            let ends = rt.log.end_offsets().await?;
             for &(partition, end) in &ends {
                 crate::wait_offline(rt, partition, end).await?;
             }

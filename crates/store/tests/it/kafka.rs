@@ -26,6 +26,17 @@ fn kafka(brokers: String) -> LogConfig {
     }
 }
 
+/// A store in `dir` with its log on the mock cluster.
+fn on_kafka(
+    cluster: &MockCluster<rdkafka::producer::DefaultProducerContext>,
+    dir: &tempfile::TempDir,
+) -> StoreConfig {
+    StoreConfig {
+        log: kafka(cluster.bootstrap_servers()),
+        ..StoreConfig::with_data_dir(dir.path())
+    }
+}
+
 /// 50 keys, each written `rounds` times with a rising event time: the last round wins.
 fn rows(first_key: i64, rounds: i64) -> Vec<(i64, i64, f64)> {
     (0..rounds)
@@ -39,11 +50,7 @@ fn rows(first_key: i64, rounds: i64) -> Vec<(i64, i64, f64)> {
 async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
     let cluster = MockCluster::new(1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        log: kafka(cluster.bootstrap_servers()),
-        ..StoreConfig::with_data_dir(dir.path())
-    };
-    let store = FeatureStore::open(config).await.unwrap();
+    let store = FeatureStore::open(on_kafka(&cluster, &dir)).await.unwrap();
     let s = spec(None);
     store.create_group(s.clone()).await.unwrap();
     let wait = InsertOptions { wait_online: true };
@@ -82,13 +89,7 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
 
     // Reopened, it resumes every partition where its stores stand: nothing twice.
     store.close().await;
-    let config = StoreConfig {
-        log: match store.config().log.clone() {
-            log @ LogConfig::Kafka { .. } => log,
-            LogConfig::Segment => unreachable!(),
-        },
-        ..StoreConfig::with_data_dir(dir.path())
-    };
+    let config = store.config().clone();
     drop(store);
     let store = FeatureStore::open(config).await.unwrap();
     store
@@ -113,11 +114,7 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
 async fn a_vector_index_is_refused_on_a_kafka_log() {
     let cluster = MockCluster::new(1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        log: kafka(cluster.bootstrap_servers()),
-        ..StoreConfig::with_data_dir(dir.path())
-    };
-    let store = FeatureStore::open(config).await.unwrap();
+    let store = FeatureStore::open(on_kafka(&cluster, &dir)).await.unwrap();
     let mut s = spec(None);
     s.columns.push(kairos_types::Column::new(
         "embedding",
