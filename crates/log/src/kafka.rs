@@ -33,7 +33,8 @@ use crate::{LogError, Result};
 
 /// The header naming the producer tag of an appended batch (pipelines' `append_once`).
 const PRODUCER_HEADER: &str = "kairos-producer";
-/// The header numbering a row within its tagged batch.
+/// The header numbering a row within its tagged batch: its number and the batch's rows, each
+/// a big-endian `u32`.
 const ROW_HEADER: &str = "kairos-row";
 /// How long a CreateTopics or DeleteTopics request waits for its answer; a broker that has
 /// none makes a topic on first use instead, and keeps a deleted group's.
@@ -78,11 +79,14 @@ impl KafkaLogOptions {
     }
 }
 
-/// One row to append: its encoded primary key (which picks its partition) and its payload.
+/// One row to append: its encoded primary key (which picks its partition), its payload, and
+/// its number in its batch (a tagged append carries it, so a retry can tell which rows of the
+/// batch landed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub key: Bytes,
     pub payload: Bytes,
+    pub number: u32,
 }
 
 /// Where an appended row landed.
@@ -100,8 +104,25 @@ pub struct LoggedRow {
     pub payload: Bytes,
     /// When the row was appended, microseconds since the epoch.
     pub ingested_at: i64,
-    /// The producer tag and the row's number in its batch, when the batch was tagged.
-    pub producer: Option<(String, u32)>,
+    /// The producer tag and the row's place in its batch, when the batch was tagged.
+    pub tag: Option<RowTag>,
+}
+
+/// A tagged append's producer, as every row of it carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag<'a> {
+    pub producer: &'a str,
+    /// The rows of the whole batch (a retry that appends only the rows missing still names
+    /// them all, so a later search knows when it found the whole batch).
+    pub rows: u32,
+}
+
+/// A row's tag read back: its producer, its number in its batch and the batch's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowTag {
+    pub producer: String,
+    pub number: u32,
+    pub rows: u32,
 }
 
 /// The partition of an encoded key among `partitions`: a stable hash, so every writer, reader
@@ -287,17 +308,17 @@ impl KafkaLog {
     }
 
     /// Appends `rows`, each to its key's partition, and answers once every one is acknowledged
-    /// by the brokers (`acks=all`): where each landed, in the order given. `producer` tags the
+    /// by the brokers (`acks=all`): where each landed, in the order given. `tag` marks the
     /// rows so that a retry can find them.
     pub async fn append(
         &self,
         rows: &[Row],
         ingested_at: i64,
-        producer: Option<&str>,
+        tag: Option<Tag<'_>>,
     ) -> Result<Vec<Position>> {
         let millis = ingested_at.div_euclid(1000);
         let ingested_micros = ingested_at.to_be_bytes();
-        let sends = rows.iter().enumerate().map(|(i, row)| {
+        let sends = rows.iter().map(|row| {
             let partition = partition_of(&row.key, self.options.partitions);
             let mut record = FutureRecord::to(&self.topic)
                 .partition(partition as i32)
@@ -309,16 +330,18 @@ impl KafkaLog {
                 key: INGESTED_HEADER,
                 value: Some(&ingested_micros),
             });
-            if let Some(tag) = producer {
-                let index = (i as u32).to_be_bytes();
+            if let Some(tag) = tag {
+                let mut place = [0; 8];
+                place[..4].copy_from_slice(&row.number.to_be_bytes());
+                place[4..].copy_from_slice(&tag.rows.to_be_bytes());
                 headers = headers
                     .insert(Header {
                         key: PRODUCER_HEADER,
-                        value: Some(tag),
+                        value: Some(tag.producer),
                     })
                     .insert(Header {
                         key: ROW_HEADER,
-                        value: Some(&index),
+                        value: Some(&place),
                     });
             }
             record = record.headers(headers);
@@ -443,16 +466,19 @@ impl PartitionReader {
             self.next = at + 1;
             let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
             bytes += payload.len();
-            let mut tag = None;
-            let mut index = None;
+            let mut producer = None;
+            let mut place = None;
             let mut ingested_at = message.timestamp().to_millis().unwrap_or(0) * 1000;
             for header in message.headers().iter().flat_map(|headers| headers.iter()) {
                 match (header.key, header.value) {
                     (PRODUCER_HEADER, Some(v)) => {
-                        tag = Some(String::from_utf8_lossy(v).into_owned());
+                        producer = Some(String::from_utf8_lossy(v).into_owned());
                     }
-                    (ROW_HEADER, Some(v)) => {
-                        index = v.try_into().ok().map(u32::from_be_bytes);
+                    (ROW_HEADER, Some(&[a, b, c, d, e, f, g, h])) => {
+                        place = Some((
+                            u32::from_be_bytes([a, b, c, d]),
+                            u32::from_be_bytes([e, f, g, h]),
+                        ));
                     }
                     (INGESTED_HEADER, Some(v)) => {
                         if let Ok(micros) = v.try_into() {
@@ -462,13 +488,19 @@ impl PartitionReader {
                     _ => {}
                 }
             }
-            let producer = tag.zip(index);
+            let tag = producer
+                .zip(place)
+                .map(|(producer, (number, rows))| RowTag {
+                    producer,
+                    number,
+                    rows,
+                });
             rows.push(LoggedRow {
                 offset: at,
                 key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
                 payload,
                 ingested_at,
-                producer,
+                tag,
             });
             if bytes >= max_bytes {
                 break;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use hdrhistogram::Histogram;
-use kairos_store::{FeatureStore, Result, Storage, StoreError};
+use kairos_store::{FeatureStore, InsertAck, Result, Storage, StoreError};
 use kairos_stream::checkpoint::{CheckpointMeta, PendingOutput, producer_tag};
 use kairos_stream::spec::PipelineDef;
 use kairos_stream::{Plan, SourceSpec, WindowOperator};
@@ -668,7 +668,7 @@ impl Run {
                 self.group_version,
                 &batch,
                 &pending.producer,
-                pending.search_from,
+                &pending.search_from,
             )
             .await?;
         Ok(())
@@ -709,11 +709,11 @@ impl Run {
                 let search_from = self
                     .placement
                     .sink
-                    .log_end(self.group(), self.group_version)
+                    .log_ends(self.group(), self.group_version)
                     .await?;
                 let pending = PendingOutput {
                     producer: producer.clone(),
-                    search_from,
+                    search_from: search_from.clone(),
                     rows: batch.num_rows() as u64,
                     ipc: kairos_types::export::encode_ipc(&batch)
                         .map_err(StoreError::internal)?
@@ -761,12 +761,12 @@ impl Run {
                     self.group_version,
                     &batch,
                     &producer,
-                    search_from,
+                    &search_from,
                 )
                 .await?;
             kairos_types::fault::point("pipeline.after_delivery");
             telemetry::rows_written(self.name(), self.group(), batch.num_rows() as u64);
-            self.track_freshness(&emissions, ack.end_offset);
+            self.track_freshness(&emissions, ack);
         }
         telemetry::checkpoint(self.name());
         self.report(progress);
@@ -780,7 +780,7 @@ impl Run {
     }
 
     /// Once the rows are visible online, records how long after their newest event arrived.
-    fn track_freshness(&self, emissions: &[kairos_stream::Emission], end_offset: u64) {
+    fn track_freshness(&self, emissions: &[kairos_stream::Emission], ack: InsertAck) {
         let arrivals: Vec<i64> = emissions.iter().map(|e| e.last_arrival).collect();
         let sink = self.placement.sink.clone();
         let control = self.control.clone();
@@ -790,11 +790,7 @@ impl Run {
             self.group_version,
         );
         tokio::spawn(async move {
-            if sink
-                .wait_visible(&group, version, end_offset)
-                .await
-                .is_err()
-            {
+            if sink.wait_visible(&group, version, &ack).await.is_err() {
                 return;
             }
             let visible = now_micros();

@@ -31,22 +31,23 @@ impl Sink {
         }
     }
 
-    /// The output log's end offset: a record appended later is at or after it.
-    pub async fn log_end(&self, group: &str, version: u32) -> Result<u64> {
+    /// The output log's end offset per partition: rows appended later are at or after them.
+    pub async fn log_ends(&self, group: &str, version: u32) -> Result<Vec<u64>> {
         match self {
-            Sink::Store(store) => store.log_end(group, Some(version)),
-            Sink::Server(server) => server.log_end(group, version).await,
+            Sink::Store(store) => store.log_ends(group, Some(version)).await,
+            Sink::Server(server) => server.log_ends(group, version).await,
         }
     }
 
-    /// Appends `batch` unless the log holds a record tagged `producer` after `search_from`.
+    /// Appends `batch` unless the log holds the rows tagged `producer` after `search_from`
+    /// (per partition).
     pub async fn append_once(
         &self,
         group: &str,
         version: u32,
         batch: &RecordBatch,
         producer: &str,
-        search_from: u64,
+        search_from: &[u64],
     ) -> Result<InsertAck> {
         match self {
             Sink::Store(store) => {
@@ -62,11 +63,11 @@ impl Sink {
         }
     }
 
-    /// Waits until the online store shows the log up to `end_offset` (a server's append
-    /// answered only once it did).
-    pub async fn wait_visible(&self, group: &str, version: u32, end_offset: u64) -> Result<()> {
+    /// Waits until the online store shows the rows of an append (a server's append answered
+    /// only once it did).
+    pub async fn wait_visible(&self, group: &str, version: u32, ack: &InsertAck) -> Result<()> {
         match self {
-            Sink::Store(store) => store.wait_visible(group, Some(version), end_offset).await,
+            Sink::Store(store) => store.wait_visible(group, Some(version), ack).await,
             Sink::Server(_) => Ok(()),
         }
     }
@@ -82,6 +83,14 @@ pub struct Server {
 #[derive(Deserialize)]
 struct GroupStatus {
     version: u32,
+    log_end_offset: u64,
+    /// Each partition's, in a log of several.
+    #[serde(default)]
+    partitions: Vec<PartitionStatus>,
+}
+
+#[derive(Deserialize)]
+struct PartitionStatus {
     log_end_offset: u64,
 }
 
@@ -172,8 +181,12 @@ impl Server {
         Ok(self.status(group, None).await?.version)
     }
 
-    async fn log_end(&self, group: &str, version: u32) -> Result<u64> {
-        Ok(self.status(group, Some(version)).await?.log_end_offset)
+    async fn log_ends(&self, group: &str, version: u32) -> Result<Vec<u64>> {
+        let status = self.status(group, Some(version)).await?;
+        if status.partitions.is_empty() {
+            return Ok(vec![status.log_end_offset]);
+        }
+        Ok(status.partitions.iter().map(|p| p.log_end_offset).collect())
     }
 
     async fn append_once(
@@ -182,8 +195,9 @@ impl Server {
         version: u32,
         batch: &RecordBatch,
         producer: &str,
-        search_from: u64,
+        search_from: &[u64],
     ) -> Result<InsertAck> {
+        let after: Vec<String> = search_from.iter().map(u64::to_string).collect();
         let body = kairos_types::export::encode_ipc(batch).map_err(StoreError::internal)?;
         let request = self
             .http
@@ -191,7 +205,7 @@ impl Server {
             .query(&[
                 ("version", version.to_string()),
                 ("producer", producer.to_owned()),
-                ("after", search_from.to_string()),
+                ("after", after.join(",")),
                 ("wait", "online".to_owned()),
             ])
             .header("content-type", "application/vnd.apache.arrow.stream")

@@ -87,11 +87,12 @@ pub struct InsertQuery {
     /// The body's format when the Content-Type does not say: arrow, parquet, csv or jsonl.
     format: Option<String>,
     /// Makes the insert idempotent: the rows are tagged with this producer tag and not
-    /// appended again if the log already holds a record so tagged after offset `after`
-    /// (what pipeline workers send their window rows with).
+    /// appended again if the log already holds them so tagged after `after` (what pipeline
+    /// workers send their window rows with).
     producer: Option<String>,
-    /// With `producer`: the log offset to look for the tag from (default 0).
-    after: Option<u64>,
+    /// With `producer`: where to look for the tag from, one log offset per partition of the
+    /// group's log, comma-separated, by partition (default 0 for each).
+    after: Option<String>,
 }
 
 /// Insert a batch of rows. The body's Content-Type picks the format: `text/csv`,
@@ -170,22 +171,27 @@ pub async fn insert_rows(
             .await?;
         return Ok(Json(ack));
     };
+    let search_from = match q.after.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(after) => after
+            .split(',')
+            .map(|offset| offset.trim().parse::<u64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "the query parameter 'after' is '{after}'; expected log offsets, one per \
+                     partition, comma-separated"
+                ))
+            })?,
+    };
     let group = store.describe(&name, q.version)?.group;
     let batch = kairos_types::ingest::decode(&group.spec, format, bytes)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut ack = store
-        .append_once(
-            &name,
-            Some(group.version),
-            &batch,
-            producer,
-            q.after.unwrap_or(0),
-        )
+        .append_once(&name, Some(group.version), &batch, producer, &search_from)
         .await?;
     if wait_online {
-        store
-            .wait_visible(&name, Some(group.version), ack.end_offset)
-            .await?;
+        store.wait_visible(&name, Some(group.version), &ack).await?;
         ack.online_visible = true;
     }
     Ok(Json(ack))

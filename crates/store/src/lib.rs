@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::log::Span;
+use crate::log::{Appended, Tagged};
 
 pub use check::CheckReport;
 
@@ -129,6 +129,19 @@ pub struct InsertAck {
     /// What the group's expectations made of the batch, when it declares any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationReport>,
+}
+
+impl InsertAck {
+    /// Where the rows reach, as (partition, one past the last row there): per partition in a
+    /// log of several, the end offset in a log of one.
+    pub fn ends(&self) -> Vec<(u32, u64)> {
+        if self.partition_ends.is_empty() {
+            vec![(0, self.end_offset)]
+        } else {
+            let end = |e: &PartitionEnd| (e.partition, e.end_offset);
+            self.partition_ends.iter().map(end).collect()
+        }
+    }
 }
 
 /// One past the last row an insert wrote to one log partition.
@@ -856,7 +869,7 @@ impl FeatureStore {
         &self,
         rt: &Arc<GroupRuntime>,
         batch: RecordBatch,
-        producer: Option<&str>,
+        tag: Option<&Tagged<'_>>,
         options: InsertOptions,
     ) -> Result<InsertAck> {
         if batch.num_rows() == 0 {
@@ -865,7 +878,7 @@ impl FeatureStore {
             ));
         }
         let Some(expectations) = rt.expectations.clone() else {
-            return self.write(rt, batch, producer, options).await;
+            return self.write(rt, batch, tag, options).await;
         };
         let now = self.inner.clock.now_micros();
         let checked = tokio::task::spawn_blocking(move || expectations.check(&batch, now))
@@ -904,7 +917,7 @@ impl FeatureStore {
                 validation: None,
             }
         } else {
-            self.write(rt, checked.accepted, producer, options).await?
+            self.write(rt, checked.accepted, tag, options).await?
         };
         ack.validation = Some(checked.report);
         Ok(ack)
@@ -939,73 +952,76 @@ impl FeatureStore {
         self.start(group).map(Some)
     }
 
-    /// Appends a canonical, checked batch to the group's log.
-    /// Appends a batch, tagged with its producer when it has one (`append_once`).
+    /// Appends a canonical, checked batch to the group's log, tagged when it is an
+    /// `append_once`.
     async fn write(
         &self,
         rt: &Arc<GroupRuntime>,
         batch: RecordBatch,
-        producer: Option<&str>,
+        tag: Option<&Tagged<'_>>,
         options: InsertOptions,
     ) -> Result<InsertAck> {
-        let rows = batch.num_rows();
         rt.check_sole_writer()?;
+        if let Some(tag) = tag
+            && let Some(tagged_rows) = tag.landed.batch_rows
+            && tagged_rows as usize != batch.num_rows()
+        {
+            return Err(StoreError::Conflict(format!(
+                "feature group {}: producer {} tagged a batch of {tagged_rows} rows in the \
+                 log, and this batch has {} rows",
+                rt.group.id(),
+                tag.producer,
+                batch.num_rows()
+            )));
+        }
         let now = self.inner.clock.now_micros();
-        let appended = rt.log.append(&rt.group.spec, &batch, producer, now).await?;
-        telemetry::rows_ingested(&rt.group.id(), rows as u64);
-        let mut online_visible = false;
+        let appended = rt.log.append(&rt.group.spec, &batch, tag, now).await?;
+        let written = appended.rows - tag.map_or(0, |tag| tag.landed.at.len() as u64);
+        telemetry::rows_ingested(&rt.group.id(), written);
+        let mut ack = acknowledge(rt, &appended);
         if options.wait_online && rt.group.spec.online {
             rt.wait_partitions(&rt.online_applied, &appended.ends, "the online store")
                 .await?;
-            online_visible = true;
+            ack.online_visible = true;
         }
-        // A log of one partition says it all with `end_offset`.
-        let partition_ends = if rt.log.partitions() > 1 {
-            let end = |&(partition, end_offset)| PartitionEnd {
-                partition,
-                end_offset,
-            };
-            appended.ends.iter().map(end).collect()
-        } else {
-            Vec::new()
-        };
-        Ok(InsertAck {
-            rows: rows as u64,
-            first_offset: appended.first_position,
-            end_offset: appended.end_position,
-            partition_ends,
-            online_visible,
-            validation: None,
-        })
+        Ok(ack)
     }
 
-    /// Appends a batch once per `producer` tag: if the group's log already holds a record with
-    /// that tag after offset `search_from`, returns that record's acknowledgement instead of
-    /// appending again. Pipelines deliver a checkpoint's rows this way, so a restart that
-    /// delivers them again cannot duplicate them (see `kairos_stream::checkpoint`).
+    /// Appends a batch once per `producer` tag: if the group's log already holds the rows
+    /// tagged so after `search_from` (per partition, the log's ends before the batch was first
+    /// appended, [`FeatureStore::log_ends`]), answers their acknowledgement instead of
+    /// appending them again; of a Kafka append cut short, appends only the rows that did not
+    /// land. Pipelines deliver a checkpoint's rows this way, so a restart that delivers them
+    /// again cannot duplicate them (see `kairos_stream::checkpoint`).
     pub async fn append_once(
         &self,
         name: &str,
         version: Option<u32>,
         batch: &RecordBatch,
         producer: &str,
-        search_from: u64,
+        search_from: &[u64],
     ) -> Result<InsertAck> {
         let rt = self.runtime(name, version)?;
-        let log = one_partition(&rt, "append_once")?;
-        if let Some(ack) = find_producer(&rt, log, producer, search_from).await? {
-            return Ok(ack);
+        let landed = rt
+            .log
+            .find_tagged(&rt.group.spec, producer, search_from)
+            .await?;
+        if landed.complete() {
+            return Ok(acknowledge(&rt, &landed.appended(rt.log.partitions())));
         }
         let batch = ingest::conform(&rt.group.spec, batch)
             .inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;
-        self.append(&rt, batch, Some(producer), InsertOptions::default())
+        let tag = Tagged { producer, landed };
+        self.append(&rt, batch, Some(&tag), InsertOptions::default())
             .await
     }
 
-    /// One past the last durable offset of the group's log (a log of one partition).
-    pub fn log_end(&self, name: &str, version: Option<u32>) -> Result<u64> {
+    /// One past the last durable offset of each partition of the group's log, by partition:
+    /// where an `append_once` made later searches from.
+    pub async fn log_ends(&self, name: &str, version: Option<u32>) -> Result<Vec<u64>> {
         let rt = self.runtime(name, version)?;
-        Ok(one_partition(&rt, "log_end")?.end_offset())
+        let ends = rt.log.end_offsets().await?;
+        Ok(ends.into_iter().map(|(_, end)| end).collect())
     }
 
     /// The group's log records from `offset` on, up to about `max_bytes`, decoded: (first
@@ -1034,15 +1050,24 @@ impl FeatureStore {
             .collect())
     }
 
-    /// Waits until the rows up to `offset` are visible online (or, for an offline-only group,
-    /// offline).
-    pub async fn wait_visible(&self, name: &str, version: Option<u32>, offset: u64) -> Result<()> {
+    /// Waits until the rows an append acknowledged are visible online (or, for an
+    /// offline-only group, offline).
+    pub async fn wait_visible(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        ack: &InsertAck,
+    ) -> Result<()> {
         let rt = self.runtime(name, version)?;
-        one_partition(&rt, "wait_visible")?;
+        let ends = ack.ends();
         if rt.group.spec.online {
-            wait_until(&rt, &rt.online_applied[0], offset, "the online store").await
+            rt.wait_partitions(&rt.online_applied, &ends, "the online store")
+                .await
         } else {
-            wait_offline(&rt, 0, offset).await
+            for (partition, end) in ends {
+                wait_offline(&rt, partition, end).await?;
+            }
+            Ok(())
         }
     }
 
@@ -1183,6 +1208,28 @@ pub(crate) async fn wait_offline(rt: &GroupRuntime, partition: u32, offset: u64)
     wait_until(rt, applied, offset, "the offline store").await
 }
 
+/// The acknowledgement of what an append wrote. A log of one partition says it all with
+/// `end_offset`; one of several adds each partition's end.
+fn acknowledge(rt: &GroupRuntime, appended: &Appended) -> InsertAck {
+    let partition_ends = if rt.log.partitions() > 1 {
+        let end = |&(partition, end_offset)| PartitionEnd {
+            partition,
+            end_offset,
+        };
+        appended.ends.iter().map(end).collect()
+    } else {
+        Vec::new()
+    };
+    InsertAck {
+        rows: appended.rows,
+        first_offset: appended.first_position,
+        end_offset: appended.end_position,
+        partition_ends,
+        online_visible: false,
+        validation: None,
+    }
+}
+
 /// The group's log where a caller counts in one partition's offsets (pipelines' sources and
 /// sinks, histories): the segment log. A log of several partitions is refused by name.
 fn one_partition<'a>(rt: &'a GroupRuntime, what: &str) -> Result<&'a Arc<SegmentLog>> {
@@ -1227,44 +1274,6 @@ async fn wait_until(
             CATCH_UP_TIMEOUT.as_secs()
         ))),
     }
-}
-
-/// The acknowledgement of the record tagged `producer` at or after `from`, if there is one.
-async fn find_producer(
-    rt: &Arc<GroupRuntime>,
-    log: &Arc<SegmentLog>,
-    producer: &str,
-    from: u64,
-) -> Result<Option<InsertAck>> {
-    let mut offset = from;
-    let reader = rt.log.reader(0)?;
-    while offset < log.end_offset() {
-        let spans = reader.read(&rt.group.spec, offset, 8 << 20).await?;
-        let Some(last) = spans.last() else {
-            return Ok(None);
-        };
-        offset = last.end_offset();
-        // A record decodes into one span or more, all with its tag: the first starts it, and
-        // the rows up to the next record's are its.
-        let mut tagged = spans
-            .iter()
-            .skip_while(|span| span.producer.as_deref() != Some(producer));
-        if let Some(first) = tagged.next() {
-            let end = tagged
-                .take_while(|span| span.producer.as_deref() == Some(producer))
-                .last()
-                .map_or(first.end_offset(), Span::end_offset);
-            return Ok(Some(InsertAck {
-                rows: end - first.first_offset,
-                first_offset: first.first_offset,
-                end_offset: end,
-                partition_ends: Vec::new(),
-                online_visible: false,
-                validation: None,
-            }));
-        }
-    }
-    Ok(None)
 }
 
 fn parse_key(

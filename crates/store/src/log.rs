@@ -4,13 +4,14 @@
 //! decoded rows at consecutive offsets of one partition — so the materialisers, `check` and
 //! the stores do not know which log they follow.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
-use kairos_log::kafka::{KafkaLog, LoggedRow, PartitionReader, Row};
+use kairos_log::kafka::{KafkaLog, LoggedRow, PartitionReader, Row, Tag};
 use kairos_log::{FeatureLog, SegmentLog};
 use kairos_types::value::encode_key;
 use kairos_types::{FeatureGroupSpec, LogPosition, Value};
@@ -24,6 +25,10 @@ const PRODUCER_KEY: &str = "kairos.producer";
 /// How long one read of a Kafka partition waits for a row before its materialiser looks
 /// whether it should stop.
 pub(crate) const KAFKA_POLL: Duration = Duration::from_millis(250);
+
+/// How long a search for a tagged batch waits for a partition to give back rows below its
+/// high watermark before it fails.
+const SEARCH_WAIT: Duration = Duration::from_secs(10);
 
 /// One follower's reader of one partition of a group's log.
 pub(crate) enum LogReader {
@@ -118,11 +123,65 @@ impl Span {
 /// What an acknowledged append wrote: per partition it touched, one past its last row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Appended {
+    pub(crate) rows: u64,
     /// The least and one past the greatest stored position of the rows.
     pub(crate) first_position: u64,
     pub(crate) end_position: u64,
     /// (partition, one past the last row written there), by partition.
     pub(crate) ends: Vec<(u32, u64)>,
+}
+
+impl Appended {
+    /// Rows that landed at `positions`, (partition, offset), in a log of `partitions`.
+    fn at(positions: impl IntoIterator<Item = (u32, u64)>, partitions: u32) -> Appended {
+        let mut rows = 0;
+        let (mut first, mut end) = (u64::MAX, 0);
+        let mut ends = BTreeMap::new();
+        for (partition, offset) in positions {
+            rows += 1;
+            let position = LogPosition::new(partition, offset).encode(partitions);
+            first = first.min(position);
+            end = end.max(position + 1);
+            let partition_end = ends.entry(partition).or_insert(0);
+            *partition_end = (*partition_end).max(offset + 1);
+        }
+        Appended {
+            rows,
+            first_position: first.min(end),
+            end_position: end,
+            ends: ends.into_iter().collect(),
+        }
+    }
+}
+
+/// A tagged append (pipelines' `append_once`): its producer, and what of the batch a search
+/// of the log found there already.
+#[derive(Debug)]
+pub(crate) struct Tagged<'a> {
+    pub(crate) producer: &'a str,
+    pub(crate) landed: Landed,
+}
+
+/// The rows of a tagged batch found in the log.
+#[derive(Debug, Default)]
+pub(crate) struct Landed {
+    /// The batch's rows, as its tag says, when any of it was found.
+    pub(crate) batch_rows: Option<u32>,
+    /// Where each row found is, (partition, offset), by its number in the batch.
+    pub(crate) at: BTreeMap<u32, (u32, u64)>,
+}
+
+impl Landed {
+    /// Whether the whole batch is in the log.
+    pub(crate) fn complete(&self) -> bool {
+        self.batch_rows
+            .is_some_and(|rows| self.at.len() == rows as usize)
+    }
+
+    /// The rows found, as an append of them.
+    pub(crate) fn appended(&self, partitions: u32) -> Appended {
+        Appended::at(self.at.values().copied(), partitions)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -156,12 +215,14 @@ impl GroupLog {
     }
 
     /// Appends a canonical batch and answers once all of it is durable: on disk (`fsync`),
-    /// or acknowledged by every in-sync replica of its partitions (`acks=all`).
+    /// or acknowledged by every in-sync replica of its partitions (`acks=all`). A tagged
+    /// batch part of which landed already (a Kafka append cut short) appends the rest; the
+    /// answer is the whole batch's either way.
     pub(crate) async fn append(
         &self,
         spec: &FeatureGroupSpec,
         batch: &RecordBatch,
-        producer: Option<&str>,
+        tag: Option<&Tagged<'_>>,
         ingested_at: i64,
     ) -> Result<Appended> {
         let rows = u32::try_from(batch.num_rows()).map_err(|_| {
@@ -172,39 +233,62 @@ impl GroupLog {
             ))
         })?;
         match self {
+            // A segment-log record is written whole or not at all: a search finds all of a
+            // tagged batch or none of it.
             GroupLog::Segment(log) => {
-                let batch = match producer {
-                    Some(tag) => tagged(batch, tag)?,
+                let batch = match tag {
+                    Some(tag) => tagged(batch, tag.producer)?,
                     None => batch.clone(),
                 };
                 let payload =
                     kairos_types::export::encode_ipc(&batch).map_err(StoreError::internal)?;
                 let ack = log.append(rows, payload)?.wait().await?;
                 Ok(Appended {
+                    rows: u64::from(rows),
                     first_position: ack.first_offset,
                     end_position: ack.end_offset,
                     ends: vec![(0, ack.end_offset)],
                 })
             }
+            // Each partition's rows of a batch land in order, so what is missing of a batch
+            // cut short is the tail of each partition's share: appended now, it lands in
+            // order after what did.
             GroupLog::Kafka(log) => {
-                let rows = kafka_rows(spec, batch);
-                let positions = log.append(&rows, ingested_at, producer).await?;
-                let partitions = log.partitions();
-                let encoded = || {
-                    positions
-                        .iter()
-                        .map(|p| LogPosition::new(p.partition, p.offset).encode(partitions))
-                };
-                let mut ends = std::collections::BTreeMap::new();
-                for p in &positions {
-                    let end = ends.entry(p.partition).or_insert(0);
-                    *end = (*end).max(p.offset + 1);
+                let mut to_send = kafka_rows(spec, batch);
+                let landed = tag.map(|tag| &tag.landed.at);
+                if let Some(landed) = landed {
+                    to_send.retain(|row| !landed.contains_key(&row.number));
                 }
-                Ok(Appended {
-                    first_position: encoded().min().unwrap_or(0),
-                    end_position: encoded().max().map_or(0, |p| p + 1),
-                    ends: ends.into_iter().collect(),
-                })
+                let kafka_tag = tag.map(|tag| Tag {
+                    producer: tag.producer,
+                    rows,
+                });
+                let positions = log.append(&to_send, ingested_at, kafka_tag).await?;
+                let sent = positions.iter().map(|p| (p.partition, p.offset));
+                let found = landed.into_iter().flat_map(|at| at.values().copied());
+                Ok(Appended::at(sent.chain(found), log.partitions()))
+            }
+        }
+    }
+
+    /// Searches the log after `from` (per partition, the ends it had before the batch was
+    /// first appended) for the rows tagged `producer`.
+    pub(crate) async fn find_tagged(
+        &self,
+        spec: &FeatureGroupSpec,
+        producer: &str,
+        from: &[u64],
+    ) -> Result<Landed> {
+        let from_partition = |partition: u32| from.get(partition as usize).copied().unwrap_or(0);
+        match self {
+            GroupLog::Segment(log) => find_record(spec, log, producer, from_partition(0)).await,
+            GroupLog::Kafka(log) => {
+                let log = log.clone();
+                let producer = producer.to_owned();
+                let from: Vec<u64> = (0..log.partitions()).map(from_partition).collect();
+                tokio::task::spawn_blocking(move || find_rows(&log, &producer, &from))
+                    .await
+                    .map_err(StoreError::internal)?
             }
         }
     }
@@ -262,6 +346,70 @@ impl GroupLog {
     }
 }
 
+/// The segment-log record tagged `producer` at or after `from`, if there is one.
+async fn find_record(
+    spec: &FeatureGroupSpec,
+    log: &Arc<SegmentLog>,
+    producer: &str,
+    from: u64,
+) -> Result<Landed> {
+    let mut offset = from;
+    let reader = LogReader::Segment(log.clone());
+    while offset < log.end_offset() {
+        let spans = reader.read(spec, offset, 8 << 20).await?;
+        let Some(last) = spans.last() else {
+            break;
+        };
+        offset = last.end_offset();
+        // A record decodes into one span or more, all with its tag: the first starts it, and
+        // the rows up to the next record's are its.
+        let mut tagged = spans
+            .iter()
+            .skip_while(|span| span.producer.as_deref() != Some(producer));
+        if let Some(first) = tagged.next() {
+            let end = tagged
+                .take_while(|span| span.producer.as_deref() == Some(producer))
+                .last()
+                .map_or(first.end_offset(), Span::end_offset);
+            let rows = u32::try_from(end - first.first_offset).map_err(StoreError::internal)?;
+            return Ok(Landed {
+                batch_rows: Some(rows),
+                at: (0..rows)
+                    .map(|n| (n, (0, first.first_offset + u64::from(n))))
+                    .collect(),
+            });
+        }
+    }
+    Ok(Landed::default())
+}
+
+/// The Kafka rows tagged `producer` in each partition from `from[partition]` to its end.
+fn find_rows(log: &KafkaLog, producer: &str, from: &[u64]) -> Result<Landed> {
+    let mut landed = Landed::default();
+    for (partition, &start) in (0..).zip(from) {
+        let end = log.end_offset(partition)?;
+        let mut offset = start;
+        while offset < end {
+            let rows = log.read_from(partition, offset, 8 << 20, SEARCH_WAIT)?;
+            let Some(last) = rows.last() else {
+                return Err(StoreError::Unavailable(format!(
+                    "Kafka topic {}: partition {partition} gave back no rows from offset \
+                     {offset} within {SEARCH_WAIT:?}, below its end {end}",
+                    log.topic()
+                )));
+            };
+            offset = last.offset + 1;
+            for row in rows {
+                if let Some(tag) = row.tag.filter(|tag| tag.producer == producer) {
+                    landed.batch_rows = Some(tag.rows);
+                    landed.at.insert(tag.number, (partition, row.offset));
+                }
+            }
+        }
+    }
+    Ok(landed)
+}
+
 /// `batch` with the producer tag in its schema's metadata.
 fn tagged(batch: &RecordBatch, producer: &str) -> Result<RecordBatch> {
     let mut metadata = batch.schema().metadata().clone();
@@ -277,8 +425,9 @@ fn tagged(batch: &RecordBatch, producer: &str) -> Result<RecordBatch> {
 /// its partition), its values the payload.
 fn kafka_rows(spec: &FeatureGroupSpec, batch: &RecordBatch) -> Vec<Row> {
     let key_at = spec.key_indices();
-    (0..batch.num_rows())
-        .map(|row| {
+    (0..batch.num_rows() as u32)
+        .map(|number| {
+            let row = number as usize;
             let values = crate::materialise::row_values(spec, batch, row);
             let key: Vec<Value> = key_at.iter().map(|&i| values[i].clone()).collect();
             Row {
@@ -286,6 +435,7 @@ fn kafka_rows(spec: &FeatureGroupSpec, batch: &RecordBatch) -> Vec<Row> {
                 payload: postcard::to_allocvec(&values)
                     .expect("values always serialize")
                     .into(),
+                number,
             }
         })
         .collect()
@@ -334,7 +484,7 @@ fn spans_of(spec: &FeatureGroupSpec, partition: u32, rows: Vec<LoggedRow>) -> Re
                 spec.columns.len()
             )));
         }
-        let tag = row.producer.map(|(tag, _)| tag);
+        let tag = row.tag.map(|tag| tag.producer);
         let continues = head.as_ref().is_some_and(|(first, at, producer)| {
             *first + run.len() as u64 == row.offset && *at == row.ingested_at && *producer == tag
         });
@@ -351,4 +501,106 @@ fn spans_of(spec: &FeatureGroupSpec, partition: u32, rows: Vec<LoggedRow>) -> Re
         spans.push(finish(done, &mut run, &mut run_bytes)?);
     }
     Ok(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use kairos_log::kafka::KafkaLogOptions;
+    use kairos_types::Format;
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+
+    /// A tagged batch of which only part landed (an append cut short) is found as that part,
+    /// and completed by appending the rest: every row of it once, each partition's in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tagged_batch_cut_short_is_completed_once() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("fg.g.v1", 4, 1).unwrap();
+        let options = KafkaLogOptions::new(cluster.bootstrap_servers(), 4);
+        let log = GroupLog::Kafka(Arc::new(KafkaLog::open("fg.g.v1", options).unwrap()));
+        let spec: FeatureGroupSpec = serde_json::from_value(serde_json::json!({
+            "name": "g", "primary_key": ["k"], "event_time": "ts",
+            "columns": [{"name": "k", "type": "int64"}, {"name": "ts", "type": "timestamp"},
+                        {"name": "x", "type": "float64"}]
+        }))
+        .unwrap();
+        let rows: String = (0..40)
+            .map(|i| {
+                format!(
+                    "{{\"k\": {}, \"ts\": {}, \"x\": {i}}}\n",
+                    i % 10,
+                    1_700_000_000 + i
+                )
+            })
+            .collect();
+        let decoded = kairos_types::ingest::decode(&spec, Format::JsonLines, rows.into()).unwrap();
+        let batch = kairos_types::ingest::conform(&spec, &decoded).unwrap();
+        let at = 1_700_000_100_000_000;
+
+        // The first attempt lands rows 0..25: sent as a retry that found 25..40 already there.
+        let first = Tagged {
+            producer: "pipeline/p/v1/p0/1",
+            landed: Landed {
+                batch_rows: Some(40),
+                at: (25..40).map(|n| (n, (0, 0))).collect(),
+            },
+        };
+        log.append(&spec, &batch, Some(&first), at).await.unwrap();
+
+        let landed = log
+            .find_tagged(&spec, first.producer, &[0; 4])
+            .await
+            .unwrap();
+        assert!(!landed.complete());
+        assert_eq!(
+            landed.at.keys().copied().collect::<Vec<_>>(),
+            (0..25).collect::<Vec<_>>()
+        );
+        let retry = Tagged {
+            producer: first.producer,
+            landed,
+        };
+        let appended = log.append(&spec, &batch, Some(&retry), at).await.unwrap();
+        assert_eq!(appended.rows, 40);
+
+        let again = log
+            .find_tagged(&spec, first.producer, &[0; 4])
+            .await
+            .unwrap();
+        assert!(again.complete());
+        assert_eq!(again.appended(4), appended);
+        // Each partition holds its share of the batch once, in the batch's order.
+        let GroupLog::Kafka(kafka) = &log else {
+            unreachable!()
+        };
+        let mut total = 0;
+        for partition in 0..4 {
+            let end = kafka.end_offset(partition).unwrap();
+            if end == 0 {
+                continue;
+            }
+            let read = kafka
+                .read_from(partition, 0, 1 << 20, Duration::from_secs(10))
+                .unwrap();
+            let numbers: Vec<u32> = read
+                .iter()
+                .map(|r| r.tag.as_ref().unwrap().number)
+                .collect();
+            assert_eq!(numbers.len() as u64, end, "partition {partition}");
+            assert!(numbers.is_sorted() && numbers.windows(2).all(|w| w[0] < w[1]));
+            total += numbers.len();
+        }
+        assert_eq!(total, 40);
+        // A search from past the rows finds none of them.
+        let ends: Vec<u64> = log
+            .end_offsets()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.1)
+            .collect();
+        let none = log.find_tagged(&spec, first.producer, &ends).await.unwrap();
+        assert!(none.batch_rows.is_none() && none.at.is_empty());
+    }
 }

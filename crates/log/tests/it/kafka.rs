@@ -7,16 +7,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kairos_log::kafka::{KafkaLog, KafkaLogOptions, Row, partition_of};
+use kairos_log::kafka::{KafkaLog, KafkaLogOptions, Row, RowTag, Tag, partition_of};
 use rdkafka::mocking::MockCluster;
 
-/// A row as sent: its offset, the row, and its producer tag with its number in the batch.
-type Sent = (u64, Row, Option<(String, u32)>);
+/// A row as sent: its offset, the row, and its tag.
+type Sent = (u64, Row, Option<RowTag>);
 
-fn row(key: u32, n: u32) -> Row {
+fn row(key: u32, n: u32, number: u32) -> Row {
     Row {
         key: Bytes::from(format!("key-{key}")),
         payload: Bytes::from(format!("{key}:{n}")),
+        number,
     }
 }
 
@@ -35,18 +36,25 @@ async fn rows_go_to_their_keys_partition_in_order_and_read_back_with_their_tags(
     let mut n = 0;
     for batch in 0..3 {
         let rows: Vec<Row> = (0..50)
-            .map(|_| {
+            .map(|i| {
                 n += 1;
-                row(n % 13, n)
+                row(n % 13, n, i)
             })
             .collect();
-        let tag = (batch == 1).then_some("pipeline/p/v1/p0/7");
+        let tag = (batch == 1).then_some(Tag {
+            producer: "pipeline/p/v1/p0/7",
+            rows: 50,
+        });
         let ingested_at = 1_714_521_600_000_000 + batch;
         let at = log.append(&rows, ingested_at * 1000, tag).await.unwrap();
         assert_eq!(at.len(), rows.len());
         for (i, (position, row)) in at.iter().zip(rows).enumerate() {
             assert_eq!(position.partition, partition_of(&row.key, 4));
-            let tagged = tag.map(|t| (t.to_string(), i as u32));
+            let tagged = tag.map(|t| RowTag {
+                producer: t.producer.to_string(),
+                number: i as u32,
+                rows: t.rows,
+            });
             sent.entry(position.partition)
                 .or_default()
                 .push((position.offset, row, tagged));
@@ -80,7 +88,7 @@ async fn rows_go_to_their_keys_partition_in_order_and_read_back_with_their_tags(
                     (got.offset, &got.key, &got.payload),
                     (*offset, &row.key, &row.payload)
                 );
-                assert_eq!(&got.producer, tag);
+                assert_eq!(&got.tag, tag);
             }
         }
     }
@@ -122,11 +130,11 @@ async fn an_append_to_brokers_that_do_not_answer_fails_within_its_timeout() {
     let mut options = KafkaLogOptions::new(cluster.bootstrap_servers(), 2);
     options.message_timeout = Duration::from_secs(2);
     let log = KafkaLog::open("fg.cards.v3", options).unwrap();
-    log.append(&[row(1, 1)], 0, None).await.unwrap();
+    log.append(&[row(1, 1, 0)], 0, None).await.unwrap();
     cluster.broker_down(1).unwrap();
     let started = Instant::now();
     let err = log
-        .append(&[row(1, 2), row(2, 3)], 0, None)
+        .append(&[row(1, 2, 0), row(2, 3, 1)], 0, None)
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");

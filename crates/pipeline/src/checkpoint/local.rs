@@ -35,7 +35,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const WINDOWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("windows");
 /// Epoch → the delta that checkpoint wrote after the base.
 const DELTAS: TableDefinition<u64, &[u8]> = TableDefinition::new("deltas");
-const LAST: &str = "last";
+/// The last checkpoint's metadata.
+const LAST: &str = "last-v2";
+/// Where versions before output logs of several partitions kept it, in their layout
+/// ([`CheckpointMeta::decode_one_partition`]); the next commit removes it.
+const LAST_ONE_PARTITION: &str = "last";
 
 /// Delta bytes past which a checkpoint folds the deltas into the base.
 pub const FOLD_AT: u64 = 64 << 20;
@@ -122,13 +126,18 @@ impl LocalCheckpoints {
     pub fn load(&self) -> Result<Option<Loaded>> {
         let txn = self.db.begin_read().map_err(internal)?;
         let meta = match txn.open_table(META) {
-            Ok(t) => t.get(LAST).map_err(internal)?.map(|v| v.value().to_vec()),
+            Ok(t) => match t.get(LAST).map_err(internal)? {
+                Some(v) => Some(postcard::from_bytes(v.value())),
+                None => t
+                    .get(LAST_ONE_PARTITION)
+                    .map_err(internal)?
+                    .map(|v| CheckpointMeta::decode_one_partition(v.value())),
+            },
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(internal(e)),
         };
         let Some(meta) = meta else { return Ok(None) };
-        let meta: CheckpointMeta = postcard::from_bytes(&meta)
-            .map_err(|e| internal(format!("metadata does not decode: {e}")))?;
+        let meta = meta.map_err(|e| internal(format!("metadata does not decode: {e}")))?;
         let mut windows = BTreeMap::new();
         match txn.open_table(WINDOWS) {
             Ok(t) => {
@@ -173,6 +182,7 @@ impl LocalCheckpoints {
             table
                 .insert(LAST, meta_bytes.as_slice())
                 .map_err(internal)?;
+            table.remove(LAST_ONE_PARTITION).map_err(internal)?;
         }
         txn.commit().map_err(internal)?;
         self.unfolded += written;

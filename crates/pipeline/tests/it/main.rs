@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use bytes::Bytes;
 use kairos_pipeline::{Pipelines, RunState};
-use kairos_store::{FeatureStore, OfflineFilter, StoreConfig};
+use kairos_store::{FeatureStore, LogConfig, OfflineFilter, StoreConfig};
 use kairos_stream::PipelineSpec;
 use kairos_types::Value;
 
@@ -46,13 +46,29 @@ column = "amount"
 "#;
 
 async fn open(dir: &std::path::Path) -> FeatureStore {
-    open_on(dir, None).await
+    open_on(dir, &Placement::default()).await
 }
 
-/// A store whose files (pipeline checkpoints among them) are in the bucket `storage` names.
-async fn open_on(dir: &std::path::Path, storage: Option<&str>) -> FeatureStore {
+/// Where a store keeps what is not in its data dir.
+#[derive(Default)]
+struct Placement {
+    /// The bucket of its files (pipeline checkpoints among them).
+    storage: Option<String>,
+    /// Its groups' logs on Kafka brokers.
+    kafka: Option<String>,
+}
+
+async fn open_on(dir: &std::path::Path, placement: &Placement) -> FeatureStore {
     let mut config = StoreConfig::with_data_dir(dir);
-    config.storage.url = storage.map(str::to_string);
+    config.storage.url = placement.storage.clone();
+    if let Some(brokers) = &placement.kafka {
+        config.log = LogConfig::Kafka {
+            brokers: brokers.clone(),
+            partitions: 4,
+            topic_prefix: "kairos.fg.".into(),
+            replication: 1,
+        };
+    }
     FeatureStore::open(config).await.unwrap()
 }
 
@@ -171,7 +187,7 @@ async fn a_replayed_file_fills_a_created_group_and_bad_events_go_to_the_dead_let
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_stopped_and_resumed_writes_what_a_straight_run_writes() {
-    stopped_and_resumed(None).await;
+    stopped_and_resumed(Placement::default()).await;
 }
 
 /// The same with the partitions' checkpoints in a bucket (a real S3 API: moto in CI), each
@@ -179,11 +195,30 @@ async fn a_pipeline_stopped_and_resumed_writes_what_a_straight_run_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_resumed_from_checkpoints_in_a_bucket_writes_what_a_straight_run_writes() {
     if let Some(url) = kairos_storage::testing::s3_url("pipeline-resume") {
-        stopped_and_resumed(Some(&url)).await;
+        let storage = Some(url);
+        stopped_and_resumed(Placement {
+            storage,
+            ..Placement::default()
+        })
+        .await;
     }
 }
 
-async fn stopped_and_resumed(storage: Option<&str>) {
+/// The same with the output group's log on Kafka (librdkafka's mock cluster): each stop cuts
+/// a delivery somewhere, and the resumed run finds what of it landed in the topic's
+/// partitions by its producer tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_resumed_into_a_kafka_log_writes_what_a_straight_run_writes() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let kafka = Some(cluster.bootstrap_servers());
+    stopped_and_resumed(Placement {
+        kafka,
+        ..Placement::default()
+    })
+    .await;
+}
+
+async fn stopped_and_resumed(placement: Placement) {
     let csv = events_csv(40_000, false);
     // Straight through.
     let straight_dir = tempfile::tempdir().unwrap();
@@ -211,7 +246,7 @@ async fn stopped_and_resumed(storage: Option<&str>) {
     let spec = write_spec(dir.path(), &csv);
     let mut stops = 0;
     loop {
-        let store = open_on(&dir.path().join("data"), storage).await;
+        let store = open_on(&dir.path().join("data"), &placement).await;
         let pipelines = Pipelines::new(store.clone());
         pipelines.apply(spec.clone()).await.unwrap();
         pipelines.start("card_10m").await.unwrap();
@@ -234,7 +269,7 @@ async fn stopped_and_resumed(storage: Option<&str>) {
             let local = dir.path().join("data/pipelines/card_10m/v1/partitions");
             assert_eq!(
                 local.exists(),
-                storage.is_none(),
+                placement.storage.is_none(),
                 "checkpoints in {local:?}"
             );
             pipelines.close().await;
