@@ -276,7 +276,7 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
                 start: time("start", &start)?,
                 end: time("end", &end)?,
                 as_of: time("as-of", &as_of)?,
-                before_offset: None,
+                before: None,
             };
             let mut stream = store.read_offline(&name, version, filter).await?;
             let mut encoder = BatchEncoder::new(format, &stream.schema())?;

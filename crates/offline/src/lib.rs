@@ -25,7 +25,7 @@ use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt as _;
 use kairos_storage::Storage;
-use kairos_types::{FeatureGroupSpec, TableId};
+use kairos_types::{FeatureGroupSpec, LogCut, TableId};
 use url::Url;
 
 pub use layout::{
@@ -75,7 +75,7 @@ pub enum OfflineError {
 pub type Result<T, E = OfflineError> = std::result::Result<T, E>;
 
 /// Which rows an offline read returns. Times are microseconds since the epoch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadFilter {
     /// Event time at or after this.
     pub start: Option<i64>,
@@ -83,9 +83,9 @@ pub struct ReadFilter {
     pub end: Option<i64>,
     /// Only rows ingested at or before this: the table as it was known then.
     pub as_of: Option<i64>,
-    /// Only rows of log offsets before this: the table as of a log position, whatever was
-    /// materialised since.
-    pub before_offset: Option<u64>,
+    /// Only rows before this cut of the log (by their `_offset`, the stored position): the
+    /// table as of a moment of the log, whatever was materialised since.
+    pub before: Option<LogCut>,
 }
 
 /// What a compaction did.

@@ -30,6 +30,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use crate::layout::{EVENT_DATE, INGESTED_AT, MICROS_PER_DAY, OFFSET, conform};
 use crate::{ReadFilter, Result};
+use kairos_types::LogCut;
 
 /// Rows a merged batch gathers before it is handed on.
 const BATCH_ROWS: usize = 8192;
@@ -126,8 +127,9 @@ impl RowFilter {
                     f.start.is_none_or(|start| t >= start)
                         && f.end.is_none_or(|end| t < end)
                         && f.as_of.is_none_or(|as_of| ingested[row] <= as_of)
-                        && f.before_offset
-                            .is_none_or(|b| offsets.value(row) < b as i64),
+                        && f.before
+                            .as_ref()
+                            .is_none_or(|cut| cut.admits(offsets.value(row) as u64)),
                 )
             })
             .collect();
@@ -185,10 +187,11 @@ impl OffsetMerge {
         schema: SchemaRef,
         rows: RowFilter,
     ) -> Result<Self> {
-        let filter = rows.filter;
-        let files = files.into_iter().filter(|f| f.may_match(&filter));
+        let filter = &rows.filter;
+        let bound = filter.before.as_ref().map(LogCut::bound);
+        let files = files.into_iter().filter(|f| f.may_match(filter));
         let runs: Vec<Vec<Run>> = futures::stream::iter(files)
-            .map(|file| runs_of(store.clone(), file, filter.before_offset))
+            .map(|file| runs_of(store.clone(), file, bound))
             .buffer_unordered(CONCURRENT_OPENS)
             .try_collect()
             .await?;
@@ -318,11 +321,12 @@ async fn next_kept(open: &mut OpenRun, schema: &SchemaRef, rows: &RowFilter) -> 
     Ok(false)
 }
 
-/// Reads one file's offsets and cuts it into runs, leaving out what `before_offset` excludes.
+/// Reads one file's offsets and cuts it into runs, leaving out those that start at or past
+/// `bound` (a cut's, [`LogCut::bound`]: nothing from there on is read).
 async fn runs_of(
     store: Arc<dyn ObjectStore>,
     file: DataFile,
-    before_offset: Option<u64>,
+    bound: Option<u64>,
 ) -> Result<Vec<Run>> {
     let reader = FileReader::new(store, &file);
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
@@ -370,7 +374,7 @@ async fn runs_of(
     }
     Ok(runs
         .into_iter()
-        .filter(|(_, first)| before_offset.is_none_or(|b| *first < b as i64))
+        .filter(|(_, first)| bound.is_none_or(|b| *first < b as i64))
         .map(|(rows, first_offset)| Run {
             file: file.clone(),
             rows,

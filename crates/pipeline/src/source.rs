@@ -177,12 +177,13 @@ impl Source {
             )?),
             SourceSpec::FeatureGroup { name, version } => {
                 let store = store.ok_or_else(|| local("feature group"))?;
-                store.describe(name, *version)?;
+                let partitions = store.log_partitions(name, *version)?;
                 Source::Group(GroupSource {
                     store: store.clone(),
                     name: name.clone(),
                     version: *version,
-                    position: 0,
+                    positions: vec![0; partitions as usize],
+                    next: 0,
                 })
             }
         })
@@ -205,6 +206,7 @@ impl Source {
     pub fn partitions(&self) -> Vec<u32> {
         match self {
             Source::Kafka(k) => k.assigned(),
+            Source::Group(g) => (0..g.positions.len() as u32).collect(),
             _ => vec![0],
         }
     }
@@ -215,7 +217,7 @@ impl Source {
             Source::Text(f) => f.position = position.max(f.position),
             Source::Parquet(f) => f.resume(position)?,
             Source::Stream(s) => s.position = position,
-            Source::Group(g) => g.position = position,
+            Source::Group(g) => g.positions[partition as usize] = position,
             Source::Kafka(k) => k.resume(partition, position),
         }
         Ok(())
@@ -423,30 +425,48 @@ impl StreamSource {
     }
 }
 
-/// Another feature group's log: pipelines chain.
+/// Another feature group's log, each of its partitions a partition of the source: pipelines
+/// chain.
 pub struct GroupSource {
     store: FeatureStore,
     name: String,
     version: Option<u32>,
-    position: u64,
+    /// Per partition of the group's log, the offset to read next.
+    positions: Vec<u64>,
+    /// The partition the next poll reads first: each gets its turn.
+    next: usize,
 }
 
 impl GroupSource {
     async fn poll(&mut self, wait: Duration) -> Result<Poll> {
-        let records = self
-            .store
-            .read_log(&self.name, self.version, self.position, STREAM_BYTES, wait)
-            .await?;
-        let Some((_, end, _)) = records.last() else {
-            return Ok(Poll::Idle);
-        };
-        self.position = *end;
-        Ok(Poll::Chunk(Chunk {
-            partition: 0,
-            data: ChunkData::Rows(records.into_iter().map(|(_, _, b)| b).collect()),
-            next: self.position,
-            arrived_at: None,
-        }))
+        let partitions = self.positions.len();
+        let wait_each = wait / partitions as u32;
+        for _ in 0..partitions {
+            let at = self.next;
+            self.next = (at + 1) % partitions;
+            let records = self
+                .store
+                .read_log(
+                    &self.name,
+                    self.version,
+                    at as u32,
+                    self.positions[at],
+                    STREAM_BYTES,
+                    wait_each,
+                )
+                .await?;
+            let Some(&(_, end, _)) = records.last() else {
+                continue;
+            };
+            self.positions[at] = end;
+            return Ok(Poll::Chunk(Chunk {
+                partition: at as u32,
+                data: ChunkData::Rows(records.into_iter().map(|(_, _, b)| b).collect()),
+                next: end,
+                arrived_at: None,
+            }));
+        }
+        Ok(Poll::Idle)
     }
 }
 

@@ -1,29 +1,31 @@
 //! What the recommender knows of past interactions: each user's items in time order (for the
 //! "already interacted" rule and the user tower's recent history) and each item's interaction
 //! times (for the ranker's popularity features). Built from the interactions group — its
-//! offline table up to a log position, then its log from there — and kept current by a task
-//! that follows the log, so an interaction written by anyone takes effect within a log poll.
+//! offline table up to a cut of its log, then each log partition from there — and kept current
+//! by a task that follows every partition, so an interaction written by anyone takes effect
+//! within a log poll.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use futures::FutureExt as _;
 use kairos_store::OfflineFilter as ReadFilter;
 use kairos_store::{FeatureStore, StoreError};
 
 use crate::error::Result;
 use crate::train::int_column;
 
-/// Interactions by user and by item, as of a log position.
+/// Interactions by user and by item, as of a position in each log partition.
 #[derive(Debug, Default)]
 pub struct History {
     /// Per user id: (time in seconds, item id), in time order.
     users: HashMap<i64, Vec<(i64, i64)>>,
     /// Per item index of the model's vocabulary: interaction times in seconds, sorted.
     pub(crate) item_times: Vec<Vec<i64>>,
-    /// The log offset everything before which is folded in.
-    pub(crate) position: u64,
+    /// Per log partition, the offset everything before which is folded in.
+    pub(crate) positions: Vec<u64>,
 }
 
 /// The columns of an interaction row the history reads.
@@ -80,13 +82,13 @@ pub(crate) async fn follow(
     columns: Columns,
     item_index: Arc<HashMap<i64, u32>>,
 ) -> Result<(Arc<RwLock<History>>, tokio::task::JoinHandle<()>)> {
-    let end = store.wait_materialised(group, None).await?;
+    let cut = store.wait_materialised(group, None).await?;
     let batches = store
         .read_offline(
             group,
             None,
             ReadFilter {
-                before_offset: Some(end),
+                before: Some(cut.clone()),
                 ..ReadFilter::default()
             },
         )
@@ -98,38 +100,48 @@ pub(crate) async fn follow(
     for batch in &batches {
         history.fold(batch, &columns, &item_index)?;
     }
-    history.position = end;
+    history.positions = cut.ends().to_vec();
     let history = Arc::new(RwLock::new(history));
-    let task = tokio::spawn(run(
-        store.clone(),
-        group.to_owned(),
-        columns,
-        item_index,
-        history.clone(),
-    ));
+    let followers = (0..cut.ends().len() as u32).map(|partition| {
+        run(
+            store.clone(),
+            group.to_owned(),
+            partition,
+            columns.clone(),
+            item_index.clone(),
+            history.clone(),
+        )
+    });
+    let task = tokio::spawn(futures::future::join_all(followers).map(drop));
     Ok((history, task))
 }
 
 /// How long a log read waits for a new record before asking again.
 const POLL: Duration = Duration::from_millis(500);
 
+/// Follows one partition of the interactions log into the history.
 async fn run(
     store: FeatureStore,
     group: String,
+    partition: u32,
     columns: Columns,
     item_index: Arc<HashMap<i64, u32>>,
     history: Arc<RwLock<History>>,
 ) {
+    let at = partition as usize;
     loop {
-        let position = history.read().expect("lock").position;
-        match store.read_log(&group, None, position, 4 << 20, POLL).await {
+        let position = history.read().expect("lock").positions[at];
+        match store
+            .read_log(&group, None, partition, position, 4 << 20, POLL)
+            .await
+        {
             Ok(records) => {
                 let mut state = history.write().expect("lock");
                 for (_, end, batch) in &records {
                     if let Err(e) = state.fold(batch, &columns, &item_index) {
-                        tracing::warn!(group, error = %e, "an interaction record could not be read");
+                        tracing::warn!(group, partition, error = %e, "an interaction record could not be read");
                     }
-                    state.position = state.position.max(*end);
+                    state.positions[at] = state.positions[at].max(*end);
                 }
             }
             Err(StoreError::NotFound(_)) => return,

@@ -336,9 +336,10 @@ impl Live {
         }
     }
 
-    /// The log position of the interactions the history holds.
+    /// The interactions log rows the history holds (in a log of one partition, the offset
+    /// up to which it holds them).
     pub fn history_position(&self) -> u64 {
-        self.history.read().expect("lock").position
+        self.history.read().expect("lock").positions.iter().sum()
     }
 
     pub async fn recommend(

@@ -29,7 +29,8 @@ pub struct RecommenderStatus {
     /// (name, version) of the models serving: user tower, item tower, ranker.
     #[schema(value_type = Vec<Object>)]
     pub models: Vec<(String, u32)>,
-    /// The interactions log position the history has folded in.
+    /// The interactions log rows the history has folded in (in a log of one partition, the
+    /// offset up to which it has).
     pub history_position: u64,
 }
 

@@ -358,7 +358,7 @@ pub async fn read_offline(
         start: time_param("start", &q.start)?,
         end: time_param("end", &q.end)?,
         as_of: time_param("as_of", &q.as_of)?,
-        before_offset: None,
+        before: None,
     };
     let mut stream = store.read_offline(&name, q.version, filter).await?;
     let mut encoder = BatchEncoder::new(format, &stream.schema())

@@ -298,10 +298,10 @@ mod tests {
         let log_end = store.wait_materialised("g", None).await.unwrap();
         let rt = store.runtime("g", None).unwrap();
         let (online, offline) = (&store.inner.online, &store.inner.offline);
-        let whole = run_in_parts(online, offline, &rt.group, &[log_end], u64::MAX)
+        let whole = run_in_parts(online, offline, &rt.group, log_end.ends(), u64::MAX)
             .await
             .unwrap();
-        let parts = run_in_parts(online, offline, &rt.group, &[log_end], 16)
+        let parts = run_in_parts(online, offline, &rt.group, log_end.ends(), 16)
             .await
             .unwrap();
         assert!(whole.clean && parts.clean, "{parts:?}");
@@ -319,15 +319,15 @@ mod tests {
         online
             .apply(
                 &rt.group.id(),
-                kairos_online::Step::whole(log_end, 1000),
+                kairos_online::Step::whole(log_end.ends()[0], 1000),
                 vec![row],
             )
             .await
             .unwrap();
-        let whole = run_in_parts(online, offline, &rt.group, &[log_end], u64::MAX)
+        let whole = run_in_parts(online, offline, &rt.group, log_end.ends(), u64::MAX)
             .await
             .unwrap();
-        let parts = run_in_parts(online, offline, &rt.group, &[log_end], 16)
+        let parts = run_in_parts(online, offline, &rt.group, log_end.ends(), 16)
             .await
             .unwrap();
         assert_eq!((whole.mismatched, parts.mismatched), (1, 1), "{parts:?}");

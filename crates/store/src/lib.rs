@@ -96,6 +96,7 @@ pub use config::{CatalogConfig, LogConfig, OnlineConfig, StorageConfig, StoreCon
 pub use error::{ErrorKind, Result, StoreError};
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use kairos_storage::Storage;
+pub use kairos_types::LogCut;
 pub use kairos_types::expectations::ValidationReport;
 pub use kairos_vector::{Neighbour, SearchOutcome, SearchPath};
 pub use vectors::NearestQuery;
@@ -1024,25 +1025,35 @@ impl FeatureStore {
         Ok(ends.into_iter().map(|(_, end)| end).collect())
     }
 
-    /// The group's log records from `offset` on, up to about `max_bytes`, decoded: (first
-    /// offset, end offset, rows). Waits up to `wait` for a record when there is none yet.
+    /// The partitions of the group's log (one for the embedded log).
+    pub fn log_partitions(&self, name: &str, version: Option<u32>) -> Result<u32> {
+        Ok(self.runtime(name, version)?.log.partitions())
+    }
+
+    /// One partition's log records from `offset` on, up to about `max_bytes`, decoded:
+    /// (first offset, end offset, rows), offsets of that partition. Waits up to `wait` for a
+    /// record when there is none yet.
     pub async fn read_log(
         &self,
         name: &str,
         version: Option<u32>,
+        partition: u32,
         offset: u64,
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<(u64, u64, RecordBatch)>> {
         let rt = self.runtime(name, version)?;
-        let mut end = one_partition(&rt, "read_log")?.subscribe();
-        if *end.borrow_and_update() <= offset {
-            let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > offset)).await;
+        if partition >= rt.log.partitions() {
+            return Err(StoreError::BadRequest(format!(
+                "feature group {}: no partition {partition}; its {} has {}",
+                rt.group.id(),
+                rt.log.describe(),
+                rt.log.partitions()
+            )));
         }
         let spans = rt
             .log
-            .reader(0)?
-            .read(&rt.group.spec, offset, max_bytes)
+            .read(&rt.group.spec, partition, offset, max_bytes, wait)
             .await?;
         Ok(spans
             .into_iter()
@@ -1154,11 +1165,11 @@ impl FeatureStore {
     }
 
     /// Waits until both materialisers have applied everything the log held when called.
-    /// Answers the rows the log held then (in a log of one partition, its end offset).
-    pub async fn wait_materialised(&self, name: &str, version: Option<u32>) -> Result<u64> {
+    /// Answers the log as it was then: each partition's end, which an offline read can cut at.
+    pub async fn wait_materialised(&self, name: &str, version: Option<u32>) -> Result<LogCut> {
         let rt = self.runtime(name, version)?;
         let ends = rt.materialised_to_the_end().await?;
-        Ok(ends.iter().map(|(_, end)| end).sum())
+        Ok(LogCut::new(ends.into_iter().map(|(_, end)| end).collect()))
     }
 
     /// Compares the online store to the latest row per key of the offline store, and the
@@ -1228,20 +1239,6 @@ fn acknowledge(rt: &GroupRuntime, appended: &Appended) -> InsertAck {
         online_visible: false,
         validation: None,
     }
-}
-
-/// The group's log where a caller counts in one partition's offsets (pipelines' sources and
-/// sinks, histories): the segment log. A log of several partitions is refused by name.
-fn one_partition<'a>(rt: &'a GroupRuntime, what: &str) -> Result<&'a Arc<SegmentLog>> {
-    rt.log.segment().ok_or_else(|| {
-        StoreError::BadRequest(format!(
-            "feature group {}: {what} reads a log of one partition, and this group's log is \
-             {} of {} partitions",
-            rt.group.id(),
-            rt.log.describe(),
-            rt.log.partitions()
-        ))
-    })
 }
 
 /// Waits until `position` reaches `offset`. A group that stops (the store closing) ends the wait

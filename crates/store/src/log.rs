@@ -319,6 +319,38 @@ impl GroupLog {
         }
     }
 
+    /// The rows of `partition` from `offset` on, up to about `max_bytes`, decoded; waits up
+    /// to `wait` for the first when there are none yet.
+    pub(crate) async fn read(
+        &self,
+        spec: &FeatureGroupSpec,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<Span>> {
+        match self {
+            GroupLog::Segment(log) => {
+                let mut end = log.subscribe();
+                if *end.borrow_and_update() <= offset {
+                    let _ = tokio::time::timeout(wait, end.wait_for(|e| *e > offset)).await;
+                }
+                LogReader::Segment(log.clone())
+                    .read(spec, offset, max_bytes)
+                    .await
+            }
+            GroupLog::Kafka(log) => {
+                let (log, spec) = (log.clone(), spec.clone());
+                tokio::task::spawn_blocking(move || {
+                    let rows = log.read_from(partition, offset, max_bytes, wait)?;
+                    spans_of(&spec, partition, rows)
+                })
+                .await
+                .map_err(StoreError::internal)?
+            }
+        }
+    }
+
     /// A receiver that sees the end offset move, where the log can tell (the segment log);
     /// a Kafka partition is long-polled by its reads instead.
     pub(crate) fn subscribe(&self) -> Option<watch::Receiver<u64>> {

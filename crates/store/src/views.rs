@@ -14,7 +14,7 @@ use bytes::Bytes;
 use kairos_offline::{INGESTED_AT, OFFSET, ReadFilter};
 use kairos_transform::{FunctionRegistry, UserFunction};
 use kairos_types::value::format_timestamp;
-use kairos_types::{FeatureGroupSpec, FeatureType, Format, Value, ingest};
+use kairos_types::{FeatureGroupSpec, FeatureType, Format, LogCut, Value, ingest};
 use kairos_view::dataset::{decode_split, split_file};
 use kairos_view::vector::EntryStatus;
 use kairos_view::{
@@ -287,10 +287,8 @@ impl FeatureStore {
             .map(|(j, _)| self.runtime(&j.group.spec.name, Some(j.group.version)))
             .collect::<Result<Vec<_>>>()?;
         // The dataset holds every row acknowledged before it was asked for, and nothing later:
-        // each group is read up to the log end it had now, once its offline table is there.
-        // (A log of several partitions has no one offset to cut at: its rows are read as far
-        // as the offline table holds them once it reached every partition's end, and its
-        // recorded offset is the rows the log held.)
+        // each group is read up to the log ends it had now (a cut of each of its partitions),
+        // once its offline table is there. The recorded offset is the rows the log held.
         let mut log_offsets = BTreeMap::new();
         let mut cuts = HashMap::new();
         for rt in std::iter::once(&root_rt).chain(&join_rts) {
@@ -300,11 +298,10 @@ impl FeatureStore {
             }
             let rows: u64 = ends.iter().map(|(_, end)| end).sum();
             log_offsets.insert(rt.group.id().to_string(), rows);
-            if rt.log.partitions() == 1 {
-                cuts.insert(rt.group.id().to_string(), rows);
-            }
+            let cut = LogCut::new(ends.iter().map(|&(_, end)| end).collect());
+            cuts.insert(rt.group.id().to_string(), cut);
         }
-        let before = |rt: &GroupRuntime| cuts.get(&rt.group.id().to_string()).copied();
+        let before = |rt: &GroupRuntime| cuts.get(&rt.group.id().to_string()).cloned();
 
         let mut options = AsofOptions {
             strict: request.strict,
@@ -329,7 +326,7 @@ impl FeatureStore {
                     start: request.start,
                     end: request.end,
                     as_of: None,
-                    before_offset: before(&root_rt),
+                    before: before(&root_rt),
                 };
                 let stream = self
                     .inner
@@ -427,7 +424,7 @@ impl FeatureStore {
                     start: None,
                     end: if latest[i] { None } else { end },
                     as_of: None,
-                    before_offset: before(rt),
+                    before: before(rt),
                 };
                 let mut stream = self
                     .inner

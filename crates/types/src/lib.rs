@@ -18,7 +18,7 @@ pub mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ingest::{Format, IngestError};
-pub use position::LogPosition;
+pub use position::{LogCut, LogPosition};
 pub use schema::{
     Column, FeatureGroup, FeatureGroupSpec, FeatureType, SpecError, TableId, VectorIndexSpec,
 };

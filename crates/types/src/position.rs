@@ -36,9 +36,72 @@ impl LogPosition {
     }
 }
 
+/// A log as of one moment: each partition's end then, by partition. A stored row is in it
+/// when its offset is before its partition's end — in a log of one partition, when its
+/// position is before the one end.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogCut {
+    ends: Vec<u64>,
+}
+
+impl LogCut {
+    /// The cut at `ends`, one per partition (at least one).
+    pub fn new(ends: Vec<u64>) -> LogCut {
+        assert!(!ends.is_empty(), "a log has at least one partition");
+        LogCut { ends }
+    }
+
+    /// The cut of a log of one partition at `end`.
+    pub fn at(end: u64) -> LogCut {
+        LogCut { ends: vec![end] }
+    }
+
+    pub fn ends(&self) -> &[u64] {
+        &self.ends
+    }
+
+    /// Whether the stored position `position` is before the cut.
+    pub fn admits(&self, position: u64) -> bool {
+        let at = LogPosition::decode(position, self.ends.len() as u32);
+        at.offset < self.ends[at.partition as usize]
+    }
+
+    /// The least position from which no position is admitted: rows stored in position order
+    /// can stop there.
+    pub fn bound(&self) -> u64 {
+        let partitions = self.ends.len() as u32;
+        (0..partitions)
+            .zip(&self.ends)
+            .map(|(partition, &end)| LogPosition::new(partition, end).encode(partitions))
+            .max()
+            .expect("at least one partition")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_admits_each_partitions_rows_before_its_end_and_bounds_them() {
+        let cut = LogCut::new(vec![3, 0, 5]);
+        let admitted: Vec<u64> = (0..40).filter(|&p| cut.admits(p)).collect();
+        let expected: Vec<u64> = (0..3)
+            .flat_map(|partition| {
+                (0..cut.ends()[partition as usize])
+                    .map(move |offset| LogPosition::new(partition, offset).encode(3))
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(admitted, expected);
+        assert!(admitted.iter().all(|&p| p < cut.bound()));
+        assert!((cut.bound()..cut.bound() + 30).all(|p| !cut.admits(p)));
+        // One partition: plain offsets.
+        let one = LogCut::at(7);
+        assert_eq!((0..20).filter(|&p| one.admits(p)).count(), 7);
+        assert_eq!(one.bound(), 7);
+    }
 
     #[test]
     fn one_partition_is_plain_offsets_and_many_stay_ordered_and_distinct() {

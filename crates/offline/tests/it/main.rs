@@ -11,7 +11,7 @@ use arrow::array::{
 use arrow::datatypes::{Field, Float32Type, Int64Type, TimestampMicrosecondType};
 use kairos_offline::{DeltaOfflineStore, INGESTED_AT, OFFSET, ReadFilter, to_offline};
 use kairos_storage::Storage;
-use kairos_types::{Column, FeatureGroupSpec, FeatureType, LogPosition, TableId};
+use kairos_types::{Column, FeatureGroupSpec, FeatureType, LogCut, LogPosition, TableId};
 use proptest::prelude::*;
 
 const T0: i64 = 1_714_521_600_000_000; // 2024-05-01T00:00:00Z
@@ -120,7 +120,12 @@ fn reference(rows: &[Row], f: &ReadFilter) -> Vec<Row> {
             f.start.is_none_or(|s| r.ts >= s)
                 && f.end.is_none_or(|e| r.ts < e)
                 && f.as_of.is_none_or(|a| r.ingested_at <= a)
-                && f.before_offset.is_none_or(|b| r.offset < b as i64)
+                && f.before.as_ref().is_none_or(|cut| {
+                    // Stored positions are offset × partitions + partition.
+                    let partitions = cut.ends().len() as i64;
+                    let partition = (r.offset % partitions) as usize;
+                    r.offset / partitions < cut.ends()[partition] as i64
+                })
         })
         .copied()
         .collect();
@@ -227,13 +232,14 @@ fn filter(total: i64) -> impl Strategy<Value = ReadFilter> {
         prop::option::of(0i64..96),
         prop::option::of(0i64..97),
         prop::option::of(0i64..6),
-        prop::option::of(0..total.max(1) + 1),
+        // A cut of a log of one to three partitions.
+        prop::option::of(prop::collection::vec(0..total.max(1) as u64 + 1, 1..4)),
     )
         .prop_map(|(start, end, as_of, before)| ReadFilter {
             start: start.map(|h| T0 + h * HOUR),
             end: end.map(|h| T0 + h * HOUR),
             as_of: as_of.map(|c| T0 + c),
-            before_offset: before.map(|b| b as u64),
+            before: before.map(LogCut::new),
         })
 }
 
@@ -254,7 +260,7 @@ proptest! {
         let all: Vec<Row> = commits.iter().flatten().flatten().copied().collect();
         let got = runtime().block_on(async {
             write(&store, &spec, &commits, compact_after).await;
-            read(&store, &spec, filter).await
+            read(&store, &spec, filter.clone()).await
         });
         prop_assert_eq!(got, reference(&all, &filter));
     }

@@ -4,10 +4,12 @@
 //! log, the catalog and both stores as two replicas do.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use kairos_catalog::testing::TestDatabase;
 use kairos_store::{
-    CatalogConfig, FeatureStore, InsertOptions, KeyStatus, LogConfig, StorageConfig, StoreConfig,
+    CatalogConfig, FeatureStore, InsertOptions, KeyStatus, LogConfig, OfflineFilter, StorageConfig,
+    StoreConfig,
 };
 use kairos_types::Value;
 use rdkafka::mocking::MockCluster;
@@ -87,6 +89,56 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
         (350, 50, Some(50))
     );
 
+    // A cut of the log: the offline table read as of it, and each partition's log after it.
+    let cut = store.wait_materialised("cards", None).await.unwrap();
+    assert_eq!(cut.ends().iter().sum::<u64>(), 350);
+    store
+        .insert_batch("cards", None, &batch(&s, &rows(0, 1)), wait)
+        .await
+        .unwrap();
+    store.wait_materialised("cards", None).await.unwrap();
+    let before = OfflineFilter {
+        before: Some(cut.clone()),
+        ..OfflineFilter::default()
+    };
+    let as_of: usize = store
+        .read_offline("cards", None, before)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(as_of, 350);
+    let status = store.describe("cards", None).unwrap();
+    let mut after = 0;
+    for (partition, &from) in (0..).zip(cut.ends()) {
+        let end = status.partitions[partition as usize].log_end_offset;
+        let mut at = from;
+        while at < end {
+            let read = store
+                .read_log(
+                    "cards",
+                    None,
+                    partition,
+                    at,
+                    1 << 20,
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+            assert!(!read.is_empty(), "partition {partition}: nothing at {at}");
+            for (first, next, rows) in read {
+                assert_eq!((first, rows.num_rows() as u64), (at, next - first));
+                after += rows.num_rows();
+                at = next;
+            }
+        }
+    }
+    assert_eq!(after, 50);
+
     // Reopened, it resumes every partition where its stores stand: nothing twice.
     store.close().await;
     let config = store.config().clone();
@@ -98,7 +150,7 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
         .unwrap();
     let report = store.check("cards", None).await.unwrap();
     assert!(report.clean, "{report:?}");
-    assert_eq!(report.offline_rows, 400);
+    assert_eq!(report.offline_rows, 450);
 
     // Deleted, it goes with its rows (the mock has no DeleteTopics: its topic stays, said).
     store.delete_group("cards", 1).await.unwrap();

@@ -202,7 +202,7 @@ async fn write_read_and_check(f: &Fixture) {
         start: Some(T0),
         end: Some(T0 + HOUR),
         as_of: None,
-        before_offset: None,
+        before: None,
     };
     let in_window = store
         .read_offline("cards", None, window)
