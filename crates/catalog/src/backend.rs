@@ -70,6 +70,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// changes nothing).
     fn changes_since(&self, seq: i64) -> Result<Changes>;
 
+    /// Advances `name`'s claimed slot to `slot` if it is behind it, and answers whether this
+    /// call advanced it: of any number of callers claiming one slot, one is told yes.
+    fn claim(&self, name: &str, slot: u64) -> Result<bool>;
+
     /// Whether the engine answers (a replica's readiness).
     fn ping(&self) -> Result<()>;
 

@@ -163,6 +163,11 @@ pub trait Catalog: Send + Sync {
     /// another process or replica changed, for caches to follow. Kinds are those of [`kind`].
     fn changes_since(&self, seq: i64) -> Result<Changes>;
 
+    /// Claims `slot` of the work `name` (a monitor's scheduled run at a time, say): true for
+    /// exactly one of the processes sharing the catalog that claim it, and for none once a
+    /// later slot was claimed. Work done once per slot among replicas needs no owner.
+    fn claim(&self, name: &str, slot: u64) -> Result<bool>;
+
     /// Whether the catalog's engine answers.
     fn ping(&self) -> Result<()>;
 
@@ -525,6 +530,10 @@ impl<B: Backend> Catalog for DocumentCatalog<B> {
 
     fn changes_since(&self, seq: i64) -> Result<Changes> {
         self.docs.changes_since(seq)
+    }
+
+    fn claim(&self, name: &str, slot: u64) -> Result<bool> {
+        self.docs.claim(name, slot)
     }
 
     fn ping(&self) -> Result<()> {

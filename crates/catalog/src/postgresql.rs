@@ -42,6 +42,12 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE TABLE change_horizon (pruned_through BIGINT NOT NULL);
      INSERT INTO change_horizon VALUES (0);",
+    // 3: work done once per slot among replicas (a monitor's scheduled runs): the last slot
+    // claimed per name.
+    "CREATE TABLE claims (
+         name TEXT   PRIMARY KEY,
+         slot BIGINT NOT NULL
+     );",
 ];
 
 /// The advisory lock replicas starting at once take to migrate one at a time.
@@ -339,6 +345,27 @@ impl Backend for Postgres {
 
     fn engine(&self) -> &'static str {
         "postgresql"
+    }
+
+    fn claim(&self, name: &str, slot: u64) -> Result<bool> {
+        let name = name.to_string();
+        let slot = i64::try_from(slot).map_err(|_| CatalogError::Storage {
+            engine: "postgresql",
+            source: format!("slot {slot} is out of range").into(),
+        })?;
+        self.run(move |client| {
+            // The row lock of the upsert orders claimers of one name: the first moves the
+            // slot, the rest find it moved.
+            let advanced = client
+                .execute(
+                    "INSERT INTO claims (name, slot) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET slot = EXCLUDED.slot \
+                     WHERE claims.slot < EXCLUDED.slot",
+                    &[&name, &slot],
+                )
+                .map_err(storage)?;
+            Ok(advanced == 1)
+        })
     }
 
     fn ping(&self) -> Result<()> {

@@ -58,6 +58,12 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE TABLE change_horizon (pruned_through INTEGER NOT NULL);
      INSERT INTO change_horizon VALUES (0);",
+    // 4: work done once per slot among processes (a monitor's scheduled runs): the last slot
+    // claimed per name.
+    "CREATE TABLE claims (
+         name TEXT    PRIMARY KEY,
+         slot INTEGER NOT NULL
+     );",
 ];
 
 impl From<rusqlite::Error> for CatalogError {
@@ -226,6 +232,22 @@ impl Backend for Sqlite {
 
     fn engine(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn claim(&self, name: &str, slot: u64) -> Result<bool> {
+        let slot = i64::try_from(slot).map_err(|_| CatalogError::Storage {
+            engine: "sqlite",
+            source: format!("slot {slot} is out of range").into(),
+        })?;
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        let advanced = tx.execute(
+            "INSERT INTO claims (name, slot) VALUES (?1, ?2) \
+             ON CONFLICT(name) DO UPDATE SET slot = excluded.slot WHERE claims.slot < excluded.slot",
+            params![name, slot],
+        )?;
+        tx.commit()?;
+        Ok(advanced == 1)
     }
 
     fn ping(&self) -> Result<()> {

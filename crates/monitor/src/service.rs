@@ -306,14 +306,34 @@ impl Monitors {
         };
         let this = self.clone();
         let name = monitor.spec.name.clone();
+        // The schedule's slots are the multiples of `every` since the epoch; every replica
+        // wakes at each, and the one that claims the slot in the catalog runs it, over the
+        // window ending there — so a slot runs once among replicas, and a replica that died
+        // leaves the next one to whoever is alive.
+        let every = every.micros().max(1);
         let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every.as_std());
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
             loop {
-                ticks.tick().await;
-                if let Err(e) = this.run(&name, None).await {
-                    tracing::warn!(monitor = %name, error = %e, "monitor run failed");
+                let slot = now_micros().div_euclid(every) + 1;
+                let at = slot * every;
+                let wait = u64::try_from(at - now_micros()).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+                let (store, work) = (this.store().clone(), format!("monitor/{name}"));
+                let claimed =
+                    tokio::task::spawn_blocking(move || store.catalog().claim(&work, slot as u64))
+                        .await;
+                match claimed {
+                    Ok(Ok(here)) => {
+                        telemetry::schedule_slot(&name, here);
+                        if here && let Err(e) = this.run(&name, Some(at)).await {
+                            tracing::warn!(monitor = %name, error = %e, "monitor run failed");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(monitor = %name, error = %e, "a scheduled slot could not be claimed; skipped");
+                    }
+                    Err(e) => {
+                        tracing::warn!(monitor = %name, error = %e, "a scheduled slot's claim failed; skipped");
+                    }
                 }
             }
         });

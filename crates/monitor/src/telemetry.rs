@@ -19,6 +19,15 @@ pub const ALERTS: &str = "kairos_monitor_alerts_total";
 pub const WEBHOOKS: &str = "kairos_monitor_webhooks_total";
 /// Per monitor and outcome (`promoted`, `kept`, `failed`): retrainings.
 pub const RETRAININGS: &str = "kairos_monitor_retrainings_total";
+/// Per monitor and claim (`here`: this replica runs the slot; `elsewhere`: another claimed it):
+/// the slots of its schedule.
+pub const SCHEDULE_SLOTS: &str = "kairos_monitor_schedule_slots_total";
+
+pub(crate) fn schedule_slot(monitor: &str, here: bool) {
+    let claim = if here { "here" } else { "elsewhere" };
+    metrics::counter!(SCHEDULE_SLOTS, "monitor" => monitor.to_owned(), "claim" => claim)
+        .increment(1);
+}
 
 pub(crate) fn record_run(run: &MonitorRun) {
     let monitor = run.monitor.clone();

@@ -398,3 +398,30 @@ fn a_reader_cut_off_from_postgres_catches_up_when_it_returns() {
         [("feature_group", "b", Some(1), false)]
     );
 }
+
+/// Four connections (as four replicas) claim the slots of one schedule at once: each slot goes
+/// to exactly one of them, and a slot behind the last claimed goes to none.
+#[test]
+fn each_slot_is_claimed_once_among_connections() {
+    for place in places() {
+        let catalogs: Vec<Box<dyn Catalog>> = (0..4).map(|_| place.open()).collect();
+        for slot in 1..=20u64 {
+            let wins: usize = std::thread::scope(|scope| {
+                let claims: Vec<_> = catalogs
+                    .iter()
+                    .map(|c| scope.spawn(move || c.claim("monitor/drift", slot).unwrap()))
+                    .collect();
+                claims
+                    .into_iter()
+                    .map(|claim| usize::from(claim.join().unwrap()))
+                    .sum()
+            });
+            assert_eq!(wins, 1, "slot {slot} on {}", place.url());
+        }
+        assert!(!catalogs[0].claim("monitor/drift", 7).unwrap());
+        assert!(!catalogs[1].claim("monitor/drift", 20).unwrap());
+        // Names are claimed apart.
+        assert!(catalogs[2].claim("monitor/latency", 3).unwrap());
+        assert!(catalogs[3].claim("monitor/drift", 21).unwrap());
+    }
+}
