@@ -26,7 +26,8 @@ use crate::spec::{Monitor, MonitorSpec, Reference};
 use crate::telemetry;
 
 /// The catalog kind monitors are stored under.
-const KIND: &str = "monitor";
+/// The catalog's service-document kind of monitors.
+pub const KIND: &str = "monitor";
 
 /// Inference-log columns (kairos-deploy writes them).
 const LOGGED_AT: &str = "logged_at";
@@ -47,7 +48,8 @@ impl std::fmt::Debug for Monitors {
 struct Inner {
     deployments: Arc<Deployments>,
     http: reqwest::Client,
-    schedules: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The running schedules, by monitor name, with the version each runs.
+    schedules: Mutex<HashMap<String, (u32, JoinHandle<()>)>>,
     /// The hosts alert webhooks may call, in a server (whose monitor definitions come from
     /// clients); `None` in the operator's own process.
     webhook_hosts: Option<Vec<String>>,
@@ -267,9 +269,7 @@ impl Monitors {
 
     /// Stops the monitor's schedule and removes its definition; its history stays.
     pub fn delete(&self, name: &str) -> Result<()> {
-        if let Some(task) = self.inner.schedules.lock().expect("schedules").remove(name) {
-            task.abort();
-        }
+        self.unschedule(name);
         let deleted = self
             .store()
             .catalog()
@@ -291,14 +291,57 @@ impl Monitors {
 
     /// Stops every schedule.
     pub fn stop_all(&self) {
-        for (_, task) in self.inner.schedules.lock().expect("schedules").drain() {
+        for (_, (_, task)) in self.inner.schedules.lock().expect("schedules").drain() {
+            task.abort();
+        }
+    }
+
+    /// Brings the monitor's schedule in line with the catalog, after a change another replica
+    /// made: started (or restarted) at its latest version, stopped when the monitor is gone.
+    /// Every replica schedules every monitor; the catalog's claims run each slot once.
+    pub fn follow(&self, name: &str) -> Result<()> {
+        match self.get(name) {
+            Ok(monitor) => {
+                let running = self
+                    .inner
+                    .schedules
+                    .lock()
+                    .expect("schedules")
+                    .get(name)
+                    .map(|(v, _)| *v);
+                if running != Some(monitor.version) {
+                    self.schedule(&monitor);
+                }
+                Ok(())
+            }
+            Err(DeployError::NotFound(_)) => {
+                self.unschedule(name);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names of the monitors scheduled here.
+    pub fn scheduled(&self) -> Vec<String> {
+        self.inner
+            .schedules
+            .lock()
+            .expect("schedules")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn unschedule(&self, name: &str) {
+        if let Some((_, task)) = self.inner.schedules.lock().expect("schedules").remove(name) {
             task.abort();
         }
     }
 
     fn schedule(&self, monitor: &Monitor) {
         let mut schedules = self.inner.schedules.lock().expect("schedules");
-        if let Some(task) = schedules.remove(&monitor.spec.name) {
+        if let Some((_, task)) = schedules.remove(&monitor.spec.name) {
             task.abort();
         }
         let Some(every) = monitor.spec.schedule else {
@@ -337,7 +380,7 @@ impl Monitors {
                 }
             }
         });
-        schedules.insert(monitor.spec.name.clone(), task);
+        schedules.insert(monitor.spec.name.clone(), (monitor.version, task));
     }
 
     /// Evaluates the monitor over the window ending at `at` (microseconds; now when absent),

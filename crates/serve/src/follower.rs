@@ -1,8 +1,9 @@
 //! The catalog follower: what another replica (or a CLI process on the same data dir) changes in
 //! the catalog reaches this server's caches within [`FOLLOW_EVERY`] — API keys, feature groups,
-//! views, deployments and recommenders. Monitors and pipelines do not follow: each needs one
-//! owner among the replicas (a server runs those the catalog held when it started), which the
-//! leases of a later step give. It reads the catalog's change log (a cheap indexed read) and hands
+//! views, deployments, recommenders and monitors' schedules (every replica schedules every
+//! monitor, and the catalog's claims run each slot on one). Pipelines do not follow yet: a
+//! server runs those the catalog held when it started. It reads the catalog's change log (a
+//! cheap indexed read) and hands
 //! each kind of change to its owner; every handler is idempotent, so a change this server made
 //! itself, or one read twice after an error, changes nothing. A follower that fell further
 //! behind than the catalog keeps changes for reloads everything.
@@ -14,6 +15,7 @@ use std::time::Duration;
 use kairos_catalog::Changes;
 use kairos_catalog::kind;
 use kairos_deploy::Deployments;
+use kairos_monitor::Monitors;
 use kairos_recommend::Recommenders;
 use kairos_store::FeatureStore;
 
@@ -30,6 +32,7 @@ pub(crate) struct Follower {
     pub(crate) store: FeatureStore,
     pub(crate) deployments: Arc<Deployments>,
     pub(crate) recommenders: Recommenders,
+    pub(crate) monitors: Monitors,
 }
 
 impl Follower {
@@ -95,15 +98,17 @@ impl Follower {
         if changed(kind::FEATURE_VIEW) {
             self.store.forget_views();
         }
-        // Deployments and recommenders are followed one name at a time; after a gap, every
-        // name this server serves or the catalog lists.
+        // Deployments, recommenders and monitors are followed one name at a time; after a
+        // gap, every name this server serves or the catalog lists.
         let recommender_kind = kind::service(kairos_recommend::service::KIND);
-        let (deployments, recommenders) = if everything {
+        let monitor_kind = kind::service(kairos_monitor::service::KIND);
+        let (deployments, recommenders, monitors) = if everything {
             self.every_name().await?
         } else {
             (
                 touched(changes, kind::DEPLOYMENT),
                 touched(changes, &recommender_kind),
+                touched(changes, &monitor_kind),
             )
         };
         for name in deployments {
@@ -118,28 +123,39 @@ impl Follower {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        if !monitors.is_empty() {
+            let this = self.monitors.clone();
+            tokio::task::spawn_blocking(move || {
+                monitors.iter().try_for_each(|name| this.follow(name))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
-    /// Every deployment and recommender name this server serves or the catalog lists.
-    async fn every_name(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
+    /// Every deployment, recommender and monitor name this server serves (or schedules) or
+    /// the catalog lists.
+    async fn every_name(&self) -> Result<(Names, Names, Names), String> {
         let store = self.store.clone();
-        let (mut deployments, mut recommenders) =
+        let (mut deployments, mut recommenders, mut monitors) =
             tokio::task::spawn_blocking(move || -> Result<_, String> {
                 let catalog = store.catalog();
                 let deployments = catalog.list_deployments().map_err(|e| e.to_string())?;
-                let recommenders = catalog
-                    .list_service_documents(kairos_recommend::service::KIND)
-                    .map_err(|e| e.to_string())?;
+                let documents = |kind: &str| -> Result<Names, String> {
+                    let listed = catalog
+                        .list_service_documents(kind)
+                        .map_err(|e| e.to_string())?;
+                    Ok(listed.into_iter().map(|(name, _, _)| name).collect())
+                };
                 Ok((
                     deployments
                         .into_iter()
                         .map(|d| d.spec.name)
-                        .collect::<BTreeSet<_>>(),
-                    recommenders
-                        .into_iter()
-                        .map(|(name, _, _)| name)
-                        .collect::<BTreeSet<_>>(),
+                        .collect::<Names>(),
+                    documents(kairos_recommend::service::KIND)?,
+                    documents(kairos_monitor::service::KIND)?,
                 ))
             })
             .await
@@ -151,9 +167,12 @@ impl Follower {
                 .map(|l| l.deployment.spec.name.clone()),
         );
         recommenders.extend(self.recommenders.list().into_iter().map(|r| r.spec.name));
-        Ok((deployments, recommenders))
+        monitors.extend(self.monitors.scheduled());
+        Ok((deployments, recommenders, monitors))
     }
 }
+
+type Names = BTreeSet<String>;
 
 /// The names of `kind` that `changes` touch.
 fn touched(changes: &Changes, kind: &str) -> BTreeSet<String> {

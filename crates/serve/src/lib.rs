@@ -92,18 +92,19 @@ pub async fn serve(
         let recommenders = recommenders.clone();
         async move { recommenders.start_all().await }
     });
+    let monitors = Monitors::confined(deployments.clone(), options.webhook_hosts);
     // What another replica or process changes in the catalog (keys, groups, views,
-    // deployments) reaches this server within `FOLLOW_EVERY`.
+    // deployments, recommenders, monitors) reaches this server within `FOLLOW_EVERY`.
     let following = tokio::spawn(
         follower::Follower {
             access: access.clone(),
             store: store.clone(),
             deployments: deployments.clone(),
             recommenders: recommenders.clone(),
+            monitors: monitors.clone(),
         }
         .run(),
     );
-    let monitors = Monitors::confined(deployments.clone(), options.webhook_hosts);
     // Monitors read the deployments, so their schedules start once those are loaded.
     let scheduling = tokio::spawn({
         let (monitors, deployments) = (monitors.clone(), deployments.clone());

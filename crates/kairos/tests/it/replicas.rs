@@ -129,6 +129,69 @@ async fn what_one_replica_applies_the_other_serves_alike() {
     })
     .await;
 
+    // A monitor applied on A is scheduled on B too, and each slot of its schedule runs on one
+    // of them: counted mid-slot, the slots either ran add up to the slots A saw.
+    let monitor = client
+        .post(format!("{}/v1/monitors", a.url))
+        .json(
+            &json!({"name": "fraud_drift", "deployment": "fraud", "window": "1h",
+                      "schedule": "1s"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        monitor.status().as_u16(),
+        201,
+        "{}",
+        monitor.text().await.unwrap()
+    );
+    let slots = async |server: &Server| {
+        let metrics = client
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count = |claim: &str| -> u64 {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("kairos_monitor_schedule_slots_total{"))
+                .filter(|l| {
+                    l.contains("monitor=\"fraud_drift\"")
+                        && l.contains(&format!("claim=\"{claim}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        (count("here"), count("elsewhere"))
+    };
+    eventually("B schedules the monitor applied on A", async || {
+        let (here, elsewhere) = slots(&b).await;
+        (here + elsewhere >= 2).then_some(())
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let to_mid_slot = (1500 - u64::from(now.subsec_millis())) % 1000;
+    tokio::time::sleep(Duration::from_millis(to_mid_slot)).await;
+    let ((a_here, a_elsewhere), (b_here, b_elsewhere)) = (slots(&a).await, slots(&b).await);
+    eprintln!(
+        "monitor slots: A ran {a_here} of {}, B ran {b_here} of {}",
+        a_here + a_elsewhere,
+        b_here + b_elsewhere
+    );
+    assert_eq!(
+        a_here + b_here,
+        a_here + a_elsewhere,
+        "slots run on A {a_here}, on B {b_here}; A saw {}, B saw {}",
+        a_here + a_elsewhere,
+        b_here + b_elsewhere
+    );
+
     // A deployment deleted on A goes from B.
     let deleted = client
         .delete(format!("{}/v1/deployments/fraud", a.url))
