@@ -549,7 +549,7 @@ async fn write_embeddings(
         .map(|i| i.column.clone())
         .unwrap_or_default();
     let now = chrono::Utc::now().to_rfc3339();
-    let mut end = 0;
+    let mut acks = Vec::new();
     for chunk in data
         .items
         .iter()
@@ -575,8 +575,10 @@ async fn write_embeddings(
                 InsertOptions::default(),
             )
             .await?;
-        end = ack.end_offset;
+        acks.push(ack);
     }
-    store.wait_indexed(name, None, end).await?;
+    for ack in &acks {
+        store.wait_indexed(name, None, ack).await?;
+    }
     Ok(data.items.len())
 }

@@ -278,7 +278,7 @@ impl GroupRuntime {
         }
         // The index in memory may be ahead of its file: a restart applies the log from the file.
         if let Some(vectors) = &self.vectors {
-            passed = passed.min(vectors.saved());
+            passed = passed.min(vectors.saved(0));
         }
         passed
     }
@@ -525,13 +525,8 @@ impl FeatureStore {
         }
         let log = self.open_log(&table)?;
         let partitions = log.partitions() as usize;
-        let vectors = match log {
-            log::GroupLog::Segment(_) => {
-                vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table))?
-            }
-            // Refused at creation (`create_group`); a group the catalog has runs without it.
-            log::GroupLog::Kafka(_) => None,
-        };
+        let vectors =
+            vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table), log.partitions())?;
         let runtime = Arc::new(GroupRuntime {
             online_applied: (0..partitions).map(|_| watch::channel(0).0).collect(),
             offline_applied: (0..partitions).map(|_| watch::channel(0).0).collect(),
@@ -642,13 +637,6 @@ impl FeatureStore {
     /// Creates a feature group, or the next version of an existing name.
     pub async fn create_group(&self, spec: FeatureGroupSpec) -> Result<FeatureGroup> {
         spec.validate()?;
-        if spec.vector_index.is_some() && matches!(self.inner.config.log, LogConfig::Kafka { .. }) {
-            return Err(StoreError::BadRequest(format!(
-                "feature group '{}': a vector index follows a log of one partition, and this \
-                 store's log is on Kafka; make the group without 'vector_index'",
-                spec.name
-            )));
-        }
         let _changing = self.inner.groups_changing.lock().await;
         // The quarantine group first: a group that quarantines never runs without one.
         self.quarantine_of(&spec)?;
@@ -814,11 +802,19 @@ impl FeatureStore {
         index.search(&rt.group.spec, query)
     }
 
-    /// Waits until the group's vector index holds everything before `offset`.
-    pub async fn wait_indexed(&self, name: &str, version: Option<u32>, offset: u64) -> Result<()> {
+    /// Waits until the group's vector index holds the rows an append acknowledged.
+    pub async fn wait_indexed(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        ack: &InsertAck,
+    ) -> Result<()> {
         let rt = self.runtime(name, version)?;
         match &rt.vectors {
-            Some(index) => wait_until(&rt, &index.applied, offset, "the vector index").await,
+            Some(index) => {
+                rt.wait_partitions(&index.applied, &ack.ends(), "the vector index")
+                    .await
+            }
             None => Err(StoreError::BadRequest(format!(
                 "feature group '{name}' has no vector index"
             ))),

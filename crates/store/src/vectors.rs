@@ -3,10 +3,12 @@
 //!
 //! It keeps the online store's rule — per key the row with the greatest (event time, offset)
 //! wins, so a late older row changes nothing — and a null embedding takes the key out. The index
-//! lives in memory and is saved with the log position it holds and the per-key versions, in one
-//! checksummed file, at most every [`SAVE_EVERY`] and at shutdown; a restart loads the file and
-//! applies only the log after its position (no rebuild), and log retention keeps every segment
-//! past the saved position.
+//! lives in memory and is saved with the log position it holds (per log partition) and the
+//! per-key versions, in one checksummed file, at most every [`SAVE_EVERY`] and at shutdown; a
+//! restart loads the file and applies only the log after its positions (no rebuild), and log
+//! retention keeps every segment past the saved position. On a log of several partitions (a
+//! Kafka topic) every process follows every partition into an index of its own: a key lives in
+//! one partition, so its versions compare as in one log.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -61,18 +63,21 @@ pub(crate) struct VectorRuntime {
     index: HnswIndex,
     keys: RwLock<Keys>,
     attributes: Mutex<Option<Arc<AttributeTable>>>,
-    /// The log position the index in memory holds everything before.
-    position: AtomicU64,
-    /// The position of the last save: log retention keeps what follows it.
-    saved: AtomicU64,
-    pub(crate) applied: watch::Sender<u64>,
+    /// Per log partition, the offset the index in memory holds everything before.
+    positions: Vec<AtomicU64>,
+    /// Per log partition, the offset of the last save: log retention keeps what follows it.
+    saved: Vec<AtomicU64>,
+    pub(crate) applied: Vec<watch::Sender<u64>>,
+    /// Held by a step and by a save, so a save sees no step half-applied.
+    step: Mutex<()>,
 }
 
 impl VectorRuntime {
-    /// Loads the saved index, or starts an empty one.
+    /// Loads the saved index, or starts an empty one, for a log of `partitions` partitions.
     pub(crate) fn open(
         spec: &FeatureGroupSpec,
         dir: PathBuf,
+        partitions: u32,
     ) -> Result<Option<Arc<VectorRuntime>>> {
         let Some(index_spec) = spec.vector_index.clone() else {
             return Ok(None);
@@ -87,61 +92,98 @@ impl VectorRuntime {
         };
         std::fs::create_dir_all(&dir).map_err(StoreError::internal)?;
         let path = dir.join(format!("{}.hnsw", index_spec.column));
-        let (index, position, keys) = if path.exists() {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            StoreError::internal(format!(
+                "{}: {e}; remove the file to rebuild the index from the log",
+                path.display()
+            ))
+        };
+        let (index, positions, keys) = if path.exists() {
             let LoadedIndex {
                 index,
                 position,
                 extra,
-            } = HnswIndex::load(&path).map_err(|e| {
-                StoreError::internal(format!(
-                    "{e}; remove the file to rebuild the index from the log"
-                ))
-            })?;
-            let keys: Keys = postcard::from_bytes(&extra).map_err(|e| {
-                StoreError::internal(format!(
-                    "{}: the key versions are unreadable: {e}",
-                    path.display()
-                ))
-            })?;
-            (index, position, keys)
+            } = HnswIndex::load(&path).map_err(|e| unreadable(&e))?;
+            // The key versions, then each partition's position — absent from a file saved
+            // before logs had partitions, whose one position is the file's.
+            let (keys, rest): (Keys, &[u8]) =
+                postcard::take_from_bytes(&extra).map_err(|e| unreadable(&e))?;
+            let positions: Vec<u64> = if rest.is_empty() {
+                vec![position]
+            } else {
+                postcard::from_bytes(rest).map_err(|e| unreadable(&e))?
+            };
+            if positions.len() != partitions as usize {
+                return Err(unreadable(&format_args!(
+                    "it holds positions of {} log partitions, and the log has {partitions}",
+                    positions.len()
+                )));
+            }
+            (index, positions, keys)
         } else {
             (
                 HnswIndex::new(index_spec.config(dim)).map_err(StoreError::internal)?,
-                0,
+                vec![0; partitions as usize],
                 Keys::default(),
             )
         };
+        let atomics = || positions.iter().map(|&p| AtomicU64::new(p)).collect();
         Ok(Some(Arc::new(VectorRuntime {
             spec: index_spec,
             path,
             index,
             keys: RwLock::new(keys),
             attributes: Mutex::new(None),
-            position: AtomicU64::new(position),
-            saved: AtomicU64::new(position),
-            applied: watch::channel(position).0,
+            positions: atomics(),
+            saved: atomics(),
+            applied: positions.iter().map(|&p| watch::channel(p).0).collect(),
+            step: Mutex::new(()),
         })))
     }
 
-    pub(crate) fn saved(&self) -> u64 {
-        self.saved.load(Ordering::Acquire)
+    /// The offset of `partition` the last save holds everything before.
+    pub(crate) fn saved(&self, partition: u32) -> u64 {
+        self.saved[partition as usize].load(Ordering::Acquire)
     }
 
-    /// Saves the index at the position it holds (the materialiser's task calls this between
-    /// steps, so no write runs beside it).
+    fn position(&self, partition: u32) -> u64 {
+        self.positions[partition as usize].load(Ordering::Acquire)
+    }
+
+    /// Saves the index at the positions it holds.
     fn save(&self) -> Result<()> {
-        let position = self.position.load(Ordering::Acquire);
-        let extra = postcard::to_allocvec(&*self.keys.read().expect("lock"))
+        let _step = self.step.lock().expect("lock");
+        let positions: Vec<u64> = (0..self.positions.len() as u32)
+            .map(|p| self.position(p))
+            .collect();
+        let mut extra = postcard::to_allocvec(&*self.keys.read().expect("lock"))
             .map_err(StoreError::internal)?;
+        extra.extend(postcard::to_allocvec(&positions).map_err(StoreError::internal)?);
         self.index
-            .save(&self.path, position, &extra)
+            .save(&self.path, positions[0], &extra)
             .map_err(StoreError::internal)?;
-        self.saved.store(position, Ordering::Release);
+        for (saved, position) in self.saved.iter().zip(positions) {
+            saved.store(position, Ordering::Release);
+        }
         Ok(())
     }
 
-    /// Applies log spans: the winning rows' vectors in, null or unusable ones out.
-    fn apply(&self, group: &FeatureGroupSpec, spans: &[Span], through: u64) -> Result<()> {
+    /// Whether every partition's save is where its position is.
+    fn all_saved(&self) -> bool {
+        (0..self.positions.len() as u32).all(|p| self.saved(p) == self.position(p))
+    }
+
+    /// Applies spans of one partition's log, through `through`: the winning rows' vectors in,
+    /// null or unusable ones out. A row's version is its (event time, stored position).
+    fn apply(
+        &self,
+        group: &FeatureGroupSpec,
+        spans: &[Span],
+        partition: u32,
+        through: u64,
+    ) -> Result<()> {
+        let _step = self.step.lock().expect("lock");
+        let partitions = self.positions.len() as u32;
         let key_at = group.key_indices()[0];
         let time_at = group.event_time_index();
         let vector_at = group
@@ -168,7 +210,6 @@ impl VectorRuntime {
         let mut winners: HashMap<u64, Option<Vec<f32>>> = HashMap::new();
         let mut staged: HashMap<u64, KeyRow> = HashMap::new();
         for span in spans {
-            let mut offset = span.first_offset;
             {
                 let batch = &span.batch;
                 for row in 0..batch.num_rows() {
@@ -183,6 +224,7 @@ impl VectorRuntime {
                             )));
                         }
                     };
+                    let offset = span.position(row, partitions);
                     let Value::Timestamp(event_time) = value(time_at) else {
                         return Err(StoreError::internal("row without an event time"));
                     };
@@ -214,7 +256,6 @@ impl VectorRuntime {
                             },
                         );
                     }
-                    offset += 1;
                 }
             }
         }
@@ -231,7 +272,7 @@ impl VectorRuntime {
         self.index.remove(&removals);
         keys.rows.extend(staged);
         *self.attributes.lock().expect("lock") = None;
-        self.position.store(through, Ordering::Release);
+        self.positions[partition as usize].store(through, Ordering::Release);
         Ok(())
     }
 
@@ -365,9 +406,11 @@ fn default_k() -> usize {
     10
 }
 
+/// One log partition's follower into the index.
 pub(crate) struct VectorSink {
     pub(crate) runtime: Arc<VectorRuntime>,
     pub(crate) group: Arc<GroupRuntime>,
+    pub(crate) partition: u32,
     pub(crate) last_save: Instant,
 }
 
@@ -375,16 +418,18 @@ impl Materialiser for VectorSink {
     const SINK: Sink = Sink::Vectors;
 
     async fn position(&mut self) -> Result<u64> {
-        Ok(self.runtime.position.load(Ordering::Acquire))
+        Ok(self.runtime.position(self.partition))
     }
 
     async fn apply(&mut self, spans: &[Span], _from: u64, through: u64) -> Result<()> {
         let runtime = self.runtime.clone();
         let group = self.group.clone();
         let spans = spans.to_vec();
-        let save = self.last_save.elapsed() >= SAVE_EVERY;
+        let partition = self.partition;
+        // Partition 0's follower saves for all (a log has it, whatever its partitions).
+        let save = partition == 0 && self.last_save.elapsed() >= SAVE_EVERY;
         tokio::task::spawn_blocking(move || {
-            runtime.apply(&group.group.spec, &spans, through)?;
+            runtime.apply(&group.group.spec, &spans, partition, through)?;
             if save { runtime.save() } else { Ok(()) }
         })
         .await
@@ -396,24 +441,28 @@ impl Materialiser for VectorSink {
     }
 }
 
+/// Follows every partition of the group's log into the index until the group stops.
 pub(crate) async fn run(runtime: Arc<VectorRuntime>, group: Arc<GroupRuntime>, max_bytes: usize) {
-    let published = runtime.applied.clone();
-    crate::materialise::follow(
-        VectorSink {
-            runtime: runtime.clone(),
-            group: group.clone(),
-            last_save: Instant::now(),
-        },
-        group.clone(),
-        0,
-        group.shutdown.subscribe(),
-        &published,
-        max_bytes,
-        None,
-    )
-    .await;
+    let followers = (0..runtime.positions.len() as u32).map(|partition| {
+        let published = &runtime.applied[partition as usize];
+        crate::materialise::follow(
+            VectorSink {
+                runtime: runtime.clone(),
+                group: group.clone(),
+                partition,
+                last_save: Instant::now(),
+            },
+            group.clone(),
+            partition,
+            group.shutdown.subscribe(),
+            published,
+            max_bytes,
+            None,
+        )
+    });
+    futures::future::join_all(followers).await;
     // Stopped: what the index holds is saved, so the next start applies only what follows.
-    if runtime.saved() != runtime.position.load(Ordering::Acquire) {
+    if !runtime.all_saved() {
         let saving = runtime.clone();
         match tokio::task::spawn_blocking(move || saving.save()).await {
             Ok(Ok(())) => {}

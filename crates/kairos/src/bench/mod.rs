@@ -1,6 +1,7 @@
 //! `kairos bench …`: load generators whose figures go into BENCHMARKS.md.
 
 mod ann;
+mod failover;
 mod monitor;
 mod pit;
 mod recsys;
@@ -108,6 +109,9 @@ pub enum BenchCommand {
     /// Two servers this command starts on one PostgreSQL catalog: how long an API key made or
     /// revoked through one takes to act on the other.
     Replicas(replicas::ReplicasArgs),
+    /// Two servers this command starts on one cluster configuration with the logs on Kafka:
+    /// how long after a replica is killed its partitions are served again by the other.
+    Failover(failover::FailoverArgs),
 }
 
 /// A group of an int64 key `id`, an event time `ts` and `features` float64 features `f0`, `f1`, ….
@@ -242,6 +246,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Recsys(args) => recsys::run(&args).await,
         BenchCommand::Soak(args) => soak::run(&args).await,
         BenchCommand::Replicas(args) => replicas::run(&args).await,
+        BenchCommand::Failover(args) => failover::run(&args).await,
     }
 }
 

@@ -246,7 +246,7 @@ async fn wait_for(
 }
 
 /// p50, p99 and max in milliseconds.
-fn summary(samples: &mut [Duration]) -> serde_json::Value {
+pub(crate) fn summary(samples: &mut [Duration]) -> serde_json::Value {
     samples.sort_unstable();
     let at = |q: f64| {
         let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;

@@ -162,26 +162,6 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn a_vector_index_is_refused_on_a_kafka_log() {
-    let cluster = MockCluster::new(1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = FeatureStore::open(on_kafka(&cluster, &dir)).await.unwrap();
-    let mut s = spec(None);
-    s.columns.push(kairos_types::Column::new(
-        "embedding",
-        kairos_types::FeatureType::Embedding { dim: 2 },
-    ));
-    s.vector_index =
-        Some(serde_json::from_value(serde_json::json!({"column": "embedding"})).unwrap());
-    let err = store.create_group(s).await.unwrap_err().to_string();
-    assert!(
-        err.contains("vector_index") && err.contains("Kafka"),
-        "{err}"
-    );
-    store.close().await;
-}
-
 /// Which partitions each store materialises, once every partition has exactly one of them.
 async fn settled_ownership(stores: &[&FeatureStore]) -> Vec<Vec<u32>> {
     let started = std::time::Instant::now();

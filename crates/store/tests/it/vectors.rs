@@ -58,10 +58,7 @@ async fn insert(store: &FeatureStore, rows: &[serde_json::Value]) {
         )
         .await
         .unwrap();
-    store
-        .wait_indexed("items", None, ack.end_offset)
-        .await
-        .unwrap();
+    store.wait_indexed("items", None, &ack).await.unwrap();
 }
 
 fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
@@ -107,9 +104,29 @@ fn keys(store: &FeatureStore, query: &NearestQuery) -> Vec<i64> {
 #[tokio::test]
 async fn the_index_follows_the_log_filters_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
-        .await
-        .unwrap();
+    follows_filters_and_survives(StoreConfig::with_data_dir(dir.path())).await;
+}
+
+/// The same with the group's log on Kafka (librdkafka's mock cluster): the index follows every
+/// partition of the topic, and its file keeps each partition's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_follows_a_kafka_log_and_survives_a_restart() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        log: kairos_store::LogConfig::Kafka {
+            brokers: cluster.bootstrap_servers(),
+            partitions: 4,
+            topic_prefix: "kairos.fg.".into(),
+            replication: 1,
+        },
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    follows_filters_and_survives(config).await;
+}
+
+async fn follows_filters_and_survives(config: StoreConfig) {
+    let store = FeatureStore::open(config.clone()).await.unwrap();
     store.create_group(items_spec()).await.unwrap();
     insert(
         &store,
@@ -214,13 +231,11 @@ async fn the_index_follows_the_log_filters_and_survives_a_restart() {
 
     store.close().await;
     drop(store);
-    let file = dir.path().join("vectors/items/v1/embedding.hnsw");
+    let file = config.data_dir.join("vectors/items/v1/embedding.hnsw");
     assert!(file.exists(), "the index is saved at shutdown");
 
     // Restarted: the saved index answers alike at once, and takes the log's new rows.
-    let store = FeatureStore::open(StoreConfig::with_data_dir(dir.path()))
-        .await
-        .unwrap();
+    let store = FeatureStore::open(config).await.unwrap();
     let again = keys(&store, &by_vector(&query, 400, None));
     assert_eq!(again, nearest);
     insert(&store, &[row(401, T0, Some(query.clone()))]).await;
