@@ -31,6 +31,8 @@ use rdkafka::types::RDKafkaErrorCode as Code;
 
 use crate::{LogError, Result};
 
+/// How long a reader's fetch may wait at the broker for rows, in milliseconds.
+const FETCH_WAIT_MS: &str = "50";
 /// The header naming the producer tag of an appended batch (pipelines' `append_once`).
 const PRODUCER_HEADER: &str = "kairos-producer";
 /// The header numbering a row within its tagged batch: its number and the batch's rows, each
@@ -388,6 +390,10 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("group.id", format!("kairos-reader-{}", self.topic))
+            // A broker answers a fetch as soon as rows arrive; one that holds the fetch to
+            // its wait time whatever arrives (librdkafka's mock does) would add librdkafka's
+            // default 500 ms to every row's way to the stores.
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .create::<BaseConsumer>()
             .map_err(|e| kafka(&self.topic, "cannot make a reader", e))?;
         Ok(PartitionReader {

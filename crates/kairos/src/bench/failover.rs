@@ -49,10 +49,11 @@ pub async fn run(args: &FailoverArgs) -> anyhow::Result<()> {
                 .json(&spec),
         )
         .await?;
+    let partitions = partitions(&servers[0].url, &group).await?;
 
     let (mut served, mut held_again) = (Vec::new(), Vec::new());
     for kill in 0..args.kills {
-        let holdings = shared_out(&servers, &group).await?;
+        let holdings = shared_out(&servers, &group, partitions).await?;
         // Alternate between the replicas; each holds some partitions once shared out.
         let victim = kill % 2;
         let survivor = 1 - victim;
@@ -81,8 +82,7 @@ pub async fn run(args: &FailoverArgs) -> anyhow::Result<()> {
             bail!("the write through the survivor was not visible online: {ack}");
         }
         served.push(killed_at.elapsed());
-        let all = holdings.iter().map(Vec::len).sum::<usize>();
-        while held(&servers[survivor].url, &group).await?.len() < all {
+        while held(&servers[survivor].url, &group).await?.len() < partitions {
             tokio::time::sleep(POLL).await;
         }
         held_again.push(killed_at.elapsed());
@@ -103,20 +103,24 @@ pub async fn run(args: &FailoverArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every partition of `group` is materialised by exactly one of the servers and
-/// each holds some; answers each server's partitions.
-async fn shared_out(servers: &[Server], group: &str) -> anyhow::Result<Vec<Vec<u32>>> {
+/// Waits until every one of the `partitions` of `group` is materialised by exactly one of the
+/// servers and each holds some; answers each server's partitions.
+async fn shared_out(
+    servers: &[Server],
+    group: &str,
+    partitions: usize,
+) -> anyhow::Result<Vec<Vec<u32>>> {
     let started = Instant::now();
     loop {
+        // A server that does not know the group yet (it follows the catalog) holds none of it.
         let mut holdings = Vec::new();
         for server in servers {
-            holdings.push(held(&server.url, group).await?);
+            holdings.push(held(&server.url, group).await.unwrap_or_default());
         }
         let mut all: Vec<u32> = holdings.iter().flatten().copied().collect();
         let total = all.len();
         all.sort_unstable();
         all.dedup();
-        let partitions = partitions(&servers[0].url, group).await?;
         if all.len() == total && total == partitions && holdings.iter().all(|h| !h.is_empty()) {
             return Ok(holdings);
         }

@@ -372,6 +372,22 @@ pub async fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // And once this server materialises every partition of the output group's log: on Kafka
+    // the materialisers join a consumer group too.
+    loop {
+        let status = remote
+            .json(remote.request(Method::GET, &format!("/v1/feature-groups/{name}")))
+            .await?;
+        let partitions = status["partitions"].as_array().cloned().unwrap_or_default();
+        if partitions.iter().all(|p| p["materialised_here"] == true) {
+            break;
+        }
+        anyhow::ensure!(
+            joined.elapsed() < Duration::from_secs(60),
+            "the log partitions of {name} are not materialised here after 60 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let per_push = (args.rate / args.pushes).max(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.pushes));
