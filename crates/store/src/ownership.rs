@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::GroupRuntime;
 use crate::materialise;
+use crate::telemetry::{self, Sink};
 
 /// How often the positions of partitions held elsewhere are read from the online store.
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
@@ -102,6 +103,7 @@ pub(crate) async fn share(
             event = events.recv() => match event {
                 Some(Ownership::Assigned(partitions)) => {
                     tracing::info!(group = %table, ?partitions, "log partitions taken");
+                    telemetry::ownership_changed(&table, "taken", partitions.len());
                     for partition in partitions {
                         group.held[partition as usize].store(true, Ordering::Release);
                         held.entry(partition).or_insert_with(|| {
@@ -113,6 +115,7 @@ pub(crate) async fn share(
                 }
                 Some(Ownership::Revoked(partitions)) => {
                     tracing::info!(group = %table, ?partitions, "log partitions let go");
+                    telemetry::ownership_changed(&table, "let_go", partitions.len());
                     for partition in partitions {
                         group.held[partition as usize].store(false, Ordering::Release);
                         if let Some((stop, tasks)) = held.remove(&partition) {
@@ -126,6 +129,9 @@ pub(crate) async fn share(
                 ticks = ticks.wrapping_add(1);
                 let offline = ticks.is_multiple_of(REFRESH_OFFLINE_EVERY);
                 refresh_positions(&materialisers, &group, &held, offline).await;
+                if offline {
+                    report_lag(&group, &held).await;
+                }
             }
             _ = stopped(&mut shutdown) => break,
         }
@@ -176,6 +182,31 @@ async fn refresh_positions(
                 advance(&group.offline_applied[at], position);
             }
         }
+    }
+}
+
+/// The consumer lag of each partition held here, per store, on `/metrics` (a look at the
+/// log's ends, once a second).
+async fn report_lag(
+    group: &Arc<GroupRuntime>,
+    held: &HashMap<u32, (watch::Sender<bool>, Vec<JoinHandle<()>>)>,
+) {
+    if held.is_empty() {
+        return;
+    }
+    let Ok(ends) = group.log.end_offsets().await else {
+        return;
+    };
+    let table = group.group.id();
+    for (partition, end) in ends.into_iter().filter(|(p, _)| held.contains_key(p)) {
+        let at = partition as usize;
+        let behind = |applied: &watch::Sender<u64>| end.saturating_sub(*applied.borrow());
+        if group.group.spec.online {
+            let lag = behind(&group.online_applied[at]);
+            telemetry::partition_lag(&table, Sink::Online, partition, lag);
+        }
+        let lag = behind(&group.offline_applied[at]);
+        telemetry::partition_lag(&table, Sink::Offline, partition, lag);
     }
 }
 

@@ -31,6 +31,30 @@ pub fn materialiser_lag(table: &TableId, sink: Sink, rows: u64) {
     .set(rows as f64);
 }
 
+/// Rows of a shared log's partition this process materialises not yet in a store (Kafka:
+/// the consumer lag of its materialisers).
+pub fn partition_lag(table: &TableId, sink: Sink, partition: u32, rows: u64) {
+    metrics::gauge!(
+        "kairos_log_partition_lag_rows",
+        "group" => table.name.clone(),
+        "version" => table.version.to_string(),
+        "store" => sink.as_str(),
+        "partition" => partition.to_string()
+    )
+    .set(rows as f64);
+}
+
+/// Partitions of a shared log this process took on or let go (`change`: `taken`, `let_go`).
+pub fn ownership_changed(table: &TableId, change: &'static str, partitions: usize) {
+    metrics::counter!(
+        "kairos_log_partition_ownership_changes_total",
+        "group" => table.name.clone(),
+        "version" => table.version.to_string(),
+        "change" => change
+    )
+    .increment(partitions as u64);
+}
+
 /// A materialiser write that failed and will be retried.
 pub fn materialiser_error(table: &TableId, sink: Sink) {
     metrics::counter!(
