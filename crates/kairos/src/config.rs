@@ -375,6 +375,7 @@ mod tests {
                 partitions: 4,
                 topic_prefix: "kairos.fg.".into(),
                 replication: 1,
+                session_timeout_ms: 6_000,
             }
         );
         let env = |k: &str| (k == "KAIROS_KAFKA_BROKERS").then(|| " ".to_string());

@@ -57,6 +57,9 @@ pub struct KafkaLogOptions {
     pub partitions: u32,
     /// How long an append waits for the brokers before it fails.
     pub message_timeout: Duration,
+    /// How long a member of a [`KafkaLog::join`]ed group may go unheard before the group
+    /// hands its partitions to the others.
+    pub session_timeout: Duration,
     /// Further librdkafka properties (security, say), set on producer and readers alike.
     pub properties: BTreeMap<String, String>,
 }
@@ -67,6 +70,7 @@ impl KafkaLogOptions {
             brokers: brokers.into(),
             partitions,
             message_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(6),
             properties: BTreeMap::new(),
         }
     }
@@ -585,8 +589,18 @@ impl KafkaLog {
             .client()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
+            .set(
+                "session.timeout.ms",
+                self.options.session_timeout.as_millis().to_string(),
+            )
+            // A few heartbeats per session, so a live member is never taken for a dead one.
+            .set(
+                "heartbeat.interval.ms",
+                (self.options.session_timeout / 6)
+                    .min(Duration::from_millis(500))
+                    .as_millis()
+                    .to_string(),
+            )
             .create_with_context(Rebalances { events })
             .map_err(|e| kafka(&self.topic, "cannot join the consumer group", e))?;
         consumer

@@ -88,6 +88,12 @@ pub enum LogConfig {
         /// The replication factor of the topics it makes.
         #[serde(default = "default_replication")]
         replication: i32,
+        /// How long a replica may go unheard before the others take its log partitions over
+        /// (the materialisers' consumer group's `session.timeout.ms`; a Kafka broker accepts
+        /// what lies within its `group.min.session.timeout.ms`, 6 s by default, and
+        /// `group.max.session.timeout.ms`).
+        #[serde(default = "default_session_timeout_ms")]
+        session_timeout_ms: u64,
     },
 }
 
@@ -113,6 +119,10 @@ fn default_topic_prefix() -> String {
 
 fn default_replication() -> i32 {
     1
+}
+
+fn default_session_timeout_ms() -> u64 {
+    6_000
 }
 
 /// Settings of the feature store.
@@ -209,9 +219,15 @@ impl StoreConfig {
             brokers,
             partitions,
             replication,
+            session_timeout_ms,
             ..
         } = &self.log
         {
+            if *session_timeout_ms < 1_000 {
+                return Err(format!(
+                    "log.session_timeout_ms: {session_timeout_ms} is below 1000"
+                ));
+            }
             if brokers.trim().is_empty() {
                 return Err("log.brokers: a Kafka log needs at least one broker".into());
             }

@@ -608,10 +608,12 @@ impl FeatureStore {
                 partitions,
                 topic_prefix,
                 replication,
+                session_timeout_ms,
             } => {
                 let topic = format!("{topic_prefix}{}.v{}", table.name, table.version);
                 let mut options = KafkaLogOptions::new(brokers.clone(), *partitions);
                 options.message_timeout = KAFKA_TIMEOUT;
+                options.session_timeout = Duration::from_millis(*session_timeout_ms);
                 let log = KafkaLog::open_or_create(&topic, options, *replication)
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 Ok(log::GroupLog::Kafka(Arc::new(log)))

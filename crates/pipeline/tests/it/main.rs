@@ -67,6 +67,7 @@ async fn open_on(dir: &std::path::Path, placement: &Placement) -> FeatureStore {
             partitions: 4,
             topic_prefix: "kairos.fg.".into(),
             replication: 1,
+            session_timeout_ms: 6_000,
         };
     }
     FeatureStore::open(config).await.unwrap()

@@ -25,6 +25,7 @@ fn kafka(brokers: String) -> LogConfig {
         partitions: PARTITIONS,
         topic_prefix: format!("kairos-test-{}.", rand::random::<u32>()),
         replication: 1,
+        session_timeout_ms: 6_000,
     }
 }
 

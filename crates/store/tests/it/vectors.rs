@@ -119,6 +119,7 @@ async fn the_index_follows_a_kafka_log_and_survives_a_restart() {
             partitions: 4,
             topic_prefix: "kairos.fg.".into(),
             replication: 1,
+            session_timeout_ms: 6_000,
         },
         ..StoreConfig::with_data_dir(dir.path())
     };
