@@ -166,6 +166,49 @@ impl Pipelines {
         Ok(defs)
     }
 
+    /// Brings this process in line with a change of pipeline `name` another replica made. A
+    /// pipeline whose partitions the replicas share — a Kafka source, whose consumer group
+    /// spreads its partitions over every replica running it, with checkpoints in a shared
+    /// bucket, which whoever takes a partition over reads and where a stale owner is fenced,
+    /// and an output group on the shared Kafka log, which any replica appends to —
+    /// runs here too, at its latest version, and stops here once deleted. Any other runs where
+    /// it was started: a file or an HTTP stream has one partition, in one process.
+    pub async fn follow(&self, name: &str) -> Result<()> {
+        let latest = self.store.catalog().get_pipeline(name, None)?;
+        let running_version = {
+            let running = self.running.lock().await;
+            running
+                .get(name)
+                .filter(|h| h.is_running())
+                .map(|h| h.control.status().version)
+        };
+        let shared = |def: &PipelineDef| {
+            matches!(def.spec.source, kairos_stream::SourceSpec::Kafka { .. })
+                && self.store.storage().is_shared()
+                && matches!(
+                    self.store.config().log,
+                    kairos_store::LogConfig::Kafka { .. }
+                )
+        };
+        match (latest, running_version) {
+            (None, Some(_)) => {
+                self.stop(name).await?;
+            }
+            (Some(def), running) if shared(&def) && running != Some(def.version) => {
+                if running.is_some() {
+                    self.stop(name).await?;
+                }
+                match self.start(name).await {
+                    // Started meanwhile (the server's own start of every pipeline).
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Applies a definition and runs it: starts it if idle, or restarts it on the new version
     /// if an older one is running. What `POST /v1/pipelines` does.
     pub async fn deploy(&self, spec: PipelineSpec) -> Result<(PipelineDef, PipelineStatus)> {

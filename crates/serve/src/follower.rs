@@ -1,9 +1,9 @@
 //! The catalog follower: what another replica (or a CLI process on the same data dir) changes in
 //! the catalog reaches this server's caches within [`FOLLOW_EVERY`] — API keys, feature groups,
-//! views, deployments, recommenders and monitors' schedules (every replica schedules every
-//! monitor, and the catalog's claims run each slot on one). Pipelines do not follow yet: a
-//! server runs those the catalog held when it started. It reads the catalog's change log (a
-//! cheap indexed read) and hands
+//! views, deployments, recommenders, monitors' schedules (every replica schedules every
+//! monitor, and the catalog's claims run each slot on one) and the pipelines whose partitions
+//! replicas share (Kafka sources with checkpoints in a bucket; others run where they were
+//! started). It reads the catalog's change log (a cheap indexed read) and hands
 //! each kind of change to its owner; every handler is idempotent, so a change this server made
 //! itself, or one read twice after an error, changes nothing. A follower that fell further
 //! behind than the catalog keeps changes for reloads everything.
@@ -16,6 +16,7 @@ use kairos_catalog::Changes;
 use kairos_catalog::kind;
 use kairos_deploy::Deployments;
 use kairos_monitor::Monitors;
+use kairos_pipeline::Pipelines;
 use kairos_recommend::Recommenders;
 use kairos_store::FeatureStore;
 
@@ -33,6 +34,7 @@ pub(crate) struct Follower {
     pub(crate) deployments: Arc<Deployments>,
     pub(crate) recommenders: Recommenders,
     pub(crate) monitors: Monitors,
+    pub(crate) pipelines: Arc<Pipelines>,
 }
 
 impl Follower {
@@ -119,6 +121,14 @@ impl Follower {
         }
         for name in recommenders {
             self.recommenders
+                .follow(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // Pipelines only as their changes come: after a gap, what runs here stays (the
+        // server started every pipeline the catalog held).
+        for name in touched(changes, kind::PIPELINE) {
+            self.pipelines
                 .follow(&name)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -102,6 +102,7 @@ pub async fn serve(
             deployments: deployments.clone(),
             recommenders: recommenders.clone(),
             monitors: monitors.clone(),
+            pipelines: pipelines.clone(),
         }
         .run(),
     );

@@ -1,7 +1,8 @@
 //! The golden restart test: a pipeline run straight through, and the same pipeline on another
 //! data dir killed with SIGKILL at random points and resumed each time, leave identical offline
 //! and online contents in the output feature group. And the scale-out test: two workers share
-//! a Kafka topic's partitions, one is killed, the other takes its partitions over.
+//! a Kafka topic's partitions, one is killed, the other takes its partitions over — as a
+//! `kairos pipeline worker` beside a server, and as two replicas of a cluster.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,12 +13,18 @@ use rand::{Rng, SeedableRng};
 const CARDS: usize = 500;
 
 fn kairos(data_dir: &Path) -> Command {
+    kairos_with(data_dir, &[])
+}
+
+/// The CLI on `data_dir` with `env` set (a cluster's configuration, say).
+fn kairos_with(data_dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kairos"));
     command
         .arg("--data-dir")
         .arg(data_dir)
         .env("KAIROS_LOG", "warn")
-        .env("RUST_BACKTRACE", "0");
+        .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied());
     command
 }
 
@@ -101,7 +108,11 @@ n = 4
 
 /// The group's offline rows without ingestion time and offset, sorted; and its online rows.
 fn contents(data_dir: &Path) -> (Vec<String>, String) {
-    let out = kairos(data_dir)
+    contents_with(data_dir, &[])
+}
+
+fn contents_with(data_dir: &Path, env: &[(&str, &str)]) -> (Vec<String>, String) {
+    let out = kairos_with(data_dir, env)
         .args(["fg", "read", "card_5m"])
         .output()
         .unwrap();
@@ -125,7 +136,7 @@ fn contents(data_dir: &Path) -> (Vec<String>, String) {
     let keys: Vec<String> = (0..CARDS)
         .map(|c| (4_000_000_000_000_000u64 + c as u64).to_string())
         .collect();
-    let out = kairos(data_dir)
+    let out = kairos_with(data_dir, env)
         .args(["fg", "get", "card_5m"])
         .args(&keys)
         .output()
@@ -139,7 +150,11 @@ fn contents(data_dir: &Path) -> (Vec<String>, String) {
 }
 
 fn check_clean(data_dir: &Path) {
-    let out = kairos(data_dir)
+    check_clean_with(data_dir, &[]);
+}
+
+fn check_clean_with(data_dir: &Path, env: &[(&str, &str)]) {
+    let out = kairos_with(data_dir, env)
         .args(["fg", "check", "card_5m"])
         .output()
         .unwrap();
@@ -253,57 +268,15 @@ fn partitions_and_events(status: &serde_json::Value) -> (Vec<String>, u64) {
 /// events gives: nothing lost, nothing written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_partitions_are_taken_over_with_no_loss_or_duplicates() {
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.csv");
-    write_events(&events, 24_000);
-    let lines: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(str::to_owned)
-        .collect();
-
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("transactions", 2, 1).unwrap();
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .create()
-        .unwrap();
-    // A card's events go to one partition, as Kafka's default partitioner does by key; one
-    // JSON object per message.
-    let produce = |lines: &[String]| {
-        for line in lines {
-            let fields: Vec<&str> = line.split(',').collect();
-            let card = fields[0];
-            let partition = card.parse::<u64>().unwrap() % 2;
-            let message = format!(
-                "{{\"cc_num\": {card}, \"ts\": {}, \"amount\": {}}}",
-                fields[1], fields[2]
-            );
-            producer
-                .send(
-                    BaseRecord::to("transactions")
-                        .key(card)
-                        .payload(&message)
-                        .partition(partition as i32),
-                )
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-    };
+    let topic = Transactions::new(dir.path());
+    let (events, lines) = (&topic.events, &topic.lines);
+    let produce = |lines: &[String]| topic.produce(lines);
     let split = lines.len() * 3 / 5;
     produce(&lines[..split]);
 
     let data_dir = dir.path().join("workers");
-    let source = format!(
-        "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"transactions\"\n\
-         properties = {{ \"session.timeout.ms\" = \"3000\", \"heartbeat.interval.ms\" = \"300\" }}",
-        cluster.bootstrap_servers()
-    );
-    let spec = write_spec_reading(dir.path(), "card_5m_kafka.toml", &source);
+    let spec = write_spec_reading(dir.path(), "card_5m_kafka.toml", &topic.source());
     let server = crate::server::Server::start(&data_dir).await;
     let mut worker = kairos(&data_dir)
         .args(["--url", &server.url, "pipeline", "worker", "--id", "w2"])
@@ -350,16 +323,7 @@ async fn a_killed_workers_partitions_are_taken_over_with_no_loss_or_duplicates()
     worker.kill().unwrap(); // SIGKILL
     worker.wait().unwrap();
 
-    // The rest of the events, and one a day later on each partition to close every window.
-    let mut rest = lines[split..].to_vec();
-    let last = lines
-        .iter()
-        .map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap())
-        .max()
-        .unwrap();
-    let flush_at = last + 86_400_000;
-    rest.push(format!("4000000000000000,{flush_at},1.0"));
-    rest.push(format!("4000000000000001,{flush_at},1.0"));
+    let (rest, flush_at) = with_flush(lines, &lines[split..]);
     produce(&rest);
     let total = (lines.len() + 2) as u64;
     let started = Instant::now();
@@ -386,16 +350,212 @@ async fn a_killed_workers_partitions_are_taken_over_with_no_loss_or_duplicates()
     assert_eq!(status["late"], 0, "{status:#}");
     server.stop();
     check_clean(&data_dir);
+    assert_windows_of_a_replay(dir.path(), events, flush_at, contents(&data_dir).0);
+}
 
-    // The same events replayed from a file on another data dir.
-    let replay = dir.path().join("replay");
-    let mut body = std::fs::read_to_string(&events).unwrap();
+/// 24,000 card events in a two-partition topic on librdkafka's mock cluster (hosted by the
+/// test), and the same events in a CSV file.
+struct Transactions {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    producer: rdkafka::producer::BaseProducer,
+    events: std::path::PathBuf,
+    lines: Vec<String>,
+}
+
+impl Transactions {
+    fn new(dir: &Path) -> Transactions {
+        let events = dir.join("events.csv");
+        write_events(&events, 24_000);
+        let lines = std::fs::read_to_string(&events)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("transactions", 2, 1).unwrap();
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        Transactions {
+            cluster,
+            producer,
+            events,
+            lines,
+        }
+    }
+
+    /// Sends `lines` (CSV) as JSON messages: a card's events go to one partition, as Kafka's
+    /// default partitioner does by key.
+    fn produce(&self, lines: &[String]) {
+        use rdkafka::producer::{BaseRecord, Producer};
+        for line in lines {
+            let fields: Vec<&str> = line.split(',').collect();
+            let card = fields[0];
+            let partition = card.parse::<u64>().unwrap() % 2;
+            let message = format!(
+                "{{\"cc_num\": {card}, \"ts\": {}, \"amount\": {}}}",
+                fields[1], fields[2]
+            );
+            self.producer
+                .send(
+                    BaseRecord::to("transactions")
+                        .key(card)
+                        .payload(&message)
+                        .partition(partition as i32),
+                )
+                .unwrap();
+        }
+        self.producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// A pipeline source reading the topic in a consumer group that notices a dead member
+    /// within 3 s.
+    fn source(&self) -> String {
+        format!(
+            "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"transactions\"\n\
+             properties = {{ \"session.timeout.ms\" = \"3000\", \"heartbeat.interval.ms\" = \"300\" }}",
+            self.cluster.bootstrap_servers()
+        )
+    }
+}
+
+/// Two replicas of a cluster (a PostgreSQL catalog, a bucket, Redis, and the groups' logs on
+/// Kafka — `KAIROS_TEST_*`) run a Kafka-sourced pipeline applied through one of them, sharing
+/// the topic's partitions; one replica is killed with SIGKILL half-way; the other takes its
+/// partition over from the partition's checkpoint in the bucket. The output group ends with
+/// exactly the windows a file replay gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_pipeline_on_two_replicas_survives_one_killed() {
+    let (Some(bucket), Ok(redis)) = (
+        kairos_storage::testing::s3_url("pipeline-replicas"),
+        std::env::var("KAIROS_TEST_REDIS_URL"),
+    ) else {
+        eprintln!("skipped: KAIROS_TEST_S3_URL or KAIROS_TEST_REDIS_URL is not set");
+        return;
+    };
+    let create = || kairos_catalog::testing::TestDatabase::create("kairos_pipeline_replicas");
+    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
+        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = Transactions::new(dir.path());
+    let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let config = dir.path().join("kairos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store.catalog]\nurl = \"{}\"\n[store.storage]\nurl = \"{bucket}\"\n\
+             [store.online]\nbackend = \"redis\"\nurl = \"{redis}\"\n\
+             prefix = \"kairos-pipeline-replicas-{}:\"\n\
+             [store.log]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
+            db.url(),
+            rand::random::<u64>(),
+            logs.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let env = [("KAIROS_CONFIG", config.as_str())];
+    let split = topic.lines.len() * 3 / 5;
+    topic.produce(&topic.lines[..split]);
+
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let a = crate::server::Server::start_with(&a_dir, &env).await;
+    let b = crate::server::Server::start_with(&b_dir, &env).await;
+    let spec_path = write_spec_reading(dir.path(), "card_5m_kafka.toml", &topic.source());
+    let spec = kairos_stream::PipelineSpec::parse(
+        "card_5m_kafka.toml",
+        &std::fs::read_to_string(&spec_path).unwrap(),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let applied = client
+        .post(format!("{}/v1/pipelines", a.url))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        applied.status().is_success(),
+        "{}",
+        applied.text().await.unwrap()
+    );
+    let status = |url: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("{url}/v1/pipelines/card_5m"))
+                .send()
+                .await
+                .unwrap();
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+
+    // B follows the definition applied on A and runs it too: a partition each.
+    let started = Instant::now();
+    loop {
+        let (on_a, _) = partitions_and_events(&status(a.url.clone()).await);
+        let (on_b, b_events) = partitions_and_events(&status(b.url.clone()).await);
+        if on_a.len() == 1 && on_b.len() == 1 && on_a != on_b && b_events > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the partitions were never shared: A {}, B {}",
+            status(a.url.clone()).await,
+            status(b.url.clone()).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill();
+
+    let (rest, flush_at) = with_flush(&topic.lines, &topic.lines[split..]);
+    topic.produce(&rest);
+    let total = (topic.lines.len() + 2) as u64;
+    let started = Instant::now();
+    loop {
+        let (on_b, events) = partitions_and_events(&status(b.url.clone()).await);
+        if on_b.len() == 2 && events == total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "B never took A's partition over: {}",
+            status(b.url.clone()).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = client
+        .post(format!("{}/v1/pipelines/card_5m/stop", b.url))
+        .send()
+        .await
+        .unwrap();
+    let stopped: serde_json::Value = stopped.json().await.unwrap();
+    assert_eq!(stopped["events"], total, "{stopped:#}");
+    assert_eq!(stopped["late"], 0, "{stopped:#}");
+    b.stop();
+    check_clean_with(&b_dir, &env);
+    let got = contents_with(&b_dir, &env).0;
+    assert_windows_of_a_replay(dir.path(), &topic.events, flush_at, got);
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
+
+/// The windows the same events replayed from a file give, on another data dir: `got` holds
+/// every one of them but those of the flush events at `flush_at` (which the file's end closes
+/// and Kafka's never does), once.
+fn assert_windows_of_a_replay(dir: &Path, events: &Path, flush_at: i64, got: Vec<String>) {
+    let replay = dir.join("replay");
+    let mut body = std::fs::read_to_string(events).unwrap();
     body.push_str(&format!(
         "4000000000000000,{flush_at},1.0\n4000000000000001,{flush_at},1.0\n"
     ));
-    let all_events = dir.path().join("all_events.csv");
+    let all_events = dir.join("all_events.csv");
     std::fs::write(&all_events, body).unwrap();
-    let spec_dir = dir.path().join("replay_spec");
+    let spec_dir = dir.join("replay_spec");
     std::fs::create_dir_all(&spec_dir).unwrap();
     let file_spec = write_spec(&spec_dir, &all_events);
     let status = kairos(&replay)
@@ -406,8 +566,6 @@ async fn a_killed_workers_partitions_are_taken_over_with_no_loss_or_duplicates()
         .unwrap();
     assert!(status.success());
 
-    // Every window but those of the flush events, which the file's end closes and Kafka's
-    // never does.
     let flush_day = chrono::DateTime::from_timestamp_millis(flush_at)
         .unwrap()
         .format("%Y-%m-%d")
@@ -418,8 +576,23 @@ async fn a_killed_workers_partitions_are_taken_over_with_no_loss_or_duplicates()
             .collect()
     };
     let expected = closed(contents(&replay).0);
-    let got = closed(contents(&data_dir).0);
+    let got = closed(got);
     assert!(expected.len() > 1000, "{} rows", expected.len());
     assert_eq!(got.len(), expected.len(), "row counts differ");
     assert!(got == expected, "rows differ");
+}
+
+/// The rest of the events, and one a day after the last on each partition to close every
+/// window; answers them and when the flush events are.
+fn with_flush(lines: &[String], rest: &[String]) -> (Vec<String>, i64) {
+    let last = lines
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap())
+        .max()
+        .unwrap();
+    let flush_at = last + 86_400_000;
+    let mut rest = rest.to_vec();
+    rest.push(format!("4000000000000000,{flush_at},1.0"));
+    rest.push(format!("4000000000000001,{flush_at},1.0"));
+    (rest, flush_at)
 }
