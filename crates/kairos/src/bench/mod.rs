@@ -69,6 +69,10 @@ pub enum BenchCommand {
     Insert {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+        /// The group to make (a new `bench_insert_<time>` by default): a name known in advance
+        /// lets a broker without CreateTopics make its topic with the partitions wanted.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Writes the point-in-time join benchmark's Parquet files (a spine and feature groups).
     PitData(pit::DataArgs),
@@ -217,9 +221,12 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
             store.close().await;
             print_report(&report?)
         }
-        BenchCommand::Insert { rows } => {
+        BenchCommand::Insert { rows, group } => {
             let store = FeatureStore::open(config.store.clone()).await?;
-            let result = bulk_insert(&store, rows).await;
+            let name = group.unwrap_or_else(|| {
+                format!("bench_insert_{}", chrono::Utc::now().timestamp_millis())
+            });
+            let result = bulk_insert(&store, &name, rows).await;
             store.close().await;
             result
         }
@@ -466,15 +473,14 @@ async fn in_process_loop(
     ))
 }
 
-async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
-    let name = format!("bench_insert_{}", chrono::Utc::now().timestamp_millis());
-    let spec = bench_spec(&name, 10);
+async fn bulk_insert(store: &FeatureStore, name: &str, rows: usize) -> anyhow::Result<()> {
+    let spec = bench_spec(name, 10);
     store.create_group(spec.clone()).await?;
     // On a shared log the materialisers start once the consumer group has handed this process
     // its partitions; the figure is the write path's, not the group's joining.
     let joining = Instant::now();
     while !store
-        .describe(&name, None)?
+        .describe(name, None)?
         .partitions
         .iter()
         .all(|p| p.materialised_here)
@@ -490,7 +496,7 @@ async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     let ack = store
         .insert(
-            &name,
+            name,
             None,
             Format::Parquet,
             parquet,
@@ -503,7 +509,7 @@ async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
     let logged = ack.rows;
     let (mut online_at, mut offline_at) = (None, None);
     while online_at.is_none() || offline_at.is_none() {
-        let status = store.describe(&name, None)?;
+        let status = store.describe(name, None)?;
         if online_at.is_none() && status.online_offset == Some(logged) {
             online_at = Some(start.elapsed());
         }
@@ -512,7 +518,7 @@ async fn bulk_insert(store: &FeatureStore, rows: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    store.wait_materialised(&name, None).await?;
+    store.wait_materialised(name, None).await?;
     let both = start.elapsed();
     let report = serde_json::json!({
         "rows": ack.rows,
