@@ -70,6 +70,8 @@ pub(crate) struct VectorRuntime {
     pub(crate) applied: Vec<watch::Sender<u64>>,
     /// Held by a step and by a save, so a save sees no step half-applied.
     step: Mutex<()>,
+    /// When the index was last saved (by whichever partition's follower).
+    last_save: Mutex<Instant>,
 }
 
 impl VectorRuntime {
@@ -138,6 +140,7 @@ impl VectorRuntime {
             saved: atomics(),
             applied: positions.iter().map(|&p| watch::channel(p).0).collect(),
             step: Mutex::new(()),
+            last_save: Mutex::new(Instant::now()),
         })))
     }
 
@@ -411,7 +414,6 @@ pub(crate) struct VectorSink {
     pub(crate) runtime: Arc<VectorRuntime>,
     pub(crate) group: Arc<GroupRuntime>,
     pub(crate) partition: u32,
-    pub(crate) last_save: Instant,
 }
 
 impl Materialiser for VectorSink {
@@ -426,18 +428,21 @@ impl Materialiser for VectorSink {
         let group = self.group.clone();
         let spans = spans.to_vec();
         let partition = self.partition;
-        // Partition 0's follower saves for all (a log has it, whatever its partitions).
-        let save = partition == 0 && self.last_save.elapsed() >= SAVE_EVERY;
+        // Whichever partition's follower finds the last save old enough saves for all.
+        let save = {
+            let mut last = runtime.last_save.lock().expect("lock");
+            let due = last.elapsed() >= SAVE_EVERY;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
         tokio::task::spawn_blocking(move || {
             runtime.apply(&group.group.spec, &spans, partition, through)?;
             if save { runtime.save() } else { Ok(()) }
         })
         .await
-        .map_err(StoreError::internal)??;
-        if save {
-            self.last_save = Instant::now();
-        }
-        Ok(())
+        .map_err(StoreError::internal)?
     }
 }
 
@@ -450,7 +455,6 @@ pub(crate) async fn run(runtime: Arc<VectorRuntime>, group: Arc<GroupRuntime>, m
                 runtime: runtime.clone(),
                 group: group.clone(),
                 partition,
-                last_save: Instant::now(),
             },
             group.clone(),
             partition,
