@@ -25,8 +25,7 @@ use crate::retrain::{self, RetrainDecision};
 use crate::spec::{Monitor, MonitorSpec, Reference};
 use crate::telemetry;
 
-/// The catalog kind monitors are stored under.
-/// The catalog's service-document kind of monitors.
+/// The catalog's service-document kind monitors are stored under.
 pub const KIND: &str = "monitor";
 
 /// Inference-log columns (kairos-deploy writes them).
