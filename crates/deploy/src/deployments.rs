@@ -545,8 +545,8 @@ impl Deployments {
         classifier: bool,
     ) -> Result<InferenceLog> {
         let spec = log_group_spec(deployment, keys, features, classifier)?;
-        let existing = match self.store.describe(&spec.name, None) {
-            Ok(status) => Some(status.group),
+        let existing = match self.store.group(&spec.name, None) {
+            Ok(group) => Some(group),
             Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };

@@ -160,8 +160,8 @@ pub async fn train(store: &FeatureStore, request: &TrainRequest) -> Result<Model
         Some(view.view.version),
         request.training_dataset,
     )?;
-    let root = store.describe(&view.view.spec.root.group, view.view.spec.root.version)?;
-    let root = &root.group.spec;
+    let root = store.group(&view.view.spec.root.group, view.view.spec.root.version)?;
+    let root = &root.spec;
     let split = async |name: SplitName| -> Result<Vec<arrow::array::RecordBatch>> {
         if dataset.row_counts.get(&name).copied().unwrap_or(0) == 0 {
             return Ok(Vec::new());

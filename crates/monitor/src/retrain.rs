@@ -272,7 +272,7 @@ async fn score(
 
 /// The greatest event time in a group's offline table.
 async fn latest_event_time(store: &FeatureStore, group: &str) -> Result<i64> {
-    let spec = store.describe(group, None)?.group.spec;
+    let spec = store.group(group, None)?.spec;
     let batches = read_group(store, group, ReadFilter::default()).await?;
     batches
         .iter()
@@ -288,7 +288,7 @@ async fn latest_event_time(store: &FeatureStore, group: &str) -> Result<i64> {
 
 pub(crate) async fn ensure_decisions_group(store: &FeatureStore, monitor: &str) -> Result<()> {
     let name = decisions_group(monitor);
-    if store.describe(&name, None).is_ok() {
+    if store.group(&name, None).is_ok() {
         return Ok(());
     }
     let spec = FeatureGroupSpec {

@@ -199,7 +199,7 @@ impl Monitors {
             )));
         }
         if let Some(labels) = &spec.labels {
-            let group = self.store().describe(&labels.group, None)?.group;
+            let group = self.store().group(&labels.group, None)?;
             let keys = &group.spec.primary_key;
             if keys.len() != 1 {
                 return Err(DeployError::Invalid(format!(
@@ -732,7 +732,7 @@ impl Monitors {
         window: &[RecordBatch],
     ) -> Result<Vec<Labelled>> {
         let store = self.store();
-        let group = store.describe(&labels.group, None)?.group;
+        let group = store.group(&labels.group, None)?;
         let key = group.spec.primary_key[0].clone();
         let batches = read_group(store, &labels.group, ReadFilter::default()).await?;
         let mut known: HashMap<String, bool> = HashMap::new();
@@ -782,7 +782,7 @@ impl Monitors {
 
     async fn ensure_history_group(&self, monitor: &str) -> Result<()> {
         let name = history_group(monitor);
-        if self.store().describe(&name, None).is_ok() {
+        if self.store().group(&name, None).is_ok() {
             return Ok(());
         }
         let column = |name: &str, ty, nullable| Column {

@@ -240,13 +240,13 @@ fn initial_status(def: &PipelineDef, dir: &Path, state: RunState) -> PipelineSta
 /// when absent. Returns its version.
 pub async fn ensure_output(store: &FeatureStore, plan: &Plan) -> Result<u32> {
     let want = &plan.output;
-    match store.describe(&want.name, None) {
-        Ok(status) => {
-            let have = &status.group.spec;
+    match store.group(&want.name, None) {
+        Ok(group) => {
+            let have = &group.spec;
             let mismatch = |what: String| {
                 Err(StoreError::Conflict(format!(
                     "feature group '{}' v{} exists but does not fit pipeline '{}': {what}",
-                    want.name, status.group.version, plan.spec.name
+                    want.name, group.version, plan.spec.name
                 )))
             };
             if have.primary_key != want.primary_key || have.event_time != want.event_time {
@@ -267,7 +267,7 @@ pub async fn ensure_output(store: &FeatureStore, plan: &Plan) -> Result<u32> {
                     None => return mismatch(format!("it has no column '{}'", col.name)),
                 }
             }
-            Ok(status.group.version)
+            Ok(group.version)
         }
         Err(StoreError::NotFound(_)) => Ok(store.create_group(want.clone()).await?.version),
         Err(e) => Err(e),

@@ -184,7 +184,7 @@ pub async fn insert_rows(
                 ))
             })?,
     };
-    let group = store.describe(&name, q.version)?.group;
+    let group = store.group(&name, q.version)?;
     let batch = kairos_types::ingest::decode(&group.spec, format, bytes)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut ack = store

@@ -655,6 +655,12 @@ impl FeatureStore {
         Ok(self.inner.catalog.list_feature_groups()?)
     }
 
+    /// A running group's definition (latest version unless one is given), without asking its
+    /// log where it ends (on Kafka, a round trip to each partition's leader).
+    pub fn group(&self, name: &str, version: Option<u32>) -> Result<FeatureGroup> {
+        Ok(self.runtime(name, version)?.group.clone())
+    }
+
     /// A group (latest version unless one is given) and its log and materialiser positions.
     pub fn describe(&self, name: &str, version: Option<u32>) -> Result<GroupStatus> {
         let rt = self.runtime(name, version)?;
