@@ -42,9 +42,10 @@ pub async fn run(args: &FailoverArgs) -> anyhow::Result<()> {
     let mut servers = vec![Server::start(&env)?, Server::start(&env)?];
     let group = format!("bench_failover_{}", rand::random::<u32>());
     let spec = bench_spec(&group, 10);
-    Remote::new(&servers[0].url)
+    let creator = Remote::new(&servers[0].url);
+    creator
         .json(
-            Remote::new(&servers[0].url)
+            creator
                 .request(Method::POST, "/v1/feature-groups")
                 .json(&spec),
         )

@@ -14,6 +14,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::cluster::ClusterConfig;
 use crate::server::Server;
 
 const KILLS: usize = 12;
@@ -180,35 +181,14 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
 /// dead replica's partitions taken over by the survivor and handed back at the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_a_replica_on_a_kafka_log_loses_and_duplicates_nothing() {
-    let (Some(bucket), Ok(redis)) = (
-        kairos_storage::testing::s3_url("replica-crash"),
-        std::env::var("KAIROS_TEST_REDIS_URL"),
-    ) else {
-        eprintln!("skipped: KAIROS_TEST_S3_URL or KAIROS_TEST_REDIS_URL is not set");
-        return;
-    };
-    let create = || kairos_catalog::testing::TestDatabase::create("kairos_replica_crash");
-    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
-        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
-        return;
-    };
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kairos.toml");
-    let prefix = format!("kairos-replica-crash-{}:", rand::random::<u64>());
-    std::fs::write(
-        &config,
-        format!(
-            "[store.catalog]\nurl = \"{}\"\n[store.storage]\nurl = \"{bucket}\"\n\
-             [store.online]\nbackend = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n\
-             [store.log]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
-            db.url(),
-            cluster.bootstrap_servers(),
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let env = [("KAIROS_CONFIG", config.as_str())];
+    let brokers = logs.bootstrap_servers();
+    let Some(cluster) = ClusterConfig::create("replica-crash", dir.path(), Some(&brokers)).await
+    else {
+        return;
+    };
+    let env = cluster.env();
     let data = [dir.path().join("a"), dir.path().join("b")];
     let client = Client::new();
     let seq = Arc::new(AtomicI64::new(0));
@@ -268,14 +248,7 @@ async fn sigkill_of_a_replica_on_a_kafka_log_loses_and_duplicates_nothing() {
     }
     assert!(acked.len() > 100, "{} rows acknowledged", acked.len());
     // Each replica says which partitions it took on and let go, and how far behind it is.
-    let metrics = client
-        .get(format!("{}/metrics", servers[0].url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = servers[0].metrics().await;
     for series in [
         "kairos_log_partition_ownership_changes_total{",
         "kairos_log_partition_lag_rows{",
@@ -285,5 +258,5 @@ async fn sigkill_of_a_replica_on_a_kafka_log_loses_and_duplicates_nothing() {
     for server in servers {
         server.stop();
     }
-    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+    cluster.remove().await;
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod broker;
+mod cluster;
 mod crash;
 mod deployments;
 mod e2e;

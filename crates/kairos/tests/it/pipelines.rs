@@ -428,37 +428,17 @@ impl Transactions {
 /// exactly the windows a file replay gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_pipeline_on_two_replicas_survives_one_killed() {
-    let (Some(bucket), Ok(redis)) = (
-        kairos_storage::testing::s3_url("pipeline-replicas"),
-        std::env::var("KAIROS_TEST_REDIS_URL"),
-    ) else {
-        eprintln!("skipped: KAIROS_TEST_S3_URL or KAIROS_TEST_REDIS_URL is not set");
-        return;
-    };
-    let create = || kairos_catalog::testing::TestDatabase::create("kairos_pipeline_replicas");
-    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
-        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let topic = Transactions::new(dir.path());
     let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let config = dir.path().join("kairos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store.catalog]\nurl = \"{}\"\n[store.storage]\nurl = \"{bucket}\"\n\
-             [store.online]\nbackend = \"redis\"\nurl = \"{redis}\"\n\
-             prefix = \"kairos-pipeline-replicas-{}:\"\n\
-             [store.log]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
-            db.url(),
-            rand::random::<u64>(),
-            logs.bootstrap_servers()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let env = [("KAIROS_CONFIG", config.as_str())];
+    let brokers = logs.bootstrap_servers();
+    let Some(cluster) =
+        crate::cluster::ClusterConfig::create("pipeline-replicas", dir.path(), Some(&brokers))
+            .await
+    else {
+        return;
+    };
+    let env = cluster.env();
     let split = topic.lines.len() * 3 / 5;
     topic.produce(&topic.lines[..split]);
 
@@ -541,7 +521,7 @@ async fn a_kafka_pipeline_on_two_replicas_survives_one_killed() {
     check_clean_with(&b_dir, &env);
     let got = contents_with(&b_dir, &env).0;
     assert_windows_of_a_replay(dir.path(), &topic.events, flush_at, got);
-    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+    cluster.remove().await;
 }
 
 /// The windows the same events replayed from a file give, on another data dir: `got` holds

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use kairos_catalog::testing::TestDatabase;
 use serde_json::json;
 
+use crate::cluster::ClusterConfig;
 use crate::models::{card_fraud_training_dataset_with, train_card_fraud};
 use crate::server::Server;
 
@@ -28,36 +28,11 @@ async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_replica_applies_the_other_serves_alike() {
-    let (Some(bucket), Ok(redis)) = (
-        kairos_storage::testing::s3_url("replicas"),
-        std::env::var("KAIROS_TEST_REDIS_URL"),
-    ) else {
-        eprintln!("skipped: KAIROS_TEST_S3_URL or KAIROS_TEST_REDIS_URL is not set");
-        return;
-    };
-    let create = || TestDatabase::create("kairos_replicas_test");
-    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
-        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kairos.toml");
-    let prefix = format!(
-        "kairos-replicas-{}-{}:",
-        std::process::id(),
-        rand::random::<u64>()
-    );
-    std::fs::write(
-        &config,
-        format!(
-            "[store.catalog]\nurl = \"{}\"\n[store.storage]\nurl = \"{bucket}\"\n\
-             [store.online]\nbackend = \"redis\"\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n",
-            db.url()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let env = [("KAIROS_CONFIG", config.as_str())];
+    let Some(cluster) = ClusterConfig::create("replicas", dir.path(), None).await else {
+        return;
+    };
+    let env = cluster.env();
     let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
 
     // The card-fraud example and a model trained on it, through replica A's data dir.
@@ -147,14 +122,7 @@ async fn what_one_replica_applies_the_other_serves_alike() {
         monitor.text().await.unwrap()
     );
     let slots = async |server: &Server| {
-        let metrics = client
-            .get(format!("{}/metrics", server.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics().await;
         let count = |claim: &str| -> u64 {
             metrics
                 .lines()
@@ -206,5 +174,5 @@ async fn what_one_replica_applies_the_other_serves_alike() {
     .await;
     a.stop();
     b.stop();
-    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+    cluster.remove().await;
 }

@@ -60,6 +60,12 @@ impl Server {
         panic!("kairos did not become ready at {}", server.url);
     }
 
+    /// What the server's `/metrics` says now.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.url)).await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
         self.child.kill().expect("kill");
