@@ -12,16 +12,14 @@
 //! partition pruning, a row filter and log order, not a query engine, and DataFusion was 40 %
 //! of the release build.
 
+mod committer;
 mod compact;
 mod layout;
 mod s3;
 mod scan;
+mod writer;
 
 use arrow::record_batch::RecordBatch;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
-use deltalake::kernel::{StructType, Transaction};
-use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt as _;
 use kairos_storage::Storage;
@@ -33,17 +31,8 @@ pub use layout::{
 };
 use scan::{DataFile, OffsetMerge, RowFilter};
 
-/// The Delta application-transaction id under which the materialiser records its offset.
-const MATERIALISER_APP_ID: &str = "kairos-offline-materialiser";
-
-/// The application-transaction id of one log partition's materialiser. Partition 0 keeps the
-/// id of the single-node log, so its tables read on as they were written.
-fn materialiser_app_id(partition: u32) -> String {
-    match partition {
-        0 => MATERIALISER_APP_ID.to_string(),
-        p => format!("{MATERIALISER_APP_ID}-p{p}"),
-    }
-}
+pub use committer::OfflineCommitter;
+pub use writer::{CHECKPOINT_EVERY, COMPACT_EVERY, OfflineWriter, PartitionStep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -57,6 +46,10 @@ pub enum OfflineError {
          this one read it; its commit was refused"
     )]
     Fenced { table: String, partition: u32 },
+    /// A commit carrying this step failed for a reason of its own (another step's, or the
+    /// store's); the step was not written.
+    #[error("offline store: a commit failed: {0}")]
+    Commit(String),
     #[error("offline store parquet: {0}")]
     Parquet(#[from] deltalake::parquet::errors::ParquetError),
     #[error("offline store table layout: {0}")]
@@ -136,42 +129,19 @@ impl DeltaOfflineStore {
             })?;
         }
         let mut delta = deltalake::DeltaTableBuilder::from_url(url)?.build()?;
-        // Asked first rather than by loading: the kernel logs a missing table as an error.
-        let log = object_store::path::Path::from("_delta_log");
-        let written = delta
-            .object_store()
-            .list(Some(&log))
-            .next()
-            .await
-            .transpose()
-            .map_err(DeltaTableError::from)?
-            .is_some();
-        if written {
-            delta.load().await?;
-        }
+        load_if_written(&mut delta).await?;
         Ok(delta)
     }
 
-    /// A writer for one table; the materialiser holds it so the table is not reloaded per commit.
+    /// A writer of one table, for rows of any of the log's partitions.
     pub async fn writer(&self, table: &TableId, spec: &FeatureGroupSpec) -> Result<OfflineWriter> {
-        self.partition_writer(table, spec, 0).await
+        Ok(OfflineWriter::new(self.open(table).await?, spec))
     }
 
-    /// A writer of one log partition's rows. Each partition records its offset under an
-    /// application transaction of its own, so writers of different partitions commit side by
-    /// side, and of two writers of one partition only one can commit what it read.
-    pub async fn partition_writer(
-        &self,
-        table: &TableId,
-        spec: &FeatureGroupSpec,
-        partition: u32,
-    ) -> Result<OfflineWriter> {
-        Ok(OfflineWriter {
-            table: self.open(table).await?,
-            spec: spec.clone(),
-            partition,
-            commits_since_compaction: 0,
-        })
+    /// Starts the committer of one table in this process: the writer its partitions'
+    /// materialisers share (see [`OfflineCommitter`]).
+    pub fn committer(&self, table: &TableId, spec: &FeatureGroupSpec) -> OfflineCommitter {
+        OfflineCommitter::start(self.clone(), table.clone(), spec.clone())
     }
 
     /// Streams the rows matching `filter`, in log-offset order, in the output schema
@@ -223,6 +193,24 @@ impl DeltaOfflineStore {
     }
 }
 
+/// Loads a table's state, unless it was never written: the kernel logs loading a missing table
+/// as an error, so the log is listed first.
+async fn load_if_written(delta: &mut DeltaTable) -> Result<()> {
+    let log = object_store::path::Path::from("_delta_log");
+    let written = delta
+        .object_store()
+        .list(Some(&log))
+        .next()
+        .await
+        .transpose()
+        .map_err(DeltaTableError::from)?
+        .is_some();
+    if written {
+        delta.load().await?;
+    }
+    Ok(())
+}
+
 /// The rows of an offline read, batch by batch, in the output schema.
 pub struct OfflineStream {
     inner: Option<OffsetMerge>,
@@ -254,130 +242,5 @@ impl OfflineStream {
             batches.push(batch?);
         }
         Ok(batches)
-    }
-}
-
-/// Commits a writer makes between two compactions of its table.
-///
-/// A materialiser that keeps up commits about once a second, a small file each time: left
-/// alone, a partition gathers tens of thousands of files a day, which every scan, checkpoint and
-/// table state must list. Compacting every 100 commits keeps the files of a partition few.
-pub const COMPACT_EVERY: u32 = 100;
-
-/// Commits between two Delta checkpoints of a table this store creates (Delta's default is 100).
-///
-/// When the Delta kernel builds a table's state it reads every commit file since the last
-/// checkpoint at once, each on a blocking thread and with a JSON decoder of its own. With
-/// Delta's default, those decoders took 470 MB at the peak in the soak (heaptrack), and
-/// resident memory and threads stepped up every 100 commits. Ten keeps that burst a tenth as
-/// large, for a checkpoint of the table's few files every ten commits.
-pub const CHECKPOINT_EVERY: u32 = 10;
-
-/// Appends to one table, one Delta commit per call, each commit recording the offset, and
-/// compacts the table every [`COMPACT_EVERY`] commits.
-#[derive(Debug)]
-pub struct OfflineWriter {
-    table: DeltaTable,
-    spec: FeatureGroupSpec,
-    partition: u32,
-    commits_since_compaction: u32,
-}
-
-impl OfflineWriter {
-    /// The log offset the table holds everything before, if it has been written at all.
-    pub async fn committed_offset(&self) -> Result<Option<u64>> {
-        if self.table.version().is_none() {
-            return Ok(None);
-        }
-        let version = self
-            .table
-            .snapshot()?
-            .transaction_version(
-                self.table.log_store().as_ref(),
-                &materialiser_app_id(self.partition),
-            )
-            .await?;
-        Ok(version.map(|v| v as u64))
-    }
-
-    /// Appends `batches` (already in the offline layout, see [`to_offline`]) and records that
-    /// the table now holds every row before `offset`, in one commit.
-    pub async fn append(&mut self, batches: Vec<RecordBatch>, offset: u64) -> Result<()> {
-        let app_id = materialiser_app_id(self.partition);
-        let commit = CommitProperties::default()
-            .with_application_transaction(Transaction::new(&app_id, offset as i64));
-        if self.table.version().is_none() {
-            self.create(batches, commit).await?;
-        } else {
-            let mut writer =
-                RecordBatchWriter::for_table(&self.table)?.with_commit_properties(commit);
-            for batch in batches {
-                writer.write(batch).await?;
-            }
-            writer
-                .flush_and_commit(&mut self.table)
-                .await
-                .map_err(|e| self.fenced_or(e))?;
-        }
-        self.commits_since_compaction += 1;
-        if self.commits_since_compaction < COMPACT_EVERY {
-            return Ok(());
-        }
-        // The rows are committed whatever happens now: a compaction that fails is tried again
-        // after the next commits, and the table is what it was.
-        self.commits_since_compaction = 0;
-        match compact::compact(&self.table).await {
-            Ok(report) => {
-                tracing::debug!(table = %self.spec.name, removed = report.files_removed, added = report.files_added, "offline table compacted");
-            }
-            Err(e) => {
-                tracing::warn!(table = %self.spec.name, error = %e, "cannot compact the offline table");
-            }
-        }
-        // Whether or not it compacted, the table moved on under this writer's state.
-        self.table.update_incremental(None).await?;
-        Ok(())
-    }
-
-    fn fenced_or(&self, e: DeltaTableError) -> OfflineError {
-        match e {
-            DeltaTableError::Transaction {
-                source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-            } => OfflineError::Fenced {
-                table: self.spec.name.clone(),
-                partition: self.partition,
-            },
-            e => e.into(),
-        }
-    }
-
-    /// Creates the table with its first rows, in one commit.
-    async fn create(&mut self, batches: Vec<RecordBatch>, commit: CommitProperties) -> Result<()> {
-        let schema = offline_schema(&self.spec);
-        let mut writer = RecordBatchWriter::try_new(
-            self.table.table_url().as_str(),
-            schema.clone(),
-            Some(vec![EVENT_DATE.to_string()]),
-            None,
-        )?;
-        for batch in batches {
-            writer.write(batch).await?;
-        }
-        let files = writer.flush().await?;
-        let columns: StructType = schema.as_ref().try_into_kernel()?;
-        self.table = self
-            .table
-            .create()
-            .with_columns(columns.fields().cloned())
-            .with_partition_columns([EVENT_DATE])
-            .with_table_name(self.spec.name.clone())
-            .with_configuration([(
-                "delta.checkpointInterval",
-                Some(CHECKPOINT_EVERY.to_string()),
-            )])
-            .with_actions(files.into_iter().map(deltalake::kernel::Action::Add))
-            .with_commit_properties(commit)
-            .await?;
-        Ok(())
     }
 }

@@ -547,7 +547,7 @@ impl FeatureStore {
         });
         let materialisers = ownership::Materialisers {
             online: self.inner.online.clone(),
-            offline: self.inner.offline.clone(),
+            offline: self.inner.offline.committer(&table, &runtime.group.spec),
             max_bytes: self.inner.config.materialise_bytes,
             commit_interval: Duration::from_millis(self.inner.config.offline_commit_interval_ms),
         };

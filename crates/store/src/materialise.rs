@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use futures::FutureExt;
-use kairos_offline::{DeltaOfflineStore, OfflineWriter, to_offline};
+use kairos_offline::{OfflineCommitter, PartitionStep, to_offline};
 use kairos_online::{KeyedRow, OnlineBackend, OnlineStore, Step};
 use kairos_types::value::encode_key;
 use kairos_types::{FeatureGroupSpec, LogPosition, OnlineRow, Value};
@@ -170,29 +170,25 @@ impl Materialiser for OnlineSink {
 }
 
 struct OfflineSink {
-    store: DeltaOfflineStore,
+    committer: OfflineCommitter,
     group: Arc<GroupRuntime>,
     partition: u32,
-    writer: Option<OfflineWriter>,
 }
 
 impl Materialiser for OfflineSink {
     const SINK: Sink = Sink::Offline;
 
-    /// Reloads the table, so after a failed commit the position is what the table says: the
-    /// commit either landed with its offset or not at all.
+    /// Asks the table afresh, so after a failed commit the position is what the table says:
+    /// the commit either landed with its offset or not at all.
     async fn position(&mut self) -> Result<u64> {
-        let group = &self.group.group;
-        let writer = self
-            .store
-            .partition_writer(&group.id(), &group.spec, self.partition)
-            .await?;
-        let offset = writer.committed_offset().await?.unwrap_or(0);
-        self.writer = Some(writer);
-        Ok(offset)
+        Ok(self
+            .committer
+            .committed_offset(self.partition)
+            .await?
+            .unwrap_or(0))
     }
 
-    async fn apply(&mut self, spans: &[Span], _from: u64, through: u64) -> Result<()> {
+    async fn apply(&mut self, spans: &[Span], from: u64, through: u64) -> Result<()> {
         let spec = &self.group.group.spec;
         let partitions = self.group.log.partitions();
         let mut batches = Vec::with_capacity(spans.len());
@@ -203,11 +199,13 @@ impl Materialiser for OfflineSink {
                     .map_err(StoreError::internal)?,
             );
         }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| StoreError::internal("offline writer not open"))?;
-        Ok(writer.append(batches, through).await?)
+        let step = PartitionStep {
+            partition: self.partition,
+            from,
+            through,
+            batches,
+        };
+        Ok(self.committer.commit(step).await?)
     }
 }
 
@@ -236,7 +234,7 @@ pub(crate) async fn run_online(
 }
 
 pub(crate) async fn run_offline(
-    store: DeltaOfflineStore,
+    committer: OfflineCommitter,
     group: Arc<GroupRuntime>,
     partition: u32,
     stop: watch::Receiver<bool>,
@@ -246,10 +244,9 @@ pub(crate) async fn run_offline(
     let applied = group.offline_applied[partition as usize].clone();
     follow(
         OfflineSink {
-            store,
+            committer,
             group: group.clone(),
             partition,
-            writer: None,
         },
         group,
         partition,

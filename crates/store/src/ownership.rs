@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kairos_log::kafka::{KafkaLog, Ownership};
-use kairos_offline::DeltaOfflineStore;
+use kairos_offline::OfflineCommitter;
 use kairos_online::{OnlineBackend, OnlineStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,7 +28,7 @@ use crate::telemetry::{self, Sink};
 
 /// How often the positions of partitions held elsewhere are read from the online store.
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
-/// … and from the offline table, whose read replays its log.
+/// … and from the offline table, each of whose look-ups replays its log.
 const REFRESH_OFFLINE_EVERY: u32 = 10;
 /// How long a replica that cannot join the group waits before it tries again.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
@@ -36,7 +36,9 @@ const JOIN_RETRY: Duration = Duration::from_secs(1);
 /// What a process's materialisers of a group need, beside the group.
 pub(crate) struct Materialisers {
     pub(crate) online: OnlineBackend,
-    pub(crate) offline: DeltaOfflineStore,
+    /// The group's offline table's writer in this process, which every partition's offline
+    /// materialiser here commits through.
+    pub(crate) offline: OfflineCommitter,
     pub(crate) max_bytes: usize,
     pub(crate) commit_interval: Duration,
 }
@@ -171,16 +173,10 @@ async fn refresh_positions(
         {
             advance(&group.online_applied[at], position);
         }
-        if offline {
-            let writer = materialisers
-                .offline
-                .partition_writer(&table, &group.group.spec, partition)
-                .await;
-            if let Ok(writer) = writer
-                && let Ok(Some(position)) = writer.committed_offset().await
-            {
-                advance(&group.offline_applied[at], position);
-            }
+        if offline
+            && let Ok(Some(position)) = materialisers.offline.committed_offset(partition).await
+        {
+            advance(&group.offline_applied[at], position);
         }
     }
 }

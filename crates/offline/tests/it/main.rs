@@ -9,7 +9,9 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Field, Float32Type, Int64Type, TimestampMicrosecondType};
-use kairos_offline::{DeltaOfflineStore, INGESTED_AT, OFFSET, ReadFilter, to_offline};
+use kairos_offline::{
+    DeltaOfflineStore, INGESTED_AT, OFFSET, PartitionStep, ReadFilter, to_offline,
+};
 use kairos_storage::Storage;
 use kairos_types::{Column, FeatureGroupSpec, FeatureType, LogCut, LogPosition, TableId};
 use proptest::prelude::*;
@@ -164,7 +166,14 @@ async fn write(
             .map(|r| r.offset + 1)
             .max()
             .unwrap_or(0);
-        writer.append(offline, through as u64).await.unwrap();
+        let from = writer.committed_offset(0).await.unwrap().unwrap_or(0);
+        let step = PartitionStep {
+            partition: 0,
+            from,
+            through: through as u64,
+            batches: offline,
+        };
+        only(writer.commit(vec![step]).await).unwrap();
         if compact_after == Some(i) {
             store.compact(&table()).await.unwrap();
         }
@@ -326,8 +335,8 @@ async fn compaction_merges_each_partition(store: &DeltaOfflineStore) {
     let again = store.compact(&table()).await.unwrap();
     assert_eq!((again.files_removed, again.files_added), (0, 0));
 
-    let writer = store.writer(&table(), &spec).await.unwrap();
-    assert_eq!(writer.committed_offset().await.unwrap(), Some(60));
+    let mut writer = store.writer(&table(), &spec).await.unwrap();
+    assert_eq!(writer.committed_offset(0).await.unwrap(), Some(60));
 }
 
 /// Two writers of different log partitions append to one table at the same moment, again and
@@ -357,10 +366,7 @@ async fn racing_committers(store: &DeltaOfflineStore) {
         let (store, spec) = (store.clone(), spec.clone());
         tokio::spawn(async move {
             let partition = 1 + w as u32;
-            let mut writer = store
-                .partition_writer(&table(), &spec, partition)
-                .await
-                .unwrap();
+            let mut writer = store.writer(&table(), &spec).await.unwrap();
             for c in 0..COMMITS {
                 let r = row(1 + w * COMMITS + c);
                 let batch = to_offline(
@@ -371,10 +377,13 @@ async fn racing_committers(store: &DeltaOfflineStore) {
                     r.ingested_at,
                 )
                 .unwrap();
-                writer
-                    .append(vec![batch], r.offset as u64 + 1)
-                    .await
-                    .unwrap();
+                let step = PartitionStep {
+                    partition,
+                    from: if c == 0 { 0 } else { r.offset as u64 },
+                    through: r.offset as u64 + 1,
+                    batches: vec![batch],
+                };
+                only(writer.commit(vec![step]).await).unwrap();
             }
         })
     });
@@ -443,10 +452,18 @@ async fn stale_writer_is_fenced(store: &DeltaOfflineStore) {
             .unwrap(),
         ]
     };
-    let mut stale = store.partition_writer(&table(), &spec, 0).await.unwrap();
-    let mut successor = store.partition_writer(&table(), &spec, 0).await.unwrap();
-    successor.append(append(row(1)), 2).await.unwrap();
-    let refused = stale.append(append(row(7)), 8).await;
+    let step = |r: Row, from: u64| PartitionStep {
+        partition: 0,
+        from,
+        through: r.offset as u64 + 1,
+        batches: append(r),
+    };
+    let mut stale = store.writer(&table(), &spec).await.unwrap();
+    assert_eq!(stale.committed_offset(0).await.unwrap(), Some(1));
+    let mut successor = store.writer(&table(), &spec).await.unwrap();
+    only(successor.commit(vec![step(row(1), 1)]).await).unwrap();
+    // The stale writer's state still says 1: Delta's conflict check refuses it.
+    let refused = only(stale.commit(vec![step(row(7), 1)]).await);
     assert!(
         matches!(
             refused,
@@ -458,8 +475,83 @@ async fn stale_writer_is_fenced(store: &DeltaOfflineStore) {
         read(store, &spec, ReadFilter::default()).await,
         vec![row(0), row(1)]
     );
-    let reopened = store.partition_writer(&table(), &spec, 0).await.unwrap();
-    assert_eq!(reopened.committed_offset().await.unwrap(), Some(2));
+    // Read again, it knows the partition moved, and refuses a step from the old offset at once.
+    stale.refresh().await.unwrap();
+    assert_eq!(stale.committed_offset(0).await.unwrap(), Some(2));
+    let refused = only(stale.commit(vec![step(row(7), 1)]).await);
+    assert!(
+        matches!(
+            refused,
+            Err(kairos_offline::OfflineError::Fenced { partition: 0, .. })
+        ),
+        "{refused:?}"
+    );
+}
+
+/// One commit carries the steps of several log partitions (a process's committer gathers
+/// them): each partition's offset is recorded, every row lands once, and a
+/// step that does not go on from where the table holds its partition is refused alone.
+#[tokio::test]
+async fn one_commit_carries_several_partitions_and_refuses_only_a_stale_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = local(dir.path());
+    let spec = spec();
+    // Two log partitions: partition p's offset o is stored as o × 2 + p.
+    let step = |partition: u32, offsets: std::ops::Range<u64>, from: u64| {
+        let rows: Vec<Row> = offsets
+            .clone()
+            .map(|o| row((o * 2 + u64::from(partition)) as i64))
+            .collect();
+        let batch = to_offline(
+            &spec,
+            &canonical(&spec, &rows),
+            LogPosition::new(partition, offsets.start),
+            2,
+            rows[0].ingested_at,
+        )
+        .unwrap();
+        PartitionStep {
+            partition,
+            from,
+            through: offsets.end,
+            batches: vec![batch],
+        }
+    };
+    let mut writer = store.writer(&table(), &spec).await.unwrap();
+    let first = writer
+        .commit(vec![step(1, 0..3, 0), step(0, 0..2, 0)])
+        .await;
+    assert!(first.iter().all(Result::is_ok), "{first:?}");
+    assert_eq!(writer.committed_offset(0).await.unwrap(), Some(2));
+    assert_eq!(writer.committed_offset(1).await.unwrap(), Some(3));
+
+    // Partition 1's step claims to go on from 1, where the table holds 3: refused, alone.
+    let second = writer
+        .commit(vec![step(0, 2..4, 2), step(1, 1..5, 1)])
+        .await;
+    assert!(second[0].is_ok(), "{second:?}");
+    assert!(
+        matches!(
+            second[1],
+            Err(kairos_offline::OfflineError::Fenced { partition: 1, .. })
+        ),
+        "{second:?}"
+    );
+    let mut fresh = store.writer(&table(), &spec).await.unwrap();
+    assert_eq!(fresh.committed_offset(0).await.unwrap(), Some(4));
+    assert_eq!(fresh.committed_offset(1).await.unwrap(), Some(3));
+    let stored: Vec<i64> = read(&store, &spec, ReadFilter::default())
+        .await
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(stored, vec![0, 1, 2, 3, 4, 5, 6]);
+}
+
+/// The outcome of a commit of one step.
+fn only(mut outcomes: Vec<kairos_offline::Result<()>>) -> kairos_offline::Result<()> {
+    assert_eq!(outcomes.len(), 1);
+    outcomes.pop().unwrap()
 }
 
 fn row(offset: i64) -> Row {
