@@ -275,6 +275,10 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
+            // A large append is bounded by the queue's bytes (1 GiB) alone: with librdkafka's
+            // default of 100,000 messages, each row of a larger append that finds the queue
+            // full is retried every 100 ms, a timer per row.
+            .set("queue.buffering.max.messages", "0")
             .set(
                 "message.timeout.ms",
                 options.message_timeout.as_millis().to_string(),
