@@ -245,6 +245,16 @@ impl Storage {
             .map_err(|source| self.unavailable(source))
     }
 
+    /// Writes `bytes` as the file `<location>/<parts…>`, replacing it whole: a reader sees the
+    /// old file or the new one (one PUT in a bucket, a rename in the data dir).
+    pub async fn write(&self, parts: &[&str], bytes: bytes::Bytes) -> Result<()> {
+        self.root
+            .put(&area_path(parts), bytes.into())
+            .await
+            .map(drop)
+            .map_err(|source| self.unavailable(source))
+    }
+
     /// Deletes every file under `<location>/<parts…>`.
     pub async fn delete_all(&self, parts: &[&str]) -> Result<()> {
         let area = self.area(parts);

@@ -432,6 +432,7 @@ impl FeatureStore {
             }),
         };
         for group in store.inner.catalog.list_feature_groups()? {
+            store.fetch_vector_snapshot(&group).await;
             store.start(group)?;
         }
         // What a crash left half-built goes; failing to remove it is no reason not to open.
@@ -525,8 +526,12 @@ impl FeatureStore {
         }
         let log = self.open_log(&table)?;
         let partitions = log.partitions() as usize;
-        let vectors =
-            vectors::VectorRuntime::open(&group.spec, self.vector_dir(&table), log.partitions())?;
+        let vectors = vectors::VectorRuntime::open(
+            &group,
+            self.vector_dir(&table),
+            log.partitions(),
+            &self.inner.storage,
+        )?;
         let runtime = Arc::new(GroupRuntime {
             online_applied: (0..partitions).map(|_| watch::channel(0).0).collect(),
             offline_applied: (0..partitions).map(|_| watch::channel(0).0).collect(),
@@ -589,6 +594,16 @@ impl FeatureStore {
             .or_default()
             .insert(table.version, runtime.clone());
         Ok(runtime)
+    }
+
+    /// Fetches a group version's vector-index snapshot from a cluster's storage before the
+    /// version starts here, when this replica has none (see [`vectors::fetch_snapshot`]). One
+    /// that cannot be fetched is no reason not to start: the index is then built from the log.
+    async fn fetch_vector_snapshot(&self, group: &FeatureGroup) {
+        let dir = self.vector_dir(&group.id());
+        if let Err(e) = vectors::fetch_snapshot(&self.inner.storage, group, &dir).await {
+            tracing::warn!(group = %group.id(), error = %e, "cannot fetch the vector index snapshot; building it from the log");
+        }
     }
 
     /// Opens a group version's log: its segment files, or its Kafka topic (made when
@@ -748,6 +763,7 @@ impl FeatureStore {
         for group in listed {
             if !running.contains(&group.id()) {
                 tracing::info!(group = %group.id(), "feature group started: made elsewhere");
+                self.fetch_vector_snapshot(&group).await;
                 self.start(group)?;
                 started += 1;
             }

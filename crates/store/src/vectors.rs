@@ -9,9 +9,14 @@
 //! retention keeps every segment past the saved position. On a log of several partitions (a
 //! Kafka topic) every process follows every partition into an index of its own: a key lives in
 //! one partition, so its versions compare as in one log.
+//!
+//! In a cluster (shared storage) the saved file is also published to the storage, at most every
+//! [`PUBLISH_EVERY`] and at shutdown, by whichever replica saves (each holds a whole index), and
+//! a replica that starts without a file of its own fetches the last one published, so it
+//! follows only the log after that snapshot's positions rather than the whole topic.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -19,8 +24,9 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use arrow::record_batch::RecordBatch;
+use kairos_storage::Storage;
 use kairos_transform::expr::Expr;
-use kairos_types::{FeatureGroupSpec, FeatureType, Value, VectorIndexSpec};
+use kairos_types::{FeatureGroup, FeatureGroupSpec, FeatureType, TableId, Value, VectorIndexSpec};
 use kairos_vector::{HnswIndex, LoadedIndex, SearchOptions, SearchOutcome};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -33,6 +39,58 @@ use crate::telemetry::Sink;
 
 /// How often at most the index is saved while rows flow in.
 pub(crate) const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often at most a replica publishes its saved index to the shared storage.
+pub(crate) const PUBLISH_EVERY: Duration = Duration::from_secs(60);
+
+/// Where in the storage a group version's index snapshot lives.
+fn snapshot_parts(table: &TableId, column: &str) -> [String; 4] {
+    [
+        "vectors".to_string(),
+        table.name.clone(),
+        format!("v{}", table.version),
+        format!("{column}.hnsw"),
+    ]
+}
+
+/// Before a group version starts here: when the storage is shared, the group declares an
+/// index and this replica has no file of its own, fetches the snapshot another replica
+/// published into `dir`. Returns whether it did.
+pub(crate) async fn fetch_snapshot(
+    storage: &Storage,
+    group: &FeatureGroup,
+    dir: &Path,
+) -> Result<bool> {
+    let Some(index) = group.spec.vector_index.as_ref() else {
+        return Ok(false);
+    };
+    let path = dir.join(format!("{}.hnsw", index.column));
+    if !storage.is_shared() || path.exists() {
+        return Ok(false);
+    }
+    let parts = snapshot_parts(&group.id(), &index.column);
+    let Some(bytes) = storage.read(&parts.each_ref().map(String::as_str)).await? else {
+        return Ok(false);
+    };
+    // Whole or not at all: a replica killed while writing it starts from the log instead.
+    let tmp = path.with_extension("fetched");
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(StoreError::internal)?;
+    tracing::info!(group = %group.id(), bytes = bytes.len(), "vector index snapshot fetched from the shared storage");
+    Ok(true)
+}
+
+/// A cluster's shared storage, where the index's snapshots are published.
+#[derive(Debug)]
+struct Published {
+    storage: Storage,
+    parts: [String; 4],
+    last: Mutex<Option<Instant>>,
+}
 
 /// What must match the index at its saved position: each key's winning row version and the
 /// attributes it had.
@@ -72,15 +130,19 @@ pub(crate) struct VectorRuntime {
     step: Mutex<()>,
     /// When the index was last saved (by whichever partition's follower).
     last_save: Mutex<Instant>,
+    /// Where the saved index is published, in a cluster.
+    published: Option<Published>,
 }
 
 impl VectorRuntime {
     /// Loads the saved index, or starts an empty one, for a log of `partitions` partitions.
     pub(crate) fn open(
-        spec: &FeatureGroupSpec,
+        group: &FeatureGroup,
         dir: PathBuf,
         partitions: u32,
+        storage: &Storage,
     ) -> Result<Option<Arc<VectorRuntime>>> {
+        let spec = &group.spec;
         let Some(index_spec) = spec.vector_index.clone() else {
             return Ok(None);
         };
@@ -130,6 +192,11 @@ impl VectorRuntime {
             )
         };
         let atomics = || positions.iter().map(|&p| AtomicU64::new(p)).collect();
+        let published = storage.is_shared().then(|| Published {
+            storage: storage.clone(),
+            parts: snapshot_parts(&group.id(), &index_spec.column),
+            last: Mutex::new(None),
+        });
         Ok(Some(Arc::new(VectorRuntime {
             spec: index_spec,
             path,
@@ -141,6 +208,7 @@ impl VectorRuntime {
             applied: positions.iter().map(|&p| watch::channel(p).0).collect(),
             step: Mutex::new(()),
             last_save: Mutex::new(Instant::now()),
+            published,
         })))
     }
 
@@ -169,6 +237,30 @@ impl VectorRuntime {
             saved.store(position, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Publishes the saved file to the shared storage, when there is one and the last
+    /// publication is older than [`PUBLISH_EVERY`] (or `now`).
+    async fn publish(&self, now: bool) -> Result<()> {
+        let Some(published) = &self.published else {
+            return Ok(());
+        };
+        if !self.path.exists() {
+            return Ok(());
+        }
+        {
+            let mut last = published.last.lock().expect("lock");
+            if !now && last.is_some_and(|at| at.elapsed() < PUBLISH_EVERY) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        // A save replaces the file by a rename, so this reads one save whole.
+        let bytes = tokio::fs::read(&self.path)
+            .await
+            .map_err(StoreError::internal)?;
+        let parts = published.parts.each_ref().map(String::as_str);
+        Ok(published.storage.write(&parts, bytes.into()).await?)
     }
 
     /// Whether every partition's save is where its position is.
@@ -437,12 +529,18 @@ impl Materialiser for VectorSink {
             }
             due
         };
+        let applying = runtime.clone();
         tokio::task::spawn_blocking(move || {
-            runtime.apply(&group.group.spec, &spans, partition, through)?;
-            if save { runtime.save() } else { Ok(()) }
+            applying.apply(&group.group.spec, &spans, partition, through)?;
+            if save { applying.save() } else { Ok(()) }
         })
         .await
-        .map_err(StoreError::internal)?
+        .map_err(StoreError::internal)??;
+        if save && let Err(e) = runtime.publish(false).await {
+            // The local save stands; the next save publishes again.
+            tracing::warn!(error = %e, "cannot publish the vector index snapshot");
+        }
+        Ok(())
     }
 }
 
@@ -475,5 +573,8 @@ pub(crate) async fn run(runtime: Arc<VectorRuntime>, group: Arc<GroupRuntime>, m
             }
             Err(e) => tracing::error!(error = %e, "vector index save task failed"),
         }
+    }
+    if let Err(e) = runtime.publish(true).await {
+        tracing::warn!(group = %group.group.id(), error = %e, "cannot publish the vector index snapshot");
     }
 }

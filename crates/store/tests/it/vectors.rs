@@ -295,3 +295,65 @@ async fn a_vector_index_needs_an_embedding_column_and_one_integer_key() {
     );
     store.close().await;
 }
+
+/// Two replicas of a cluster (a Kafka log, a PostgreSQL catalog, a bucket): the first publishes
+/// its saved index to the bucket when it stops, and the second, started on an empty data dir,
+/// fetches that snapshot before it follows the log — it has the index file at once, before any
+/// save of its own — and answers as the first did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_starts_its_index_from_the_published_snapshot() {
+    let Some(bucket) = kairos_storage::testing::s3_url("store-vectors") else {
+        eprintln!("skipped: KAIROS_TEST_S3_URL is not set");
+        return;
+    };
+    let create = || kairos_catalog::testing::TestDatabase::create("kairos_store_vectors");
+    let Some(db) = tokio::task::spawn_blocking(create).await.unwrap() else {
+        eprintln!("skipped: KAIROS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &tempfile::TempDir| StoreConfig {
+        catalog: kairos_store::CatalogConfig {
+            url: Some(db.url()),
+        },
+        storage: kairos_store::StorageConfig {
+            url: Some(bucket.clone()),
+        },
+        log: kairos_store::LogConfig::Kafka {
+            brokers: cluster.bootstrap_servers(),
+            partitions: 4,
+            topic_prefix: "kairos.fg.".into(),
+            replication: 1,
+            session_timeout_ms: 6_000,
+        },
+        ..StoreConfig::with_data_dir(dir.path())
+    };
+    let a = FeatureStore::open(config(&dir_a)).await.unwrap();
+    a.create_group(items_spec()).await.unwrap();
+    insert(
+        &a,
+        &(1..=200)
+            .map(|i| row(i, T0, Some(vector(i))))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let query = vector(1_000);
+    let nearest = keys(&a, &by_vector(&query, 20, None));
+    assert_eq!(nearest, exact(&query, 1..=200, |_| true, 20));
+    a.close().await;
+    drop(a);
+
+    let file = dir_b.path().join("vectors/items/v1/embedding.hnsw");
+    let b = FeatureStore::open(config(&dir_b)).await.unwrap();
+    assert!(
+        file.exists(),
+        "the snapshot is fetched before the group starts"
+    );
+    assert_eq!(keys(&b, &by_vector(&query, 20, None)), nearest);
+    // And it follows the log past the snapshot.
+    insert(&b, &[row(201, T0, Some(query.clone()))]).await;
+    assert_eq!(keys(&b, &by_vector(&query, 1, None)), vec![201]);
+    b.close().await;
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
