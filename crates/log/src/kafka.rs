@@ -32,7 +32,7 @@ use rdkafka::types::RDKafkaErrorCode as Code;
 use crate::{LogError, Result};
 
 /// How long a reader's fetch may wait at the broker for rows, in milliseconds.
-const FETCH_WAIT_MS: &str = "50";
+pub const FETCH_WAIT_MS: &str = "50";
 /// The header naming the producer tag of an appended batch (pipelines' `append_once`).
 const PRODUCER_HEADER: &str = "kairos-producer";
 /// The header numbering a row within its tagged batch: its number and the batch's rows, each
@@ -315,6 +315,11 @@ impl KafkaLog {
 
     pub fn partitions(&self) -> u32 {
         self.options.partitions
+    }
+
+    /// How the log reaches its brokers.
+    pub fn options(&self) -> &KafkaLogOptions {
+        &self.options
     }
 
     /// Appends `rows`, each to its key's partition, and answers once every one is acknowledged

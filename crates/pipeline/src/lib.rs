@@ -63,7 +63,7 @@ impl Pipelines {
     }
 
     fn with_confinement(store: FeatureStore, confinement: Confinement) -> Pipelines {
-        let streams = Arc::new(Streams::new(&store.config().data_dir));
+        let streams = Arc::new(Streams::of(&store));
         let defs = store.catalog().list_pipelines().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot list pipelines");
             Vec::new()
@@ -167,12 +167,13 @@ impl Pipelines {
     }
 
     /// Brings this process in line with a change of pipeline `name` another replica made. A
-    /// pipeline whose partitions the replicas share — a Kafka source, whose consumer group
-    /// spreads its partitions over every replica running it, with checkpoints in a shared
-    /// bucket, which whoever takes a partition over reads and where a stale owner is fenced,
-    /// and an output group on the shared Kafka log, which any replica appends to —
-    /// runs here too, at its latest version, and stops here once deleted. Any other runs where
-    /// it was started: a file or an HTTP stream has one partition, in one process.
+    /// pipeline whose partitions the replicas share — a Kafka source, or an HTTP stream (a
+    /// topic of the log's Kafka cluster when the log is on Kafka), whose consumer group spreads
+    /// its partitions over every replica running it, with checkpoints in a shared bucket,
+    /// which whoever takes a partition over reads and where a stale owner is fenced, and an
+    /// output group on the shared Kafka log, which any replica appends to — runs here too, at
+    /// its latest version, and stops here once deleted. A file source runs where it was
+    /// started.
     pub async fn follow(&self, name: &str) -> Result<()> {
         let latest = self.store.catalog().get_pipeline(name, None)?;
         let running_version = {
@@ -182,9 +183,18 @@ impl Pipelines {
                 .filter(|h| h.is_running())
                 .map(|h| h.control.status().version)
         };
+        if let Some(stream) = latest.as_ref().and_then(|def| http_stream(&def.spec)) {
+            // A push to this replica is taken for a pipeline applied on another.
+            self.http_streams
+                .write()
+                .expect("lock")
+                .insert(stream.to_owned());
+        }
         let shared = |def: &PipelineDef| {
-            matches!(def.spec.source, kairos_stream::SourceSpec::Kafka { .. })
-                && self.store.storage().is_shared()
+            matches!(
+                def.spec.source,
+                kairos_stream::SourceSpec::Kafka { .. } | kairos_stream::SourceSpec::Http { .. }
+            ) && self.store.storage().is_shared()
                 && matches!(
                     self.store.config().log,
                     kairos_store::LogConfig::Kafka { .. }

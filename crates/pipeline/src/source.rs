@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use kairos_log::kafka::KafkaLog;
 use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
 use kairos_store::{FeatureStore, Result, StoreError};
 use kairos_stream::SourceSpec;
@@ -67,38 +68,63 @@ pub enum Poll {
 
 /// The durable logs behind HTTP push streams: a `POST` is acknowledged once its body is in the
 /// stream's log, so a pipeline that reads it later (or again after a crash) loses nothing.
+///
+/// On a single node a stream is a segment log in the data dir. When the feature groups' log is
+/// on Kafka, a stream is a topic of that cluster (`<topic_prefix>stream.<name>`), each body one
+/// message in one partition (so pushes keep their order, as in a segment log): any replica
+/// takes a push, and the pipeline reads the topic like a Kafka source, in a consumer group that
+/// hands the partition to another replica when its reader dies.
 #[derive(Debug)]
 pub struct Streams {
-    dir: PathBuf,
-    logs: Mutex<HashMap<String, Arc<SegmentLog>>>,
+    store: FeatureStore,
+    logs: Mutex<HashMap<String, StreamLog>>,
 }
 
+#[derive(Debug, Clone)]
+enum StreamLog {
+    Segment(Arc<SegmentLog>),
+    Kafka(Arc<KafkaLog>),
+}
+
+/// The key every body of a stream is appended under: one key, one partition.
+const STREAM_KEY: &[u8] = b"stream";
+
 impl Streams {
-    pub fn new(data_dir: &Path) -> Streams {
+    /// The streams of `store`'s process: topics of its Kafka cluster when its log is on Kafka,
+    /// segment logs in its data dir's `streams` otherwise.
+    pub fn of(store: &FeatureStore) -> Streams {
         Streams {
-            dir: data_dir.join("streams"),
+            store: store.clone(),
             logs: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The log of stream `name`, opened on first use.
-    pub fn log(&self, name: &str) -> Result<Arc<SegmentLog>> {
+    /// The log of stream `name`, opened on first use (a Kafka topic is made when missing,
+    /// which blocks on the brokers).
+    fn log(&self, name: &str) -> Result<StreamLog> {
         if !kairos_types::schema::is_identifier(name) {
             return Err(StoreError::BadRequest(format!(
                 "stream name '{name}' must be letters, digits, '_' or '-', starting with a letter"
             )));
         }
-        let mut logs = self.logs.lock().expect("lock");
-        if let Some(log) = logs.get(name) {
+        if let Some(log) = self.logs.lock().expect("lock").get(name) {
             return Ok(log.clone());
         }
-        let log = Arc::new(SegmentLog::open(
-            self.dir.join(name),
-            SegmentLogOptions::default(),
-            Arc::new(SystemClock),
-        )?);
-        logs.insert(name.to_owned(), log.clone());
-        Ok(log)
+        let log = match self.store.kafka_topic(&format!("stream.{name}"))? {
+            Some(topic) => StreamLog::Kafka(Arc::new(topic)),
+            None => StreamLog::Segment(Arc::new(SegmentLog::open(
+                self.store.config().data_dir.join("streams").join(name),
+                SegmentLogOptions::default(),
+                Arc::new(SystemClock),
+            )?)),
+        };
+        Ok(self
+            .logs
+            .lock()
+            .expect("lock")
+            .entry(name.to_owned())
+            .or_insert(log)
+            .clone())
     }
 
     /// Appends one body of events durably; returns its position in the stream.
@@ -106,14 +132,73 @@ impl Streams {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(StoreError::BadRequest("empty body: no events".into()));
         }
-        let ack = self.log(name)?.append(1, body)?.wait().await?;
-        Ok(ack.first_offset)
+        match self.log(name)? {
+            StreamLog::Segment(log) => Ok(log.append(1, body)?.wait().await?.first_offset),
+            StreamLog::Kafka(log) => {
+                let row = kairos_log::kafka::Row {
+                    key: Bytes::from_static(STREAM_KEY),
+                    payload: body,
+                    number: 0,
+                };
+                let now = chrono::Utc::now().timestamp_micros();
+                let landed = log
+                    .append(std::slice::from_ref(&row), now, None)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Ok(landed[0].offset)
+            }
+        }
+    }
+
+    /// The source a pipeline reads stream `name` through.
+    fn source(&self, pipeline: &str, name: &str) -> Result<Source> {
+        Ok(match self.log(name)? {
+            StreamLog::Segment(log) => Source::Stream(StreamSource { log, position: 0 }),
+            StreamLog::Kafka(log) => {
+                let options = log.options();
+                // As the log's own readers: librdkafka's default wait of 500 ms would be
+                // added to every event's way to the stores by a broker that holds fetches
+                // to it (the mock does).
+                let mut properties = options.properties.clone();
+                properties
+                    .entry("fetch.wait.max.ms".to_owned())
+                    .or_insert_with(|| kairos_log::kafka::FETCH_WAIT_MS.to_owned());
+                // A dead reader's partition goes to another replica after the log's session
+                // timeout, as the materialisers' do (librdkafka's default is 45 s).
+                let session = options.session_timeout;
+                properties
+                    .entry("session.timeout.ms".to_owned())
+                    .or_insert_with(|| session.as_millis().to_string());
+                properties
+                    .entry("heartbeat.interval.ms".to_owned())
+                    .or_insert_with(|| {
+                        let beat = (session / 6).min(Duration::from_millis(500));
+                        beat.as_millis().to_string()
+                    });
+                let mut source = KafkaSource::open(
+                    &options.brokers,
+                    log.topic(),
+                    format!("kairos-{pipeline}"),
+                    &properties,
+                )?;
+                // Each message is one pushed body, whole (a CSV body has its header), and
+                // every body is in the partition of the stream's one key.
+                source.whole_messages = true;
+                source.only = Some(kairos_log::kafka::partition_of(
+                    STREAM_KEY,
+                    log.partitions(),
+                ));
+                Source::Kafka(source)
+            }
+        })
     }
 
     /// Closes every stream log (their writers flush and stop).
     pub fn close(&self) {
         for log in self.logs.lock().expect("lock").values() {
-            log.close();
+            if let StreamLog::Segment(log) = log {
+                log.close();
+            }
         }
     }
 }
@@ -157,10 +242,9 @@ impl Source {
         };
         Ok(match spec {
             SourceSpec::File { .. } => Source::file(spec, format)?,
-            SourceSpec::Http { stream, .. } => Source::Stream(StreamSource {
-                log: streams.ok_or_else(|| local("HTTP"))?.log(stream)?,
-                position: 0,
-            }),
+            SourceSpec::Http { stream, .. } => streams
+                .ok_or_else(|| local("HTTP"))?
+                .source(pipeline, stream)?,
             SourceSpec::Kafka {
                 brokers,
                 topic,
@@ -512,6 +596,12 @@ pub struct KafkaSource {
     pending: std::collections::VecDeque<Chunk>,
     /// What was last committed to Kafka, per partition.
     committed: BTreeMap<u32, u64>,
+    /// Whether each message is a body of its own (an HTTP stream's push: a CSV body starts
+    /// with its header) rather than lines to join.
+    whole_messages: bool,
+    /// The one partition that carries events, when only one does (an HTTP stream's): the
+    /// others are never handed to the runner, so their silence holds no watermark back.
+    only: Option<u32>,
 }
 
 impl KafkaSource {
@@ -546,6 +636,8 @@ impl KafkaSource {
             held: BTreeMap::new(),
             pending: std::collections::VecDeque::new(),
             committed: BTreeMap::new(),
+            whole_messages: false,
+            only: None,
         })
     }
 
@@ -557,6 +649,7 @@ impl KafkaSource {
                 tpl.elements()
                     .iter()
                     .map(|e| e.partition() as u32)
+                    .filter(|p| self.only.is_none_or(|only| only == *p))
                     .collect()
             })
             .unwrap_or_default()
@@ -565,7 +658,7 @@ impl KafkaSource {
     fn resume(&mut self, partition: u32, position: u64) {
         self.positions.insert(partition, position);
         let held = self.held.remove(&partition).unwrap_or_default();
-        let mut run = PartitionRun::default();
+        let mut run = PartitionRun::new(self.whole_messages);
         for m in held.into_iter().filter(|m| m.offset >= position) {
             run.add(m.offset, &m.payload, m.timestamp);
         }
@@ -576,18 +669,21 @@ impl KafkaSource {
 
     /// Queues a partition's run of messages as one chunk.
     fn queue(&mut self, partition: u32, run: PartitionRun) {
-        self.positions.insert(partition, run.next);
+        let (next, arrived_at) = (run.next, run.arrived_at);
+        self.positions.insert(partition, next);
         self.pending.push_back(Chunk {
             partition,
-            data: ChunkData::Raw(vec![Bytes::from(run.body)]),
-            next: run.next,
-            arrived_at: run.arrived_at,
+            data: ChunkData::Raw(run.pieces()),
+            next,
+            arrived_at,
         });
     }
 
     fn take_revoked(&mut self) -> Vec<u32> {
         use rdkafka::consumer::Consumer as _;
-        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("lock"));
+        let mut revoked =
+            std::mem::take(&mut *self.consumer.context().revoked.lock().expect("lock"));
+        revoked.retain(|p| self.only.is_none_or(|only| only == *p));
         for p in &revoked {
             self.positions.remove(p);
             self.held.remove(p);
@@ -633,7 +729,7 @@ impl KafkaSource {
             }
             by_partition
                 .entry(partition)
-                .or_default()
+                .or_insert_with(|| PartitionRun::new(self.whole_messages))
                 .add(offset, payload, timestamp);
         }
         // One chunk per partition (each has its own watermark); the rest wait here.
@@ -691,10 +787,10 @@ struct HeldMessage {
 }
 
 /// Consecutive messages of one partition, becoming one chunk.
-#[derive(Default)]
 struct PartitionRun {
-    /// One JSON object per line.
+    /// One JSON object per line, or (whole messages) each message's body as it came.
     body: Vec<u8>,
+    whole: Option<Vec<Bytes>>,
     /// The offset after the last message.
     next: u64,
     /// The earliest message timestamp (microseconds).
@@ -702,6 +798,15 @@ struct PartitionRun {
 }
 
 impl PartitionRun {
+    fn new(whole_messages: bool) -> PartitionRun {
+        PartitionRun {
+            body: Vec::new(),
+            whole: whole_messages.then(Vec::new),
+            next: 0,
+            arrived_at: None,
+        }
+    }
+
     fn add(&mut self, offset: u64, payload: &[u8], timestamp: Option<i64>) {
         self.next = offset + 1;
         if let Some(t) = timestamp {
@@ -710,9 +815,17 @@ impl PartitionRun {
         if payload.is_empty() {
             return;
         }
+        if let Some(whole) = &mut self.whole {
+            whole.push(Bytes::copy_from_slice(payload));
+            return;
+        }
         self.body.extend_from_slice(payload);
         if !payload.ends_with(b"\n") {
             self.body.push(b'\n');
         }
+    }
+
+    fn pieces(self) -> Vec<Bytes> {
+        self.whole.unwrap_or_else(|| vec![Bytes::from(self.body)])
     }
 }

@@ -606,6 +606,29 @@ impl FeatureStore {
         }
     }
 
+    /// Opens the topic `<topic_prefix><name>` of the log's Kafka cluster, made when missing, or
+    /// `None` when the log is not on Kafka: a group version's log, or an HTTP stream in a
+    /// cluster. Blocks on the brokers for up to twice the message timeout.
+    pub fn kafka_topic(&self, name: &str) -> Result<Option<KafkaLog>> {
+        let LogConfig::Kafka {
+            brokers,
+            partitions,
+            topic_prefix,
+            replication,
+            session_timeout_ms,
+        } = &self.inner.config.log
+        else {
+            return Ok(None);
+        };
+        let topic = format!("{topic_prefix}{name}");
+        let mut options = KafkaLogOptions::new(brokers.clone(), *partitions);
+        options.message_timeout = KAFKA_TIMEOUT;
+        options.session_timeout = Duration::from_millis(*session_timeout_ms);
+        KafkaLog::open_or_create(&topic, options, *replication)
+            .map(Some)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
     /// Opens a group version's log: its segment files, or its Kafka topic (made when
     /// missing). Kafka's answers block for up to twice its message timeout.
     fn open_log(&self, table: &TableId) -> Result<log::GroupLog> {
@@ -618,19 +641,9 @@ impl FeatureStore {
                 let log = SegmentLog::open(self.log_dir(table), options, self.inner.clock.clone())?;
                 Ok(log::GroupLog::Segment(Arc::new(log)))
             }
-            LogConfig::Kafka {
-                brokers,
-                partitions,
-                topic_prefix,
-                replication,
-                session_timeout_ms,
-            } => {
-                let topic = format!("{topic_prefix}{}.v{}", table.name, table.version);
-                let mut options = KafkaLogOptions::new(brokers.clone(), *partitions);
-                options.message_timeout = KAFKA_TIMEOUT;
-                options.session_timeout = Duration::from_millis(*session_timeout_ms);
-                let log = KafkaLog::open_or_create(&topic, options, *replication)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            LogConfig::Kafka { .. } => {
+                let topic = format!("{}.v{}", table.name, table.version);
+                let log = self.kafka_topic(&topic)?.expect("the log is on Kafka");
                 Ok(log::GroupLog::Kafka(Arc::new(log)))
             }
         }

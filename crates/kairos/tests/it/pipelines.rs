@@ -576,3 +576,149 @@ fn with_flush(lines: &[String], rest: &[String]) -> (Vec<String>, i64) {
     rest.push(format!("4000000000000001,{flush_at},1.0"));
     (rest, flush_at)
 }
+
+/// Two replicas of a cluster (as above) and a pipeline with an HTTP source applied through
+/// one of them: the stream is a topic of the log's Kafka cluster, so a push to either replica
+/// reaches the pipeline, which runs on whichever holds the stream's partition. That replica is
+/// killed with SIGKILL half-way; the other takes the partition over from its checkpoint in the
+/// bucket, and the pushes go on to it. The output group ends with exactly the windows a file
+/// replay gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_pipeline_on_two_replicas_takes_pushes_on_either_and_survives_its_reader_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = Transactions::new(dir.path());
+    let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let brokers = logs.bootstrap_servers();
+    let Some(cluster) =
+        crate::cluster::ClusterConfig::create("pipeline-http", dir.path(), Some(&brokers)).await
+    else {
+        return;
+    };
+    let env = cluster.env();
+    let dirs = [dir.path().join("a"), dir.path().join("b")];
+    let mut servers = vec![
+        crate::server::Server::start_with(&dirs[0], &env).await,
+        crate::server::Server::start_with(&dirs[1], &env).await,
+    ];
+    let spec_path = write_spec_reading(
+        dir.path(),
+        "card_5m_http.toml",
+        "kind = \"http\"\nstream = \"transactions\"",
+    );
+    let spec = kairos_stream::PipelineSpec::parse(
+        "card_5m_http.toml",
+        &std::fs::read_to_string(&spec_path).unwrap(),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let applied = client
+        .post(format!("{}/v1/pipelines", servers[0].url))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        applied.status().is_success(),
+        "{}",
+        applied.text().await.unwrap()
+    );
+    // Pushes of 500 events at a time, as JSON lines, to `url`; a replica that has not seen
+    // the pipeline yet refuses the stream, and is asked again.
+    let push = async |url: &str, lines: &[String]| {
+        for chunk in lines.chunks(500) {
+            let body: String = chunk
+                .iter()
+                .map(|line| {
+                    let fields: Vec<&str> = line.split(',').collect();
+                    format!(
+                        "{{\"cc_num\": {}, \"ts\": {}, \"amount\": {}}}\n",
+                        fields[0], fields[1], fields[2]
+                    )
+                })
+                .collect();
+            let started = Instant::now();
+            loop {
+                let answer = client
+                    .post(format!("{url}/v1/streams/transactions/events"))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                if answer.status().is_success() {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "push refused: {}",
+                    answer.text().await.unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let status = async |url: &str| {
+        let response = client
+            .get(format!("{url}/v1/pipelines/card_5m"))
+            .send()
+            .await
+            .unwrap();
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+
+    // The first part pushed to both, alternately; one replica reads the stream's partition.
+    let split = events.lines.len() * 3 / 5;
+    for (i, part) in events.lines[..split].chunks(2_000).enumerate() {
+        push(&servers[i % 2].url, part).await;
+    }
+    let started = Instant::now();
+    let reader = loop {
+        let mut reading = Vec::new();
+        for (i, server) in servers.iter().enumerate() {
+            let (partitions, events) = partitions_and_events(&status(&server.url).await);
+            if !partitions.is_empty() && events > 0 {
+                reading.push(i);
+            }
+        }
+        if let [reader] = reading[..] {
+            break reader;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no one replica reads the stream: {reading:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    servers.remove(reader).kill();
+    let survivor = servers.remove(0);
+    let survivor_dir = &dirs[1 - reader];
+
+    let (rest, flush_at) = with_flush(&events.lines, &events.lines[split..]);
+    push(&survivor.url, &rest).await;
+    let total = (events.lines.len() + 2) as u64;
+    let started = Instant::now();
+    loop {
+        let (partitions, counted) = partitions_and_events(&status(&survivor.url).await);
+        if !partitions.is_empty() && counted == total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the survivor never read the whole stream: {}",
+            status(&survivor.url).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = client
+        .post(format!("{}/v1/pipelines/card_5m/stop", survivor.url))
+        .send()
+        .await
+        .unwrap();
+    let stopped: serde_json::Value = stopped.json().await.unwrap();
+    assert_eq!(stopped["events"], total, "{stopped:#}");
+    assert_eq!(stopped["late"], 0, "{stopped:#}");
+    survivor.stop();
+    check_clean_with(survivor_dir, &env);
+    let got = contents_with(survivor_dir, &env).0;
+    assert_windows_of_a_replay(dir.path(), &events.events, flush_at, got);
+    cluster.remove().await;
+}
