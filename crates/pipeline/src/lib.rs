@@ -265,6 +265,16 @@ impl Pipelines {
         }
     }
 
+    /// The names of the pipelines running in this process.
+    pub async fn running(&self) -> Vec<String> {
+        let running = self.running.lock().await;
+        running
+            .iter()
+            .filter(|(_, h)| h.is_running())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// A running pipeline's live status, or an idle one's from its last checkpoint.
     pub async fn status(&self, name: &str) -> Result<PipelineStatus> {
         if let Some(handle) = self.running.lock().await.get(name) {

@@ -2,8 +2,8 @@
 //! the catalog reaches this server's caches within [`FOLLOW_EVERY`] — API keys, feature groups,
 //! views, deployments, recommenders, monitors' schedules (every replica schedules every
 //! monitor, and the catalog's claims run each slot on one) and the pipelines whose partitions
-//! replicas share (Kafka sources with checkpoints in a bucket; others run where they were
-//! started). It reads the catalog's change log (a cheap indexed read) and hands
+//! replicas share (Kafka sources and HTTP streams on a Kafka log, with checkpoints in a bucket;
+//! file sources run where they were started). It reads the catalog's change log (a cheap indexed read) and hands
 //! each kind of change to its owner; every handler is idempotent, so a change this server made
 //! itself, or one read twice after an error, changes nothing. A follower that fell further
 //! behind than the catalog keeps changes for reloads everything.
@@ -100,17 +100,18 @@ impl Follower {
         if changed(kind::FEATURE_VIEW) {
             self.store.forget_views();
         }
-        // Deployments, recommenders and monitors are followed one name at a time; after a
-        // gap, every name this server serves or the catalog lists.
+        // Deployments, recommenders, monitors and pipelines are followed one name at a time;
+        // after a gap, every name this server serves or the catalog lists.
         let recommender_kind = kind::service(kairos_recommend::service::KIND);
         let monitor_kind = kind::service(kairos_monitor::service::KIND);
-        let (deployments, recommenders, monitors) = if everything {
+        let (deployments, recommenders, monitors, pipelines) = if everything {
             self.every_name().await?
         } else {
             (
                 touched(changes, kind::DEPLOYMENT),
                 touched(changes, &recommender_kind),
                 touched(changes, &monitor_kind),
+                touched(changes, kind::PIPELINE),
             )
         };
         for name in deployments {
@@ -125,9 +126,7 @@ impl Follower {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        // Pipelines only as their changes come: after a gap, what runs here stays (the
-        // server started every pipeline the catalog held).
-        for name in touched(changes, kind::PIPELINE) {
+        for name in pipelines {
             self.pipelines
                 .follow(&name)
                 .await
@@ -145,11 +144,11 @@ impl Follower {
         Ok(())
     }
 
-    /// Every deployment, recommender and monitor name this server serves (or schedules) or
-    /// the catalog lists.
-    async fn every_name(&self) -> Result<(Names, Names, Names), String> {
+    /// Every deployment, recommender, monitor and pipeline name this server serves (or
+    /// schedules, or runs) or the catalog lists.
+    async fn every_name(&self) -> Result<(Names, Names, Names, Names), String> {
         let store = self.store.clone();
-        let (mut deployments, mut recommenders, mut monitors) =
+        let (mut deployments, mut recommenders, mut monitors, mut pipelines) =
             tokio::task::spawn_blocking(move || -> Result<_, String> {
                 let catalog = store.catalog();
                 let deployments = catalog.list_deployments().map_err(|e| e.to_string())?;
@@ -159,6 +158,7 @@ impl Follower {
                         .map_err(|e| e.to_string())?;
                     Ok(listed.into_iter().map(|(name, _, _)| name).collect())
                 };
+                let pipelines = catalog.list_pipelines().map_err(|e| e.to_string())?;
                 Ok((
                     deployments
                         .into_iter()
@@ -166,6 +166,10 @@ impl Follower {
                         .collect::<Names>(),
                     documents(kairos_recommend::service::KIND)?,
                     documents(kairos_monitor::service::KIND)?,
+                    pipelines
+                        .into_iter()
+                        .map(|p| p.spec.name)
+                        .collect::<Names>(),
                 ))
             })
             .await
@@ -178,7 +182,8 @@ impl Follower {
         );
         recommenders.extend(self.recommenders.list().into_iter().map(|r| r.spec.name));
         monitors.extend(self.monitors.scheduled());
-        Ok((deployments, recommenders, monitors))
+        pipelines.extend(self.pipelines.running().await);
+        Ok((deployments, recommenders, monitors, pipelines))
     }
 }
 
