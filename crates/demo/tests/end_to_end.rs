@@ -105,6 +105,7 @@ async fn generate_stream_train_deploy_score_with_no_skew() {
     for _ in 0..50 {
         logged = store
             .describe("fraud_inference_log", None)
+            .await
             .unwrap()
             .log_end_offset;
         if logged >= scored.len() as u64 {

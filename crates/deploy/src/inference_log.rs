@@ -364,6 +364,7 @@ mod tests {
         }
         let written = store
             .describe(&group.spec.name, None)
+            .await
             .unwrap()
             .log_end_offset;
         // Everything but the last flush interval's worth (about 10 requests) is in.
@@ -376,6 +377,7 @@ mod tests {
         assert_eq!(
             store
                 .describe(&group.spec.name, None)
+                .await
                 .unwrap()
                 .log_end_offset,
             sent as u64

@@ -199,7 +199,7 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
     match command {
         FgCommand::Create { file } => print_json(&store.create_group(read_spec(&file)?).await?),
         FgCommand::List => print_json(&store.list_groups()?),
-        FgCommand::Describe { name, version } => print_json(&store.describe(&name, version)?),
+        FgCommand::Describe { name, version } => print_json(&store.describe(&name, version).await?),
         FgCommand::Insert {
             name,
             file,

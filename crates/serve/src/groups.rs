@@ -53,7 +53,7 @@ pub async fn describe_group(
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> ApiResult<Json<GroupStatus>> {
-    Ok(Json(store.describe(&name, q.version)?))
+    Ok(Json(store.describe(&name, q.version).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -690,20 +690,23 @@ impl FeatureStore {
     }
 
     /// A group (latest version unless one is given) and its log and materialiser positions.
-    pub fn describe(&self, name: &str, version: Option<u32>) -> Result<GroupStatus> {
+    pub async fn describe(&self, name: &str, version: Option<u32>) -> Result<GroupStatus> {
         let rt = self.runtime(name, version)?;
         let online = rt.group.spec.online;
-        let partitions: Vec<PartitionStatus> = (0..rt.log.partitions())
-            .map(|p| {
-                Ok(PartitionStatus {
-                    partition: p,
-                    materialised_here: rt.held[p as usize].load(Ordering::Acquire),
-                    log_end_offset: rt.log.end_offset(p)?,
-                    online_offset: online.then(|| *rt.online_applied[p as usize].borrow()),
-                    offline_offset: *rt.offline_applied[p as usize].borrow(),
-                })
+        // A Kafka log's ends are a round trip to each partition's leader: off the workers.
+        let partitions: Vec<PartitionStatus> = rt
+            .log
+            .end_offsets()
+            .await?
+            .into_iter()
+            .map(|(p, end)| PartitionStatus {
+                partition: p,
+                materialised_here: rt.held[p as usize].load(Ordering::Acquire),
+                log_end_offset: end,
+                online_offset: online.then(|| *rt.online_applied[p as usize].borrow()),
+                offline_offset: *rt.offline_applied[p as usize].borrow(),
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let sum = |of: fn(&PartitionStatus) -> u64| partitions.iter().map(of).sum::<u64>();
         Ok(GroupStatus {
             group: rt.group.clone(),

@@ -396,7 +396,7 @@ pub async fn wait_for_windows(
         for spec in &specs {
             statuses.push(pipelines.status(&spec.name).await?);
         }
-        if caught_up(store, &statuses)? {
+        if caught_up(store, &statuses).await? {
             return Ok(());
         }
         if started.elapsed() > timeout {
@@ -410,14 +410,17 @@ pub async fn wait_for_windows(
 
 /// Whether the pipelines of `statuses` have read every payment written and their windows are
 /// all online.
-fn caught_up(store: &FeatureStore, statuses: &[PipelineStatus]) -> Result<bool> {
-    let end = store.describe(TRANSACTIONS_GROUP, None)?.log_end_offset;
+async fn caught_up(store: &FeatureStore, statuses: &[PipelineStatus]) -> Result<bool> {
+    let end = store
+        .describe(TRANSACTIONS_GROUP, None)
+        .await?
+        .log_end_offset;
     for status in statuses {
         if let Some(error) = &status.error {
             return Err(failed(format!("pipeline {}: {error}", status.name)));
         }
         let delivered = status.committed.values().copied().max().unwrap_or(0);
-        let output = store.describe(&status.output_group, None)?;
+        let output = store.describe(&status.output_group, None).await?;
         if delivered < end || output.online_offset != Some(output.log_end_offset) {
             return Ok(false);
         }

@@ -325,7 +325,7 @@ pub async fn settle(
                 .map_err(|e| failed(format!("pipeline status: {e}")))?;
             statuses.push(status);
         }
-        if super::caught_up(store, &statuses)? {
+        if super::caught_up(store, &statuses).await? {
             return Ok(());
         }
         if started.elapsed() > timeout {

@@ -480,7 +480,8 @@ async fn bulk_insert(store: &FeatureStore, name: &str, rows: usize) -> anyhow::R
     // its partitions; the figure is the write path's, not the group's joining.
     let joining = Instant::now();
     while !store
-        .describe(name, None)?
+        .describe(name, None)
+        .await?
         .partitions
         .iter()
         .all(|p| p.materialised_here)
@@ -509,7 +510,7 @@ async fn bulk_insert(store: &FeatureStore, name: &str, rows: usize) -> anyhow::R
     let logged = ack.rows;
     let (mut online_at, mut offline_at) = (None, None);
     while online_at.is_none() || offline_at.is_none() {
-        let status = store.describe(name, None)?;
+        let status = store.describe(name, None).await?;
         if online_at.is_none() && status.online_offset == Some(logged) {
             online_at = Some(start.elapsed());
         }

@@ -101,7 +101,7 @@ fn events_csv(n: usize, malformed: bool) -> String {
 
 /// Every offline row of `group` as text, sorted (ingestion time and offset left out).
 async fn offline_rows(store: &FeatureStore, group: &str) -> Vec<String> {
-    let spec = store.describe(group, None).unwrap().group.spec;
+    let spec = store.describe(group, None).await.unwrap().group.spec;
     let batches: Vec<RecordBatch> = store
         .read_offline(group, None, OfflineFilter::default())
         .await

@@ -73,9 +73,16 @@ async fn a_refusing_expectation_refuses_the_batch_whole() {
         "column 'amount': expectation 'min 0' failed for 1 of 2 rows, the first at row 1; \
          the batch is refused whole"
     );
-    assert_eq!(f.store.describe("cards", None).unwrap().log_end_offset, 0);
+    assert_eq!(
+        f.store
+            .describe("cards", None)
+            .await
+            .unwrap()
+            .log_end_offset,
+        0
+    );
     // No quarantine group for a group that only refuses.
-    assert!(f.store.describe("cards_quarantine", None).is_err());
+    assert!(f.store.describe("cards_quarantine", None).await.is_err());
 
     let good = csv("1,2024-05-01T00:00:00Z,5\n");
     let ack = f
@@ -105,7 +112,7 @@ async fn quarantined_rows_go_to_the_quarantine_group_with_the_rules_they_broke()
         },
     ];
     f.store.create_group(s.clone()).await.unwrap();
-    let quarantine = f.store.describe("cards_quarantine", None).unwrap();
+    let quarantine = f.store.describe("cards_quarantine", None).await.unwrap();
     assert!(!quarantine.group.spec.online);
 
     let at = |micros| {
@@ -191,6 +198,7 @@ async fn quarantined_rows_go_to_the_quarantine_group_with_the_rules_they_broke()
     assert_eq!(
         f.store
             .describe("cards_quarantine", None)
+            .await
             .unwrap()
             .log_end_offset,
         4

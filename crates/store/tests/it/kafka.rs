@@ -80,7 +80,7 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
         assert_eq!(amount(&lookup.values), (k * 1000 + 2) as f64, "key {k}");
     }
 
-    let status = store.describe("cards", None).unwrap();
+    let status = store.describe("cards", None).await.unwrap();
     assert_eq!(status.partitions.len(), PARTITIONS as usize, "{status:?}");
     assert_eq!(status.log_end_offset, 350);
     let report = store.check("cards", None).await.unwrap();
@@ -113,7 +113,7 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(as_of, 350);
-    let status = store.describe("cards", None).unwrap();
+    let status = store.describe("cards", None).await.unwrap();
     let mut after = 0;
     for (partition, &from) in (0..).zip(cut.ends()) {
         let end = status.partitions[partition as usize].log_end_offset;
@@ -155,7 +155,7 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
 
     // Deleted, it goes with its rows (the mock has no DeleteTopics: its topic stays, said).
     store.delete_group("cards", 1).await.unwrap();
-    assert!(store.describe("cards", None).is_err());
+    assert!(store.describe("cards", None).await.is_err());
     store.create_group(s.clone()).await.unwrap();
     let keys = [vec![Value::Int64(1)]];
     let got = store.get_online("cards", None, &keys).await.unwrap();
@@ -167,18 +167,18 @@ async fn a_group_on_kafka_spreads_its_rows_over_partitions_and_checks_clean() {
 async fn settled_ownership(stores: &[&FeatureStore]) -> Vec<Vec<u32>> {
     let started = std::time::Instant::now();
     loop {
-        let held: Vec<Vec<u32>> = stores
-            .iter()
-            .map(|store| {
-                let status = store.describe("cards", None).unwrap();
+        let mut held: Vec<Vec<u32>> = Vec::new();
+        for store in stores {
+            let status = store.describe("cards", None).await.unwrap();
+            held.push(
                 status
                     .partitions
                     .iter()
                     .filter(|p| p.materialised_here)
                     .map(|p| p.partition)
-                    .collect()
-            })
-            .collect();
+                    .collect(),
+            );
+        }
         let mut all: Vec<u32> = held.iter().flatten().copied().collect();
         all.sort_unstable();
         if all == (0..PARTITIONS).collect::<Vec<_>>() {
@@ -258,8 +258,8 @@ async fn two_stores_writing_one_kafka_log_land_every_row_once() {
             Ok(report) => report,
             Err(e) => panic!(
                 "{e}: A {:?}, B {:?}",
-                a.describe("cards", None).unwrap().partitions,
-                b.describe("cards", None).unwrap().partitions
+                a.describe("cards", None).await.unwrap().partitions,
+                b.describe("cards", None).await.unwrap().partitions
             ),
         };
         assert!(report.clean, "{report:?}");

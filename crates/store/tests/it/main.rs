@@ -263,7 +263,14 @@ async fn a_second_writer_with_a_log_of_its_own_is_refused() {
         ..second
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while second.store.describe("cards", None).unwrap().online_offset != Some(2) {
+    while second
+        .store
+        .describe("cards", None)
+        .await
+        .unwrap()
+        .online_offset
+        != Some(2)
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the materialiser never read its position"
@@ -325,7 +332,14 @@ async fn refused_batches_write_nothing() {
         StoreError::BadBatch(e) => assert_eq!((e.column.as_deref(), e.row), (Some("ts"), Some(2))),
         other => panic!("expected a refused batch, got {other:?}"),
     }
-    assert_eq!(f.store.describe("cards", None).unwrap().log_end_offset, 0);
+    assert_eq!(
+        f.store
+            .describe("cards", None)
+            .await
+            .unwrap()
+            .log_end_offset,
+        0
+    );
     let err = f
         .store
         .insert(
@@ -382,7 +396,7 @@ async fn restart_resumes_and_delete_removes_everything() {
     assert!(!table.exists());
     assert!(store.list_groups().unwrap().is_empty());
     assert!(matches!(
-        store.describe("cards", None),
+        store.describe("cards", None).await,
         Err(StoreError::NotFound(_))
     ));
     // The next group of that name is version 2 and starts empty.
