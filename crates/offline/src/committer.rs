@@ -63,7 +63,7 @@ impl OfflineCommitter {
 }
 
 fn gone() -> OfflineError {
-    OfflineError::Commit("the table's committer stopped".to_string())
+    OfflineError::Committer("the table's committer stopped".to_string())
 }
 
 async fn serve(
@@ -127,10 +127,11 @@ fn answer_all(
     steps: Vec<(PartitionStep, oneshot::Sender<Result<()>>)>,
     error: &OfflineError,
 ) {
+    let failed = || OfflineError::Committer(format!("cannot read the table: {error}"));
     for (_, reply) in asked {
-        let _ = reply.send(Err(OfflineError::Commit(error.to_string())));
+        let _ = reply.send(Err(failed()));
     }
     for (_, reply) in steps {
-        let _ = reply.send(Err(OfflineError::Commit(error.to_string())));
+        let _ = reply.send(Err(failed()));
     }
 }

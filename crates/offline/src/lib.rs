@@ -46,10 +46,11 @@ pub enum OfflineError {
          this one read it; its commit was refused"
     )]
     Fenced { table: String, partition: u32 },
-    /// A commit carrying this step failed for a reason of its own (another step's, or the
-    /// store's); the step was not written.
-    #[error("offline store: a commit failed: {0}")]
-    Commit(String),
+    /// What a table's committer answers a request it could not do: the commit carrying a
+    /// step failed (for another step's reason, or the store's) and the step was not written,
+    /// the table could not be read, or the committer stopped.
+    #[error("offline store: {0}")]
+    Committer(String),
     #[error("offline store parquet: {0}")]
     Parquet(#[from] deltalake::parquet::errors::ParquetError),
     #[error("offline store table layout: {0}")]

@@ -162,7 +162,7 @@ impl OfflineWriter {
             outcomes[place] = Err(if moved {
                 self.fenced(partition)
             } else {
-                OfflineError::Commit(failed.to_string())
+                OfflineError::Committer(format!("the commit carrying this step failed: {failed}"))
             });
         }
         outcomes

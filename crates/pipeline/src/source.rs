@@ -86,6 +86,24 @@ enum StreamLog {
     Kafka(Arc<KafkaLog>),
 }
 
+/// Opens stream `name`'s log: a topic of `store`'s Kafka cluster when its log is on Kafka,
+/// else a segment log in its data dir. Blocks on the brokers.
+fn open_stream(store: &FeatureStore, name: &str) -> Result<StreamLog> {
+    if !kairos_types::schema::is_identifier(name) {
+        return Err(StoreError::BadRequest(format!(
+            "stream name '{name}' must be letters, digits, '_' or '-', starting with a letter"
+        )));
+    }
+    Ok(match store.kafka_topic(&format!("stream.{name}"))? {
+        Some(topic) => StreamLog::Kafka(Arc::new(topic)),
+        None => StreamLog::Segment(Arc::new(SegmentLog::open(
+            store.config().data_dir.join("streams").join(name),
+            SegmentLogOptions::default(),
+            Arc::new(SystemClock),
+        )?)),
+    })
+}
+
 /// The key every body of a stream is appended under: one key, one partition.
 const STREAM_KEY: &[u8] = b"stream";
 
@@ -102,29 +120,36 @@ impl Streams {
     /// The log of stream `name`, opened on first use (a Kafka topic is made when missing,
     /// which blocks on the brokers).
     fn log(&self, name: &str) -> Result<StreamLog> {
-        if !kairos_types::schema::is_identifier(name) {
-            return Err(StoreError::BadRequest(format!(
-                "stream name '{name}' must be letters, digits, '_' or '-', starting with a letter"
-            )));
+        match self.cached(name) {
+            Some(log) => Ok(log),
+            None => Ok(self.keep(name, open_stream(&self.store, name)?)),
         }
-        if let Some(log) = self.logs.lock().expect("lock").get(name) {
-            return Ok(log.clone());
+    }
+
+    /// [`Streams::log`] for the async callers: a topic is opened off the async workers.
+    async fn log_async(&self, name: &str) -> Result<StreamLog> {
+        if let Some(log) = self.cached(name) {
+            return Ok(log);
         }
-        let log = match self.store.kafka_topic(&format!("stream.{name}"))? {
-            Some(topic) => StreamLog::Kafka(Arc::new(topic)),
-            None => StreamLog::Segment(Arc::new(SegmentLog::open(
-                self.store.config().data_dir.join("streams").join(name),
-                SegmentLogOptions::default(),
-                Arc::new(SystemClock),
-            )?)),
-        };
-        Ok(self
-            .logs
+        let (store, owned) = (self.store.clone(), name.to_owned());
+        let log = tokio::task::spawn_blocking(move || open_stream(&store, &owned))
+            .await
+            .map_err(StoreError::internal)??;
+        Ok(self.keep(name, log))
+    }
+
+    fn cached(&self, name: &str) -> Option<StreamLog> {
+        self.logs.lock().expect("lock").get(name).cloned()
+    }
+
+    /// Keeps `log` as stream `name`'s, unless another open got there first.
+    fn keep(&self, name: &str, log: StreamLog) -> StreamLog {
+        self.logs
             .lock()
             .expect("lock")
             .entry(name.to_owned())
             .or_insert(log)
-            .clone())
+            .clone()
     }
 
     /// Appends one body of events durably; returns its position in the stream.
@@ -132,7 +157,7 @@ impl Streams {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(StoreError::BadRequest("empty body: no events".into()));
         }
-        match self.log(name)? {
+        match self.log_async(name).await? {
             StreamLog::Segment(log) => Ok(log.append(1, body)?.wait().await?.first_offset),
             StreamLog::Kafka(log) => {
                 let row = kairos_log::kafka::Row {

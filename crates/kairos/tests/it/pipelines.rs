@@ -423,11 +423,15 @@ impl Transactions {
 
 /// Two replicas of a cluster (a PostgreSQL catalog, a bucket, Redis, and the groups' logs on
 /// Kafka — `KAIROS_TEST_*`) run a Kafka-sourced pipeline applied through one of them, sharing
-/// the topic's partitions; one replica is killed with SIGKILL half-way; the other takes its
-/// partition over from the partition's checkpoint in the bucket. The output group ends with
-/// exactly the windows a file replay gives.
+/// the topic's partitions. In each of ten rounds, while events flow, one of them (each in
+/// turn) is killed with SIGKILL at a random point; the other takes its partition over from the
+/// partition's checkpoint in the bucket; the killed one is started again and takes a partition
+/// back from the other's checkpoint. At the end one is killed for good and the other reads
+/// the rest. The output group ends with exactly the windows a file replay gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kafka_pipeline_on_two_replicas_survives_one_killed() {
+async fn a_kafka_pipeline_on_two_replicas_survives_kills_of_either() {
+    use rand::{Rng, SeedableRng};
+    const ROUNDS: usize = 10;
     let dir = tempfile::tempdir().unwrap();
     let topic = Transactions::new(dir.path());
     let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
@@ -439,12 +443,14 @@ async fn a_kafka_pipeline_on_two_replicas_survives_one_killed() {
         return;
     };
     let env = cluster.env();
-    let split = topic.lines.len() * 3 / 5;
-    topic.produce(&topic.lines[..split]);
-
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    let a = crate::server::Server::start_with(&a_dir, &env).await;
-    let b = crate::server::Server::start_with(&b_dir, &env).await;
+    let dirs = [dir.path().join("a"), dir.path().join("b")];
+    let mut servers = [
+        Some(crate::server::Server::start_with(&dirs[0], &env).await),
+        Some(crate::server::Server::start_with(&dirs[1], &env).await),
+    ];
+    let url = |servers: &[Option<crate::server::Server>; 2], i: usize| {
+        servers[i].as_ref().expect("running").url.clone()
+    };
     let spec_path = write_spec_reading(dir.path(), "card_5m_kafka.toml", &topic.source());
     let spec = kairos_stream::PipelineSpec::parse(
         "card_5m_kafka.toml",
@@ -453,7 +459,7 @@ async fn a_kafka_pipeline_on_two_replicas_survives_one_killed() {
     .unwrap();
     let client = reqwest::Client::new();
     let applied = client
-        .post(format!("{}/v1/pipelines", a.url))
+        .post(format!("{}/v1/pipelines", url(&servers, 0)))
         .json(&spec)
         .send()
         .await
@@ -474,52 +480,75 @@ async fn a_kafka_pipeline_on_two_replicas_survives_one_killed() {
             response.json::<serde_json::Value>().await.unwrap()
         }
     };
-
-    // B follows the definition applied on A and runs it too: a partition each.
-    let started = Instant::now();
-    loop {
-        let (on_a, _) = partitions_and_events(&status(a.url.clone()).await);
-        let (on_b, b_events) = partitions_and_events(&status(b.url.clone()).await);
-        if on_a.len() == 1 && on_b.len() == 1 && on_a != on_b && b_events > 0 {
-            break;
+    // Waits until the replicas running hold the topic's two partitions: one each, or both on
+    // the one running.
+    let settled = async |servers: &[Option<crate::server::Server>; 2], what: &str| {
+        let started = Instant::now();
+        loop {
+            let mut held = Vec::new();
+            for server in servers.iter().flatten() {
+                held.push(partitions_and_events(&status(server.url.clone()).await).0);
+            }
+            let settled = match &held[..] {
+                [one] => one.len() == 2,
+                [a, b] => a.len() == 1 && b.len() == 1 && a != b,
+                _ => false,
+            };
+            if settled {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}: the partitions never settled: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the partitions were never shared: A {}, B {}",
-            status(a.url.clone()).await,
-            status(b.url.clone()).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    a.kill();
+    };
 
-    let (rest, flush_at) = with_flush(&topic.lines, &topic.lines[split..]);
-    topic.produce(&rest);
+    let (rest, flush_at) = with_flush(&topic.lines, &[]);
+    let per_round = topic.lines.len().div_ceil(ROUNDS + 1);
+    let mut parts = topic.lines.chunks(per_round);
+    topic.produce(parts.next().unwrap());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for round in 0..ROUNDS {
+        settled(&servers, &format!("round {round}, both running")).await;
+        // The victim dies while the replicas read the round's events.
+        topic.produce(parts.next().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+        let victim = round % 2;
+        servers[victim].take().unwrap().kill();
+        settled(&servers, &format!("round {round}, one killed")).await;
+        servers[victim] = Some(crate::server::Server::start_with(&dirs[victim], &env).await);
+    }
+    settled(&servers, "after the rounds").await;
+    servers[0].take().unwrap().kill();
+    let survivor = servers[1].take().unwrap();
+    topic.produce(&parts.flatten().cloned().chain(rest).collect::<Vec<_>>());
     let total = (topic.lines.len() + 2) as u64;
     let started = Instant::now();
     loop {
-        let (on_b, events) = partitions_and_events(&status(b.url.clone()).await);
-        if on_b.len() == 2 && events == total {
+        let (held, events) = partitions_and_events(&status(survivor.url.clone()).await);
+        if held.len() == 2 && events == total {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(90),
-            "B never took A's partition over: {}",
-            status(b.url.clone()).await
+            "the survivor never read every event: {}",
+            status(survivor.url.clone()).await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stopped = client
-        .post(format!("{}/v1/pipelines/card_5m/stop", b.url))
+        .post(format!("{}/v1/pipelines/card_5m/stop", survivor.url))
         .send()
         .await
         .unwrap();
     let stopped: serde_json::Value = stopped.json().await.unwrap();
     assert_eq!(stopped["events"], total, "{stopped:#}");
     assert_eq!(stopped["late"], 0, "{stopped:#}");
-    b.stop();
-    check_clean_with(&b_dir, &env);
-    let got = contents_with(&b_dir, &env).0;
+    survivor.stop();
+    check_clean_with(&dirs[1], &env);
+    let got = contents_with(&dirs[1], &env).0;
     assert_windows_of_a_replay(dir.path(), &topic.events, flush_at, got);
     cluster.remove().await;
 }
