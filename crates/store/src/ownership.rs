@@ -166,17 +166,26 @@ async fn refresh_positions(
     offline: bool,
 ) {
     let table = group.group.id();
-    for partition in (0..group.log.partitions()).filter(|p| !held.contains_key(p)) {
-        let at = partition as usize;
-        if group.group.spec.online
-            && let Ok(Some(position)) = materialisers.online.offset(&table, partition).await
-        {
-            advance(&group.online_applied[at], position);
+    let elsewhere: Vec<u32> = (0..group.log.partitions())
+        .filter(|p| !held.contains_key(p))
+        .collect();
+    if group.group.spec.online {
+        for &partition in &elsewhere {
+            if let Ok(Some(position)) = materialisers.online.offset(&table, partition).await {
+                advance(&group.online_applied[partition as usize], position);
+            }
         }
-        if offline
-            && let Ok(Some(position)) = materialisers.offline.committed_offset(partition).await
-        {
-            advance(&group.offline_applied[at], position);
+    }
+    if offline {
+        // Asked at once, so the committer reads the table once for all of them.
+        let asked = elsewhere
+            .iter()
+            .map(|&partition| materialisers.offline.committed_offset(partition));
+        let answers = futures::future::join_all(asked).await;
+        for (&partition, answer) in elsewhere.iter().zip(answers) {
+            if let Ok(Some(position)) = answer {
+                advance(&group.offline_applied[partition as usize], position);
+            }
         }
     }
 }
