@@ -72,16 +72,29 @@ pub(crate) async fn fetch_snapshot(
     let Some(bytes) = storage.read(&parts.each_ref().map(String::as_str)).await? else {
         return Ok(false);
     };
-    // Whole or not at all: a replica killed while writing it starts from the log instead.
+    // Whole or not at all: a replica killed while writing it starts from the log instead. And
+    // only a snapshot that loads is kept: one that does not would stop the group starting.
     let tmp = path.with_extension("fetched");
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+    let size = bytes.len();
+    let (dir, group_id) = (dir.to_owned(), group.id());
+    let kept = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        std::fs::create_dir_all(&dir)?;
         std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(StoreError::internal)?;
-    tracing::info!(group = %group.id(), bytes = bytes.len(), "vector index snapshot fetched from the shared storage");
-    Ok(true)
+        if let Err(e) = HnswIndex::load(&tmp) {
+            tracing::warn!(group = %group_id, error = %e, "the published vector index snapshot does not load; building the index from the log");
+            std::fs::remove_file(&tmp)?;
+            return Ok(false);
+        }
+        std::fs::rename(&tmp, &path)?;
+        Ok(true)
+    })
+    .await
+    .map_err(StoreError::internal)?
+    .map_err(StoreError::internal)?;
+    if kept {
+        tracing::info!(group = %group.id(), bytes = size, "vector index snapshot fetched from the shared storage");
+    }
+    Ok(kept)
 }
 
 /// A cluster's shared storage, where the index's snapshots are published.

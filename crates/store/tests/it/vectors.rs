@@ -299,7 +299,7 @@ async fn a_vector_index_needs_an_embedding_column_and_one_integer_key() {
 /// Two replicas of a cluster (a Kafka log, a PostgreSQL catalog, a bucket): the first publishes
 /// its saved index to the bucket when it stops, and the second, started on an empty data dir,
 /// fetches that snapshot before it follows the log — it has the index file at once, before any
-/// save of its own — and answers as the first did.
+/// save of its own — and answers as the first did. A snapshot that does not load is not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replica_starts_its_index_from_the_published_snapshot() {
     let Some(bucket) = kairos_storage::testing::s3_url("store-vectors") else {
@@ -354,6 +354,39 @@ async fn a_new_replica_starts_its_index_from_the_published_snapshot() {
     // And it follows the log past the snapshot.
     insert(&b, &[row(201, T0, Some(query.clone()))]).await;
     assert_eq!(keys(&b, &by_vector(&query, 1, None)), vec![201]);
+    let answer = keys(&b, &by_vector(&query, 20, None));
     b.close().await;
+    drop(b);
+
+    // A snapshot that does not load is not kept: a third replica builds its index from the log.
+    let dir_c = tempfile::tempdir().unwrap();
+    let storage = kairos_store::Storage::open(Some(&bucket), dir_c.path()).unwrap();
+    storage
+        .write(
+            &["vectors", "items", "v1", "embedding.hnsw"],
+            Bytes::from_static(b"not an index"),
+        )
+        .await
+        .unwrap();
+    let c = FeatureStore::open(config(&dir_c)).await.unwrap();
+    assert!(
+        !dir_c
+            .path()
+            .join("vectors/items/v1/embedding.hnsw")
+            .exists()
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let rebuilt = keys(&c, &by_vector(&query, 20, None));
+        if rebuilt == answer {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the index was never rebuilt from the log: {rebuilt:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.close().await;
     tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
 }
