@@ -38,9 +38,10 @@ pub use writer::{CHECKPOINT_EVERY, COMPACT_EVERY, OfflineWriter, PartitionStep};
 pub enum OfflineError {
     #[error("offline store (delta): {0}")]
     Delta(#[from] DeltaTableError),
-    /// Another writer committed the same log partition since this writer last read the table:
-    /// two owners of one partition at once, and this one is the stale owner. Delta's conflict
-    /// check on the partition's application transaction refused the commit whole.
+    /// Another writer committed the same log partition since this step's writer read where it
+    /// stood: two owners of one partition at once, and this one is the stale owner. The step
+    /// was refused — by the writer, the table holding the partition elsewhere than the step
+    /// goes on from, or by Delta's conflict check on the partition's application transaction.
     #[error(
         "offline store: another writer committed log partition {partition} of {table} since \
          this one read it; its commit was refused"
