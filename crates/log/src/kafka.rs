@@ -75,6 +75,19 @@ impl KafkaLogOptions {
         }
     }
 
+    /// What a member of a consumer group over the log's cluster sets: its session timeout, and
+    /// a few heartbeats per session so a live member is never taken for a dead one.
+    pub fn membership(&self) -> [(&'static str, String); 2] {
+        let heartbeat = (self.session_timeout / 6).min(Duration::from_millis(500));
+        [
+            (
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            ),
+            ("heartbeat.interval.ms", heartbeat.as_millis().to_string()),
+        ]
+    }
+
     fn client(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
@@ -593,23 +606,14 @@ impl KafkaLog {
         group: &str,
     ) -> Result<(Membership, tokio::sync::mpsc::UnboundedReceiver<Ownership>)> {
         let (events, received) = tokio::sync::mpsc::unbounded_channel();
-        let consumer: BaseConsumer<Rebalances> = self
-            .options
-            .client()
+        let mut config = self.options.client();
+        config
             .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set(
-                "session.timeout.ms",
-                self.options.session_timeout.as_millis().to_string(),
-            )
-            // A few heartbeats per session, so a live member is never taken for a dead one.
-            .set(
-                "heartbeat.interval.ms",
-                (self.options.session_timeout / 6)
-                    .min(Duration::from_millis(500))
-                    .as_millis()
-                    .to_string(),
-            )
+            .set("enable.auto.commit", "false");
+        for (key, value) in self.options.membership() {
+            config.set(key, value);
+        }
+        let consumer: BaseConsumer<Rebalances> = config
             .create_with_context(Rebalances { events })
             .map_err(|e| kafka(&self.topic, "cannot join the consumer group", e))?;
         consumer

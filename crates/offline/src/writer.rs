@@ -134,6 +134,8 @@ impl OfflineWriter {
         let mut outcomes = Vec::with_capacity(steps.len());
         let mut taken = Vec::with_capacity(steps.len());
         let mut pending = Vec::with_capacity(steps.len());
+        // Delta's own check sees only commits after this writer's state; a commit of the
+        // partition made between the step's reading of its position and that state shows here.
         for step in steps {
             match self.committed_offset(step.partition).await {
                 Ok(at) if at.unwrap_or(0) == step.from => {

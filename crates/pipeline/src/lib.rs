@@ -100,12 +100,7 @@ impl Pipelines {
         let spec = self.confine(spec)?;
         let plan = spec.plan()?;
         runner::ensure_output(&self.store, &plan).await?;
-        if let Some(stream) = http_stream(&spec) {
-            self.http_streams
-                .write()
-                .expect("lock")
-                .insert(stream.to_owned());
-        }
+        self.take_pushes_for(&spec);
         if let Some(latest) = self.store.catalog().get_pipeline(&spec.name, None)?
             && latest.spec == spec
         {
@@ -176,19 +171,10 @@ impl Pipelines {
     /// started.
     pub async fn follow(&self, name: &str) -> Result<()> {
         let latest = self.store.catalog().get_pipeline(name, None)?;
-        let running_version = {
-            let running = self.running.lock().await;
-            running
-                .get(name)
-                .filter(|h| h.is_running())
-                .map(|h| h.control.status().version)
-        };
-        if let Some(stream) = latest.as_ref().and_then(|def| http_stream(&def.spec)) {
+        let running_version = self.running_version(name).await;
+        if let Some(def) = &latest {
             // A push to this replica is taken for a pipeline applied on another.
-            self.http_streams
-                .write()
-                .expect("lock")
-                .insert(stream.to_owned());
+            self.take_pushes_for(&def.spec);
         }
         let shared = |def: &PipelineDef| {
             matches!(
@@ -224,14 +210,7 @@ impl Pipelines {
     pub async fn deploy(&self, spec: PipelineSpec) -> Result<(PipelineDef, PipelineStatus)> {
         let def = self.apply(spec).await?;
         let name = def.spec.name.clone();
-        let running_version = {
-            let running = self.running.lock().await;
-            running
-                .get(&name)
-                .filter(|h| h.is_running())
-                .map(|h| h.control.status().version)
-        };
-        let status = match running_version {
+        let status = match self.running_version(&name).await {
             Some(v) if v == def.version => self.status(&name).await?,
             Some(_) => {
                 self.stop(&name).await?;
@@ -262,6 +241,25 @@ impl Pipelines {
         match handle {
             Some(mut handle) => Ok(handle.join().await),
             None => self.status(name).await,
+        }
+    }
+
+    /// The version of pipeline `name` running in this process, if it runs.
+    async fn running_version(&self, name: &str) -> Option<u32> {
+        let running = self.running.lock().await;
+        running
+            .get(name)
+            .filter(|h| h.is_running())
+            .map(|h| h.control.status().version)
+    }
+
+    /// Takes pushes to the HTTP stream `spec` reads, if it reads one.
+    fn take_pushes_for(&self, spec: &PipelineSpec) {
+        if let Some(stream) = http_stream(spec) {
+            self.http_streams
+                .write()
+                .expect("lock")
+                .insert(stream.to_owned());
         }
     }
 

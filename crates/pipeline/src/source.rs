@@ -184,22 +184,16 @@ impl Streams {
                 // As the log's own readers: librdkafka's default wait of 500 ms would be
                 // added to every event's way to the stores by a broker that holds fetches
                 // to it (the mock does).
+                // And a dead reader's partition goes to another replica after the log's
+                // session timeout, as the materialisers' do (librdkafka's default is 45 s).
+                let fetch_wait = (
+                    "fetch.wait.max.ms",
+                    kairos_log::kafka::FETCH_WAIT_MS.to_owned(),
+                );
                 let mut properties = options.properties.clone();
-                properties
-                    .entry("fetch.wait.max.ms".to_owned())
-                    .or_insert_with(|| kairos_log::kafka::FETCH_WAIT_MS.to_owned());
-                // A dead reader's partition goes to another replica after the log's session
-                // timeout, as the materialisers' do (librdkafka's default is 45 s).
-                let session = options.session_timeout;
-                properties
-                    .entry("session.timeout.ms".to_owned())
-                    .or_insert_with(|| session.as_millis().to_string());
-                properties
-                    .entry("heartbeat.interval.ms".to_owned())
-                    .or_insert_with(|| {
-                        let beat = (session / 6).min(Duration::from_millis(500));
-                        beat.as_millis().to_string()
-                    });
+                for (key, value) in options.membership().into_iter().chain([fetch_wait]) {
+                    properties.entry(key.to_owned()).or_insert(value);
+                }
                 let mut source = KafkaSource::open(
                     &options.brokers,
                     log.topic(),

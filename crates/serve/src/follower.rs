@@ -2,11 +2,12 @@
 //! the catalog reaches this server's caches within [`FOLLOW_EVERY`] — API keys, feature groups,
 //! views, deployments, recommenders, monitors' schedules (every replica schedules every
 //! monitor, and the catalog's claims run each slot on one) and the pipelines whose partitions
-//! replicas share (Kafka sources and HTTP streams on a Kafka log, with checkpoints in a bucket;
-//! file sources run where they were started). It reads the catalog's change log (a cheap indexed read) and hands
-//! each kind of change to its owner; every handler is idempotent, so a change this server made
-//! itself, or one read twice after an error, changes nothing. A follower that fell further
-//! behind than the catalog keeps changes for reloads everything.
+//! replicas share (Kafka sources and HTTP streams on a Kafka log, with checkpoints in a
+//! bucket; file sources run where they were started). It reads the catalog's change log (a
+//! cheap indexed read) and hands each kind of change to its owner; every handler is
+//! idempotent, so a change this server made itself, or one read twice after an error, changes
+//! nothing. A follower that fell further behind than the catalog keeps changes for reloads
+//! everything.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

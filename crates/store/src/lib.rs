@@ -632,21 +632,15 @@ impl FeatureStore {
     /// Opens a group version's log: its segment files, or its Kafka topic (made when
     /// missing). Kafka's answers block for up to twice its message timeout.
     fn open_log(&self, table: &TableId) -> Result<log::GroupLog> {
-        match &self.inner.config.log {
-            LogConfig::Segment => {
-                let options = SegmentLogOptions {
-                    segment_bytes: self.inner.config.segment_bytes,
-                    ..Default::default()
-                };
-                let log = SegmentLog::open(self.log_dir(table), options, self.inner.clock.clone())?;
-                Ok(log::GroupLog::Segment(Arc::new(log)))
-            }
-            LogConfig::Kafka { .. } => {
-                let topic = format!("{}.v{}", table.name, table.version);
-                let log = self.kafka_topic(&topic)?.expect("the log is on Kafka");
-                Ok(log::GroupLog::Kafka(Arc::new(log)))
-            }
+        if let Some(log) = self.kafka_topic(&format!("{}.v{}", table.name, table.version))? {
+            return Ok(log::GroupLog::Kafka(Arc::new(log)));
         }
+        let options = SegmentLogOptions {
+            segment_bytes: self.inner.config.segment_bytes,
+            ..Default::default()
+        };
+        let log = SegmentLog::open(self.log_dir(table), options, self.inner.clock.clone())?;
+        Ok(log::GroupLog::Segment(Arc::new(log)))
     }
 
     fn runtime(&self, name: &str, version: Option<u32>) -> Result<Arc<GroupRuntime>> {

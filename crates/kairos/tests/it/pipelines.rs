@@ -391,13 +391,9 @@ impl Transactions {
     fn produce(&self, lines: &[String]) {
         use rdkafka::producer::{BaseRecord, Producer};
         for line in lines {
-            let fields: Vec<&str> = line.split(',').collect();
-            let card = fields[0];
+            let card = line.split(',').next().unwrap();
             let partition = card.parse::<u64>().unwrap() % 2;
-            let message = format!(
-                "{{\"cc_num\": {card}, \"ts\": {}, \"amount\": {}}}",
-                fields[1], fields[2]
-            );
+            let message = json_event(line);
             self.producer
                 .send(
                     BaseRecord::to("transactions")
@@ -419,6 +415,87 @@ impl Transactions {
             self.cluster.bootstrap_servers()
         )
     }
+}
+
+/// An event line of the CSV (`cc_num,ts,amount`) as a JSON object.
+fn json_event(line: &str) -> String {
+    let fields: Vec<&str> = line.split(',').collect();
+    format!(
+        "{{\"cc_num\": {}, \"ts\": {}, \"amount\": {}}}",
+        fields[0], fields[1], fields[2]
+    )
+}
+
+/// Applies pipeline `card_5m` reading `source` through the server at `url`.
+async fn apply_card_5m(client: &reqwest::Client, url: &str, dir: &Path, source: &str) {
+    let spec_path = write_spec_reading(dir, "card_5m_replicated.toml", source);
+    let spec = kairos_stream::PipelineSpec::parse(
+        "card_5m_replicated.toml",
+        &std::fs::read_to_string(&spec_path).unwrap(),
+    )
+    .unwrap();
+    let applied = client
+        .post(format!("{url}/v1/pipelines"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        applied.status().is_success(),
+        "{}",
+        applied.text().await.unwrap()
+    );
+}
+
+/// Pipeline `card_5m`'s status on the server at `url`.
+async fn card_5m_status(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = client
+        .get(format!("{url}/v1/pipelines/card_5m"))
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
+/// The last replica standing: waits until it holds `partitions` of the source and has counted
+/// every event of `events` and the two flush events, stops the pipeline there, and checks the
+/// output group in `data_dir`: `check` clean, and exactly the windows a file replay gives.
+async fn survivor_ends_as_a_replay(
+    survivor: crate::server::Server,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    partitions: usize,
+    events: &Transactions,
+    flush_at: i64,
+) {
+    let client = reqwest::Client::new();
+    let total = (events.lines.len() + 2) as u64;
+    let started = Instant::now();
+    loop {
+        let status = card_5m_status(&client, &survivor.url).await;
+        let (held, counted) = partitions_and_events(&status);
+        if held.len() == partitions && counted == total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the survivor never read every event: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = client
+        .post(format!("{}/v1/pipelines/card_5m/stop", survivor.url))
+        .send()
+        .await
+        .unwrap();
+    let stopped: serde_json::Value = stopped.json().await.unwrap();
+    assert_eq!(stopped["events"], total, "{stopped:#}");
+    assert_eq!(stopped["late"], 0, "{stopped:#}");
+    survivor.stop();
+    check_clean_with(data_dir, env);
+    let got = contents_with(data_dir, env).0;
+    let beside_the_events = events.events.parent().unwrap();
+    assert_windows_of_a_replay(beside_the_events, &events.events, flush_at, got);
 }
 
 /// Two replicas of a cluster (a PostgreSQL catalog, a bucket, Redis, and the groups' logs on
@@ -448,38 +525,9 @@ async fn a_kafka_pipeline_on_two_replicas_survives_kills_of_either() {
         Some(crate::server::Server::start_with(&dirs[0], &env).await),
         Some(crate::server::Server::start_with(&dirs[1], &env).await),
     ];
-    let url = |servers: &[Option<crate::server::Server>; 2], i: usize| {
-        servers[i].as_ref().expect("running").url.clone()
-    };
-    let spec_path = write_spec_reading(dir.path(), "card_5m_kafka.toml", &topic.source());
-    let spec = kairos_stream::PipelineSpec::parse(
-        "card_5m_kafka.toml",
-        &std::fs::read_to_string(&spec_path).unwrap(),
-    )
-    .unwrap();
     let client = reqwest::Client::new();
-    let applied = client
-        .post(format!("{}/v1/pipelines", url(&servers, 0)))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        applied.status().is_success(),
-        "{}",
-        applied.text().await.unwrap()
-    );
-    let status = |url: String| {
-        let client = client.clone();
-        async move {
-            let response = client
-                .get(format!("{url}/v1/pipelines/card_5m"))
-                .send()
-                .await
-                .unwrap();
-            response.json::<serde_json::Value>().await.unwrap()
-        }
-    };
+    let first = &servers[0].as_ref().expect("running").url;
+    apply_card_5m(&client, first, dir.path(), &topic.source()).await;
     // Waits until the replicas running hold the topic's two partitions: one each, or both on
     // the one running.
     let settled = async |servers: &[Option<crate::server::Server>; 2], what: &str| {
@@ -487,7 +535,7 @@ async fn a_kafka_pipeline_on_two_replicas_survives_kills_of_either() {
         loop {
             let mut held = Vec::new();
             for server in servers.iter().flatten() {
-                held.push(partitions_and_events(&status(server.url.clone()).await).0);
+                held.push(partitions_and_events(&card_5m_status(&client, &server.url).await).0);
             }
             let settled = match &held[..] {
                 [one] => one.len() == 2,
@@ -524,32 +572,7 @@ async fn a_kafka_pipeline_on_two_replicas_survives_kills_of_either() {
     servers[0].take().unwrap().kill();
     let survivor = servers[1].take().unwrap();
     topic.produce(&parts.flatten().cloned().chain(rest).collect::<Vec<_>>());
-    let total = (topic.lines.len() + 2) as u64;
-    let started = Instant::now();
-    loop {
-        let (held, events) = partitions_and_events(&status(survivor.url.clone()).await);
-        if held.len() == 2 && events == total {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the survivor never read every event: {}",
-            status(survivor.url.clone()).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stopped = client
-        .post(format!("{}/v1/pipelines/card_5m/stop", survivor.url))
-        .send()
-        .await
-        .unwrap();
-    let stopped: serde_json::Value = stopped.json().await.unwrap();
-    assert_eq!(stopped["events"], total, "{stopped:#}");
-    assert_eq!(stopped["late"], 0, "{stopped:#}");
-    survivor.stop();
-    check_clean_with(&dirs[1], &env);
-    let got = contents_with(&dirs[1], &env).0;
-    assert_windows_of_a_replay(dir.path(), &topic.events, flush_at, got);
+    survivor_ends_as_a_replay(survivor, &dirs[1], &env, 2, &topic, flush_at).await;
     cluster.remove().await;
 }
 
@@ -629,42 +652,14 @@ async fn an_http_pipeline_on_two_replicas_takes_pushes_on_either_and_survives_it
         crate::server::Server::start_with(&dirs[0], &env).await,
         crate::server::Server::start_with(&dirs[1], &env).await,
     ];
-    let spec_path = write_spec_reading(
-        dir.path(),
-        "card_5m_http.toml",
-        "kind = \"http\"\nstream = \"transactions\"",
-    );
-    let spec = kairos_stream::PipelineSpec::parse(
-        "card_5m_http.toml",
-        &std::fs::read_to_string(&spec_path).unwrap(),
-    )
-    .unwrap();
     let client = reqwest::Client::new();
-    let applied = client
-        .post(format!("{}/v1/pipelines", servers[0].url))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        applied.status().is_success(),
-        "{}",
-        applied.text().await.unwrap()
-    );
+    let source = "kind = \"http\"\nstream = \"transactions\"";
+    apply_card_5m(&client, &servers[0].url, dir.path(), source).await;
     // Pushes of 500 events at a time, as JSON lines, to `url`; a replica that has not seen
     // the pipeline yet refuses the stream, and is asked again.
     let push = async |url: &str, lines: &[String]| {
         for chunk in lines.chunks(500) {
-            let body: String = chunk
-                .iter()
-                .map(|line| {
-                    let fields: Vec<&str> = line.split(',').collect();
-                    format!(
-                        "{{\"cc_num\": {}, \"ts\": {}, \"amount\": {}}}\n",
-                        fields[0], fields[1], fields[2]
-                    )
-                })
-                .collect();
+            let body: String = chunk.iter().map(|l| json_event(l) + "\n").collect();
             let started = Instant::now();
             loop {
                 let answer = client
@@ -685,14 +680,6 @@ async fn an_http_pipeline_on_two_replicas_takes_pushes_on_either_and_survives_it
             }
         }
     };
-    let status = async |url: &str| {
-        let response = client
-            .get(format!("{url}/v1/pipelines/card_5m"))
-            .send()
-            .await
-            .unwrap();
-        response.json::<serde_json::Value>().await.unwrap()
-    };
 
     // The first part pushed to both, alternately; one replica reads the stream's partition.
     let split = events.lines.len() * 3 / 5;
@@ -703,7 +690,8 @@ async fn an_http_pipeline_on_two_replicas_takes_pushes_on_either_and_survives_it
     let reader = loop {
         let mut reading = Vec::new();
         for (i, server) in servers.iter().enumerate() {
-            let (partitions, events) = partitions_and_events(&status(&server.url).await);
+            let status = card_5m_status(&client, &server.url).await;
+            let (partitions, events) = partitions_and_events(&status);
             if !partitions.is_empty() && events > 0 {
                 reading.push(i);
             }
@@ -723,31 +711,6 @@ async fn an_http_pipeline_on_two_replicas_takes_pushes_on_either_and_survives_it
 
     let (rest, flush_at) = with_flush(&events.lines, &events.lines[split..]);
     push(&survivor.url, &rest).await;
-    let total = (events.lines.len() + 2) as u64;
-    let started = Instant::now();
-    loop {
-        let (partitions, counted) = partitions_and_events(&status(&survivor.url).await);
-        if !partitions.is_empty() && counted == total {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the survivor never read the whole stream: {}",
-            status(&survivor.url).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stopped = client
-        .post(format!("{}/v1/pipelines/card_5m/stop", survivor.url))
-        .send()
-        .await
-        .unwrap();
-    let stopped: serde_json::Value = stopped.json().await.unwrap();
-    assert_eq!(stopped["events"], total, "{stopped:#}");
-    assert_eq!(stopped["late"], 0, "{stopped:#}");
-    survivor.stop();
-    check_clean_with(survivor_dir, &env);
-    let got = contents_with(survivor_dir, &env).0;
-    assert_windows_of_a_replay(dir.path(), &events.events, flush_at, got);
+    survivor_ends_as_a_replay(survivor, survivor_dir, &env, 1, &events, flush_at).await;
     cluster.remove().await;
 }

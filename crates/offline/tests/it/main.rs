@@ -462,15 +462,17 @@ async fn stale_writer_is_fenced(store: &DeltaOfflineStore) {
     assert_eq!(stale.committed_offset(0).await.unwrap(), Some(1));
     let mut successor = store.writer(&table(), &spec).await.unwrap();
     only(successor.commit(vec![step(row(1), 1)]).await).unwrap();
+    let fenced = |refused: kairos_offline::Result<()>| {
+        assert!(
+            matches!(
+                refused,
+                Err(kairos_offline::OfflineError::Fenced { partition: 0, .. })
+            ),
+            "{refused:?}"
+        );
+    };
     // The stale writer's state still says 1: Delta's conflict check refuses it.
-    let refused = only(stale.commit(vec![step(row(7), 1)]).await);
-    assert!(
-        matches!(
-            refused,
-            Err(kairos_offline::OfflineError::Fenced { partition: 0, .. })
-        ),
-        "{refused:?}"
-    );
+    fenced(only(stale.commit(vec![step(row(7), 1)]).await));
     assert_eq!(
         read(store, &spec, ReadFilter::default()).await,
         vec![row(0), row(1)]
@@ -478,14 +480,7 @@ async fn stale_writer_is_fenced(store: &DeltaOfflineStore) {
     // Read again, it knows the partition moved, and refuses a step from the old offset at once.
     stale.refresh().await.unwrap();
     assert_eq!(stale.committed_offset(0).await.unwrap(), Some(2));
-    let refused = only(stale.commit(vec![step(row(7), 1)]).await);
-    assert!(
-        matches!(
-            refused,
-            Err(kairos_offline::OfflineError::Fenced { partition: 0, .. })
-        ),
-        "{refused:?}"
-    );
+    fenced(only(stale.commit(vec![step(row(7), 1)]).await));
 }
 
 /// One commit carries the steps of several log partitions (a process's committer gathers

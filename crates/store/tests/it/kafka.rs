@@ -19,7 +19,7 @@ use super::{T0, amount, batch, redis_config, spec};
 /// Partitions of the topics the mock makes on first use.
 const PARTITIONS: u32 = 4;
 
-fn kafka(brokers: String) -> LogConfig {
+pub(super) fn kafka(brokers: String) -> LogConfig {
     LogConfig::Kafka {
         brokers,
         partitions: PARTITIONS,

@@ -61,6 +61,12 @@ async fn insert(store: &FeatureStore, rows: &[serde_json::Value]) {
     store.wait_indexed("items", None, &ack).await.unwrap();
 }
 
+/// Items 1 to `n`, each with its own vector, at `T0`.
+async fn insert_items(store: &FeatureStore, n: i64) {
+    let rows: Vec<_> = (1..=n).map(|i| row(i, T0, Some(vector(i)))).collect();
+    insert(store, &rows).await;
+}
+
 fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -114,13 +120,7 @@ async fn the_index_follows_a_kafka_log_and_survives_a_restart() {
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
-        log: kairos_store::LogConfig::Kafka {
-            brokers: cluster.bootstrap_servers(),
-            partitions: 4,
-            topic_prefix: "kairos.fg.".into(),
-            replication: 1,
-            session_timeout_ms: 6_000,
-        },
+        log: super::kafka::kafka(cluster.bootstrap_servers()),
         ..StoreConfig::with_data_dir(dir.path())
     };
     follows_filters_and_survives(config).await;
@@ -129,13 +129,7 @@ async fn the_index_follows_a_kafka_log_and_survives_a_restart() {
 async fn follows_filters_and_survives(config: StoreConfig) {
     let store = FeatureStore::open(config.clone()).await.unwrap();
     store.create_group(items_spec()).await.unwrap();
-    insert(
-        &store,
-        &(1..=400)
-            .map(|i| row(i, T0, Some(vector(i))))
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    insert_items(&store, 400).await;
 
     let query = vector(1_000);
     let nearest = keys(&store, &by_vector(&query, 10, None));
@@ -313,6 +307,7 @@ async fn a_new_replica_starts_its_index_from_the_published_snapshot() {
     };
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = super::kafka::kafka(cluster.bootstrap_servers());
     let config = |dir: &tempfile::TempDir| StoreConfig {
         catalog: kairos_store::CatalogConfig {
             url: Some(db.url()),
@@ -320,24 +315,12 @@ async fn a_new_replica_starts_its_index_from_the_published_snapshot() {
         storage: kairos_store::StorageConfig {
             url: Some(bucket.clone()),
         },
-        log: kairos_store::LogConfig::Kafka {
-            brokers: cluster.bootstrap_servers(),
-            partitions: 4,
-            topic_prefix: "kairos.fg.".into(),
-            replication: 1,
-            session_timeout_ms: 6_000,
-        },
+        log: log.clone(),
         ..StoreConfig::with_data_dir(dir.path())
     };
     let a = FeatureStore::open(config(&dir_a)).await.unwrap();
     a.create_group(items_spec()).await.unwrap();
-    insert(
-        &a,
-        &(1..=200)
-            .map(|i| row(i, T0, Some(vector(i))))
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    insert_items(&a, 200).await;
     let query = vector(1_000);
     let nearest = keys(&a, &by_vector(&query, 20, None));
     assert_eq!(nearest, exact(&query, 1..=200, |_| true, 20));
