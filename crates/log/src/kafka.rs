@@ -1,15 +1,17 @@
 //! A feature-group log on Kafka: one topic per group version, partitioned by a stable hash of
-//! the primary key, one message per row. A key's rows therefore stay in one partition, in
-//! order, and a partition's offsets count its rows — each partition is what a [`SegmentLog`]
-//! is for a single-node group, and a position is (partition, offset).
+//! the primary key. An append is sent as messages, each carrying rows of one partition (what
+//! they are is the caller's: the store sends Arrow batches), so a key's rows stay in one
+//! partition, in order — each partition is what a [`SegmentLog`] is for a single-node group.
+//! Kafka's offsets count messages, not rows: the store numbers a row by its message's offset
+//! and its place in it.
 //!
 //! The producer is idempotent with `acks=all`: an append is acknowledged once every one of its
-//! rows is, each with its partition and offset, and a broker that does not answer fails it
+//! messages is, each with its partition and offset, and a broker that does not answer fails it
 //! within the message timeout rather than hanging it. Kafka transactions are not used (the
 //! development broker does not isolate them, see `kairos broker`), so a broker failure in the
 //! middle of an append can leave part of it written; the append reports the failure, and the
-//! rows that were written carry their producer tag, by which a retry of the same tagged batch
-//! finds them.
+//! messages that were written carry their producer tag and the numbers of their rows in the
+//! batch, by which a retry of the same tagged batch finds them.
 //!
 //! [`SegmentLog`]: crate::SegmentLog
 
@@ -24,7 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, TopicResult};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode as Code;
@@ -35,9 +37,9 @@ use crate::{LogError, Result};
 pub const FETCH_WAIT_MS: &str = "50";
 /// The header naming the producer tag of an appended batch (pipelines' `append_once`).
 const PRODUCER_HEADER: &str = "kairos-producer";
-/// The header numbering a row within its tagged batch: its number and the batch's rows, each
-/// a big-endian `u32`.
-const ROW_HEADER: &str = "kairos-row";
+/// The header placing a message's rows in their tagged batch: the batch's rows, then the
+/// number of each row the message carries, each a big-endian `u32`.
+const ROWS_HEADER: &str = "kairos-rows";
 /// How long a CreateTopics or DeleteTopics request waits for its answer; a broker that has
 /// none makes a topic on first use instead, and keeps a deleted group's.
 const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,36 +100,36 @@ impl KafkaLogOptions {
     }
 }
 
-/// One row to append: its encoded primary key (which picks its partition), its payload, and
-/// its number in its batch (a tagged append carries it, so a retry can tell which rows of the
-/// batch landed).
+/// One message to append: the partition it goes to, its payload, and the numbers in their
+/// batch of the rows it carries (only a tagged append sends them, so a retry can tell which
+/// rows of the batch landed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub key: Bytes,
+pub struct Message {
+    pub partition: u32,
     pub payload: Bytes,
-    pub number: u32,
+    pub numbers: Vec<u32>,
 }
 
-/// Where an appended row landed.
+/// Where an appended message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     pub partition: u32,
     pub offset: u64,
 }
 
-/// A row read back.
+/// A message read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedRow {
+pub struct LoggedMessage {
     pub offset: u64,
-    pub key: Bytes,
     pub payload: Bytes,
-    /// When the row was appended, microseconds since the epoch.
+    /// When the message was appended, microseconds since the epoch.
     pub ingested_at: i64,
-    /// The producer tag and the row's place in its batch, when the batch was tagged.
-    pub tag: Option<RowTag>,
+    /// The producer tag and the place of the message's rows in their batch, when the batch
+    /// was tagged.
+    pub tag: Option<MessageTag>,
 }
 
-/// A tagged append's producer, as every row of it carries it.
+/// A tagged append's producer, as every message of it carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tag<'a> {
     pub producer: &'a str,
@@ -136,11 +138,12 @@ pub struct Tag<'a> {
     pub rows: u32,
 }
 
-/// A row's tag read back: its producer, its number in its batch and the batch's rows.
+/// A message's tag read back: its producer, the numbers of its rows in their batch, and the
+/// batch's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowTag {
+pub struct MessageTag {
     pub producer: String,
-    pub number: u32,
+    pub numbers: Vec<u32>,
     pub rows: u32,
 }
 
@@ -335,44 +338,43 @@ impl KafkaLog {
         &self.options
     }
 
-    /// Appends `rows`, each to its key's partition, and answers once every one is acknowledged
+    /// Appends `messages`, each to its partition, and answers once every one is acknowledged
     /// by the brokers (`acks=all`): where each landed, in the order given. `tag` marks the
-    /// rows so that a retry can find them.
+    /// messages so that a retry can find them. A partition's messages land in the order given.
     pub async fn append(
         &self,
-        rows: &[Row],
+        messages: &[Message],
         ingested_at: i64,
         tag: Option<Tag<'_>>,
     ) -> Result<Vec<Position>> {
         let millis = ingested_at.div_euclid(1000);
         let ingested_micros = ingested_at.to_be_bytes();
-        let sends = rows.iter().map(|row| {
-            let partition = partition_of(&row.key, self.options.partitions);
-            let mut record = FutureRecord::to(&self.topic)
-                .partition(partition as i32)
-                .key(row.key.as_ref())
-                .payload(row.payload.as_ref())
-                .timestamp(millis);
+        let sends = messages.iter().map(|message| {
             // The message timestamp holds milliseconds; the header keeps the microseconds.
             let mut headers = OwnedHeaders::new().insert(Header {
                 key: INGESTED_HEADER,
                 value: Some(&ingested_micros),
             });
             if let Some(tag) = tag {
-                let mut place = [0; 8];
-                place[..4].copy_from_slice(&row.number.to_be_bytes());
-                place[4..].copy_from_slice(&tag.rows.to_be_bytes());
+                let place: Vec<u8> = std::iter::once(tag.rows)
+                    .chain(message.numbers.iter().copied())
+                    .flat_map(u32::to_be_bytes)
+                    .collect();
                 headers = headers
                     .insert(Header {
                         key: PRODUCER_HEADER,
                         value: Some(tag.producer),
                     })
                     .insert(Header {
-                        key: ROW_HEADER,
+                        key: ROWS_HEADER,
                         value: Some(&place),
                     });
             }
-            record = record.headers(headers);
+            let record = FutureRecord::<(), _>::to(&self.topic)
+                .partition(message.partition as i32)
+                .payload(message.payload.as_ref())
+                .timestamp(millis)
+                .headers(headers);
             let delivery = self.producer.send(record, self.options.message_timeout);
             async move {
                 let delivered = delivery.await.map_err(|(e, _)| e)?;
@@ -384,7 +386,7 @@ impl KafkaLog {
         });
         // librdkafka times each message out itself, yet a message in flight to a broker that
         // went away can outlive that by a reconnect backoff; the append's own deadline is what
-        // bounds the caller's wait. A row it gave up on may still land: its tag finds it.
+        // bounds the caller's wait. A message it gave up on may still land: its tag finds it.
         let deadline = self.options.message_timeout + APPEND_GRACE;
         match tokio::time::timeout(deadline, try_join_all(sends)).await {
             Ok(acknowledged) => {
@@ -431,16 +433,17 @@ impl KafkaLog {
         })
     }
 
-    /// The rows of `partition` from `offset` on, in order, up to about `max_bytes` of payload
-    /// (at least one row when there is any); waits up to `wait` for the first. Reads share one
-    /// reader per partition; a follower of a partition takes a [`KafkaLog::reader`] of its own.
+    /// The messages of `partition` from `offset` on, in order, up to about `max_bytes` of
+    /// payload (at least one when there is any); waits up to `wait` for the first. Reads share
+    /// one reader per partition; a follower of a partition takes a [`KafkaLog::reader`] of its
+    /// own.
     pub fn read_from(
         &self,
         partition: u32,
         offset: u64,
         max_bytes: usize,
         wait: Duration,
-    ) -> Result<Vec<LoggedRow>> {
+    ) -> Result<Vec<LoggedMessage>> {
         let mut slot = self.readers[partition as usize]
             .lock()
             .expect("reader lock");
@@ -453,14 +456,14 @@ impl KafkaLog {
 }
 
 impl PartitionReader {
-    /// The partition's rows from `offset` on, in order, up to about `max_bytes` of payload (at
-    /// least one row when there is any); waits up to `wait` for the first.
+    /// The partition's messages from `offset` on, in order, up to about `max_bytes` of payload
+    /// (at least one when there is any); waits up to `wait` for the first.
     pub fn read_from(
         &mut self,
         offset: u64,
         max_bytes: usize,
         wait: Duration,
-    ) -> Result<Vec<LoggedRow>> {
+    ) -> Result<Vec<LoggedMessage>> {
         if self.next != offset {
             let mut assignment = TopicPartitionList::new();
             assignment
@@ -476,13 +479,13 @@ impl PartitionReader {
             self.next = offset;
         }
         let deadline = Instant::now() + wait;
-        let mut rows = Vec::new();
+        let mut messages = Vec::new();
         let mut bytes = 0;
         loop {
-            // Once rows come, a read goes on while more follow within a moment: a backlog
+            // Once messages come, a read goes on while more follow within a moment: a backlog
             // arrives fetch by fetch, and a read that ended with the local queue would hand
             // its follower one small step per fetch.
-            let timeout = if rows.is_empty() {
+            let timeout = if messages.is_empty() {
                 deadline.saturating_duration_since(Instant::now())
             } else {
                 FOLLOW_ON
@@ -506,11 +509,12 @@ impl PartitionReader {
                     (PRODUCER_HEADER, Some(v)) => {
                         producer = Some(String::from_utf8_lossy(v).into_owned());
                     }
-                    (ROW_HEADER, Some(&[a, b, c, d, e, f, g, h])) => {
-                        place = Some((
-                            u32::from_be_bytes([a, b, c, d]),
-                            u32::from_be_bytes([e, f, g, h]),
-                        ));
+                    (ROWS_HEADER, Some(v)) if v.len() >= 4 && v.len() % 4 == 0 => {
+                        let mut numbers = v
+                            .chunks_exact(4)
+                            .map(|n| u32::from_be_bytes(n.try_into().expect("four bytes")));
+                        let rows = numbers.next().expect("at least one number");
+                        place = Some((rows, numbers.collect()));
                     }
                     (INGESTED_HEADER, Some(v)) => {
                         if let Ok(micros) = v.try_into() {
@@ -522,14 +526,13 @@ impl PartitionReader {
             }
             let tag = producer
                 .zip(place)
-                .map(|(producer, (number, rows))| RowTag {
+                .map(|(producer, (rows, numbers))| MessageTag {
                     producer,
-                    number,
+                    numbers,
                     rows,
                 });
-            rows.push(LoggedRow {
+            messages.push(LoggedMessage {
                 offset: at,
-                key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
                 payload,
                 ingested_at,
                 tag,
@@ -538,7 +541,7 @@ impl PartitionReader {
                 break;
             }
         }
-        Ok(rows)
+        Ok(messages)
     }
 }
 

@@ -104,7 +104,7 @@ fn open_stream(store: &FeatureStore, name: &str) -> Result<StreamLog> {
     })
 }
 
-/// The key every body of a stream is appended under: one key, one partition.
+/// The key that picks the one partition every body of a stream goes to, so they stay in order.
 const STREAM_KEY: &[u8] = b"stream";
 
 impl Streams {
@@ -160,14 +160,14 @@ impl Streams {
         match self.log_async(name).await? {
             StreamLog::Segment(log) => Ok(log.append(1, body)?.wait().await?.first_offset),
             StreamLog::Kafka(log) => {
-                let row = kairos_log::kafka::Row {
-                    key: Bytes::from_static(STREAM_KEY),
+                let message = kairos_log::kafka::Message {
+                    partition: kairos_log::kafka::partition_of(STREAM_KEY, log.partitions()),
                     payload: body,
-                    number: 0,
+                    numbers: Vec::new(),
                 };
                 let now = chrono::Utc::now().timestamp_micros();
                 let landed = log
-                    .append(std::slice::from_ref(&row), now, None)
+                    .append(std::slice::from_ref(&message), now, None)
                     .await
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 Ok(landed[0].offset)

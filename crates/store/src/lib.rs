@@ -121,8 +121,8 @@ pub struct InsertAck {
     pub first_offset: u64,
     /// One past the log offset of the last row (the greatest stored position, plus one).
     pub end_offset: u64,
-    /// In a log of several partitions (Kafka), one past the last row written to each
-    /// partition the batch touched: what read-your-writes waits for.
+    /// In a log of several partitions (Kafka), where each partition the batch touched goes on
+    /// after its rows (the next message's first offset): what read-your-writes waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_ends: Vec<PartitionEnd>,
     /// Whether the online store already shows the rows (asked for with `wait_online`).
@@ -199,7 +199,9 @@ pub struct OnlineAnswer {
 }
 
 /// A feature group and where its log and materialisers stand. In a log of several partitions
-/// the offsets are sums over them (rows logged, rows materialised), and `partitions` has each.
+/// (Kafka) the offsets are sums over them, and `partitions` has each; there an offset is a
+/// message's offset and a row's place in it (`message × 65536 + row`), so only a segment log's
+/// offsets count rows.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GroupStatus {
     #[serde(flatten)]
@@ -1087,7 +1089,7 @@ impl FeatureStore {
             .await?;
         Ok(spans
             .into_iter()
-            .map(|span| (span.first_offset, span.end_offset(), span.batch))
+            .map(|span| (span.first_offset, span.end_offset, span.batch))
             .collect())
     }
 
@@ -1208,7 +1210,11 @@ impl FeatureStore {
         let rt = self.runtime(name, version)?;
         let ends = rt.materialised_to_the_end().await?;
         let ends: Vec<u64> = ends.into_iter().map(|(_, end)| end).collect();
-        check::run(&self.inner.online, &self.inner.offline, &rt.group, &ends).await
+        let log = check::LogEnds {
+            ends: &ends,
+            row_bits: rt.log.row_bits(),
+        };
+        check::run(&self.inner.online, &self.inner.offline, &rt.group, log).await
     }
 
     /// Rewrites the offline table's small files into large ones.

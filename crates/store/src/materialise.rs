@@ -325,7 +325,7 @@ pub(crate) async fn follow<M: Materialiser>(
             let Some(last) = spans.last() else {
                 return Ok(Ok((position, 0)));
             };
-            let through = last.end_offset();
+            let through = last.end_offset;
             let bytes: usize = spans.iter().map(|s| s.bytes).sum();
             // A panic while writing is no passing trouble: the same records would panic again
             // on every retry, and across restarts. It halts the group instead, loudly.

@@ -190,8 +190,8 @@ async fn refresh_positions(
     }
 }
 
-/// The consumer lag of each partition held here, per store, on `/metrics` (a look at the
-/// log's ends, once a second).
+/// The consumer lag of each partition held here, per store, in messages, on `/metrics` (a look
+/// at the log's ends, once a second).
 async fn report_lag(
     group: &Arc<GroupRuntime>,
     held: &HashMap<u32, (watch::Sender<bool>, Vec<JoinHandle<()>>)>,
@@ -205,7 +205,7 @@ async fn report_lag(
     let table = group.group.id();
     for (partition, end) in ends.into_iter().filter(|(p, _)| held.contains_key(p)) {
         let at = partition as usize;
-        let behind = |applied: &watch::Sender<u64>| end.saturating_sub(*applied.borrow());
+        let behind = |applied: &watch::Sender<u64>| group.log.lag(*applied.borrow(), end);
         if group.group.spec.online {
             let lag = behind(&group.online_applied[at]);
             telemetry::partition_lag(&table, Sink::Online, partition, lag);

@@ -31,17 +31,17 @@ pub fn materialiser_lag(table: &TableId, sink: Sink, rows: u64) {
     .set(rows as f64);
 }
 
-/// Rows of a shared log's partition this process materialises not yet in a store (Kafka:
-/// the consumer lag of its materialisers).
-pub fn partition_lag(table: &TableId, sink: Sink, partition: u32, rows: u64) {
+/// Messages of a shared log's partition this process materialises not yet in a store (Kafka:
+/// the consumer lag of its materialisers, as Kafka's own tools count it).
+pub fn partition_lag(table: &TableId, sink: Sink, partition: u32, messages: u64) {
     metrics::gauge!(
-        "kairos_log_partition_lag_rows",
+        "kairos_log_partition_lag_messages",
         "group" => table.name.clone(),
         "version" => table.version.to_string(),
         "store" => sink.as_str(),
         "partition" => partition.to_string()
     )
-    .set(rows as f64);
+    .set(messages as f64);
 }
 
 /// Partitions of a shared log this process took on or let go (`change`: `taken`, `let_go`).

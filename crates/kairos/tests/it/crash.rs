@@ -252,7 +252,7 @@ async fn sigkill_of_a_replica_on_a_kafka_log_loses_and_duplicates_nothing() {
     let metrics = servers[0].metrics().await;
     for series in [
         "kairos_log_partition_ownership_changes_total{",
-        "kairos_log_partition_lag_rows{",
+        "kairos_log_partition_lag_messages{",
     ] {
         assert!(metrics.contains(series), "{series} not in /metrics");
     }
