@@ -1,7 +1,8 @@
 //! `kairos broker`: a Kafka-protocol broker for development clusters and tests — librdkafka's
 //! mock cluster (the one librdkafka's own test suite runs against), in a process of its own so
 //! that several Kairos processes can share it over loopback. It speaks the Kafka protocol over
-//! TCP and keeps everything in memory: a production cluster runs Kafka.
+//! TCP and keeps everything in memory — the last 5 MiB of each partition (the mock's own
+//! retention; a reader behind it fails, naming the offset): a production cluster runs Kafka.
 //!
 //! What a Kairos log relies on of its broker is checked by the broker conformance test
 //! (`tests/it/broker.rs`), run in CI against this one. Read from librdkafka's source and not

@@ -422,6 +422,10 @@ impl KafkaLog {
             // its wait time whatever arrives (librdkafka's mock does) would add librdkafka's
             // default 500 ms to every row's way to the stores.
             .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            // An offset the topic no longer holds (retention removed it unread) is an error:
+            // librdkafka's default would go on from the end, and the rows between would be
+            // lost without a word.
+            .set("auto.offset.reset", "error")
             .create::<BaseConsumer>()
             .map_err(|e| kafka(&self.topic, "cannot make a reader", e))?;
         Ok(PartitionReader {
@@ -493,7 +497,17 @@ impl PartitionReader {
             let Some(message) = self.consumer.poll(timeout) else {
                 break;
             };
-            let message = message.map_err(|e| kafka(&self.topic, "read failed", e))?;
+            let message = message.map_err(|e| match e {
+                KafkaError::MessageConsumption(Code::AutoOffsetReset) => kafka(
+                    &self.topic,
+                    &format!(
+                        "partition {} no longer holds offset {}",
+                        self.partition, self.next
+                    ),
+                    "retention removed it before it was read",
+                ),
+                e => kafka(&self.topic, "read failed", e),
+            })?;
             let at = message.offset() as u64;
             if at < self.next {
                 continue;

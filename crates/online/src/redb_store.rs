@@ -7,6 +7,11 @@
 //! rows and offsets together — and the materialiser applies the log again from there. A sync
 //! per commit cost a small, frequent writer (a pipeline's rows every 25 ms) 30–100 ms of
 //! visibility.
+//!
+//! Steps are written by group commit: redb has one writer at a time, and the steps that queued
+//! while it was busy go into its next transaction together. A transaction rewrites every page
+//! it touches, and the steps of a log's many partitions (Kafka) touch pages all over a table:
+//! one transaction per step rewrote most of the table once per partition.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -51,6 +56,40 @@ pub struct RedbStore {
     db: Arc<Database>,
     /// When a materialiser commit was last synced.
     synced_at: Arc<Mutex<Instant>>,
+    queue: Arc<Mutex<Queue>>,
+}
+
+/// Steps waiting for the writer, and whether one is at work.
+#[derive(Debug, Default)]
+struct Queue {
+    steps: Vec<Queued>,
+    writing: bool,
+}
+
+/// A step waiting for the writer, and where its outcome goes: done, refused, or the writer's
+/// panic (which the step's caller raises again, as if it had written the step itself).
+#[derive(Debug)]
+struct Queued {
+    table: TableId,
+    step: Step,
+    rows: Vec<KeyedRow>,
+    done: tokio::sync::oneshot::Sender<std::result::Result<Result<()>, String>>,
+}
+
+/// Clears the queue's writer flag if the writer unwinds, so the next step starts another (a
+/// writer that ends normally clears it under the lock with which it found the queue empty).
+struct Writing<'a>(&'a Mutex<Queue>);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut queue = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.writing = false;
+        }
+    }
 }
 
 impl RedbStore {
@@ -62,6 +101,7 @@ impl RedbStore {
         Ok(Self {
             db: Arc::new(db),
             synced_at: Arc::new(Mutex::new(Instant::now())),
+            queue: Arc::default(),
         })
     }
 
@@ -88,47 +128,111 @@ impl RedbStore {
             .collect()
     }
 
-    fn apply_blocking(&self, table: &TableId, step: Step, rows: Vec<KeyedRow>) -> Result<()> {
-        let name = table_name(table);
-        let offset_key = offset_key(&name, step.partition);
+    /// Writes what queued until the queue is empty, each time all of it in one transaction.
+    fn write_queued(&self) {
+        let _writing = Writing(&self.queue);
+        loop {
+            let steps = {
+                let mut queue = self.queue.lock().expect("queue lock");
+                if queue.steps.is_empty() {
+                    queue.writing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.steps)
+            };
+            let (steps, done): (Vec<_>, Vec<_>) = steps
+                .into_iter()
+                .map(|q| ((q.table, q.step, q.rows), q.done))
+                .unzip();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.apply_blocking(steps)
+            }));
+            match outcome {
+                Ok(Ok(each)) => {
+                    for (done, result) in done.into_iter().zip(each) {
+                        let _ = done.send(Ok(result));
+                    }
+                }
+                Ok(Err(e)) => {
+                    let why = e.to_string();
+                    for done in done {
+                        let _ = done.send(Ok(Err(OnlineError::Redb(why.clone()))));
+                    }
+                }
+                Err(panic) => {
+                    let why = kairos_types::panic::message(panic.as_ref());
+                    for done in done {
+                        let _ = done.send(Err(why.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `steps` in one transaction: each step's rows and its partition's new offset, or,
+    /// for a step whose partition moved since it was planned, nothing of it (its outcome says
+    /// so, and the others are written all the same).
+    fn apply_blocking(
+        &self,
+        steps: Vec<(TableId, Step, Vec<KeyedRow>)>,
+    ) -> Result<Vec<Result<()>>> {
         let mut txn = self.db.begin_write().map_err(err)?;
         let mut synced_at = self.synced_at.lock().expect("lock");
         let sync = synced_at.elapsed() >= SYNC_EVERY;
         if !sync {
             txn.set_durability(Durability::None).map_err(err)?;
         }
+        let mut outcomes = Vec::with_capacity(steps.len());
         {
             let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
-            let at = offsets
-                .get(offset_key.as_str())
-                .map_err(err)?
-                .map(|v| v.value());
-            let Some(lacking) = step.lacking(table, at)? else {
-                return Ok(());
-            };
-            offsets
-                .insert(offset_key.as_str(), step.through)
-                .map_err(err)?;
-            // Key order makes a bulk upsert walk the B-tree in order rather than at random.
-            let lacked = rows.into_iter().filter(|(_, row)| row.offset >= lacking);
-            let mut latest: Vec<KeyedRow> = latest_per_key(lacked.collect()).into_iter().collect();
-            latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut stored = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                .map_err(err)?;
-            for (key, row) in latest {
-                // Insert first and put the old row back if it was newer: one B-tree walk for
-                // the common case of a fresh or superseded key instead of a get and an insert.
-                let previous = stored
-                    .insert(key.as_slice(), row.encode().as_slice())
+            let mut lacked: std::collections::BTreeMap<String, Vec<KeyedRow>> = Default::default();
+            for (table, step, rows) in steps {
+                let name = table_name(&table);
+                let offset_key = offset_key(&name, step.partition);
+                let at = offsets
+                    .get(offset_key.as_str())
                     .map_err(err)?
-                    .map(|old| old.value().to_vec());
-                if let Some(previous) = previous {
-                    let current = OnlineRow::decode(&previous).map_err(OnlineError::Corrupt)?;
-                    if !row.supersedes(&current) {
-                        stored
-                            .insert(key.as_slice(), previous.as_slice())
-                            .map_err(err)?;
+                    .map(|v| v.value());
+                let lacking = match step.lacking(&table, at) {
+                    Ok(Some(lacking)) => lacking,
+                    Ok(None) => {
+                        outcomes.push(Ok(()));
+                        continue;
+                    }
+                    Err(refused) => {
+                        outcomes.push(Err(refused));
+                        continue;
+                    }
+                };
+                offsets
+                    .insert(offset_key.as_str(), step.through)
+                    .map_err(err)?;
+                let rows = rows.into_iter().filter(|(_, row)| row.offset >= lacking);
+                lacked.entry(name).or_default().extend(rows);
+                outcomes.push(Ok(()));
+            }
+            for (name, rows) in lacked {
+                // Key order makes a bulk upsert walk the B-tree in order rather than at random.
+                let mut latest: Vec<KeyedRow> = latest_per_key(rows).into_iter().collect();
+                latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let mut stored = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(err)?;
+                for (key, row) in latest {
+                    // Insert first and put the old row back if it was newer: one B-tree walk
+                    // for the common case of a fresh or superseded key instead of a get and an
+                    // insert.
+                    let previous = stored
+                        .insert(key.as_slice(), row.encode().as_slice())
+                        .map_err(err)?
+                        .map(|old| old.value().to_vec());
+                    if let Some(previous) = previous {
+                        let current = OnlineRow::decode(&previous).map_err(OnlineError::Corrupt)?;
+                        if !row.supersedes(&current) {
+                            stored
+                                .insert(key.as_slice(), previous.as_slice())
+                                .map_err(err)?;
+                        }
                     }
                 }
             }
@@ -137,7 +241,7 @@ impl RedbStore {
         if sync {
             *synced_at = Instant::now();
         }
-        Ok(())
+        Ok(outcomes)
     }
 
     /// Syncs the commits made since the last synced one (an empty durable commit persists
@@ -216,9 +320,26 @@ impl RedbStore {
 
 impl OnlineStore for RedbStore {
     async fn apply(&self, table: &TableId, step: Step, rows: Vec<KeyedRow>) -> Result<()> {
-        let table = table.clone();
-        self.blocking(move |s| s.apply_blocking(&table, step, rows))
-            .await
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let start_writer = {
+            let mut queue = self.queue.lock().expect("queue lock");
+            queue.steps.push(Queued {
+                table: table.clone(),
+                step,
+                rows,
+                done,
+            });
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if start_writer {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.write_queued());
+        }
+        match outcome.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panicked)) => panic!("{panicked}"),
+            Err(_) => Err(err("the writer stopped before it wrote the step")),
+        }
     }
 
     async fn get_many(&self, table: &TableId, keys: &[Vec<u8>]) -> Result<Vec<Option<OnlineRow>>> {

@@ -355,8 +355,10 @@ pub(crate) async fn follow<M: Materialiser>(
                 applied = Some(through);
                 published.send_replace(through);
                 // Less than a full step's worth: writes trickle in (a backlog is taken in
-                // full steps, unpaced).
-                if bytes < max_bytes / 2 {
+                // full steps, unpaced). A step's worth is the partition's share of one: a bulk
+                // insert spread over many partitions is a backlog in each, though a small one.
+                let partitions = group.log.partitions() as usize;
+                if bytes < max_bytes / 2 / partitions {
                     drained_at = Some(tokio::time::Instant::now());
                 }
             }

@@ -505,16 +505,31 @@ async fn bulk_insert(store: &FeatureStore, name: &str, rows: usize) -> anyhow::R
         )
         .await?;
     let acked = start.elapsed();
-    // Poll the two materialisers so the report says which store took how long. (A log of
-    // several partitions sums their positions: the rows each store holds.)
-    let logged = ack.rows;
+    // Poll the two materialisers so the report says which store took how long: a store holds
+    // the rows once its position in each partition the insert wrote reaches the insert's end
+    // there.
+    let ends = ack.ends();
+    let reached = |positions: Vec<u64>| {
+        ends.iter()
+            .all(|&(p, end)| positions.get(p as usize).is_some_and(|&at| at >= end))
+    };
     let (mut online_at, mut offline_at) = (None, None);
     while online_at.is_none() || offline_at.is_none() {
         let status = store.describe(name, None).await?;
-        if online_at.is_none() && status.online_offset == Some(logged) {
+        let (online, offline): (Vec<u64>, Vec<u64>) = if status.partitions.is_empty() {
+            (
+                vec![status.online_offset.unwrap_or(0)],
+                vec![status.offline_offset],
+            )
+        } else {
+            let each = status.partitions.iter();
+            each.map(|p| (p.online_offset.unwrap_or(0), p.offline_offset))
+                .unzip()
+        };
+        if online_at.is_none() && reached(online) {
             online_at = Some(start.elapsed());
         }
-        if offline_at.is_none() && status.offline_offset == logged {
+        if offline_at.is_none() && reached(offline) {
             offline_at = Some(start.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -152,3 +152,41 @@ async fn an_append_to_brokers_that_do_not_answer_fails_within_its_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     assert!(err.to_string().contains("fg.cards.v3"), "{err}");
 }
+
+/// The development broker keeps 5 MiB of each partition (librdkafka's mock): a read from an
+/// offset retention removed fails, naming it, rather than going on from the end and losing
+/// the rows between without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_an_offset_retention_removed_fails() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("fg.cards.v4", 1, 1).unwrap();
+    let log = KafkaLog::open(
+        "fg.cards.v4",
+        KafkaLogOptions::new(cluster.bootstrap_servers(), 1),
+    )
+    .unwrap();
+    let big = Message {
+        partition: 0,
+        payload: Bytes::from(vec![7u8; 900 << 10]),
+        numbers: Vec::new(),
+    };
+    for _ in 0..8 {
+        log.append(std::slice::from_ref(&big), 0, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(log.end_offset(0).unwrap(), 8);
+    let err = log
+        .read_from(0, 0, 1 << 20, Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fg.cards.v4") && err.contains("no longer holds offset 0"),
+        "{err}"
+    );
+    // What it still holds reads back.
+    let kept = log
+        .read_from(0, 7, 1 << 20, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+}

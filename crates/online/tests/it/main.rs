@@ -219,6 +219,56 @@ async fn partitions_move_on_their_own_and_only_from_where_they_stand(store: &Onl
     assert_eq!(store.offset(&t, 1).await.unwrap(), None);
 }
 
+/// The steps of eight partitions at once (redb writes whatever queued in one transaction),
+/// one of them stale: each lands whole, and the stale one is refused alone.
+async fn steps_of_many_partitions_at_once_land_or_are_refused_alone(store: &OnlineBackend) {
+    let t = table();
+    store.drop_table(&t).await.unwrap();
+    const PARTITIONS: u32 = 8;
+    let at = |partition, from, through| Step {
+        partition,
+        partitions: PARTITIONS,
+        from,
+        through,
+    };
+    // Partition p's rows: keys p*100.., at offsets 0..10.
+    let rows = |partition: u32| -> Vec<_> {
+        (0..10u64)
+            .map(|offset| {
+                let position = offset * u64::from(PARTITIONS) + u64::from(partition);
+                let id = i64::from(partition) * 100 + offset as i64;
+                (key(id), row(10, position, id as f64))
+            })
+            .collect()
+    };
+    let steps = (0..PARTITIONS).map(|p| store.apply(&t, at(p, 0, 10), rows(p)));
+    // Partition 3 stands at 0 or 10 (whichever step goes first): a step from 20 lacks the
+    // rows before it.
+    let stale = store.apply(&t, at(3, 20, 30), rows(3));
+    let (landed, refused) = tokio::join!(futures::future::join_all(steps), stale);
+    assert!(landed.iter().all(Result::is_ok), "{landed:?}");
+    match refused {
+        Err(OnlineError::Moved {
+            partition: 3,
+            from: 20,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            store.offset(&t, p).await.unwrap(),
+            Some(10),
+            "partition {p}"
+        );
+        let keys: Vec<_> = rows(p).into_iter().map(|(k, _)| k).collect();
+        let got = store.get_many(&t, &keys).await.unwrap();
+        let expected: Vec<_> = rows(p).into_iter().map(|(_, r)| Some(r)).collect();
+        assert_eq!(got, expected, "partition {p}");
+    }
+    store.drop_table(&t).await.unwrap();
+}
+
 /// Two materialisers of one partition at once (an owner and the stale one it replaced): each
 /// step lands whole or not at all, and the rows end as one writer would leave them.
 async fn racing_writers_of_one_partition_leave_one_writers_rows(store: &OnlineBackend) {
@@ -470,5 +520,17 @@ proptest! {
                 differential(&f.store, &writes, &cuts).await;
             }
         });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_steps_of_many_partitions_at_once() {
+    steps_of_many_partitions_at_once_land_or_are_refused_alone(&redb().store).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_steps_of_many_partitions_at_once() {
+    if let Some(f) = redis_cluster().await {
+        steps_of_many_partitions_at_once_land_or_are_refused_alone(&f.store).await;
     }
 }
