@@ -129,11 +129,17 @@ impl RedbStore {
     }
 
     /// Writes what queued until the queue is empty, each time all of it in one transaction.
-    fn write_queued(&self) {
-        let _writing = Writing(&self.queue);
+    /// It holds the database only while it writes, so a store dropped once its steps are
+    /// answered is closed, and can be opened again at once.
+    fn write_queued(
+        db: std::sync::Weak<Database>,
+        synced_at: Arc<Mutex<Instant>>,
+        queue: Arc<Mutex<Queue>>,
+    ) {
+        let _writing = Writing(&queue);
         loop {
             let steps = {
-                let mut queue = self.queue.lock().expect("queue lock");
+                let mut queue = queue.lock().expect("queue lock");
                 if queue.steps.is_empty() {
                     queue.writing = false;
                     return;
@@ -145,7 +151,12 @@ impl RedbStore {
                 .map(|q| ((q.table, q.step, q.rows), q.done))
                 .unzip();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.apply_blocking(steps)
+                let store = RedbStore {
+                    db: db.upgrade().ok_or_else(|| err("the store is closed"))?,
+                    synced_at: synced_at.clone(),
+                    queue: queue.clone(),
+                };
+                store.apply_blocking(steps)
             }));
             match outcome {
                 Ok(Ok(each)) => {
@@ -332,8 +343,12 @@ impl OnlineStore for RedbStore {
             !std::mem::replace(&mut queue.writing, true)
         };
         if start_writer {
-            let store = self.clone();
-            tokio::task::spawn_blocking(move || store.write_queued());
+            let (db, synced_at, queue) = (
+                Arc::downgrade(&self.db),
+                self.synced_at.clone(),
+                self.queue.clone(),
+            );
+            tokio::task::spawn_blocking(move || RedbStore::write_queued(db, synced_at, queue));
         }
         match outcome.await {
             Ok(Ok(result)) => result,
