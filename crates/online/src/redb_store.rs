@@ -56,14 +56,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     /// When a materialiser commit was last synced.
     synced_at: Arc<Mutex<Instant>>,
-    queue: Arc<Mutex<Queue>>,
-}
-
-/// Steps waiting for the writer, and whether one is at work.
-#[derive(Debug, Default)]
-struct Queue {
-    steps: Vec<Queued>,
-    writing: bool,
+    /// The steps for the store's writer thread, which ends once every clone is dropped.
+    writer: std::sync::mpsc::Sender<Queued>,
 }
 
 /// A step waiting for the writer, and where its outcome goes: done, refused, or the writer's
@@ -76,32 +70,24 @@ struct Queued {
     done: tokio::sync::oneshot::Sender<std::result::Result<Result<()>, String>>,
 }
 
-/// Clears the queue's writer flag if the writer unwinds, so the next step starts another (a
-/// writer that ends normally clears it under the lock with which it found the queue empty).
-struct Writing<'a>(&'a Mutex<Queue>);
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut queue = self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            queue.writing = false;
-        }
-    }
-}
-
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(err)?;
+        let db = Arc::new(db);
+        let synced_at = Arc::new(Mutex::new(Instant::now()));
+        let (writer, steps) = std::sync::mpsc::channel();
+        let (weak, synced) = (Arc::downgrade(&db), synced_at.clone());
+        std::thread::Builder::new()
+            .name("redb-writer".into())
+            .spawn(move || RedbStore::write_steps(steps, weak, synced))
+            .map_err(err)?;
         Ok(Self {
-            db: Arc::new(db),
-            synced_at: Arc::new(Mutex::new(Instant::now())),
-            queue: Arc::default(),
+            db,
+            synced_at,
+            writer,
         })
     }
 
@@ -128,35 +114,22 @@ impl RedbStore {
             .collect()
     }
 
-    /// Writes what queued until the queue is empty, each time all of it in one transaction.
-    /// It holds the database only while it writes, so a store dropped once its steps are
-    /// answered is closed, and can be opened again at once.
-    fn write_queued(
+    /// The writer thread: takes the steps as they come, each time all that queued while it
+    /// wrote, and writes them in one transaction; it ends when the last clone of the store is
+    /// dropped. It holds the database only while it writes, so a store dropped once its steps
+    /// are answered is closed, and can be opened again at once.
+    fn write_steps(
+        steps: std::sync::mpsc::Receiver<Queued>,
         db: std::sync::Weak<Database>,
         synced_at: Arc<Mutex<Instant>>,
-        queue: Arc<Mutex<Queue>>,
     ) {
-        let _writing = Writing(&queue);
-        loop {
-            let steps = {
-                let mut queue = queue.lock().expect("queue lock");
-                if queue.steps.is_empty() {
-                    queue.writing = false;
-                    return;
-                }
-                std::mem::take(&mut queue.steps)
-            };
-            let (steps, done): (Vec<_>, Vec<_>) = steps
-                .into_iter()
-                .map(|q| ((q.table, q.step, q.rows), q.done))
-                .unzip();
+        while let Ok(first) = steps.recv() {
+            let queued = std::iter::once(first).chain(steps.try_iter());
+            let (batch, done): (Vec<_>, Vec<_>) =
+                queued.map(|q| ((q.table, q.step, q.rows), q.done)).unzip();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let store = RedbStore {
-                    db: db.upgrade().ok_or_else(|| err("the store is closed"))?,
-                    synced_at: synced_at.clone(),
-                    queue: queue.clone(),
-                };
-                store.apply_blocking(steps)
+                let db = db.upgrade().ok_or_else(|| err("the store is closed"))?;
+                RedbStore::apply_blocking(&db, &synced_at, batch)
             }));
             match outcome {
                 Ok(Ok(each)) => {
@@ -184,11 +157,12 @@ impl RedbStore {
     /// for a step whose partition moved since it was planned, nothing of it (its outcome says
     /// so, and the others are written all the same).
     fn apply_blocking(
-        &self,
+        db: &Database,
+        synced_at: &Mutex<Instant>,
         steps: Vec<(TableId, Step, Vec<KeyedRow>)>,
     ) -> Result<Vec<Result<()>>> {
-        let mut txn = self.db.begin_write().map_err(err)?;
-        let mut synced_at = self.synced_at.lock().expect("lock");
+        let mut txn = db.begin_write().map_err(err)?;
+        let mut synced_at = synced_at.lock().expect("lock");
         let sync = synced_at.elapsed() >= SYNC_EVERY;
         if !sync {
             txn.set_durability(Durability::None).map_err(err)?;
@@ -332,23 +306,14 @@ impl RedbStore {
 impl OnlineStore for RedbStore {
     async fn apply(&self, table: &TableId, step: Step, rows: Vec<KeyedRow>) -> Result<()> {
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let start_writer = {
-            let mut queue = self.queue.lock().expect("queue lock");
-            queue.steps.push(Queued {
-                table: table.clone(),
-                step,
-                rows,
-                done,
-            });
-            !std::mem::replace(&mut queue.writing, true)
+        let queued = Queued {
+            table: table.clone(),
+            step,
+            rows,
+            done,
         };
-        if start_writer {
-            let (db, synced_at, queue) = (
-                Arc::downgrade(&self.db),
-                self.synced_at.clone(),
-                self.queue.clone(),
-            );
-            tokio::task::spawn_blocking(move || RedbStore::write_queued(db, synced_at, queue));
+        if self.writer.send(queued).is_err() {
+            return Err(err("the writer stopped"));
         }
         match outcome.await {
             Ok(Ok(result)) => result,
