@@ -94,7 +94,7 @@ impl Sqlite {
         // Other processes (the CLI beside a server, a second server) share the file: a writer
         // waits for another's transaction instead of failing at once.
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        use_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrate(&mut conn)?;
         Ok(Self {
@@ -104,6 +104,24 @@ impl Sqlite {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().expect("catalog lock")
+    }
+}
+
+/// Switches the file to write-ahead logging. The switch takes a lock SQLite does not wait for
+/// (the busy handler is not called for it), so a process opening the file while another one
+/// switches or migrates it retries until the busy timeout rather than failing at once.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            done => return done,
+        }
     }
 }
 

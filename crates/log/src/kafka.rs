@@ -497,17 +497,24 @@ impl PartitionReader {
             let Some(message) = self.consumer.poll(timeout) else {
                 break;
             };
-            let message = message.map_err(|e| match e {
-                KafkaError::MessageConsumption(Code::AutoOffsetReset) => kafka(
-                    &self.topic,
-                    &format!(
-                        "partition {} no longer holds offset {}",
-                        self.partition, self.next
-                    ),
-                    "retention removed it before it was read",
-                ),
-                e => kafka(&self.topic, "read failed", e),
-            })?;
+            let message = match message {
+                Ok(message) => message,
+                Err(KafkaError::MessageConsumption(Code::AutoOffsetReset)) => {
+                    let offset = self.next;
+                    // librdkafka stops fetching the partition; the next read assigns it
+                    // afresh, and fails again rather than wait on a stopped fetch.
+                    self.next = u64::MAX;
+                    return Err(kafka(
+                        &self.topic,
+                        &format!(
+                            "partition {} no longer holds offset {offset}",
+                            self.partition
+                        ),
+                        "retention removed it before it was read",
+                    ));
+                }
+                Err(e) => return Err(kafka(&self.topic, "read failed", e)),
+            };
             let at = message.offset() as u64;
             if at < self.next {
                 continue;
