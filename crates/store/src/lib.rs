@@ -1040,7 +1040,7 @@ impl FeatureStore {
             .find_tagged(&rt.group.spec, producer, search_from)
             .await?;
         if landed.complete() {
-            return Ok(acknowledge(&rt, &landed.appended(rt.log.partitions())));
+            return Ok(acknowledge(&rt, &landed.appended(&rt.log)));
         }
         let batch = ingest::conform(&rt.group.spec, batch)
             .inspect_err(|_| telemetry::batch_refused(&rt.group.id()))?;

@@ -147,14 +147,15 @@ pub(crate) struct Appended {
     /// The least and one past the greatest stored position of the rows.
     pub(crate) first_position: u64,
     pub(crate) end_position: u64,
-    /// (partition, one past the last row written there), by partition.
+    /// (partition, where it goes on after the rows written there), by partition.
     pub(crate) ends: Vec<(u32, u64)>,
 }
 
 impl Appended {
-    /// Rows that landed at `positions`, (partition, offset), in a Kafka log of `partitions`:
-    /// a partition's end is past the message of its last row.
-    fn at(positions: impl IntoIterator<Item = (u32, u64)>, partitions: u32) -> Appended {
+    /// Rows that landed at `positions`, (partition, offset), in `log`: a partition's end is
+    /// past its last row — on Kafka, past that row's message.
+    fn at(positions: impl IntoIterator<Item = (u32, u64)>, log: &GroupLog) -> Appended {
+        let (partitions, bits) = (log.partitions(), log.row_bits());
         let mut rows = 0;
         let (mut first, mut end) = (u64::MAX, 0);
         let mut ends = BTreeMap::new();
@@ -164,7 +165,7 @@ impl Appended {
             first = first.min(position);
             end = end.max(position + 1);
             let partition_end = ends.entry(partition).or_insert(0);
-            *partition_end = (*partition_end).max(row_offset((offset >> ROW_BITS) + 1, 0));
+            *partition_end = (*partition_end).max(((offset >> bits) + 1) << bits);
         }
         Appended {
             rows,
@@ -199,9 +200,9 @@ impl Landed {
             .is_some_and(|rows| self.at.len() == rows as usize)
     }
 
-    /// The rows found, as an append of them to a Kafka log.
-    pub(crate) fn appended(&self, partitions: u32) -> Appended {
-        Appended::at(self.at.values().copied(), partitions)
+    /// The rows found, as an append of them to `log`.
+    pub(crate) fn appended(&self, log: &GroupLog) -> Appended {
+        Appended::at(self.at.values().copied(), log)
     }
 }
 
@@ -303,7 +304,7 @@ impl GroupLog {
                     (0..message.numbers.len()).map(|row| (at.partition, row_offset(at.offset, row)))
                 });
                 let found = landed.into_iter().flat_map(|at| at.values().copied());
-                Ok(Appended::at(sent.chain(found), log.partitions()))
+                Ok(Appended::at(sent.chain(found), self))
             }
         }
     }
@@ -645,7 +646,7 @@ mod tests {
             .await
             .unwrap();
         assert!(again.complete());
-        assert_eq!(again.appended(4), appended);
+        assert_eq!(again.appended(&log), appended);
         // Each partition holds its share of the batch once, in the batch's order.
         let GroupLog::Kafka(kafka) = &log else {
             unreachable!()
