@@ -15,7 +15,6 @@
 mod redb_store;
 mod redis_store;
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use kairos_types::{OnlineRow, TableId};
@@ -150,16 +149,20 @@ impl KeyPart {
     }
 }
 
-/// Folds rows in log order into the latest row per key: the pure core of every backend's apply.
-pub fn latest_per_key(rows: Vec<KeyedRow>) -> HashMap<Vec<u8>, OnlineRow> {
-    let mut latest: HashMap<Vec<u8>, OnlineRow> = HashMap::with_capacity(rows.len());
-    for (key, row) in rows {
-        match latest.get(&key) {
-            Some(current) if !row.supersedes(current) => {}
-            _ => {
-                latest.insert(key, row);
+/// Folds rows in log order into the latest row per key, in key order: the pure core of every
+/// backend's apply. A stable sort on the key keeps each key's rows in log order for the fold,
+/// and the key order is the one a B-tree wants to be written in.
+pub fn latest_per_key(mut rows: Vec<KeyedRow>) -> Vec<KeyedRow> {
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut latest = Vec::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while let Some((key, mut row)) = rows.next() {
+        while let Some((_, next)) = rows.next_if(|(k, _)| *k == key) {
+            if next.supersedes(&row) {
+                row = next;
             }
         }
+        latest.push((key, row));
     }
     latest
 }

@@ -11,8 +11,11 @@
 //! Steps are written by group commit: redb has one writer at a time, and the steps that queued
 //! while it was busy go into its next transaction together. A transaction rewrites every page
 //! it touches, and the steps of a log's many partitions (Kafka) touch pages all over a table:
-//! one transaction per step rewrote most of the table once per partition.
+//! one transaction per step rewrote most of the table once per partition. The writer is then
+//! the one thread every step waits on, so a step's rows are made ready before they queue, on the
+//! caller's thread ([`Prepared`]): the writer only inserts them.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,8 +69,50 @@ pub struct RedbStore {
 struct Queued {
     table: TableId,
     step: Step,
-    rows: Vec<KeyedRow>,
+    rows: Prepared,
     done: tokio::sync::oneshot::Sender<std::result::Result<Result<()>, String>>,
+}
+
+/// A step's rows as the writer inserts them: the latest row per key, in key order, each
+/// encoded, all in one buffer (so the writer neither folds, sorts, encodes nor frees them a row
+/// at a time).
+#[derive(Debug, Default)]
+struct Prepared {
+    bytes: Vec<u8>,
+    rows: Vec<PreparedRow>,
+}
+
+#[derive(Debug)]
+struct PreparedRow {
+    key: Range<usize>,
+    row: Range<usize>,
+    /// The row's [`OnlineRow::rank`], to compare with a stored row of the key.
+    rank: (i64, u64),
+    offset: u64,
+}
+
+impl Prepared {
+    /// `rows` (in log order) folded and encoded.
+    fn of(rows: Vec<KeyedRow>) -> Prepared {
+        let latest = latest_per_key(rows);
+        let mut prepared = Prepared {
+            bytes: Vec::with_capacity(latest.len() * 128),
+            rows: Vec::with_capacity(latest.len()),
+        };
+        for (key, row) in latest {
+            let key_at = prepared.bytes.len();
+            prepared.bytes.extend_from_slice(&key);
+            let row_at = prepared.bytes.len();
+            row.encode_onto(&mut prepared.bytes);
+            prepared.rows.push(PreparedRow {
+                key: key_at..row_at,
+                row: row_at..prepared.bytes.len(),
+                rank: row.rank(),
+                offset: row.offset,
+            });
+        }
+        prepared
+    }
 }
 
 impl RedbStore {
@@ -159,7 +204,7 @@ impl RedbStore {
     fn apply_blocking(
         db: &Database,
         synced_at: &Mutex<Instant>,
-        steps: Vec<(TableId, Step, Vec<KeyedRow>)>,
+        steps: Vec<(TableId, Step, Prepared)>,
     ) -> Result<Vec<Result<()>>> {
         let mut txn = db.begin_write().map_err(err)?;
         let mut synced_at = synced_at.lock().expect("lock");
@@ -170,7 +215,8 @@ impl RedbStore {
         let mut outcomes = Vec::with_capacity(steps.len());
         {
             let mut offsets = txn.open_table(OFFSETS).map_err(err)?;
-            let mut lacked: std::collections::BTreeMap<String, Vec<KeyedRow>> = Default::default();
+            let mut lacked: std::collections::BTreeMap<String, Vec<(Prepared, u64)>> =
+                Default::default();
             for (table, step, rows) in steps {
                 let name = table_name(&table);
                 let offset_key = offset_key(&name, step.partition);
@@ -192,31 +238,33 @@ impl RedbStore {
                 offsets
                     .insert(offset_key.as_str(), step.through)
                     .map_err(err)?;
-                let rows = rows.into_iter().filter(|(_, row)| row.offset >= lacking);
-                lacked.entry(name).or_default().extend(rows);
+                // The latest row of a key that the store lacks supersedes what it holds, or
+                // the store holds a row that does: rows before `lacking` are merged already.
+                lacked.entry(name).or_default().push((rows, lacking));
                 outcomes.push(Ok(()));
             }
-            for (name, rows) in lacked {
-                // Key order makes a bulk upsert walk the B-tree in order rather than at random.
-                let mut latest: Vec<KeyedRow> = latest_per_key(rows).into_iter().collect();
-                latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (name, steps) in lacked {
                 let mut stored = txn
                     .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
-                for (key, row) in latest {
-                    // Insert first and put the old row back if it was newer: one B-tree walk
-                    // for the common case of a fresh or superseded key instead of a get and an
-                    // insert.
-                    let previous = stored
-                        .insert(key.as_slice(), row.encode().as_slice())
-                        .map_err(err)?
-                        .map(|old| old.value().to_vec());
-                    if let Some(previous) = previous {
-                        let current = OnlineRow::decode(&previous).map_err(OnlineError::Corrupt)?;
-                        if !row.supersedes(&current) {
-                            stored
-                                .insert(key.as_slice(), previous.as_slice())
-                                .map_err(err)?;
+                // Each step's rows in key order walk the B-tree in order rather than at random.
+                // The steps of one transaction hold different partitions, so different keys.
+                for (prepared, lacking) in steps {
+                    for row in prepared.rows.iter().filter(|row| row.offset >= lacking) {
+                        let key = &prepared.bytes[row.key.clone()];
+                        // Insert first and put the old row back if it was newer: one B-tree
+                        // walk for the common case of a fresh or superseded key instead of a
+                        // get and an insert.
+                        let previous = stored
+                            .insert(key, &prepared.bytes[row.row.clone()])
+                            .map_err(err)?
+                            .map(|old| old.value().to_vec());
+                        if let Some(previous) = previous {
+                            let current =
+                                OnlineRow::decode(&previous).map_err(OnlineError::Corrupt)?;
+                            if row.rank <= current.rank() {
+                                stored.insert(key, previous.as_slice()).map_err(err)?;
+                            }
                         }
                     }
                 }
@@ -309,7 +357,7 @@ impl OnlineStore for RedbStore {
         let queued = Queued {
             table: table.clone(),
             step,
-            rows,
+            rows: Prepared::of(rows),
             done,
         };
         if self.writer.send(queued).is_err() {

@@ -284,7 +284,7 @@ impl RedisStore {
             return Ok(());
         };
         let lacked = rows.into_iter().filter(|(_, row)| row.offset >= lacking);
-        let rows: Vec<KeyedRow> = latest_per_key(lacked.collect()).into_iter().collect();
+        let rows = latest_per_key(lacked.collect());
         let keys: Vec<Vec<u8>> = rows
             .iter()
             .map(|(k, _)| Self::row_key(&group_prefix, k))

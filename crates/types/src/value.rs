@@ -310,11 +310,23 @@ impl OnlineRow {
     /// Whether this row should replace `current` (DESIGN invariant 2): a greater event time wins;
     /// on a tie, the later log offset wins. An older, late event never overwrites a newer one.
     pub fn supersedes(&self, current: &OnlineRow) -> bool {
-        (self.event_time, self.offset) > (current.event_time, current.offset)
+        self.rank() > current.rank()
+    }
+
+    /// What orders the rows of one key: of two, the one with the greater rank supersedes.
+    pub fn rank(&self) -> (i64, u64) {
+        (self.event_time, self.offset)
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("rows always serialize")
+        let mut bytes = Vec::new();
+        self.encode_onto(&mut bytes);
+        bytes
+    }
+
+    /// Appends the row's encoding to `bytes` (many rows to one buffer, without a buffer each).
+    pub fn encode_onto(&self, bytes: &mut Vec<u8>) {
+        *bytes = postcard::to_extend(self, std::mem::take(bytes)).expect("rows always serialize");
     }
 
     pub fn decode(bytes: &[u8]) -> Result<OnlineRow, String> {
