@@ -29,6 +29,20 @@ pub use runner::{Freshness, PipelineHandle, PipelineStatus, Placement, RunState}
 pub use sink::Sink;
 pub use source::Streams;
 
+/// The kind of the catalog's documents that hold what an operator last asked of each pipeline
+/// through a server ([`Wanted`]).
+pub const RUN_KIND: &str = "pipeline_run";
+
+/// What an operator last asked of a pipeline through a server: run it, or keep it stopped.
+/// Kept in the catalog, so every replica does the same, and a server starting later starts
+/// only the pipelines not kept stopped. A pipeline never asked either is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wanted {
+    Running,
+    Stopped,
+}
+
 /// The pipelines of one store: definitions in the catalog, running ones in this process.
 #[derive(Debug)]
 pub struct Pipelines {
@@ -134,8 +148,59 @@ impl Pipelines {
         Ok(status)
     }
 
-    /// Starts every applied pipeline (what `kairos serve` does on start). A pipeline that
-    /// fails to start is logged and left idle; the others still start.
+    /// What an operator last asked of pipeline `name`.
+    fn wanted(&self, name: &str) -> Result<Wanted> {
+        let Some((_, body)) = self
+            .store
+            .catalog()
+            .get_service_document(RUN_KIND, name, None)?
+        else {
+            return Ok(Wanted::Running);
+        };
+        serde_json::from_value(body["wanted"].clone()).map_err(|e| {
+            StoreError::internal(format!(
+                "pipeline '{name}' has an unreadable run state: {e}"
+            ))
+        })
+    }
+
+    /// Records what an operator asks of pipeline `name`, when it changes it (each record is a
+    /// change every replica follows).
+    fn set_wanted(&self, name: &str, wanted: Wanted) -> Result<()> {
+        if self.wanted(name)? != wanted {
+            let body = serde_json::json!({ "wanted": wanted });
+            self.store
+                .catalog()
+                .put_service_document(RUN_KIND, name, &body)?;
+        }
+        Ok(())
+    }
+
+    /// Starts pipeline `name` here and keeps it running: every replica that shares its
+    /// partitions runs it too, and a server starting later starts it. What
+    /// `POST /v1/pipelines/{name}/start` does.
+    pub async fn resume(&self, name: &str) -> Result<PipelineStatus> {
+        self.definition(name)?;
+        self.set_wanted(name, Wanted::Running)?;
+        self.start(name).await
+    }
+
+    /// Stops pipeline `name` here after a last checkpoint and keeps it stopped: on every
+    /// replica, and when a server starts, until it is resumed. What
+    /// `POST /v1/pipelines/{name}/stop` does. Refused as not running only when it was kept
+    /// stopped already and does not run here.
+    pub async fn pause(&self, name: &str) -> Result<PipelineStatus> {
+        self.definition(name)?;
+        let was = self.wanted(name)?;
+        self.set_wanted(name, Wanted::Stopped)?;
+        match self.stop(name).await {
+            Err(StoreError::Conflict(_)) if was == Wanted::Running => self.status(name).await,
+            stopped => stopped,
+        }
+    }
+
+    /// Starts every applied pipeline not kept stopped (what `kairos serve` does on start). A
+    /// pipeline that fails to start is logged and left idle; the others still start.
     pub async fn start_all(&self) {
         let defs = match self.latest_definitions() {
             Ok(defs) => defs,
@@ -145,6 +210,14 @@ impl Pipelines {
             }
         };
         for def in defs {
+            match self.wanted(&def.spec.name) {
+                Ok(Wanted::Running) => {}
+                Ok(Wanted::Stopped) => continue,
+                Err(e) => {
+                    tracing::error!(pipeline = %def.spec.name, error = %e, "pipeline did not start");
+                    continue;
+                }
+            }
             if let Err(e) = self.start(&def.spec.name).await {
                 tracing::error!(pipeline = %def.spec.name, error = %e, "pipeline did not start");
             }
@@ -168,9 +241,10 @@ impl Pipelines {
     /// which whoever takes a partition over reads and where a stale owner is fenced, and an
     /// output group on the shared Kafka log, which any replica appends to — runs here too, at
     /// its latest version, and stops here once deleted. A file source runs where it was
-    /// started.
+    /// started. Any pipeline stops here once an operator kept it stopped ([`Pipelines::pause`]).
     pub async fn follow(&self, name: &str) -> Result<()> {
         let latest = self.store.catalog().get_pipeline(name, None)?;
+        let wanted = self.wanted(name)?;
         let running_version = self.running_version(name).await;
         if let Some(def) = &latest {
             // A push to this replica is taken for a pipeline applied on another.
@@ -190,7 +264,12 @@ impl Pipelines {
             (None, Some(_)) => {
                 self.stop(name).await?;
             }
-            (Some(def), running) if shared(&def) && running != Some(def.version) => {
+            (Some(_), Some(_)) if wanted == Wanted::Stopped => {
+                self.stop(name).await?;
+            }
+            (Some(def), running)
+                if shared(&def) && wanted == Wanted::Running && running != Some(def.version) =>
+            {
                 if running.is_some() {
                     self.stop(name).await?;
                 }
@@ -210,6 +289,7 @@ impl Pipelines {
     pub async fn deploy(&self, spec: PipelineSpec) -> Result<(PipelineDef, PipelineStatus)> {
         let def = self.apply(spec).await?;
         let name = def.spec.name.clone();
+        self.set_wanted(&name, Wanted::Running)?;
         let status = match self.running_version(&name).await {
             Some(v) if v == def.version => self.status(&name).await?,
             Some(_) => {

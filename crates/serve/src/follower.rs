@@ -112,7 +112,10 @@ impl Follower {
                 touched(changes, kind::DEPLOYMENT),
                 touched(changes, &recommender_kind),
                 touched(changes, &monitor_kind),
-                touched(changes, kind::PIPELINE),
+                touched(changes, kind::PIPELINE)
+                    .into_iter()
+                    .chain(touched(changes, &kind::service(kairos_pipeline::RUN_KIND)))
+                    .collect(),
             )
         };
         for name in deployments {

@@ -52,24 +52,26 @@ pub async fn status(
     Ok(Json(pipelines.status(&name).await?))
 }
 
-/// Start a pipeline that is not running, from its last checkpoint.
+/// Start a pipeline that is not running, from its last checkpoint, and keep it running: on
+/// every replica that shares its partitions, and when a server starts.
 #[utoipa::path(post, path = "/v1/pipelines/{name}/start", params(("name" = String, Path)),
     responses((status = 200, body = PipelineStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn start(
     State(pipelines): State<Arc<Pipelines>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<PipelineStatus>> {
-    Ok(Json(pipelines.start(&name).await?))
+    Ok(Json(pipelines.resume(&name).await?))
 }
 
-/// Stop a running pipeline after a last checkpoint.
+/// Stop a running pipeline after a last checkpoint, and keep it stopped: on every replica,
+/// and when a server starts, until it is started again.
 #[utoipa::path(post, path = "/v1/pipelines/{name}/stop", params(("name" = String, Path)),
     responses((status = 200, body = PipelineStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop(
     State(pipelines): State<Arc<Pipelines>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<PipelineStatus>> {
-    Ok(Json(pipelines.stop(&name).await?))
+    Ok(Json(pipelines.pause(&name).await?))
 }
 
 /// Where pushed events landed in their stream.

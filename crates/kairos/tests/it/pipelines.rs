@@ -714,3 +714,82 @@ async fn an_http_pipeline_on_two_replicas_takes_pushes_on_either_and_survives_it
     survivor_ends_as_a_replay(survivor, survivor_dir, &env, 1, &events, flush_at).await;
     cluster.remove().await;
 }
+
+/// Two replicas of a cluster (as above) run a Kafka-sourced pipeline applied through one of
+/// them. Stopped through the other, it stops on both; the first, restarted, leaves it
+/// stopped; started again through either, it runs on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_stopped_through_one_replica_stops_on_every_replica_and_stays_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = Transactions::new(dir.path());
+    let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let brokers = logs.bootstrap_servers();
+    let Some(cluster) =
+        crate::cluster::ClusterConfig::create("pipeline-stop", dir.path(), Some(&brokers)).await
+    else {
+        return;
+    };
+    let env = cluster.env();
+    let dirs = [dir.path().join("a"), dir.path().join("b")];
+    let mut servers = vec![
+        crate::server::Server::start_with(&dirs[0], &env).await,
+        crate::server::Server::start_with(&dirs[1], &env).await,
+    ];
+    let client = reqwest::Client::new();
+    apply_card_5m(&client, &servers[0].url, dir.path(), &topic.source()).await;
+    // Waits until pipeline `card_5m` is in `state` on every replica.
+    let everywhere = async |servers: &[crate::server::Server], state: &str| {
+        let started = Instant::now();
+        loop {
+            let mut states = Vec::new();
+            for server in servers {
+                states.push(card_5m_status(&client, &server.url).await["state"].clone());
+            }
+            if states.iter().all(|s| s == state) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "not {state} on every replica: {states:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    everywhere(&servers, "running").await;
+
+    let stopped = client
+        .post(format!("{}/v1/pipelines/card_5m/stop", servers[1].url))
+        .send()
+        .await
+        .unwrap();
+    assert!(stopped.status().is_success());
+    everywhere(&servers, "stopped").await;
+    // Stopped everywhere already: a second stop is refused.
+    let again = client
+        .post(format!("{}/v1/pipelines/card_5m/stop", servers[0].url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);
+
+    servers.remove(0).stop();
+    servers.insert(0, crate::server::Server::start_with(&dirs[0], &env).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = card_5m_status(&client, &servers[0].url).await["state"].clone();
+    assert_ne!(
+        state, "running",
+        "a restarted replica ran a stopped pipeline"
+    );
+
+    let started = client
+        .post(format!("{}/v1/pipelines/card_5m/start", servers[0].url))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.status().is_success());
+    everywhere(&servers, "running").await;
+    for server in servers {
+        server.stop();
+    }
+    cluster.remove().await;
+}
