@@ -376,10 +376,38 @@ mod tests {
                 topic_prefix: "kairos.fg.".into(),
                 replication: 1,
                 session_timeout_ms: 6_000,
+                fetch_wait_ms: 50,
             }
         );
         let env = |k: &str| (k == "KAIROS_KAFKA_BROKERS").then(|| " ".to_string());
         let err = Config::load(None, env, Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("log.brokers"), "{err:#}");
+    }
+
+    #[test]
+    fn a_kafka_logs_waits_are_set_in_the_file_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kairos.toml");
+        let log = |settings: &str| {
+            let body = format!("[store.log]\nkind = \"kafka\"\nbrokers = \"k:9092\"\n{settings}");
+            std::fs::write(&file, body).unwrap();
+            Config::load(Some(&file), |_| None, Overrides::default())
+        };
+        let config = log("session_timeout_ms = 3000\nfetch_wait_ms = 10\n").unwrap();
+        assert!(matches!(
+            config.store.log,
+            LogConfig::Kafka {
+                session_timeout_ms: 3_000,
+                fetch_wait_ms: 10,
+                ..
+            }
+        ));
+        let err = log("fetch_wait_ms = 0\n").unwrap_err();
+        assert!(err.to_string().contains("log.fetch_wait_ms"), "{err:#}");
+        let err = log("session_timeout_ms = 500\n").unwrap_err();
+        assert!(
+            err.to_string().contains("log.session_timeout_ms"),
+            "{err:#}"
+        );
     }
 }

@@ -33,8 +33,6 @@ use rdkafka::types::RDKafkaErrorCode as Code;
 
 use crate::{LogError, Result};
 
-/// How long a reader's fetch may wait at the broker for rows, in milliseconds.
-pub const FETCH_WAIT_MS: &str = "50";
 /// The header naming the producer tag of an appended batch (pipelines' `append_once`).
 const PRODUCER_HEADER: &str = "kairos-producer";
 /// The header placing a message's rows in their tagged batch: the batch's rows, then the
@@ -62,6 +60,11 @@ pub struct KafkaLogOptions {
     /// How long a member of a [`KafkaLog::join`]ed group may go unheard before the group
     /// hands its partitions to the others.
     pub session_timeout: Duration,
+    /// How long a reader's fetch may wait at a broker for rows (`fetch.wait.max.ms`): a
+    /// broker answers as soon as rows arrive, but one that holds the fetch to its wait
+    /// whatever arrives (librdkafka's mock does) adds up to this to every row's way to the
+    /// stores — librdkafka's default of 500 ms would.
+    pub fetch_wait: Duration,
     /// Further librdkafka properties (security, say), set on producer and readers alike.
     pub properties: BTreeMap<String, String>,
 }
@@ -73,6 +76,7 @@ impl KafkaLogOptions {
             partitions,
             message_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(6),
+            fetch_wait: Duration::from_millis(50),
             properties: BTreeMap::new(),
         }
     }
@@ -418,10 +422,10 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("group.id", format!("kairos-reader-{}", self.topic))
-            // A broker answers a fetch as soon as rows arrive; one that holds the fetch to
-            // its wait time whatever arrives (librdkafka's mock does) would add librdkafka's
-            // default 500 ms to every row's way to the stores.
-            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            .set(
+                "fetch.wait.max.ms",
+                self.options.fetch_wait.as_millis().to_string(),
+            )
             // An offset the topic no longer holds (retention removed it unread) is an error:
             // librdkafka's default would go on from the end, and the rows between would be
             // lost without a word.

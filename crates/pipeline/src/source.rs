@@ -181,14 +181,14 @@ impl Streams {
             StreamLog::Segment(log) => Source::Stream(StreamSource { log, position: 0 }),
             StreamLog::Kafka(log) => {
                 let options = log.options();
-                // As the log's own readers: librdkafka's default wait of 500 ms would be
-                // added to every event's way to the stores by a broker that holds fetches
-                // to it (the mock does).
-                // And a dead reader's partition goes to another replica after the log's
-                // session timeout, as the materialisers' do (librdkafka's default is 45 s).
+                // As the log's own readers: the log's fetch wait (librdkafka's default of
+                // 500 ms would be added to every event's way to the stores by a broker that
+                // holds fetches to it, as the mock does). And a dead reader's partition goes
+                // to another replica after the log's session timeout, as the materialisers'
+                // do (librdkafka's default is 45 s).
                 let fetch_wait = (
                     "fetch.wait.max.ms",
-                    kairos_log::kafka::FETCH_WAIT_MS.to_owned(),
+                    options.fetch_wait.as_millis().to_string(),
                 );
                 let mut properties = options.properties.clone();
                 for (key, value) in options.membership().into_iter().chain([fetch_wait]) {

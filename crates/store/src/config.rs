@@ -94,6 +94,12 @@ pub enum LogConfig {
         /// `group.max.session.timeout.ms`).
         #[serde(default = "default_session_timeout_ms")]
         session_timeout_ms: u64,
+        /// How long a reader's fetch may wait at a broker for rows (`fetch.wait.max.ms`). A
+        /// Kafka broker answers as soon as rows arrive, so this only paces idle reads; the
+        /// development broker holds every fetch that finds nothing this long, so there it adds
+        /// up to this much to each row's way to the stores.
+        #[serde(default = "default_fetch_wait_ms")]
+        fetch_wait_ms: u64,
     },
 }
 
@@ -123,6 +129,10 @@ fn default_replication() -> i32 {
 
 fn default_session_timeout_ms() -> u64 {
     6_000
+}
+
+fn default_fetch_wait_ms() -> u64 {
+    50
 }
 
 /// Settings of the feature store.
@@ -220,12 +230,18 @@ impl StoreConfig {
             partitions,
             replication,
             session_timeout_ms,
+            fetch_wait_ms,
             ..
         } = &self.log
         {
             if *session_timeout_ms < 1_000 {
                 return Err(format!(
                     "log.session_timeout_ms: {session_timeout_ms} is below 1000"
+                ));
+            }
+            if !(1..=5_000).contains(fetch_wait_ms) {
+                return Err(format!(
+                    "log.fetch_wait_ms: {fetch_wait_ms} is not between 1 and 5000"
                 ));
             }
             if brokers.trim().is_empty() {

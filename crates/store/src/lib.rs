@@ -618,6 +618,7 @@ impl FeatureStore {
             topic_prefix,
             replication,
             session_timeout_ms,
+            fetch_wait_ms,
         } = &self.inner.config.log
         else {
             return Ok(None);
@@ -626,6 +627,7 @@ impl FeatureStore {
         let mut options = KafkaLogOptions::new(brokers.clone(), *partitions);
         options.message_timeout = KAFKA_TIMEOUT;
         options.session_timeout = Duration::from_millis(*session_timeout_ms);
+        options.fetch_wait = Duration::from_millis(*fetch_wait_ms);
         KafkaLog::open_or_create(&topic, options, *replication)
             .map(Some)
             .map_err(|e| StoreError::Unavailable(e.to_string()))

@@ -68,6 +68,7 @@ async fn open_on(dir: &std::path::Path, placement: &Placement) -> FeatureStore {
             topic_prefix: "kairos.fg.".into(),
             replication: 1,
             session_timeout_ms: 6_000,
+            fetch_wait_ms: 50,
         };
     }
     FeatureStore::open(config).await.unwrap()

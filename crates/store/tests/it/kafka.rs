@@ -26,6 +26,7 @@ pub(super) fn kafka(brokers: String) -> LogConfig {
         topic_prefix: format!("kairos-test-{}.", rand::random::<u32>()),
         replication: 1,
         session_timeout_ms: 6_000,
+        fetch_wait_ms: 50,
     }
 }
 
