@@ -49,6 +49,10 @@ pub struct Pipelines {
     store: FeatureStore,
     streams: Arc<Streams>,
     running: Mutex<HashMap<String, PipelineHandle>>,
+    /// Held through a change of what runs here that reads first and acts after (a deploy, a
+    /// stop or start kept in the catalog, following the catalog), so the catalog follower and
+    /// a request never interleave their stops and starts of one pipeline.
+    changing: Mutex<()>,
     /// Streams some applied pipeline reads (pushes to others are refused), kept here so a push
     /// does not read the catalog.
     http_streams: std::sync::RwLock<HashSet<String>>,
@@ -90,6 +94,7 @@ impl Pipelines {
             store,
             streams,
             running: Mutex::new(HashMap::new()),
+            changing: Mutex::new(()),
             http_streams: std::sync::RwLock::new(http_streams),
             confinement,
         }
@@ -180,6 +185,7 @@ impl Pipelines {
     /// partitions runs it too, and a server starting later starts it. What
     /// `POST /v1/pipelines/{name}/start` does.
     pub async fn resume(&self, name: &str) -> Result<PipelineStatus> {
+        let _changing = self.changing.lock().await;
         self.definition(name)?;
         self.set_wanted(name, Wanted::Running)?;
         self.start(name).await
@@ -190,6 +196,7 @@ impl Pipelines {
     /// `POST /v1/pipelines/{name}/stop` does. Refused as not running only when it was kept
     /// stopped already and does not run here.
     pub async fn pause(&self, name: &str) -> Result<PipelineStatus> {
+        let _changing = self.changing.lock().await;
         self.definition(name)?;
         let was = self.wanted(name)?;
         self.set_wanted(name, Wanted::Stopped)?;
@@ -243,6 +250,7 @@ impl Pipelines {
     /// its latest version, and stops here once deleted. A file source runs where it was
     /// started. Any pipeline stops here once an operator kept it stopped ([`Pipelines::pause`]).
     pub async fn follow(&self, name: &str) -> Result<()> {
+        let _changing = self.changing.lock().await;
         let latest = self.store.catalog().get_pipeline(name, None)?;
         let wanted = self.wanted(name)?;
         let running_version = self.running_version(name).await;
@@ -287,6 +295,7 @@ impl Pipelines {
     /// Applies a definition and runs it: starts it if idle, or restarts it on the new version
     /// if an older one is running. What `POST /v1/pipelines` does.
     pub async fn deploy(&self, spec: PipelineSpec) -> Result<(PipelineDef, PipelineStatus)> {
+        let _changing = self.changing.lock().await;
         let def = self.apply(spec).await?;
         let name = def.spec.name.clone();
         self.set_wanted(&name, Wanted::Running)?;
