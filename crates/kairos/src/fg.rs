@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Subcommand;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use kairos_store::{FeatureStore, InsertOptions, OfflineFilter};
+use kairos_client::{Batches, Client, ReadFilter, Rows, Wait};
+use kairos_store::FeatureStore;
 use kairos_types::export::BatchEncoder;
 use kairos_types::ingest::parse_timestamp;
-use kairos_types::value::format_timestamp;
-use kairos_types::{FeatureGroupSpec, Format, Value};
-use reqwest::Method;
+use kairos_types::{FeatureGroupSpec, Format};
 
 use crate::config::Config;
 use crate::remote::Remote;
@@ -172,7 +172,13 @@ pub async fn run(command: FgCommand, config: &Config, url: Option<&str>) -> anyh
     {
         bail!("not deleted");
     }
-    dispatch(command, config, url, run_local, run_remote).await
+    let client = crate::client::open(config, url).await?;
+    let result = run_on(command, &client).await;
+    // In process the command is the only writer: closing waits until both stores hold what
+    // it inserted, so it leaves them whole.
+    let closed = client.close().await;
+    result?;
+    Ok(closed?)
 }
 
 /// Runs `command` against the server at `url` with `remote`, or else in process with `local`
@@ -195,11 +201,13 @@ pub(crate) async fn dispatch<C>(
     }
 }
 
-async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<()> {
+async fn run_on(command: FgCommand, client: &Client) -> anyhow::Result<()> {
     match command {
-        FgCommand::Create { file } => print_json(&store.create_group(read_spec(&file)?).await?),
-        FgCommand::List => print_json(&store.list_groups()?),
-        FgCommand::Describe { name, version } => print_json(&store.describe(&name, version).await?),
+        FgCommand::Create { file } => print_json(&client.create_group(&read_spec(&file)?).await?),
+        FgCommand::List => print_json(&client.list_groups().await?),
+        FgCommand::Describe { name, version } => {
+            print_json(&client.describe_group(&name, version).await?)
+        }
         FgCommand::Insert {
             name,
             file,
@@ -216,23 +224,16 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
                 file.display(),
                 bytes.len()
             ));
-            // In process the command is the only writer: wait for the stores so it leaves them whole.
-            let ack = store
-                .insert(&name, version, format, bytes, InsertOptions { wait_online })
-                .await;
-            let ack = match ack {
-                Ok(ack) => {
-                    bar.set_message("materialising");
-                    store.wait_materialised(&name, version).await?;
-                    ack
-                }
-                Err(e) => {
-                    bar.finish_and_clear();
-                    return Err(e.into());
-                }
+            let wait = if wait_online {
+                Wait::Online
+            } else {
+                Wait::Logged
             };
+            let ack = client
+                .insert(&name, version, Rows { format, bytes }, wait)
+                .await;
             bar.finish_and_clear();
-            print_json(&ack)
+            print_json(&ack?)
         }
         FgCommand::Get {
             name,
@@ -240,19 +241,7 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
             version,
         } => {
             let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
-            let answer = store.get_online_json(&name, version, &entries).await?;
-            let results: Vec<_> = answer
-                .lookups
-                .into_iter()
-                .map(|l| {
-                    serde_json::json!({
-                        "status": l.status,
-                        "event_time": l.event_time.map(format_timestamp),
-                        "values": l.values.map(|vs| vs.iter().map(Value::to_json).collect::<Vec<_>>()),
-                    })
-                })
-                .collect();
-            print_json(&serde_json::json!({ "columns": answer.columns, "results": results }))
+            print_json(&client.get_online(&name, version, &entries).await?)
         }
         FgCommand::Read {
             name,
@@ -272,14 +261,16 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
                     })
                     .transpose()
             };
-            let filter = OfflineFilter {
+            let filter = ReadFilter {
                 start: time("start", &start)?,
                 end: time("end", &end)?,
                 as_of: time("as-of", &as_of)?,
-                before: None,
             };
-            let mut stream = store.read_offline(&name, version, filter).await?;
-            let mut encoder = BatchEncoder::new(format, &stream.schema())?;
+            let Batches {
+                schema,
+                mut batches,
+            } = client.read_offline(&name, version, filter).await?;
+            let mut encoder = BatchEncoder::new(format, &schema)?;
             let mut out: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
                 None => Box::new(std::io::stdout().lock()),
@@ -288,7 +279,7 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
             let mut rows = 0usize;
             // A closed pipe (`| head`) is the reader's choice, not an error.
             let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
-            while let Some(batch) = stream.next().await {
+            while let Some(batch) = batches.next().await {
                 let batch = batch?;
                 rows += batch.num_rows();
                 bar.set_message(format!("read {rows} rows"));
@@ -308,7 +299,7 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
             Ok(())
         }
         FgCommand::Check { name, version } => {
-            let report = store.check(&name, version).await?;
+            let report = client.check_group(&name, version).await?;
             print_json(&report)?;
             if !report.clean {
                 bail!("online and offline stores differ");
@@ -316,11 +307,13 @@ async fn run_local(command: FgCommand, store: &FeatureStore) -> anyhow::Result<(
             Ok(())
         }
         FgCommand::Delete { name, version, .. } => {
-            store.delete_group(&name, version).await?;
+            client.delete_group(&name, version).await?;
             eprintln!("deleted {name} version {version}");
             Ok(())
         }
-        FgCommand::Compact { name, version } => print_json(&store.compact(&name, version).await?),
+        FgCommand::Compact { name, version } => {
+            print_json(&client.compact_group(&name, version).await?)
+        }
     }
 }
 
@@ -333,124 +326,5 @@ pub(crate) fn file_format(file: &Path, format: Option<&str>) -> anyhow::Result<F
                 file.display()
             )
         }),
-    }
-}
-
-async fn run_remote(command: FgCommand, remote: &Remote) -> anyhow::Result<()> {
-    match command {
-        FgCommand::Create { file } => {
-            let spec = read_spec(&file)?;
-            print_json(
-                &remote
-                    .json(
-                        remote
-                            .request(Method::POST, "/v1/feature-groups")
-                            .json(&spec),
-                    )
-                    .await?,
-            )
-        }
-        FgCommand::List => print_json(
-            &remote
-                .json(remote.request(Method::GET, "/v1/feature-groups"))
-                .await?,
-        ),
-        FgCommand::Describe { name, version } => {
-            let path = format!("/v1/feature-groups/{name}{}", version_query(version));
-            print_json(&remote.json(remote.request(Method::GET, &path)).await?)
-        }
-        FgCommand::Insert {
-            name,
-            file,
-            version,
-            format,
-            wait_online,
-        } => {
-            let format = file_format(&file, format.as_deref())?;
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let mut query = vec![];
-            if let Some(v) = version {
-                query.push(("version", v.to_string()));
-            }
-            if wait_online {
-                query.push(("wait", "online".to_string()));
-            }
-            let bar = spinner(format!(
-                "inserting {} ({} bytes)",
-                file.display(),
-                bytes.len()
-            ));
-            let request = remote
-                .request(Method::POST, &format!("/v1/feature-groups/{name}/rows"))
-                .query(&query)
-                .header("content-type", format.content_type())
-                .body(bytes);
-            let result = remote.json(request).await;
-            bar.finish_and_clear();
-            print_json(&result?)
-        }
-        FgCommand::Get {
-            name,
-            entries,
-            version,
-        } => {
-            let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
-            let path = format!("/v1/feature-groups/{name}/online{}", version_query(version));
-            let request = remote
-                .request(Method::POST, &path)
-                .json(&serde_json::json!({ "entries": entries }));
-            print_json(&remote.json(request).await?)
-        }
-        FgCommand::Read {
-            name,
-            version,
-            start,
-            end,
-            as_of,
-            format,
-            output,
-        } => {
-            let mut query = vec![("format", format)];
-            for (k, v) in [("start", start), ("end", end), ("as_of", as_of)] {
-                if let Some(v) = v {
-                    query.push((k, v));
-                }
-            }
-            if let Some(v) = version {
-                query.push(("version", v.to_string()));
-            }
-            let request = remote
-                .request(Method::GET, &format!("/v1/feature-groups/{name}/offline"))
-                .query(&query);
-            let bytes = remote.bytes(request).await?;
-            match output {
-                Some(path) => std::fs::write(&path, &bytes)?,
-                None => std::io::stdout().write_all(&bytes)?,
-            }
-            Ok(())
-        }
-        FgCommand::Check { name, version } => {
-            let path = format!("/v1/feature-groups/{name}/check{}", version_query(version));
-            let report = remote.json(remote.request(Method::GET, &path)).await?;
-            print_json(&report)?;
-            if report["clean"] != serde_json::Value::Bool(true) {
-                bail!("online and offline stores differ");
-            }
-            Ok(())
-        }
-        FgCommand::Delete { name, version, .. } => {
-            let path = format!("/v1/feature-groups/{name}?version={version}");
-            remote.send(remote.request(Method::DELETE, &path)).await?;
-            eprintln!("deleted {name} version {version}");
-            Ok(())
-        }
-        FgCommand::Compact { name, version } => {
-            let path = format!(
-                "/v1/feature-groups/{name}/compact{}",
-                version_query(version)
-            );
-            print_json(&remote.json(remote.request(Method::POST, &path)).await?)
-        }
     }
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod bench;
 mod broker;
+mod client;
 mod config;
 mod datagen;
 mod demo;
@@ -28,10 +29,15 @@ use crate::config::{Config, Overrides};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Kairos: a real-time machine-learning platform. Feature groups are written through one durable
-/// log into an online store (latest row per key) and a Delta Lake offline store (full history).
+/// Kairos: the operational machine-learning loop in one system — feature groups with an online
+/// store (the latest row per key, for serving) and an offline store (the full history, for
+/// training), feature views and point-in-time training data, streaming pipelines, models served
+/// over KServe's V2 protocol, monitoring with retraining, and recommendations.
+///
+/// Every command runs in this process on the data dir, or against a running `kairos serve` with
+/// --url. `kairos demo fraud` runs the whole loop once.
 #[derive(Debug, Parser)]
-#[command(name = "kairos", version, about, long_about = None)]
+#[command(name = "kairos", version)]
 struct Cli {
     /// Configuration file (default: ./kairos.toml if present).
     #[arg(long, global = true, env = "KAIROS_CONFIG")]
@@ -106,7 +112,8 @@ enum Command {
     /// Generated data sets: card transactions with fraud patterns and late labels.
     #[command(subcommand)]
     Gen(datagen::GenCommand),
-    /// Benchmarks: online reads over HTTP or in process, bulk inserts.
+    /// Benchmarks: online reads, inserts, point-in-time joins, feature vectors, streaming and
+    /// freshness, serving, drift, vector search, recommendations, soak, replicas, failover.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// A Kafka-protocol broker for development clusters and tests (librdkafka's in-memory mock

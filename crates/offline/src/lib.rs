@@ -84,7 +84,7 @@ pub struct ReadFilter {
 }
 
 /// What a compaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CompactReport {
     pub files_removed: u64,
     pub files_added: u64,

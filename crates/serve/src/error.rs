@@ -102,12 +102,16 @@ impl From<StoreError> for ApiError {
             e @ StoreError::InvalidView(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_definition", e.to_string())
             }
-            StoreError::BadBatch(e) => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "bad_batch",
-                message: format!("batch refused, nothing was written: {e}"),
-                details: serde_json::json!({ "column": e.column, "row": e.row, "expected": e.expected }),
-            },
+            StoreError::BadBatch(e) => {
+                let details =
+                    serde_json::json!({ "column": e.column, "row": e.row, "expected": e.expected });
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "bad_batch",
+                    message: StoreError::BadBatch(e).to_string(),
+                    details,
+                }
+            }
             StoreError::BadRequest(m) => ApiError::bad_request(m),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Unavailable(m) => {

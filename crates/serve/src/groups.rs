@@ -9,12 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kairos_store::{
-    CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, KeyStatus, NearestQuery,
-    OfflineFilter, OnlineAnswer, SearchPath,
+    CheckReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, NearestQuery, OfflineFilter,
+    OnlineResponse, SearchPath,
 };
 use kairos_types::export::BatchEncoder;
-use kairos_types::value::format_timestamp;
-use kairos_types::{FeatureGroup, FeatureGroupSpec, Format, Value};
+use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -197,37 +196,6 @@ pub async fn insert_rows(
     Ok(Json(ack))
 }
 
-/// One key's answer in an online read.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OnlineResult {
-    pub status: KeyStatus,
-    /// RFC 3339 event time of the row.
-    pub event_time: Option<String>,
-    /// Feature values in the order of `columns`.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub values: Option<Vec<serde_json::Value>>,
-}
-
-/// An online read's answer: the column names once, then one result per requested key, in order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OnlineResponse {
-    pub columns: Vec<String>,
-    pub results: Vec<OnlineResult>,
-}
-
-fn online_response(answer: OnlineAnswer) -> OnlineResponse {
-    let OnlineAnswer { columns, lookups } = answer;
-    let results = lookups
-        .into_iter()
-        .map(|l| OnlineResult {
-            status: l.status,
-            event_time: l.event_time.map(format_timestamp),
-            values: l.values.map(|vs| vs.iter().map(Value::to_json).collect()),
-        })
-        .collect();
-    OnlineResponse { columns, results }
-}
-
 /// Read the latest row of one key, given as query parameters named after the key columns
 /// (e.g. `?cc_num=4000123412341234`).
 #[utoipa::path(get, path = "/v1/feature-groups/{name}/online", params(("name" = String, Path), VersionQuery),
@@ -249,7 +217,7 @@ pub async fn get_online_one(
             .collect(),
     );
     let answer = store.get_online_json(&name, version, &[entry]).await?;
-    Ok(Json(online_response(answer)))
+    Ok(Json(OnlineResponse::from(answer)))
 }
 
 /// The nearest keys, nearest first.
@@ -323,7 +291,7 @@ pub async fn get_online_many(
     let answer = store
         .get_online_json(&name, q.version, &request.entries)
         .await?;
-    Ok(Json(online_response(answer)))
+    Ok(Json(OnlineResponse::from(answer)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

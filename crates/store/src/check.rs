@@ -17,7 +17,7 @@ use crate::materialise::{keyed_row, row_key};
 const LISTED: usize = 20;
 
 /// What `check` found.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CheckReport {
     /// Whether the stores agree and the offline table holds every offset exactly once.
     pub clean: bool,

@@ -15,7 +15,7 @@ pub enum StoreError {
     #[error("invalid feature view definition: {0}")]
     InvalidView(String),
     /// The caller's batch was refused; nothing of it was written.
-    #[error("batch refused: {0}")]
+    #[error("batch refused, nothing was written: {0}")]
     BadBatch(#[from] IngestError),
     /// Any other mistake of the caller's.
     #[error("{0}")]

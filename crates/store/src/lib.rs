@@ -27,7 +27,7 @@ use bytes::Bytes;
 use kairos_catalog::Catalog;
 use kairos_log::kafka::{KafkaLog, KafkaLogOptions};
 use kairos_log::{FeatureLog, SegmentLog, SegmentLogOptions};
-use kairos_offline::{CompactReport, DeltaOfflineStore, OfflineStream, ReadFilter};
+use kairos_offline::{DeltaOfflineStore, OfflineStream, ReadFilter};
 use kairos_online::{OnlineBackend, OnlineStore, RedbStore, RedisStore};
 use kairos_types::expectations::{self, Expectations};
 use kairos_types::value::encode_key;
@@ -94,6 +94,7 @@ async fn probe(
 }
 pub use config::{CatalogConfig, LogConfig, OnlineConfig, StorageConfig, StoreConfig};
 pub use error::{ErrorKind, Result, StoreError};
+pub use kairos_offline::CompactReport;
 pub use kairos_offline::ReadFilter as OfflineFilter;
 pub use kairos_storage::Storage;
 pub use kairos_types::LogCut;
@@ -153,7 +154,7 @@ pub struct PartitionEnd {
 }
 
 /// Where one log partition and its materialisers stand.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionStatus {
     pub partition: u32,
     /// Whether this process materialises the partition (the replicas share them out).
@@ -172,7 +173,7 @@ pub struct InsertOptions {
 }
 
 /// What an online lookup found for one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStatus {
     Present,
@@ -198,11 +199,45 @@ pub struct OnlineAnswer {
     pub lookups: Vec<Lookup>,
 }
 
+/// One key's answer in an online read, as JSON carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OnlineResult {
+    pub status: KeyStatus,
+    /// RFC 3339 event time of the row.
+    pub event_time: Option<String>,
+    /// Feature values in the order of `columns`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub values: Option<Vec<serde_json::Value>>,
+}
+
+/// An online read's answer as JSON carries it: the column names once, then one result per
+/// requested key, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OnlineResponse {
+    pub columns: Vec<String>,
+    pub results: Vec<OnlineResult>,
+}
+
+impl From<OnlineAnswer> for OnlineResponse {
+    fn from(answer: OnlineAnswer) -> Self {
+        let OnlineAnswer { columns, lookups } = answer;
+        let results = lookups
+            .into_iter()
+            .map(|l| OnlineResult {
+                status: l.status,
+                event_time: l.event_time.map(kairos_types::value::format_timestamp),
+                values: l.values.map(|vs| vs.iter().map(Value::to_json).collect()),
+            })
+            .collect();
+        OnlineResponse { columns, results }
+    }
+}
+
 /// A feature group and where its log and materialisers stand. In a log of several partitions
 /// (Kafka) the offsets are sums over them, and `partitions` has each; there an offset is a
 /// message's offset and a row's place in it (`message × 65536 + row`), so only a segment log's
 /// offsets count rows.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupStatus {
     #[serde(flatten)]
     pub group: FeatureGroup,

@@ -1,0 +1,155 @@
+//! The platform in this process: each operation runs on a [`FeatureStore`] the client opened.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use kairos_store::{
+    CheckReport, CompactReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, OfflineFilter,
+    OnlineResponse, StoreConfig, StoreError,
+};
+use kairos_types::{FeatureGroup, FeatureGroupSpec};
+
+use crate::{Batches, ClientError, ReadFilter, Result, Rows, Wait};
+
+/// A store opened in this process.
+#[derive(Debug)]
+pub struct Embedded {
+    store: FeatureStore,
+    /// The group versions this client inserted into: [`Embedded::close`] waits for their
+    /// materialisers.
+    written: Mutex<BTreeSet<(String, u32)>>,
+}
+
+impl Embedded {
+    /// Opens the store `config` describes (the data dir, or a cluster's engines).
+    pub async fn open(config: StoreConfig) -> Result<Embedded> {
+        Ok(Embedded::on(FeatureStore::open(config).await?))
+    }
+
+    /// A client of a store already open in this process.
+    pub fn on(store: FeatureStore) -> Embedded {
+        Embedded {
+            store,
+            written: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn store(&self) -> &FeatureStore {
+        &self.store
+    }
+
+    pub(crate) async fn create_group(&self, spec: &FeatureGroupSpec) -> Result<FeatureGroup> {
+        Ok(self.store.create_group(spec.clone()).await?)
+    }
+
+    pub(crate) async fn list_groups(&self) -> Result<Vec<FeatureGroup>> {
+        Ok(self.store.list_groups()?)
+    }
+
+    pub(crate) async fn describe_group(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<GroupStatus> {
+        Ok(self.store.describe(name, version).await?)
+    }
+
+    pub(crate) async fn insert(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        rows: Rows,
+        wait: Wait,
+    ) -> Result<InsertAck> {
+        let version = self.store.group(name, version)?.version;
+        let options = InsertOptions {
+            wait_online: wait == Wait::Online,
+        };
+        let ack = self
+            .store
+            .insert(name, Some(version), rows.format, rows.bytes, options)
+            .await?;
+        self.written
+            .lock()
+            .expect("lock")
+            .insert((name.to_owned(), version));
+        Ok(ack)
+    }
+
+    pub(crate) async fn get_online(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        entries: &[serde_json::Value],
+    ) -> Result<OnlineResponse> {
+        let answer = self.store.get_online_json(name, version, entries).await?;
+        Ok(answer.into())
+    }
+
+    pub(crate) async fn read_offline(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        filter: ReadFilter,
+    ) -> Result<Batches> {
+        let filter = OfflineFilter {
+            start: filter.start,
+            end: filter.end,
+            as_of: filter.as_of,
+            before: None,
+        };
+        let stream = self.store.read_offline(name, version, filter).await?;
+        let schema = stream.schema();
+        let batches = futures::stream::unfold(stream, |mut stream| async move {
+            let batch = stream.next().await?;
+            Some((
+                batch.map_err(|e| ClientError::from(StoreError::from(e))),
+                stream,
+            ))
+        });
+        Ok(Batches {
+            schema,
+            batches: batches.boxed(),
+        })
+    }
+
+    pub(crate) async fn check_group(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<CheckReport> {
+        Ok(self.store.check(name, version).await?)
+    }
+
+    pub(crate) async fn compact_group(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<CompactReport> {
+        Ok(self.store.compact(name, version).await?)
+    }
+
+    pub(crate) async fn delete_group(&self, name: &str, version: u32) -> Result<()> {
+        self.store.delete_group(name, version).await?;
+        self.written
+            .lock()
+            .expect("lock")
+            .remove(&(name.to_owned(), version));
+        Ok(())
+    }
+
+    /// Waits until both stores hold every row this client inserted, then closes the store.
+    pub(crate) async fn close(self) -> Result<()> {
+        let written = std::mem::take(&mut *self.written.lock().expect("lock"));
+        let mut settled = Ok(());
+        for (name, version) in written {
+            if let Err(e) = self.store.wait_materialised(&name, Some(version)).await {
+                settled = Err(e.into());
+                break;
+            }
+        }
+        self.store.close().await;
+        settled
+    }
+}

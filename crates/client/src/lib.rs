@@ -1,0 +1,189 @@
+//! The Kairos client: the platform's operations with one API, in this process or against a
+//! server.
+//!
+//! [`Client`] is the seam the CLI calls (and the Python SDK will): [`Embedded`] runs each
+//! operation on a store opened in this process, [`Remote`] sends it to a server's REST API.
+//! Both answer with the same types and fail with the same [`ClientError`], classified as the
+//! server classifies its errors ([`ErrorKind`]), so a caller never needs to ask which it has.
+//!
+//! Bulk data goes as Arrow: rows read from the offline store come back as record batches
+//! from either backend (a server sends them as an Arrow IPC stream).
+
+mod embedded;
+mod remote;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+pub use kairos_store::CompactReport;
+use kairos_store::{CheckReport, GroupStatus, InsertAck, OnlineResponse};
+use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
+
+pub use embedded::Embedded;
+pub use kairos_store::ErrorKind;
+
+pub use remote::{Remote, RemoteOptions};
+
+/// An operation that failed: whose fault it is, and the engine's message (naming the field,
+/// the row and what was expected, where the input was at fault). Shown after the HTTP status
+/// when a server answered with one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", .status.map(|s| format!("{s}: ")).unwrap_or_default())]
+pub struct ClientError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The status a server answered with, when one did.
+    pub status: Option<reqwest::StatusCode>,
+}
+
+impl ClientError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ClientError {
+        ClientError {
+            kind,
+            message: message.into(),
+            status: None,
+        }
+    }
+}
+
+impl From<kairos_store::StoreError> for ClientError {
+    fn from(e: kairos_store::StoreError) -> Self {
+        ClientError::new(e.kind(), e.to_string())
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// How long an insert waits before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Until the log holds the rows durably: they will reach both stores.
+    #[default]
+    Logged,
+    /// Until the online store shows them too (read-your-writes).
+    Online,
+}
+
+/// Rows to insert: a body in one of the batch formats, validated whole and refused whole.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    pub format: Format,
+    pub bytes: Bytes,
+}
+
+/// Which rows of the offline store a read answers; times in microseconds since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadFilter {
+    /// Event time at or after.
+    pub start: Option<i64>,
+    /// Event time before.
+    pub end: Option<i64>,
+    /// The rows as they were known at this time (ingested at or before it).
+    pub as_of: Option<i64>,
+}
+
+/// Rows read from the offline store: their schema, and the batches as they come.
+pub struct Batches {
+    pub schema: SchemaRef,
+    pub batches: BoxStream<'static, Result<RecordBatch>>,
+}
+
+impl std::fmt::Debug for Batches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batches")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The platform, embedded or remote. A closed enum, as the stores' backends are.
+#[derive(Debug)]
+pub enum Client {
+    Embedded(Embedded),
+    Remote(Remote),
+}
+
+/// Runs `$call` on whichever backend `$client` is.
+macro_rules! on_backend {
+    ($client:expr, $backend:ident => $call:expr) => {
+        match $client {
+            Client::Embedded($backend) => $call,
+            Client::Remote($backend) => $call,
+        }
+    };
+}
+
+impl Client {
+    /// Creates a feature group, or the next version of one.
+    pub async fn create_group(&self, spec: &FeatureGroupSpec) -> Result<FeatureGroup> {
+        on_backend!(self, b => b.create_group(spec).await)
+    }
+
+    /// Every version of every feature group.
+    pub async fn list_groups(&self) -> Result<Vec<FeatureGroup>> {
+        on_backend!(self, b => b.list_groups().await)
+    }
+
+    /// A feature group's definition and where its log and materialisers stand.
+    pub async fn describe_group(&self, name: &str, version: Option<u32>) -> Result<GroupStatus> {
+        on_backend!(self, b => b.describe_group(name, version).await)
+    }
+
+    /// Inserts rows into a feature group; answers once they are as far as `wait` says.
+    pub async fn insert(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        rows: Rows,
+        wait: Wait,
+    ) -> Result<InsertAck> {
+        on_backend!(self, b => b.insert(name, version, rows, wait).await)
+    }
+
+    /// The latest row of each key. Per entry an object of key columns, an array in key
+    /// order, or a bare value for a single-column key.
+    pub async fn get_online(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        entries: &[serde_json::Value],
+    ) -> Result<OnlineResponse> {
+        on_backend!(self, b => b.get_online(name, version, entries).await)
+    }
+
+    /// Rows of a feature group's offline store.
+    pub async fn read_offline(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        filter: ReadFilter,
+    ) -> Result<Batches> {
+        on_backend!(self, b => b.read_offline(name, version, filter).await)
+    }
+
+    /// Whether the online and offline stores agree with each other and with the log.
+    pub async fn check_group(&self, name: &str, version: Option<u32>) -> Result<CheckReport> {
+        on_backend!(self, b => b.check_group(name, version).await)
+    }
+
+    /// Compacts a feature group's offline table.
+    pub async fn compact_group(&self, name: &str, version: Option<u32>) -> Result<CompactReport> {
+        on_backend!(self, b => b.compact_group(name, version).await)
+    }
+
+    /// Deletes one version of a feature group and all its data.
+    pub async fn delete_group(&self, name: &str, version: u32) -> Result<()> {
+        on_backend!(self, b => b.delete_group(name, version).await)
+    }
+
+    /// Ends the client. An embedded one first waits until both stores hold every row it
+    /// inserted, so the data dir is left whole for the next process; a remote one has nothing
+    /// to wait for (the server goes on).
+    pub async fn close(self) -> Result<()> {
+        match self {
+            Client::Embedded(embedded) => embedded.close().await,
+            Client::Remote(_) => Ok(()),
+        }
+    }
+}

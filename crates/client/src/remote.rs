@@ -1,0 +1,262 @@
+//! The platform behind a server: each operation is a request to its REST API, over pooled
+//! keep-alive connections.
+
+use std::time::Duration;
+
+use arrow::ipc::reader::StreamReader;
+use bytes::Bytes;
+use futures::StreamExt;
+use kairos_store::{CheckReport, CompactReport, GroupStatus, InsertAck, OnlineResponse};
+use kairos_types::value::format_timestamp;
+use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::{Batches, ClientError, ErrorKind, ReadFilter, Result, Rows, Wait};
+
+/// How long an idle connection to the server is kept for reuse: less than the server's own
+/// header timeout (10 s by default), so a request never races a closing connection.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// How a client reaches its server.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// Sent with every request as `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// A CA certificate (PEM) trusted beside the system's, for a server with a certificate of
+    /// its own.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+/// A server's REST API.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    /// A client of the server at `url` (`http://host:7070`).
+    pub fn connect(url: &str, options: &RemoteOptions) -> Result<Remote> {
+        let bad = |why: String| ClientError::new(ErrorKind::BadInput, why);
+        let mut builder = reqwest::Client::builder().pool_idle_timeout(IDLE);
+        if let Some(key) = &options.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| bad("the API key holds characters a header cannot carry".into()))?;
+            value.set_sensitive(true);
+            builder = builder.default_headers(HeaderMap::from_iter([(AUTHORIZATION, value)]));
+        }
+        if let Some(pem) = &options.ca_cert_pem {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| bad(format!("the CA certificate is not PEM: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::new(ErrorKind::Internal, e.to_string()))?;
+        Ok(Remote {
+            base: url.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// The server's address, as given.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `path` (from `/v1/…` on), for what the typed methods do not cover yet.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends `request`; an error answer becomes a [`ClientError`] with the server's message,
+    /// classified by its status, and a server out of reach an `Unavailable` one naming it.
+    pub async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response> {
+        let response = request.send().await.map_err(|e| {
+            ClientError::new(
+                ErrorKind::Unavailable,
+                format!("cannot reach kairos at {}: {e}", self.base),
+            )
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("{status} from {}", self.base), str::to_owned);
+        Err(ClientError {
+            status: Some(status),
+            ..ClientError::new(kind_of(status), message)
+        })
+    }
+
+    /// Sends `request` and reads its answer as JSON.
+    pub async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
+        let response = self.send(request).await?;
+        response.json().await.map_err(|e| {
+            ClientError::new(
+                ErrorKind::Internal,
+                format!(
+                    "kairos at {} answered what this client cannot read: {e}",
+                    self.base
+                ),
+            )
+        })
+    }
+
+    /// Sends `request` and reads its whole answer.
+    pub async fn bytes(&self, request: RequestBuilder) -> Result<Bytes> {
+        let response = self.send(request).await?;
+        response.bytes().await.map_err(|e| {
+            ClientError::new(
+                ErrorKind::Unavailable,
+                format!("kairos at {} broke off its answer: {e}", self.base),
+            )
+        })
+    }
+
+    fn group_path(name: &str, tail: &str) -> String {
+        format!("/v1/feature-groups/{name}{tail}")
+    }
+
+    pub(crate) async fn create_group(&self, spec: &FeatureGroupSpec) -> Result<FeatureGroup> {
+        self.json(self.request(Method::POST, "/v1/feature-groups").json(spec))
+            .await
+    }
+
+    pub(crate) async fn list_groups(&self) -> Result<Vec<FeatureGroup>> {
+        self.json(self.request(Method::GET, "/v1/feature-groups"))
+            .await
+    }
+
+    pub(crate) async fn describe_group(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<GroupStatus> {
+        let request = self.request(Method::GET, &Self::group_path(name, ""));
+        self.json(request.query(&version_query(version))).await
+    }
+
+    pub(crate) async fn insert(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        rows: Rows,
+        wait: Wait,
+    ) -> Result<InsertAck> {
+        let mut query = version_query(version);
+        if wait == Wait::Online {
+            query.push(("wait", "online".into()));
+        }
+        let request = self
+            .request(Method::POST, &Self::group_path(name, "/rows"))
+            .query(&query)
+            .header(CONTENT_TYPE, rows.format.content_type())
+            .body(rows.bytes);
+        self.json(request).await
+    }
+
+    pub(crate) async fn get_online(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        entries: &[serde_json::Value],
+    ) -> Result<OnlineResponse> {
+        let request = self
+            .request(Method::POST, &Self::group_path(name, "/online"))
+            .query(&version_query(version))
+            .json(&serde_json::json!({ "entries": entries }));
+        self.json(request).await
+    }
+
+    pub(crate) async fn read_offline(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        filter: ReadFilter,
+    ) -> Result<Batches> {
+        let mut query = version_query(version);
+        query.push(("format", Format::ArrowIpc.to_string()));
+        let times = [
+            ("start", filter.start),
+            ("end", filter.end),
+            ("as_of", filter.as_of),
+        ];
+        for (key, micros) in times {
+            if let Some(micros) = micros {
+                query.push((key, format_timestamp(micros)));
+            }
+        }
+        let request = self
+            .request(Method::GET, &Self::group_path(name, "/offline"))
+            .query(&query);
+        let body = self.bytes(request).await?;
+        let unreadable = |e: arrow::error::ArrowError| {
+            ClientError::new(
+                ErrorKind::Internal,
+                format!(
+                    "kairos at {} sent rows that are not an Arrow stream: {e}",
+                    self.base
+                ),
+            )
+        };
+        let reader = StreamReader::try_new(std::io::Cursor::new(body), None).map_err(unreadable)?;
+        let schema = reader.schema();
+        let batches: Vec<_> = reader.map(|b| b.map_err(unreadable)).collect();
+        Ok(Batches {
+            schema,
+            batches: futures::stream::iter(batches).boxed(),
+        })
+    }
+
+    pub(crate) async fn check_group(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<CheckReport> {
+        let request = self.request(Method::GET, &Self::group_path(name, "/check"));
+        self.json(request.query(&version_query(version))).await
+    }
+
+    pub(crate) async fn compact_group(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<CompactReport> {
+        let request = self.request(Method::POST, &Self::group_path(name, "/compact"));
+        self.json(request.query(&version_query(version))).await
+    }
+
+    pub(crate) async fn delete_group(&self, name: &str, version: u32) -> Result<()> {
+        let request = self.request(Method::DELETE, &Self::group_path(name, ""));
+        self.send(request.query(&[("version", version)])).await?;
+        Ok(())
+    }
+}
+
+fn version_query(version: Option<u32>) -> Vec<(&'static str, String)> {
+    version
+        .map(|v| ("version", v.to_string()))
+        .into_iter()
+        .collect()
+}
+
+/// Whose fault an error answer is, as the server's status says (the inverse of the server's
+/// one mapping of [`ErrorKind`] to statuses).
+fn kind_of(status: StatusCode) -> ErrorKind {
+    match status {
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::CONFLICT => ErrorKind::Conflict,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorised,
+        StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT
+        | StatusCode::TOO_MANY_REQUESTS => ErrorKind::Unavailable,
+        s if s.is_client_error() => ErrorKind::BadInput,
+        _ => ErrorKind::Internal,
+    }
+}
