@@ -513,18 +513,13 @@ async fn a_kafka_pipeline_on_two_replicas_survives_kills_of_either() {
     let topic = Transactions::new(dir.path());
     let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
     let brokers = logs.bootstrap_servers();
-    let Some(cluster) =
-        crate::cluster::ClusterConfig::create("pipeline-replicas", dir.path(), Some(&brokers))
-            .await
+    let Some((cluster, dirs, servers)) =
+        two_replicas("pipeline-replicas", dir.path(), &brokers).await
     else {
         return;
     };
     let env = cluster.env();
-    let dirs = [dir.path().join("a"), dir.path().join("b")];
-    let mut servers = [
-        Some(crate::server::Server::start_with(&dirs[0], &env).await),
-        Some(crate::server::Server::start_with(&dirs[1], &env).await),
-    ];
+    let mut servers = servers.map(Some);
     let client = reqwest::Client::new();
     let first = &servers[0].as_ref().expect("running").url;
     apply_card_5m(&client, first, dir.path(), &topic.source()).await;
@@ -574,6 +569,29 @@ async fn a_kafka_pipeline_on_two_replicas_survives_kills_of_either() {
     topic.produce(&parts.flatten().cloned().chain(rest).collect::<Vec<_>>());
     survivor_ends_as_a_replay(survivor, &dirs[1], &env, 2, &topic, flush_at).await;
     cluster.remove().await;
+}
+
+/// Two replicas of a cluster (a PostgreSQL catalog, a bucket and Redis from `KAIROS_TEST_*`,
+/// the groups' logs on `brokers`) started on data dirs `a` and `b` under `dir`: the cluster's
+/// configuration (to remove at the end), the data dirs and the replicas; `None` where the
+/// test engines are not configured.
+async fn two_replicas(
+    name: &str,
+    dir: &Path,
+    brokers: &str,
+) -> Option<(
+    crate::cluster::ClusterConfig,
+    [std::path::PathBuf; 2],
+    [crate::server::Server; 2],
+)> {
+    let cluster = crate::cluster::ClusterConfig::create(name, dir, Some(brokers)).await?;
+    let dirs = [dir.join("a"), dir.join("b")];
+    let env = cluster.env();
+    let servers = [
+        crate::server::Server::start_with(&dirs[0], &env).await,
+        crate::server::Server::start_with(&dirs[1], &env).await,
+    ];
+    Some((cluster, dirs, servers))
 }
 
 /// The windows the same events replayed from a file give, on another data dir: `got` holds
@@ -641,17 +659,12 @@ async fn an_http_pipeline_on_two_replicas_takes_pushes_on_either_and_survives_it
     let events = Transactions::new(dir.path());
     let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
     let brokers = logs.bootstrap_servers();
-    let Some(cluster) =
-        crate::cluster::ClusterConfig::create("pipeline-http", dir.path(), Some(&brokers)).await
+    let Some((cluster, dirs, servers)) = two_replicas("pipeline-http", dir.path(), &brokers).await
     else {
         return;
     };
     let env = cluster.env();
-    let dirs = [dir.path().join("a"), dir.path().join("b")];
-    let mut servers = vec![
-        crate::server::Server::start_with(&dirs[0], &env).await,
-        crate::server::Server::start_with(&dirs[1], &env).await,
-    ];
+    let mut servers = Vec::from(servers);
     let client = reqwest::Client::new();
     let source = "kind = \"http\"\nstream = \"transactions\"";
     apply_card_5m(&client, &servers[0].url, dir.path(), source).await;
@@ -724,17 +737,12 @@ async fn a_pipeline_stopped_through_one_replica_stops_on_every_replica_and_stays
     let topic = Transactions::new(dir.path());
     let logs = rdkafka::mocking::MockCluster::new(1).unwrap();
     let brokers = logs.bootstrap_servers();
-    let Some(cluster) =
-        crate::cluster::ClusterConfig::create("pipeline-stop", dir.path(), Some(&brokers)).await
+    let Some((cluster, dirs, servers)) = two_replicas("pipeline-stop", dir.path(), &brokers).await
     else {
         return;
     };
     let env = cluster.env();
-    let dirs = [dir.path().join("a"), dir.path().join("b")];
-    let mut servers = vec![
-        crate::server::Server::start_with(&dirs[0], &env).await,
-        crate::server::Server::start_with(&dirs[1], &env).await,
-    ];
+    let mut servers = Vec::from(servers);
     let client = reqwest::Client::new();
     apply_card_5m(&client, &servers[0].url, dir.path(), &topic.source()).await;
     // Waits until pipeline `card_5m` is in `state` on every replica.
