@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use kairos_store::{
     CheckReport, CompactReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, OfflineFilter,
@@ -70,10 +71,43 @@ impl Embedded {
             .store
             .insert(name, Some(version), rows.format, rows.bytes, options)
             .await?;
+        self.settle(name, version, ack, wait).await
+    }
+
+    pub(crate) async fn insert_batch(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        batch: &RecordBatch,
+        wait: Wait,
+    ) -> Result<InsertAck> {
+        let version = self.store.group(name, version)?.version;
+        let options = InsertOptions {
+            wait_online: wait == Wait::Online,
+        };
+        let ack = self
+            .store
+            .insert_batch(name, Some(version), batch, options)
+            .await?;
+        self.settle(name, version, ack, wait).await
+    }
+
+    /// Notes the group as written, and waits for both stores when `wait` asks.
+    async fn settle(
+        &self,
+        name: &str,
+        version: u32,
+        mut ack: InsertAck,
+        wait: Wait,
+    ) -> Result<InsertAck> {
         self.written
             .lock()
             .expect("lock")
             .insert((name.to_owned(), version));
+        if wait == Wait::Stored {
+            self.store.wait_stored(name, Some(version), &ack).await?;
+            ack.online_visible = self.store.group(name, Some(version))?.spec.online;
+        }
         Ok(ack)
     }
 
@@ -140,7 +174,7 @@ impl Embedded {
     }
 
     /// Waits until both stores hold every row this client inserted, then closes the store.
-    pub(crate) async fn close(self) -> Result<()> {
+    pub(crate) async fn close(&self) -> Result<()> {
         let written = std::mem::take(&mut *self.written.lock().expect("lock"));
         let mut settled = Ok(());
         for (name, version) in written {

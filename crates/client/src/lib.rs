@@ -63,6 +63,20 @@ pub enum Wait {
     Logged,
     /// Until the online store shows them too (read-your-writes).
     Online,
+    /// Until both stores hold them: online (for an online-enabled group) and offline, so a
+    /// read of either, or training data, sees them.
+    Stored,
+}
+
+impl Wait {
+    /// The name the REST API's `wait` parameter and the Python SDK give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wait::Logged => "logged",
+            Wait::Online => "online",
+            Wait::Stored => "stored",
+        }
+    }
 }
 
 /// Rows to insert: a body in one of the batch formats, validated whole and refused whole.
@@ -141,6 +155,18 @@ impl Client {
         on_backend!(self, b => b.insert(name, version, rows, wait).await)
     }
 
+    /// Inserts rows already in memory (what the Python SDK hands over): validated and refused
+    /// whole like any other batch; a server receives them as one Arrow IPC stream.
+    pub async fn insert_batch(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        batch: &RecordBatch,
+        wait: Wait,
+    ) -> Result<InsertAck> {
+        on_backend!(self, b => b.insert_batch(name, version, batch, wait).await)
+    }
+
     /// The latest row of each key. Per entry an object of key columns, an array in key
     /// order, or a bare value for a single-column key.
     pub async fn get_online(
@@ -180,7 +206,7 @@ impl Client {
     /// Ends the client. An embedded one first waits until both stores hold every row it
     /// inserted, so the data dir is left whole for the next process; a remote one has nothing
     /// to wait for (the server goes on).
-    pub async fn close(self) -> Result<()> {
+    pub async fn close(&self) -> Result<()> {
         match self {
             Client::Embedded(embedded) => embedded.close().await,
             Client::Remote(_) => Ok(()),

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::StreamExt;
 use kairos_store::{CheckReport, CompactReport, GroupStatus, InsertAck, OnlineResponse};
@@ -150,8 +152,8 @@ impl Remote {
         wait: Wait,
     ) -> Result<InsertAck> {
         let mut query = version_query(version);
-        if wait == Wait::Online {
-            query.push(("wait", "online".into()));
+        if wait != Wait::Logged {
+            query.push(("wait", wait.name().into()));
         }
         let request = self
             .request(Method::POST, &Self::group_path(name, "/rows"))
@@ -159,6 +161,31 @@ impl Remote {
             .header(CONTENT_TYPE, rows.format.content_type())
             .body(rows.bytes);
         self.json(request).await
+    }
+
+    pub(crate) async fn insert_batch(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        batch: &RecordBatch,
+        wait: Wait,
+    ) -> Result<InsertAck> {
+        let encode = |batch: &RecordBatch| -> Result<Vec<u8>, arrow::error::ArrowError> {
+            let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
+            writer.write(batch)?;
+            writer.into_inner()
+        };
+        let bytes = encode(batch).map_err(|e| {
+            ClientError::new(
+                ErrorKind::BadInput,
+                format!("the rows cannot be sent as Arrow IPC: {e}"),
+            )
+        })?;
+        let rows = Rows {
+            format: Format::ArrowIpc,
+            bytes: bytes.into(),
+        };
+        self.insert(name, version, rows, wait).await
     }
 
     pub(crate) async fn get_online(

@@ -79,6 +79,19 @@ async fn exercise(client: &Client) -> Seen {
         .unwrap();
     assert_eq!(ack.rows, 3);
     assert!(ack.online_visible);
+    // Rows in memory, as the Python SDK hands them over, waiting for both stores.
+    let in_memory = kairos_types::ingest::parse_batch(
+        &cards(),
+        Format::Csv,
+        Bytes::from_static(b"cc_num,ts,amount\n5,2024-05-01T12:00:00Z,50\n"),
+    )
+    .unwrap();
+    let ack = client
+        .insert_batch("cards", None, &in_memory, Wait::Stored)
+        .await
+        .unwrap();
+    assert_eq!(ack.rows, 1);
+    assert!(ack.online_visible);
 
     // A batch with one bad row is refused whole, naming the column and the row.
     let bad = "cc_num,ts,amount\n3,2024-05-01T10:00:00Z,1\n4,2024-05-01T10:00:00Z,lots\n";
@@ -106,10 +119,6 @@ async fn exercise(client: &Client) -> Seen {
         serde_json::json!(11.0)
     );
 
-    let report = client.check_group("cards", None).await.unwrap();
-    assert!(report.clean, "{report:?}");
-    let status = client.describe_group("cards", Some(1)).await.unwrap();
-
     let Batches {
         schema,
         mut batches,
@@ -130,7 +139,13 @@ async fn exercise(client: &Client) -> Seen {
     while let Some(batch) = after_ten.batches.next().await {
         rows_after_ten += batch.unwrap().num_rows();
     }
-    assert_eq!(rows_after_ten, 1, "only the 11:00 row is after 10:00");
+    assert_eq!(
+        rows_after_ten, 2,
+        "only the 11:00 and 12:00 rows are after 10:00"
+    );
+    let report = client.check_group("cards", None).await.unwrap();
+    assert!(report.clean, "{report:?}");
+    let status = client.describe_group("cards", Some(1)).await.unwrap();
 
     client.compact_group("cards", None).await.unwrap();
     let missing = client.describe_group("nobody", None).await.unwrap_err();
@@ -162,8 +177,11 @@ async fn every_feature_group_operation_answers_alike_embedded_and_remote() {
 
     let in_process = exercise(&embedded).await;
     let through_server = exercise(&remote).await;
-    assert_eq!(in_process.offline_rows, 3);
-    assert_eq!(in_process.log_end_offset, 3);
+    assert_eq!(
+        in_process.offline_rows, 4,
+        "a stored wait leaves every row offline before any check"
+    );
+    assert_eq!(in_process.log_end_offset, 4);
     assert_eq!(in_process, through_server);
 
     embedded.close().await.unwrap();

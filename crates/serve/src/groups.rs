@@ -81,7 +81,9 @@ pub async fn delete_group(
 #[into_params(parameter_in = Query)]
 pub struct InsertQuery {
     version: Option<u32>,
-    /// `online`: answer only once the online store shows the rows (read-your-writes).
+    /// When to answer: `logged` (the default) once the log holds the rows durably, `online`
+    /// once the online store shows them too (read-your-writes), `stored` once both stores
+    /// hold them.
     wait: Option<String>,
     /// The body's format when the Content-Type does not say: arrow, parquet, csv or jsonl.
     format: Option<String>,
@@ -109,12 +111,14 @@ pub async fn insert_rows(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<InsertAck>> {
-    let wait_online = match q.wait.as_deref() {
-        None => false,
-        Some("online") => true,
+    // `stored` waits after the append for both stores; `online` inside it, as before.
+    let (wait_online, wait_stored) = match q.wait.as_deref() {
+        None | Some("logged") => (false, false),
+        Some("online") => (true, false),
+        Some("stored") => (false, true),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "wait: expected 'online', got '{other}'"
+                "wait: expected 'logged', 'online' or 'stored', got '{other}'"
             )));
         }
     };
@@ -158,16 +162,21 @@ pub async fn insert_rows(
             })?
         }
     };
+    let group = store.group(&name, q.version)?;
     let Some(producer) = &q.producer else {
-        let ack = store
+        let mut ack = store
             .insert(
                 &name,
-                q.version,
+                Some(group.version),
                 format,
                 bytes,
                 InsertOptions { wait_online },
             )
             .await?;
+        if wait_stored {
+            store.wait_stored(&name, Some(group.version), &ack).await?;
+            ack.online_visible = group.spec.online;
+        }
         return Ok(Json(ack));
     };
     let search_from = match q.after.as_deref() {
@@ -183,13 +192,15 @@ pub async fn insert_rows(
                 ))
             })?,
     };
-    let group = store.group(&name, q.version)?;
     let batch = kairos_types::ingest::decode(&group.spec, format, bytes)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut ack = store
         .append_once(&name, Some(group.version), &batch, producer, &search_from)
         .await?;
-    if wait_online {
+    if wait_stored {
+        store.wait_stored(&name, Some(group.version), &ack).await?;
+        ack.online_visible = group.spec.online;
+    } else if wait_online {
         store.wait_visible(&name, Some(group.version), &ack).await?;
         ack.online_visible = true;
     }

@@ -1151,6 +1151,26 @@ impl FeatureStore {
         }
     }
 
+    /// Waits until the rows an append acknowledged are in every store the group has: online
+    /// (when it is online-enabled) and offline, whose materialiser is asked to commit now.
+    pub async fn wait_stored(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        ack: &InsertAck,
+    ) -> Result<()> {
+        let rt = self.runtime(name, version)?;
+        let ends = ack.ends();
+        if rt.group.spec.online {
+            rt.wait_partitions(&rt.online_applied, &ends, "the online store")
+                .await?;
+        }
+        for (partition, end) in ends {
+            wait_offline(&rt, partition, end).await?;
+        }
+        Ok(())
+    }
+
     /// The latest row of each key given as JSON (per entry an object of key columns, an array
     /// in key order, or a bare value for single-column keys), with the group's column names:
     /// what the REST API and the CLI answer. One multi-get for all keys.

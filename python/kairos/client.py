@@ -1,0 +1,163 @@
+"""The platform from Python: ``kairos.connect`` opens it in this process or reaches a server,
+and both answer alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from kairos._internal import Engine
+from kairos.errors import NotFound
+from kairos.feature_group import Feature, FeatureGroup, definition
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+
+class Client:
+    """The platform: embedded (a data dir opened in this process) or remote (a server's REST
+    API). Every method behaves the same on both. Use it as a context manager, or call
+    ``close`` when done: an embedded client then waits until both stores hold every row it
+    inserted."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def backend(self) -> str:
+        """``"embedded"`` or ``"remote"``."""
+        return self._engine.backend
+
+    @property
+    def target(self) -> str:
+        """The data dir or server URL this client was opened on."""
+        return self._engine.target
+
+    def __repr__(self) -> str:
+        return f"kairos.Client({self.target!r}, backend={self.backend!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.close()
+
+    # Feature groups.
+
+    def create_feature_group(
+        self,
+        name: str,
+        *,
+        primary_key: str | Sequence[str],
+        event_time: str,
+        features: dict[str, str] | Sequence[Feature] | None = None,
+        df: Any = None,
+        online_enabled: bool = True,
+        description: str = "",
+        ttl: dt.timedelta | int | None = None,
+        expectations: Sequence[dict[str, Any]] | None = None,
+    ) -> FeatureGroup:
+        """Creates a feature group, or the next version of one by that name. Its features are
+        ``features`` (name to type: ``int64``, ``float64``, ``string``, ``timestamp``,
+        ``embedding(16)``…) or inferred from ``df``'s columns."""
+        spec = definition(
+            name,
+            primary_key=primary_key,
+            event_time=event_time,
+            features=features,
+            df=df,
+            online_enabled=online_enabled,
+            description=description,
+            ttl=ttl,
+            expectations=expectations,
+        )
+        return FeatureGroup(self._engine, json.loads(self._engine.create_group(json.dumps(spec))))
+
+    def get_feature_group(self, name: str, version: int | None = None) -> FeatureGroup:
+        """A feature group's version (the latest when not given); ``NotFound`` if none."""
+        status = json.loads(self._engine.describe_group(name, version))
+        return FeatureGroup(self._engine, _group_of(status))
+
+    def get_or_create_feature_group(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        primary_key: str | Sequence[str],
+        event_time: str,
+        features: dict[str, str] | Sequence[Feature] | None = None,
+        df: Any = None,
+        online_enabled: bool = True,
+        description: str = "",
+        ttl: dt.timedelta | int | None = None,
+        expectations: Sequence[dict[str, Any]] | None = None,
+    ) -> FeatureGroup:
+        """The feature group by that name (that version, or the latest), created from the
+        arguments when it does not exist."""
+        try:
+            return self.get_feature_group(name, version)
+        except NotFound:
+            return self.create_feature_group(
+                name,
+                primary_key=primary_key,
+                event_time=event_time,
+                features=features,
+                df=df,
+                online_enabled=online_enabled,
+                description=description,
+                ttl=ttl,
+                expectations=expectations,
+            )
+
+    def feature_groups(self) -> list[FeatureGroup]:
+        """Every version of every feature group."""
+        return [FeatureGroup(self._engine, g) for g in json.loads(self._engine.list_groups())]
+
+
+def _group_of(status: dict[str, Any]) -> dict[str, Any]:
+    """The definition part of a group's status (which has it flattened beside the offsets)."""
+    return {k: v for k, v in status.items() if k in _DEFINITION}
+
+
+_DEFINITION = {
+    "name",
+    "version",
+    "created_at",
+    "description",
+    "columns",
+    "primary_key",
+    "event_time",
+    "online",
+    "ttl_seconds",
+    "vector_index",
+    "expectations",
+}
+
+
+def connect(
+    target: str | os.PathLike[str],
+    *,
+    api_key: str | None = None,
+    ca_cert: str | os.PathLike[str] | bytes | None = None,
+) -> Client:
+    """Opens Kairos: ``connect("./kairos-data")`` runs the engine in this process on that
+    data dir; ``connect("http://host:7070")`` talks to a server (``api_key`` for a server in
+    protected mode, ``ca_cert`` a PEM file or bytes for one with a certificate of its own)."""
+    pem: bytes | None
+    if ca_cert is None or isinstance(ca_cert, bytes):
+        pem = ca_cert
+    else:
+        with open(ca_cert, "rb") as f:
+            pem = f.read()
+    return Client(Engine(os.fspath(target), api_key, pem))

@@ -1,0 +1,209 @@
+//! [`Engine`]: a [`Client`] as a Python class. Each method runs one client operation to its
+//! end with the GIL released; what it answers is JSON text (definitions and reports) or an
+//! Arrow table (rows).
+
+use std::sync::Arc;
+
+use arrow::compute::concat_batches;
+use futures::TryStreamExt;
+use kairos_client::{Client, ClientError, Embedded, ReadFilter, Remote, RemoteOptions, Wait};
+use kairos_store::StoreConfig;
+use pyo3::prelude::*;
+use pyo3_arrow::{PyRecordBatchReader, PyTable};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::errors::{bad_input, to_py};
+use crate::runtime::block_on;
+
+/// The platform, opened in this process (a data dir) or reached at a server's URL.
+#[pyclass(module = "kairos._internal", frozen)]
+pub struct Engine {
+    client: Arc<Client>,
+    target: String,
+}
+
+impl Engine {
+    /// Runs one operation of the client, its error raised as the typed layer's exception.
+    fn run<'a, T, F>(&'a self, py: Python<'_>, op: impl FnOnce(&'a Client) -> F) -> PyResult<T>
+    where
+        F: Future<Output = Result<T, ClientError>> + Send,
+        T: Send,
+    {
+        block_on(py, op(&self.client))?.map_err(|e| to_py(py, e))
+    }
+
+    /// Runs one operation and answers its result as JSON text.
+    fn run_json<'a, T, F>(
+        &'a self,
+        py: Python<'_>,
+        op: impl FnOnce(&'a Client) -> F,
+    ) -> PyResult<String>
+    where
+        F: Future<Output = Result<T, ClientError>> + Send,
+        T: Send + Serialize,
+    {
+        let answer = self.run(py, op)?;
+        serde_json::to_string(&answer).map_err(|e| bad_input(py, e.to_string()))
+    }
+}
+
+/// `text` read as the JSON of a `T`, or a `BadInput` naming `what` it should have been.
+fn parse<T: DeserializeOwned>(py: Python<'_>, what: &str, text: &str) -> PyResult<T> {
+    serde_json::from_str(text).map_err(|e| bad_input(py, format!("{what}: {e}")))
+}
+
+fn wait_of(py: Python<'_>, wait: &str) -> PyResult<Wait> {
+    [Wait::Logged, Wait::Online, Wait::Stored]
+        .into_iter()
+        .find(|w| w.name() == wait)
+        .ok_or_else(|| {
+            bad_input(
+                py,
+                format!("wait must be 'logged', 'online' or 'stored', not {wait:?}"),
+            )
+        })
+}
+
+#[pymethods]
+impl Engine {
+    /// Opens the platform at `target`: a server's `http://` or `https://` URL, or else the
+    /// path of a data dir to open in this process (made if missing).
+    #[new]
+    #[pyo3(signature = (target, api_key = None, ca_cert_pem = None))]
+    fn new(
+        py: Python<'_>,
+        target: String,
+        api_key: Option<String>,
+        ca_cert_pem: Option<Vec<u8>>,
+    ) -> PyResult<Engine> {
+        let client = if target.starts_with("http://") || target.starts_with("https://") {
+            let options = RemoteOptions {
+                api_key,
+                ca_cert_pem,
+            };
+            Client::Remote(Remote::connect(&target, &options).map_err(|e| to_py(py, e))?)
+        } else {
+            if api_key.is_some() || ca_cert_pem.is_some() {
+                return Err(bad_input(
+                    py,
+                    "api_key and ca_cert are for a server's URL; an embedded engine has no \
+                     server to show them to",
+                ));
+            }
+            let config = StoreConfig::with_data_dir(&target);
+            let embedded = block_on(py, Embedded::open(config))?.map_err(|e| to_py(py, e))?;
+            Client::Embedded(embedded)
+        };
+        Ok(Engine {
+            client: Arc::new(client),
+            target,
+        })
+    }
+
+    /// `"embedded"` or `"remote"`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        match *self.client {
+            Client::Embedded(_) => "embedded",
+            Client::Remote(_) => "remote",
+        }
+    }
+
+    /// The data dir or URL this engine was opened on.
+    #[getter]
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn create_group(&self, py: Python<'_>, spec: &str) -> PyResult<String> {
+        let spec = parse(py, "the feature group's definition", spec)?;
+        self.run_json(py, |c| async move { c.create_group(&spec).await })
+    }
+
+    fn list_groups(&self, py: Python<'_>) -> PyResult<String> {
+        self.run_json(py, |c| c.list_groups())
+    }
+
+    #[pyo3(signature = (name, version = None))]
+    fn describe_group(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
+        self.run_json(py, |c| c.describe_group(name, version))
+    }
+
+    /// Inserts every row of `rows` (anything with `__arrow_c_stream__`) as one batch.
+    #[pyo3(signature = (name, version, rows, wait = "logged"))]
+    fn insert(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        rows: PyRecordBatchReader,
+        wait: &str,
+    ) -> PyResult<String> {
+        let wait = wait_of(py, wait)?;
+        let reader = rows.into_reader()?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad_input(py, format!("the rows could not be read as Arrow: {e}")))?;
+        let batch = concat_batches(&schema, &batches)
+            .map_err(|e| bad_input(py, format!("the rows could not be read as Arrow: {e}")))?;
+        self.run_json(py, |c| c.insert_batch(name, version, &batch, wait))
+    }
+
+    /// The latest row of each key; `entries` is a JSON array, per entry an object of key
+    /// columns, an array in key order, or a bare value for a one-column key.
+    #[pyo3(signature = (name, version, entries))]
+    fn get_online(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        entries: &str,
+    ) -> PyResult<String> {
+        let entries: Vec<serde_json::Value> = parse(py, "the keys", entries)?;
+        self.run_json(py, |c| async move {
+            c.get_online(name, version, &entries).await
+        })
+    }
+
+    /// Rows of the offline store, times in microseconds since the epoch.
+    #[pyo3(signature = (name, version = None, start = None, end = None, as_of = None))]
+    fn read_offline(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        start: Option<i64>,
+        end: Option<i64>,
+        as_of: Option<i64>,
+    ) -> PyResult<PyTable> {
+        let filter = ReadFilter { start, end, as_of };
+        let (schema, batches) = self.run(py, |c| async move {
+            let read = c.read_offline(name, version, filter).await?;
+            let batches: Vec<_> = read.batches.try_collect().await?;
+            Ok((read.schema, batches))
+        })?;
+        PyTable::try_new(batches, schema)
+    }
+
+    #[pyo3(signature = (name, version = None))]
+    fn check_group(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
+        self.run_json(py, |c| c.check_group(name, version))
+    }
+
+    #[pyo3(signature = (name, version = None))]
+    fn compact_group(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
+        self.run_json(py, |c| c.compact_group(name, version))
+    }
+
+    fn delete_group(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
+        self.run(py, |c| c.delete_group(name, version))
+    }
+
+    /// Waits until both stores hold every row this engine inserted (embedded), then lets go
+    /// of the data dir's files.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |c| c.close())
+    }
+}

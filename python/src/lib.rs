@@ -1,0 +1,20 @@
+//! `kairos._internal`: the engine under the Python SDK.
+//!
+//! One class, [`Engine`], holds a [`kairos_client::Client`] (the platform in this process or
+//! behind a server) and runs each of its operations on the process's one tokio runtime with
+//! the GIL released, so other Python threads (and an asyncio loop's executor) go on meanwhile.
+//! Definitions and reports cross as JSON text, which the typed layer (`kairos/*.py`) reads;
+//! rows cross as Arrow through the PyCapsule interface, without a copy.
+
+mod engine;
+mod errors;
+mod runtime;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _internal(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<engine::Engine>()?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
