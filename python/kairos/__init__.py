@@ -18,7 +18,7 @@ of ``kairos.errors``.
 """
 
 from kairos._internal import __version__
-from kairos.aio import AsyncClient, AsyncFeatureGroup, connect_async
+from kairos.aio import AsyncClient, AsyncFeatureGroup, AsyncFeatureView, connect_async
 from kairos.client import Client, connect
 from kairos.errors import (
     BadInput,
@@ -30,19 +30,24 @@ from kairos.errors import (
     Unavailable,
 )
 from kairos.feature_group import Feature, FeatureGroup, InsertResult
+from kairos.feature_view import FeatureView, Join, OnDemand
 
 __all__ = [
     "AsyncClient",
     "AsyncFeatureGroup",
+    "AsyncFeatureView",
     "BadInput",
     "Client",
     "Conflict",
     "Feature",
     "FeatureGroup",
+    "FeatureView",
     "InsertResult",
     "InternalError",
+    "Join",
     "KairosError",
     "NotFound",
+    "OnDemand",
     "Unauthorised",
     "Unavailable",
     "__version__",

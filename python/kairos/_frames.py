@@ -135,6 +135,14 @@ def micros(at: dt.datetime | dt.date | str | int | None, name: str) -> int | Non
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def rfc3339(at: dt.datetime | dt.date | str | int, name: str) -> str:
+    """An instant as RFC 3339 text in UTC, as definitions spell times."""
+    at_micros = micros(at, name)
+    assert at_micros is not None
+    instant = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=at_micros)
+    return instant.isoformat().replace("+00:00", "Z")
+
+
 def arrow_type(kairos_type: str) -> pa.DataType:
     """The Arrow type a column of a Kairos type is stored as."""
     import pyarrow as pa

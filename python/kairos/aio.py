@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from kairos.client import Client, connect
 from kairos.feature_group import Feature, FeatureGroup, InsertResult, Time, Wait
+from kairos.feature_view import FeatureView, VectorReturnType
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,6 +60,81 @@ class AsyncFeatureGroup:
 
     async def delete(self) -> None:
         await asyncio.to_thread(self.sync.delete)
+
+
+class AsyncFeatureView:
+    """A feature view whose methods are awaitables."""
+
+    def __init__(self, view: FeatureView) -> None:
+        self.sync = view
+        """The same view with blocking methods (its properties are plain values)."""
+
+    @property
+    def name(self) -> str:
+        return self.sync.name
+
+    @property
+    def version(self) -> int:
+        return self.sync.version
+
+    @property
+    def features(self) -> list[str]:
+        return self.sync.features
+
+    def __repr__(self) -> str:
+        return f"AsyncFeatureView({self.name!r}, version={self.version})"
+
+    async def get_feature_vector(
+        self,
+        entry: Any,
+        *,
+        request: dict[str, Any] | None = None,
+        training_dataset_version: int | None = None,
+        return_type: VectorReturnType = "list",
+    ) -> Any:
+        return await asyncio.to_thread(
+            self.sync.get_feature_vector,
+            entry,
+            request=request,
+            training_dataset_version=training_dataset_version,
+            return_type=return_type,
+        )
+
+    async def get_feature_vectors(
+        self,
+        entries: Sequence[Any],
+        *,
+        request: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        training_dataset_version: int | None = None,
+        return_type: VectorReturnType = "list",
+    ) -> Any:
+        return await asyncio.to_thread(
+            self.sync.get_feature_vectors,
+            entries,
+            request=request,
+            training_dataset_version=training_dataset_version,
+            return_type=return_type,
+        )
+
+    async def training_data(
+        self,
+        *,
+        start: Time | None = None,
+        end: Time | None = None,
+        spine: Any = None,
+        strict: bool = False,
+        as_known_at: bool = False,
+        return_type: ReturnType = "pandas",
+    ) -> tuple[Any, Any]:
+        return await asyncio.to_thread(
+            self.sync.training_data,
+            start=start,
+            end=end,
+            spine=spine,
+            strict=strict,
+            as_known_at=as_known_at,
+            return_type=return_type,
+        )
 
 
 class AsyncClient:
@@ -121,6 +197,10 @@ class AsyncClient:
     async def feature_groups(self) -> list[AsyncFeatureGroup]:
         groups = await asyncio.to_thread(self.sync.feature_groups)
         return [AsyncFeatureGroup(g) for g in groups]
+
+    async def get_feature_view(self, name: str, version: int | None = None) -> AsyncFeatureView:
+        view = await asyncio.to_thread(self.sync.get_feature_view, name, version)
+        return AsyncFeatureView(view)
 
 
 async def connect_async(

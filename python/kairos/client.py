@@ -6,15 +6,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pathlib
 from typing import TYPE_CHECKING, Any
 
+from kairos import feature_view
 from kairos._internal import Engine
 from kairos.errors import NotFound
 from kairos.feature_group import Feature, FeatureGroup, definition
+from kairos.feature_view import FeatureView, Join, OnDemand
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
+
+    from kairos._frames import ReturnType
 
 
 class Client:
@@ -123,6 +128,76 @@ class Client:
     def feature_groups(self) -> list[FeatureGroup]:
         """Every version of every feature group."""
         return [FeatureGroup(self._engine, g) for g in json.loads(self._engine.list_groups())]
+
+    # Feature views.
+
+    def create_feature_view(
+        self,
+        name: str,
+        *,
+        root: str | FeatureGroup,
+        features: Sequence[str] | None = None,
+        labels: Sequence[str] = (),
+        request: Sequence[str] = (),
+        joins: Sequence[Join] = (),
+        on_demand: Sequence[OnDemand] = (),
+        transforms: Sequence[dict[str, Any]] = (),
+        description: str = "",
+    ) -> FeatureView:
+        """Creates a feature view (or the next version of one): the ``root`` group's rows,
+        its ``features`` (all but key, time and labels when left out) and ``labels``, the
+        ``joins``' features point-in-time, and ``on_demand`` features. ``request`` names root
+        columns an online request passes (the event being scored) instead of the store.
+        ``transforms`` are model-dependent transforms (``{"feature": "amount", "kind":
+        "standard_scaler"}``), fitted on each training dataset."""
+        spec = feature_view.definition(
+            name,
+            root=root,
+            features=features,
+            labels=labels,
+            request=request,
+            joins=joins,
+            on_demand=on_demand,
+            transforms=transforms,
+            description=description,
+        )
+        view = json.loads(self._engine.apply_view(json.dumps(spec), "json"))
+        return self.get_feature_view(view["name"], view["version"])
+
+    def create_feature_view_from_file(self, path: str | os.PathLike[str]) -> FeatureView:
+        """Creates a feature view from a definition file, TOML or JSON, as ``kairos fv apply``
+        reads it (the examples' files)."""
+        text = pathlib.Path(path).read_text()
+        format = "json" if os.fspath(path).endswith(".json") else "toml"
+        view = json.loads(self._engine.apply_view(text, format))
+        return self.get_feature_view(view["name"], view["version"])
+
+    def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:
+        """A feature view's version (the latest when not given); ``NotFound`` if none."""
+        return FeatureView(self._engine, json.loads(self._engine.describe_view(name, version)))
+
+    def feature_views(self) -> list[FeatureView]:
+        """Every version of every feature view."""
+        return [
+            self.get_feature_view(v["name"], v["version"])
+            for v in json.loads(self._engine.list_views())
+        ]
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: str | FeatureView,
+        *,
+        strict: bool = False,
+        as_known_at: bool = False,
+        return_type: ReturnType = "pandas",
+    ) -> Any:
+        """Feast's name for point-in-time training data: the ``features`` view's features
+        for each row of ``entity_df`` (root keys and event times), joined as of that time.
+        Answers one frame, the spine's columns with the features and labels beside them."""
+        view = features if isinstance(features, FeatureView) else self.get_feature_view(features)
+        version = view.create_training_data(spine=entity_df, strict=strict, as_known_at=as_known_at)
+        return view.read_training_dataset(version, return_type=return_type)
 
 
 def _group_of(status: dict[str, Any]) -> dict[str, Any]:

@@ -5,13 +5,19 @@
 use std::sync::Arc;
 
 use arrow::compute::concat_batches;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
-use kairos_client::{Client, ClientError, Embedded, ReadFilter, Remote, RemoteOptions, Wait};
+use kairos_client::{
+    Client, ClientError, Embedded, FeatureViewSpec, ReadFilter, Remote, RemoteOptions, Spine,
+    Split, SplitName, TrainingData, TrainingDatasetRequest, VectorRequest, Wait,
+};
 use kairos_store::StoreConfig;
+use kairos_types::Format;
 use pyo3::prelude::*;
 use pyo3_arrow::{PyRecordBatchReader, PyTable};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::errors::{bad_input, to_py};
 use crate::runtime::block_on;
@@ -63,6 +69,55 @@ fn wait_of(py: Python<'_>, wait: &str) -> PyResult<Wait> {
                 format!("wait must be 'logged', 'online' or 'stored', not {wait:?}"),
             )
         })
+}
+
+/// A training dataset's options as the typed layer sends them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainingOptions {
+    start: Option<i64>,
+    end: Option<i64>,
+    #[serde(default)]
+    split: Split,
+    #[serde(default)]
+    strict: bool,
+    #[serde(default)]
+    as_known_at: bool,
+    #[serde(default)]
+    description: String,
+}
+
+/// A vector request as the typed layer sends it: the REST API's body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VectorBody {
+    entries: Vec<serde_json::Value>,
+    #[serde(default)]
+    request: Option<serde_json::Value>,
+    #[serde(default)]
+    training_dataset_version: Option<u32>,
+}
+
+/// Every row of `rows` as one batch.
+fn one_batch(py: Python<'_>, rows: PyRecordBatchReader) -> PyResult<RecordBatch> {
+    let unreadable = |e: arrow::error::ArrowError| {
+        bad_input(py, format!("the rows could not be read as Arrow: {e}"))
+    };
+    let reader = rows.into_reader()?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(unreadable)?;
+    concat_batches(&schema, &batches).map_err(unreadable)
+}
+
+/// Every row of `rows` as an Arrow IPC stream.
+fn ipc_bytes(py: Python<'_>, rows: PyRecordBatchReader) -> PyResult<Vec<u8>> {
+    let batch = one_batch(py, rows)?;
+    let encode = || -> Result<Vec<u8>, arrow::error::ArrowError> {
+        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
+        writer.write(&batch)?;
+        writer.into_inner()
+    };
+    encode().map_err(|e| bad_input(py, format!("the rows could not be written as Arrow: {e}")))
 }
 
 #[pymethods]
@@ -141,13 +196,7 @@ impl Engine {
         wait: &str,
     ) -> PyResult<String> {
         let wait = wait_of(py, wait)?;
-        let reader = rows.into_reader()?;
-        let schema = reader.schema();
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad_input(py, format!("the rows could not be read as Arrow: {e}")))?;
-        let batch = concat_batches(&schema, &batches)
-            .map_err(|e| bad_input(py, format!("the rows could not be read as Arrow: {e}")))?;
+        let batch = one_batch(py, rows)?;
         self.run_json(py, |c| c.insert_batch(name, version, &batch, wait))
     }
 
@@ -199,6 +248,132 @@ impl Engine {
 
     fn delete_group(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
         self.run(py, |c| c.delete_group(name, version))
+    }
+
+    /// Creates a feature view (or its next version) from its definition in `format`: `json`
+    /// or `toml` (the CLI's files).
+    #[pyo3(signature = (definition, format = "json"))]
+    fn apply_view(&self, py: Python<'_>, definition: &str, format: &str) -> PyResult<String> {
+        let spec: FeatureViewSpec = match format {
+            "json" => parse(py, "the feature view's definition", definition)?,
+            "toml" => toml::from_str(definition)
+                .map_err(|e| bad_input(py, format!("the feature view's definition: {e}")))?,
+            other => {
+                return Err(bad_input(
+                    py,
+                    format!("a definition's format is json or toml, not {other:?}"),
+                ));
+            }
+        };
+        self.run_json(py, |c| async move { c.apply_view(&spec).await })
+    }
+
+    fn list_views(&self, py: Python<'_>) -> PyResult<String> {
+        self.run_json(py, |c| c.list_views())
+    }
+
+    #[pyo3(signature = (name, version = None))]
+    fn describe_view(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
+        self.run_json(py, |c| c.describe_view(name, version))
+    }
+
+    fn delete_view(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
+        self.run(py, |c| c.delete_view(name, version))
+    }
+
+    /// Materialises a training dataset; `options` is JSON (start and end in microseconds,
+    /// split, strict, as_known_at, description), `spine` any Arrow stream of root keys and
+    /// event times.
+    #[pyo3(signature = (name, version, options, spine = None))]
+    fn create_training_dataset(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        options: &str,
+        spine: Option<PyRecordBatchReader>,
+    ) -> PyResult<String> {
+        let options: TrainingOptions = parse(py, "the training data's options", options)?;
+        let spine = match spine {
+            Some(rows) => Some(Spine {
+                name: "dataframe".into(),
+                format: Format::ArrowIpc,
+                bytes: ipc_bytes(py, rows)?.into(),
+            }),
+            None => None,
+        };
+        let data = TrainingData {
+            request: TrainingDatasetRequest {
+                start: options.start,
+                end: options.end,
+                split: options.split,
+                strict: options.strict,
+                as_known_at: options.as_known_at,
+                description: options.description,
+            },
+            spine,
+            tuning: None,
+        };
+        self.run_json(py, |c| c.create_training_dataset(name, version, data))
+    }
+
+    #[pyo3(signature = (name, version = None, dataset = None))]
+    fn training_dataset(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        dataset: Option<u32>,
+    ) -> PyResult<String> {
+        self.run_json(py, |c| c.training_dataset(name, version, dataset))
+    }
+
+    /// One split of a training dataset (`train`, `validation` or `test`).
+    #[pyo3(signature = (name, version, dataset, split = "train", transformed = false))]
+    fn read_training_dataset(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        dataset: u32,
+        split: &str,
+        transformed: bool,
+    ) -> PyResult<PyTable> {
+        let split = SplitName::parse(split).ok_or_else(|| {
+            bad_input(
+                py,
+                format!("split is train, validation or test, not {split:?}"),
+            )
+        })?;
+        let (schema, batches) = self.run(py, |c| async move {
+            let read = c
+                .read_training_dataset(name, version, dataset, split, transformed)
+                .await?;
+            let batches: Vec<_> = read.batches.try_collect().await?;
+            Ok((read.schema, batches))
+        })?;
+        PyTable::try_new(batches, schema)
+    }
+
+    /// Online feature vectors; `request` is the REST API's body as JSON (entries, request,
+    /// training_dataset_version).
+    #[pyo3(signature = (name, version, request))]
+    fn get_vectors(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        request: &str,
+    ) -> PyResult<String> {
+        let body: VectorBody = parse(py, "the vector request", request)?;
+        let request = VectorRequest {
+            entries: body.entries,
+            request: body.request,
+            training_dataset: body.training_dataset_version,
+        };
+        self.run_json(py, |c| async move {
+            c.get_vectors(name, version, &request).await
+        })
     }
 
     /// Waits until both stores hold every row this engine inserted (embedded), then lets go

@@ -11,7 +11,10 @@ use kairos_store::{
 };
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
 
-use crate::{Batches, ClientError, ReadFilter, Result, Rows, Wait};
+use crate::{
+    Batches, ClientError, FeatureView, FeatureViewSpec, ReadFilter, Result, Rows, SplitName,
+    TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
+};
 
 /// A store opened in this process.
 #[derive(Debug)]
@@ -171,6 +174,94 @@ impl Embedded {
             .expect("lock")
             .remove(&(name.to_owned(), version));
         Ok(())
+    }
+
+    pub(crate) async fn apply_view(&self, spec: &FeatureViewSpec) -> Result<FeatureView> {
+        Ok(self.store.apply_view(spec.clone()).await?)
+    }
+
+    pub(crate) async fn list_views(&self) -> Result<Vec<FeatureView>> {
+        Ok(self.store.list_views()?)
+    }
+
+    pub(crate) async fn describe_view(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<ViewStatus> {
+        Ok(self.store.describe_view(name, version)?)
+    }
+
+    pub(crate) async fn delete_view(&self, name: &str, version: u32) -> Result<()> {
+        Ok(self.store.delete_view(name, version).await?)
+    }
+
+    pub(crate) async fn create_training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        data: TrainingData,
+    ) -> Result<TrainingDataset> {
+        let TrainingData {
+            request,
+            spine,
+            tuning,
+        } = data;
+        Ok(self
+            .store
+            .create_training_dataset(view, version, request, spine, tuning)
+            .await?)
+    }
+
+    pub(crate) async fn training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        dataset: Option<u32>,
+    ) -> Result<TrainingDataset> {
+        Ok(self.store.training_dataset(view, version, dataset)?)
+    }
+
+    pub(crate) async fn read_training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        dataset: u32,
+        split: SplitName,
+        transformed: bool,
+    ) -> Result<Batches> {
+        let dataset = self.store.training_dataset(view, version, Some(dataset))?;
+        let batches = self
+            .store
+            .read_training_dataset(&dataset, split, transformed)
+            .await?;
+        let schema = match batches.first() {
+            Some(first) => first.schema(),
+            None => std::sync::Arc::new(dataset.schema()),
+        };
+        Ok(Batches {
+            schema,
+            batches: futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+        })
+    }
+
+    pub(crate) async fn get_vectors(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        request: &VectorRequest,
+    ) -> Result<VectorAnswer> {
+        let values = kairos_store::request_objects(request.request.clone())?;
+        Ok(self
+            .store
+            .feature_vectors_json(
+                view,
+                version,
+                &request.entries,
+                &values,
+                request.training_dataset,
+            )
+            .await?)
     }
 
     /// Waits until both stores hold every row this client inserted, then closes the store.

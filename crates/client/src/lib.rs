@@ -16,9 +16,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-pub use kairos_store::CompactReport;
 use kairos_store::{CheckReport, GroupStatus, InsertAck, OnlineResponse};
+pub use kairos_store::{CompactReport, JoinTuning, Spine, VectorAnswer, ViewStatus};
 use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
+pub use kairos_view::{
+    FeatureView, FeatureViewSpec, Split, SplitName, TrainingDataset, TrainingDatasetRequest,
+};
 
 pub use embedded::Embedded;
 pub use kairos_store::ErrorKind;
@@ -111,6 +114,31 @@ impl std::fmt::Debug for Batches {
     }
 }
 
+/// A training dataset to build: which root rows (or a spine's), how to split them, how strict
+/// the point-in-time join is.
+#[derive(Debug, Clone, Default)]
+pub struct TrainingData {
+    pub request: TrainingDatasetRequest,
+    /// The rows to build training data for (root keys and event times), instead of the root
+    /// group's rows. A server takes it as CSV, which the client writes from any format.
+    pub spine: Option<Spine>,
+    /// Memory for the join before it spills to disk: in process only (a server has its own).
+    pub tuning: Option<JoinTuning>,
+}
+
+/// An online feature-vector request.
+#[derive(Debug, Clone, Default)]
+pub struct VectorRequest {
+    /// Per entity: an object of the root's key columns, an array in key order, or a bare
+    /// value for a one-column key.
+    pub entries: Vec<serde_json::Value>,
+    /// Request-time values (and optionally the event time): one object for every entry, or a
+    /// list of one object per entry.
+    pub request: Option<serde_json::Value>,
+    /// Apply the transforms frozen with this training dataset version.
+    pub training_dataset: Option<u32>,
+}
+
 /// The platform, embedded or remote. A closed enum, as the stores' backends are.
 #[derive(Debug)]
 pub enum Client {
@@ -201,6 +229,69 @@ impl Client {
     /// Deletes one version of a feature group and all its data.
     pub async fn delete_group(&self, name: &str, version: u32) -> Result<()> {
         on_backend!(self, b => b.delete_group(name, version).await)
+    }
+
+    /// Creates a feature view, or the next version of one, checked against its groups.
+    pub async fn apply_view(&self, spec: &FeatureViewSpec) -> Result<FeatureView> {
+        on_backend!(self, b => b.apply_view(spec).await)
+    }
+
+    /// Every version of every feature view.
+    pub async fn list_views(&self) -> Result<Vec<FeatureView>> {
+        on_backend!(self, b => b.list_views().await)
+    }
+
+    /// A view's definition, its online vector's columns, labels and training datasets.
+    pub async fn describe_view(&self, name: &str, version: Option<u32>) -> Result<ViewStatus> {
+        on_backend!(self, b => b.describe_view(name, version).await)
+    }
+
+    /// Deletes one version of a feature view and its training datasets.
+    pub async fn delete_view(&self, name: &str, version: u32) -> Result<()> {
+        on_backend!(self, b => b.delete_view(name, version).await)
+    }
+
+    /// Materialises a point-in-time correct training dataset (its splits as Parquet, its
+    /// statistics and fitted transforms in the catalog).
+    pub async fn create_training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        data: TrainingData,
+    ) -> Result<TrainingDataset> {
+        on_backend!(self, b => b.create_training_dataset(view, version, data).await)
+    }
+
+    /// A training dataset's metadata (the latest when `dataset` is `None`).
+    pub async fn training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        dataset: Option<u32>,
+    ) -> Result<TrainingDataset> {
+        on_backend!(self, b => b.training_dataset(view, version, dataset).await)
+    }
+
+    /// One split of a training dataset, with its frozen transforms applied when `transformed`.
+    pub async fn read_training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        dataset: u32,
+        split: SplitName,
+        transformed: bool,
+    ) -> Result<Batches> {
+        on_backend!(self, b => b.read_training_dataset(view, version, dataset, split, transformed).await)
+    }
+
+    /// Online feature vectors: one multi-get per group, on-demand features computed.
+    pub async fn get_vectors(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        request: &VectorRequest,
+    ) -> Result<VectorAnswer> {
+        on_backend!(self, b => b.get_vectors(view, version, request).await)
     }
 
     /// Ends the client. An embedded one first waits until both stores hold every row it

@@ -15,7 +15,10 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::{Batches, ClientError, ErrorKind, ReadFilter, Result, Rows, Wait};
+use crate::{
+    Batches, ClientError, ErrorKind, FeatureView, FeatureViewSpec, ReadFilter, Result, Rows, Spine,
+    SplitName, TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
+};
 
 /// How long an idle connection to the server is kept for reuse: less than the server's own
 /// header timeout (10 s by default), so a request never races a closing connection.
@@ -222,6 +225,11 @@ impl Remote {
         let request = self
             .request(Method::GET, &Self::group_path(name, "/offline"))
             .query(&query);
+        self.arrow(request).await
+    }
+
+    /// Sends `request` and reads its answer as an Arrow IPC stream.
+    async fn arrow(&self, request: RequestBuilder) -> Result<Batches> {
         let body = self.bytes(request).await?;
         let unreadable = |e: arrow::error::ArrowError| {
             ClientError::new(
@@ -239,6 +247,130 @@ impl Remote {
             schema,
             batches: futures::stream::iter(batches).boxed(),
         })
+    }
+
+    fn view_path(name: &str, tail: &str) -> String {
+        format!("/v1/feature-views/{name}{tail}")
+    }
+
+    pub(crate) async fn apply_view(&self, spec: &FeatureViewSpec) -> Result<FeatureView> {
+        self.json(self.request(Method::POST, "/v1/feature-views").json(spec))
+            .await
+    }
+
+    pub(crate) async fn list_views(&self) -> Result<Vec<FeatureView>> {
+        self.json(self.request(Method::GET, "/v1/feature-views"))
+            .await
+    }
+
+    pub(crate) async fn describe_view(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<ViewStatus> {
+        let request = self.request(Method::GET, &Self::view_path(name, ""));
+        self.json(request.query(&version_query(version))).await
+    }
+
+    pub(crate) async fn delete_view(&self, name: &str, version: u32) -> Result<()> {
+        let request = self.request(Method::DELETE, &Self::view_path(name, ""));
+        self.send(request.query(&[("version", version)])).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn create_training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        data: TrainingData,
+    ) -> Result<TrainingDataset> {
+        let TrainingData {
+            request,
+            spine,
+            tuning,
+        } = data;
+        if tuning.is_some() {
+            return Err(ClientError::new(
+                ErrorKind::BadInput,
+                "the join's memory budget applies in process only; a server uses its own",
+            ));
+        }
+        let time = |micros: Option<i64>| micros.map(format_timestamp);
+        let mut body = serde_json::json!({
+            "start": time(request.start),
+            "end": time(request.end),
+            "split": request.split,
+            "strict": request.strict,
+            "as_known_at": request.as_known_at,
+            "description": request.description,
+        });
+        if let Some(spine) = spine {
+            body["spine"] = inline_spine(spine)?;
+        }
+        let request = self
+            .request(Method::POST, &Self::view_path(view, "/training-datasets"))
+            .query(&version_query(version))
+            .json(&body);
+        self.json(request).await
+    }
+
+    pub(crate) async fn training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        dataset: Option<u32>,
+    ) -> Result<TrainingDataset> {
+        let dataset = match dataset {
+            Some(dataset) => dataset,
+            None => {
+                let status = self.describe_view(view, version).await?;
+                let latest = status.training_datasets.iter().map(|td| td.version).max();
+                latest.ok_or_else(|| {
+                    ClientError::new(
+                        ErrorKind::NotFound,
+                        format!("feature view '{view}' has no training dataset"),
+                    )
+                })?
+            }
+        };
+        let path = Self::view_path(view, &format!("/training-datasets/{dataset}"));
+        let request = self.request(Method::GET, &path);
+        self.json(request.query(&version_query(version))).await
+    }
+
+    pub(crate) async fn read_training_dataset(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        dataset: u32,
+        split: SplitName,
+        transformed: bool,
+    ) -> Result<Batches> {
+        let mut query = version_query(version);
+        query.push(("split", split.as_str().to_string()));
+        query.push(("transformed", transformed.to_string()));
+        query.push(("format", Format::ArrowIpc.to_string()));
+        let path = Self::view_path(view, &format!("/training-datasets/{dataset}/data"));
+        self.arrow(self.request(Method::GET, &path).query(&query))
+            .await
+    }
+
+    pub(crate) async fn get_vectors(
+        &self,
+        view: &str,
+        version: Option<u32>,
+        request: &VectorRequest,
+    ) -> Result<VectorAnswer> {
+        let body = serde_json::json!({
+            "entries": request.entries,
+            "request": request.request,
+            "training_dataset_version": request.training_dataset,
+        });
+        let request = self
+            .request(Method::POST, &Self::view_path(view, "/vectors"))
+            .query(&version_query(version))
+            .json(&body);
+        self.json(request).await
     }
 
     pub(crate) async fn check_group(
@@ -264,6 +396,45 @@ impl Remote {
         self.send(request.query(&[("version", version)])).await?;
         Ok(())
     }
+}
+
+/// A spine as the REST API takes it inline: CSV or JSON lines as they are, any other format
+/// (Arrow IPC, Parquet) rewritten as CSV.
+fn inline_spine(spine: Spine) -> Result<serde_json::Value> {
+    let text = |bytes: Bytes| {
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| ClientError::new(ErrorKind::BadInput, "the spine's text is not UTF-8"))
+    };
+    let (format, data) = match spine.format {
+        Format::Csv => ("csv", text(spine.bytes)?),
+        Format::JsonLines => ("jsonl", text(spine.bytes)?),
+        Format::ArrowIpc => {
+            let bad = |e: arrow::error::ArrowError| {
+                ClientError::new(
+                    ErrorKind::BadInput,
+                    format!("the spine's Arrow stream: {e}"),
+                )
+            };
+            let reader =
+                StreamReader::try_new(std::io::Cursor::new(spine.bytes), None).map_err(bad)?;
+            let mut csv = Vec::new();
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut csv);
+            for batch in reader {
+                writer.write(&batch.map_err(bad)?).map_err(bad)?;
+            }
+            drop(writer);
+            ("csv", text(csv.into())?)
+        }
+        Format::Parquet => {
+            return Err(ClientError::new(
+                ErrorKind::BadInput,
+                "a spine sent to a server must be CSV, JSON lines or Arrow, not Parquet",
+            ));
+        }
+    };
+    Ok(serde_json::json!({ "format": format, "data": data }))
 }
 
 fn version_query(version: Option<u32>) -> Vec<(&'static str, String)> {

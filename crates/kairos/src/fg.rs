@@ -10,13 +10,11 @@ use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use kairos_client::{Batches, Client, ReadFilter, Rows, Wait};
-use kairos_store::FeatureStore;
 use kairos_types::export::BatchEncoder;
 use kairos_types::ingest::parse_timestamp;
 use kairos_types::{FeatureGroupSpec, Format};
 
 use crate::config::Config;
-use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum FgCommand {
@@ -118,10 +116,6 @@ fn read_spec(file: &Path) -> anyhow::Result<FeatureGroupSpec> {
     Ok(spec)
 }
 
-pub(crate) fn version_query(version: Option<u32>) -> String {
-    version.map(|v| format!("?version={v}")).unwrap_or_default()
-}
-
 pub(crate) fn spinner(message: String) -> ProgressBar {
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new_spinner()
@@ -181,24 +175,44 @@ pub async fn run(command: FgCommand, config: &Config, url: Option<&str>) -> anyh
     Ok(closed?)
 }
 
-/// Runs `command` against the server at `url` with `remote`, or else in process with `local`
-/// on a store opened on the data dir, closed afterwards.
-pub(crate) async fn dispatch<C>(
-    command: C,
-    config: &Config,
-    url: Option<&str>,
-    local: impl AsyncFnOnce(C, &FeatureStore) -> anyhow::Result<()>,
-    remote: impl AsyncFnOnce(C, &Remote) -> anyhow::Result<()>,
+/// Writes rows read through the client in `format`, to `output` or standard output, with a
+/// spinner counting them.
+pub(crate) async fn write_rows(
+    rows: Batches,
+    format: Format,
+    output: Option<&Path>,
 ) -> anyhow::Result<()> {
-    match url {
-        Some(url) => remote(command, &crate::remote::connect(url, config)?).await,
-        None => {
-            let store = FeatureStore::open(config.store.clone()).await?;
-            let result = local(command, &store).await;
-            store.close().await;
-            result
+    let Batches {
+        schema,
+        mut batches,
+    } = rows;
+    let mut encoder = BatchEncoder::new(format, &schema)?;
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let bar = spinner("reading".into());
+    let mut rows = 0usize;
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        bar.set_message(format!("read {rows} rows"));
+        match out.write_all(&encoder.encode(&batch)?) {
+            Err(e) if closed(&e) => return Ok(()),
+            written => written?,
         }
     }
+    match out.write_all(&encoder.finish()?).and_then(|()| out.flush()) {
+        Err(e) if closed(&e) => return Ok(()),
+        written => written?,
+    }
+    bar.finish_and_clear();
+    if output.is_some() {
+        eprintln!("wrote {rows} rows");
+    }
+    Ok(())
 }
 
 async fn run_on(command: FgCommand, client: &Client) -> anyhow::Result<()> {
@@ -266,37 +280,8 @@ async fn run_on(command: FgCommand, client: &Client) -> anyhow::Result<()> {
                 end: time("end", &end)?,
                 as_of: time("as-of", &as_of)?,
             };
-            let Batches {
-                schema,
-                mut batches,
-            } = client.read_offline(&name, version, filter).await?;
-            let mut encoder = BatchEncoder::new(format, &schema)?;
-            let mut out: Box<dyn Write> = match &output {
-                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
-                None => Box::new(std::io::stdout().lock()),
-            };
-            let bar = spinner("reading".into());
-            let mut rows = 0usize;
-            // A closed pipe (`| head`) is the reader's choice, not an error.
-            let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
-            while let Some(batch) = batches.next().await {
-                let batch = batch?;
-                rows += batch.num_rows();
-                bar.set_message(format!("read {rows} rows"));
-                match out.write_all(&encoder.encode(&batch)?) {
-                    Err(e) if closed(&e) => return Ok(()),
-                    written => written?,
-                }
-            }
-            match out.write_all(&encoder.finish()?).and_then(|()| out.flush()) {
-                Err(e) if closed(&e) => return Ok(()),
-                written => written?,
-            }
-            bar.finish_and_clear();
-            if output.is_some() {
-                eprintln!("wrote {rows} rows");
-            }
-            Ok(())
+            let rows = client.read_offline(&name, version, filter).await?;
+            write_rows(rows, format, output.as_deref()).await
         }
         FgCommand::Check { name, version } => {
             let report = client.check_group(&name, version).await?;

@@ -1,21 +1,20 @@
-//! `kairos fv …`: feature-view commands, in process on the data dir or against `--url`.
+//! `kairos fv …`: feature-view commands, on the client (in process on the data dir, or the
+//! server at `--url`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Subcommand;
-use kairos_store::{FeatureStore, Spine};
+use kairos_client::{
+    Client, FeatureViewSpec, JoinTuning, Spine, Split, SplitName, TrainingData,
+    TrainingDatasetRequest, VectorRequest,
+};
 use kairos_types::Format;
-use kairos_types::export::BatchEncoder;
 use kairos_types::ingest::parse_timestamp;
-use kairos_view::{FeatureViewSpec, Split, SplitName, TrainingDatasetRequest};
-use reqwest::Method;
 
 use crate::config::Config;
-use crate::fg::{confirm, dispatch, file_format, parse_entry, print_json, spinner, version_query};
-use crate::remote::Remote;
+use crate::fg::{confirm, file_format, parse_entry, print_json, spinner, write_rows};
 
 #[derive(Debug, Subcommand)]
 pub enum FvCommand {
@@ -186,16 +185,22 @@ pub async fn run(command: FvCommand, config: &Config, url: Option<&str>) -> anyh
     {
         bail!("not deleted");
     }
-    dispatch(command, config, url, run_local, run_remote).await
+    let client = crate::client::open(config, url).await?;
+    let result = run_on(command, &client).await;
+    let closed = client.close().await;
+    result?;
+    Ok(closed?)
 }
 
-async fn run_local(command: FvCommand, store: &FeatureStore) -> anyhow::Result<()> {
+async fn run_on(command: FvCommand, client: &Client) -> anyhow::Result<()> {
     match command {
-        FvCommand::Apply { file } => print_json(&store.apply_view(read_view(&file)?).await?),
-        FvCommand::List => print_json(&store.list_views()?),
-        FvCommand::Describe { name, version } => print_json(&store.describe_view(&name, version)?),
+        FvCommand::Apply { file } => print_json(&client.apply_view(&read_view(&file)?).await?),
+        FvCommand::List => print_json(&client.list_views().await?),
+        FvCommand::Describe { name, version } => {
+            print_json(&client.describe_view(&name, version).await?)
+        }
         FvCommand::Delete { name, version, .. } => {
-            store.delete_view(&name, version).await?;
+            client.delete_view(&name, version).await?;
             eprintln!("deleted feature view {name} version {version}");
             Ok(())
         }
@@ -237,13 +242,16 @@ async fn run_local(command: FvCommand, store: &FeatureStore) -> anyhow::Result<(
                 }),
                 None => None,
             };
-            let tuning = memory_budget_mb.map(|mb| kairos_store::JoinTuning {
+            let tuning = memory_budget_mb.map(|mb| JoinTuning {
                 memory_budget: mb << 20,
             });
+            let data = TrainingData {
+                request,
+                spine,
+                tuning,
+            };
             let bar = spinner(format!("building training data for {name}"));
-            let td = store
-                .create_training_dataset(&name, version, request, spine, tuning)
-                .await;
+            let td = client.create_training_dataset(&name, version, data).await;
             bar.finish_and_clear();
             print_json(&td?)
         }
@@ -261,166 +269,27 @@ async fn run_local(command: FvCommand, store: &FeatureStore) -> anyhow::Result<(
             })?;
             let format =
                 Format::from_name(&format).with_context(|| format!("unknown format '{format}'"))?;
-            let dataset = store.training_dataset(&name, version, Some(td))?;
-            let batches = store
-                .read_training_dataset(&dataset, split, transformed)
+            let rows = client
+                .read_training_dataset(&name, version, td, split, transformed)
                 .await?;
-            let mut out: Box<dyn Write> = match &output {
-                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
-                None => Box::new(std::io::stdout().lock()),
+            write_rows(rows, format, output.as_deref()).await
+        }
+        FvCommand::Get {
+            name,
+            entries,
+            version,
+            request,
+            training_dataset,
+        } => {
+            let request = VectorRequest {
+                entries: entries.iter().map(|e| parse_entry(e)).collect(),
+                request: request_object(&request)
+                    .into_iter()
+                    .next()
+                    .map(serde_json::Value::Object),
+                training_dataset,
             };
-            if let Some(first) = batches.first() {
-                let mut encoder = BatchEncoder::new(format, &first.schema())?;
-                for b in &batches {
-                    out.write_all(&encoder.encode(b)?)?;
-                }
-                out.write_all(&encoder.finish()?)?;
-            }
-            out.flush()?;
-            Ok(())
-        }
-        FvCommand::Get {
-            name,
-            entries,
-            version,
-            request,
-            training_dataset,
-        } => {
-            let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
-            let answer = store
-                .feature_vectors_json(
-                    &name,
-                    version,
-                    &entries,
-                    &request_object(&request),
-                    training_dataset,
-                )
-                .await?;
-            print_json(&answer)
-        }
-    }
-}
-
-async fn run_remote(command: FvCommand, remote: &Remote) -> anyhow::Result<()> {
-    match command {
-        FvCommand::Apply { file } => {
-            let spec = read_view(&file)?;
-            print_json(
-                &remote
-                    .json(
-                        remote
-                            .request(Method::POST, "/v1/feature-views")
-                            .json(&spec),
-                    )
-                    .await?,
-            )
-        }
-        FvCommand::List => print_json(
-            &remote
-                .json(remote.request(Method::GET, "/v1/feature-views"))
-                .await?,
-        ),
-        FvCommand::Describe { name, version } => {
-            let path = format!("/v1/feature-views/{name}{}", version_query(version));
-            print_json(&remote.json(remote.request(Method::GET, &path)).await?)
-        }
-        FvCommand::Delete { name, version, .. } => {
-            let path = format!("/v1/feature-views/{name}?version={version}");
-            remote.send(remote.request(Method::DELETE, &path)).await?;
-            eprintln!("deleted feature view {name} version {version}");
-            Ok(())
-        }
-        FvCommand::TrainingData {
-            name,
-            version,
-            start,
-            end,
-            split,
-            strict,
-            as_known_at,
-            spine,
-            description,
-            memory_budget_mb,
-        } => {
-            if memory_budget_mb.is_some() {
-                bail!("--memory-budget-mb applies in process only; the server uses its own");
-            }
-            let mut body = serde_json::json!({
-                "start": start, "end": end, "strict": strict, "as_known_at": as_known_at, "description": description,
-            });
-            if let Some(split) = split {
-                body["split"] = serde_json::to_value(parse_split(&split)?)?;
-            }
-            if let Some(path) = spine {
-                let format = match file_format(&path, None)? {
-                    Format::Csv => "csv",
-                    Format::JsonLines => "jsonl",
-                    _ => bail!("--spine: over --url the spine must be CSV or JSON lines"),
-                };
-                let data = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                body["spine"] = serde_json::json!({"format": format, "data": data});
-            }
-            let path = format!(
-                "/v1/feature-views/{name}/training-datasets{}",
-                version_query(version)
-            );
-            let bar = spinner(format!("building training data for {name}"));
-            let result = remote
-                .json(remote.request(Method::POST, &path).json(&body))
-                .await;
-            bar.finish_and_clear();
-            print_json(&result?)
-        }
-        FvCommand::Read {
-            name,
-            td,
-            version,
-            split,
-            transformed,
-            format,
-            output,
-        } => {
-            let mut query = vec![
-                ("split", split),
-                ("format", format),
-                ("transformed", transformed.to_string()),
-            ];
-            if let Some(v) = version {
-                query.push(("version", v.to_string()));
-            }
-            let request = remote
-                .request(
-                    Method::GET,
-                    &format!("/v1/feature-views/{name}/training-datasets/{td}/data"),
-                )
-                .query(&query);
-            let bytes = remote.bytes(request).await?;
-            match output {
-                Some(path) => std::fs::write(&path, &bytes)?,
-                None => std::io::stdout().write_all(&bytes)?,
-            }
-            Ok(())
-        }
-        FvCommand::Get {
-            name,
-            entries,
-            version,
-            request,
-            training_dataset,
-        } => {
-            let entries: Vec<_> = entries.iter().map(|e| parse_entry(e)).collect();
-            let request = request_object(&request)
-                .into_iter()
-                .next()
-                .map(serde_json::Value::Object);
-            let path = format!("/v1/feature-views/{name}/vectors{}", version_query(version));
-            let body = serde_json::json!({"entries": entries, "request": request, "training_dataset_version": training_dataset});
-            print_json(
-                &remote
-                    .json(remote.request(Method::POST, &path).json(&body))
-                    .await?,
-            )
+            print_json(&client.get_vectors(&name, version, &request).await?)
         }
     }
 }

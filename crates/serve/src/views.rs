@@ -198,14 +198,16 @@ pub async fn read_training_dataset(
         .await?;
     let internal =
         |e: arrow::error::ArrowError| ApiError::from(kairos_store::StoreError::internal(e));
+    // An empty split still answers its columns (an Arrow stream or a CSV header).
+    let schema = batches
+        .first()
+        .map_or_else(|| std::sync::Arc::new(dataset.schema()), |b| b.schema());
+    let mut encoder = BatchEncoder::new(format, &schema).map_err(internal)?;
     let mut out = Vec::new();
-    if let Some(first) = batches.first() {
-        let mut encoder = BatchEncoder::new(format, &first.schema()).map_err(internal)?;
-        for b in &batches {
-            out.extend_from_slice(&encoder.encode(b).map_err(internal)?);
-        }
-        out.extend_from_slice(&encoder.finish().map_err(internal)?);
+    for b in &batches {
+        out.extend_from_slice(&encoder.encode(b).map_err(internal)?);
     }
+    out.extend_from_slice(&encoder.finish().map_err(internal)?);
     Ok(([(header::CONTENT_TYPE, format.content_type())], out).into_response())
 }
 

@@ -22,7 +22,7 @@ use kairos_view::{
     RightInput, SplitName, TrainingDataset, TrainingDatasetRequest, TransformSet, VectorBatch,
     ViewPlan,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{FeatureStore, GroupRuntime, KeyStatus, Result, StoreError, parse_key};
 
@@ -43,7 +43,7 @@ pub(crate) struct ResolvedView {
 }
 
 /// Online vectors as transports answer them: the column names once, then one result per entry.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VectorAnswer {
     pub view: String,
     pub view_version: u32,
@@ -53,11 +53,11 @@ pub struct VectorAnswer {
     pub vectors: Vec<VectorResult>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VectorResult {
     pub status: EntryStatus,
     /// The feature groups that had no row for this entry; their features are null.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
     #[schema(value_type = Vec<Object>)]
     pub values: Vec<serde_json::Value>,
@@ -838,7 +838,7 @@ pub struct ViewInputs {
 }
 
 /// A view, its vector columns and its training datasets.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ViewStatus {
     #[serde(flatten)]
     pub view: FeatureView,
@@ -848,7 +848,7 @@ pub struct ViewStatus {
     pub training_datasets: Vec<TrainingDatasetSummary>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrainingDatasetSummary {
     pub version: u32,
     pub created_at: String,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, SortField};
 use kairos_transform::{FeatureStatistics, StatisticsBuilder};
 use parquet::arrow::ArrowWriter;
@@ -242,6 +242,20 @@ pub struct TrainingDataset {
     pub transforms: TransformSet,
     /// The folder holding `<split>.parquet`, relative to the data dir.
     pub path: String,
+}
+
+impl TrainingDataset {
+    /// The Arrow schema of its files, from `columns`: what a read of an empty split answers
+    /// with.
+    pub fn schema(&self) -> Schema {
+        let field = |(name, ty): &(String, String)| {
+            let ty = ty
+                .parse::<kairos_types::FeatureType>()
+                .map_or(DataType::Utf8, kairos_types::FeatureType::arrow_type);
+            Field::new(name, ty, true)
+        };
+        Schema::new(self.columns.iter().map(field).collect::<Vec<_>>())
+    }
 }
 
 /// Writes a training dataset's split files into a staging folder, moved into place only when

@@ -15,7 +15,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Field, Schema};
 use kairos_types::{FeatureType, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::rows::TransformSet;
@@ -23,7 +23,7 @@ use crate::spec::ViewPlan;
 use crate::{Result, ViewError};
 
 /// Whether every feature group had a row for an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryStatus {
     /// Every group had a row.
