@@ -31,6 +31,7 @@ from kairos.errors import (
 )
 from kairos.feature_group import Feature, FeatureGroup, InsertResult
 from kairos.feature_view import FeatureView, Join, OnDemand
+from kairos.udf import Udf, udf
 
 __all__ = [
     "AsyncClient",
@@ -48,9 +49,11 @@ __all__ = [
     "KairosError",
     "NotFound",
     "OnDemand",
+    "Udf",
     "Unauthorised",
     "Unavailable",
     "__version__",
     "connect",
     "connect_async",
+    "udf",
 ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kairos import _frames
 from kairos._frames import ReturnType
+from kairos.udf import Udf
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -67,17 +68,22 @@ class Join:
 class OnDemand:
     """A feature computed when it is read, in training data and online alike: a built-in
     ``function`` (``haversine``, ``seconds_since``, ``hour_of_day``, ``day_of_week``,
-    ``log1p``, ``bucketize``) or an arithmetic ``expression`` over the inputs."""
+    ``log1p``, ``bucketize``), a Python function (``@kairos.udf``), or an arithmetic
+    ``expression`` over the inputs."""
 
     name: str
-    function: str | None = None
+    function: str | Udf | None = None
+    """A built-in function's name, or a function made one with ``@kairos.udf``."""
     inputs: Sequence[str] = ()
     expression: str | None = None
     boundaries: Sequence[float] = ()
 
     def spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"name": self.name, "inputs": list(self.inputs)}
-        if self.function is not None:
+        if isinstance(self.function, Udf):
+            spec["function"] = self.function.name
+            spec["python"] = self.function.spec()
+        elif self.function is not None:
             spec["function"] = self.function
         if self.expression is not None:
             spec["expression"] = self.expression

@@ -148,6 +148,11 @@ impl Engine {
             }
             let config = StoreConfig::with_data_dir(&target);
             let embedded = block_on(py, Embedded::open(config))?.map_err(|e| to_py(py, e))?;
+            // Views' Python functions run here, in the user's process.
+            embedded
+                .store()
+                .functions()
+                .set_python_host(Arc::new(crate::udf::Interpreter));
             Client::Embedded(embedded)
         };
         Ok(Engine {

@@ -9,6 +9,7 @@
 mod engine;
 mod errors;
 mod runtime;
+mod udf;
 
 use pyo3::prelude::*;
 

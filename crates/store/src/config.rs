@@ -157,6 +157,8 @@ pub struct StoreConfig {
     /// store, or a backlog builds): a Delta commit replays the table's log, so a commit per
     /// small insert would keep a core busy.
     pub offline_commit_interval_ms: u64,
+    /// The Python workers that run views' Python functions (`[store.python]`).
+    pub python: kairos_transform::PythonWorkersConfig,
 }
 
 impl Default for StoreConfig {
@@ -172,6 +174,7 @@ impl Default for StoreConfig {
             max_batch_bytes: 256 << 20,
             materialise_bytes: 32 << 20,
             offline_commit_interval_ms: 1000,
+            python: kairos_transform::PythonWorkersConfig::default(),
         }
     }
 }

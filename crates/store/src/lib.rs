@@ -437,6 +437,12 @@ impl FeatureStore {
             ),
         };
         let storage = Storage::open(config.storage.url.as_deref(), dir)?;
+        // Views' Python functions run in worker processes unless the host says otherwise (the
+        // Python SDK runs them in its own interpreter).
+        let functions = kairos_transform::FunctionRegistry::default();
+        functions.set_python_host(Arc::new(kairos_transform::PythonWorkers::new(
+            config.python.clone(),
+        )));
         if storage.is_shared() {
             // A bucket that cannot be reached, or that would let two Delta committers
             // overwrite each other, is refused before anything is written to it.
@@ -462,7 +468,7 @@ impl FeatureStore {
                 groups: RwLock::new(HashMap::new()),
                 groups_changing: tokio::sync::Mutex::new(()),
                 starting: Mutex::new(()),
-                functions: kairos_transform::FunctionRegistry::default(),
+                functions,
                 views: RwLock::new(HashMap::new()),
                 transforms: RwLock::new(HashMap::new()),
                 quarantines: Mutex::new(()),

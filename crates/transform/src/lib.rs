@@ -7,7 +7,10 @@
 //! - [`expr`]: a small arithmetic expression language (`amount / avg_amount_1h`).
 //! - [`on_demand`]: features computed at request time from request values and stored
 //!   features (haversine distance, seconds since, hour of day, log1p, bucketize, expressions,
-//!   and user-registered Rust functions through a [`FunctionRegistry`]).
+//!   user-registered Rust functions through a [`FunctionRegistry`], and Python functions a
+//!   view stores with its version, run by the process's [`PythonHost`]).
+//! - [`python_workers`]: the [`PythonHost`] of a process that does not run Python itself (a
+//!   server): a pool of Python worker processes fed Arrow IPC.
 //! - [`stats`]: per-feature statistics of a training split.
 //! - [`model`]: model-dependent transforms (scalers, encoders) fitted on those statistics and
 //!   frozen with the training dataset.
@@ -15,11 +18,15 @@
 pub mod expr;
 pub mod model;
 pub mod on_demand;
+pub mod python_workers;
 pub mod stats;
 
 pub use expr::Expr;
 pub use model::{FittedTransform, TransformKind, TransformSpec, UnknownCategory};
-pub use on_demand::{FunctionRegistry, OnDemand, OnDemandSpec, UserFunction};
+pub use on_demand::{
+    FunctionRegistry, OnDemand, OnDemandSpec, PythonHost, PythonUdf, UdfMode, UserFn, UserFunction,
+};
+pub use python_workers::{PythonWorkers, PythonWorkersConfig};
 pub use stats::{CategoricalStats, FeatureStatistics, NumericStats, StatisticsBuilder};
 
 /// Why a transformation could not be defined or applied.

@@ -41,6 +41,49 @@ pub struct OnDemandSpec {
     /// Ascending bucket boundaries for `bucketize`: bucket i holds boundaries[i-1] <= x < boundaries[i].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boundaries: Vec<f64>,
+    /// A Python function (`function` names it in its source), stored with the view version so
+    /// the view never changes behaviour: what runs is this source, wherever it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonUdf>,
+}
+
+/// A Python user-defined function as a view stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PythonUdf {
+    /// The module source that defines the function.
+    pub source: String,
+    /// SHA-256 of `source`, hex: checked when the view is compiled, so a stored definition
+    /// edited by hand is refused rather than run.
+    pub sha256: String,
+    /// `vectorized` (whole columns in, as numpy arrays) or `row` (one call per row).
+    pub mode: UdfMode,
+    /// The output column's type.
+    #[schema(value_type = String, example = "float64")]
+    pub returns: FeatureType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UdfMode {
+    Vectorized,
+    Row,
+}
+
+impl PythonUdf {
+    /// The SHA-256 of a source, as `sha256` holds it.
+    pub fn digest(source: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(source.as_bytes()))
+    }
+}
+
+/// What runs Python user-defined functions in this process: the Python SDK's interpreter
+/// (embedded), or a server's pool of Python workers. A process with none refuses a view that
+/// calls one, naming it.
+pub trait PythonHost: Send + Sync + fmt::Debug {
+    /// The function `name` of `udf`'s source, ready to call on columns.
+    fn load(&self, name: &str, udf: &PythonUdf, arity: usize) -> Result<Box<UserFn>>;
 }
 
 /// The signature of a user-registered function: input columns in, one column out, as many rows.
@@ -68,6 +111,7 @@ impl fmt::Debug for UserFunction {
 #[derive(Debug, Clone, Default)]
 pub struct FunctionRegistry {
     functions: Arc<RwLock<HashMap<String, Arc<UserFunction>>>>,
+    python: Arc<RwLock<Option<Arc<dyn PythonHost>>>>,
 }
 
 impl FunctionRegistry {
@@ -84,6 +128,35 @@ impl FunctionRegistry {
             .expect("registry lock")
             .insert(function.name.clone(), Arc::new(function));
         Ok(())
+    }
+
+    /// Runs views' Python functions on `host` from now on.
+    pub fn set_python_host(&self, host: Arc<dyn PythonHost>) {
+        *self.python.write().expect("registry lock") = Some(host);
+    }
+
+    /// `udf` loaded on this process's Python host, as a function of `arity` columns.
+    fn python(&self, name: &str, udf: &PythonUdf, arity: usize) -> Result<Arc<UserFunction>> {
+        if PythonUdf::digest(&udf.source) != udf.sha256 {
+            return definition(format!(
+                "Python function '{name}': its source does not match its SHA-256 {}; the \
+                 stored definition was changed",
+                udf.sha256
+            ));
+        }
+        let host = self.python.read().expect("registry lock").clone();
+        let Some(host) = host else {
+            return definition(format!(
+                "'{name}' is a Python function, and this process runs no Python: use it from \
+                 the Python SDK, or through a server with Python workers"
+            ));
+        };
+        Ok(Arc::new(UserFunction {
+            name: name.to_string(),
+            arity,
+            output: udf.returns,
+            function: host.load(name, udf, arity)?,
+        }))
     }
 
     fn get(&self, name: &str) -> Option<Arc<UserFunction>> {
@@ -158,9 +231,14 @@ impl OnDemand {
                 (Kind::Expression(expr), inputs)
             }
             (Some(name), None) => {
-                let kind = match Builtin::parse(name) {
-                    Some(b) => Kind::Builtin(b),
-                    None => Kind::User(registry.get(name).ok_or_else(|| {
+                let kind = match (&spec.python, Builtin::parse(name)) {
+                    (Some(udf), _) => Kind::User(
+                        registry
+                            .python(name, udf, spec.inputs.len())
+                            .map_err(|e| here(e.to_string()))?,
+                    ),
+                    (None, Some(b)) => Kind::Builtin(b),
+                    (None, None) => Kind::User(registry.get(name).ok_or_else(|| {
                         here(format!(
                             "unknown function '{name}'; built in: haversine, seconds_since, hour_of_day, \
                              day_of_week, log1p, bucketize; or register a Rust function"
@@ -392,6 +470,7 @@ mod tests {
             expression: None,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             boundaries: vec![],
+            python: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::cast;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kairos_transform::{FeatureStatistics, FittedTransform};
@@ -67,7 +67,11 @@ impl ViewPlan {
                 None => Ok(new_null_array(&ty.arrow_type(), batch.num_rows())),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(schema, columns)?)
+        // The row count too: a selection of no columns (a view without labels) keeps it.
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
     }
 }
 
