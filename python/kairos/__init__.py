@@ -31,6 +31,7 @@ from kairos.errors import (
 )
 from kairos.feature_group import Feature, FeatureGroup, InsertResult
 from kairos.feature_view import FeatureView, Join, OnDemand
+from kairos.models import Deployment, Model
 from kairos.udf import Udf, udf
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "BadInput",
     "Client",
     "Conflict",
+    "Deployment",
     "Feature",
     "FeatureGroup",
     "FeatureView",
@@ -47,6 +49,7 @@ __all__ = [
     "InternalError",
     "Join",
     "KairosError",
+    "Model",
     "NotFound",
     "OnDemand",
     "Udf",

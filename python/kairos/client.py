@@ -7,13 +7,15 @@ import datetime as dt
 import json
 import os
 import pathlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kairos import feature_view
 from kairos._internal import Engine
 from kairos.errors import NotFound
 from kairos.feature_group import Feature, FeatureGroup, definition
 from kairos.feature_view import FeatureView, Join, OnDemand
+from kairos.models import Deployment, Model, onnx_definition, to_onnx
+from kairos.models import predict as predict_on
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -198,6 +200,123 @@ class Client:
         view = features if isinstance(features, FeatureView) else self.get_feature_view(features)
         version = view.create_training_data(spine=entity_df, strict=strict, as_known_at=as_known_at)
         return view.read_training_dataset(version, return_type=return_type)
+
+    # Models and deployments.
+
+    def register_model(
+        self,
+        name: str,
+        model: Any,
+        *,
+        feature_view: FeatureView,
+        training_dataset_version: int | None = None,
+        task: Literal["binary", "regression"] = "binary",
+        description: str = "",
+    ) -> Model:
+        """Registers a model trained on ``feature_view``'s training data as the next version
+        of ``name``: a scikit-learn estimator (exported to ONNX through skl2onnx) or an ONNX
+        graph's bytes, reading the view's features in order as one FP32 tensor ``X``. The
+        training dataset (the latest unless given) supplies the frozen transforms serving
+        applies. The graph is loaded before anything is registered."""
+        if training_dataset_version is None:
+            training_dataset_version = feature_view.latest_training_dataset_version()
+        n_features = len(feature_view.features)
+        artifact = model if isinstance(model, bytes) else to_onnx(model, n_features)
+        spec = onnx_definition(
+            name,
+            n_features,
+            task=task,
+            view=feature_view,
+            training_dataset_version=training_dataset_version,
+            description=description,
+        )
+        registered = self._engine.register_model(json.dumps(spec), f"{name}.onnx", artifact)
+        return Model.of(json.loads(registered))
+
+    def train(
+        self,
+        feature_view: FeatureView | str,
+        *,
+        label: str,
+        algorithm: Literal["gbdt", "logistic"] = "gbdt",
+        task: Literal["binary", "regression"] = "binary",
+        name: str | None = None,
+        training_dataset_version: int | None = None,
+        **settings: Any,
+    ) -> Model:
+        """Trains a model in the engine on a view's training dataset (its transforms
+        applied), scores it on the validation and test splits and registers it with those
+        metrics and its lineage. ``settings``: ``trees``, ``learning_rate``, ``max_depth``
+        (gbdt), ``c`` (logistic), ``threshold``, ``seed``, ``features``, ``exclude``."""
+        view = feature_view if isinstance(feature_view, str) else feature_view.name
+        request = {
+            "feature_view": view,
+            "training_dataset": training_dataset_version,
+            "label": label,
+            "algorithm": algorithm,
+            "task": task,
+            "name": name,
+            **settings,
+        }
+        return Model.of(json.loads(self._engine.train(json.dumps(request))))
+
+    def get_model(self, name: str, version: int | None = None) -> Model:
+        """A model version (the latest when not given); ``NotFound`` if none."""
+        return Model.of(json.loads(self._engine.describe_model(name, version)))
+
+    def models(self) -> list[Model]:
+        """Every version of every registered model."""
+        return [Model.of(m) for m in json.loads(self._engine.list_models())]
+
+    def delete_model(self, name: str, version: int) -> None:
+        self._engine.delete_model(name, version)
+
+    def deploy(
+        self,
+        name: str,
+        model: Model | str,
+        *,
+        model_version: int | None = None,
+        threshold: float = 0.5,
+        slo_latency_ms: float | None = None,
+        inference_log: bool = True,
+        description: str = "",
+    ) -> Deployment:
+        """Deploys a model version (the latest unless given, or the ``Model``'s own) behind
+        ``name``, or swaps a running deployment to it; requests in flight finish on the
+        revision they started on. A classifier's label is 1 from ``threshold`` on."""
+        spec: dict[str, Any] = {
+            "name": name,
+            "model": model if isinstance(model, str) else model.name,
+            "threshold": threshold,
+            "inference_log": inference_log,
+            "description": description,
+        }
+        version = model_version or (None if isinstance(model, str) else model.version)
+        if version is not None:
+            spec["model_version"] = version
+        if slo_latency_ms is not None:
+            spec["slo"] = {"latency_ms": slo_latency_ms}
+        deployment = json.loads(self._engine.apply_deployment(json.dumps(spec)))
+        return Deployment(self._engine, deployment)
+
+    def get_deployment(self, name: str) -> Deployment:
+        """A live deployment; ``NotFound`` if none."""
+        return Deployment(self._engine, json.loads(self._engine.deployment_status(name)))
+
+    def deployments(self) -> list[Deployment]:
+        return [Deployment(self._engine, d) for d in json.loads(self._engine.list_deployments())]
+
+    def predict(
+        self,
+        deployment: str,
+        entries: Sequence[Any],
+        *,
+        request: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        return_features: bool = False,
+    ) -> list[dict[str, Any]]:
+        """``get_deployment(deployment).predict(...)`` in one call."""
+        return predict_on(self._engine, deployment, entries, request, return_features)
 
 
 def _group_of(status: dict[str, Any]) -> dict[str, Any]:

@@ -307,6 +307,11 @@ class FeatureView:
             "test": test,
         }
 
+    def latest_training_dataset_version(self) -> int:
+        """The version of this view's newest training dataset; ``NotFound`` if it has none."""
+        dataset = json.loads(self._engine.training_dataset(self.name, self.version, None))
+        return int(dataset["version"])
+
     def get_training_data(
         self,
         version: int | None = None,

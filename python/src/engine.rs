@@ -2,15 +2,16 @@
 //! end with the GIL released; what it answers is JSON text (definitions and reports) or an
 //! Arrow table (rows).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::compute::concat_batches;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
+use kairos_client::{Artifact, DeploymentSpec, PredictRequest, TrainRequest};
 use kairos_client::{
-    Client, ClientError, Embedded, FeatureViewSpec, ReadFilter, Remote, RemoteOptions, Spine,
-    Split, SplitName, TrainingData, TrainingDatasetRequest, VectorRequest, Wait,
+    Client, ClientError, Embedded, ErrorKind, FeatureViewSpec, ReadFilter, Remote, RemoteOptions,
+    Spine, Split, SplitName, TrainingData, TrainingDatasetRequest, VectorRequest, Wait,
 };
 use kairos_store::StoreConfig;
 use kairos_types::Format;
@@ -25,26 +26,40 @@ use crate::runtime::block_on;
 /// The platform, opened in this process (a data dir) or reached at a server's URL.
 #[pyclass(module = "kairos._internal", frozen)]
 pub struct Engine {
-    client: Arc<Client>,
+    /// Taken out by `close`, so the data dir's files are let go of even while Python objects
+    /// that point here live on; an operation in flight holds its own reference till it ends.
+    client: Mutex<Option<Arc<Client>>>,
+    /// Which backend, kept past `close`.
+    remote: bool,
     target: String,
 }
 
 impl Engine {
+    fn client(&self, py: Python<'_>) -> PyResult<Arc<Client>> {
+        let client = self.client.lock().expect("client lock").clone();
+        client.ok_or_else(|| {
+            to_py(
+                py,
+                ClientError::new(
+                    ErrorKind::Conflict,
+                    format!("the connection to {} is closed", self.target),
+                ),
+            )
+        })
+    }
+
     /// Runs one operation of the client, its error raised as the typed layer's exception.
-    fn run<'a, T, F>(&'a self, py: Python<'_>, op: impl FnOnce(&'a Client) -> F) -> PyResult<T>
+    fn run<T, F>(&self, py: Python<'_>, op: impl FnOnce(Arc<Client>) -> F) -> PyResult<T>
     where
         F: Future<Output = Result<T, ClientError>> + Send,
         T: Send,
     {
-        block_on(py, op(&self.client))?.map_err(|e| to_py(py, e))
+        let client = self.client(py)?;
+        block_on(py, op(client))?.map_err(|e| to_py(py, e))
     }
 
     /// Runs one operation and answers its result as JSON text.
-    fn run_json<'a, T, F>(
-        &'a self,
-        py: Python<'_>,
-        op: impl FnOnce(&'a Client) -> F,
-    ) -> PyResult<String>
+    fn run_json<T, F>(&self, py: Python<'_>, op: impl FnOnce(Arc<Client>) -> F) -> PyResult<String>
     where
         F: Future<Output = Result<T, ClientError>> + Send,
         T: Send + Serialize,
@@ -156,7 +171,8 @@ impl Engine {
             Client::Embedded(embedded)
         };
         Ok(Engine {
-            client: Arc::new(client),
+            remote: matches!(client, Client::Remote(_)),
+            client: Mutex::new(Some(Arc::new(client))),
             target,
         })
     }
@@ -164,10 +180,7 @@ impl Engine {
     /// `"embedded"` or `"remote"`.
     #[getter]
     fn backend(&self) -> &'static str {
-        match *self.client {
-            Client::Embedded(_) => "embedded",
-            Client::Remote(_) => "remote",
-        }
+        if self.remote { "remote" } else { "embedded" }
     }
 
     /// The data dir or URL this engine was opened on.
@@ -182,12 +195,12 @@ impl Engine {
     }
 
     fn list_groups(&self, py: Python<'_>) -> PyResult<String> {
-        self.run_json(py, |c| c.list_groups())
+        self.run_json(py, |c| async move { c.list_groups().await })
     }
 
     #[pyo3(signature = (name, version = None))]
     fn describe_group(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
-        self.run_json(py, |c| c.describe_group(name, version))
+        self.run_json(py, |c| async move { c.describe_group(name, version).await })
     }
 
     /// Inserts every row of `rows` (anything with `__arrow_c_stream__`) as one batch.
@@ -202,7 +215,9 @@ impl Engine {
     ) -> PyResult<String> {
         let wait = wait_of(py, wait)?;
         let batch = one_batch(py, rows)?;
-        self.run_json(py, |c| c.insert_batch(name, version, &batch, wait))
+        self.run_json(py, |c| async move {
+            c.insert_batch(name, version, &batch, wait).await
+        })
     }
 
     /// The latest row of each key; `entries` is a JSON array, per entry an object of key
@@ -243,16 +258,16 @@ impl Engine {
 
     #[pyo3(signature = (name, version = None))]
     fn check_group(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
-        self.run_json(py, |c| c.check_group(name, version))
+        self.run_json(py, |c| async move { c.check_group(name, version).await })
     }
 
     #[pyo3(signature = (name, version = None))]
     fn compact_group(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
-        self.run_json(py, |c| c.compact_group(name, version))
+        self.run_json(py, |c| async move { c.compact_group(name, version).await })
     }
 
     fn delete_group(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
-        self.run(py, |c| c.delete_group(name, version))
+        self.run(py, |c| async move { c.delete_group(name, version).await })
     }
 
     /// Creates a feature view (or its next version) from its definition in `format`: `json`
@@ -274,16 +289,16 @@ impl Engine {
     }
 
     fn list_views(&self, py: Python<'_>) -> PyResult<String> {
-        self.run_json(py, |c| c.list_views())
+        self.run_json(py, |c| async move { c.list_views().await })
     }
 
     #[pyo3(signature = (name, version = None))]
     fn describe_view(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
-        self.run_json(py, |c| c.describe_view(name, version))
+        self.run_json(py, |c| async move { c.describe_view(name, version).await })
     }
 
     fn delete_view(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
-        self.run(py, |c| c.delete_view(name, version))
+        self.run(py, |c| async move { c.delete_view(name, version).await })
     }
 
     /// Materialises a training dataset; `options` is JSON (start and end in microseconds,
@@ -319,7 +334,9 @@ impl Engine {
             spine,
             tuning: None,
         };
-        self.run_json(py, |c| c.create_training_dataset(name, version, data))
+        self.run_json(py, |c| async move {
+            c.create_training_dataset(name, version, data).await
+        })
     }
 
     #[pyo3(signature = (name, version = None, dataset = None))]
@@ -330,7 +347,9 @@ impl Engine {
         version: Option<u32>,
         dataset: Option<u32>,
     ) -> PyResult<String> {
-        self.run_json(py, |c| c.training_dataset(name, version, dataset))
+        self.run_json(py, |c| async move {
+            c.training_dataset(name, version, dataset).await
+        })
     }
 
     /// One split of a training dataset (`train`, `validation` or `test`).
@@ -381,9 +400,73 @@ impl Engine {
         })
     }
 
+    fn list_models(&self, py: Python<'_>) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.list_models().await })
+    }
+
+    #[pyo3(signature = (name, version = None))]
+    fn describe_model(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.describe_model(name, version).await })
+    }
+
+    /// Registers a model: its definition (JSON or TOML) and its artifact's bytes.
+    fn register_model(
+        &self,
+        py: Python<'_>,
+        definition: &str,
+        file_name: String,
+        artifact: Vec<u8>,
+    ) -> PyResult<String> {
+        let artifact = Artifact {
+            file_name,
+            bytes: artifact.into(),
+        };
+        self.run_json(py, |c| async move {
+            c.register_model(definition, artifact).await
+        })
+    }
+
+    fn delete_model(&self, py: Python<'_>, name: &str, version: u32) -> PyResult<()> {
+        self.run(py, |c| async move { c.delete_model(name, version).await })
+    }
+
+    /// Trains a model; `request` is the REST API's body as JSON.
+    fn train(&self, py: Python<'_>, request: &str) -> PyResult<String> {
+        let request: TrainRequest = parse(py, "the training request", request)?;
+        self.run_json(py, |c| async move { c.train(&request).await })
+    }
+
+    /// Applies a deployment from its definition, JSON or TOML.
+    fn apply_deployment(&self, py: Python<'_>, definition: &str) -> PyResult<String> {
+        let spec = DeploymentSpec::parse(definition)
+            .map_err(|e| bad_input(py, format!("the deployment's definition: {e}")))?;
+        self.run_json(py, |c| async move { c.apply_deployment(&spec).await })
+    }
+
+    fn list_deployments(&self, py: Python<'_>) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.list_deployments().await })
+    }
+
+    fn deployment_status(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.deployment_status(name).await })
+    }
+
+    fn delete_deployment(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.run(py, |c| async move { c.delete_deployment(name).await })
+    }
+
+    /// Predicts; `request` is the REST API's body as JSON (entries, request, return_features).
+    fn predict(&self, py: Python<'_>, name: &str, request: &str) -> PyResult<String> {
+        let request: PredictRequest = parse(py, "the prediction request", request)?;
+        self.run_json(py, |c| async move { c.predict(name, &request).await })
+    }
+
     /// Waits until both stores hold every row this engine inserted (embedded), then lets go
     /// of the data dir's files.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, |c| c.close())
+        let Some(client) = self.client.lock().expect("client lock").take() else {
+            return Ok(());
+        };
+        block_on(py, client.close())?.map_err(|e| to_py(py, e))
     }
 }

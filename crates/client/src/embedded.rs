@@ -1,7 +1,7 @@
 //! The platform in this process: each operation runs on a [`FeatureStore`] the client opened.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
@@ -11,9 +11,15 @@ use kairos_store::{
 };
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
 
+use kairos_deploy::{Deployments, training};
+use kairos_model::{Artifacts, ModelSpec};
+use tokio::sync::OnceCell;
+
 use crate::{
-    Batches, ClientError, FeatureView, FeatureViewSpec, ReadFilter, Result, Rows, SplitName,
-    TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
+    Artifact, Batches, ClientError, Deployment, DeploymentSpec, DeploymentStatus, ErrorKind,
+    FeatureView, FeatureViewSpec, Model, PredictRequest, PredictResponse, ReadFilter, Result, Rows,
+    SplitName, TrainRequest, TrainingData, TrainingDataset, VectorAnswer, VectorRequest,
+    ViewStatus, Wait,
 };
 
 /// A store opened in this process.
@@ -23,6 +29,22 @@ pub struct Embedded {
     /// The group versions this client inserted into: [`Embedded::close`] waits for their
     /// materialisers.
     written: Mutex<BTreeSet<(String, u32)>>,
+    /// The store's deployments, loaded when first used (applying one, or predicting).
+    deployments: OnceCell<Arc<Deployments>>,
+}
+
+fn model_not_found(name: &str, version: Option<u32>) -> ClientError {
+    let message = match version {
+        Some(v) => format!("model '{name}' v{v} not found"),
+        None => format!("model '{name}' not found"),
+    };
+    ClientError::new(ErrorKind::NotFound, message)
+}
+
+impl From<kairos_deploy::DeployError> for ClientError {
+    fn from(e: kairos_deploy::DeployError) -> Self {
+        ClientError::new(e.kind(), e.to_string())
+    }
 }
 
 impl Embedded {
@@ -36,6 +58,7 @@ impl Embedded {
         Embedded {
             store,
             written: Mutex::new(BTreeSet::new()),
+            deployments: OnceCell::new(),
         }
     }
 
@@ -264,6 +287,102 @@ impl Embedded {
             .await?)
     }
 
+    fn artifacts(&self) -> Artifacts {
+        Artifacts::new(self.store.storage())
+    }
+
+    pub(crate) async fn list_models(&self) -> Result<Vec<Model>> {
+        Ok(self
+            .store
+            .catalog()
+            .list_models()
+            .map_err(StoreError::from)?)
+    }
+
+    pub(crate) async fn describe_model(&self, name: &str, version: Option<u32>) -> Result<Model> {
+        self.store
+            .catalog()
+            .get_model(name, version)
+            .map_err(StoreError::from)?
+            .ok_or_else(|| model_not_found(name, version))
+    }
+
+    pub(crate) async fn register_model(
+        &self,
+        definition: &str,
+        artifact: Artifact,
+    ) -> Result<Model> {
+        let mut spec = ModelSpec::parse(definition)
+            .map_err(|e| ClientError::new(ErrorKind::BadInput, e.to_string()))?;
+        if spec.artifact.is_empty() {
+            spec.artifact = artifact.file_name;
+        }
+        let catalog = self.store.catalog();
+        let bytes = artifact.bytes.to_vec();
+        Ok(training::register(catalog, &self.artifacts(), &spec, bytes).await?)
+    }
+
+    pub(crate) async fn delete_model(&self, name: &str, version: u32) -> Result<()> {
+        let deleted = self
+            .store
+            .catalog()
+            .delete_model(name, version)
+            .map_err(StoreError::from)?;
+        if !deleted {
+            return Err(model_not_found(name, Some(version)));
+        }
+        self.artifacts()
+            .delete(name, version)
+            .await
+            .map_err(|e| ClientError::new(ErrorKind::Internal, e.to_string()))
+    }
+
+    pub(crate) async fn train(&self, request: &TrainRequest) -> Result<Model> {
+        Ok(training::train(&self.store, request).await?)
+    }
+
+    /// The deployments of this store, loaded on first use.
+    async fn deployments(&self) -> Result<&Arc<Deployments>> {
+        self.deployments
+            .get_or_try_init(|| async {
+                let deployments = Arc::new(Deployments::new(self.store.clone())?);
+                deployments.start_all().await;
+                Ok(deployments)
+            })
+            .await
+    }
+
+    pub(crate) async fn apply_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment> {
+        Ok(self.deployments().await?.apply(spec.clone()).await?)
+    }
+
+    pub(crate) async fn list_deployments(&self) -> Result<Vec<DeploymentStatus>> {
+        let deployments = self.deployments().await?;
+        let statuses = deployments
+            .list()
+            .iter()
+            .map(|live| deployments.status(&live.deployment.spec.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(statuses)
+    }
+
+    pub(crate) async fn deployment_status(&self, name: &str) -> Result<DeploymentStatus> {
+        Ok(self.deployments().await?.status(name)?)
+    }
+
+    pub(crate) async fn delete_deployment(&self, name: &str) -> Result<()> {
+        Ok(self.deployments().await?.delete(name).await?)
+    }
+
+    pub(crate) async fn predict(
+        &self,
+        name: &str,
+        request: &PredictRequest,
+    ) -> Result<PredictResponse> {
+        let deployments = self.deployments().await?;
+        Ok(deployments.predict(name, request.clone()).await?)
+    }
+
     /// Waits until both stores hold every row this client inserted, then closes the store.
     pub(crate) async fn close(&self) -> Result<()> {
         let written = std::mem::take(&mut *self.written.lock().expect("lock"));
@@ -273,6 +392,9 @@ impl Embedded {
                 settled = Err(e.into());
                 break;
             }
+        }
+        if let Some(deployments) = self.deployments.get() {
+            deployments.close().await;
         }
         self.store.close().await;
         settled

@@ -16,6 +16,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+pub use kairos_deploy::training::TrainRequest;
+pub use kairos_deploy::{DeploymentStatus, PredictRequest, PredictResponse};
+pub use kairos_model::{Deployment, DeploymentSpec, Model};
 use kairos_store::{CheckReport, GroupStatus, InsertAck, OnlineResponse};
 pub use kairos_store::{CompactReport, JoinTuning, Spine, VectorAnswer, ViewStatus};
 use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
@@ -137,6 +140,14 @@ pub struct VectorRequest {
     pub request: Option<serde_json::Value>,
     /// Apply the transforms frozen with this training dataset version.
     pub training_dataset: Option<u32>,
+}
+
+/// A model's file to register: an ONNX graph, or a model Kairos trained.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The artifact's name, unless the definition gives one.
+    pub file_name: String,
+    pub bytes: Bytes,
 }
 
 /// The platform, embedded or remote. A closed enum, as the stores' backends are.
@@ -292,6 +303,58 @@ impl Client {
         request: &VectorRequest,
     ) -> Result<VectorAnswer> {
         on_backend!(self, b => b.get_vectors(view, version, request).await)
+    }
+
+    /// Every version of every registered model.
+    pub async fn list_models(&self) -> Result<Vec<Model>> {
+        on_backend!(self, b => b.list_models().await)
+    }
+
+    /// One model version, the latest unless `version` says.
+    pub async fn describe_model(&self, name: &str, version: Option<u32>) -> Result<Model> {
+        on_backend!(self, b => b.describe_model(name, version).await)
+    }
+
+    /// Registers a model trained elsewhere: its definition (JSON or TOML: name, framework,
+    /// signature, metrics, lineage) and its artifact, which must load, become its next version.
+    pub async fn register_model(&self, definition: &str, artifact: Artifact) -> Result<Model> {
+        on_backend!(self, b => b.register_model(definition, artifact).await)
+    }
+
+    /// Deletes one model version and its artifact.
+    pub async fn delete_model(&self, name: &str, version: u32) -> Result<()> {
+        on_backend!(self, b => b.delete_model(name, version).await)
+    }
+
+    /// Trains a model on a feature view's training dataset and registers it with its metrics.
+    pub async fn train(&self, request: &TrainRequest) -> Result<Model> {
+        on_backend!(self, b => b.train(request).await)
+    }
+
+    /// Applies a deployment: its model version is loaded, checked against its feature view
+    /// and swapped in.
+    pub async fn apply_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment> {
+        on_backend!(self, b => b.apply_deployment(spec).await)
+    }
+
+    /// Every live deployment's status.
+    pub async fn list_deployments(&self) -> Result<Vec<DeploymentStatus>> {
+        on_backend!(self, b => b.list_deployments().await)
+    }
+
+    /// A deployment's revision, model, feature view and latency.
+    pub async fn deployment_status(&self, name: &str) -> Result<DeploymentStatus> {
+        on_backend!(self, b => b.deployment_status(name).await)
+    }
+
+    /// Deletes a deployment (its inference log stays).
+    pub async fn delete_deployment(&self, name: &str) -> Result<()> {
+        on_backend!(self, b => b.delete_deployment(name).await)
+    }
+
+    /// Predicts for entities: their vectors built online, then the deployment's model.
+    pub async fn predict(&self, name: &str, request: &PredictRequest) -> Result<PredictResponse> {
+        on_backend!(self, b => b.predict(name, request).await)
     }
 
     /// Ends the client. An embedded one first waits until both stores hold every row it

@@ -16,6 +16,10 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::{
+    Artifact, Deployment, DeploymentSpec, DeploymentStatus, Model, PredictRequest, PredictResponse,
+    TrainRequest,
+};
+use crate::{
     Batches, ClientError, ErrorKind, FeatureView, FeatureViewSpec, ReadFilter, Result, Rows, Spine,
     SplitName, TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
 };
@@ -395,6 +399,75 @@ impl Remote {
         let request = self.request(Method::DELETE, &Self::group_path(name, ""));
         self.send(request.query(&[("version", version)])).await?;
         Ok(())
+    }
+}
+
+impl Remote {
+    pub(crate) async fn list_models(&self) -> Result<Vec<Model>> {
+        self.json(self.request(Method::GET, "/v1/models")).await
+    }
+
+    pub(crate) async fn describe_model(&self, name: &str, version: Option<u32>) -> Result<Model> {
+        let request = self.request(Method::GET, &format!("/v1/models/{name}"));
+        self.json(request.query(&version_query(version))).await
+    }
+
+    pub(crate) async fn register_model(
+        &self,
+        definition: &str,
+        artifact: Artifact,
+    ) -> Result<Model> {
+        use reqwest::multipart::{Form, Part};
+        let form = Form::new()
+            .part("definition", Part::text(definition.to_owned()))
+            .part(
+                "artifact",
+                Part::stream(artifact.bytes).file_name(artifact.file_name),
+            );
+        self.json(self.request(Method::POST, "/v1/models").multipart(form))
+            .await
+    }
+
+    pub(crate) async fn delete_model(&self, name: &str, version: u32) -> Result<()> {
+        let path = format!("/v1/models/{name}/versions/{version}");
+        self.send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn train(&self, request: &TrainRequest) -> Result<Model> {
+        self.json(self.request(Method::POST, "/v1/train").json(request))
+            .await
+    }
+
+    pub(crate) async fn apply_deployment(&self, spec: &DeploymentSpec) -> Result<Deployment> {
+        self.json(self.request(Method::POST, "/v1/deployments").json(spec))
+            .await
+    }
+
+    pub(crate) async fn list_deployments(&self) -> Result<Vec<DeploymentStatus>> {
+        self.json(self.request(Method::GET, "/v1/deployments"))
+            .await
+    }
+
+    pub(crate) async fn deployment_status(&self, name: &str) -> Result<DeploymentStatus> {
+        self.json(self.request(Method::GET, &format!("/v1/deployments/{name}")))
+            .await
+    }
+
+    pub(crate) async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/deployments/{name}");
+        self.send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn predict(
+        &self,
+        name: &str,
+        request: &PredictRequest,
+    ) -> Result<PredictResponse> {
+        let path = format!("/v1/deployments/{name}/predict");
+        self.json(self.request(Method::POST, &path).json(request))
+            .await
     }
 }
 

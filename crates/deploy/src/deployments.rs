@@ -29,7 +29,7 @@ use crate::telemetry::{Latency, LatencyReport};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A prediction request: entity keys and request-time values, as for online feature vectors.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// A client's id for the request; one is made up when absent.
@@ -49,7 +49,7 @@ pub struct PredictRequest {
 }
 
 /// The answer to a prediction request, one prediction per entry in order.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PredictResponse {
     pub id: String,
     pub deployment: String,
@@ -57,34 +57,34 @@ pub struct PredictResponse {
     pub model: String,
     pub model_version: u32,
     /// The model's feature names, when the request asked for the features.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
     pub predictions: Vec<EntryPrediction>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EntryPrediction {
     #[schema(value_type = String)]
     pub status: EntryStatus,
     /// The feature groups that had no row for the entry; their features were missing.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
     /// A classifier's positive-class probability.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
     /// A classifier's label: 1 when the probability reaches the deployment's threshold.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<i32>,
     /// A regressor's prediction.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<f64>,
     /// The model's input, when asked for (null: missing).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<Option<f64>>>,
 }
 
 /// What `kairos deploy status` shows.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentStatus {
     #[serde(flatten)]
     pub deployment: Deployment,
@@ -92,9 +92,10 @@ pub struct DeploymentStatus {
     pub feature_view_version: u32,
     pub training_dataset_version: u32,
     pub features: Vec<String>,
-    /// The inference-log feature group and version, when logging is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inference_log: Option<String>,
+    /// The inference-log feature group and version, when logging is on (the definition's
+    /// `inference_log` is the switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_log_group: Option<String>,
     pub inference_log_dropped: u64,
     pub latency: LatencyReport,
 }
@@ -300,7 +301,7 @@ impl Deployments {
             feature_view_version: live.view_version,
             training_dataset_version: live.training_dataset,
             features: live.features.clone(),
-            inference_log: live.log.as_ref().map(|l| l.group().to_string()),
+            inference_log_group: live.log.as_ref().map(|l| l.group().to_string()),
             inference_log_dropped: live.log.as_ref().map_or(0, InferenceLog::dropped),
             latency: live.latency.report(),
         })

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use kairos_model::Slo;
 use kairos_view::StageTimes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Per deployment and stage: `lookup`, `on_demand`, `transforms`, `predict`, `total`.
@@ -39,7 +39,7 @@ pub struct Latency {
 }
 
 /// What `kairos deploy status` shows of a deployment's latency.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LatencyReport {
     pub requests: u64,
     pub errors: u64,

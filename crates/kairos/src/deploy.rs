@@ -5,14 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use kairos_deploy::{Deployments, PredictRequest};
-use kairos_model::DeploymentSpec;
-use kairos_store::FeatureStore;
-use reqwest::Method;
+use kairos_client::{Client, DeploymentSpec, PredictRequest};
 
 use crate::config::Config;
 use crate::fg::print_json;
-use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
@@ -42,112 +38,34 @@ pub enum DeployCommand {
 }
 
 pub async fn run(command: DeployCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
-    match url {
-        Some(url) => run_remote(command, &crate::remote::connect(url, config)?).await,
-        None => {
-            let store = FeatureStore::open(config.store.clone()).await?;
-            let result = run_local(command, &store).await;
-            store.close().await;
-            result
-        }
-    }
-}
-
-async fn run_local(command: DeployCommand, store: &FeatureStore) -> anyhow::Result<()> {
-    let deployments = Deployments::new(store.clone())?;
-    // Reading a status or predicting needs the deployments loaded; applying and deleting not.
-    if matches!(
-        command,
-        DeployCommand::List | DeployCommand::Status { .. } | DeployCommand::Predict { .. }
-    ) {
-        deployments.start_all().await;
-    }
-    let result = async {
-        match command {
-            DeployCommand::Apply { file } => {
-                print_json(&deployments.apply(read_spec(&file)?).await?)
-            }
-            DeployCommand::Delete { name } => {
-                deployments.delete(&name).await?;
-                eprintln!("deleted deployment {name}");
-                Ok(())
-            }
-            DeployCommand::List => {
-                let statuses = deployments
-                    .list()
-                    .iter()
-                    .map(|l| deployments.status(&l.deployment.spec.name))
-                    .collect::<Result<Vec<_>, _>>()?;
-                print_json(&statuses)
-            }
-            DeployCommand::Status { name } => print_json(&deployments.status(&name)?),
-            DeployCommand::Predict {
-                name,
-                entries,
-                request,
-                features,
-            } => print_json(
-                &deployments
-                    .predict(
-                        &name,
-                        predict_request(&entries, request.as_deref(), features)?,
-                    )
-                    .await?,
-            ),
-        }
-    }
-    .await;
-    deployments.close().await;
+    let client = crate::client::open(config, url).await?;
+    let result = run_on(command, &client).await;
+    client.close().await?;
     result
 }
 
-async fn run_remote(command: DeployCommand, remote: &Remote) -> anyhow::Result<()> {
-    let value = match command {
+async fn run_on(command: DeployCommand, client: &Client) -> anyhow::Result<()> {
+    match command {
         DeployCommand::Apply { file } => {
-            let spec = read_spec(&file)?;
-            remote
-                .json(remote.request(Method::POST, "/v1/deployments").json(&spec))
-                .await?
-        }
-        DeployCommand::List => {
-            remote
-                .json(remote.request(Method::GET, "/v1/deployments"))
-                .await?
-        }
-        DeployCommand::Status { name } => {
-            remote
-                .json(remote.request(Method::GET, &format!("/v1/deployments/{name}")))
-                .await?
+            print_json(&client.apply_deployment(&read_spec(&file)?).await?)
         }
         DeployCommand::Delete { name } => {
-            remote
-                .send(remote.request(Method::DELETE, &format!("/v1/deployments/{name}")))
-                .await?;
+            client.delete_deployment(&name).await?;
             eprintln!("deleted deployment {name}");
-            return Ok(());
+            Ok(())
         }
+        DeployCommand::List => print_json(&client.list_deployments().await?),
+        DeployCommand::Status { name } => print_json(&client.deployment_status(&name).await?),
         DeployCommand::Predict {
             name,
             entries,
             request,
             features,
         } => {
-            let body = serde_json::json!({
-                "entries": parse_entries(&entries)?,
-                "request": request.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose()
-                    .context("--request is not JSON")?,
-                "return_features": features,
-            });
-            remote
-                .json(
-                    remote
-                        .request(Method::POST, &format!("/v1/deployments/{name}/predict"))
-                        .json(&body),
-                )
-                .await?
+            let request = predict_request(&entries, request.as_deref(), features)?;
+            print_json(&client.predict(&name, &request).await?)
         }
-    };
-    print_json(&value)
+    }
 }
 
 fn read_spec(file: &Path) -> anyhow::Result<DeploymentSpec> {

@@ -3,8 +3,6 @@
 //! and lineage — in process, or in the server at `--url` (`POST /v1/train`).
 
 use kairos_deploy::training::{self, TrainRequest};
-use kairos_store::FeatureStore;
-use reqwest::Method;
 
 use crate::config::Config;
 use crate::fg::{print_json, spinner};
@@ -96,22 +94,9 @@ pub async fn run(args: TrainArgs, config: &Config, url: Option<&str>) -> anyhow:
         "training {:?} on feature view {}",
         args.algorithm, request.feature_view
     ));
-    let model = match url {
-        Some(url) => {
-            let remote = crate::remote::connect(url, config)?;
-            remote
-                .json(remote.request(Method::POST, "/v1/train").json(&request))
-                .await
-        }
-        None => {
-            let store = FeatureStore::open(config.store.clone()).await?;
-            let result = training::train(&store, &request).await;
-            store.close().await;
-            result
-                .map_err(anyhow::Error::from)
-                .and_then(|m| Ok(serde_json::to_value(m)?))
-        }
-    };
+    let client = crate::client::open(config, url).await?;
+    let model = client.train(&request).await;
     bar.finish_and_clear();
+    client.close().await?;
     print_json(&model?)
 }

@@ -144,15 +144,14 @@ async fn redeploy(
     if current.get("revision").is_none() {
         bail!("deployment '{name}' is not there: {current}");
     }
-    // The status carries the definition's fields, with the inference log's group in place of
-    // the switch that turned it on.
+    // The status carries the definition's fields.
     let spec = json!({
         "name": name,
         "model": current["model"],
         "model_version": current["model_version"],
         "threshold": current["threshold"],
         "slo": current["slo"],
-        "inference_log": current["inference_log"].is_string(),
+        "inference_log": current["inference_log"],
     });
     let start = Instant::now();
     let answer = client

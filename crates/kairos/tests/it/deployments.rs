@@ -98,9 +98,18 @@ async fn a_deployment_predicts_from_online_features_and_swaps_models_under_load(
             "{name}: {expected} vs {value}"
         );
     }
+    // The server holds the data dir: the registry is asked through it.
     let model: kairos_model::Model = serde_json::from_value(out_json(&kairos(
         &data,
-        &["model", "describe", "card_fraud", "--version", "1"],
+        &[
+            "--url",
+            &server.url,
+            "model",
+            "describe",
+            "card_fraud",
+            "--version",
+            "1",
+        ],
     )))
     .unwrap();
     let artifact = std::fs::read(data.join("models/card_fraud/v1/model.json")).unwrap();
