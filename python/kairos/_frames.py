@@ -57,7 +57,18 @@ def _dictionaries_decoded(table: pa.Table) -> pa.Table:
     for i, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):
             plain = field.type.value_type
-            table = table.set_column(i, field.with_type(plain), table.column(i).cast(plain))
+            if pa.types.is_string_view(plain):
+                # Polars' categoricals: pyarrow can neither cast nor take string views, so
+                # their dictionary becomes plain strings first.
+                plain = pa.large_string()
+            chunks = [
+                pa.DictionaryArray.from_arrays(
+                    chunk.indices, chunk.dictionary.cast(plain)
+                ).dictionary_decode()
+                for chunk in table.column(i).chunks
+            ]
+            decoded = pa.chunked_array(chunks, type=plain)
+            table = table.set_column(i, field.with_type(plain), decoded)
     return table
 
 

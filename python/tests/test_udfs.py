@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pathlib
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Server
 
 import kairos
 
@@ -140,3 +143,55 @@ def test_a_udf_that_does_not_stand_alone_is_refused() -> None:
 
 
 LOOKUP = {"a": 1.0}
+
+
+def test_a_udf_that_answers_the_wrong_length_is_refused(fs: kairos.Client) -> None:
+    @kairos.udf(returns="float64")
+    def constant(amount):  # type: ignore[no-untyped-def]
+        return np.array([1.0])
+
+    view_with_udfs(fs)
+    view = fs.create_feature_view(
+        "constant",
+        root="payments",
+        features=["amount"],
+        on_demand=[kairos.OnDemand("c", function=constant, inputs=["amount"])],
+    )
+    with pytest.raises(kairos.KairosError, match=r"'constant' returned 1 rows.*expected 3 rows"):
+        view.training_data()
+
+
+def test_a_hanging_udf_times_out_and_the_server_goes_on(tmp_path: pathlib.Path) -> None:
+    """On a server only: embedded, a function runs in the caller's own process."""
+    config = tmp_path / "kairos.toml"
+    config.write_text("[store.python]\ntimeout_ms = 1500\nworkers = 1\n")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    server = Server(data_dir, "--config", str(config))
+    try:
+        fs = kairos.connect(server.url)
+        view_with_udfs(fs)
+
+        @kairos.udf(returns="float64", mode="row")
+        def forever(amount: float) -> float:
+            import time
+
+            time.sleep(3600)
+            return amount
+
+        view = fs.create_feature_view(
+            "forever",
+            root="payments",
+            features=["amount"],
+            on_demand=[kairos.OnDemand("f", function=forever, inputs=["amount"])],
+        )
+        started = time.monotonic()
+        with pytest.raises(kairos.KairosError, match=r"'forever'.*no answer within 1500 ms"):
+            view.training_data()
+        assert time.monotonic() - started < 60
+        # The worker was replaced: the server still runs the view's other functions.
+        x, _ = fs.get_feature_view("geo").training_data()
+        assert len(x) == 3
+        fs.close()
+    finally:
+        server.stop()
