@@ -32,6 +32,7 @@ from kairos.errors import (
 from kairos.feature_group import Feature, FeatureGroup, InsertResult
 from kairos.feature_view import FeatureView, Join, OnDemand
 from kairos.models import Deployment, Model
+from kairos.monitoring import Monitor, Pipeline, Recommender
 from kairos.udf import Udf, udf
 
 __all__ = [
@@ -50,8 +51,11 @@ __all__ = [
     "Join",
     "KairosError",
     "Model",
+    "Monitor",
     "NotFound",
     "OnDemand",
+    "Pipeline",
+    "Recommender",
     "Udf",
     "Unauthorised",
     "Unavailable",

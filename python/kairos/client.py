@@ -10,12 +10,14 @@ import pathlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from kairos import feature_view
+from kairos._frames import to_arrow
 from kairos._internal import Engine
 from kairos.errors import NotFound
 from kairos.feature_group import Feature, FeatureGroup, definition
 from kairos.feature_view import FeatureView, Join, OnDemand
 from kairos.models import Deployment, Model, onnx_definition, to_onnx
 from kairos.models import predict as predict_on
+from kairos.monitoring import Monitor, Pipeline, Recommender, definition_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -317,6 +319,62 @@ class Client:
     ) -> list[dict[str, Any]]:
         """``get_deployment(deployment).predict(...)`` in one call."""
         return predict_on(self._engine, deployment, entries, request, return_features)
+
+    # Pipelines, monitors and recommenders.
+
+    def deploy_pipeline(self, definition: dict[str, Any] | str | os.PathLike[str]) -> Pipeline:
+        """Deploys a streaming pipeline (or its next version) and starts it, from its
+        definition: a dict, or a TOML or JSON file as ``kairos pipeline apply`` reads it."""
+        deployed = json.loads(self._engine.deploy_pipeline(definition_text(definition)))
+        return Pipeline(self._engine, deployed["status"])
+
+    def get_pipeline(self, name: str) -> Pipeline:
+        return Pipeline(self._engine, json.loads(self._engine.pipeline_status(name)))
+
+    def pipelines(self) -> list[Pipeline]:
+        return [Pipeline(self._engine, p) for p in json.loads(self._engine.list_pipelines())]
+
+    def push(self, stream: str, events: Sequence[dict[str, Any]] | Any) -> int:
+        """Pushes events into a pipeline's HTTP stream: a list of dicts, or a frame (one
+        event per row). Answers their position in the stream's log."""
+        if not isinstance(events, list):
+            events = to_arrow(events, what="events").to_pylist()
+        lines = "".join(json.dumps(e, default=_json_time) + "\n" for e in events)
+        return self._engine.push_events(stream, lines.encode())
+
+    def apply_monitor(self, definition: dict[str, Any] | str | os.PathLike[str]) -> Monitor:
+        """Applies a monitor of a deployment from its definition: a dict, or a TOML or JSON
+        file as ``kairos monitor apply`` reads it."""
+        applied = json.loads(self._engine.apply_monitor(definition_text(definition)))
+        return Monitor(self._engine, applied)
+
+    def get_monitor(self, name: str) -> Monitor:
+        return Monitor(self._engine, json.loads(self._engine.get_monitor(name)))
+
+    def monitors(self) -> list[Monitor]:
+        return [Monitor(self._engine, m) for m in json.loads(self._engine.list_monitors())]
+
+    def apply_recommender(self, definition: dict[str, Any] | str | os.PathLike[str]) -> Recommender:
+        """Applies a recommender whose models exist, from its definition: a dict, or a TOML
+        or JSON file as ``kairos recsys apply`` reads it."""
+        applied = json.loads(self._engine.apply_recommender(definition_text(definition)))
+        return Recommender(self._engine, applied)
+
+    def get_recommender(self, name: str) -> Recommender:
+        return Recommender(self._engine, json.loads(self._engine.recommender_status(name)))
+
+    def recommenders(self) -> list[Recommender]:
+        return [Recommender(self._engine, r) for r in json.loads(self._engine.list_recommenders())]
+
+
+def _json_time(value: Any) -> str:
+    """A time in an event as RFC 3339 text; anything else JSON cannot hold, as its text."""
+    if isinstance(value, dt.datetime):
+        instant: dt.datetime = value
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=dt.timezone.utc)
+        return instant.isoformat()
+    return str(value)
 
 
 def _group_of(status: dict[str, Any]) -> dict[str, Any]:

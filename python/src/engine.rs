@@ -8,10 +8,11 @@ use arrow::compute::concat_batches;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
-use kairos_client::{Artifact, DeploymentSpec, PredictRequest, TrainRequest};
 use kairos_client::{
-    Client, ClientError, Embedded, ErrorKind, FeatureViewSpec, ReadFilter, Remote, RemoteOptions,
-    Spine, Split, SplitName, TrainingData, TrainingDatasetRequest, VectorRequest, Wait,
+    Artifact, Client, ClientError, DeploymentSpec, Embedded, ErrorKind, FeatureViewSpec,
+    InteractionEvent, MonitorSpec, PipelineSpec, PredictRequest, ReadFilter, RecommendRequest,
+    RecommenderSpec, Remote, RemoteOptions, Spine, Split, SplitName, TrainRequest, TrainingData,
+    TrainingDatasetRequest, VectorRequest, Wait,
 };
 use kairos_store::StoreConfig;
 use kairos_types::Format;
@@ -72,6 +73,15 @@ impl Engine {
 /// `text` read as the JSON of a `T`, or a `BadInput` naming `what` it should have been.
 fn parse<T: DeserializeOwned>(py: Python<'_>, what: &str, text: &str) -> PyResult<T> {
     serde_json::from_str(text).map_err(|e| bad_input(py, format!("{what}: {e}")))
+}
+
+/// A definition written as JSON (an object) or TOML, as the CLI's files are.
+fn definition_of<T: DeserializeOwned>(py: Python<'_>, what: &str, text: &str) -> PyResult<T> {
+    if text.trim_start().starts_with('{') {
+        parse(py, &format!("the {what}'s definition"), text)
+    } else {
+        toml::from_str(text).map_err(|e| bad_input(py, format!("the {what}'s definition: {e}")))
+    }
 }
 
 fn wait_of(py: Python<'_>, wait: &str) -> PyResult<Wait> {
@@ -459,6 +469,105 @@ impl Engine {
     fn predict(&self, py: Python<'_>, name: &str, request: &str) -> PyResult<String> {
         let request: PredictRequest = parse(py, "the prediction request", request)?;
         self.run_json(py, |c| async move { c.predict(name, &request).await })
+    }
+
+    /// Deploys a streaming pipeline from its definition, JSON or TOML, and starts it.
+    fn deploy_pipeline(&self, py: Python<'_>, definition: &str) -> PyResult<String> {
+        let spec: PipelineSpec = definition_of(py, "pipeline", definition)?;
+        self.run_json(py, |c| async move { c.deploy_pipeline(&spec).await })
+    }
+
+    fn list_pipelines(&self, py: Python<'_>) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.list_pipelines().await })
+    }
+
+    fn pipeline_status(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.pipeline_status(name).await })
+    }
+
+    fn start_pipeline(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.start_pipeline(name).await })
+    }
+
+    fn stop_pipeline(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.stop_pipeline(name).await })
+    }
+
+    /// Pushes JSON-lines events into an HTTP stream; answers their position in its log.
+    fn push_events(&self, py: Python<'_>, stream: &str, events: Vec<u8>) -> PyResult<u64> {
+        self.run(
+            py,
+            |c| async move { c.push_events(stream, events.into()).await },
+        )
+    }
+
+    /// Applies a monitor from its definition, JSON or TOML.
+    fn apply_monitor(&self, py: Python<'_>, definition: &str) -> PyResult<String> {
+        let spec: MonitorSpec = definition_of(py, "monitor", definition)?;
+        self.run_json(py, |c| async move { c.apply_monitor(&spec).await })
+    }
+
+    fn list_monitors(&self, py: Python<'_>) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.list_monitors().await })
+    }
+
+    fn get_monitor(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.get_monitor(name).await })
+    }
+
+    fn delete_monitor(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.run(py, |c| async move { c.delete_monitor(name).await })
+    }
+
+    fn run_monitor(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.run_monitor(name).await })
+    }
+
+    fn retrain(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.retrain(name).await })
+    }
+
+    fn monitor_history(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.monitor_history(name).await })
+    }
+
+    /// A deployment's monitoring report, as HTML.
+    #[pyo3(signature = (deployment, monitor = None))]
+    fn monitoring_report(
+        &self,
+        py: Python<'_>,
+        deployment: &str,
+        monitor: Option<&str>,
+    ) -> PyResult<String> {
+        self.run(py, |c| async move {
+            c.monitoring_report(deployment, monitor).await
+        })
+    }
+
+    /// Applies a recommender from its definition, JSON or TOML.
+    fn apply_recommender(&self, py: Python<'_>, definition: &str) -> PyResult<String> {
+        let spec: RecommenderSpec = definition_of(py, "recommender", definition)?;
+        self.run_json(py, |c| async move { c.apply_recommender(&spec).await })
+    }
+
+    fn list_recommenders(&self, py: Python<'_>) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.list_recommenders().await })
+    }
+
+    fn recommender_status(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.run_json(py, |c| async move { c.recommender_status(name).await })
+    }
+
+    /// Recommendations; `request` is the REST API's body as JSON (user_id, k, context).
+    fn recommend(&self, py: Python<'_>, name: &str, request: &str) -> PyResult<String> {
+        let request: RecommendRequest = parse(py, "the recommendation request", request)?;
+        self.run_json(py, |c| async move { c.recommend(name, &request).await })
+    }
+
+    /// Interactions; `events` is a JSON array of objects.
+    fn interact(&self, py: Python<'_>, name: &str, events: &str) -> PyResult<String> {
+        let events: Vec<InteractionEvent> = parse(py, "the interactions", events)?;
+        self.run_json(py, |c| async move { c.interact(name, events).await })
     }
 
     /// Waits until both stores hold every row this engine inserted (embedded), then lets go

@@ -4,6 +4,9 @@ match what scikit-learn predicts on the same feature vectors."""
 
 from __future__ import annotations
 
+import pathlib
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,3 +91,42 @@ def test_a_scikit_learn_model_predicts_through_a_deployment_as_it_does_in_python
     deployment.delete()
     with pytest.raises(kairos.NotFound):
         fs.get_deployment("fraud_lr")
+
+
+def test_a_monitor_watches_a_deployment(fs: kairos.Client, tmp_path: pathlib.Path) -> None:
+    view = fraud_view(fs)
+    view.create_training_data(
+        split={"kind": "random", "seed": 1, "train": 0.6, "validation": 0.2, "test": 0.2}
+    )
+    fs.deploy("fraud", fs.train(view, label="is_fraud", trees=10))
+    for i in range(30):
+        fs.predict("fraud", [30_000 + i], request={"amount": 10.0 * i, "night": float(i % 2)})
+    definition = tmp_path / "monitor.toml"
+    definition.write_text('name = "watch"\ndeployment = "fraud"\nwindow = "1d"\nmin_rows = 10\n')
+    monitor = fs.apply_monitor(definition)
+    assert (monitor.name, monitor.deployment) == ("watch", "fraud")
+    assert [m.name for m in fs.monitors()] == ["watch"]
+    # The inference log is written off the request path: a run sees the rows once it is.
+    deadline = time.monotonic() + 30
+    run = monitor.run()
+    while run["rows"] < 30 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = monitor.run()
+    assert run["rows"] >= 30, run
+    assert "<html" in monitor.report().lower()
+    scores = monitor.history()["scores"]
+    while not scores and time.monotonic() < deadline:
+        time.sleep(0.5)
+        scores = monitor.history()["scores"]
+    assert {s["run_id"] for s in scores} >= {run["run_id"]}, "the run is in the history"
+    with pytest.raises(kairos.BadInput, match="nowhere"):
+        fs.apply_monitor({"name": "bad", "deployment": "fraud", "window": "nowhere"})
+    monitor.delete()
+    with pytest.raises(kairos.NotFound):
+        fs.get_monitor("watch")
+
+
+def test_recommenders_are_listed_and_missing_ones_named(fs: kairos.Client) -> None:
+    assert fs.recommenders() == []
+    with pytest.raises(kairos.NotFound, match="movies"):
+        fs.get_recommender("movies")

@@ -4,23 +4,28 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use futures::StreamExt;
+use kairos_deploy::{Deployments, training};
+use kairos_model::{Artifacts, ModelSpec};
+use kairos_monitor::Monitors;
+use kairos_pipeline::Pipelines;
+use kairos_recommend::Recommenders;
 use kairos_store::{
     CheckReport, CompactReport, FeatureStore, GroupStatus, InsertAck, InsertOptions, OfflineFilter,
     OnlineResponse, StoreConfig, StoreError,
 };
 use kairos_types::{FeatureGroup, FeatureGroupSpec};
-
-use kairos_deploy::{Deployments, training};
-use kairos_model::{Artifacts, ModelSpec};
 use tokio::sync::OnceCell;
 
 use crate::{
     Artifact, Batches, ClientError, Deployment, DeploymentSpec, DeploymentStatus, ErrorKind,
-    FeatureView, FeatureViewSpec, Model, PredictRequest, PredictResponse, ReadFilter, Result, Rows,
-    SplitName, TrainRequest, TrainingData, TrainingDataset, VectorAnswer, VectorRequest,
-    ViewStatus, Wait,
+    FeatureView, FeatureViewSpec, History, InteractionEvent, Model, Monitor, MonitorRun,
+    MonitorSpec, PredictRequest, PredictResponse, ReadFilter, RecommendRequest, RecommendResponse,
+    RecommenderSpec, RecommenderStatus, Result, RetrainDecision, Rows, SplitName, TrainRequest,
+    TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
 };
+use crate::{Deployed, PipelineSpec, PipelineStatus};
 
 /// A store opened in this process.
 #[derive(Debug)]
@@ -31,6 +36,9 @@ pub struct Embedded {
     written: Mutex<BTreeSet<(String, u32)>>,
     /// The store's deployments, loaded when first used (applying one, or predicting).
     deployments: OnceCell<Arc<Deployments>>,
+    monitors: OnceCell<Monitors>,
+    recommenders: OnceCell<Recommenders>,
+    pipelines: OnceCell<Pipelines>,
 }
 
 fn model_not_found(name: &str, version: Option<u32>) -> ClientError {
@@ -59,6 +67,9 @@ impl Embedded {
             store,
             written: Mutex::new(BTreeSet::new()),
             deployments: OnceCell::new(),
+            monitors: OnceCell::new(),
+            recommenders: OnceCell::new(),
+            pipelines: OnceCell::new(),
         }
     }
 
@@ -383,6 +394,129 @@ impl Embedded {
         Ok(deployments.predict(name, request.clone()).await?)
     }
 
+    /// The store's pipelines, started on first use: they run in this process while the
+    /// client lives.
+    async fn pipelines(&self) -> Result<&Pipelines> {
+        self.pipelines
+            .get_or_try_init(|| async {
+                let pipelines = Pipelines::new(self.store.clone());
+                pipelines.start_all().await;
+                Ok(pipelines)
+            })
+            .await
+    }
+
+    pub(crate) async fn deploy_pipeline(&self, spec: &PipelineSpec) -> Result<Deployed> {
+        let (pipeline, status) = self.pipelines().await?.deploy(spec.clone()).await?;
+        Ok(Deployed { pipeline, status })
+    }
+
+    pub(crate) async fn list_pipelines(&self) -> Result<Vec<PipelineStatus>> {
+        Ok(self.pipelines().await?.list().await?)
+    }
+
+    pub(crate) async fn pipeline_status(&self, name: &str) -> Result<PipelineStatus> {
+        Ok(self.pipelines().await?.status(name).await?)
+    }
+
+    pub(crate) async fn start_pipeline(&self, name: &str) -> Result<PipelineStatus> {
+        Ok(self.pipelines().await?.resume(name).await?)
+    }
+
+    pub(crate) async fn stop_pipeline(&self, name: &str) -> Result<PipelineStatus> {
+        Ok(self.pipelines().await?.pause(name).await?)
+    }
+
+    pub(crate) async fn push_events(&self, stream: &str, events: Bytes) -> Result<u64> {
+        Ok(self.pipelines().await?.push(stream, events).await?)
+    }
+
+    /// The monitors of this store's deployments. A client runs them when asked, not on their
+    /// schedules: that is a server's job.
+    async fn monitors(&self) -> Result<&Monitors> {
+        self.monitors
+            .get_or_try_init(|| async { Ok(Monitors::new(self.deployments().await?.clone())) })
+            .await
+    }
+
+    pub(crate) async fn apply_monitor(&self, spec: &MonitorSpec) -> Result<Monitor> {
+        Ok(self.monitors().await?.apply(spec.clone()).await?)
+    }
+
+    pub(crate) async fn list_monitors(&self) -> Result<Vec<Monitor>> {
+        Ok(self.monitors().await?.list()?)
+    }
+
+    pub(crate) async fn get_monitor(&self, name: &str) -> Result<Monitor> {
+        Ok(self.monitors().await?.get(name)?)
+    }
+
+    pub(crate) async fn delete_monitor(&self, name: &str) -> Result<()> {
+        Ok(self.monitors().await?.delete(name)?)
+    }
+
+    pub(crate) async fn run_monitor(&self, name: &str) -> Result<MonitorRun> {
+        Ok(self.monitors().await?.run(name, None).await?)
+    }
+
+    pub(crate) async fn retrain(&self, name: &str) -> Result<RetrainDecision> {
+        Ok(self.monitors().await?.retrain(name, "requested").await?)
+    }
+
+    pub(crate) async fn monitor_history(&self, name: &str) -> Result<History> {
+        Ok(self.monitors().await?.history(name).await?)
+    }
+
+    pub(crate) async fn monitoring_report(
+        &self,
+        deployment: &str,
+        monitor: Option<&str>,
+    ) -> Result<String> {
+        Ok(self.monitors().await?.report(deployment, monitor).await?)
+    }
+
+    /// The store's recommenders, loaded on first use.
+    async fn recommenders(&self) -> Result<&Recommenders> {
+        self.recommenders
+            .get_or_try_init(|| async {
+                let recommenders = Recommenders::new(self.store.clone());
+                recommenders.start_all().await;
+                Ok(recommenders)
+            })
+            .await
+    }
+
+    pub(crate) async fn apply_recommender(
+        &self,
+        spec: &RecommenderSpec,
+    ) -> Result<RecommenderStatus> {
+        Ok(self.recommenders().await?.apply(spec.clone()).await?)
+    }
+
+    pub(crate) async fn list_recommenders(&self) -> Result<Vec<RecommenderStatus>> {
+        Ok(self.recommenders().await?.list())
+    }
+
+    pub(crate) async fn recommender_status(&self, name: &str) -> Result<RecommenderStatus> {
+        Ok(self.recommenders().await?.status(name)?)
+    }
+
+    pub(crate) async fn recommend(
+        &self,
+        name: &str,
+        request: &RecommendRequest,
+    ) -> Result<RecommendResponse> {
+        Ok(self.recommenders().await?.recommend(name, request).await?)
+    }
+
+    pub(crate) async fn interact(
+        &self,
+        name: &str,
+        events: Vec<InteractionEvent>,
+    ) -> Result<InsertAck> {
+        Ok(self.recommenders().await?.interact(name, events).await?)
+    }
+
     /// Waits until both stores hold every row this client inserted, then closes the store.
     pub(crate) async fn close(&self) -> Result<()> {
         let written = std::mem::take(&mut *self.written.lock().expect("lock"));
@@ -392,6 +526,12 @@ impl Embedded {
                 settled = Err(e.into());
                 break;
             }
+        }
+        if let Some(pipelines) = self.pipelines.get() {
+            pipelines.close().await;
+        }
+        if let Some(recommenders) = self.recommenders.get() {
+            recommenders.close().await;
         }
         if let Some(deployments) = self.deployments.get() {
             deployments.close().await;

@@ -19,8 +19,14 @@ use futures::stream::BoxStream;
 pub use kairos_deploy::training::TrainRequest;
 pub use kairos_deploy::{DeploymentStatus, PredictRequest, PredictResponse};
 pub use kairos_model::{Deployment, DeploymentSpec, Model};
+pub use kairos_monitor::{History, Monitor, MonitorRun, MonitorSpec, RetrainDecision};
+pub use kairos_pipeline::{Deployed, PipelineStatus};
+pub use kairos_recommend::{
+    InteractionEvent, RecommendRequest, RecommendResponse, RecommenderSpec, RecommenderStatus,
+};
 use kairos_store::{CheckReport, GroupStatus, InsertAck, OnlineResponse};
 pub use kairos_store::{CompactReport, JoinTuning, Spine, VectorAnswer, ViewStatus};
+pub use kairos_stream::PipelineSpec;
 use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
 pub use kairos_view::{
     FeatureView, FeatureViewSpec, Split, SplitName, TrainingDataset, TrainingDatasetRequest,
@@ -355,6 +361,109 @@ impl Client {
     /// Predicts for entities: their vectors built online, then the deployment's model.
     pub async fn predict(&self, name: &str, request: &PredictRequest) -> Result<PredictResponse> {
         on_backend!(self, b => b.predict(name, request).await)
+    }
+
+    /// Deploys a streaming pipeline (or its next version) and starts it.
+    pub async fn deploy_pipeline(&self, spec: &PipelineSpec) -> Result<Deployed> {
+        on_backend!(self, b => b.deploy_pipeline(spec).await)
+    }
+
+    /// Every pipeline and where it stands.
+    pub async fn list_pipelines(&self) -> Result<Vec<PipelineStatus>> {
+        on_backend!(self, b => b.list_pipelines().await)
+    }
+
+    /// A pipeline's state, watermark, lag and counts.
+    pub async fn pipeline_status(&self, name: &str) -> Result<PipelineStatus> {
+        on_backend!(self, b => b.pipeline_status(name).await)
+    }
+
+    /// Starts a stopped pipeline, and keeps it running across restarts.
+    pub async fn start_pipeline(&self, name: &str) -> Result<PipelineStatus> {
+        on_backend!(self, b => b.start_pipeline(name).await)
+    }
+
+    /// Stops a pipeline, and keeps it stopped across restarts.
+    pub async fn stop_pipeline(&self, name: &str) -> Result<PipelineStatus> {
+        on_backend!(self, b => b.stop_pipeline(name).await)
+    }
+
+    /// Pushes events (JSON lines) into an HTTP stream; answers their position in its log.
+    pub async fn push_events(&self, stream: &str, events: Bytes) -> Result<u64> {
+        on_backend!(self, b => b.push_events(stream, events).await)
+    }
+
+    /// Applies a monitor of a deployment (drift, quality, retraining).
+    pub async fn apply_monitor(&self, spec: &MonitorSpec) -> Result<Monitor> {
+        on_backend!(self, b => b.apply_monitor(spec).await)
+    }
+
+    /// Every monitor.
+    pub async fn list_monitors(&self) -> Result<Vec<Monitor>> {
+        on_backend!(self, b => b.list_monitors().await)
+    }
+
+    /// One monitor.
+    pub async fn get_monitor(&self, name: &str) -> Result<Monitor> {
+        on_backend!(self, b => b.get_monitor(name).await)
+    }
+
+    /// Deletes a monitor (its history stays).
+    pub async fn delete_monitor(&self, name: &str) -> Result<()> {
+        on_backend!(self, b => b.delete_monitor(name).await)
+    }
+
+    /// Runs a monitor now: its drift and quality checks over the inference log.
+    pub async fn run_monitor(&self, name: &str) -> Result<MonitorRun> {
+        on_backend!(self, b => b.run_monitor(name).await)
+    }
+
+    /// Retrains a monitor's model now, promoting the challenger only if it wins.
+    pub async fn retrain(&self, name: &str) -> Result<RetrainDecision> {
+        on_backend!(self, b => b.retrain(name).await)
+    }
+
+    /// A monitor's runs, alerts and retrainings.
+    pub async fn monitor_history(&self, name: &str) -> Result<History> {
+        on_backend!(self, b => b.monitor_history(name).await)
+    }
+
+    /// A deployment's monitoring report, as HTML.
+    pub async fn monitoring_report(
+        &self,
+        deployment: &str,
+        monitor: Option<&str>,
+    ) -> Result<String> {
+        on_backend!(self, b => b.monitoring_report(deployment, monitor).await)
+    }
+
+    /// Applies a recommender whose models exist.
+    pub async fn apply_recommender(&self, spec: &RecommenderSpec) -> Result<RecommenderStatus> {
+        on_backend!(self, b => b.apply_recommender(spec).await)
+    }
+
+    /// Every live recommender.
+    pub async fn list_recommenders(&self) -> Result<Vec<RecommenderStatus>> {
+        on_backend!(self, b => b.list_recommenders().await)
+    }
+
+    /// A recommender's definition, models and history position.
+    pub async fn recommender_status(&self, name: &str) -> Result<RecommenderStatus> {
+        on_backend!(self, b => b.recommender_status(name).await)
+    }
+
+    /// The top items for a user: retrieval, filter rules, ranking, diversity.
+    pub async fn recommend(
+        &self,
+        name: &str,
+        request: &RecommendRequest,
+    ) -> Result<RecommendResponse> {
+        on_backend!(self, b => b.recommend(name, request).await)
+    }
+
+    /// Interactions appended to a recommender's interactions group.
+    pub async fn interact(&self, name: &str, events: Vec<InteractionEvent>) -> Result<InsertAck> {
+        on_backend!(self, b => b.interact(name, events).await)
     }
 
     /// Ends the client. An embedded one first waits until both stores hold every row it

@@ -16,13 +16,13 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    Artifact, Deployment, DeploymentSpec, DeploymentStatus, Model, PredictRequest, PredictResponse,
-    TrainRequest,
+    Artifact, Batches, ClientError, Deployment, DeploymentSpec, DeploymentStatus, ErrorKind,
+    FeatureView, FeatureViewSpec, History, InteractionEvent, Model, Monitor, MonitorRun,
+    MonitorSpec, PredictRequest, PredictResponse, ReadFilter, RecommendRequest, RecommendResponse,
+    RecommenderSpec, RecommenderStatus, Result, RetrainDecision, Rows, Spine, SplitName,
+    TrainRequest, TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
 };
-use crate::{
-    Batches, ClientError, ErrorKind, FeatureView, FeatureViewSpec, ReadFilter, Result, Rows, Spine,
-    SplitName, TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
-};
+use crate::{Deployed, PipelineSpec, PipelineStatus};
 
 /// How long an idle connection to the server is kept for reuse: less than the server's own
 /// header timeout (10 s by default), so a request never races a closing connection.
@@ -467,6 +467,137 @@ impl Remote {
     ) -> Result<PredictResponse> {
         let path = format!("/v1/deployments/{name}/predict");
         self.json(self.request(Method::POST, &path).json(request))
+            .await
+    }
+
+    pub(crate) async fn deploy_pipeline(&self, spec: &PipelineSpec) -> Result<Deployed> {
+        self.json(self.request(Method::POST, "/v1/pipelines").json(spec))
+            .await
+    }
+
+    pub(crate) async fn list_pipelines(&self) -> Result<Vec<PipelineStatus>> {
+        self.json(self.request(Method::GET, "/v1/pipelines")).await
+    }
+
+    pub(crate) async fn pipeline_status(&self, name: &str) -> Result<PipelineStatus> {
+        self.json(self.request(Method::GET, &format!("/v1/pipelines/{name}")))
+            .await
+    }
+
+    pub(crate) async fn start_pipeline(&self, name: &str) -> Result<PipelineStatus> {
+        let path = format!("/v1/pipelines/{name}/start");
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    pub(crate) async fn stop_pipeline(&self, name: &str) -> Result<PipelineStatus> {
+        let path = format!("/v1/pipelines/{name}/stop");
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    pub(crate) async fn push_events(&self, stream: &str, events: Bytes) -> Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct PushAck {
+            position: u64,
+        }
+        let request = self
+            .request(Method::POST, &format!("/v1/streams/{stream}/events"))
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .body(events);
+        let ack: PushAck = self.json(request).await?;
+        Ok(ack.position)
+    }
+
+    pub(crate) async fn apply_monitor(&self, spec: &MonitorSpec) -> Result<Monitor> {
+        self.json(self.request(Method::POST, "/v1/monitors").json(spec))
+            .await
+    }
+
+    pub(crate) async fn list_monitors(&self) -> Result<Vec<Monitor>> {
+        self.json(self.request(Method::GET, "/v1/monitors")).await
+    }
+
+    pub(crate) async fn get_monitor(&self, name: &str) -> Result<Monitor> {
+        self.json(self.request(Method::GET, &format!("/v1/monitors/{name}")))
+            .await
+    }
+
+    pub(crate) async fn delete_monitor(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/monitors/{name}");
+        self.send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn run_monitor(&self, name: &str) -> Result<MonitorRun> {
+        self.json(self.request(Method::POST, &format!("/v1/monitors/{name}/run")))
+            .await
+    }
+
+    pub(crate) async fn retrain(&self, name: &str) -> Result<RetrainDecision> {
+        let path = format!("/v1/monitors/{name}/retrain");
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    pub(crate) async fn monitor_history(&self, name: &str) -> Result<History> {
+        let path = format!("/v1/monitors/{name}/history");
+        self.json(self.request(Method::GET, &path)).await
+    }
+
+    pub(crate) async fn monitoring_report(
+        &self,
+        deployment: &str,
+        monitor: Option<&str>,
+    ) -> Result<String> {
+        let path = format!("/v1/deployments/{deployment}/monitoring/report");
+        let query: Vec<(&str, &str)> = monitor.map(|m| ("monitor", m)).into_iter().collect();
+        let body = self
+            .bytes(self.request(Method::GET, &path).query(&query))
+            .await?;
+        String::from_utf8(body.to_vec()).map_err(|e| {
+            ClientError::new(
+                ErrorKind::Internal,
+                format!(
+                    "kairos at {} sent a report that is not UTF-8: {e}",
+                    self.base
+                ),
+            )
+        })
+    }
+
+    pub(crate) async fn apply_recommender(
+        &self,
+        spec: &RecommenderSpec,
+    ) -> Result<RecommenderStatus> {
+        self.json(self.request(Method::POST, "/v1/recommenders").json(spec))
+            .await
+    }
+
+    pub(crate) async fn list_recommenders(&self) -> Result<Vec<RecommenderStatus>> {
+        self.json(self.request(Method::GET, "/v1/recommenders"))
+            .await
+    }
+
+    pub(crate) async fn recommender_status(&self, name: &str) -> Result<RecommenderStatus> {
+        self.json(self.request(Method::GET, &format!("/v1/recommenders/{name}")))
+            .await
+    }
+
+    pub(crate) async fn recommend(
+        &self,
+        name: &str,
+        request: &RecommendRequest,
+    ) -> Result<RecommendResponse> {
+        let path = format!("/v1/recommenders/{name}/recommend");
+        self.json(self.request(Method::POST, &path).json(request))
+            .await
+    }
+
+    pub(crate) async fn interact(
+        &self,
+        name: &str,
+        events: Vec<InteractionEvent>,
+    ) -> Result<InsertAck> {
+        let path = format!("/v1/recommenders/{name}/interactions");
+        self.json(self.request(Method::POST, &path).json(&events))
             .await
     }
 }

@@ -25,6 +25,14 @@ use kairos_stream::spec::PipelineDef;
 use tokio::sync::Mutex;
 
 pub use policy::{Confinement, SourcePolicy};
+
+/// A pipeline deployed: its definition as applied, and its status once started.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Deployed {
+    pub pipeline: PipelineDef,
+    pub status: PipelineStatus,
+}
+
 pub use runner::{Freshness, PipelineHandle, PipelineStatus, Placement, RunState};
 pub use sink::Sink;
 pub use source::Streams;

@@ -121,7 +121,7 @@ use crate::{
         PipelineSpec,
         PipelineDef,
         PipelineStatus,
-        pipelines::Deployed,
+        kairos_pipeline::Deployed,
         pipelines::PushAck,
         kairos_deploy::training::TrainRequest,
         kairos_deploy::training::AlgorithmName,

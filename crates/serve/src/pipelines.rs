@@ -7,21 +7,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use kairos_pipeline::{PipelineStatus, Pipelines};
+use kairos_pipeline::{Deployed, PipelineStatus, Pipelines};
 use kairos_stream::PipelineSpec;
-use kairos_stream::spec::PipelineDef;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
 use crate::request::{ApiResult, parse_json};
-
-/// A definition as applied, and the pipeline's status once started.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Deployed {
-    pub pipeline: PipelineDef,
-    pub status: PipelineStatus,
-}
 
 /// Apply a pipeline definition and run it. The output feature group is created if absent; a
 /// changed definition becomes the next version and replaces the running one.
