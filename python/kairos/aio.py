@@ -1,22 +1,60 @@
 """The asyncio client: the same API, each method an awaitable that runs the engine on a worker
-thread (the engine releases the GIL), so the event loop never blocks."""
+thread (the engine releases the GIL), so the event loop never blocks.
+
+Every method here is its blocking twin's, made awaitable by ``off_loop``: one signature and
+one behaviour, typed from the original. A method that answers a feature group or view answers
+its awaitable twin.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from kairos.client import Client, connect
-from kairos.feature_group import Feature, FeatureGroup, InsertResult, Time, Wait
-from kairos.feature_view import FeatureView, VectorReturnType
+from kairos.feature_group import FeatureGroup
+from kairos.feature_view import FeatureView
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from types import TracebackType
 
-    from kairos._frames import ReturnType
+P = ParamSpec("P")
+R = TypeVar("R")
+W = TypeVar("W")
+Awaitable = Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]
+
+
+def off_loop(method: Callable[Concatenate[Any, P], R]) -> Awaitable[P, R]:
+    """``method`` of the object's ``sync`` twin, as an awaitable run on a worker thread."""
+
+    async def run(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(method, self.sync, *args, **kwargs)
+
+    return _named_after(run, method)
+
+
+def off_loop_as(
+    method: Callable[Concatenate[Any, P], R], wrap: Callable[[R], W]
+) -> Awaitable[P, W]:
+    """``off_loop``, its answer made awaitable too by ``wrap``."""
+
+    async def run(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> W:
+        return wrap(await asyncio.to_thread(method, self.sync, *args, **kwargs))
+
+    return _named_after(run, method)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _named_after(twin: F, method: Callable[..., Any]) -> F:
+    """``twin`` with ``method``'s name and docstring, for help() and tracebacks."""
+    twin.__name__ = method.__name__
+    twin.__qualname__ = method.__qualname__
+    twin.__doc__ = method.__doc__
+    return twin
 
 
 class AsyncFeatureGroup:
@@ -37,29 +75,13 @@ class AsyncFeatureGroup:
     def __repr__(self) -> str:
         return f"AsyncFeatureGroup({self.name!r}, version={self.version})"
 
-    async def insert(self, data: Any, *, wait: Wait = "stored") -> InsertResult:
-        return await asyncio.to_thread(self.sync.insert, data, wait=wait)
-
-    async def read(
-        self,
-        *,
-        start: Time | None = None,
-        end: Time | None = None,
-        as_of: Time | None = None,
-        return_type: ReturnType = "pandas",
-    ) -> Any:
-        return await asyncio.to_thread(
-            self.sync.read, start=start, end=end, as_of=as_of, return_type=return_type
-        )
-
-    async def get_online(self, keys: Sequence[Any], *, return_type: ReturnType = "pandas") -> Any:
-        return await asyncio.to_thread(self.sync.get_online, keys, return_type=return_type)
-
-    async def status(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self.sync.status)
-
-    async def delete(self) -> None:
-        await asyncio.to_thread(self.sync.delete)
+    insert = off_loop(FeatureGroup.insert)
+    read = off_loop(FeatureGroup.read)
+    get_online = off_loop(FeatureGroup.get_online)
+    status = off_loop(FeatureGroup.status)
+    check = off_loop(FeatureGroup.check)
+    compact = off_loop(FeatureGroup.compact)
+    delete = off_loop(FeatureGroup.delete)
 
 
 class AsyncFeatureView:
@@ -84,61 +106,30 @@ class AsyncFeatureView:
     def __repr__(self) -> str:
         return f"AsyncFeatureView({self.name!r}, version={self.version})"
 
-    async def get_feature_vector(
-        self,
-        entry: Any,
-        *,
-        request: dict[str, Any] | None = None,
-        training_dataset_version: int | None = None,
-        return_type: VectorReturnType = "list",
-    ) -> Any:
-        return await asyncio.to_thread(
-            self.sync.get_feature_vector,
-            entry,
-            request=request,
-            training_dataset_version=training_dataset_version,
-            return_type=return_type,
-        )
+    get_feature_vector = off_loop(FeatureView.get_feature_vector)
+    get_feature_vectors = off_loop(FeatureView.get_feature_vectors)
+    create_training_data = off_loop(FeatureView.create_training_data)
+    training_data = off_loop(FeatureView.training_data)
+    train_test_split = off_loop(FeatureView.train_test_split)
+    train_validation_test_split = off_loop(FeatureView.train_validation_test_split)
+    get_training_data = off_loop(FeatureView.get_training_data)
+    read_training_dataset = off_loop(FeatureView.read_training_dataset)
+    delete = off_loop(FeatureView.delete)
 
-    async def get_feature_vectors(
-        self,
-        entries: Sequence[Any],
-        *,
-        request: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
-        training_dataset_version: int | None = None,
-        return_type: VectorReturnType = "list",
-    ) -> Any:
-        return await asyncio.to_thread(
-            self.sync.get_feature_vectors,
-            entries,
-            request=request,
-            training_dataset_version=training_dataset_version,
-            return_type=return_type,
-        )
 
-    async def training_data(
-        self,
-        *,
-        start: Time | None = None,
-        end: Time | None = None,
-        spine: Any = None,
-        strict: bool = False,
-        as_known_at: bool = False,
-        return_type: ReturnType = "pandas",
-    ) -> tuple[Any, Any]:
-        return await asyncio.to_thread(
-            self.sync.training_data,
-            start=start,
-            end=end,
-            spine=spine,
-            strict=strict,
-            as_known_at=as_known_at,
-            return_type=return_type,
-        )
+def _groups(groups: list[FeatureGroup]) -> list[AsyncFeatureGroup]:
+    return [AsyncFeatureGroup(g) for g in groups]
+
+
+def _views(views: list[FeatureView]) -> list[AsyncFeatureView]:
+    return [AsyncFeatureView(v) for v in views]
 
 
 class AsyncClient:
-    """``kairos.Client`` with awaitable methods; open it with ``kairos.connect_async``."""
+    """``kairos.Client`` with awaitable methods; open it with ``kairos.connect_async``.
+    Models, deployments, pipelines, monitors and recommenders come back as the blocking
+    client's objects: call theirs through ``asyncio.to_thread``, or use the client's own
+    ``predict`` and ``push``, which are awaitable here."""
 
     def __init__(self, client: Client) -> None:
         self.sync = client
@@ -159,48 +150,36 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        await asyncio.to_thread(self.sync.close)
-
-    async def create_feature_group(
-        self,
-        name: str,
-        *,
-        primary_key: str | Sequence[str],
-        event_time: str,
-        features: dict[str, str] | Sequence[Feature] | None = None,
-        df: Any = None,
-        online_enabled: bool = True,
-        description: str = "",
-        ttl: dt.timedelta | int | None = None,
-        expectations: Sequence[dict[str, Any]] | None = None,
-    ) -> AsyncFeatureGroup:
-        group = await asyncio.to_thread(
-            self.sync.create_feature_group,
-            name,
-            primary_key=primary_key,
-            event_time=event_time,
-            features=features,
-            df=df,
-            online_enabled=online_enabled,
-            description=description,
-            ttl=ttl,
-            expectations=expectations,
-        )
-        return AsyncFeatureGroup(group)
-
-    async def get_feature_group(self, name: str, version: int | None = None) -> AsyncFeatureGroup:
-        return AsyncFeatureGroup(
-            await asyncio.to_thread(self.sync.get_feature_group, name, version)
-        )
-
-    async def feature_groups(self) -> list[AsyncFeatureGroup]:
-        groups = await asyncio.to_thread(self.sync.feature_groups)
-        return [AsyncFeatureGroup(g) for g in groups]
-
-    async def get_feature_view(self, name: str, version: int | None = None) -> AsyncFeatureView:
-        view = await asyncio.to_thread(self.sync.get_feature_view, name, version)
-        return AsyncFeatureView(view)
+    close = off_loop(Client.close)
+    create_feature_group = off_loop_as(Client.create_feature_group, AsyncFeatureGroup)
+    get_feature_group = off_loop_as(Client.get_feature_group, AsyncFeatureGroup)
+    get_or_create_feature_group = off_loop_as(Client.get_or_create_feature_group, AsyncFeatureGroup)
+    feature_groups = off_loop_as(Client.feature_groups, _groups)
+    create_feature_view = off_loop_as(Client.create_feature_view, AsyncFeatureView)
+    create_feature_view_from_file = off_loop_as(
+        Client.create_feature_view_from_file, AsyncFeatureView
+    )
+    get_feature_view = off_loop_as(Client.get_feature_view, AsyncFeatureView)
+    feature_views = off_loop_as(Client.feature_views, _views)
+    get_historical_features = off_loop(Client.get_historical_features)
+    register_model = off_loop(Client.register_model)
+    train = off_loop(Client.train)
+    get_model = off_loop(Client.get_model)
+    models = off_loop(Client.models)
+    deploy = off_loop(Client.deploy)
+    get_deployment = off_loop(Client.get_deployment)
+    deployments = off_loop(Client.deployments)
+    predict = off_loop(Client.predict)
+    deploy_pipeline = off_loop(Client.deploy_pipeline)
+    get_pipeline = off_loop(Client.get_pipeline)
+    pipelines = off_loop(Client.pipelines)
+    push = off_loop(Client.push)
+    apply_monitor = off_loop(Client.apply_monitor)
+    get_monitor = off_loop(Client.get_monitor)
+    monitors = off_loop(Client.monitors)
+    apply_recommender = off_loop(Client.apply_recommender)
+    get_recommender = off_loop(Client.get_recommender)
+    recommenders = off_loop(Client.recommenders)
 
 
 async def connect_async(

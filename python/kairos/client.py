@@ -244,12 +244,21 @@ class Client:
         task: Literal["binary", "regression"] = "binary",
         name: str | None = None,
         training_dataset_version: int | None = None,
-        **settings: Any,
+        features: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        trees: int = 100,
+        learning_rate: float = 0.1,
+        max_depth: int = 5,
+        c: float = 1.0,
+        threshold: float = 0.5,
+        seed: int = 0,
     ) -> Model:
         """Trains a model in the engine on a view's training dataset (its transforms
         applied), scores it on the validation and test splits and registers it with those
-        metrics and its lineage. ``settings``: ``trees``, ``learning_rate``, ``max_depth``
-        (gbdt), ``c`` (logistic), ``threshold``, ``seed``, ``features``, ``exclude``."""
+        metrics and its lineage: gradient-boosted ``trees`` of ``max_depth`` at
+        ``learning_rate``, or a logistic regression with scikit-learn's ``c``. ``features``
+        (all but keys, time and labels when left out) and ``exclude`` pick its inputs;
+        ``threshold`` is where the metrics count a row positive."""
         view = feature_view if isinstance(feature_view, str) else feature_view.name
         request = {
             "feature_view": view,
@@ -258,7 +267,14 @@ class Client:
             "algorithm": algorithm,
             "task": task,
             "name": name,
-            **settings,
+            "features": None if features is None else list(features),
+            "exclude": list(exclude),
+            "trees": trees,
+            "learning_rate": learning_rate,
+            "max_depth": max_depth,
+            "c": c,
+            "threshold": threshold,
+            "seed": seed,
         }
         return Model.of(json.loads(self._engine.train(json.dumps(request))))
 

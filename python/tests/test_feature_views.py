@@ -142,3 +142,23 @@ def test_a_view_from_a_toml_file_and_its_errors(fs: kairos.Client, tmp_path: pat
     view.delete()
     with pytest.raises(kairos.NotFound):
         fs.get_feature_view("amounts")
+
+
+def test_the_async_client_serves_vectors_and_training_data(fs: kairos.Client) -> None:
+    import asyncio
+
+    build(fs)
+
+    async def main() -> tuple[list[list[object]], int]:
+        client = kairos.AsyncClient(fs)
+        view = await client.get_feature_view("fraud")
+        request = {"cc_num": 10, "amount": 3.0, "lat": 40.71, "lon": -74.0}
+        vectors = await asyncio.gather(
+            *(view.get_feature_vector({"tx": i}, request=request) for i in range(50))
+        )
+        x, _ = await view.training_data()
+        return vectors, len(x)
+
+    vectors, rows = asyncio.run(main())
+    assert rows == 4
+    assert all(v == vectors[0] for v in vectors) and vectors[0][0] == 3.0
