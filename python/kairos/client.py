@@ -165,15 +165,13 @@ class Client:
             transforms=transforms,
             description=description,
         )
-        view = json.loads(self._engine.apply_view(json.dumps(spec), "json"))
+        view = json.loads(self._engine.apply_view(json.dumps(spec)))
         return self.get_feature_view(view["name"], view["version"])
 
     def create_feature_view_from_file(self, path: str | os.PathLike[str]) -> FeatureView:
         """Creates a feature view from a definition file, TOML or JSON, as ``kairos fv apply``
         reads it (the examples' files)."""
-        text = pathlib.Path(path).read_text()
-        format = "json" if os.fspath(path).endswith(".json") else "toml"
-        view = json.loads(self._engine.apply_view(text, format))
+        view = json.loads(self._engine.apply_view(pathlib.Path(path).read_text()))
         return self.get_feature_view(view["name"], view["version"])
 
     def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:

@@ -176,6 +176,9 @@ class FeatureView:
         description: str = "",
     ) -> int:
         """Materialises a point-in-time correct training dataset and answers its version.
+        ``split`` is the REST API's: ``{"kind": "random", "seed": 0, "train": 0.8,
+        "validation": 0, "test": 0.2}`` or ``{"kind": "time", "validation_start": …,
+        "test_start": …}`` (the split methods below write it for you).
         ``spine`` (any frame of root keys and event times) replaces the root group's rows;
         ``strict`` joins only rows strictly older than each root row; ``as_known_at`` only rows
         ingested by its time, so no late or backfilled value leaks in."""
@@ -292,12 +295,11 @@ class FeatureView:
         test_start: Time | None,
     ) -> dict[str, Any]:
         if test_start is not None:
-            from kairos._frames import rfc3339
-
+            start = validation_start or test_start
             return {
                 "kind": "time",
-                "validation_start": rfc3339(validation_start or test_start, "validation_start"),
-                "test_start": rfc3339(test_start, "test_start"),
+                "validation_start": _frames.rfc3339(start, "validation_start"),
+                "test_start": _frames.rfc3339(test_start, "test_start"),
             }
         return {
             "kind": "random",

@@ -66,7 +66,8 @@ impl Engine {
         T: Send + Serialize,
     {
         let answer = self.run(py, op)?;
-        serde_json::to_string(&answer).map_err(|e| bad_input(py, e.to_string()))
+        serde_json::to_string(&answer)
+            .map_err(|e| to_py(py, ClientError::new(ErrorKind::Internal, e.to_string())))
     }
 }
 
@@ -280,21 +281,10 @@ impl Engine {
         self.run(py, |c| async move { c.delete_group(name, version).await })
     }
 
-    /// Creates a feature view (or its next version) from its definition in `format`: `json`
-    /// or `toml` (the CLI's files).
-    #[pyo3(signature = (definition, format = "json"))]
-    fn apply_view(&self, py: Python<'_>, definition: &str, format: &str) -> PyResult<String> {
-        let spec: FeatureViewSpec = match format {
-            "json" => parse(py, "the feature view's definition", definition)?,
-            "toml" => toml::from_str(definition)
-                .map_err(|e| bad_input(py, format!("the feature view's definition: {e}")))?,
-            other => {
-                return Err(bad_input(
-                    py,
-                    format!("a definition's format is json or toml, not {other:?}"),
-                ));
-            }
-        };
+    /// Creates a feature view (or its next version) from its definition, JSON or TOML (the
+    /// CLI's files).
+    fn apply_view(&self, py: Python<'_>, definition: &str) -> PyResult<String> {
+        let spec: FeatureViewSpec = definition_of(py, "feature view", definition)?;
         self.run_json(py, |c| async move { c.apply_view(&spec).await })
     }
 
