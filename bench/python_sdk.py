@@ -112,27 +112,43 @@ def kairos_online(fs: kairos.Client, view: kairos.FeatureView, keys: int, calls:
     return {"1": one, "100": hundred}
 
 
-def feast_online(data: dict[str, pd.DataFrame], keys: int, calls: int, root: pathlib.Path) -> dict[str, dict[str, float]] | None:
-    try:
-        from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
-        from feast.on_demand_feature_view import on_demand_feature_view
-        from feast.types import Float64, Int64
-        from feast.value_type import ValueType
-    except ImportError:
-        return None
-    repo = root / "feast"
+def feast_repo(repo: pathlib.Path, data: dict[str, pd.DataFrame], online: bool) -> tuple[object, list[object]]:
+    """A local Feast repo (SQLite online store) with a feature view per frame, each on the
+    frame written as Parquet, keyed by card; answers the store and the card entity with the
+    views, for the caller to apply with anything else it defines."""
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+    from feast.types import Float64, Int64
+    from feast.value_type import ValueType
+
     repo.mkdir()
     card = Entity(name="card", join_keys=["cc_num"], value_type=ValueType.INT64)
-    views = []
+    views: list[object] = [card]
     for name, frame in data.items():
         path = repo / f"{name}.parquet"
         frame.to_parquet(path)
-        fields = [Field(name=c, dtype=Int64 if frame[c].dtype.kind == "i" else Float64)
-                  for c in frame.columns if c not in ("cc_num", "ts")]
         views.append(FeatureView(
-            name=name, entities=[card], ttl=dt.timedelta(days=3650), schema=fields, online=True,
+            name=name, entities=[card], ttl=dt.timedelta(days=3650), online=online,
+            schema=[Field(name=c, dtype=Int64 if frame[c].dtype.kind == "i" else Float64)
+                    for c in frame.columns if c not in ("cc_num", "ts")],
             source=FileSource(path=str(path), timestamp_field="ts"),
         ))
+    store = FeatureStore(config=RepoConfig(
+        project=repo.name.replace("-", "_"), registry=str(repo / "registry.db"), provider="local",
+        online_store={"type": "sqlite", "path": str(repo / "online.db")},
+        entity_key_serialization_version=3,
+    ))
+    return store, views
+
+
+def feast_online(data: dict[str, pd.DataFrame], keys: int, calls: int, root: pathlib.Path) -> dict[str, dict[str, float]] | None:
+    try:
+        from feast import Field
+        from feast.on_demand_feature_view import on_demand_feature_view
+        from feast.types import Float64
+    except ImportError:
+        return None
+    store, objects = feast_repo(root / "feast", data, online=True)
+    views = objects[1:]
 
     @on_demand_feature_view(
         sources=views,
@@ -147,13 +163,7 @@ def feast_online(data: dict[str, pd.DataFrame], keys: int, calls: int, root: pat
         out["amount_to_limit"] = inputs["amount"] / inputs["credit_limit"]
         return out
 
-    config = RepoConfig(
-        project="bench", registry=str(repo / "registry.db"), provider="local",
-        online_store={"type": "sqlite", "path": str(repo / "online.db")},
-        entity_key_serialization_version=3,
-    )
-    store = FeatureStore(config=config)
-    store.apply([card, *views, card_odfv])
+    store.apply([*objects, card_odfv])
     for name, frame in data.items():
         store.write_to_online_store(name, frame)
     features = [
@@ -204,9 +214,7 @@ def feast_insert_million(root: pathlib.Path) -> dict[str, float] | None:
     """Feast's write of the same 1M rows: its online store (SQLite) and its offline one (the
     Parquet file behind the view)."""
     try:
-        from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
-        from feast.types import Float64
-        from feast.value_type import ValueType
+        import feast  # noqa: F401
     except ImportError:
         return None
     n = 1_000_000
@@ -215,22 +223,9 @@ def feast_insert_million(root: pathlib.Path) -> dict[str, float] | None:
         {"cc_num": np.arange(n, dtype=np.int64), "ts": EPOCH}
         | {f"f{i}": rng.random(n) for i in range(10)}
     )
-    repo = root / "feast-insert"
-    repo.mkdir()
-    path = repo / "wide.parquet"
-    frame.head(1).to_parquet(path)
-    card = Entity(name="card", join_keys=["cc_num"], value_type=ValueType.INT64)
-    view = FeatureView(
-        name="wide", entities=[card], ttl=dt.timedelta(days=3650), online=True,
-        schema=[Field(name=f"f{i}", dtype=Float64) for i in range(10)],
-        source=FileSource(path=str(path), timestamp_field="ts"),
-    )
-    store = FeatureStore(config=RepoConfig(
-        project="insert", registry=str(repo / "registry.db"), provider="local",
-        online_store={"type": "sqlite", "path": str(repo / "online.db")},
-        entity_key_serialization_version=3,
-    ))
-    store.apply([card, view])
+    # The view's Parquet holds one row: what is timed is the write of all of them.
+    store, objects = feast_repo(root / "feast-insert", {"wide": frame.head(1)}, online=True)
+    store.apply(objects)
     start = time.perf_counter()
     store.write_to_online_store("wide", frame)
     store.write_to_offline_store("wide", frame)
@@ -301,31 +296,12 @@ def training_data(root: pathlib.Path, keys: int, versions: int, spine_rows: int)
     fs.close()
     result: dict[str, object] = {"kairos_s": kairos_s, "rows": len(ours)}
     try:
-        from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
-        from feast.types import Float64, Int64
-        from feast.value_type import ValueType
+        import feast  # noqa: F401
     except ImportError:
         return result
-    repo = root / "feast-history"
-    repo.mkdir()
-    card = Entity(name="card", join_keys=["cc_num"], value_type=ValueType.INT64)
-    views = []
-    for name, frame in data.items():
-        path = repo / f"{name}.parquet"
-        frame.to_parquet(path)
-        views.append(FeatureView(
-            name=name, entities=[card], ttl=dt.timedelta(days=3650), online=False,
-            schema=[Field(name=c, dtype=Int64 if frame[c].dtype.kind == "i" else Float64)
-                    for c in frame.columns if c not in ("cc_num", "ts")],
-            source=FileSource(path=str(path), timestamp_field="ts"),
-        ))
-    store = FeatureStore(config=RepoConfig(
-        project="history", registry=str(repo / "registry.db"), provider="local",
-        online_store={"type": "sqlite", "path": str(repo / "online.db")},
-        entity_key_serialization_version=3,
-    ))
-    store.apply([card, *views])
-    refs = [f"{v.name}:{c}" for v in views for c in data[v.name].columns if c not in ("cc_num", "ts")]
+    store, objects = feast_repo(root / "feast-history", data, online=False)
+    store.apply(objects)
+    refs = [f"{name}:{c}" for name, frame in data.items() for c in frame.columns if c not in ("cc_num", "ts")]
     start = time.perf_counter()
     theirs = store.get_historical_features(entity_df=spine.rename(columns={"ts": "event_timestamp"}),
                                            features=refs).to_df()

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 
 use arrow::compute::concat_batches;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use kairos_client::{
@@ -16,6 +15,7 @@ use kairos_client::{
 };
 use kairos_store::StoreConfig;
 use kairos_types::Format;
+use kairos_types::export::encode_ipc;
 use pyo3::prelude::*;
 use pyo3_arrow::{PyRecordBatchReader, PyTable};
 use serde::de::DeserializeOwned;
@@ -133,17 +133,6 @@ fn one_batch(py: Python<'_>, rows: PyRecordBatchReader) -> PyResult<RecordBatch>
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(unreadable)?;
     concat_batches(&schema, &batches).map_err(unreadable)
-}
-
-/// Every row of `rows` as an Arrow IPC stream.
-fn ipc_bytes(py: Python<'_>, rows: PyRecordBatchReader) -> PyResult<Vec<u8>> {
-    let batch = one_batch(py, rows)?;
-    let encode = || -> Result<Vec<u8>, arrow::error::ArrowError> {
-        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
-        writer.write(&batch)?;
-        writer.into_inner()
-    };
-    encode().map_err(|e| bad_input(py, format!("the rows could not be written as Arrow: {e}")))
 }
 
 #[pymethods]
@@ -318,7 +307,9 @@ impl Engine {
             Some(rows) => Some(Spine {
                 name: "dataframe".into(),
                 format: Format::ArrowIpc,
-                bytes: ipc_bytes(py, rows)?.into(),
+                bytes: encode_ipc(&one_batch(py, rows)?).map_err(|e| {
+                    bad_input(py, format!("the spine could not be written as Arrow: {e}"))
+                })?,
             }),
             None => None,
         };

@@ -100,10 +100,7 @@ impl Embedded {
         rows: Rows,
         wait: Wait,
     ) -> Result<InsertAck> {
-        let version = self.store.group(name, version)?.version;
-        let options = InsertOptions {
-            wait_online: wait == Wait::Online,
-        };
+        let (version, options) = self.pinned(name, version, wait)?;
         let ack = self
             .store
             .insert(name, Some(version), rows.format, rows.bytes, options)
@@ -118,15 +115,22 @@ impl Embedded {
         batch: &RecordBatch,
         wait: Wait,
     ) -> Result<InsertAck> {
-        let version = self.store.group(name, version)?.version;
-        let options = InsertOptions {
-            wait_online: wait == Wait::Online,
-        };
+        let (version, options) = self.pinned(name, version, wait)?;
         let ack = self
             .store
             .insert_batch(name, Some(version), batch, options)
             .await?;
         self.settle(name, version, ack, wait).await
+    }
+
+    /// The group version an insert writes (so its wait is for the same one), and the store's
+    /// options for `wait`.
+    fn pinned(&self, name: &str, version: Option<u32>, wait: Wait) -> Result<(u32, InsertOptions)> {
+        let version = self.store.group(name, version)?.version;
+        let options = InsertOptions {
+            wait_online: wait == Wait::Online,
+        };
+        Ok((version, options))
     }
 
     /// Notes the group as written, and waits for both stores when `wait` asks.

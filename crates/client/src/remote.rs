@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::StreamExt;
 use kairos_store::{CheckReport, CompactReport, GroupStatus, InsertAck, OnlineResponse};
+use kairos_types::export::encode_ipc;
 use kairos_types::value::format_timestamp;
 use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -177,12 +177,7 @@ impl Remote {
         batch: &RecordBatch,
         wait: Wait,
     ) -> Result<InsertAck> {
-        let encode = |batch: &RecordBatch| -> Result<Vec<u8>, arrow::error::ArrowError> {
-            let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
-            writer.write(batch)?;
-            writer.into_inner()
-        };
-        let bytes = encode(batch).map_err(|e| {
+        let bytes = encode_ipc(batch).map_err(|e| {
             ClientError::new(
                 ErrorKind::BadInput,
                 format!("the rows cannot be sent as Arrow IPC: {e}"),
@@ -190,7 +185,7 @@ impl Remote {
         })?;
         let rows = Rows {
             format: Format::ArrowIpc,
-            bytes: bytes.into(),
+            bytes,
         };
         self.insert(name, version, rows, wait).await
     }

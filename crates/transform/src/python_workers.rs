@@ -13,8 +13,8 @@ use std::time::Duration;
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema};
 use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
+use kairos_types::export::encode_ipc;
 use serde::{Deserialize, Serialize};
 
 use crate::on_demand::{PythonHost, PythonUdf, UdfMode, UserFn};
@@ -205,7 +205,7 @@ impl Pool {
             .collect();
         let input = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.to_vec())
             .map_err(|e| failed(e.to_string()))?;
-        let payload = ipc(&input).map_err(|e| failed(e.to_string()))?;
+        let payload = encode_ipc(&input).map_err(|e| failed(e.to_string()))?;
         let mut worker = self.take().map_err(failed)?;
         if let Err(e) = worker.send(header, &payload) {
             let why = worker.exit();
@@ -250,12 +250,6 @@ impl Pool {
             )),
         }
     }
-}
-
-fn ipc(batch: &RecordBatch) -> std::result::Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
-    writer.write(batch)?;
-    writer.into_inner()
 }
 
 impl PythonHost for PythonWorkers {
