@@ -5,6 +5,7 @@ insert into both stores, a Python UDF's overhead beside the built-in haversine, 
 
     python3 -m venv /tmp/bench && /tmp/bench/bin/pip install feast KAIROS_WHEEL
     KAIROS_BIN=target/release/kairos /tmp/bench/bin/python bench/python_sdk.py [--keys 100000]
+        [--parts online,insert,udf,training,import] [--history-keys 1000000 --spine 1000000]
 
 KAIROS_WHEEL is `maturin build --release` of python/ (its wheels folder); KAIROS_BIN a release
 `kairos` for the remote backend. Feast's part runs where feast is importable and is skipped
@@ -366,36 +367,50 @@ def import_time() -> float:
     return statistics.median(runs) - statistics.median(baseline)
 
 
+PARTS = ("online", "insert", "udf", "training", "import")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=5_000)
     parser.add_argument("--history-keys", type=int, default=100_000, help="x10 rows per group")
     parser.add_argument("--spine", type=int, default=100_000)
+    parser.add_argument("--parts", default=",".join(PARTS), help="which of " + ", ".join(PARTS))
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        sys.exit(f"unknown parts: {', '.join(sorted(parts - set(PARTS)))}")
     root = pathlib.Path(tempfile.mkdtemp(prefix="kairos-bench-"))
     try:
-        data = frames(args.keys)
         results: dict[str, object] = {}
-        fs = kairos.connect(root / "embedded")
-        view = kairos_view(fs, data, udf=False)
-        kairos_view(fs, {}, udf=True)
-        results["kairos embedded"] = kairos_online(fs, view, args.keys, args.calls)
-        results["udf"] = udf_overhead(fs, args.keys, args.calls)
-        fs.close()
-        process, url = server(root / "served")
-        try:
-            remote = kairos.connect(url)
-            results["kairos remote"] = kairos_online(remote, kairos_view(remote, data, udf=False), args.keys, args.calls)
-        finally:
-            process.terminate()
-            process.wait()
-        results["feast"] = feast_online(data, args.keys, args.calls, root)
-        results["insert 1M"] = insert_million(root)
-        results["feast insert 1M"] = feast_insert_million(root)
-        results["udf 1M rows"] = udf_batch(root)
-        results["training data"] = training_data(root, args.history_keys, 10, args.spine)
-        results["import kairos s"] = import_time()
+        if "online" in parts:
+            data = frames(args.keys)
+            fs = kairos.connect(root / "embedded")
+            view = kairos_view(fs, data, udf=False)
+            kairos_view(fs, {}, udf=True)
+            results["kairos embedded"] = kairos_online(fs, view, args.keys, args.calls)
+            results["udf"] = udf_overhead(fs, args.keys, args.calls)
+            fs.close()
+            process, url = server(root / "served")
+            try:
+                remote = kairos.connect(url)
+                results["kairos remote"] = kairos_online(
+                    remote, kairos_view(remote, data, udf=False), args.keys, args.calls
+                )
+            finally:
+                process.terminate()
+                process.wait()
+            results["feast"] = feast_online(data, args.keys, args.calls, root)
+        if "insert" in parts:
+            results["insert 1M"] = insert_million(root)
+            results["feast insert 1M"] = feast_insert_million(root)
+        if "udf" in parts:
+            results["udf 1M rows"] = udf_batch(root)
+        if "training" in parts:
+            results["training data"] = training_data(root, args.history_keys, 10, args.spine)
+        if "import" in parts:
+            results["import kairos s"] = import_time()
         for name, value in results.items():
             print(f"{name}: {value}")
     finally:

@@ -1,6 +1,7 @@
 """The engine under the typed layer (Rust, through PyO3). Definitions and reports cross as JSON
-text; rows as Arrow through the PyCapsule interface."""
+text; rows as Arrow through the PyCapsule interface; online vectors as Python values."""
 
+from collections.abc import Sequence
 from typing import Any, final
 
 __all__ = ["Engine", "__version__"]
@@ -51,7 +52,22 @@ class Engine:
         split: str = "train",
         transformed: bool = False,
     ) -> Any: ...
-    def get_vectors(self, name: str, version: int | None, request: str) -> str: ...
+    def vector_rows(
+        self,
+        name: str,
+        version: int | None,
+        entries: Sequence[Any],
+        request: Any = None,
+        training_dataset_version: int | None = None,
+    ) -> tuple[list[str], list[list[Any]]]: ...
+    def vector_table(
+        self,
+        name: str,
+        version: int | None,
+        entries: Sequence[Any],
+        request: Any = None,
+        training_dataset_version: int | None = None,
+    ) -> Any: ...
     def list_models(self) -> str: ...
     def describe_model(self, name: str, version: int | None = None) -> str: ...
     def register_model(self, definition: str, file_name: str, artifact: bytes) -> str: ...

@@ -402,27 +402,16 @@ class FeatureView:
         return_type: VectorReturnType = "list",
     ) -> Any:
         """Feature vectors of several entities in one call (one multi-get per group).
-        ``request`` is one dict of request values for every entry, or one per entry."""
-        body = {
-            "entries": [list(e) if isinstance(e, tuple) else e for e in entries],
-            "request": request if request is None or isinstance(request, dict) else list(request),
-            "training_dataset_version": training_dataset_version,
-        }
-        answer = json.loads(
-            self._engine.get_vectors(self.name, self.version, json.dumps(body, default=str))
-        )
-        columns: list[str] = answer["columns"]
-        rows: list[list[Any]] = [v["values"] for v in answer["vectors"]]
+        ``request`` is one dict of request values for every entry, or one per entry. As lists
+        or dicts, times are tz-aware UTC datetimes and embeddings lists of floats."""
+        request_values = request if request is None or isinstance(request, dict) else list(request)
+        args = (self.name, self.version, entries, request_values, training_dataset_version)
         if return_type == "list":
-            return rows
+            return self._engine.vector_rows(*args)[1]
         if return_type == "dict":
+            columns, rows = self._engine.vector_rows(*args)
             return [dict(zip(columns, row, strict=True)) for row in rows]
-        import pyarrow as pa
-
-        table = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows])
-        if table.num_columns == 0:
-            table = pa.table({c: pa.array([], pa.null()) for c in columns})
-        return _frames.from_arrow(table, return_type)
+        return _frames.from_arrow(self._engine.vector_table(*args), return_type)
 
     def delete(self) -> None:
         """Deletes this version of the view and its training datasets."""

@@ -11,18 +11,20 @@ use kairos_client::{
     Artifact, Client, ClientError, DeploymentSpec, Embedded, ErrorKind, FeatureViewSpec,
     InteractionEvent, MonitorSpec, PipelineSpec, PredictRequest, ReadFilter, RecommendRequest,
     RecommenderSpec, Remote, RemoteOptions, Spine, Split, SplitName, TrainRequest, TrainingData,
-    TrainingDatasetRequest, VectorRequest, Wait,
+    TrainingDatasetRequest, VectorRequest, Vectors, Wait,
 };
 use kairos_store::StoreConfig;
 use kairos_types::Format;
 use kairos_types::export::encode_ipc;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 use pyo3_arrow::{PyRecordBatchReader, PyTable};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{bad_input, to_py};
 use crate::runtime::block_on;
+use crate::values::{json_of, rows_of};
 
 /// The platform, opened in this process (a data dir) or reached at a server's URL.
 #[pyclass(module = "kairos._internal", frozen)]
@@ -57,6 +59,30 @@ impl Engine {
     {
         let client = self.client(py)?;
         block_on(py, op(client))?.map_err(|e| to_py(py, e))
+    }
+
+    /// Online vectors of `entries`, the keys and request values read from Python objects.
+    fn vectors_of(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+        entries: &Bound<'_, PyAny>,
+        request: Option<&Bound<'_, PyAny>>,
+        training_dataset: Option<u32>,
+    ) -> PyResult<Vectors> {
+        let entries = entries
+            .try_iter()?
+            .map(|entry| json_of(&entry?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let request = VectorRequest {
+            entries,
+            request: request.map(json_of).transpose()?,
+            training_dataset,
+        };
+        self.run(py, |c| async move {
+            c.get_vectors(name, version, &request).await
+        })
     }
 
     /// Runs one operation and answers its result as JSON text.
@@ -111,17 +137,6 @@ struct TrainingOptions {
     as_known_at: bool,
     #[serde(default)]
     description: String,
-}
-
-/// A vector request as the typed layer sends it: the REST API's body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VectorBody {
-    entries: Vec<serde_json::Value>,
-    #[serde(default)]
-    request: Option<serde_json::Value>,
-    #[serde(default)]
-    training_dataset_version: Option<u32>,
 }
 
 /// Every row of `rows` as one batch.
@@ -370,25 +385,53 @@ impl Engine {
         PyTable::try_new(batches, schema)
     }
 
-    /// Online feature vectors; `request` is the REST API's body as JSON (entries, request,
-    /// training_dataset_version).
-    #[pyo3(signature = (name, version, request))]
-    fn get_vectors(
+    /// Online feature vectors as rows of Python values, and the view's column names.
+    /// `entries` are the entities' keys (per entry a dict of key columns, a list in key order
+    /// or a bare value); `request` one dict of request values for all, or one per entry.
+    #[pyo3(signature = (name, version, entries, request = None, training_dataset_version = None))]
+    fn vector_rows<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        version: Option<u32>,
+        entries: &Bound<'py, PyAny>,
+        request: Option<&Bound<'py, PyAny>>,
+        training_dataset_version: Option<u32>,
+    ) -> PyResult<(Vec<String>, Bound<'py, PyList>)> {
+        let vectors = self.vectors_of(
+            py,
+            name,
+            version,
+            entries,
+            request,
+            training_dataset_version,
+        )?;
+        let schema = vectors.features.schema();
+        let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+        Ok((columns, rows_of(py, &vectors.features)?))
+    }
+
+    /// [`Self::vector_rows`] as one Arrow table.
+    #[pyo3(signature = (name, version, entries, request = None, training_dataset_version = None))]
+    fn vector_table(
         &self,
         py: Python<'_>,
         name: &str,
         version: Option<u32>,
-        request: &str,
-    ) -> PyResult<String> {
-        let body: VectorBody = parse(py, "the vector request", request)?;
-        let request = VectorRequest {
-            entries: body.entries,
-            request: body.request,
-            training_dataset: body.training_dataset_version,
-        };
-        self.run_json(py, |c| async move {
-            c.get_vectors(name, version, &request).await
-        })
+        entries: &Bound<'_, PyAny>,
+        request: Option<&Bound<'_, PyAny>>,
+        training_dataset_version: Option<u32>,
+    ) -> PyResult<PyTable> {
+        let vectors = self.vectors_of(
+            py,
+            name,
+            version,
+            entries,
+            request,
+            training_dataset_version,
+        )?;
+        let schema = vectors.features.schema();
+        PyTable::try_new(vec![vectors.features], schema)
     }
 
     fn list_models(&self, py: Python<'_>) -> PyResult<String> {

@@ -4,12 +4,14 @@
 //! behind a server) and runs each of its operations on the process's one tokio runtime with
 //! the GIL released, so other Python threads (and an asyncio loop's executor) go on meanwhile.
 //! Definitions and reports cross as JSON text, which the typed layer (`kairos/*.py`) reads;
-//! rows cross as Arrow through the PyCapsule interface, without a copy.
+//! rows cross as Arrow through the PyCapsule interface, without a copy; online vectors, where
+//! microseconds count, cross as Python values built here.
 
 mod engine;
 mod errors;
 mod runtime;
 mod udf;
+mod values;
 
 use pyo3::prelude::*;
 

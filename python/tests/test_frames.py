@@ -64,6 +64,48 @@ def test_nulls_embeddings_and_time_zones_round_trip(fs: kairos.Client) -> None:
     assert frame.sort_values("item")["price"].isna().tolist() == [False, True, False]
 
 
+def test_vectors_answer_python_values_and_frames_alike(fs: kairos.Client) -> None:
+    group = fs.create_feature_group(
+        "stock",
+        primary_key="item",
+        event_time="ts",
+        features={
+            "item": "int64",
+            "ts": "timestamp",
+            "count": "int32",
+            "restocked": "timestamp",
+            "since": "date",
+            "vector": "embedding(2)",
+        },
+    )
+    at = dt.datetime(2025, 3, 1, 8, 30, 0, 250, tzinfo=dt.timezone.utc)
+    group.insert(
+        pa.table(
+            {
+                "item": pa.array([1, 2], pa.int64()),
+                "ts": pa.array([at, at], pa.timestamp("us", tz="UTC")),
+                "count": pa.array([7, None], pa.int32()),
+                "restocked": pa.array([at, None], pa.timestamp("us", tz="UTC")),
+                "since": pa.array([dt.date(2024, 2, 29), None], pa.date32()),
+                "vector": pa.array([[0.5, -1.0], None], pa.list_(pa.float32(), 2)),
+            }
+        )
+    )
+    view = fs.create_feature_view(
+        "stock_vectors", root=group, features=["count", "restocked", "since", "vector"]
+    )
+    # A key as a bare value, a tuple or a dict; an unknown key answers nulls.
+    rows = view.get_feature_vectors([1, (2,), {"item": 3}])
+    assert rows[0] == [7, at, dt.date(2024, 2, 29), [0.5, -1.0]]
+    assert rows[0][1].tzinfo is not None
+    assert rows[1] == [None, None, None, None]
+    assert rows[2] == [None, None, None, None]
+    assert view.get_feature_vector(1, return_type="dict")["restocked"] == at
+    table = view.get_feature_vectors([1, 2, 3], return_type="arrow")
+    assert table.column("restocked").to_pylist() == [at, None, None]
+    assert table.column("vector").to_pylist()[0] == [0.5, -1.0]
+
+
 def test_polars_nulls_and_categoricals_go_in(fs: kairos.Client) -> None:
     group = items(fs)
     frame = pl.DataFrame(

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::StreamExt;
+use kairos_auth::Keys;
 use kairos_deploy::{Deployments, training};
 use kairos_model::{Artifacts, ModelSpec};
 use kairos_monitor::Monitors;
@@ -19,11 +20,12 @@ use kairos_types::{FeatureGroup, FeatureGroupSpec};
 use tokio::sync::OnceCell;
 
 use crate::{
-    Artifact, Batches, ClientError, Deployment, DeploymentSpec, DeploymentStatus, ErrorKind,
-    FeatureView, FeatureViewSpec, History, InteractionEvent, Model, Monitor, MonitorRun,
-    MonitorSpec, PredictRequest, PredictResponse, ReadFilter, RecommendRequest, RecommendResponse,
-    RecommenderSpec, RecommenderStatus, Result, RetrainDecision, Rows, SplitName, TrainRequest,
-    TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
+    ApiKey, Artifact, Batches, ClientError, Deployment, DeploymentSpec, DeploymentStatus,
+    ErrorKind, FeatureView, FeatureViewSpec, History, InteractionEvent, IssuedKey, KeySpec, Model,
+    Monitor, MonitorRun, MonitorSpec, PredictRequest, PredictResponse, ReadFilter,
+    RecommendRequest, RecommendResponse, RecommenderSpec, RecommenderStatus, Result,
+    RetrainDecision, Rows, SplitName, TrainRequest, TrainingData, TrainingDataset, VectorRequest,
+    Vectors, ViewStatus, Wait,
 };
 use crate::{Deployed, PipelineSpec, PipelineStatus};
 
@@ -288,11 +290,11 @@ impl Embedded {
         view: &str,
         version: Option<u32>,
         request: &VectorRequest,
-    ) -> Result<VectorAnswer> {
+    ) -> Result<Vectors> {
         let values = kairos_store::request_objects(request.request.clone())?;
         Ok(self
             .store
-            .feature_vectors_json(
+            .online_vectors(
                 view,
                 version,
                 &request.entries,
@@ -519,6 +521,23 @@ impl Embedded {
         events: Vec<InteractionEvent>,
     ) -> Result<InsertAck> {
         Ok(self.recommenders().await?.interact(name, events).await?)
+    }
+
+    /// The catalog's keys, read afresh: a server on the same catalog changes them too.
+    fn keys(&self) -> Result<Keys> {
+        Ok(Keys::load(self.store.catalog())?)
+    }
+
+    pub(crate) async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
+        Ok(self.keys()?.create(self.store.catalog(), spec.clone())?)
+    }
+
+    pub(crate) async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        Ok(self.keys()?.list())
+    }
+
+    pub(crate) async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
+        Ok(self.keys()?.revoke(self.store.catalog(), id)?)
     }
 
     /// Waits until both stores hold every row this client inserted, then closes the store.

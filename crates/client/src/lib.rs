@@ -25,7 +25,7 @@ pub use kairos_recommend::{
     InteractionEvent, RecommendRequest, RecommendResponse, RecommenderSpec, RecommenderStatus,
 };
 use kairos_store::{CheckReport, GroupStatus, InsertAck, OnlineResponse};
-pub use kairos_store::{CompactReport, JoinTuning, Spine, VectorAnswer, ViewStatus};
+pub use kairos_store::{CompactReport, JoinTuning, Spine, VectorAnswer, Vectors, ViewStatus};
 pub use kairos_stream::PipelineSpec;
 use kairos_types::{FeatureGroup, FeatureGroupSpec, Format};
 pub use kairos_view::{
@@ -33,6 +33,7 @@ pub use kairos_view::{
 };
 
 pub use embedded::Embedded;
+pub use kairos_auth::{ApiKey, IssuedKey, KeySpec, Scope};
 pub use kairos_store::ErrorKind;
 
 pub use remote::{Remote, RemoteOptions};
@@ -62,6 +63,18 @@ impl ClientError {
 impl From<kairos_store::StoreError> for ClientError {
     fn from(e: kairos_store::StoreError) -> Self {
         ClientError::new(e.kind(), e.to_string())
+    }
+}
+
+impl From<kairos_auth::AuthError> for ClientError {
+    fn from(e: kairos_auth::AuthError) -> Self {
+        use kairos_auth::AuthError;
+        match e {
+            AuthError::Invalid(_) => ClientError::new(ErrorKind::BadInput, e.to_string()),
+            AuthError::NotFound(m) => ClientError::new(ErrorKind::NotFound, m),
+            AuthError::Catalog(e) => kairos_store::StoreError::from(e).into(),
+            AuthError::Corrupt { .. } => ClientError::new(ErrorKind::Internal, e.to_string()),
+        }
     }
 }
 
@@ -307,7 +320,7 @@ impl Client {
         view: &str,
         version: Option<u32>,
         request: &VectorRequest,
-    ) -> Result<VectorAnswer> {
+    ) -> Result<Vectors> {
         on_backend!(self, b => b.get_vectors(view, version, request).await)
     }
 
@@ -464,6 +477,21 @@ impl Client {
     /// Interactions appended to a recommender's interactions group.
     pub async fn interact(&self, name: &str, events: Vec<InteractionEvent>) -> Result<InsertAck> {
         on_backend!(self, b => b.interact(name, events).await)
+    }
+
+    /// Issues an API key; its token is in the answer and nowhere else.
+    pub async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
+        on_backend!(self, b => b.create_key(spec).await)
+    }
+
+    /// Every API key, revoked ones too (never their secrets).
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        on_backend!(self, b => b.list_keys().await)
+    }
+
+    /// Revokes an API key for good.
+    pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
+        on_backend!(self, b => b.revoke_key(id).await)
     }
 
     /// Ends the client. An embedded one first waits until both stores hold every row it

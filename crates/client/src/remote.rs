@@ -16,11 +16,12 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    Artifact, Batches, ClientError, Deployment, DeploymentSpec, DeploymentStatus, ErrorKind,
-    FeatureView, FeatureViewSpec, History, InteractionEvent, Model, Monitor, MonitorRun,
-    MonitorSpec, PredictRequest, PredictResponse, ReadFilter, RecommendRequest, RecommendResponse,
-    RecommenderSpec, RecommenderStatus, Result, RetrainDecision, Rows, Spine, SplitName,
-    TrainRequest, TrainingData, TrainingDataset, VectorAnswer, VectorRequest, ViewStatus, Wait,
+    ApiKey, Artifact, Batches, ClientError, Deployment, DeploymentSpec, DeploymentStatus,
+    ErrorKind, FeatureView, FeatureViewSpec, History, InteractionEvent, IssuedKey, KeySpec, Model,
+    Monitor, MonitorRun, MonitorSpec, PredictRequest, PredictResponse, ReadFilter,
+    RecommendRequest, RecommendResponse, RecommenderSpec, RecommenderStatus, Result,
+    RetrainDecision, Rows, Spine, SplitName, TrainRequest, TrainingData, TrainingDataset,
+    VectorRequest, Vectors, ViewStatus, Wait,
 };
 use crate::{Deployed, PipelineSpec, PipelineStatus};
 
@@ -359,17 +360,19 @@ impl Remote {
         view: &str,
         version: Option<u32>,
         request: &VectorRequest,
-    ) -> Result<VectorAnswer> {
+    ) -> Result<Vectors> {
         let body = serde_json::json!({
             "entries": request.entries,
             "request": request.request,
             "training_dataset_version": request.training_dataset,
         });
+        let mut query = version_query(version);
+        query.push(("format", "arrow".to_string()));
         let request = self
             .request(Method::POST, &Self::view_path(view, "/vectors"))
-            .query(&version_query(version))
+            .query(&query)
             .json(&body);
-        self.json(request).await
+        Ok(Vectors::from_ipc(self.bytes(request).await?)?)
     }
 
     pub(crate) async fn check_group(
@@ -594,6 +597,20 @@ impl Remote {
         let path = format!("/v1/recommenders/{name}/interactions");
         self.json(self.request(Method::POST, &path).json(&events))
             .await
+    }
+
+    pub(crate) async fn create_key(&self, spec: &KeySpec) -> Result<IssuedKey> {
+        self.json(self.request(Method::POST, "/v1/auth/keys").json(spec))
+            .await
+    }
+
+    pub(crate) async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        self.json(self.request(Method::GET, "/v1/auth/keys")).await
+    }
+
+    pub(crate) async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
+        let path = format!("/v1/auth/keys/{id}");
+        self.json(self.request(Method::DELETE, &path)).await
     }
 }
 

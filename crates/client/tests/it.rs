@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use kairos_client::{
-    Batches, Client, Embedded, ErrorKind, ReadFilter, Remote, RemoteOptions, Rows, Wait,
+    Batches, Client, Embedded, ErrorKind, KeySpec, ReadFilter, Remote, RemoteOptions, Rows, Scope,
+    Wait,
 };
 use kairos_store::{FeatureStore, KeyStatus, StoreConfig};
 use kairos_types::{FeatureGroupSpec, Format};
@@ -203,4 +204,91 @@ async fn a_server_out_of_reach_is_unavailable_and_named() {
     let err = client.list_groups().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
     assert!(err.message.contains(&url), "{err}");
+}
+
+/// What [`keys`] saw: the listing (name, scopes, revoked), the new token's prefix, and the
+/// kinds of the two refusals.
+type KeysSeen = (
+    Vec<(String, Vec<Scope>, bool)>,
+    String,
+    ErrorKind,
+    ErrorKind,
+);
+
+/// Issues, lists and revokes keys on a client that already holds an admin key (a server
+/// closes to anonymous callers once one exists).
+async fn keys(client: &Client) -> KeysSeen {
+    let spec = |name: &str, scopes: Vec<Scope>| KeySpec {
+        name: name.into(),
+        scopes,
+        feature_groups: None,
+        deployments: None,
+    };
+    let issued = client
+        .create_key(&spec("dashboard", vec![Scope::Read]))
+        .await
+        .unwrap();
+    let revoked = client.revoke_key(&issued.key.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let listed = client.list_keys().await.unwrap();
+    let invalid = client
+        .create_key(&spec("nobody", vec![]))
+        .await
+        .unwrap_err();
+    assert!(invalid.message.contains("scopes"), "{invalid}");
+    let unknown = client.revoke_key("0000").await.unwrap_err();
+    (
+        listed
+            .into_iter()
+            .map(|k| (k.spec.name.clone(), k.spec.scopes.clone(), !k.is_active()))
+            .collect(),
+        issued.token[..7].to_string(),
+        invalid.kind,
+        unknown.kind,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_issued_listed_and_revoked_alike_embedded_and_remote() {
+    let admin = KeySpec {
+        name: "ops".into(),
+        scopes: vec![Scope::Admin],
+        feature_groups: None,
+        deployments: None,
+    };
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let embedded = Client::Embedded(
+        Embedded::open(StoreConfig::with_data_dir(dirs.0.path()))
+            .await
+            .unwrap(),
+    );
+    embedded.create_key(&admin).await.unwrap();
+    let in_process = keys(&embedded).await;
+
+    let (url, stop, serving) = server(dirs.1.path()).await;
+    let anonymous = Client::Remote(Remote::connect(&url, &RemoteOptions::default()).unwrap());
+    let token = anonymous.create_key(&admin).await.unwrap().token;
+    let refused = anonymous.list_keys().await.unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::Unauthorised, "{refused}");
+    let options = RemoteOptions {
+        api_key: Some(token),
+        ca_cert_pem: None,
+    };
+    let remote = Client::Remote(Remote::connect(&url, &options).unwrap());
+    let through_server = keys(&remote).await;
+
+    assert_eq!(in_process.0.len(), 2);
+    assert_eq!(in_process.1, "kairos_");
+    assert_eq!(
+        (in_process.2, in_process.3),
+        (ErrorKind::BadInput, ErrorKind::NotFound)
+    );
+    assert_eq!(in_process, through_server);
+
+    embedded.close().await.unwrap();
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .unwrap()
+        .unwrap();
 }

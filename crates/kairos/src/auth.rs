@@ -5,11 +5,9 @@
 use anyhow::Context;
 use clap::Subcommand;
 use kairos_auth::{KeySpec, Keys, Scope};
-use reqwest::Method;
 
 use crate::config::Config;
 use crate::fg::print_json;
-use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
@@ -45,24 +43,35 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 }
 
 pub async fn run(command: AuthCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
-    if let Some(url) = url {
-        return run_remote(command, &crate::remote::connect(url, config)?).await;
-    }
-    let data_dir = &config.store.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let catalog = kairos_catalog::open(config.store.catalog.url.as_deref(), data_dir)?;
-    let keys = Keys::load(catalog.as_ref())?;
-    match command {
-        AuthCommand::Create { .. } => {
-            let issued = keys.create(catalog.as_ref(), spec(command))?;
-            print_json(&issued)?;
-            eprintln!("Keep the token: it is not shown again.");
-            Ok(())
+    let issued = match url {
+        Some(url) => {
+            let client = crate::client::open(config, Some(url)).await?;
+            match command {
+                AuthCommand::Create { .. } => client.create_key(&spec(command)).await?,
+                AuthCommand::List => return print_json(&client.list_keys().await?),
+                AuthCommand::Revoke { id } => return print_json(&client.revoke_key(&id).await?),
+            }
         }
-        AuthCommand::List => print_json(&keys.list()),
-        AuthCommand::Revoke { id } => print_json(&keys.revoke(catalog.as_ref(), &id)?),
-    }
+        // Only the catalog, not the stores: keys are made on the data dir of a server that is
+        // running (it reloads them), and the stores are that server's to hold.
+        None => {
+            let data_dir = &config.store.data_dir;
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let catalog = kairos_catalog::open(config.store.catalog.url.as_deref(), data_dir)?;
+            let keys = Keys::load(catalog.as_ref())?;
+            match command {
+                AuthCommand::Create { .. } => keys.create(catalog.as_ref(), spec(command))?,
+                AuthCommand::List => return print_json(&keys.list()),
+                AuthCommand::Revoke { id } => {
+                    return print_json(&keys.revoke(catalog.as_ref(), &id)?);
+                }
+            }
+        }
+    };
+    print_json(&issued)?;
+    eprintln!("Keep the token: it is not shown again.");
+    Ok(())
 }
 
 fn spec(command: AuthCommand) -> KeySpec {
@@ -82,28 +91,4 @@ fn spec(command: AuthCommand) -> KeySpec {
         feature_groups: limit(feature_groups),
         deployments: limit(deployments),
     }
-}
-
-async fn run_remote(command: AuthCommand, remote: &Remote) -> anyhow::Result<()> {
-    let value = match command {
-        AuthCommand::Create { .. } => {
-            let request = remote
-                .request(Method::POST, "/v1/auth/keys")
-                .json(&spec(command));
-            let issued = remote.json(request).await?;
-            eprintln!("Keep the token: it is not shown again.");
-            issued
-        }
-        AuthCommand::List => {
-            remote
-                .json(remote.request(Method::GET, "/v1/auth/keys"))
-                .await?
-        }
-        AuthCommand::Revoke { id } => {
-            remote
-                .json(remote.request(Method::DELETE, &format!("/v1/auth/keys/{id}")))
-                .await?
-        }
-    };
-    print_json(&value)
 }

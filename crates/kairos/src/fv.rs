@@ -289,7 +289,12 @@ async fn run_on(command: FvCommand, client: &Client) -> anyhow::Result<()> {
                     .map(serde_json::Value::Object),
                 training_dataset,
             };
-            print_json(&client.get_vectors(&name, version, &request).await?)
+            print_json(
+                &client
+                    .get_vectors(&name, version, &request)
+                    .await?
+                    .to_answer(),
+            )
         }
     }
 }

@@ -170,7 +170,7 @@ fn main() -> anyhow::Result<()> {
             Command::Train(args) => train::run(args, &config, cli.url.as_deref()).await,
             Command::Deploy(c) => deploy::run(c, &config, cli.url.as_deref()).await,
             Command::Monitor(c) => monitor::run(c, &config, cli.url.as_deref()).await,
-            Command::Recsys(c) => recsys::run(c, &config).await,
+            Command::Recsys(c) => recsys::run(c, &config, cli.url.as_deref()).await,
             Command::Auth(c) => auth::run(c, &config, cli.url.as_deref()).await,
             Command::Demo(c) => demo::run(c, &config).await,
             Command::Gen(c) => datagen::run(c),

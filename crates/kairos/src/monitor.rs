@@ -1,20 +1,16 @@
 //! `kairos monitor …`: monitors of deployments — applied, run, their history and HTML report —
-//! in process on the data dir or against a running server with `--url` (which also runs them
-//! on their schedules).
+//! on the client: in process on the data dir, or against a running server with `--url` (which
+//! also runs them on their schedules).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use kairos_deploy::Deployments;
-use kairos_monitor::{History, MonitorSpec, Monitors};
-use kairos_store::FeatureStore;
-use reqwest::Method;
+use kairos_client::Client;
+use kairos_monitor::{History, MonitorSpec};
 
 use crate::config::Config;
 use crate::fg::print_json;
-use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum MonitorCommand {
@@ -53,30 +49,22 @@ pub async fn run(
     config: &Config,
     url: Option<&str>,
 ) -> anyhow::Result<()> {
-    match url {
-        Some(url) => run_remote(command, &crate::remote::connect(url, config)?).await,
-        None => {
-            let store = FeatureStore::open(config.store.clone()).await?;
-            let deployments = Arc::new(Deployments::new(store.clone())?);
-            deployments.start_all().await;
-            let result = run_local(command, &Monitors::new(deployments.clone())).await;
-            deployments.close().await;
-            store.close().await;
-            result
-        }
-    }
+    let client = crate::client::open(config, url).await?;
+    let result = run_on(command, &client).await;
+    client.close().await?;
+    result
 }
 
-async fn run_local(command: MonitorCommand, monitors: &Monitors) -> anyhow::Result<()> {
+async fn run_on(command: MonitorCommand, client: &Client) -> anyhow::Result<()> {
     match command {
-        MonitorCommand::Apply { file } => print_json(&monitors.apply(read_spec(&file)?).await?),
-        MonitorCommand::List => print_json(&monitors.list()?),
-        MonitorCommand::Run { name } => print_json(&monitors.run(&name, None).await?),
-        MonitorCommand::Retrain { name } => {
-            print_json(&monitors.retrain(&name, "requested").await?)
+        MonitorCommand::Apply { file } => {
+            print_json(&client.apply_monitor(&read_spec(&file)?).await?)
         }
+        MonitorCommand::List => print_json(&client.list_monitors().await?),
+        MonitorCommand::Run { name } => print_json(&client.run_monitor(&name).await?),
+        MonitorCommand::Retrain { name } => print_json(&client.retrain(&name).await?),
         MonitorCommand::History { name, json } => {
-            let history = monitors.history(&name).await?;
+            let history = client.monitor_history(&name).await?;
             if json {
                 print_json(&history)
             } else {
@@ -89,74 +77,17 @@ async fn run_local(command: MonitorCommand, monitors: &Monitors) -> anyhow::Resu
             monitor,
             out,
         } => {
-            let html = monitors.report(&deployment, monitor.as_deref()).await?;
+            let html = client
+                .monitoring_report(&deployment, monitor.as_deref())
+                .await?;
             write_report(&out, &html)
         }
         MonitorCommand::Delete { name } => {
-            monitors.delete(&name)?;
+            client.delete_monitor(&name).await?;
             eprintln!("deleted monitor {name}");
             Ok(())
         }
     }
-}
-
-async fn run_remote(command: MonitorCommand, remote: &Remote) -> anyhow::Result<()> {
-    let value = match command {
-        MonitorCommand::Apply { file } => {
-            let spec = read_spec(&file)?;
-            remote
-                .json(remote.request(Method::POST, "/v1/monitors").json(&spec))
-                .await?
-        }
-        MonitorCommand::List => {
-            remote
-                .json(remote.request(Method::GET, "/v1/monitors"))
-                .await?
-        }
-        MonitorCommand::Run { name } => {
-            remote
-                .json(remote.request(Method::POST, &format!("/v1/monitors/{name}/run")))
-                .await?
-        }
-        MonitorCommand::Retrain { name } => {
-            remote
-                .json(remote.request(Method::POST, &format!("/v1/monitors/{name}/retrain")))
-                .await?
-        }
-        MonitorCommand::History { name, json } => {
-            let value = remote
-                .json(remote.request(Method::GET, &format!("/v1/monitors/{name}/history")))
-                .await?;
-            if !json {
-                print_history(&serde_json::from_value(value)?);
-                return Ok(());
-            }
-            value
-        }
-        MonitorCommand::Report {
-            deployment,
-            monitor,
-            out,
-        } => {
-            let mut request = remote.request(
-                Method::GET,
-                &format!("/v1/deployments/{deployment}/monitoring/report"),
-            );
-            if let Some(m) = monitor {
-                request = request.query(&[("monitor", m)]);
-            }
-            let html = remote.bytes(request).await?;
-            return write_report(&out, &String::from_utf8_lossy(&html));
-        }
-        MonitorCommand::Delete { name } => {
-            remote
-                .send(remote.request(Method::DELETE, &format!("/v1/monitors/{name}")))
-                .await?;
-            eprintln!("deleted monitor {name}");
-            return Ok(());
-        }
-    };
-    print_json(&value)
 }
 
 fn read_spec(file: &Path) -> anyhow::Result<MonitorSpec> {

@@ -7,14 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use kairos_catalog::Catalog;
+use kairos_client::Client;
 use kairos_pipeline::{PipelineStatus, Pipelines, RunState};
 use kairos_store::FeatureStore;
 use kairos_stream::{PipelineSpec, SourceSpec};
-use reqwest::Method;
 
 use crate::config::Config;
 use crate::fg::{print_json, spinner};
-use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCommand {
@@ -59,7 +58,10 @@ pub async fn run(
         return worker(config, url, &file, id).await;
     }
     match url {
-        Some(url) => run_remote(command, &crate::remote::connect(url, config)?).await,
+        Some(url) => run_remote(command, &crate::client::open(config, Some(url)).await?).await,
+        // Not the client's embedded backend, which runs pipelines while it is open: here a
+        // pipeline runs in the foreground (`run`), and the other commands read what a `run`
+        // in another process writes.
         None => run_local(command, config).await,
     }
 }
@@ -195,13 +197,8 @@ async fn worker(config: &Config, url: &str, file: &Path, id: Option<String>) -> 
             "only a pipeline reading Kafka runs as several workers (its consumer group shares the partitions)"
         );
     }
-    let remote = crate::remote::connect(url, config)?;
-    let deployed = remote
-        .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
-        .await?;
-    let def: kairos_stream::spec::PipelineDef =
-        serde_json::from_value(deployed["pipeline"].clone())
-            .context("the server's answer has no pipeline definition")?;
+    let client = crate::client::open(config, Some(url)).await?;
+    let def = client.deploy_pipeline(&spec).await?.pipeline;
     let id = id.unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let placement = kairos_pipeline::Placement {
         sink: kairos_pipeline::Sink::Server(kairos_pipeline::sink::Server::new(
@@ -250,42 +247,21 @@ async fn worker(config: &Config, url: &str, file: &Path, id: Option<String>) -> 
     print_json(&status)
 }
 
-async fn run_remote(command: PipelineCommand, remote: &Remote) -> anyhow::Result<()> {
-    let value = match command {
+/// The commands on a server, through the client.
+async fn run_remote(command: PipelineCommand, client: &Client) -> anyhow::Result<()> {
+    match command {
         PipelineCommand::Apply { file } => {
-            let spec = read_spec(&file)?;
-            remote
-                .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
-                .await?
+            print_json(&client.deploy_pipeline(&read_spec(&file)?).await?)
         }
-        PipelineCommand::Run { pipeline } => {
-            if Path::new(&pipeline).is_file() {
-                let spec = read_spec(Path::new(&pipeline))?;
-                remote
-                    .json(remote.request(Method::POST, "/v1/pipelines").json(&spec))
-                    .await?
-            } else {
-                remote
-                    .json(remote.request(Method::POST, &format!("/v1/pipelines/{pipeline}/start")))
-                    .await?
-            }
-        }
-        PipelineCommand::List => {
-            remote
-                .json(remote.request(Method::GET, "/v1/pipelines"))
-                .await?
-        }
-        PipelineCommand::Status { name } => {
-            remote
-                .json(remote.request(Method::GET, &format!("/v1/pipelines/{name}")))
-                .await?
-        }
+        PipelineCommand::Run { pipeline } if Path::new(&pipeline).is_file() => print_json(
+            &client
+                .deploy_pipeline(&read_spec(Path::new(&pipeline))?)
+                .await?,
+        ),
+        PipelineCommand::Run { pipeline } => print_json(&client.start_pipeline(&pipeline).await?),
+        PipelineCommand::List => print_json(&client.list_pipelines().await?),
+        PipelineCommand::Status { name } => print_json(&client.pipeline_status(&name).await?),
+        PipelineCommand::Stop { name } => print_json(&client.stop_pipeline(&name).await?),
         PipelineCommand::Worker { .. } => unreachable!("run() handles workers"),
-        PipelineCommand::Stop { name } => {
-            remote
-                .json(remote.request(Method::POST, &format!("/v1/pipelines/{name}/stop")))
-                .await?
-        }
-    };
-    print_json(&value)
+    }
 }

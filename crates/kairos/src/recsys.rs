@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Subcommand;
 use kairos_recommend::{RecommenderSpec, Recommenders};
@@ -12,6 +12,7 @@ use kairos_store::{FeatureStore, InsertOptions};
 use kairos_types::{FeatureGroupSpec, Format};
 
 use crate::config::Config;
+use crate::fg::print_json;
 
 #[derive(Debug, Subcommand)]
 pub enum RecsysCommand {
@@ -23,7 +24,8 @@ pub enum RecsysCommand {
     /// registers them, writes the item embeddings to their indexed group and applies the
     /// recommender. With --movielens, MovieLens 100K is loaded into the example's groups first.
     Train(TrainArgs),
-    /// Applies a recommender definition (its models trained already).
+    /// Applies a recommender definition (its models trained already), on the data dir or the
+    /// server at --url.
     Apply {
         /// The definition (TOML or JSON).
         file: PathBuf,
@@ -68,9 +70,13 @@ pub struct EvalArgs {
     json: bool,
 }
 
-pub async fn run(command: RecsysCommand, config: &Config) -> anyhow::Result<()> {
+pub async fn run(command: RecsysCommand, config: &Config, url: Option<&str>) -> anyhow::Result<()> {
     match command {
         RecsysCommand::Eval(args) => tokio::task::block_in_place(|| eval(&args)),
+        // Training reads the offline store and writes models and embeddings in this process.
+        RecsysCommand::Train(_) if url.is_some() => {
+            bail!("`recsys train` trains on the data dir, not through a server: leave out --url")
+        }
         RecsysCommand::Train(args) => {
             let store = FeatureStore::open(config.store.clone()).await?;
             let result = train(&store, &args).await;
@@ -79,12 +85,10 @@ pub async fn run(command: RecsysCommand, config: &Config) -> anyhow::Result<()> 
         }
         RecsysCommand::Apply { file } => {
             let spec = read_spec(&file)?;
-            let store = FeatureStore::open(config.store.clone()).await?;
-            let result = Recommenders::new(store.clone()).apply(spec).await;
-            store.close().await;
-            let status = result?;
-            println!("{}", serde_json::to_string_pretty(&status)?);
-            Ok(())
+            let client = crate::client::open(config, url).await?;
+            let status = client.apply_recommender(&spec).await;
+            client.close().await?;
+            print_json(&status?)
         }
     }
 }

@@ -1,18 +1,8 @@
-//! The CLI's untyped requests to a server (`--url`), for the commands not yet on the typed
-//! client ([`kairos_client::Client`]): requests built here, sent on the client's connections,
-//! answered as JSON.
+//! Untyped requests to a server, for the benchmarks' load generators, which send bodies of
+//! their own making: built here, sent on the client's connections, answered as JSON. The
+//! commands go through the typed client ([`kairos_client::Client`]).
 
-use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Response};
-
-use crate::config::Config;
-
-/// A client of the server at `url`, with the configured API key and CA certificate
-/// ([`crate::client::remote_options`]).
-pub fn connect(url: &str, config: &Config) -> anyhow::Result<Remote> {
-    let options = crate::client::remote_options(config)?;
-    Ok(Remote(kairos_client::Remote::connect(url, &options)?))
-}
 
 /// A server's REST API, untyped.
 #[derive(Debug, Clone)]
@@ -36,9 +26,5 @@ impl Remote {
 
     pub async fn json(&self, request: RequestBuilder) -> anyhow::Result<serde_json::Value> {
         Ok(self.0.json(request).await?)
-    }
-
-    pub async fn bytes(&self, request: RequestBuilder) -> anyhow::Result<Bytes> {
-        Ok(self.0.bytes(request).await?)
     }
 }

@@ -228,21 +228,40 @@ pub struct VectorRequest {
     pub training_dataset_version: Option<u32>,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VectorsQuery {
+    /// The feature-view version; the latest when absent.
+    version: Option<u32>,
+    /// json (default), or arrow: one Arrow IPC stream, the entries' statuses in its schema's
+    /// metadata (`kairos.vectors`).
+    format: Option<String>,
+}
+
 /// Get online feature vectors: one multi-get per feature group, on-demand features computed,
 /// frozen transforms applied; a missing entity gets a status, not an error.
-#[utoipa::path(post, path = "/v1/feature-views/{name}/vectors", params(("name" = String, Path), ViewVersionQuery),
+#[utoipa::path(post, path = "/v1/feature-views/{name}/vectors", params(("name" = String, Path), VectorsQuery),
     request_body = VectorRequest,
     responses((status = 200, body = VectorAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_vectors(
     State(store): State<FeatureStore>,
     Path(name): Path<String>,
-    ApiQuery(q): ApiQuery<ViewVersionQuery>,
+    ApiQuery(q): ApiQuery<VectorsQuery>,
     body: Bytes,
-) -> ApiResult<Json<VectorAnswer>> {
+) -> ApiResult<Response> {
+    let arrow = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("arrow") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format: expected json or arrow, got '{other}'"
+            )));
+        }
+    };
     let request: VectorRequest = parse_json(&body)?;
     let values = kairos_store::request_objects(request.request)?;
-    let answer = store
-        .feature_vectors_json(
+    let vectors = store
+        .online_vectors(
             &name,
             q.version,
             &request.entries,
@@ -250,5 +269,10 @@ pub async fn get_vectors(
             request.training_dataset_version,
         )
         .await?;
-    Ok(Json(answer))
+    Ok(if arrow {
+        let content_type = Format::ArrowIpc.content_type();
+        ([(header::CONTENT_TYPE, content_type)], vectors.to_ipc()?).into_response()
+    } else {
+        Json(vectors.to_answer()).into_response()
+    })
 }

@@ -102,8 +102,8 @@ pub use kairos_types::expectations::ValidationReport;
 pub use kairos_vector::{Neighbour, SearchOutcome, SearchPath};
 pub use vectors::NearestQuery;
 pub use views::{
-    JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, ViewInputs, ViewStatus,
-    request_objects,
+    JoinTuning, Spine, TrainingDatasetSummary, VectorAnswer, VectorResult, Vectors, ViewInputs,
+    ViewStatus, request_objects,
 };
 
 /// How long a Kafka log waits for its brokers before an append or a look-up fails.

@@ -63,6 +63,133 @@ pub struct VectorResult {
     pub values: Vec<serde_json::Value>,
 }
 
+/// Online vectors as one Arrow batch with each entry's status: what the clients answer, in
+/// process or from a server's `?format=arrow` (Arrow IPC, the statuses in the schema's
+/// metadata), and what the JSON answer is made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vectors {
+    pub view: String,
+    pub view_version: u32,
+    pub training_dataset_version: Option<u32>,
+    /// One row per entry, in the view's feature order.
+    pub features: RecordBatch,
+    pub statuses: Vec<EntryStatus>,
+    /// Per entry, the feature groups that had no row.
+    pub missing: Vec<Vec<String>>,
+}
+
+/// The schema metadata key of the vectors' answer as Arrow IPC: the rest of [`Vectors`] as JSON.
+const VECTORS_METADATA: &str = "kairos.vectors";
+
+/// [`Vectors`] less its batch: the metadata of its Arrow IPC form.
+#[derive(Serialize, Deserialize)]
+struct VectorsHeader {
+    view: String,
+    view_version: u32,
+    training_dataset_version: Option<u32>,
+    statuses: Vec<EntryStatus>,
+    missing: Vec<Vec<String>>,
+}
+
+impl Vectors {
+    /// The JSON answer: every value as JSON, row by row.
+    pub fn to_answer(&self) -> VectorAnswer {
+        let batch = &self.features;
+        let schema = batch.schema();
+        let types: Vec<Option<FeatureType>> = schema
+            .fields()
+            .iter()
+            .map(|f| FeatureType::from_arrow(f.data_type()))
+            .collect();
+        let vectors = (0..batch.num_rows())
+            .map(|row| VectorResult {
+                status: self.statuses[row],
+                missing: self.missing[row].clone(),
+                values: batch
+                    .columns()
+                    .iter()
+                    .zip(&types)
+                    .map(|(c, ty)| {
+                        ty.map_or(serde_json::Value::Null, |ty| {
+                            Value::from_array(c, ty, row).to_json()
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        VectorAnswer {
+            view: self.view.clone(),
+            view_version: self.view_version,
+            training_dataset_version: self.training_dataset_version,
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            vectors,
+        }
+    }
+
+    /// One Arrow IPC stream: the batch, the rest in its schema's metadata.
+    pub fn to_ipc(&self) -> Result<Bytes> {
+        let header = VectorsHeader {
+            view: self.view.clone(),
+            view_version: self.view_version,
+            training_dataset_version: self.training_dataset_version,
+            statuses: self.statuses.clone(),
+            missing: self.missing.clone(),
+        };
+        let header = serde_json::to_string(&header).map_err(|e| {
+            StoreError::Internal(format!("the vectors' header cannot be written: {e}"))
+        })?;
+        let schema = self
+            .features
+            .schema()
+            .as_ref()
+            .clone()
+            .with_metadata(HashMap::from([(VECTORS_METADATA.to_string(), header)]));
+        let batch = self
+            .features
+            .clone()
+            .with_schema(Arc::new(schema))
+            .map_err(StoreError::internal)?;
+        kairos_types::export::encode_ipc(&batch).map_err(StoreError::internal)
+    }
+
+    /// Reads [`Self::to_ipc`]'s stream back.
+    pub fn from_ipc(bytes: Bytes) -> Result<Vectors> {
+        let bad =
+            |why: String| StoreError::Internal(format!("the vectors' answer is unreadable: {why}"));
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| bad(e.to_string()))?;
+        let schema = reader.schema();
+        let header = schema
+            .metadata()
+            .get(VECTORS_METADATA)
+            .ok_or_else(|| bad(format!("its schema has no {VECTORS_METADATA} metadata")))?;
+        let header: VectorsHeader = serde_json::from_str(header).map_err(|e| bad(e.to_string()))?;
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        let plain = Arc::new(schema.as_ref().clone().with_metadata(HashMap::new()));
+        let features =
+            arrow::compute::concat_batches(&plain, &batches).map_err(|e| bad(e.to_string()))?;
+        if header.statuses.len() != features.num_rows()
+            || header.missing.len() != features.num_rows()
+        {
+            return Err(bad(format!(
+                "{} rows, {} statuses",
+                features.num_rows(),
+                header.statuses.len()
+            )));
+        }
+        Ok(Vectors {
+            view: header.view,
+            view_version: header.view_version,
+            training_dataset_version: header.training_dataset_version,
+            features,
+            statuses: header.statuses,
+            missing: header.missing,
+        })
+    }
+}
+
 /// A spine: the rows to build training data for, instead of the root group's rows.
 #[derive(Debug, Clone)]
 pub struct Spine {
@@ -736,49 +863,27 @@ impl FeatureStore {
         })
     }
 
-    /// [`Self::feature_vectors`] shaped for JSON transports.
-    pub async fn feature_vectors_json(
+    /// [`Self::feature_vectors`] as transports answer them: named by the view's version, one
+    /// batch with each entry's status.
+    pub async fn online_vectors(
         &self,
         name: &str,
         version: Option<u32>,
         entries: &[serde_json::Value],
         request: &[serde_json::Map<String, serde_json::Value>],
         training_dataset: Option<u32>,
-    ) -> Result<VectorAnswer> {
+    ) -> Result<Vectors> {
         let resolved = self.resolve_view(name, version)?;
         let vectors = self
             .vectors_of(&resolved, entries, request, training_dataset)
             .await?;
-        let batch = &vectors.features;
-        let schema = batch.schema();
-        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let types: Vec<Option<FeatureType>> = schema
-            .fields()
-            .iter()
-            .map(|f| FeatureType::from_arrow(f.data_type()))
-            .collect();
-        let results = (0..batch.num_rows())
-            .map(|row| VectorResult {
-                status: vectors.statuses[row],
-                missing: vectors.missing[row].clone(),
-                values: batch
-                    .columns()
-                    .iter()
-                    .zip(&types)
-                    .map(|(c, ty)| {
-                        ty.map_or(serde_json::Value::Null, |ty| {
-                            Value::from_array(c, ty, row).to_json()
-                        })
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(VectorAnswer {
+        Ok(Vectors {
             view: name.to_string(),
             view_version: resolved.view.version,
             training_dataset_version: training_dataset,
-            columns,
-            vectors: results,
+            features: vectors.features,
+            statuses: vectors.statuses,
+            missing: vectors.missing,
         })
     }
 

@@ -147,6 +147,46 @@ async fn feature_view_walkthrough() {
     assert_eq!(vectors["vectors"][1]["status"], "incomplete");
     assert_eq!(vectors["vectors"][1]["missing"], json!(["card_profiles"]));
 
+    // The same vectors as one Arrow IPC stream, the statuses in its metadata.
+    let arrow = client
+        .post(format!(
+            "{url}/v1/feature-views/card_fraud/vectors?format=arrow"
+        ))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(arrow.status(), StatusCode::OK);
+    assert_eq!(
+        arrow.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let batch = kairos_store::Vectors::from_ipc(arrow.bytes().await.unwrap()).unwrap();
+    assert_eq!(batch.features.num_columns(), columns);
+    assert_eq!(batch.features.num_rows(), 2);
+    assert_eq!(batch.training_dataset_version, Some(1));
+    assert_eq!(
+        batch.missing,
+        vec![vec![], vec!["card_profiles".to_string()]]
+    );
+    assert_eq!(
+        batch.to_answer().vectors[0].values,
+        vectors["vectors"][0]["values"].as_array().unwrap().clone()
+    );
+    let (status, err) = call(
+        client
+            .post(format!(
+                "{url}/v1/feature-views/card_fraud/vectors?format=xml"
+            ))
+            .json(&request),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("format"),
+        "{err}"
+    );
+
     let mut wrong = request.clone();
     wrong["request"]["amount"] = json!("lots");
     let (status, err) = call(

@@ -337,13 +337,33 @@ async fn online_vectors_equal_training_rows_bit_for_bit() {
         .await
         .unwrap();
     let frozen = store
-        .feature_vectors("fraud", None, &[entry], &[request], Some(td.version))
+        .feature_vectors(
+            "fraud",
+            None,
+            std::slice::from_ref(&entry),
+            std::slice::from_ref(&request),
+            Some(td.version),
+        )
         .await
         .unwrap();
     assert_eq!(
         frozen.features,
         td.transforms.apply(&plain.features).unwrap()
     );
+    // What transports answer: the same batch, through Arrow IPC whole, and as JSON.
+    let answered = store
+        .online_vectors("fraud", None, &[entry], &[request], Some(td.version))
+        .await
+        .unwrap();
+    assert_eq!(answered.features, frozen.features);
+    assert_eq!(answered.training_dataset_version, Some(td.version));
+    assert_eq!(
+        kairos_store::Vectors::from_ipc(answered.to_ipc().unwrap()).unwrap(),
+        answered
+    );
+    let json = answered.to_answer();
+    assert_eq!(json.columns.len(), frozen.features.num_columns());
+    assert_eq!(json.vectors[0].status, answered.statuses[0]);
     let names: Vec<String> = frozen
         .features
         .schema()
