@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::cast;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use kairos_transform::{FeatureStatistics, FittedTransform};
 use kairos_types::FeatureType;
 use serde::{Deserialize, Serialize};
@@ -28,18 +28,21 @@ pub fn schema_of(columns: &[(String, FeatureType)], required: usize) -> SchemaRe
 impl ViewPlan {
     /// Appends the on-demand features to `batch`, which holds their inputs by name.
     pub fn compute_on_demand(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let mut fields: Vec<Field> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        if self.on_demand.is_empty() {
+            return Ok(batch.clone());
+        }
+        // Shared fields, not copies: online, this runs for every vector.
+        let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for f in &self.on_demand {
             let current =
                 RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), columns.clone())?;
             let out = f.eval(&current)?;
-            fields.push(Field::new(f.name(), out.data_type().clone(), true));
+            fields.push(Arc::new(Field::new(
+                f.name(),
+                out.data_type().clone(),
+                true,
+            )));
             columns.push(out);
         }
         Ok(RecordBatch::try_new(
@@ -56,21 +59,35 @@ impl ViewPlan {
         wanted: &[(String, FeatureType)],
         required: usize,
     ) -> Result<RecordBatch> {
-        let schema = schema_of(wanted, required);
-        let columns = wanted
+        self.select_into(batch, &schema_of(wanted, required))
+    }
+
+    /// [`Self::select`] into a schema made already.
+    pub(crate) fn select_into(
+        &self,
+        batch: &RecordBatch,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let columns = schema
+            .fields()
             .iter()
-            .map(|(name, ty)| match batch.column_by_name(name) {
-                Some(c) if c.data_type() == &ty.arrow_type() => Ok(c.clone()),
-                Some(c) => cast(c, &ty.arrow_type()).map_err(|e| {
-                    ViewError::Join(format!("column '{name}' cannot be read as {ty}: {e}"))
-                }),
-                None => Ok(new_null_array(&ty.arrow_type(), batch.num_rows())),
+            .map(|field| {
+                let (name, ty) = (field.name(), field.data_type());
+                match batch.column_by_name(name) {
+                    Some(c) if c.data_type() == ty => Ok(c.clone()),
+                    Some(c) => cast(c, ty).map_err(|e| {
+                        ViewError::Join(format!("column '{name}' cannot be read as {ty}: {e}"))
+                    }),
+                    None => Ok(new_null_array(ty, batch.num_rows())),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         // The row count too: a selection of no columns (a view without labels) keeps it.
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
-            schema, columns, &options,
+            schema.clone(),
+            columns,
+            &options,
         )?)
     }
 }

@@ -7,6 +7,9 @@
 //! execute, so the two cannot disagree about columns, order or types.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
 
 use kairos_transform::{FunctionRegistry, OnDemand, OnDemandSpec, TransformSpec};
 use kairos_types::{FeatureGroup, FeatureGroupSpec, FeatureType};
@@ -133,6 +136,10 @@ pub struct ViewPlan {
     pub features: Vec<(String, FeatureType)>,
     root_columns: Vec<String>,
     vector_root_columns: Vec<String>,
+    /// Online, the schema of the looked-up columns (the root's, then each join's features)
+    /// and of the vector: made once here, not for every vector.
+    pub(crate) looked_up_schema: SchemaRef,
+    pub(crate) vector_schema: SchemaRef,
 }
 
 fn bad<T>(message: String) -> Result<T> {
@@ -356,9 +363,13 @@ impl ViewPlan {
             root,
             root_columns: Vec::new(),
             vector_root_columns: Vec::new(),
+            looked_up_schema: Arc::new(Schema::empty()),
+            vector_schema: Arc::new(Schema::empty()),
         };
         plan.root_columns = plan.needed_root_columns(true);
         plan.vector_root_columns = plan.needed_root_columns(false);
+        plan.looked_up_schema = plan.looked_up_fields();
+        plan.vector_schema = crate::rows::schema_of(&plan.features, 0);
         Ok(plan)
     }
 

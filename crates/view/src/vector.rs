@@ -13,7 +13,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, FixedSizeListBuilder, Float32Builder, Float64Builder,
     Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use kairos_types::{FeatureType, Value};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -63,6 +63,22 @@ pub struct RootValues {
 }
 
 impl ViewPlan {
+    /// The schema of [`Self::assemble`]'s looked-up columns: the root's columns an online
+    /// vector reads, then each join's features.
+    pub(crate) fn looked_up_fields(&self) -> SchemaRef {
+        let rs = &self.root.spec;
+        let root = self.vector_root_columns().iter().map(|name| {
+            let ty = rs.column(name).expect("root column").ty;
+            Field::new(name, ty.arrow_type(), true)
+        });
+        let joined = self.joins.iter().flat_map(|join| {
+            join.features
+                .iter()
+                .map(|(_, output, ty)| Field::new(output, ty.arrow_type(), true))
+        });
+        Arc::new(Schema::new(root.chain(joined).collect::<Vec<_>>()))
+    }
+
     /// Whether a root column an online vector needs comes from neither the entry nor the request,
     /// so the root group's online row must be read.
     pub fn needs_root_lookup(&self) -> bool {
@@ -151,21 +167,18 @@ impl ViewPlan {
         joined: &[Vec<Option<Vec<Value>>>],
         transforms: &TransformSet,
     ) -> Result<VectorBatch> {
-        let mut fields = Vec::new();
         let mut arrays = Vec::new();
-        for (name, ty, values) in &root.columns {
-            fields.push(Field::new(name, ty.arrow_type(), true));
+        for (_, ty, values) in &root.columns {
             arrays.push(array_of(*ty, values.iter())?);
         }
         for (join, rows) in self.joins.iter().zip(joined) {
             let gs = &join.group.spec;
-            for (source, output, ty) in &join.features {
+            for (source, _, ty) in &join.features {
                 let index = gs
                     .columns
                     .iter()
                     .position(|c| c.name == *source)
                     .expect("feature");
-                fields.push(Field::new(output, ty.arrow_type(), true));
                 arrays.push(array_of(
                     *ty,
                     rows.iter()
@@ -173,11 +186,11 @@ impl ViewPlan {
                 )?);
             }
         }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+        let batch = RecordBatch::try_new(self.looked_up_schema.clone(), arrays)?;
         let start = Instant::now();
         let computed = self.compute_on_demand(&batch)?;
         let on_demand = start.elapsed();
-        let features = transforms.apply(&self.select(&computed, &self.features, 0)?)?;
+        let features = transforms.apply(&self.select_into(&computed, &self.vector_schema)?)?;
         let stages = StageTimes {
             lookup: Duration::ZERO,
             on_demand,
