@@ -14,7 +14,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch};
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::buffer::ScalarBuffer;
+use arrow::compute::{filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
 use bytes::Bytes;
 use deltalake::kernel::LogicalFileView;
@@ -156,12 +157,16 @@ struct Run {
 struct OpenRun {
     reader: ParquetRecordBatchStream<FileReader>,
     batch: RecordBatch,
+    /// `batch`'s offsets, found once: the merge reads a head per run for every row.
+    offsets: ScalarBuffer<i64>,
     cursor: usize,
+    /// Where `batch` is among the merge's sources.
+    source: usize,
 }
 
 impl OpenRun {
     fn head(&self) -> i64 {
-        offsets_of(&self.batch).value(self.cursor)
+        self.offsets[self.cursor]
     }
 }
 
@@ -174,8 +179,13 @@ pub(crate) struct OffsetMerge {
     /// Runs not opened yet, by first offset.
     pending: VecDeque<Run>,
     open: Vec<OpenRun>,
-    ready: Vec<RecordBatch>,
-    ready_rows: usize,
+    /// The batches the picks point into: the open runs' current ones, and those used up
+    /// since the last batch went out.
+    sources: Vec<RecordBatch>,
+    /// The rows merged so far, in order, as (source, row): gathered in one pass per batch
+    /// handed on, since runs that interleave row by row (a commit's files, one per event
+    /// date) would otherwise cost a slice per row.
+    picks: Vec<(usize, usize)>,
 }
 
 impl OffsetMerge {
@@ -203,8 +213,8 @@ impl OffsetMerge {
             rows,
             pending: pending.into(),
             open: Vec::new(),
-            ready: Vec::new(),
-            ready_rows: 0,
+            sources: Vec::new(),
+            picks: Vec::with_capacity(BATCH_ROWS),
         })
     }
 
@@ -215,7 +225,7 @@ impl OffsetMerge {
 
     async fn step(&mut self) -> Result<Option<RecordBatch>> {
         loop {
-            if self.ready_rows >= BATCH_ROWS {
+            if self.picks.len() >= BATCH_ROWS {
                 return self.emit().map(Some);
             }
             let next_pending = self.pending.front().map(|run| run.first_offset);
@@ -226,14 +236,16 @@ impl OffsetMerge {
                 // Either nothing is open or a run not opened yet comes first.
                 match self.pending.pop_front() {
                     Some(run) => {
-                        if let Some(open) =
+                        if let Some(mut open) =
                             open_run(&self.store, &self.schema, &self.rows, run).await?
                         {
+                            open.source = self.sources.len();
+                            self.sources.push(open.batch.clone());
                             self.open.push(open);
                         }
                         continue;
                     }
-                    None if self.ready.is_empty() => return Ok(None),
+                    None if self.picks.is_empty() => return Ok(None),
                     None => return self.emit().map(Some),
                 }
             };
@@ -248,11 +260,11 @@ impl OffsetMerge {
                 .min()
                 .unwrap_or(i64::MAX);
             let open = &mut self.open[run];
-            let offsets = offsets_of(&open.batch);
-            let rest = &offsets.values()[open.cursor..];
+            let rest = &open.offsets[open.cursor..];
             let take = rest.partition_point(|&o| o < bound).max(1);
-            self.ready.push(open.batch.slice(open.cursor, take));
-            self.ready_rows += take;
+            let source = open.source;
+            self.picks
+                .extend((open.cursor..open.cursor + take).map(|row| (source, row)));
             open.cursor += take;
             if open.cursor == open.batch.num_rows() && !self.refill(run).await? {
                 self.open.swap_remove(run);
@@ -261,15 +273,27 @@ impl OffsetMerge {
     }
 
     fn emit(&mut self) -> Result<RecordBatch> {
-        let batch = concat_batches(&self.schema, &self.ready)?;
-        self.ready.clear();
-        self.ready_rows = 0;
+        let sources: Vec<&RecordBatch> = self.sources.iter().collect();
+        let batch = interleave_record_batch(&sources, &self.picks)?;
+        self.picks.clear();
+        // Only the open runs' batches are picked from again.
+        self.sources.clear();
+        for open in &mut self.open {
+            open.source = self.sources.len();
+            self.sources.push(open.batch.clone());
+        }
         Ok(batch)
     }
 
     /// Moves run `i` to its next batch with kept rows; false when it has none left.
     async fn refill(&mut self, i: usize) -> Result<bool> {
-        next_kept(&mut self.open[i], &self.schema, &self.rows).await
+        let open = &mut self.open[i];
+        let refilled = next_kept(open, &self.schema, &self.rows).await?;
+        if refilled {
+            open.source = self.sources.len();
+            self.sources.push(open.batch.clone());
+        }
+        Ok(refilled)
     }
 }
 
@@ -303,7 +327,9 @@ async fn open_run(
     let mut open = OpenRun {
         reader,
         batch: RecordBatch::new_empty(schema.clone()),
+        offsets: ScalarBuffer::from(Vec::new()),
         cursor: 0,
+        source: usize::MAX,
     };
     Ok(next_kept(&mut open, schema, rows).await?.then_some(open))
 }
@@ -313,6 +339,7 @@ async fn next_kept(open: &mut OpenRun, schema: &SchemaRef, rows: &RowFilter) -> 
     while let Some(batch) = open.reader.next().await {
         let batch = rows.apply(conform(schema, &batch?)?)?;
         if batch.num_rows() > 0 {
+            open.offsets = offsets_of(&batch).values().clone();
             open.batch = batch;
             open.cursor = 0;
             return Ok(true);
