@@ -229,9 +229,22 @@ impl OffsetMerge {
                 return self.emit().map(Some);
             }
             let next_pending = self.pending.front().map(|run| run.first_offset);
-            let smallest = (0..self.open.len()).min_by_key(|&i| self.open[i].head());
-            let Some(run) =
-                smallest.filter(|&i| next_pending.is_none_or(|p| self.open[i].head() < p))
+            // The open run with the smallest head, and the smallest head of the others: one
+            // pass, since this runs once per row where runs interleave row by row.
+            let (mut smallest, mut others) = (None, i64::MAX);
+            for (i, open) in self.open.iter().enumerate() {
+                let head = open.head();
+                match smallest {
+                    Some((_, least)) if head >= least => others = others.min(head),
+                    Some((_, least)) => {
+                        others = least;
+                        smallest = Some((i, head));
+                    }
+                    None => smallest = Some((i, head)),
+                }
+            }
+            let Some((run, _)) =
+                smallest.filter(|&(_, head)| next_pending.is_none_or(|p| head < p))
             else {
                 // Either nothing is open or a run not opened yet comes first.
                 match self.pending.pop_front() {
@@ -249,16 +262,8 @@ impl OffsetMerge {
                     None => return self.emit().map(Some),
                 }
             };
-            // Everything below the next head of any other run goes out in one slice.
-            let bound = self
-                .open
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| i != run)
-                .map(|(_, other)| other.head())
-                .chain(next_pending)
-                .min()
-                .unwrap_or(i64::MAX);
+            // Everything below the next head of any other run goes out at once.
+            let bound = next_pending.map_or(others, |p| p.min(others));
             let open = &mut self.open[run];
             let rest = &open.offsets[open.cursor..];
             let take = rest.partition_point(|&o| o < bound).max(1);
