@@ -192,13 +192,19 @@ class Client:
         *,
         strict: bool = False,
         as_known_at: bool = False,
+        memory_budget: int | None = None,
         return_type: ReturnType = "pandas",
     ) -> Any:
         """Feast's name for point-in-time training data: the ``features`` view's features
         for each row of ``entity_df`` (root keys and event times), joined as of that time.
         Answers one frame, the spine's columns with the features and labels beside them."""
         view = features if isinstance(features, FeatureView) else self.get_feature_view(features)
-        version = view.create_training_data(spine=entity_df, strict=strict, as_known_at=as_known_at)
+        version = view.create_training_data(
+            spine=entity_df,
+            strict=strict,
+            as_known_at=as_known_at,
+            memory_budget=memory_budget,
+        )
         return view.read_training_dataset(version, return_type=return_type)
 
     # Models and deployments.

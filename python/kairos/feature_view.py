@@ -174,6 +174,7 @@ class FeatureView:
         strict: bool = False,
         as_known_at: bool = False,
         description: str = "",
+        memory_budget: int | None = None,
     ) -> int:
         """Materialises a point-in-time correct training dataset and answers its version.
         ``split`` is the REST API's: ``{"kind": "random", "seed": 0, "train": 0.8,
@@ -181,7 +182,8 @@ class FeatureView:
         "test_start": …}`` (the split methods below write it for you).
         ``spine`` (any frame of root keys and event times) replaces the root group's rows;
         ``strict`` joins only rows strictly older than each root row; ``as_known_at`` only rows
-        ingested by its time, so no late or backfilled value leaks in."""
+        ingested by its time, so no late or backfilled value leaks in. ``memory_budget`` is the
+        bytes the join buffers before it spills to disk (embedded only; 1 GiB by default)."""
         options = {
             "start": _frames.micros(start, "start"),
             "end": _frames.micros(end, "end"),
@@ -189,6 +191,7 @@ class FeatureView:
             "strict": strict,
             "as_known_at": as_known_at,
             "description": description,
+            "memory_budget": memory_budget,
         }
         table = None if spine is None else _frames.to_arrow(spine, what="spine")
         dataset = json.loads(

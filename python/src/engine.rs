@@ -9,9 +9,9 @@ use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use kairos_client::{
     Artifact, Client, ClientError, DeploymentSpec, Embedded, ErrorKind, FeatureViewSpec,
-    InteractionEvent, MonitorSpec, PipelineSpec, PredictRequest, ReadFilter, RecommendRequest,
-    RecommenderSpec, Remote, RemoteOptions, Spine, Split, SplitName, TrainRequest, TrainingData,
-    TrainingDatasetRequest, VectorRequest, Vectors, Wait,
+    InteractionEvent, JoinTuning, MonitorSpec, PipelineSpec, PredictRequest, ReadFilter,
+    RecommendRequest, RecommenderSpec, Remote, RemoteOptions, Spine, Split, SplitName,
+    TrainRequest, TrainingData, TrainingDatasetRequest, VectorRequest, Vectors, Wait,
 };
 use kairos_store::StoreConfig;
 use kairos_types::Format;
@@ -137,6 +137,9 @@ struct TrainingOptions {
     as_known_at: bool,
     #[serde(default)]
     description: String,
+    /// Bytes the join may buffer before it spills; embedded only.
+    #[serde(default)]
+    memory_budget: Option<usize>,
 }
 
 /// Every row of `rows` as one batch.
@@ -338,7 +341,9 @@ impl Engine {
                 description: options.description,
             },
             spine,
-            tuning: None,
+            tuning: options
+                .memory_budget
+                .map(|memory_budget| JoinTuning { memory_budget }),
         };
         self.run_json(py, |c| async move {
             c.create_training_dataset(name, version, data).await

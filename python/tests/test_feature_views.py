@@ -100,6 +100,22 @@ def test_a_spine_and_feasts_historical_features(fs: kairos.Client) -> None:
     assert x["amount"].tolist() == [500.0]
 
 
+def test_a_memory_budget_spills_the_join_in_process_and_a_server_keeps_its_own(
+    fs: kairos.Client,
+) -> None:
+    build(fs)
+    spine = pd.DataFrame({"tx": [2, 1], "ts": [at(13), at(9)]})
+    if fs.backend == "remote":
+        with pytest.raises(kairos.BadInput, match="memory budget"):
+            fs.get_historical_features(spine, "fraud", memory_budget=1)
+        return
+    # One byte: every input goes through the spill files, and the rows are the same.
+    spilled = fs.get_historical_features(spine, "fraud", memory_budget=1).sort_values("tx")
+    in_memory = fs.get_historical_features(spine, "fraud").sort_values("tx")
+    assert spilled["home_lat"].tolist() == [48.85, 40.71]
+    pd.testing.assert_frame_equal(spilled.reset_index(drop=True), in_memory.reset_index(drop=True))
+
+
 def test_online_vectors_with_request_values(fs: kairos.Client) -> None:
     view = build(fs)
     vector = view.get_feature_vector(
