@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from kairos import feature_view
 from kairos._frames import to_arrow
 from kairos._internal import Engine
+from kairos._wire import definition_text
 from kairos.errors import NotFound
 from kairos.feature_group import Feature, FeatureGroup, definition
 from kairos.feature_view import FeatureView, Join, OnDemand
 from kairos.models import Deployment, Model, onnx_definition, to_onnx
 from kairos.models import predict as predict_on
-from kairos.monitoring import Monitor, Pipeline, Recommender, definition_text
+from kairos.monitoring import Monitor, Pipeline, Recommender
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from kairos import _frames
+from kairos import _frames, _wire
 from kairos._frames import ReturnType
 
 if TYPE_CHECKING:
@@ -165,18 +165,15 @@ class FeatureGroup:
 
     def status(self) -> dict[str, Any]:
         """Where the group's log and materialisers stand."""
-        result: dict[str, Any] = json.loads(self._engine.describe_group(self.name, self.version))
-        return result
+        return _wire.report(self._engine.describe_group(self.name, self.version))
 
     def check(self) -> dict[str, Any]:
         """Whether the online and offline stores agree with each other and with the log."""
-        result: dict[str, Any] = json.loads(self._engine.check_group(self.name, self.version))
-        return result
+        return _wire.report(self._engine.check_group(self.name, self.version))
 
     def compact(self) -> dict[str, Any]:
         """Compacts the offline table's small files into large ones."""
-        result: dict[str, Any] = json.loads(self._engine.compact_group(self.name, self.version))
-        return result
+        return _wire.report(self._engine.compact_group(self.name, self.version))
 
     def delete(self) -> None:
         """Deletes this version of the group and all its data."""

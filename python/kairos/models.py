@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from kairos import _wire
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -63,8 +65,7 @@ class Deployment:
 
     def status(self) -> dict[str, Any]:
         """Its revision, model, feature view, latency percentiles and SLO compliance."""
-        status: dict[str, Any] = json.loads(self._engine.deployment_status(self.name))
-        return status
+        return _wire.report(self._engine.deployment_status(self.name))
 
     def predict(
         self,

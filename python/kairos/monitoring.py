@@ -5,21 +5,14 @@ asked for what it knows."""
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 from typing import TYPE_CHECKING, Any
+
+from kairos import _wire
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from kairos._internal import Engine
-
-
-def definition_text(definition: dict[str, Any] | str | os.PathLike[str]) -> str:
-    """A definition as the engine reads it: a dict as JSON, or a file's text."""
-    if isinstance(definition, dict):
-        return json.dumps(definition)
-    return pathlib.Path(definition).read_text()
 
 
 class Pipeline:
@@ -39,18 +32,15 @@ class Pipeline:
 
     def status(self) -> dict[str, Any]:
         """Its state, watermark, lag and counts."""
-        status: dict[str, Any] = json.loads(self._engine.pipeline_status(self.name))
-        return status
+        return _wire.report(self._engine.pipeline_status(self.name))
 
     def start(self) -> dict[str, Any]:
         """Starts it, and keeps it running across restarts."""
-        status: dict[str, Any] = json.loads(self._engine.start_pipeline(self.name))
-        return status
+        return _wire.report(self._engine.start_pipeline(self.name))
 
     def stop(self) -> dict[str, Any]:
         """Stops it, and keeps it stopped across restarts."""
-        status: dict[str, Any] = json.loads(self._engine.stop_pipeline(self.name))
-        return status
+        return _wire.report(self._engine.stop_pipeline(self.name))
 
 
 class Monitor:
@@ -74,18 +64,15 @@ class Monitor:
 
     def run(self) -> dict[str, Any]:
         """Runs its checks now over the inference log, and answers what they found."""
-        run: dict[str, Any] = json.loads(self._engine.run_monitor(self.name))
-        return run
+        return _wire.report(self._engine.run_monitor(self.name))
 
     def retrain(self) -> dict[str, Any]:
         """Trains a challenger now; it is promoted only if it beats the model serving."""
-        decision: dict[str, Any] = json.loads(self._engine.retrain(self.name))
-        return decision
+        return _wire.report(self._engine.retrain(self.name))
 
     def history(self) -> dict[str, Any]:
         """Its runs, alerts and retrainings."""
-        history: dict[str, Any] = json.loads(self._engine.monitor_history(self.name))
-        return history
+        return _wire.report(self._engine.monitor_history(self.name))
 
     def report(self) -> str:
         """The deployment's monitoring report, as HTML (shows inline in a notebook with
@@ -112,8 +99,7 @@ class Recommender:
 
     def status(self) -> dict[str, Any]:
         """Its definition, models and where it has read the interactions log to."""
-        status: dict[str, Any] = json.loads(self._engine.recommender_status(self.name))
-        return status
+        return _wire.report(self._engine.recommender_status(self.name))
 
     def recommend(
         self, user_id: int, k: int | None = None, *, context: dict[str, Any] | None = None
